@@ -1,0 +1,229 @@
+// Package store defines how Nexus keeps its state: installed plugins (with their
+// configuration and permissions), access tokens, the audit log, plugin logs and backups.
+//
+// A Store runs every change in one transaction (Write) so that writes that belong together
+// land together or not at all. Implementations: storesqlite (the default, one SQLite file).
+// Every implementation passes the conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a looked-up record does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrConflict is returned when a record with the same key already exists where a new one
+// was expected (e.g. a token hash or a backup id used twice).
+var ErrConflict = errors.New("store: conflict")
+
+// Store is the persistent state of a Nexus server. It is safe for concurrent use.
+type Store interface {
+	// Read runs fn in a read-only transaction.
+	Read(ctx context.Context, fn func(Tx) error) error
+	// Write runs fn in one read-write transaction: it commits when fn returns nil and
+	// rolls back every change when fn returns an error (which Write returns).
+	Write(ctx context.Context, fn func(Tx) error) error
+	// Close releases the store.
+	Close() error
+}
+
+// Tx is a transaction. It must not be used after the function it was passed to returns.
+type Tx interface {
+	// Plugin returns the plugin with the id, or ErrNotFound.
+	Plugin(id string) (Plugin, error)
+	// Plugins returns every installed plugin ordered by id.
+	Plugins() ([]Plugin, error)
+	// PutPlugin inserts or replaces a plugin record.
+	PutPlugin(p Plugin) error
+	// DeletePlugin removes a plugin record (ErrNotFound when absent). It does not remove
+	// the plugin's tokens, logs, backups or data: callers do that explicitly.
+	DeletePlugin(id string) error
+
+	// PutToken stores a new token (ErrConflict when its ID or Hash exists).
+	PutToken(t Token) error
+	// TokenByHash returns the token with the hash, revoked or not, or ErrNotFound.
+	TokenByHash(hash []byte) (Token, error)
+	// Tokens returns every token, newest first.
+	Tokens() ([]Token, error)
+	// RevokeToken marks a token revoked at the given time (ErrNotFound when absent).
+	RevokeToken(id string, at time.Time) error
+	// DeletePluginTokens removes every token bound to the plugin.
+	DeletePluginTokens(pluginID string) error
+
+	// AppendAudit appends an audit entry; ID and Time are set by the caller.
+	AppendAudit(e AuditEntry) error
+	// Audit returns audit entries matching the filter, newest first.
+	Audit(f AuditFilter) ([]AuditEntry, error)
+
+	// AppendLogs appends log records.
+	AppendLogs(recs []LogRecord) error
+	// Logs returns one page of the plugin's log records matching the filter, newest first,
+	// and the number of records matching the filter across all pages.
+	Logs(f LogFilter) ([]LogRecord, int, error)
+	// TrimLogs keeps only the newest keep records of the plugin.
+	TrimLogs(pluginID string, keep int) error
+	// DeleteLogs removes every log record of the plugin.
+	DeleteLogs(pluginID string) error
+
+	// PutBackup stores a backup record (ErrConflict when the ID exists).
+	PutBackup(b Backup) error
+	// Backup returns the backup with the id, or ErrNotFound.
+	Backup(id string) (Backup, error)
+	// Backups returns the plugin's backups, newest first.
+	Backups(pluginID string) ([]Backup, error)
+	// DeleteBackup removes a backup record (ErrNotFound when absent).
+	DeleteBackup(id string) error
+
+	// Setting returns a server-level setting, or ErrNotFound.
+	Setting(key string) ([]byte, error)
+	// PutSetting stores a server-level setting.
+	PutSetting(key string, value []byte) error
+}
+
+// Plugin is an installed plugin.
+type Plugin struct {
+	ID      string
+	Version string
+	// Manifest is the plugin.json of the installed package, as installed.
+	Manifest []byte
+	// Dir is the absolute directory the package is unpacked in.
+	Dir string
+	// Source is where the package came from: "file", "repository" or "url".
+	Source string
+	// PackageSHA256 is the hex sha256 of the package file.
+	PackageSHA256 string
+	// Enabled says whether the plugin should run.
+	Enabled bool
+	// Status is "inactive", "loading", "active" or "error".
+	Status string
+	// StatusReason says why the status is what it is (the error, the disable reason).
+	StatusReason string
+	// Config is the configuration as a JSON object; secret values are sealed
+	// (encrypted) by the caller before they reach the store.
+	Config []byte
+	// ConfigUpdatedAt is when the configuration last changed.
+	ConfigUpdatedAt time.Time
+	// Requested, Granted and Denied are the plugin's permissions.
+	Requested []string
+	Granted   []string
+	Denied    []string
+	// SecurityLevel is "low", "medium", "high" or "critical".
+	SecurityLevel  string
+	SandboxEnabled bool
+	Limits         ResourceLimits
+	InstalledAt    time.Time
+	UpdatedAt      time.Time
+}
+
+// ResourceLimits bounds a host-launched plugin; 0 means unlimited.
+type ResourceLimits struct {
+	MemoryMB    int
+	CPUPercent  int
+	FileHandles int
+}
+
+// Role is an access role.
+type Role string
+
+// The roles.
+const (
+	RoleAdmin  Role = "admin"
+	RoleUser   Role = "user"
+	RolePlugin Role = "plugin"
+)
+
+// Token is an access token. Only its hash is stored.
+type Token struct {
+	ID   string
+	Name string
+	Role Role
+	// PluginID binds a plugin token to its plugin; empty for other roles.
+	PluginID  string
+	Hash      []byte
+	CreatedAt time.Time
+	// RevokedAt is zero while the token is valid.
+	RevokedAt time.Time
+}
+
+// AuditEntry records one state-changing call.
+type AuditEntry struct {
+	ID   string
+	Time time.Time
+	// Actor is the token id that made the call ("" when unauthenticated); ActorName its name.
+	Actor     string
+	ActorName string
+	Role      Role
+	// Action is the operation, e.g. "nexus.plugin.v1.PluginService/InstallPlugin".
+	Action string
+	// Target is what it acted on, e.g. a plugin id.
+	Target string
+	// Outcome is "ok" or the error code.
+	Outcome   string
+	RequestID string
+	// Details is a JSON object with further facts (never secrets).
+	Details []byte
+}
+
+// AuditFilter selects audit entries; zero fields do not filter.
+type AuditFilter struct {
+	Target string
+	Since  time.Time
+	Limit  int
+}
+
+// LogRecord is one log entry of a plugin.
+type LogRecord struct {
+	PluginID string
+	Time     time.Time
+	// Level is "DEBUG", "INFO", "WARNING" or "ERROR".
+	Level   string
+	Message string
+	// Metadata is a JSON object, or nil.
+	Metadata []byte
+}
+
+// LogFilter selects a page of log records.
+type LogFilter struct {
+	PluginID string
+	// MinLevel keeps records at this level and above ("" keeps all).
+	MinLevel string
+	// Start and End bound the time (inclusive); zero does not bound.
+	Start, End time.Time
+	// Search keeps records whose message contains it, case-insensitively.
+	Search string
+	// Page is 1-based; PerPage > 0.
+	Page, PerPage int
+}
+
+// Backup is a kept copy of a plugin's package and configuration.
+type Backup struct {
+	ID       string
+	PluginID string
+	Version  string
+	// Reason is "update", "uninstall" or "manual".
+	Reason    string
+	CreatedAt time.Time
+	// Dir is where the backed-up package files are kept.
+	Dir       string
+	SizeBytes int64
+	// Plugin is the plugin record at the time of the backup.
+	Plugin Plugin
+}
+
+// LevelRank orders log levels: DEBUG < INFO < WARNING < ERROR. Unknown levels rank 0.
+func LevelRank(level string) int {
+	switch level {
+	case "DEBUG":
+		return 1
+	case "INFO":
+		return 2
+	case "WARNING":
+		return 3
+	case "ERROR":
+		return 4
+	}
+	return 0
+}
