@@ -30,9 +30,13 @@ build: ## Build the nexus binary into bin/.
 run: build examples ## Build and start the server on embedded defaults with the demo repository.
 	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA)
 
+EXAMPLES := $(wildcard clients/go/plugin/examples/*/plugin.json)
+
 .PHONY: examples
-examples: ## Build the example plugin packages.
-	@true
+examples: build ## Build the example plugin packages into bin/packages/.
+	@mkdir -p bin/packages
+	@for m in $(EXAMPLES); do d=$$(dirname $$m); \
+		$(BIN) package $$d -o bin/packages/$$(basename $$d).tar.gz || exit 1; done
 
 .PHONY: generate
 generate: tools ## Regenerate third-party protos and gen/ (Go and TypeScript).
@@ -67,13 +71,20 @@ test: checkgenerate lint test-go test-fuzz test-ts ## Every test: generation, li
 test-go: ## Go tests with the race detector.
 	$(GO) test $(GOTESTFLAGS) ./...
 
+FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
+	./pluginhost/archive:FuzzExtract \
+	./pluginhost/archive:FuzzReadManifest \
+	./pluginhost/configschema:FuzzParseAndValidate
+
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
-	@true
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 .PHONY: test-ts
-test-ts: ## Build the TypeScript client and run its tests against a live server.
-	@true
+test-ts: build ## Build the TypeScript client and run its tests against a live server.
+	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 .PHONY: bench
 bench: ## Go benchmarks.

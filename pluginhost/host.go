@@ -1,0 +1,1017 @@
+// Package pluginhost is the domain of Nexus: the registry of installed plugins, packages and
+// installs, configuration, permissions, logs and backups. It works on plain Go types; the
+// transport edge (package server) converts to and from the API.
+package pluginhost
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+
+	"github.com/nexus-platform/nexus/pluginhost/archive"
+	"github.com/nexus-platform/nexus/pluginhost/configschema"
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/manifest"
+	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/secrets"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+)
+
+// Options configures a Host. Store, DataDir and Secrets are required.
+type Options struct {
+	Store store.Store
+	// DataDir holds plugins/ (installed packages), backups/ and tmp/.
+	DataDir string
+	// Secrets seals secret configuration values at rest.
+	Secrets *secrets.Box
+	// Policy decides the permissions granted at install.
+	Policy permission.Policy
+	// Limits bound package size and extraction.
+	Limits archive.Limits
+	Logger *slog.Logger
+	// LogRetention is how many log records are kept per plugin (default 10000).
+	LogRetention int
+}
+
+// Host is the plugin registry. It is safe for concurrent use: lifecycle changes (install,
+// uninstall, configuration and permission changes) are serialised by mu; reads go straight
+// to the store.
+type Host struct {
+	st      store.Store
+	dataDir string
+	box     *secrets.Box
+	policy  permission.Policy
+	limits  archive.Limits
+	log     *slog.Logger
+	keep    int
+	now     func() time.Time
+
+	mu sync.Mutex // serialises lifecycle changes
+}
+
+// New returns a Host and removes what an interrupted install or uninstall left on disk.
+func New(opts Options) (*Host, error) {
+	if opts.Store == nil || opts.DataDir == "" || opts.Secrets == nil {
+		return nil, errors.New("pluginhost: Store, DataDir and Secrets are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Limits == (archive.Limits{}) {
+		opts.Limits = archive.DefaultLimits()
+	}
+	if opts.LogRetention <= 0 {
+		opts.LogRetention = 10000
+	}
+	if opts.Policy.Grant == nil && opts.Policy.Deny == nil {
+		opts.Policy = permission.DefaultPolicy()
+	}
+	h := &Host{
+		st: opts.Store, dataDir: opts.DataDir, box: opts.Secrets, policy: opts.Policy,
+		limits: opts.Limits, log: opts.Logger, keep: opts.LogRetention,
+		now: func() time.Time { return time.Now().UTC() },
+	}
+	for _, d := range []string{h.pluginsDir(), h.backupsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("pluginhost: create %s: %w", d, err)
+		}
+	}
+	if err := h.sweep(context.Background()); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) pluginsDir() string { return filepath.Join(h.dataDir, "plugins") }
+func (h *Host) backupsDir() string { return filepath.Join(h.dataDir, "backups") }
+
+// sweep removes package directories that no plugin or backup record references: the
+// remains of an install or uninstall that was interrupted (a crash between unpacking and
+// committing, or between committing and removing).
+func (h *Host) sweep(ctx context.Context) error {
+	referenced := map[string]bool{}
+	err := h.st.Read(ctx, func(tx store.Tx) error {
+		plugins, err := tx.Plugins()
+		if err != nil {
+			return err
+		}
+		for _, p := range plugins {
+			referenced[filepath.Clean(p.Dir)] = true
+			backups, err := tx.Backups(p.ID)
+			if err != nil {
+				return err
+			}
+			for _, b := range backups {
+				referenced[filepath.Clean(b.Dir)] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pluginhost: sweep: %w", err)
+	}
+	ids, err := os.ReadDir(h.pluginsDir())
+	if err != nil {
+		return fmt.Errorf("pluginhost: sweep: %w", err)
+	}
+	for _, id := range ids {
+		idDir := filepath.Join(h.pluginsDir(), id.Name())
+		if !id.IsDir() {
+			continue
+		}
+		versions, err := os.ReadDir(idDir)
+		if err != nil {
+			return fmt.Errorf("pluginhost: sweep: %w", err)
+		}
+		left := 0
+		for _, v := range versions {
+			dir := filepath.Join(idDir, v.Name())
+			if referenced[dir] {
+				left++
+				continue
+			}
+			h.log.Warn("removing an unreferenced plugin directory left by an interrupted operation", "dir", dir)
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("pluginhost: sweep: %w", err)
+			}
+		}
+		if left == 0 {
+			_ = os.Remove(idDir)
+		}
+	}
+	return nil
+}
+
+// loaded is an installed plugin with its parsed manifest.
+type loaded struct {
+	rec store.Plugin
+	man *manifest.Manifest
+}
+
+func (h *Host) loadAll(ctx context.Context) ([]loaded, error) {
+	var recs []store.Plugin
+	if err := h.st.Read(ctx, func(tx store.Tx) error {
+		var err error
+		recs, err = tx.Plugins()
+		return err
+	}); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "could not read the plugin registry")
+	}
+	out := make([]loaded, 0, len(recs))
+	for _, r := range recs {
+		m, err := manifest.Parse(r.Manifest)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "the stored manifest of %s is unreadable", r.ID)
+		}
+		out = append(out, loaded{rec: r, man: m})
+	}
+	return out, nil
+}
+
+func (h *Host) load(ctx context.Context, id string) (loaded, error) {
+	var rec store.Plugin
+	err := h.st.Read(ctx, func(tx store.Tx) error {
+		var err error
+		rec, err = tx.Plugin(id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return loaded{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
+	}
+	if err != nil {
+		return loaded{}, errs.Wrap(errs.Internal, err, "could not read the plugin registry")
+	}
+	m, err := manifest.Parse(rec.Manifest)
+	if err != nil {
+		return loaded{}, errs.Wrap(errs.Internal, err, "the stored manifest of %s is unreadable", id)
+	}
+	return loaded{rec: rec, man: m}, nil
+}
+
+// graph holds the dependency relations between installed plugins.
+type graph struct {
+	order      map[string]int
+	dependents map[string][]string
+}
+
+// buildGraph computes the load order (dependencies first, ties by id, starting at 1) and
+// the dependents of each installed plugin.
+func buildGraph(all []loaded) graph {
+	g := graph{order: map[string]int{}, dependents: map[string][]string{}}
+	installed := map[string]bool{}
+	for _, p := range all {
+		installed[p.rec.ID] = true
+	}
+	indegree := map[string]int{}
+	for _, p := range all {
+		indegree[p.rec.ID] += 0
+		for _, dep := range p.man.DependencyIDs() {
+			if installed[dep] {
+				indegree[p.rec.ID]++
+				g.dependents[dep] = append(g.dependents[dep], p.rec.ID)
+			}
+		}
+	}
+	for k := range g.dependents {
+		sort.Strings(g.dependents[k])
+	}
+	var ready []string
+	for id, n := range indegree {
+		if n == 0 {
+			ready = append(ready, id)
+		}
+	}
+	n := 0
+	for len(ready) > 0 {
+		sort.Strings(ready)
+		id := ready[0]
+		ready = ready[1:]
+		n++
+		g.order[id] = n
+		for _, d := range g.dependents[id] {
+			indegree[d]--
+			if indegree[d] == 0 {
+				ready = append(ready, d)
+			}
+		}
+	}
+	// Plugins caught in a cycle (possible only through forced reinstalls) load last.
+	var rest []string
+	for id := range indegree {
+		if _, ok := g.order[id]; !ok {
+			rest = append(rest, id)
+		}
+	}
+	sort.Strings(rest)
+	for _, id := range rest {
+		n++
+		g.order[id] = n
+	}
+	return g
+}
+
+// List returns the installed plugins that pass the filter, in load order, and counts over
+// all installed plugins.
+func (h *Host) List(ctx context.Context, f ListFilter) ([]PluginView, Summary, error) {
+	all, err := h.loadAll(ctx)
+	if err != nil {
+		return nil, Summary{}, err
+	}
+	g := buildGraph(all)
+	var sum Summary
+	var out []PluginView
+	search := strings.ToLower(f.Search)
+	for _, p := range all {
+		sum.Total++
+		switch p.rec.Status {
+		case StatusActive:
+			sum.Active++
+		case StatusError:
+			sum.Error++
+		default:
+			sum.Inactive++
+		}
+		if !p.rec.Enabled {
+			sum.Disabled++
+		}
+		if f.Status != "" && p.rec.Status != f.Status ||
+			f.Category != "" && !strings.EqualFold(p.man.Category, f.Category) ||
+			!f.IncludeDisabled && !p.rec.Enabled {
+			continue
+		}
+		if search != "" && !strings.Contains(strings.ToLower(p.rec.ID+"\n"+p.man.Name+"\n"+p.man.Description), search) {
+			continue
+		}
+		v, err := h.view(p, g)
+		if err != nil {
+			return nil, Summary{}, err
+		}
+		out = append(out, v)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].LoadOrder != out[j].LoadOrder {
+			return out[i].LoadOrder < out[j].LoadOrder
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, sum, nil
+}
+
+// Get returns one plugin; with detail it also carries the most recent log records.
+func (h *Host) Get(ctx context.Context, id string, detail bool) (PluginView, error) {
+	if !detail {
+		p, err := h.load(ctx, id)
+		if err != nil {
+			return PluginView{}, err
+		}
+		return h.view(p, graph{order: map[string]int{}, dependents: map[string][]string{}})
+	}
+	all, err := h.loadAll(ctx)
+	if err != nil {
+		return PluginView{}, err
+	}
+	idx := slices.IndexFunc(all, func(p loaded) bool { return p.rec.ID == id })
+	if idx < 0 {
+		return PluginView{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
+	}
+	v, err := h.view(all[idx], buildGraph(all))
+	if err != nil {
+		return PluginView{}, err
+	}
+	err = h.st.Read(ctx, func(tx store.Tx) error {
+		var err error
+		v.RecentLogs, _, err = tx.Logs(store.LogFilter{PluginID: id, Page: 1, PerPage: 10})
+		return err
+	})
+	if err != nil {
+		return PluginView{}, errs.Wrap(errs.Internal, err, "could not read the plugin's logs")
+	}
+	return v, nil
+}
+
+func (h *Host) view(p loaded, g graph) (PluginView, error) {
+	m := p.man
+	values, err := h.openConfig(p)
+	if err != nil {
+		return PluginView{}, err
+	}
+	schema := m.Schema()
+	v := PluginView{
+		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
+		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
+		Status: p.rec.Status, StatusReason: p.rec.StatusReason, Enabled: p.rec.Enabled,
+		Health: HealthUnknown, LoadOrder: g.order[p.rec.ID],
+		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
+		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
+		Dependencies: m.DependencyIDs(), Dependents: g.dependents[p.rec.ID],
+		Permissions: p.rec.Granted,
+		Schema:      schema.Raw(), Config: schema.Mask(values),
+		InstalledAt: p.rec.InstalledAt, UpdatedAt: p.rec.UpdatedAt,
+	}
+	for _, e := range m.APIEndpoints {
+		v.Endpoints = append(v.Endpoints, EndpointInfo{Path: e.Path, Methods: e.Methods, Description: e.Description})
+	}
+	for _, e := range m.Events.Emits {
+		v.Emits = append(v.Emits, EventInfo{Type: e.Type, Description: e.Description})
+	}
+	for _, e := range m.Events.Subscribes {
+		v.Subscribes = append(v.Subscribes, EventInfo{Type: e.Type, Description: e.Description})
+	}
+	return v, nil
+}
+
+// openConfig decodes a plugin's stored configuration and unseals its secrets.
+func (h *Host) openConfig(p loaded) (map[string]any, error) {
+	values := map[string]any{}
+	if len(p.rec.Config) > 0 {
+		if err := json.Unmarshal(p.rec.Config, &values); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "the stored configuration of %s is unreadable", p.rec.ID)
+		}
+	}
+	opened, err := h.box.OpenFields(values, p.man.Schema().SecretFields())
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "the stored secrets of %s cannot be decrypted", p.rec.ID)
+	}
+	return opened, nil
+}
+
+// sealConfig seals secrets and encodes a configuration for the store.
+func (h *Host) sealConfig(schema configschema.Schema, values map[string]any) ([]byte, error) {
+	sealed, err := h.box.SealFields(values, schema.SecretFields())
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "could not encrypt secret values")
+	}
+	b, err := json.Marshal(sealed)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "could not encode the configuration")
+	}
+	return b, nil
+}
+
+// applyConfig merges patch into current and validates the result. Required fields that
+// have no value yet are allowed here (a plugin can be installed and configured step by
+// step); they are enforced when the plugin is started.
+func applyConfig(schema configschema.Schema, current, patch map[string]any) (map[string]any, []string, bool, error) {
+	merged, updated, restart, problems := schema.Apply(current, patch)
+	var kept []errs.FieldViolation
+	for _, p := range problems {
+		if v, ok := merged[p.Field]; (!ok || v == nil) && isRequiredField(schema, p.Field) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) > 0 {
+		return nil, nil, false, errs.WithFields(errs.PluginConfigurationError, configProblemMessage(kept), kept)
+	}
+	return merged, updated, restart, nil
+}
+
+func isRequiredField(schema configschema.Schema, name string) bool {
+	f, ok := schema.Field(name)
+	return ok && f.Required
+}
+
+func configProblemMessage(problems []errs.FieldViolation) string {
+	parts := make([]string, 0, len(problems))
+	for _, p := range problems {
+		parts = append(parts, p.String())
+	}
+	return "invalid configuration: " + strings.Join(parts, "; ")
+}
+
+// Install installs a plugin package.
+func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, error) {
+	start := time.Now()
+	switch req.Source {
+	case "file":
+	case "repository", "url":
+		return InstallResult{}, errs.New(errs.Unimplemented, "installing from a %s is not available on this server yet; use source \"file\"", req.Source)
+	default:
+		return InstallResult{}, errs.New(errs.ValidationError, "source must be repository, file or url")
+	}
+	if req.AutoEnable {
+		return InstallResult{}, errs.New(errs.Unimplemented, "auto_enable needs the plugin runtime, which is not available on this server yet; install without it")
+	}
+	data, err := h.readPackage(req)
+	if err != nil {
+		return InstallResult{}, err
+	}
+	rawManifest, sha, err := archive.ReadManifest(bytes.NewReader(data), h.limits)
+	if err != nil {
+		return InstallResult{}, packageError(err)
+	}
+	m, err := manifest.Parse(rawManifest)
+	if err != nil {
+		return InstallResult{}, err
+	}
+	if err := m.CheckCompatible(Version); err != nil {
+		return InstallResult{}, err
+	}
+	if err := checkPlatform(m); err != nil {
+		return InstallResult{}, err
+	}
+	schema := m.Schema()
+	cfg, _, _, err := applyConfig(schema, schema.Defaults(), orEmptyMap(req.Config))
+	if err != nil {
+		return InstallResult{}, err
+	}
+	sealed, err := h.sealConfig(schema, cfg)
+	if err != nil {
+		return InstallResult{}, err
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	all, err := h.loadAll(ctx)
+	if err != nil {
+		return InstallResult{}, err
+	}
+	var existing *loaded
+	for i := range all {
+		if all[i].rec.ID == m.ID {
+			existing = &all[i]
+		}
+	}
+	if existing != nil && !req.ForceReinstall {
+		return InstallResult{}, errs.New(errs.PluginAlreadyInstalled,
+			"plugin %q is already installed (version %s); pass force_reinstall to replace it", m.ID, existing.rec.Version).
+			WithDetail("installed_version", existing.rec.Version)
+	}
+	if err := checkDependencies(m, all); err != nil {
+		return InstallResult{}, err
+	}
+	dir := filepath.Join(h.pluginsDir(), m.ID, m.Version+"-"+randomHex(6))
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return InstallResult{}, errs.Wrap(errs.PluginInstallationFailed, err, "could not prepare the plugin directory")
+	}
+	if _, err := archive.Extract(ctx, bytes.NewReader(data), dir, h.limits); err != nil {
+		return InstallResult{}, packageError(err)
+	}
+	if err := checkEntryPoint(dir, m); err != nil {
+		_ = os.RemoveAll(dir)
+		return InstallResult{}, err
+	}
+	granted, denied := h.policy.Decide(m.Permissions)
+	now := h.now()
+	rec := store.Plugin{
+		ID: m.ID, Version: m.Version, Manifest: rawManifest, Dir: dir, Source: req.Source,
+		PackageSHA256: sha, Enabled: false, Status: StatusInactive,
+		Config: sealed, ConfigUpdatedAt: now,
+		Requested: sortedCopy(m.Permissions), Granted: granted, Denied: denied,
+		SecurityLevel: string(m.SecurityLevel), SandboxEnabled: m.Sandbox,
+		Limits: store.ResourceLimits{
+			MemoryMB: m.ResourceLimits.MemoryMB, CPUPercent: m.ResourceLimits.CPUPercent, FileHandles: m.ResourceLimits.FileHandles,
+		},
+		InstalledAt: now, UpdatedAt: now,
+	}
+	verb := "installed"
+	if existing != nil {
+		verb = "reinstalled"
+	}
+	err = h.st.Write(ctx, func(tx store.Tx) error {
+		if err := tx.PutPlugin(rec); err != nil {
+			return err
+		}
+		return tx.AppendLogs([]store.LogRecord{{
+			PluginID: m.ID, Time: now, Level: "INFO",
+			Message:  fmt.Sprintf("Plugin %s (version %s)", verb, m.Version),
+			Metadata: mustJSON(map[string]any{"source": req.Source, "sha256": sha, "granted": granted, "denied": denied}),
+		}})
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return InstallResult{}, errs.Wrap(errs.PluginInstallationFailed, err, "could not record the installation")
+	}
+	if existing != nil && existing.rec.Dir != dir {
+		if err := os.RemoveAll(existing.rec.Dir); err != nil {
+			h.log.Warn("could not remove the replaced plugin directory", "dir", existing.rec.Dir, "error", err)
+		}
+	}
+	h.log.Info("plugin installed", "plugin_id", m.ID, "version", m.Version, "source", req.Source, "granted", granted, "denied", denied)
+	return InstallResult{
+		PluginID: m.ID, Name: m.Name, Version: m.Version, Status: StatusInactive, Enabled: false,
+		InstalledAt: now, Duration: time.Since(start),
+	}, nil
+}
+
+// readPackage returns the package bytes of a file install, bounded by the package limit.
+func (h *Host) readPackage(req InstallRequest) ([]byte, error) {
+	max := h.limits.MaxPackageBytes
+	if len(req.PackageData) > 0 {
+		if req.FilePath != "" {
+			return nil, errs.New(errs.ValidationError, "give either file_path or package_data, not both")
+		}
+		if int64(len(req.PackageData)) > max {
+			return nil, errs.New(errs.PluginInstallationFailed, "the package is larger than %d bytes", max)
+		}
+		return req.PackageData, nil
+	}
+	if req.FilePath == "" {
+		return nil, errs.New(errs.ValidationError, "source file needs file_path or package_data")
+	}
+	if !filepath.IsAbs(req.FilePath) {
+		return nil, errs.WithFields(errs.ValidationError, "file_path must be an absolute path on the server",
+			[]errs.FieldViolation{{Field: "file_path", Description: "must be an absolute path"}})
+	}
+	f, err := os.Open(req.FilePath)
+	if err != nil {
+		return nil, errs.New(errs.PluginInstallationFailed, "cannot open the package file %s: %s", req.FilePath, osReason(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, errs.New(errs.PluginInstallationFailed, "the package file %s is not a regular file", req.FilePath)
+	}
+	if st.Size() > max {
+		return nil, errs.New(errs.PluginInstallationFailed, "the package is larger than %d bytes", max)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, errs.New(errs.PluginInstallationFailed, "cannot read the package file %s: %s", req.FilePath, osReason(err))
+	}
+	if int64(len(data)) > max {
+		return nil, errs.New(errs.PluginInstallationFailed, "the package is larger than %d bytes", max)
+	}
+	return data, nil
+}
+
+func osReason(err error) string {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "no such file"
+	case errors.Is(err, os.ErrPermission):
+		return "permission denied"
+	}
+	return "I/O error"
+}
+
+// packageError reports an unusable package (unsafe, corrupt, too large, no manifest).
+func packageError(err error) error {
+	var de *errs.Error
+	if errors.As(err, &de) {
+		return de
+	}
+	return errs.Wrap(errs.PluginInstallationFailed, err, "the package was refused: %v", err)
+}
+
+// checkEntryPoint makes sure a host-launched plugin's entry point is an executable file of
+// the package.
+func checkEntryPoint(dir string, m *manifest.Manifest) error {
+	if m.External {
+		return nil
+	}
+	st, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(m.EntryPoint)))
+	switch {
+	case err != nil:
+		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not in the package", m.EntryPoint)
+	case !st.Mode().IsRegular():
+		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not a regular file", m.EntryPoint)
+	case st.Mode().Perm()&0o111 == 0:
+		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not executable", m.EntryPoint)
+	}
+	return nil
+}
+
+func checkPlatform(m *manifest.Manifest) error {
+	if len(m.OS) > 0 && !slices.Contains(m.OS, runtime.GOOS) {
+		return errs.New(errs.PluginIncompatible, "plugin %s is built for %s, not %s", m.ID, strings.Join(m.OS, ", "), runtime.GOOS)
+	}
+	if len(m.Arch) > 0 && !slices.Contains(m.Arch, runtime.GOARCH) {
+		return errs.New(errs.PluginIncompatible, "plugin %s is built for %s, not %s", m.ID, strings.Join(m.Arch, ", "), runtime.GOARCH)
+	}
+	return nil
+}
+
+// checkDependencies makes sure every plugin m depends on is installed in a version that
+// satisfies its constraint.
+func checkDependencies(m *manifest.Manifest, all []loaded) error {
+	installed := map[string]string{}
+	for _, p := range all {
+		installed[p.rec.ID] = p.rec.Version
+	}
+	var problems []errs.FieldViolation
+	var missing []string
+	for _, dep := range m.DependencyIDs() {
+		constraint := m.Dependencies.Plugins[dep]
+		have, ok := installed[dep]
+		if !ok {
+			missing = append(missing, dep)
+			problems = append(problems, errs.FieldViolation{Field: "dependencies.plugins." + dep, Description: "is not installed (needs " + constraint + ")"})
+			continue
+		}
+		c, err := semver.NewConstraint(constraint)
+		v, verr := semver.NewVersion(have)
+		if err != nil || verr != nil || !c.Check(v) {
+			problems = append(problems, errs.FieldViolation{Field: "dependencies.plugins." + dep, Description: fmt.Sprintf("version %s is installed, needs %s", have, constraint)})
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	e := errs.WithFields(errs.PluginDependencyError, fmt.Sprintf("plugin %s has unmet dependencies: %s", m.ID, configProblemMessage(problems)[len("invalid configuration: "):]), problems)
+	if len(missing) > 0 {
+		e.WithDetail("missing", missing)
+	}
+	return e
+}
+
+// Uninstall removes a plugin.
+func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) (UninstallResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	all, err := h.loadAll(ctx)
+	if err != nil {
+		return UninstallResult{}, err
+	}
+	idx := slices.IndexFunc(all, func(p loaded) bool { return p.rec.ID == id })
+	if idx < 0 {
+		return UninstallResult{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
+	}
+	p := all[idx]
+	if deps := buildGraph(all).dependents[id]; len(deps) > 0 && !opts.Force {
+		return UninstallResult{}, errs.New(errs.PluginDependencyError,
+			"plugins %s depend on %s; uninstall them first or pass force", strings.Join(deps, ", "), id).
+			WithDetail("dependents", deps)
+	}
+	if p.rec.Status == StatusActive || p.rec.Status == StatusLoading {
+		return UninstallResult{}, errs.New(errs.PluginDependencyError, "plugin %s is running; disable it first", id)
+	}
+	now := h.now()
+	res := UninstallResult{PluginID: id, UninstalledAt: now, DataRemoved: opts.CleanupData}
+	var backup *store.Backup
+	if opts.Backup {
+		b, err := h.copyToBackup(p.rec, "uninstall", now)
+		if err != nil {
+			return UninstallResult{}, err
+		}
+		backup = &b
+		res.BackupCreated, res.BackupID = true, b.ID
+	}
+	err = h.st.Write(ctx, func(tx store.Tx) error {
+		if err := tx.DeletePlugin(id); err != nil {
+			return err
+		}
+		if err := tx.DeletePluginTokens(id); err != nil {
+			return err
+		}
+		if backup != nil {
+			if err := tx.PutBackup(*backup); err != nil {
+				return err
+			}
+		}
+		if opts.CleanupData {
+			return tx.DeleteLogs(id)
+		}
+		return tx.AppendLogs([]store.LogRecord{{PluginID: id, Time: now, Level: "INFO", Message: "Plugin uninstalled (version " + p.rec.Version + ")"}})
+	})
+	if err != nil {
+		if backup != nil {
+			_ = os.RemoveAll(backup.Dir)
+		}
+		return UninstallResult{}, errs.Wrap(errs.Internal, err, "could not record the uninstallation")
+	}
+	if err := os.RemoveAll(p.rec.Dir); err != nil {
+		h.log.Warn("could not remove the plugin directory; it is removed at the next start", "dir", p.rec.Dir, "error", err)
+	}
+	_ = os.Remove(filepath.Dir(p.rec.Dir))
+	h.log.Info("plugin uninstalled", "plugin_id", id, "backup_id", res.BackupID, "data_removed", opts.CleanupData)
+	return res, nil
+}
+
+// copyToBackup copies a plugin's package directory into a new backup directory.
+func (h *Host) copyToBackup(rec store.Plugin, reason string, now time.Time) (store.Backup, error) {
+	id := "backup_" + now.Format("20060102T150405") + "_" + randomHex(4)
+	dir := filepath.Join(h.backupsDir(), rec.ID, id)
+	tmp := dir + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
+	}
+	size, err := copyTree(rec.Dir, tmp)
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
+	}
+	return store.Backup{ID: id, PluginID: rec.ID, Version: rec.Version, Reason: reason, CreatedAt: now, Dir: dir, SizeBytes: size, Plugin: rec}, nil
+}
+
+// copyTree copies regular files, directories and symlinks from src to a new dst.
+func copyTree(src, dst string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm()|0o700)
+		case info.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case info.Mode().IsRegular():
+			in, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			out, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, info.Mode().Perm())
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(out, in)
+			total += n
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
+		return nil
+	})
+	return total, err
+}
+
+// Config returns a plugin's configuration; secrets are masked unless includeSecrets.
+func (h *Host) Config(ctx context.Context, id string, includeSecrets bool) (ConfigView, error) {
+	p, err := h.load(ctx, id)
+	if err != nil {
+		return ConfigView{}, err
+	}
+	values, err := h.openConfig(p)
+	if err != nil {
+		return ConfigView{}, err
+	}
+	schema := p.man.Schema()
+	if !includeSecrets {
+		values = schema.Mask(values)
+	}
+	return ConfigView{Values: values, Schema: schema.Raw(), LastUpdated: p.rec.ConfigUpdatedAt}, nil
+}
+
+// UpdateConfig merges patch into a plugin's configuration after validating the result
+// against its schema. Nothing is stored when a value is invalid.
+func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any) (ConfigUpdate, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, err := h.load(ctx, id)
+	if err != nil {
+		return ConfigUpdate{}, err
+	}
+	current, err := h.openConfig(p)
+	if err != nil {
+		return ConfigUpdate{}, err
+	}
+	schema := p.man.Schema()
+	merged, updated, restart, err := applyConfig(schema, current, orEmptyMap(patch))
+	if err != nil {
+		return ConfigUpdate{}, err
+	}
+	now := h.now()
+	if len(updated) > 0 {
+		sealed, err := h.sealConfig(schema, merged)
+		if err != nil {
+			return ConfigUpdate{}, err
+		}
+		rec := p.rec
+		rec.Config, rec.ConfigUpdatedAt, rec.UpdatedAt = sealed, now, now
+		err = h.st.Write(ctx, func(tx store.Tx) error {
+			if err := tx.PutPlugin(rec); err != nil {
+				return err
+			}
+			return tx.AppendLogs([]store.LogRecord{{
+				PluginID: id, Time: now, Level: "INFO", Message: "Configuration updated",
+				Metadata: mustJSON(map[string]any{"updated_fields": updated, "restart_required": restart}),
+			}})
+		})
+		if err != nil {
+			return ConfigUpdate{}, errs.Wrap(errs.Internal, err, "could not store the configuration")
+		}
+	}
+	return ConfigUpdate{Values: schema.Mask(merged), UpdatedFields: updated, RestartRequired: restart, UpdatedAt: now}, nil
+}
+
+// Permissions returns a plugin's permissions.
+func (h *Host) Permissions(ctx context.Context, id string) (Permissions, error) {
+	p, err := h.load(ctx, id)
+	if err != nil {
+		return Permissions{}, err
+	}
+	return permissionsOf(p.rec), nil
+}
+
+func permissionsOf(r store.Plugin) Permissions {
+	return Permissions{
+		Requested: r.Requested, Granted: r.Granted, Denied: r.Denied,
+		SecurityLevel: r.SecurityLevel, SandboxEnabled: r.SandboxEnabled, Limits: r.Limits,
+	}
+}
+
+// UpdatePermissions grants and revokes permissions and changes security settings. A
+// revoked permission that the plugin requested is listed as denied; a granted one is no
+// longer denied.
+func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionChange) (Permissions, error) {
+	for _, g := range c.Grant {
+		if slices.Contains(c.Revoke, g) {
+			return Permissions{}, errs.WithFields(errs.ValidationError, "a permission cannot be granted and revoked at once",
+				[]errs.FieldViolation{{Field: "grant", Description: g + " is also in revoke"}})
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, err := h.load(ctx, id)
+	if err != nil {
+		return Permissions{}, err
+	}
+	rec := p.rec
+	granted := slices.Clone(rec.Granted)
+	denied := slices.Clone(rec.Denied)
+	for _, g := range c.Grant {
+		granted = append(granted, g)
+		denied = slices.DeleteFunc(denied, func(d string) bool { return d == g })
+	}
+	for _, r := range c.Revoke {
+		granted = slices.DeleteFunc(granted, func(x string) bool { return x == r })
+		if slices.Contains(rec.Requested, r) {
+			denied = append(denied, r)
+		}
+	}
+	rec.Granted, rec.Denied = sortedCopy(granted), sortedCopy(denied)
+	if c.SecurityLevel != "" {
+		rec.SecurityLevel = c.SecurityLevel
+	}
+	if c.SandboxEnabled != nil {
+		rec.SandboxEnabled = *c.SandboxEnabled
+	}
+	if c.Limits != nil {
+		rec.Limits = *c.Limits
+	}
+	now := h.now()
+	rec.UpdatedAt = now
+	err = h.st.Write(ctx, func(tx store.Tx) error {
+		if err := tx.PutPlugin(rec); err != nil {
+			return err
+		}
+		return tx.AppendLogs([]store.LogRecord{{
+			PluginID: id, Time: now, Level: "INFO", Message: "Permissions updated",
+			Metadata: mustJSON(map[string]any{"granted": rec.Granted, "denied": rec.Denied, "security_level": rec.SecurityLevel}),
+		}})
+	})
+	if err != nil {
+		return Permissions{}, errs.Wrap(errs.Internal, err, "could not store the permissions")
+	}
+	return permissionsOf(rec), nil
+}
+
+// Logs returns one page of an installed plugin's logs, newest first, and the total.
+func (h *Host) Logs(ctx context.Context, q LogQuery) ([]store.LogRecord, int, error) {
+	if _, err := h.load(ctx, q.PluginID); err != nil {
+		return nil, 0, err
+	}
+	if !q.Start.IsZero() && !q.End.IsZero() && q.End.Before(q.Start) {
+		return nil, 0, errs.WithFields(errs.ValidationError, "end_time is before start_time",
+			[]errs.FieldViolation{{Field: "end_time", Description: "must not be before start_time"}})
+	}
+	var recs []store.LogRecord
+	var total int
+	err := h.st.Read(ctx, func(tx store.Tx) error {
+		var err error
+		recs, total, err = tx.Logs(q)
+		return err
+	})
+	if err != nil {
+		return nil, 0, errs.Wrap(errs.Internal, err, "could not read the logs")
+	}
+	return recs, total, nil
+}
+
+// Backups lists the backups of a plugin (installed or not), newest first.
+func (h *Host) Backups(ctx context.Context, id string) ([]store.Backup, error) {
+	var out []store.Backup
+	err := h.st.Read(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.Backups(id)
+		return err
+	})
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "could not read the backups")
+	}
+	return out, nil
+}
+
+// Audit appends an entry to the audit log.
+func (h *Host) Audit(ctx context.Context, e store.AuditEntry) error {
+	if e.ID == "" {
+		e.ID = "aud_" + randomHex(8)
+	}
+	if e.Time.IsZero() {
+		e.Time = h.now()
+	}
+	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) })
+}
+
+// Ready reports whether the host can serve: its store answers.
+func (h *Host) Ready(ctx context.Context) error {
+	return h.st.Read(ctx, func(tx store.Tx) error {
+		_, err := tx.Setting("ready-probe")
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func orEmptyMap(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,238 @@
+// Package identity issues and checks access tokens. Tokens are opaque random strings;
+// only their SHA-256 hashes are stored, and hashes are compared in constant time.
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+)
+
+// tokenPrefix marks Nexus tokens, so that secret scanners and people recognise them.
+const tokenPrefix = "nxt_"
+
+// bootstrapName names the admin token created from NEXUS_ADMIN_TOKEN or on first start.
+const bootstrapName = "bootstrap-admin"
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	TokenID string
+	Name    string
+	Role    store.Role
+	// PluginID is set for plugin tokens: the only plugin the caller may act as.
+	PluginID string
+}
+
+// IsAdmin reports whether the principal has the admin role.
+func (p Principal) IsAdmin() bool { return p.Role == store.RoleAdmin }
+
+// Service issues, lists, revokes and checks tokens.
+type Service struct {
+	store store.Store
+	now   func() time.Time
+}
+
+// New returns a Service over st.
+func New(st store.Store) *Service {
+	return &Service{store: st, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// Hash returns the stored form of a token.
+func Hash(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// Authenticate returns the principal a bearer token belongs to. Unknown, malformed and
+// revoked tokens all fail with UNAUTHENTICATED and the same message.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	denied := errs.New(errs.Unauthenticated, "invalid or revoked token")
+	if token == "" || len(token) > 512 {
+		return Principal{}, denied
+	}
+	hash := Hash(token)
+	var tok store.Token
+	err := s.store.Read(ctx, func(tx store.Tx) error {
+		var err error
+		tok, err = tx.TokenByHash(hash)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, denied
+	}
+	if err != nil {
+		return Principal{}, errs.Wrap(errs.Internal, err, "could not check the token")
+	}
+	if subtle.ConstantTimeCompare(tok.Hash, hash) != 1 || !tok.RevokedAt.IsZero() {
+		return Principal{}, denied
+	}
+	return Principal{TokenID: tok.ID, Name: tok.Name, Role: tok.Role, PluginID: tok.PluginID}, nil
+}
+
+// Create issues a token and returns it in clear (the only time it is available) with its
+// record.
+func (s *Service) Create(ctx context.Context, name string, role store.Role, pluginID string) (string, store.Token, error) {
+	if err := checkRole(role, pluginID); err != nil {
+		return "", store.Token{}, err
+	}
+	if name == "" {
+		name = string(role)
+		if pluginID != "" {
+			name = "plugin:" + pluginID
+		}
+	}
+	plain, err := NewSecret()
+	if err != nil {
+		return "", store.Token{}, err
+	}
+	tok := store.Token{ID: newID(), Name: name, Role: role, PluginID: pluginID, Hash: Hash(plain), CreatedAt: s.now()}
+	err = s.store.Write(ctx, func(tx store.Tx) error {
+		if pluginID != "" {
+			if _, err := tx.Plugin(pluginID); errors.Is(err, store.ErrNotFound) {
+				return errs.New(errs.PluginNotFound, "plugin %q is not installed", pluginID)
+			} else if err != nil {
+				return err
+			}
+		}
+		return tx.PutToken(tok)
+	})
+	if err != nil {
+		return "", store.Token{}, err
+	}
+	return plain, tok, nil
+}
+
+// List returns every token record, newest first.
+func (s *Service) List(ctx context.Context) ([]store.Token, error) {
+	var out []store.Token
+	err := s.store.Read(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.Tokens()
+		return err
+	})
+	return out, err
+}
+
+// Revoke revokes the token with the id.
+func (s *Service) Revoke(ctx context.Context, id string) error {
+	err := s.store.Write(ctx, func(tx store.Tx) error { return tx.RevokeToken(id, s.now()) })
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no token with id %q", id)
+	}
+	return err
+}
+
+// Bootstrap makes sure an admin token exists. When envToken is set it becomes a valid admin
+// token (created on first sight). Otherwise, when no admin token exists yet, one is
+// generated, written to tokenFile with mode 0600, and returned so the caller can print it
+// once; created is false when nothing was generated.
+func (s *Service) Bootstrap(ctx context.Context, envToken, tokenFile string) (generated string, err error) {
+	if envToken != "" {
+		hash := Hash(envToken)
+		return "", s.store.Write(ctx, func(tx store.Tx) error {
+			tok, err := tx.TokenByHash(hash)
+			switch {
+			case err == nil && tok.Role == store.RoleAdmin && tok.RevokedAt.IsZero():
+				return nil
+			case err == nil:
+				return fmt.Errorf("NEXUS_ADMIN_TOKEN matches a token that is revoked or not an admin token")
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
+			return tx.PutToken(store.Token{ID: newID(), Name: bootstrapName, Role: store.RoleAdmin, Hash: hash, CreatedAt: s.now()})
+		})
+	}
+	tokens, err := s.List(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, t := range tokens {
+		if t.Role == store.RoleAdmin && t.RevokedAt.IsZero() {
+			return "", nil
+		}
+	}
+	plain, _, err := s.Create(ctx, bootstrapName, store.RoleAdmin, "")
+	if err != nil {
+		return "", err
+	}
+	if err := writeSecretFile(tokenFile, plain+"\n"); err != nil {
+		return "", err
+	}
+	return plain, nil
+}
+
+// NewSecret returns a new random token string.
+func NewSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return tokenPrefix + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// BearerToken extracts the token from an Authorization header value.
+func BearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func checkRole(role store.Role, pluginID string) error {
+	switch role {
+	case store.RoleAdmin, store.RoleUser:
+		if pluginID != "" {
+			return errs.New(errs.ValidationError, "only plugin tokens are bound to a plugin")
+		}
+	case store.RolePlugin:
+		if pluginID == "" {
+			return errs.New(errs.ValidationError, "a plugin token needs the plugin id it is bound to")
+		}
+	default:
+		return errs.New(errs.ValidationError, "role must be admin, user or plugin, not %q", role)
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never returns an error on supported platforms
+	return "tok_" + hex.EncodeToString(b)
+}
+
+func writeSecretFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

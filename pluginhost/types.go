@@ -1,0 +1,154 @@
+package pluginhost
+
+import (
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/store"
+)
+
+// Version is the version of the Nexus server, checked against manifests' nexus_version.
+const Version = "1.0.0"
+
+// Plugin states.
+const (
+	StatusInactive = "inactive"
+	StatusLoading  = "loading"
+	StatusActive   = "active"
+	StatusError    = "error"
+)
+
+// Health values of a plugin.
+const (
+	HealthHealthy   = "healthy"
+	HealthDegraded  = "degraded"
+	HealthUnhealthy = "unhealthy"
+	HealthUnknown   = "unknown"
+)
+
+// ListFilter selects plugins for List. Zero fields do not filter.
+type ListFilter struct {
+	Status   string
+	Category string
+	// Search matches id, name and description, case-insensitively.
+	Search string
+	// IncludeDisabled lists plugins that are not enabled.
+	IncludeDisabled bool
+}
+
+// Summary counts installed plugins by state.
+type Summary struct {
+	Total, Active, Inactive, Error, Disabled int
+}
+
+// EndpointInfo is an API endpoint a plugin declares.
+type EndpointInfo struct {
+	Path        string
+	Methods     []string
+	Description string
+}
+
+// EventInfo is an event type with its description.
+type EventInfo struct {
+	Type        string
+	Description string
+}
+
+// PluginView is everything the API shows about an installed plugin.
+type PluginView struct {
+	ID, Name, Version, Description, Author, Email, Homepage, Category, License string
+	Tags                                                                       []string
+	Status, StatusReason                                                       string
+	Enabled                                                                    bool
+	Health                                                                     string
+	LoadOrder                                                                  int
+	EntryPoint, NexusVersion, PythonVersion                                    string
+	PackageDeps                                                                map[string]string
+	PluginDeps                                                                 map[string]string
+	Dependencies, Dependents                                                   []string
+	Permissions                                                                []string
+	Endpoints                                                                  []EndpointInfo
+	Emits, Subscribes                                                          []EventInfo
+	// Schema is the configuration schema as given in the manifest.
+	Schema map[string]any
+	// Config is the current configuration, secrets masked.
+	Config map[string]any
+	// RecentLogs are the newest log records, newest first (detail view only).
+	RecentLogs             []store.LogRecord
+	InstalledAt, UpdatedAt time.Time
+}
+
+// InstallRequest asks for a plugin to be installed.
+type InstallRequest struct {
+	// Source is "file", "repository" or "url".
+	Source string
+	// FilePath is a package on the server (source file).
+	FilePath string
+	// PackageData is an uploaded package (source file).
+	PackageData []byte
+	// PluginName and Version select a repository package (source repository).
+	PluginName, Version string
+	// DownloadURL and SHA256 locate a package (source url).
+	DownloadURL, SHA256 string
+	Config              map[string]any
+	AutoEnable          bool
+	ForceReinstall      bool
+}
+
+// InstallResult reports an install.
+type InstallResult struct {
+	PluginID    string
+	Name        string
+	Version     string
+	Status      string
+	Enabled     bool
+	InstalledAt time.Time
+	Duration    time.Duration
+}
+
+// UninstallOptions says how to uninstall.
+type UninstallOptions struct {
+	Force, Backup, CleanupData bool
+}
+
+// UninstallResult reports an uninstall.
+type UninstallResult struct {
+	PluginID      string
+	BackupCreated bool
+	BackupID      string
+	DataRemoved   bool
+	UninstalledAt time.Time
+}
+
+// ConfigView is a plugin's configuration.
+type ConfigView struct {
+	Values      map[string]any
+	Schema      map[string]any
+	LastUpdated time.Time
+}
+
+// ConfigUpdate reports a configuration change.
+type ConfigUpdate struct {
+	Values          map[string]any
+	UpdatedFields   []string
+	RestartRequired bool
+	UpdatedAt       time.Time
+}
+
+// Permissions is a plugin's permission state.
+type Permissions struct {
+	Requested, Granted, Denied []string
+	SecurityLevel              string
+	SandboxEnabled             bool
+	Limits                     store.ResourceLimits
+}
+
+// PermissionChange changes a plugin's permissions; nil pointers leave a setting unchanged.
+type PermissionChange struct {
+	Grant, Revoke  []string
+	SecurityLevel  string
+	SandboxEnabled *bool
+	Limits         *store.ResourceLimits
+}
+
+// LogQuery selects a page of logs.
+type LogQuery = store.LogFilter

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the configuration of `nexus serve`. Every setting has a flag, an environment
+// variable (NEXUS_*) and a key of the optional YAML file; flags win over the environment,
+// which wins over the file, which wins over the defaults.
+type Config struct {
+	// Listen is the address of the one listener (HTTP/1.1 and h2c, or TLS).
+	Listen string
+	// DataDir holds the database, installed plugins, backups and keys.
+	DataDir string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// TLSCert and TLSKey enable TLS when both are set.
+	TLSCert, TLSKey string
+	// MaxRequestBytes bounds a request body (REST) or message (Connect, gRPC).
+	MaxRequestBytes int64
+	// MaxPackageBytes bounds a plugin package (compressed); MaxUnpackedBytes the sum of its
+	// unpacked files; MaxPackageFiles their number.
+	MaxPackageBytes, MaxUnpackedBytes int64
+	MaxPackageFiles                   int64
+	// ShutdownTimeout bounds the graceful shutdown.
+	ShutdownTimeout time.Duration
+	// PermissionGrant and PermissionDeny are the install-time permission policy patterns.
+	PermissionGrant, PermissionDeny []string
+	// AddrFile, when set, receives the listen address once the server listens (useful
+	// with port 0).
+	AddrFile string
+	// AdminToken comes only from NEXUS_ADMIN_TOKEN (never a flag, which would show in ps).
+	AdminToken string
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:           "127.0.0.1:8080",
+		DataDir:          ".nexus-data",
+		LogLevel:         "info",
+		MaxRequestBytes:  96 << 20,
+		MaxPackageBytes:  64 << 20,
+		MaxUnpackedBytes: 512 << 20,
+		MaxPackageFiles:  10000,
+		ShutdownTimeout:  30 * time.Second,
+		PermissionGrant:  []string{"*:*"},
+		PermissionDeny:   []string{"http:external", "system:*", "admin:*", "tokens:*"},
+	}
+}
+
+// setting is one configurable value.
+type setting struct {
+	name, help string
+	value      flag.Value
+}
+
+func (c *Config) settings() []setting {
+	return []setting{
+		{"listen", "address to listen on for every protocol (gRPC, gRPC-Web, Connect, REST)", (*stringValue)(&c.Listen)},
+		{"data-dir", "directory for the database, installed plugins, backups and keys", (*stringValue)(&c.DataDir)},
+		{"log-level", "log level: debug, info, warn or error", (*stringValue)(&c.LogLevel)},
+		{"tls-cert", "TLS certificate file (PEM); with tls-key, serves TLS instead of h2c", (*stringValue)(&c.TLSCert)},
+		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
+		{"max-request-bytes", "largest accepted request body or message, in bytes", (*int64Value)(&c.MaxRequestBytes)},
+		{"max-package-bytes", "largest accepted plugin package (compressed), in bytes", (*int64Value)(&c.MaxPackageBytes)},
+		{"max-unpacked-bytes", "largest total size of a package's unpacked files, in bytes", (*int64Value)(&c.MaxUnpackedBytes)},
+		{"max-package-files", "most files a plugin package may hold", (*int64Value)(&c.MaxPackageFiles)},
+		{"shutdown-timeout", "how long a graceful shutdown may take (e.g. 30s)", (*durationValue)(&c.ShutdownTimeout)},
+		{"permission-grant", "install-time policy: permission patterns granted when requested (comma-separated)", (*listValue)(&c.PermissionGrant)},
+		{"permission-deny", "install-time policy: permission patterns always denied (comma-separated)", (*listValue)(&c.PermissionDeny)},
+		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
+	}
+}
+
+func envName(flagName string) string {
+	return "NEXUS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseConfig reads the configuration of `nexus serve` from args, the environment (getenv)
+// and the YAML file named by --config or NEXUS_CONFIG. Help goes to out.
+func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("nexus serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var configFile string
+	fs.StringVar(&configFile, "config", "", "YAML configuration file (keys are the flag names) [env NEXUS_CONFIG]")
+	settings := cfg.settings()
+	for _, s := range settings {
+		fs.Var(s.value, s.name, fmt.Sprintf("%s [env %s]", s.help, envName(s.name)))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: nexus serve [flags]\n\nStarts the Nexus server. Every flag can also be set with its environment variable or\nin the YAML file given by --config; flags win over the environment, which wins over the file.\nNEXUS_ADMIN_TOKEN sets a bootstrap admin token (otherwise one is generated on first start\nand written to DATA_DIR/admin-token).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if configFile == "" {
+		configFile = getenv("NEXUS_CONFIG")
+	}
+	var fileValues map[string]any
+	if configFile != "" {
+		data, err := os.ReadFile(configFile)
+		if err != nil {
+			return cfg, fmt.Errorf("read config file: %w", err)
+		}
+		if err := yaml.Unmarshal(data, &fileValues); err != nil {
+			return cfg, fmt.Errorf("parse config file %s: %w", configFile, err)
+		}
+	}
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.name] = true
+		if set[s.name] {
+			continue
+		}
+		if v := getenv(envName(s.name)); v != "" {
+			if err := s.value.Set(v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", envName(s.name), err)
+			}
+			continue
+		}
+		if v, ok := fileValues[s.name]; ok {
+			if err := s.value.Set(yamlScalar(v)); err != nil {
+				return cfg, fmt.Errorf("config file key %s: %w", s.name, err)
+			}
+		}
+	}
+	for k := range fileValues {
+		if !known[k] {
+			return cfg, fmt.Errorf("config file: unknown key %q", k)
+		}
+	}
+	cfg.AdminToken = getenv("NEXUS_ADMIN_TOKEN")
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the configuration once.
+func (c *Config) Validate() error {
+	var problems []string
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		problems = append(problems, fmt.Sprintf("listen: %v", err))
+	}
+	if c.DataDir == "" {
+		problems = append(problems, "data-dir: must not be empty")
+	}
+	if _, err := c.slogLevel(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		problems = append(problems, "tls-cert and tls-key must be set together")
+	}
+	if c.MaxRequestBytes < 1<<10 {
+		problems = append(problems, "max-request-bytes: must be at least 1024")
+	}
+	if c.MaxPackageBytes < 1<<10 || c.MaxUnpackedBytes < 1<<10 || c.MaxPackageFiles < 1 {
+		problems = append(problems, "max-package-bytes, max-unpacked-bytes and max-package-files must be positive (bytes at least 1024)")
+	}
+	if c.ShutdownTimeout <= 0 {
+		problems = append(problems, "shutdown-timeout: must be positive")
+	}
+	if len(problems) > 0 {
+		return errors.New("invalid configuration: " + strings.Join(problems, "; "))
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+	c.DataDir = abs
+	return nil
+}
+
+func (c *Config) slogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return l, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return l, nil
+}
+
+func yamlScalar(v any) string {
+	switch t := v.(type) {
+	case []any:
+		parts := make([]string, len(t))
+		for i, e := range t {
+			parts[i] = fmt.Sprint(e)
+		}
+		return strings.Join(parts, ",")
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+type stringValue string
+
+func (s *stringValue) String() string     { return string(*s) }
+func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
+
+type int64Value int64
+
+func (i *int64Value) String() string { return strconv.FormatInt(int64(*i), 10) }
+func (i *int64Value) Set(v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", v)
+	}
+	*i = int64Value(n)
+	return nil
+}
+
+type durationValue time.Duration
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+func (d *durationValue) Set(v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (e.g. 30s)", v)
+	}
+	*d = durationValue(x)
+	return nil
+}
+
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+func (l *listValue) Set(v string) error {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	*l = out
+	return nil
+}
+
+// LogLevelValue returns the configured log level.
+func (c *Config) LogLevelValue() (slog.Level, error) { return c.slogLevel() }

@@ -1,0 +1,167 @@
+package server
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
+	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+)
+
+// This file converts between domain types and the API's protobuf messages. Proto types stop
+// here: the domain never sees them.
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// toStruct converts a JSON-compatible map to a Struct. Values that are not JSON-compatible
+// are a host fault.
+func toStruct(m map[string]any) (*structpb.Struct, error) {
+	if m == nil {
+		m = map[string]any{}
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "internal error")
+	}
+	return s, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func summaryView(v pluginhost.PluginView) (*pluginv1.PluginSummary, error) {
+	cfg, err := toStruct(v.Config)
+	if err != nil {
+		return nil, err
+	}
+	endpoints := make([]string, 0, len(v.Endpoints))
+	for _, e := range v.Endpoints {
+		endpoints = append(endpoints, e.Path)
+	}
+	return &pluginv1.PluginSummary{
+		Id: v.ID, Name: v.Name, Version: v.Version, Description: v.Description, Author: v.Author,
+		Category: v.Category, Status: v.Status, Enabled: v.Enabled, Health: v.Health,
+		LoadOrder: int32(v.LoadOrder),
+		Manifest: &pluginv1.PluginManifestSummary{
+			EntryPoint: v.EntryPoint, NexusVersion: v.NexusVersion, License: v.License,
+		},
+		Dependencies:  orEmpty(v.Dependencies),
+		Dependents:    orEmpty(v.Dependents),
+		Permissions:   orEmpty(v.Permissions),
+		Endpoints:     endpoints,
+		Events:        &pluginv1.PluginEventNames{Emits: eventTypes(v.Emits), Subscribes: eventTypes(v.Subscribes)},
+		Configuration: cfg,
+		Metrics:       &pluginv1.PluginMetricsSummary{},
+		InstalledAt:   ts(v.InstalledAt),
+		LastUpdated:   ts(v.UpdatedAt),
+	}, nil
+}
+
+func eventTypes(events []pluginhost.EventInfo) []string {
+	out := make([]string, 0, len(events))
+	for _, e := range events {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+func eventDescriptions(events []pluginhost.EventInfo) []*pluginv1.EventDescription {
+	out := make([]*pluginv1.EventDescription, 0, len(events))
+	for _, e := range events {
+		out = append(out, &pluginv1.EventDescription{Type: e.Type, Description: e.Description})
+	}
+	return out
+}
+
+func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
+	schema, err := toStruct(v.Schema)
+	if err != nil {
+		return nil, err
+	}
+	current, err := toStruct(v.Config)
+	if err != nil {
+		return nil, err
+	}
+	endpoints := make([]*pluginv1.ApiEndpoint, 0, len(v.Endpoints))
+	for _, e := range v.Endpoints {
+		endpoints = append(endpoints, &pluginv1.ApiEndpoint{Path: e.Path, Methods: orEmpty(e.Methods), Description: e.Description})
+	}
+	logs := make([]*pluginv1.LogLine, 0, len(v.RecentLogs))
+	for _, l := range v.RecentLogs {
+		logs = append(logs, &pluginv1.LogLine{Timestamp: ts(l.Time), Level: l.Level, Message: l.Message})
+	}
+	pkgs, deps := v.PackageDeps, v.PluginDeps
+	if pkgs == nil {
+		pkgs = map[string]string{}
+	}
+	if deps == nil {
+		deps = map[string]string{}
+	}
+	return &pluginv1.PluginDetail{
+		Id: v.ID, Name: v.Name, Version: v.Version, Description: v.Description, Author: v.Author,
+		Email: v.Email, Homepage: v.Homepage, Category: v.Category, Tags: orEmpty(v.Tags),
+		Status: v.Status, Enabled: v.Enabled, Health: v.Health, LoadOrder: int32(v.LoadOrder),
+		Manifest: &pluginv1.PluginManifestDetail{
+			EntryPoint: v.EntryPoint, NexusVersion: v.NexusVersion, PythonVersion: v.PythonVersion,
+			License: v.License, Dependencies: &pluginv1.ManifestDependencies{Packages: pkgs, Plugins: deps},
+		},
+		Dependencies:  orEmpty(v.Dependencies),
+		Dependents:    orEmpty(v.Dependents),
+		Permissions:   orEmpty(v.Permissions),
+		ApiEndpoints:  endpoints,
+		Events:        &pluginv1.PluginEvents{Emits: eventDescriptions(v.Emits), Subscribes: eventDescriptions(v.Subscribes)},
+		Configuration: &pluginv1.PluginConfiguration{Schema: schema, Current: current},
+		Metrics: &pluginv1.PluginMetricsDetail{
+			Performance: &pluginv1.PerformanceMetrics{},
+			Usage:       &pluginv1.UsageMetrics{},
+			Resources:   &pluginv1.ResourceMetrics{},
+		},
+		Logs:        logs,
+		InstalledAt: ts(v.InstalledAt),
+		LastUpdated: ts(v.UpdatedAt),
+		Error:       errorReason(v),
+	}, nil
+}
+
+func errorReason(v pluginhost.PluginView) string {
+	if v.Status == pluginhost.StatusError {
+		return v.StatusReason
+	}
+	return ""
+}
+
+func logEntry(r store.LogRecord) (*pluginv1.LogEntry, error) {
+	meta := map[string]any{}
+	if len(r.Metadata) > 0 {
+		s := &structpb.Struct{}
+		if err := s.UnmarshalJSON(r.Metadata); err == nil {
+			return &pluginv1.LogEntry{Timestamp: ts(r.Time), Level: r.Level, Message: r.Message, Metadata: s}, nil
+		}
+	}
+	s, err := toStruct(meta)
+	if err != nil {
+		return nil, err
+	}
+	return &pluginv1.LogEntry{Timestamp: ts(r.Time), Level: r.Level, Message: r.Message, Metadata: s}, nil
+}
+
+func permissionsView(p pluginhost.Permissions) (*pluginv1.PermissionSet, *pluginv1.ResourceLimits) {
+	return &pluginv1.PermissionSet{
+			Requested: orEmpty(p.Requested), Granted: orEmpty(p.Granted), Denied: orEmpty(p.Denied),
+		}, &pluginv1.ResourceLimits{
+			MemoryMb: int32(p.Limits.MemoryMB), CpuPercent: int32(p.Limits.CPUPercent), FileHandles: int32(p.Limits.FileHandles),
+		}
+}

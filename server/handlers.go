@@ -1,0 +1,332 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
+	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
+	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+)
+
+// notBuilt answers an operation whose capability the server does not have yet. It never
+// pretends to succeed.
+func notBuilt(capability string) error {
+	return errs.New(errs.Unimplemented, "%s is not available on this server yet", capability)
+}
+
+const (
+	capRuntime      = "the plugin runtime (starting, stopping and supervising plugin processes)"
+	capRepositories = "installing from plugin repositories and URLs"
+	capUpdates      = "updating and rolling back plugins"
+	capMessaging    = "plugin messaging (messages, broadcasts and events)"
+	capLogTail      = "live log tailing"
+)
+
+// pluginService implements nexus.plugin.v1.PluginService over the domain.
+type pluginService struct {
+	pluginv1connect.UnimplementedPluginServiceHandler
+	host *pluginhost.Host
+}
+
+func (s *pluginService) ListPlugins(ctx context.Context, req *connect.Request[pluginv1.ListPluginsRequest]) (*connect.Response[pluginv1.ListPluginsResponse], error) {
+	m := req.Msg
+	views, sum, err := s.host.List(ctx, pluginhost.ListFilter{
+		Status: m.GetStatus(), Category: m.GetCategory(), Search: m.GetSearch(),
+		IncludeDisabled: m.IncludeDisabled == nil || m.GetIncludeDisabled(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.ListPluginsResponse{
+		Plugins: make([]*pluginv1.PluginSummary, 0, len(views)),
+		Summary: &pluginv1.PluginsSummary{
+			Total: int32(sum.Total), Active: int32(sum.Active), Inactive: int32(sum.Inactive),
+			Error: int32(sum.Error), Disabled: int32(sum.Disabled),
+		},
+	}
+	for _, v := range views {
+		pv, err := summaryView(v)
+		if err != nil {
+			return nil, err
+		}
+		out.Plugins = append(out.Plugins, pv)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *pluginService) GetPlugin(ctx context.Context, req *connect.Request[pluginv1.GetPluginRequest]) (*connect.Response[pluginv1.GetPluginResponse], error) {
+	v, err := s.host.Get(ctx, req.Msg.GetPluginId(), true)
+	if err != nil {
+		return nil, err
+	}
+	d, err := detailView(v)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.GetPluginResponse{Plugin: d}), nil
+}
+
+func (s *pluginService) InstallPlugin(ctx context.Context, req *connect.Request[pluginv1.InstallPluginRequest]) (*connect.Response[pluginv1.InstallPluginResponse], error) {
+	m := req.Msg
+	res, err := s.host.Install(ctx, pluginhost.InstallRequest{
+		Source: m.GetSource(), FilePath: m.GetFilePath(), PackageData: m.GetPackageData(),
+		PluginName: m.GetPluginName(), Version: m.GetVersion(),
+		DownloadURL: m.GetDownloadUrl(), SHA256: m.GetSha256(),
+		Config: m.GetConfig().AsMap(), AutoEnable: m.GetAutoEnable(), ForceReinstall: m.GetForceReinstall(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.InstallPluginResponse{
+		Installation: &pluginv1.Installation{
+			PluginId: res.PluginID, Status: "completed", Version: res.Version,
+			InstalledAt: ts(res.InstalledAt), DurationSeconds: res.Duration.Seconds(),
+		},
+		Plugin: &pluginv1.PluginBrief{Id: res.PluginID, Name: res.Name, Version: res.Version, Status: res.Status, Enabled: res.Enabled},
+	}), nil
+}
+
+func (s *pluginService) UpdatePlugin(context.Context, *connect.Request[pluginv1.UpdatePluginRequest]) (*connect.Response[pluginv1.UpdatePluginResponse], error) {
+	return nil, notBuilt(capUpdates)
+}
+
+func (s *pluginService) UninstallPlugin(ctx context.Context, req *connect.Request[pluginv1.UninstallPluginRequest]) (*connect.Response[pluginv1.UninstallPluginResponse], error) {
+	m := req.Msg
+	res, err := s.host.Uninstall(ctx, m.GetPluginId(), pluginhost.UninstallOptions{
+		Force: m.GetForce(), Backup: m.GetBackup(), CleanupData: m.GetCleanupData(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.UninstallPluginResponse{Uninstallation: &pluginv1.Uninstallation{
+		PluginId: res.PluginID, Status: "completed", BackupCreated: res.BackupCreated,
+		DataRemoved: res.DataRemoved, UninstalledAt: ts(res.UninstalledAt), BackupId: res.BackupID,
+	}}), nil
+}
+
+func (s *pluginService) RollbackPlugin(context.Context, *connect.Request[pluginv1.RollbackPluginRequest]) (*connect.Response[pluginv1.RollbackPluginResponse], error) {
+	return nil, notBuilt(capUpdates)
+}
+
+func (s *pluginService) ListBackups(ctx context.Context, req *connect.Request[pluginv1.ListBackupsRequest]) (*connect.Response[pluginv1.ListBackupsResponse], error) {
+	backups, err := s.host.Backups(ctx, req.Msg.GetPluginId())
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.ListBackupsResponse{Backups: make([]*pluginv1.Backup, 0, len(backups))}
+	for _, b := range backups {
+		out.Backups = append(out.Backups, &pluginv1.Backup{
+			BackupId: b.ID, PluginId: b.PluginID, Version: b.Version, Reason: b.Reason,
+			CreatedAt: ts(b.CreatedAt), SizeBytes: float64(b.SizeBytes),
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *pluginService) GetPluginConfig(ctx context.Context, req *connect.Request[pluginv1.GetPluginConfigRequest]) (*connect.Response[pluginv1.GetPluginConfigResponse], error) {
+	m := req.Msg
+	if m.GetIncludeSecrets() {
+		if p, _ := principalFrom(ctx); !p.IsAdmin() {
+			return nil, errs.New(errs.PluginPermissionDenied, "only admins may read secret configuration values")
+		}
+	}
+	view, err := s.host.Config(ctx, m.GetPluginId(), m.GetIncludeSecrets())
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := toStruct(view.Values)
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.GetPluginConfigResponse{Configuration: cfg, LastUpdated: ts(view.LastUpdated)}
+	if m.IncludeSchema == nil || m.GetIncludeSchema() {
+		if out.Schema, err = toStruct(view.Schema); err != nil {
+			return nil, err
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Request[pluginv1.UpdatePluginConfigRequest]) (*connect.Response[pluginv1.UpdatePluginConfigResponse], error) {
+	up, err := s.host.UpdateConfig(ctx, req.Msg.GetPluginId(), req.Msg.GetConfig().AsMap())
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := toStruct(up.Values)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.UpdatePluginConfigResponse{
+		Configuration: cfg, UpdatedFields: orEmpty(up.UpdatedFields),
+		RestartRequired: up.RestartRequired, UpdatedAt: ts(up.UpdatedAt),
+	}), nil
+}
+
+func (s *pluginService) EnablePlugin(ctx context.Context, req *connect.Request[pluginv1.EnablePluginRequest]) (*connect.Response[pluginv1.EnablePluginResponse], error) {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return nil, err
+	}
+	return nil, notBuilt(capRuntime)
+}
+
+func (s *pluginService) DisablePlugin(ctx context.Context, req *connect.Request[pluginv1.DisablePluginRequest]) (*connect.Response[pluginv1.DisablePluginResponse], error) {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return nil, err
+	}
+	return nil, notBuilt(capRuntime)
+}
+
+func (s *pluginService) RestartPlugin(ctx context.Context, req *connect.Request[pluginv1.RestartPluginRequest]) (*connect.Response[pluginv1.RestartPluginResponse], error) {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return nil, err
+	}
+	return nil, notBuilt(capRuntime)
+}
+
+func (s *pluginService) GetPluginHealth(ctx context.Context, req *connect.Request[pluginv1.GetPluginHealthRequest]) (*connect.Response[pluginv1.GetPluginHealthResponse], error) {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return nil, err
+	}
+	return nil, notBuilt(capRuntime)
+}
+
+func (s *pluginService) GetPluginMetrics(ctx context.Context, req *connect.Request[pluginv1.GetPluginMetricsRequest]) (*connect.Response[pluginv1.GetPluginMetricsResponse], error) {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return nil, err
+	}
+	return nil, notBuilt(capRuntime)
+}
+
+func (s *pluginService) GetPluginLogs(ctx context.Context, req *connect.Request[pluginv1.GetPluginLogsRequest]) (*connect.Response[pluginv1.GetPluginLogsResponse], error) {
+	m := req.Msg
+	q := pluginhost.LogQuery{
+		PluginID: m.GetPluginId(), MinLevel: m.GetLevel(), Search: m.GetSearch(),
+		Page: int(m.GetPage()), PerPage: int(m.GetPerPage()),
+	}
+	if q.Page == 0 {
+		q.Page = 1
+	}
+	if q.PerPage == 0 {
+		q.PerPage = 100
+	}
+	if m.GetStartTime() != nil {
+		q.Start = m.GetStartTime().AsTime()
+	}
+	if m.GetEndTime() != nil {
+		q.End = m.GetEndTime().AsTime()
+	}
+	recs, total, err := s.host.Logs(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.GetPluginLogsResponse{
+		Logs: make([]*pluginv1.LogEntry, 0, len(recs)),
+		Pagination: &pluginv1.Pagination{
+			Page: int32(q.Page), PerPage: int32(q.PerPage), Total: int32(total),
+			HasNext: q.Page*q.PerPage < total,
+		},
+	}
+	for _, r := range recs {
+		e, err := logEntry(r)
+		if err != nil {
+			return nil, err
+		}
+		out.Logs = append(out.Logs, e)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *pluginService) TailPluginLogs(ctx context.Context, req *connect.Request[pluginv1.TailPluginLogsRequest], stream *connect.ServerStream[pluginv1.TailPluginLogsResponse]) error {
+	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+		return err
+	}
+	return notBuilt(capLogTail)
+}
+
+func (s *pluginService) GetPluginPermissions(ctx context.Context, req *connect.Request[pluginv1.GetPluginPermissionsRequest]) (*connect.Response[pluginv1.GetPluginPermissionsResponse], error) {
+	p, err := s.host.Permissions(ctx, req.Msg.GetPluginId())
+	if err != nil {
+		return nil, err
+	}
+	set, limits := permissionsView(p)
+	return connect.NewResponse(&pluginv1.GetPluginPermissionsResponse{
+		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
+	}), nil
+}
+
+func (s *pluginService) UpdatePluginPermissions(ctx context.Context, req *connect.Request[pluginv1.UpdatePluginPermissionsRequest]) (*connect.Response[pluginv1.UpdatePluginPermissionsResponse], error) {
+	m := req.Msg
+	change := pluginhost.PermissionChange{Grant: m.GetGrant(), Revoke: m.GetRevoke(), SecurityLevel: m.GetSecurityLevel()}
+	if m.SandboxEnabled != nil {
+		v := m.GetSandboxEnabled()
+		change.SandboxEnabled = &v
+	}
+	if l := m.GetResourceLimits(); l != nil {
+		change.Limits = &store.ResourceLimits{MemoryMB: int(l.GetMemoryMb()), CPUPercent: int(l.GetCpuPercent()), FileHandles: int(l.GetFileHandles())}
+	}
+	p, err := s.host.UpdatePermissions(ctx, m.GetPluginId(), change)
+	if err != nil {
+		return nil, err
+	}
+	set, limits := permissionsView(p)
+	return connect.NewResponse(&pluginv1.UpdatePluginPermissionsResponse{
+		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
+	}), nil
+}
+
+// repositoryService implements nexus.plugin.v1.RepositoryService.
+type repositoryService struct {
+	pluginv1connect.UnimplementedRepositoryServiceHandler
+}
+
+func (repositoryService) SearchPlugins(context.Context, *connect.Request[pluginv1.SearchPluginsRequest]) (*connect.Response[pluginv1.SearchPluginsResponse], error) {
+	return nil, notBuilt(capRepositories)
+}
+
+func (repositoryService) ListRepositories(context.Context, *connect.Request[pluginv1.ListRepositoriesRequest]) (*connect.Response[pluginv1.ListRepositoriesResponse], error) {
+	return nil, notBuilt(capRepositories)
+}
+
+// messagingService implements nexus.plugin.v1.MessagingService.
+type messagingService struct {
+	pluginv1connect.UnimplementedMessagingServiceHandler
+	host *pluginhost.Host
+}
+
+func (s *messagingService) SendMessage(ctx context.Context, req *connect.Request[pluginv1.SendMessageRequest]) (*connect.Response[pluginv1.SendMessageResponse], error) {
+	for _, id := range []string{req.Msg.GetPluginId(), req.Msg.GetTargetPlugin()} {
+		if _, err := s.host.Get(ctx, id, false); err != nil {
+			return nil, err
+		}
+	}
+	return nil, notBuilt(capMessaging)
+}
+
+func (s *messagingService) Broadcast(context.Context, *connect.Request[pluginv1.BroadcastRequest]) (*connect.Response[pluginv1.BroadcastResponse], error) {
+	return nil, notBuilt(capMessaging)
+}
+
+func (s *messagingService) WatchEvents(context.Context, *connect.Request[pluginv1.WatchEventsRequest], *connect.ServerStream[pluginv1.WatchEventsResponse]) error {
+	return notBuilt(capMessaging)
+}
+
+// pluginHostService implements nexus.pluginhost.v1.PluginHostService.
+type pluginHostService struct {
+	pluginhostv1connect.UnimplementedPluginHostServiceHandler
+}
+
+func (pluginHostService) Connect(ctx context.Context, stream *connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]) error {
+	return notBuilt(capRuntime)
+}
+
+// sinceMillis is the time since start in milliseconds.
+func sinceMillis(start time.Time) float64 {
+	return float64(time.Since(start).Microseconds()) / 1000
+}

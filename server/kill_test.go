@@ -1,0 +1,183 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/server"
+)
+
+// TestMain lets the test binary act as a Nexus server (NEXUS_TEST_SERVE=1), so that tests
+// can run a real server process and kill it.
+func TestMain(m *testing.M) {
+	if os.Getenv("NEXUS_TEST_SERVE") == "1" {
+		os.Exit(serveForTest())
+	}
+	os.Exit(m.Run())
+}
+
+func serveForTest() int {
+	cfg, err := server.ParseConfig(nil, os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log := server.NewLogger(io.Discard, 0)
+	ctx := context.Background()
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := os.WriteFile(cfg.AddrFile, []byte(ln.Addr().String()), 0o600); err != nil {
+		return 1
+	}
+	if err := srv.Serve(ctx, ln); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// startProcess starts the test binary as a server on dataDir and waits until it is ready.
+func startProcess(t *testing.T, dataDir string) (*exec.Cmd, string) {
+	t.Helper()
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "NEXUS_TEST_SERVE=1", "NEXUS_LISTEN=127.0.0.1:0",
+		"NEXUS_DATA_DIR="+dataDir, "NEXUS_ADDR_FILE="+addrFile, "NEXUS_ADMIN_TOKEN="+testAdminToken)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
+			url := "http://" + strings.TrimSpace(string(b))
+			if resp, err := http.Get(url + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return cmd, url
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("server process did not become ready")
+	return nil, ""
+}
+
+func TestSIGKILLDuringInstallLeavesConsistentState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	// A package with 24 MiB of incompressible data takes a while to check and unpack, so
+	// kills land in the middle of installs.
+	payload := make([]byte, 24<<20)
+	if _, err := rand.Read(payload); err != nil {
+		t.Fatal(err)
+	}
+	pkgFile := filepath.Join(t.TempDir(), "big.tar.gz")
+	if err := os.WriteFile(pkgFile, pkg(t, map[string]any{
+		"id": "big-plugin", "name": "Big", "version": "1.0.0", "entry_point": "bin/big",
+	}, map[string]string{"bin/big": "#!/bin/sh\n", "data/blob": string(payload)}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	delays := []time.Duration{5 * time.Millisecond, 40 * time.Millisecond, 90 * time.Millisecond, 150 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond}
+	for round, delay := range delays {
+		cmd, url := startProcess(t, dataDir)
+		go func() {
+			body, _ := json.Marshal(map[string]any{"source": "file", "file_path": pkgFile, "force_reinstall": true})
+			req, _ := http.NewRequest("POST", url+"/api/v1/plugins/install", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+testAdminToken)
+			req.Header.Set("Content-Type", "application/json")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		time.Sleep(delay)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+
+		// Straight after the kill: the store is consistent and every recorded plugin's
+		// directory is complete.
+		recs := checkConsistent(t, dataDir, round)
+		t.Logf("round %d (kill after %v): %d plugin records, directories on disk: %v", round, delay, len(recs), pluginDirs(t, dataDir))
+		// After a restart: nothing is left that no record references.
+		cmd, url = startProcess(t, dataDir)
+		res, err := http.Get(url + "/readyz")
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("round %d: restarted server not ready: %v", round, err)
+		}
+		res.Body.Close()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		recs = checkConsistent(t, dataDir, round)
+		referenced := map[string]bool{}
+		for _, r := range recs {
+			rel, _ := filepath.Rel(filepath.Join(dataDir, "plugins"), r.Dir)
+			referenced[rel] = true
+		}
+		for _, d := range pluginDirs(t, dataDir) {
+			if !referenced[d] {
+				t.Errorf("round %d: after restart, unreferenced directory plugins/%s is left", round, d)
+			}
+		}
+	}
+}
+
+// checkConsistent opens the store, checks its integrity and that every plugin record points
+// at a complete package directory, and returns the records.
+func checkConsistent(t *testing.T, dataDir string, round int) []store.Plugin {
+	t.Helper()
+	st, err := storesqlite.Open(context.Background(), filepath.Join(dataDir, "nexus.db"))
+	if err != nil {
+		t.Fatalf("round %d: store does not open after SIGKILL: %v", round, err)
+	}
+	defer st.Close()
+	var recs []store.Plugin
+	if err := st.Read(context.Background(), func(tx store.Tx) error {
+		var err error
+		recs, err = tx.Plugins()
+		return err
+	}); err != nil {
+		t.Fatalf("round %d: %v", round, err)
+	}
+	for _, r := range recs {
+		for _, f := range []string{"plugin.json", "bin/big", "data/blob"} {
+			st, err := os.Stat(filepath.Join(r.Dir, f))
+			if err != nil {
+				t.Fatalf("round %d: plugin %s is recorded but %s is missing: %v", round, r.ID, f, err)
+			}
+			if f == "data/blob" && st.Size() != 24<<20 {
+				t.Fatalf("round %d: %s is partial (%d bytes)", round, f, st.Size())
+			}
+		}
+	}
+	return recs
+}

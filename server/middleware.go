@@ -1,0 +1,325 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/identity"
+)
+
+// callInfo is the per-request state shared by the HTTP middleware and the Connect
+// interceptors. It is created by the middleware before any handler runs; the interceptors of
+// the same request fill it in. The mutex guards every field but requestID, which is set
+// once before the struct is shared.
+type callInfo struct {
+	requestID string
+
+	mu        sync.Mutex
+	principal *identity.Principal
+	err       *errs.Error
+}
+
+func (c *callInfo) setPrincipal(p identity.Principal) {
+	c.mu.Lock()
+	c.principal = &p
+	c.mu.Unlock()
+}
+
+func (c *callInfo) getPrincipal() (identity.Principal, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.principal == nil {
+		return identity.Principal{}, false
+	}
+	return *c.principal, true
+}
+
+func (c *callInfo) setError(e *errs.Error) {
+	c.mu.Lock()
+	c.err = e
+	c.mu.Unlock()
+}
+
+func (c *callInfo) getError() *errs.Error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+type callInfoKey struct{}
+
+func withCallInfo(ctx context.Context, ci *callInfo) context.Context {
+	return context.WithValue(ctx, callInfoKey{}, ci)
+}
+
+// callInfoFrom returns the request's callInfo; requests that bypassed the middleware (tests
+// that mount handlers directly) get a fresh one.
+func callInfoFrom(ctx context.Context) *callInfo {
+	if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+		return ci
+	}
+	return &callInfo{}
+}
+
+// requestIDFrom returns the request id of ctx ("" when none).
+func requestIDFrom(ctx context.Context) string {
+	return callInfoFrom(ctx).requestID
+}
+
+// contextLogHandler adds the request id of the context to every record.
+type contextLogHandler struct{ slog.Handler }
+
+func (h contextLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := requestIDFrom(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h contextLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return contextLogHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h contextLogHandler) WithGroup(name string) slog.Handler {
+	return contextLogHandler{h.Handler.WithGroup(name)}
+}
+
+// NewLogger returns a JSON logger that adds the request id of the context to each record.
+func NewLogger(w interface{ Write([]byte) (int, error) }, level slog.Level) *slog.Logger {
+	return slog.New(contextLogHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
+}
+
+// newRequestID returns a fresh request id.
+func newRequestID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails on supported platforms
+	return "req_" + hex.EncodeToString(b)
+}
+
+// validRequestID accepts client-chosen request ids that are short and printable.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// statusRecorder remembers the status of a passthrough response.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers flush through the recorder.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (for full duplex).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// withRequestContext assigns the request id, creates the callInfo, logs the request, and
+// recovers from panics in handlers.
+func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		ctx := withCallInfo(r.Context(), &callInfo{requestID: id})
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.ErrorContext(ctx, "handler panic", "panic", p, "path", r.URL.Path)
+				if rec.status == 0 {
+					http.Error(rec, "internal error", http.StatusInternalServerError)
+				}
+			}
+			log.InfoContext(ctx, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+				"duration_ms", float64(time.Since(start).Microseconds())/1000, "protocol", r.Proto)
+		}()
+		next.ServeHTTP(rec, r.WithContext(ctx))
+	})
+}
+
+// restPrefixes are the path prefixes of the JSON REST API. `/v1/...` is an alias of
+// `/api/v1/...` (the reference document's curl examples use it).
+const (
+	restPrefix      = "/api/v1/"
+	restAliasPrefix = "/v1/"
+)
+
+func isREST(path string) bool {
+	return strings.HasPrefix(path, restPrefix) || strings.HasPrefix(path, restAliasPrefix)
+}
+
+// bufferedWriter holds a REST response until it is wrapped in the envelope.
+type bufferedWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+// Flush is a no-op: the answer is written whole once it is wrapped.
+func (b *bufferedWriter) Flush() {}
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+// withRESTEnvelope serves the REST API: it maps `/v1/` to `/api/v1/`, bounds the body, and
+// wraps every answer in the reference envelope
+// `{success, data | error, timestamp, request_id}` with the HTTP status of the error table.
+func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isREST(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r = r.Clone(r.Context())
+		if p, ok := strings.CutPrefix(r.URL.Path, restAliasPrefix); ok {
+			r.URL.Path = restPrefix + p
+			r.URL.RawPath = ""
+		}
+		// The envelope is built from the handler's plain JSON, so the transcoder must not
+		// compress it.
+		r.Header.Del("Accept-Encoding")
+		ci := callInfoFrom(r.Context())
+		if r.ContentLength > maxBody {
+			writeEnvelopeError(w, ci.requestID, errs.New(codeRequestTooLarge, "the request body exceeds %d bytes", maxBody))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		// Connect-Protocol-Version marks Connect calls; everything else here is REST, which
+		// must not be mistaken for Connect by the transcoder.
+		buf := &bufferedWriter{header: http.Header{}}
+		next.ServeHTTP(buf, r)
+		status := buf.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if status >= 200 && status < 300 {
+			data := json.RawMessage(bytes.TrimSpace(buf.body.Bytes()))
+			if len(data) == 0 {
+				data = json.RawMessage("{}")
+			}
+			writeEnvelope(w, status, envelope{Success: true, Data: data, Timestamp: nowRFC3339(), RequestID: ci.requestID})
+			return
+		}
+		de := ci.getError()
+		if de == nil {
+			de = restErrorFromBody(status, buf.body.Bytes())
+		}
+		writeEnvelopeError(w, ci.requestID, de)
+	})
+}
+
+// restErrorFromBody reads an error the transcoder produced itself (before any handler ran:
+// unknown route, malformed JSON, bad query parameter, oversized body).
+func restErrorFromBody(status int, body []byte) *errs.Error {
+	var st struct {
+		Code    any    `json:"code"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(body, &st)
+	msg := st.Message
+	switch {
+	case status == http.StatusNotFound:
+		return errs.New(codeRouteNotFound, "no such API path")
+	case status == http.StatusMethodNotAllowed:
+		return errs.New(codeMethodNotAllowed, "method not allowed on this path")
+	case status == http.StatusRequestEntityTooLarge || strings.Contains(msg, "request body too large"):
+		return errs.New(codeRequestTooLarge, "the request body is too large")
+	case status == http.StatusBadRequest || status == http.StatusUnsupportedMediaType:
+		if msg == "" {
+			msg = "the request is malformed"
+		}
+		return errs.New(errs.ValidationError, "%s", msg)
+	}
+	if status >= 500 {
+		return errs.New(errs.Internal, "internal error")
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return errs.New(errs.ValidationError, "%s", msg)
+}
+
+func writeEnvelopeError(w http.ResponseWriter, requestID string, de *errs.Error) {
+	writeEnvelope(w, wireOf(de.Code).HTTP, envelope{Error: errorBody(de), Timestamp: nowRFC3339(), RequestID: requestID})
+}
+
+// envelope is the REST answer: `data` on success, `error` on failure.
+type envelope struct {
+	Success   bool            `json:"success"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	Error     *restError      `json:"error,omitempty"`
+	Timestamp string          `json:"timestamp"`
+	RequestID string          `json:"request_id"`
+}
+
+func writeEnvelope(w http.ResponseWriter, status int, body envelope) {
+	out, err := json.Marshal(body)
+	if err != nil {
+		status = http.StatusInternalServerError
+		out = []byte(`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"internal error","details":{}}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(out, '\n'))
+}
+
+func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// errMaxBytes reports whether err comes from http.MaxBytesReader.
+func errMaxBytes(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}

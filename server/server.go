@@ -1,0 +1,233 @@
+// Package server is the transport edge of Nexus: one listener serving gRPC, gRPC-Web,
+// Connect and JSON REST (through vanguard) from one handler set, with authentication,
+// authorization, validation, the error table, the REST envelope, metrics, health and
+// reflection. It converts between the API's protobuf messages and the domain
+// (package pluginhost).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/validate"
+	"connectrpc.com/vanguard"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
+	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
+	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/archive"
+	"github.com/nexus-platform/nexus/pluginhost/identity"
+	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/secrets"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+)
+
+// Server is a running Nexus server: its store, domain and HTTP handler.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	host     *pluginhost.Host
+	ids      *identity.Service
+	registry *prometheus.Registry
+	handler  http.Handler
+	ready    atomic.Bool
+}
+
+// New opens the data directory and builds the server. Close releases it.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := storesqlite.Open(ctx, filepath.Join(cfg.DataDir, "nexus.db"))
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer(ctx, cfg, log, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (*Server, error) {
+	key, err := secrets.LoadOrCreateKey(filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return nil, fmt.Errorf("load the secrets key: %w", err)
+	}
+	box, err := secrets.New(key)
+	if err != nil {
+		return nil, err
+	}
+	limits := archive.DefaultLimits()
+	limits.MaxPackageBytes = cfg.MaxPackageBytes
+	limits.MaxTotalBytes = cfg.MaxUnpackedBytes
+	limits.MaxFileBytes = min(limits.MaxFileBytes, cfg.MaxUnpackedBytes)
+	limits.MaxFiles = int(cfg.MaxPackageFiles)
+	host, err := pluginhost.New(pluginhost.Options{
+		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits,
+		Policy: permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids := identity.New(st)
+	generated, err := ids.Bootstrap(ctx, cfg.AdminToken, filepath.Join(cfg.DataDir, "admin-token"))
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap admin token: %w", err)
+	}
+	if generated != "" {
+		// Printed once, on the first start; the file keeps it for the operator.
+		log.Warn("generated the first admin token; it is shown only now and kept in the data directory",
+			"admin_token", generated, "file", filepath.Join(cfg.DataDir, "admin-token"))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &Server{cfg: cfg, log: log, store: st, host: host, ids: ids, registry: reg}
+	h, err := s.buildHandler()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = h
+	s.ready.Store(true)
+	return s, nil
+}
+
+// Handler is the server's HTTP handler (every protocol and path).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the store.
+func (s *Server) Close() error {
+	s.ready.Store(false)
+	return s.store.Close()
+}
+
+// serviceNames are the gRPC services served, for reflection and health.
+var serviceNames = []string{
+	pluginv1connect.PluginServiceName,
+	pluginv1connect.RepositoryServiceName,
+	pluginv1connect.MessagingServiceName,
+	pluginhostv1connect.PluginHostServiceName,
+}
+
+func (s *Server) buildHandler() (http.Handler, error) {
+	interceptors := connect.WithInterceptors(
+		&observeInterceptor{log: s.log, metrics: newRPCMetrics(s.registry), audit: s.host},
+		&authInterceptor{ids: s.ids},
+		validate.NewInterceptor(),
+	)
+	opts := []connect.HandlerOption{interceptors, connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes))}
+	var services []*vanguard.Service
+	add := func(path string, h http.Handler) {
+		services = append(services, vanguard.NewService(path, h,
+			vanguard.WithTargetCodecs(vanguard.CodecProto),
+			vanguard.WithMaxMessageBufferBytes(uint32(min(s.cfg.MaxRequestBytes, 1<<31))),
+		))
+	}
+	add(pluginv1connect.NewPluginServiceHandler(&pluginService{host: s.host}, opts...))
+	add(pluginv1connect.NewRepositoryServiceHandler(repositoryService{}, opts...))
+	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{host: s.host}, opts...))
+	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{}, opts...))
+	transcoder, err := vanguard.NewTranscoder(services, vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
+		return &vanguard.JSONCodec{
+			MarshalOptions:   protojson.MarshalOptions{Resolver: res, UseProtoNames: true, EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{Resolver: res},
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("build transcoder: %w", err)
+	}
+	mux := http.NewServeMux()
+	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	checker := grpchealth.NewStaticChecker(serviceNames...)
+	mux.Handle(grpchealth.NewHandler(checker))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("shutting down\n"))
+			return
+		}
+		if err := s.host.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("store unavailable\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/", transcoder)
+	return withRequestContext(s.log, withRESTEnvelope(s.cfg.MaxRequestBytes, mux)), nil
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully within the configured
+// timeout. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	if s.cfg.TLSCert != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.ready.Store(false)
+	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// Identity returns the token service (for the admin CLI and tests).
+func (s *Server) Identity() *identity.Service { return s.ids }
