@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -84,6 +83,7 @@ func (s *pluginService) InstallPlugin(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
+	callInfoFrom(ctx).setTarget(res.PluginID)
 	return connect.NewResponse(&pluginv1.InstallPluginResponse{
 		Installation: &pluginv1.Installation{
 			PluginId: res.PluginID, Status: "completed", Version: res.Version,
@@ -324,9 +324,4 @@ type pluginHostService struct {
 
 func (pluginHostService) Connect(ctx context.Context, stream *connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]) error {
 	return notBuilt(capRuntime)
-}
-
-// sinceMillis is the time since start in milliseconds.
-func sinceMillis(start time.Time) float64 {
-	return float64(time.Since(start).Microseconds()) / 1000
 }

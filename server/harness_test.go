@@ -34,6 +34,15 @@ const testAdminToken = "nxt_test-admin-token-0123456789abcdef"
 
 func startServer(t *testing.T) *env {
 	t.Helper()
+	var sink io.Writer = io.Discard
+	if testing.Verbose() {
+		sink = os.Stderr
+	}
+	return startServerWithLog(t, sink, slog.LevelDebug)
+}
+
+func startServerWithLog(t *testing.T, sink io.Writer, level slog.Level) *env {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -46,10 +55,7 @@ func startServer(t *testing.T) *env {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = server.NewLogger(os.Stderr, slog.LevelDebug)
-	}
+	log := server.NewLogger(sink, level)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {

@@ -27,6 +27,19 @@ type callInfo struct {
 	mu        sync.Mutex
 	principal *identity.Principal
 	err       *errs.Error
+	target    string // what a call acted on, when the request does not name it
+}
+
+func (c *callInfo) setTarget(t string) {
+	c.mu.Lock()
+	c.target = t
+	c.mu.Unlock()
+}
+
+func (c *callInfo) getTarget() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.target
 }
 
 func (c *callInfo) setPrincipal(p identity.Principal) {

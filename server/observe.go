@@ -83,6 +83,9 @@ func (o *observeInterceptor) writeAudit(ctx context.Context, procedure string, r
 		RequestID: requestIDFrom(ctx),
 		Target:    auditTarget(req),
 	}
+	if entry.Target == "" {
+		entry.Target = callInfoFrom(ctx).getTarget()
+	}
 	if p, ok := principalFrom(ctx); ok {
 		entry.Actor, entry.ActorName, entry.Role = p.TokenID, p.Name, p.Role
 	}
@@ -105,7 +108,7 @@ func auditTarget(req any) string {
 	}
 	fields := m.ProtoReflect().Descriptor().Fields()
 	for _, name := range []string{"plugin_id", "plugin_name", "target_plugin"} {
-		if fd := fields.ByName(protoName(name)); fd != nil {
+		if fd := fields.ByName(protoreflect.Name(name)); fd != nil {
 			if v := m.ProtoReflect().Get(fd).String(); v != "" {
 				return v
 			}
@@ -176,5 +179,3 @@ func (o *observeInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		return o.finish(ctx, conn.Spec().Procedure, nil, start, err)
 	}
 }
-
-func protoName(s string) protoreflect.Name { return protoreflect.Name(s) }
