@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,11 +173,19 @@ func pluginsCommand(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown plugins command %q\n\n%s", cmd, pluginsUsage)
 	}
-	b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true, EmitUnpopulated: true}.Marshal(out)
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(out)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, string(b))
+	// protojson varies its spacing on purpose; print a stable indentation.
+	var compact, pretty bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		return err
+	}
+	if err := json.Indent(&pretty, compact.Bytes(), "", "  "); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, pretty.String())
 	return err
 }
 

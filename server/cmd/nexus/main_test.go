@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/server"
+)
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestTokenCreateListRevoke(t *testing.T) {
+	dir := t.TempDir()
+	if out, _, code := runCLI(t, "token", "list", "--data-dir", dir); code == 0 {
+		t.Fatalf("list without a database succeeded: %s", out)
+	}
+	st, err := storesqlite.Open(context.Background(), filepath.Join(dir, "nexus.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	out, errOut, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "user", "--name", "ci-reader")
+	if code != 0 || !strings.HasPrefix(out, "nxt_") {
+		t.Fatalf("create: %d %q %q", code, out, errOut)
+	}
+	if _, _, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "plugin", "--plugin", "not-installed"); code == 0 {
+		t.Fatal("a plugin token for a plugin that is not installed was created")
+	}
+	if _, _, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "root"); code == 0 {
+		t.Fatal("an unknown role was accepted")
+	}
+	list, _, code := runCLI(t, "token", "list", "--data-dir", dir)
+	if code != 0 || !strings.Contains(list, "ci-reader") || strings.Contains(list, strings.TrimSpace(out)) {
+		t.Fatalf("list: %q", list)
+	}
+	id := strings.Fields(strings.Split(list, "\n")[1])[0]
+	if _, errOut, code := runCLI(t, "token", "revoke", "--data-dir", dir, id); code != 0 {
+		t.Fatalf("revoke: %s", errOut)
+	}
+	list, _, _ = runCLI(t, "token", "list", "--data-dir", dir)
+	row := strings.Fields(strings.Split(list, "\n")[1])
+	if revoked := row[len(row)-1]; revoked == "-" || !strings.HasPrefix(revoked, time.Now().UTC().Format("2006-01-02")) {
+		t.Fatalf("revoked token not shown as revoked: %q", list)
+	}
+}
+
+func TestPackageAndPluginsCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := server.DefaultConfig()
+	cfg.Listen, cfg.DataDir, cfg.AdminToken = "127.0.0.1:0", dir, "nxt_cli-test-admin"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	t.Setenv("NEXUS_SERVER", "http://"+ln.Addr().String())
+	t.Setenv("NEXUS_TOKEN", cfg.AdminToken)
+
+	pkgFile := filepath.Join(t.TempDir(), "analytics.tar.gz")
+	out, errOut, code := runCLI(t, "package", "../../../clients/go/plugin/examples/analytics-plugin", "-o", pkgFile)
+	if code != 0 || !strings.Contains(out, "analytics-plugin 1.2.0") {
+		t.Fatalf("package: %d %s %s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, "plugins", "install", pkgFile, "--config", `{"batch_size": 100}`)
+	if code != 0 || !strings.Contains(out, `"plugin_id": "analytics-plugin"`) {
+		t.Fatalf("install: %d %s %s", code, out, errOut)
+	}
+	_, errOut, code = runCLI(t, "plugins", "install", pkgFile)
+	if code == 0 || !strings.Contains(errOut, "PLUGIN_ALREADY_INSTALLED") {
+		t.Fatalf("second install: %d %s", code, errOut)
+	}
+	_, errOut, code = runCLI(t, "plugins", "config", "analytics-plugin", "--set", `{"batch_size": "x"}`)
+	if code == 0 || !strings.Contains(errOut, "PLUGIN_CONFIGURATION_ERROR") || !strings.Contains(errOut, "batch_size") {
+		t.Fatalf("bad config: %d %s", code, errOut)
+	}
+	out, _, code = runCLI(t, "plugins", "list")
+	var list struct {
+		Plugins []struct {
+			ID            string         `json:"id"`
+			Configuration map[string]any `json:"configuration"`
+		} `json:"plugins"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Plugins) != 1 || list.Plugins[0].Configuration["batch_size"] != 100.0 {
+		t.Fatalf("list: %d %s", code, out)
+	}
+	if out, errOut, code = runCLI(t, "plugins", "uninstall", "analytics-plugin", "--backup"); code != 0 || !strings.Contains(out, `"backup_created": true`) {
+		t.Fatalf("uninstall: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(pkgFile); err != nil {
+		t.Fatal(err)
+	}
+}

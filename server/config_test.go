@@ -1,0 +1,88 @@
+package server_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/server"
+)
+
+func TestConfigPrecedenceFlagsEnvFileDefaults(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nexus.yaml")
+	yaml := "listen: 127.0.0.1:7001\nlog-level: debug\nshutdown-timeout: 5s\npermission-deny: [a:b, c:*]\nmax-request-bytes: 2048\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"NEXUS_CONFIG": file, "NEXUS_LOG_LEVEL": "warn", "NEXUS_LISTEN": "127.0.0.1:7002", "NEXUS_ADMIN_TOKEN": "tok"}
+	cfg, err := server.ParseConfig([]string{"--listen", "127.0.0.1:7003", "--data-dir", dir}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7003" {
+		t.Errorf("listen = %s: a flag must win over env and file", cfg.Listen)
+	}
+	if cfg.LogLevel != "warn" {
+		t.Errorf("log-level = %s: env must win over the file", cfg.LogLevel)
+	}
+	if cfg.ShutdownTimeout != 5*time.Second || cfg.MaxRequestBytes != 2048 {
+		t.Errorf("file values not applied: %+v", cfg)
+	}
+	if strings.Join(cfg.PermissionDeny, ",") != "a:b,c:*" {
+		t.Errorf("permission-deny = %v", cfg.PermissionDeny)
+	}
+	if cfg.PermissionGrant[0] != "*:*" || cfg.MaxPackageBytes != 64<<20 {
+		t.Errorf("defaults not kept: %+v", cfg)
+	}
+	if cfg.AdminToken != "tok" || cfg.DataDir != dir {
+		t.Errorf("admin token %q, data dir %q", cfg.AdminToken, cfg.DataDir)
+	}
+}
+
+func TestConfigRejectsBadValues(t *testing.T) {
+	cases := map[string][]string{
+		"bad listen":      {"--listen", "nowhere"},
+		"bad level":       {"--log-level", "loud"},
+		"bad duration":    {"--shutdown-timeout", "soon"},
+		"tls half":        {"--tls-cert", "c.pem"},
+		"extra argument":  {"stray"},
+		"tiny body limit": {"--max-request-bytes", "10"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := server.ParseConfig(args, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nexus.yaml")
+	_ = os.WriteFile(file, []byte("lissen: 1.2.3.4:5\n"), 0o600)
+	if _, err := server.ParseConfig([]string{"--config", file}, func(string) string { return "" }, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "lissen") {
+		t.Fatalf("unknown file key: %v", err)
+	}
+}
+
+func TestServeHelpDocumentsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	_, err := server.ParseConfig([]string{"--help"}, func(string) string { return "" }, &out)
+	if err == nil {
+		t.Fatal("--help did not stop parsing")
+	}
+	for _, s := range []string{"listen", "data-dir", "log-level", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
+		"max-unpacked-bytes", "max-package-files", "shutdown-timeout", "permission-grant", "permission-deny", "addr-file", "config"} {
+		if !strings.Contains(out.String(), "-"+s) {
+			t.Errorf("help lacks --%s", s)
+		}
+		if s != "config" && !strings.Contains(out.String(), "NEXUS_"+strings.ToUpper(strings.ReplaceAll(s, "-", "_"))) {
+			t.Errorf("help lacks the env var of --%s", s)
+		}
+	}
+	if !strings.Contains(out.String(), "NEXUS_ADMIN_TOKEN") {
+		t.Error("help does not mention NEXUS_ADMIN_TOKEN")
+	}
+}
