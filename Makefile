@@ -19,8 +19,16 @@ $(TOOLS)/buf: .tools/package.json .tools/package-lock.json
 	cd .tools && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+GRPCURL_VERSION := v1.9.4
+
+.tools/bin/grpcurl:
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
 .PHONY: tools
 tools: $(TOOLS)/buf ## Install the pinned code generation tools (npm) into .tools.
+
+.PHONY: grpcurl
+grpcurl: .tools/bin/grpcurl ## Install grpcurl into .tools/bin (used by the README examples).
 
 .PHONY: build
 build: ## Build the nexus binary into bin/.
@@ -65,7 +73,7 @@ lint: tools ## buf lint, buf format, buf breaking (against main), go vet, gofmt.
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:" $$out; exit 1; fi
 
 .PHONY: test
-test: checkgenerate lint test-go test-fuzz test-ts ## Every test: generation, lint, Go (race), fuzz, TypeScript.
+test: checkgenerate lint test-go test-fuzz test-ts test-readme ## Every test: generation, lint, Go (race), fuzz, TypeScript, README examples.
 
 .PHONY: test-go
 test-go: ## Go tests with the race detector.
@@ -85,6 +93,10 @@ test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
 .PHONY: test-ts
 test-ts: build ## Build the TypeScript client and run its tests against a live server.
 	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+.PHONY: test-readme
+test-readme: build examples grpcurl ## Run the README's examples against a fresh server.
+	.ci/readme-test
 
 .PHONY: bench
 bench: ## Go benchmarks.
