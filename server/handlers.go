@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
@@ -300,7 +303,22 @@ type messagingService struct {
 	host *pluginhost.Host
 }
 
+// maxPayloadBytes bounds the data of one message, broadcast or event.
+const maxPayloadBytes = 1 << 20
+
+// checkPayload refuses payloads larger than maxPayloadBytes (encoded).
+func checkPayload(data *structpb.Struct) error {
+	if n := proto.Size(data); n > maxPayloadBytes {
+		return errs.WithFields(errs.ValidationError, "the payload is too large",
+			[]errs.FieldViolation{{Field: "data", Description: fmt.Sprintf("is %d bytes encoded, at most %d", n, maxPayloadBytes)}})
+	}
+	return nil
+}
+
 func (s *messagingService) SendMessage(ctx context.Context, req *connect.Request[pluginv1.SendMessageRequest]) (*connect.Response[pluginv1.SendMessageResponse], error) {
+	if err := checkPayload(req.Msg.GetData()); err != nil {
+		return nil, err
+	}
 	for _, id := range []string{req.Msg.GetPluginId(), req.Msg.GetTargetPlugin()} {
 		if _, err := s.host.Get(ctx, id, false); err != nil {
 			return nil, err
@@ -309,7 +327,10 @@ func (s *messagingService) SendMessage(ctx context.Context, req *connect.Request
 	return nil, notBuilt(capMessaging)
 }
 
-func (s *messagingService) Broadcast(context.Context, *connect.Request[pluginv1.BroadcastRequest]) (*connect.Response[pluginv1.BroadcastResponse], error) {
+func (s *messagingService) Broadcast(_ context.Context, req *connect.Request[pluginv1.BroadcastRequest]) (*connect.Response[pluginv1.BroadcastResponse], error) {
+	if err := checkPayload(req.Msg.GetData()); err != nil {
+		return nil, err
+	}
 	return nil, notBuilt(capMessaging)
 }
 

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -37,23 +37,9 @@ func serveForTest() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	log := server.NewLogger(io.Discard, 0)
-	ctx := context.Background()
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := os.WriteFile(cfg.AddrFile, []byte(ln.Addr().String()), 0o600); err != nil {
-		return 1
-	}
-	if err := srv.Serve(ctx, ln); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := server.Run(ctx, cfg, server.NewLogger(io.Discard, 0)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -135,8 +121,11 @@ func TestSIGKILLDuringInstallLeavesConsistentState(t *testing.T) {
 			t.Fatalf("round %d: restarted server not ready: %v", round, err)
 		}
 		res.Body.Close()
+		// SIGTERM shuts the server down gracefully: it exits 0.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("round %d: after SIGTERM the server exited with %v", round, err)
+		}
 		recs = checkConsistent(t, dataDir, round)
 		referenced := map[string]bool{}
 		for _, r := range recs {

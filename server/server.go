@@ -231,3 +231,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Identity returns the token service (for the admin CLI and tests).
 func (s *Server) Identity() *identity.Service { return s.ids }
+
+// Run opens the server, listens on cfg.Listen (writing the address to cfg.AddrFile when set)
+// and serves until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	srv, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.AddrFile != "" {
+		if err := os.WriteFile(cfg.AddrFile, []byte(ln.Addr().String()+"\n"), 0o600); err != nil {
+			ln.Close()
+			return fmt.Errorf("write addr file: %w", err)
+		}
+	}
+	return srv.Serve(ctx, ln)
+}

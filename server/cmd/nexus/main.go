@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -80,20 +79,5 @@ func serve(args []string, stderr io.Writer) error {
 	log := server.NewLogger(stderr, level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	if cfg.AddrFile != "" {
-		if err := os.WriteFile(cfg.AddrFile, []byte(ln.Addr().String()+"\n"), 0o600); err != nil {
-			ln.Close()
-			return fmt.Errorf("write addr file: %w", err)
-		}
-	}
-	return srv.Serve(ctx, ln)
+	return server.Run(ctx, cfg, log)
 }
