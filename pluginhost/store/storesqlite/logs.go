@@ -3,7 +3,6 @@ package storesqlite
 import (
 	"database/sql"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/nexus-platform/nexus/pluginhost/store"
@@ -80,10 +79,14 @@ func (t *tx) Logs(f store.LogFilter) ([]store.LogRecord, int, error) {
 	if err := t.sqlTx.QueryRowContext(t.ctx, `SELECT count(*) FROM logs WHERE `+cond, args...).Scan(&total); err != nil {
 		return nil, 0, wrap(op, err)
 	}
-	offset := int64(f.Page-1) * int64(f.PerPage)
-	if f.Page-1 > math.MaxInt64/f.PerPage || offset >= int64(total) {
-		return nil, total, nil
+	pages := total / f.PerPage
+	if total%f.PerPage != 0 {
+		pages++
 	}
+	if f.Page > pages {
+		return nil, total, nil // past the last page (and no overflow below)
+	}
+	offset := (f.Page - 1) * f.PerPage
 
 	rows, err := t.sqlTx.QueryContext(t.ctx, `SELECT plugin_id, time, level, message, metadata
 	FROM logs WHERE `+cond+` ORDER BY time DESC, seq DESC LIMIT ? OFFSET ?`,

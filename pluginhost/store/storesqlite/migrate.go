@@ -130,7 +130,7 @@ func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
 		return err
 	}
 	if cur > latest {
-		return fmt.Errorf("%w: database is at version %d, this code knows up to %d", ErrSchemaTooNew, cur, latest)
+		return fmt.Errorf("schema version %d, newest known %d: %w", cur, latest, ErrSchemaTooNew)
 	}
 	for _, m := range ms[cur:] {
 		if err := applyMigration(ctx, db, m, latest); err != nil {
@@ -157,7 +157,7 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) (e
 	}
 	switch {
 	case cur > latest:
-		return fmt.Errorf("%w: database is at version %d, this code knows up to %d", ErrSchemaTooNew, cur, latest)
+		return fmt.Errorf("schema version %d, newest known %d: %w", cur, latest, ErrSchemaTooNew)
 	case cur >= m.version:
 		// Another process applied it between our version check and now.
 		return sqlTx.Rollback()

@@ -103,8 +103,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return &Store{writer: writer, reader: reader}, nil
 }
 
-// Read runs fn in a read-only transaction that sees the state committed when it started.
-// It returns fn's error unchanged. Write methods of the Tx fail.
+// Read runs fn in a read-only transaction and returns fn's error unchanged. The transaction
+// sees one consistent snapshot, taken at its first read, and does not wait for an open
+// write transaction. Write methods of the Tx fail.
 func (s *Store) Read(ctx context.Context, fn func(store.Tx) error) error {
 	sqlTx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {

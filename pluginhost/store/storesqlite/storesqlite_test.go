@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
@@ -316,6 +317,45 @@ func TestLogsHugePage(t *testing.T) {
 	}
 }
 
+// TestIndexes checks that the hot look-ups are served by indexes, not table scans.
+func TestIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nexus.db")
+	open(t, path)
+	db := rawDB(t, path)
+	tests := []struct {
+		name, query, index string
+	}{
+		{"token by hash", `SELECT * FROM tokens WHERE hash = x'01'`, "tokens_hash"},
+		{"logs page", `SELECT * FROM logs WHERE plugin_id = 'p' AND time >= 1 AND time <= 2 ORDER BY time DESC, seq DESC LIMIT 10`, "logs_plugin_time"},
+		{"backups of a plugin", `SELECT * FROM backups WHERE plugin_id = 'p' ORDER BY created_at DESC`, "backups_plugin_created_at"},
+		{"audit of a target", `SELECT * FROM audit WHERE target = 't' ORDER BY time DESC`, "audit_target_time"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tc.query)
+			if err != nil {
+				t.Fatalf("EXPLAIN QUERY PLAN: %v", err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, notused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+					t.Fatalf("scan plan: %v", err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatalf("plan: %v", err)
+			}
+			if got := strings.Join(plan, "; "); !strings.Contains(got, tc.index) {
+				t.Errorf("plan %q does not use index %s", got, tc.index)
+			}
+		})
+	}
+}
+
 // TestTwoStoresOneFile stands in for two processes sharing the database: their writes
 // wait for each other (busy timeout, BEGIN IMMEDIATE) instead of failing with SQLITE_BUSY.
 func TestTwoStoresOneFile(t *testing.T) {
@@ -373,12 +413,13 @@ func TestTwoStoresOneFile(t *testing.T) {
 }
 
 // Crash consistency: a child process writes transactions in a loop and is killed with
-// SIGKILL; every transaction wrote a plugin, its token, its audit entry and its logs, so
-// after the crash each must be there completely or not at all.
+// SIGKILL, several times over; every transaction wrote a plugin, its token, its audit entry
+// and its logs, so after each crash each must be there completely or not at all, and every
+// transaction the child reported committed must have survived.
 
 const (
 	crashEnvDB   = "STORESQLITE_TEST_CRASH_DB"
-	crashLogsPer = 100
+	crashLogsPer = 50
 )
 
 func crashPlugin(i int) store.Plugin {
@@ -398,6 +439,7 @@ func crashToken(i int) store.Token {
 	}
 }
 
+// crashWrite is transaction i of the child.
 func crashWrite(tx store.Tx, i int) error {
 	p := crashPlugin(i)
 	if err := tx.PutPlugin(p); err != nil {
@@ -417,8 +459,8 @@ func crashWrite(tx store.Tx, i int) error {
 }
 
 // TestHelperProcess is the child of TestCrashConsistency; it does nothing in a normal run.
-// It prints the number of each transaction once committed, and stops by itself after a
-// while should nobody kill it.
+// It goes on from the transactions already in the database, prints the number of each
+// transaction once committed, and stops by itself after a while should nobody kill it.
 func TestHelperProcess(t *testing.T) {
 	path := os.Getenv(crashEnvDB)
 	if path == "" {
@@ -431,7 +473,16 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Fprintf(os.Stderr, "open: %v\n", err)
 		os.Exit(2)
 	}
-	for i := 0; ctx.Err() == nil; i++ {
+	first := 0
+	if err := s.Read(ctx, func(tx store.Tx) error {
+		ps, err := tx.Plugins()
+		first = len(ps)
+		return err
+	}); err != nil {
+		fmt.Fprintf(os.Stderr, "read: %v\n", err)
+		os.Exit(2)
+	}
+	for i := first; ctx.Err() == nil; i++ {
 		if err := s.Write(ctx, func(tx store.Tx) error { return crashWrite(tx, i) }); err != nil {
 			fmt.Fprintf(os.Stderr, "write %d: %v\n", i, err)
 			os.Exit(3)
@@ -442,11 +493,46 @@ func TestHelperProcess(t *testing.T) {
 }
 
 func TestCrashConsistency(t *testing.T) {
-	const killAfter = 150 // committed transactions before the kill
+	const (
+		rounds    = 3
+		killAfter = 60 // transactions the child reports committed before it is killed
+	)
 	path := filepath.Join(t.TempDir(), "nexus.db")
-
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
+
+	committed := 0
+	for round := range rounds {
+		reported := runAndKill(ctx, t, path, killAfter)
+		if reported != committed+killAfter {
+			t.Fatalf("round %d: the child went on from transaction %d, want %d", round, reported-killAfter, committed)
+		}
+		integrityCheck(t, path)
+		committed = checkCrashed(ctx, t, path)
+		if committed < reported {
+			t.Fatalf("round %d: %d transactions survived, but the child reported %d committed", round, committed, reported)
+		}
+		t.Logf("round %d: child reported %d commits before the kill; %d survived", round, reported, committed)
+	}
+
+	// The store still takes writes, and the file is sound.
+	s := open(t, path)
+	if err := s.Write(ctx, func(tx store.Tx) error { return crashWrite(tx, committed) }); err != nil {
+		t.Fatalf("Write after the crashes: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	integrityCheck(t, path)
+}
+
+// runAndKill runs the child on the database until it has reported killAfter commits,
+// kills it with SIGKILL and returns how many transactions the database held by its
+// reports. The kill comes after a random delay of up to a few milliseconds, so that over
+// the rounds it lands at different points of a transaction (this delay is the point of
+// the test, not a wait for something to happen).
+func runAndKill(ctx context.Context, t *testing.T, path string, killAfter int) int {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnvDB+"="+path)
 	var stderr strings.Builder
@@ -456,7 +542,7 @@ func TestCrashConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start helper: %v", err)
+		t.Fatalf("start the child: %v", err)
 	}
 	waited := false
 	defer func() {
@@ -466,36 +552,47 @@ func TestCrashConsistency(t *testing.T) {
 		}
 	}()
 
-	last := -1
+	last, seen := -1, 0
 	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
+	for seen < killAfter && sc.Scan() {
 		n, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
 		if err != nil {
 			continue // test framework output
 		}
 		last = n
-		if n+1 >= killAfter {
-			break
-		}
+		seen++
 	}
-	if last+1 < killAfter {
+	if seen < killAfter {
 		_ = cmd.Wait()
 		waited = true
-		t.Fatalf("helper stopped after %d transactions; stderr:\n%s", last+1, stderr.String())
+		t.Fatalf("the child stopped after %d transactions; stderr:\n%s", seen, stderr.String())
 	}
-	// Kill mid-way: the helper is busy in its next transactions.
+	time.Sleep(time.Duration(rand.IntN(5000)) * time.Microsecond)
 	if err := cmd.Process.Kill(); err != nil {
-		t.Fatalf("kill helper: %v", err)
+		t.Fatalf("kill the child: %v", err)
 	}
 	waitErr := cmd.Wait()
 	waited = true
 	var exitErr *exec.ExitError
 	if !errors.As(waitErr, &exitErr) || exitErr.ExitCode() != -1 {
-		t.Fatalf("helper did not die of the kill: %v; stderr:\n%s", waitErr, stderr.String())
+		t.Fatalf("the child did not die of the kill: %v; stderr:\n%s", waitErr, stderr.String())
 	}
+	return last + 1
+}
 
-	s := open(t, path)
-	integrityCheck(t, path)
+// checkCrashed opens the database left by a killed child, checks that every transaction
+// in it is complete and nothing of a later one is, and returns how many there are.
+func checkCrashed(ctx context.Context, t *testing.T, path string) int {
+	t.Helper()
+	s, err := storesqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open after the crash: %v", err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	committed := 0
 	err = s.Read(ctx, func(tx store.Tx) error {
 		ps, err := tx.Plugins()
@@ -555,19 +652,7 @@ func TestCrashConsistency(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after the crash: %v", err)
 	}
-	if committed < last+1 {
-		t.Errorf("%d transactions survived, but the helper reported %d committed", committed, last+1)
-	}
-	t.Logf("helper reported %d commits before the kill; %d survived", last+1, committed)
-
-	// The store still takes writes, and the file is sound.
-	if err := s.Write(ctx, func(tx store.Tx) error { return crashWrite(tx, committed) }); err != nil {
-		t.Fatalf("Write after the crash: %v", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	integrityCheck(t, path)
+	return committed
 }
 
 // integrityCheck fails the test unless PRAGMA integrity_check passes on the file.

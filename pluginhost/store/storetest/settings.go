@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 
@@ -32,7 +33,7 @@ func testSettings(t *testing.T, s store.Store) {
 				if err != nil {
 					return fmt.Errorf("Setting(%s): %w", st.key, err)
 				}
-				if !bytesEqual(got, st.value) {
+				if !bytes.Equal(got, st.value) {
 					t.Errorf("Setting(%s) = %q, want %q", st.key, got, st.value)
 				}
 				return nil
@@ -44,7 +45,7 @@ func testSettings(t *testing.T, s store.Store) {
 		if err != nil {
 			return fmt.Errorf("Setting(server.key): %w", err)
 		}
-		if !bytesEqual(got, steps[1].value) {
+		if !bytes.Equal(got, steps[1].value) {
 			t.Errorf("Setting(server.key) changed by writes to other keys: %q", got)
 		}
 		return nil

@@ -22,7 +22,6 @@
 package storetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"reflect"
@@ -224,12 +223,6 @@ func checkAll[T any](t *testing.T, what string, got, want []T, norm func(T) T) {
 		}
 	}
 }
-
-// same returns its argument; it is the norm of types that need none.
-func same[T any](v T) T { return v }
-
-// bytesEqual reports whether a and b hold the same bytes (nil equals empty).
-func bytesEqual(a, b []byte) bool { return bytes.Equal(a, b) }
 
 // withTimeout returns a context that ends after d or with the test.
 func withTimeout(t *testing.T, d time.Duration) context.Context {

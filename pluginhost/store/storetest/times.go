@@ -15,7 +15,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 	}{
 		{"zero", time.Time{}},
 		{"UTC with nanoseconds", time.Date(2026, 11, 24, 23, 59, 59, 999999999, time.UTC)},
-		{"other location", time.Date(2026, 3, 29, 2, 30, 0, 1, time.FixedZone("UTC-9:30", -(9*3600 + 30*60)))},
+		{"other location", time.Date(2026, 3, 29, 2, 30, 0, 1, time.FixedZone("UTC-9:30", -(9*3600+30*60)))},
 		{"local monotonic", time.Now()},
 		{"one nanosecond before the epoch", time.Unix(0, -1)},
 		{"the epoch", time.Unix(0, 0)},
