@@ -528,7 +528,7 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
-		return tx.AppendLogs([]store.LogRecord{{
+		return h.appendLogs(tx, []store.LogRecord{{
 			PluginID: m.ID, Time: now, Level: "INFO",
 			Message:  fmt.Sprintf("Plugin %s (version %s)", verb, m.Version),
 			Metadata: mustJSON(map[string]any{"source": req.Source, "sha256": sha, "granted": granted, "denied": denied}),
@@ -718,7 +718,7 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 		if opts.CleanupData {
 			return tx.DeleteLogs(id)
 		}
-		return tx.AppendLogs([]store.LogRecord{{PluginID: id, Time: now, Level: "INFO", Message: "Plugin uninstalled (version " + p.rec.Version + ")"}})
+		return h.appendLogs(tx, []store.LogRecord{{PluginID: id, Time: now, Level: "INFO", Message: "Plugin uninstalled (version " + p.rec.Version + ")"}})
 	})
 	if err != nil {
 		if backup != nil {
@@ -847,7 +847,7 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 			if err := tx.PutPlugin(rec); err != nil {
 				return err
 			}
-			return tx.AppendLogs([]store.LogRecord{{
+			return h.appendLogs(tx, []store.LogRecord{{
 				PluginID: id, Time: now, Level: "INFO", Message: "Configuration updated",
 				Metadata: mustJSON(map[string]any{"updated_fields": updated, "restart_required": restart}),
 			}})
@@ -920,7 +920,7 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
-		return tx.AppendLogs([]store.LogRecord{{
+		return h.appendLogs(tx, []store.LogRecord{{
 			PluginID: id, Time: now, Level: "INFO", Message: "Permissions updated",
 			Metadata: mustJSON(map[string]any{"granted": rec.Granted, "denied": rec.Denied, "security_level": rec.SecurityLevel}),
 		}})
@@ -987,6 +987,23 @@ func (h *Host) Ready(ctx context.Context) error {
 		}
 		return err
 	})
+}
+
+// appendLogs appends log records and trims the plugin's logs to the retention bound.
+func (h *Host) appendLogs(tx store.Tx, recs []store.LogRecord) error {
+	if err := tx.AppendLogs(recs); err != nil {
+		return err
+	}
+	trimmed := map[string]bool{}
+	for _, r := range recs {
+		if !trimmed[r.PluginID] {
+			trimmed[r.PluginID] = true
+			if err := tx.TrimLogs(r.PluginID, h.keep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func randomHex(n int) string {

@@ -34,6 +34,8 @@ type Config struct {
 	// unpacked files; MaxPackageFiles their number.
 	MaxPackageBytes, MaxUnpackedBytes int64
 	MaxPackageFiles                   int64
+	// LogRetention is how many log entries are kept per plugin.
+	LogRetention int64
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
 	// PermissionGrant and PermissionDeny are the install-time permission policy patterns.
@@ -55,6 +57,7 @@ func DefaultConfig() Config {
 		MaxPackageBytes:  64 << 20,
 		MaxUnpackedBytes: 512 << 20,
 		MaxPackageFiles:  10000,
+		LogRetention:     10000,
 		ShutdownTimeout:  30 * time.Second,
 		PermissionGrant:  []string{"*:*"},
 		PermissionDeny:   []string{"http:external", "system:*", "admin:*", "tokens:*"},
@@ -78,6 +81,7 @@ func (c *Config) settings() []setting {
 		{"max-package-bytes", "largest accepted plugin package (compressed), in bytes", (*int64Value)(&c.MaxPackageBytes)},
 		{"max-unpacked-bytes", "largest total size of a package's unpacked files, in bytes", (*int64Value)(&c.MaxUnpackedBytes)},
 		{"max-package-files", "most files a plugin package may hold", (*int64Value)(&c.MaxPackageFiles)},
+		{"log-retention", "log entries kept per plugin (older ones are dropped)", (*int64Value)(&c.LogRetention)},
 		{"shutdown-timeout", "how long a graceful shutdown may take (e.g. 30s)", (*durationValue)(&c.ShutdownTimeout)},
 		{"permission-grant", "install-time policy: permission patterns granted when requested (comma-separated)", (*listValue)(&c.PermissionGrant)},
 		{"permission-deny", "install-time policy: permission patterns always denied (comma-separated)", (*listValue)(&c.PermissionDeny)},
@@ -173,6 +177,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPackageBytes < 1<<10 || c.MaxUnpackedBytes < 1<<10 || c.MaxPackageFiles < 1 {
 		problems = append(problems, "max-package-bytes, max-unpacked-bytes and max-package-files must be positive (bytes at least 1024)")
+	}
+	if c.LogRetention < 1 {
+		problems = append(problems, "log-retention: must be at least 1")
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems = append(problems, "shutdown-timeout: must be positive")

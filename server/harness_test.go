@@ -43,6 +43,12 @@ func startServer(t *testing.T) *env {
 
 func startServerWithLog(t *testing.T, sink io.Writer, level slog.Level) *env {
 	t.Helper()
+	return startServerWith(t, sink, level, func(*server.Config) {})
+}
+
+// startServerWith starts a server after tune adjusts its configuration.
+func startServerWith(t *testing.T, sink io.Writer, level slog.Level, tune func(*server.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -52,6 +58,7 @@ func startServerWithLog(t *testing.T, sink io.Writer, level slog.Level) *env {
 	cfg.MaxUnpackedBytes = 8 << 20
 	cfg.MaxPackageFiles = 500
 	cfg.ShutdownTimeout = 5 * time.Second
+	tune(&cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/server"
 )
 
 func TestReflectionListsEveryService(t *testing.T) {
@@ -270,5 +271,36 @@ func TestLogsFiltersAndPagination(t *testing.T) {
 	res, err := c.Plugins.GetPluginLogs(context.Background(), connect.NewRequest(&pluginv1.GetPluginLogsRequest{PluginId: "analytics-plugin", Level: "INFO", PerPage: 1}))
 	if err != nil || len(res.Msg.GetLogs()) != 1 || res.Msg.GetLogs()[0].GetMetadata().AsMap()["updated_fields"] == nil {
 		t.Fatalf("connect logs: %v %v", res, err)
+	}
+}
+
+func TestLogRetentionBound(t *testing.T) {
+	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) { c.LogRetention = 3 })
+	mustInstall(e, analyticsManifest("1.2.0"))
+	for i := 0; i < 5; i++ {
+		e.mustREST("PUT", "/api/v1/plugins/analytics-plugin/config", e.Admin, map[string]any{"batch_size": 100 + i})
+	}
+	logs := e.mustREST("GET", "/api/v1/plugins/analytics-plugin/logs", e.Admin, nil)
+	if total := logs["pagination"].(map[string]any)["total"]; total != 3.0 {
+		t.Fatalf("total = %v, want the 3 newest", total)
+	}
+	newest := logs["logs"].([]any)[0].(map[string]any)["metadata"].(map[string]any)
+	if newest["updated_fields"] == nil {
+		t.Fatalf("newest entry = %v", newest)
+	}
+}
+
+func TestRESTAcceptsJSONWithoutContentType(t *testing.T) {
+	e := startServer(t)
+	req, _ := http.NewRequest("PUT", e.URL+"/api/v1/plugins/nothing-here/config", strings.NewReader(`{"a": 1}`))
+	req.Header.Set("Authorization", "Bearer "+e.Admin)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl -d sends
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("status %d, want 404 (the body was read as JSON and the plugin looked up)", resp.StatusCode)
 	}
 }

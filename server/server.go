@@ -83,7 +83,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	limits.MaxFileBytes = min(limits.MaxFileBytes, cfg.MaxUnpackedBytes)
 	limits.MaxFiles = int(cfg.MaxPackageFiles)
 	host, err := pluginhost.New(pluginhost.Options{
-		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits,
+		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits, LogRetention: int(cfg.LogRetention),
 		Policy: permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
 	})
 	if err != nil {
