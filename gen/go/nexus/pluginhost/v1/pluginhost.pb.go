@@ -150,6 +150,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Log
 	//	*ConnectRequest_Broadcast
 	//	*ConnectRequest_Subscribe
+	//	*ConnectRequest_ConfigAck
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -273,6 +274,15 @@ func (x *ConnectRequest) GetSubscribe() *Subscribe {
 	return nil
 }
 
+func (x *ConnectRequest) GetConfigAck() *ConfigAck {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_ConfigAck); ok {
+			return x.ConfigAck
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -322,6 +332,11 @@ type ConnectRequest_Subscribe struct {
 	Subscribe *Subscribe `protobuf:"bytes,9,opt,name=subscribe,proto3,oneof"`
 }
 
+type ConnectRequest_ConfigAck struct {
+	// Accepts or rejects a `config_changed`.
+	ConfigAck *ConfigAck `protobuf:"bytes,10,opt,name=config_ack,json=configAck,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Reply) isConnectRequest_Frame() {}
@@ -339,6 +354,8 @@ func (*ConnectRequest_Log) isConnectRequest_Frame() {}
 func (*ConnectRequest_Broadcast) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Subscribe) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_ConfigAck) isConnectRequest_Frame() {}
 
 // ConnectResponse is a frame from the host to the plugin.
 type ConnectResponse struct {
@@ -1577,7 +1594,8 @@ func (x *Log) GetMetadata() *structpb.Struct {
 	return nil
 }
 
-// ConfigChanged carries the plugin's new configuration.
+// ConfigChanged carries the plugin's new configuration. The plugin answers with
+// `config_ack`.
 type ConfigChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The whole configuration, secrets included.
@@ -1586,8 +1604,10 @@ type ConfigChanged struct {
 	UpdatedFields []string `protobuf:"bytes,2,rep,name=updated_fields,json=updatedFields,proto3" json:"updated_fields,omitempty"`
 	// Whether a changed field takes effect only after a restart.
 	RestartRequired bool `protobuf:"varint,3,opt,name=restart_required,json=restartRequired,proto3" json:"restart_required,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Identifies this change in the plugin's `config_ack`.
+	ChangeId      string `protobuf:"bytes,4,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigChanged) Reset() {
@@ -1641,6 +1661,76 @@ func (x *ConfigChanged) GetRestartRequired() bool {
 	return false
 }
 
+func (x *ConfigChanged) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+// ConfigAck says whether the plugin applied a configuration change.
+type ConfigAck struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ChangeId string                 `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// Whether the plugin applied the configuration.
+	Accepted bool `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// When not accepted: why, for the administrator.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigAck) Reset() {
+	*x = ConfigAck{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigAck) ProtoMessage() {}
+
+func (x *ConfigAck) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigAck.ProtoReflect.Descriptor instead.
+func (*ConfigAck) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConfigAck) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+func (x *ConfigAck) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *ConfigAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Shutdown asks the plugin to finish its work and exit.
 type Shutdown struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1653,7 +1743,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1755,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1768,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{17}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1699,7 +1789,7 @@ var File_nexus_pluginhost_v1_pluginhost_proto protoreflect.FileDescriptor
 
 const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\n" +
-	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x04\n" +
+	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x04\n" +
 	"\x0eConnectRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.nexus.pluginhost.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\x05reply\x18\x02 \x01(\v2\".nexus.pluginhost.v1.DeliveryReplyH\x00R\x05reply\x12/\n" +
@@ -1709,7 +1799,10 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\rhealth_report\x18\x06 \x01(\v2!.nexus.pluginhost.v1.HealthReportH\x00R\fhealthReport\x12,\n" +
 	"\x03log\x18\a \x01(\v2\x18.nexus.pluginhost.v1.LogH\x00R\x03log\x12B\n" +
 	"\tbroadcast\x18\b \x01(\v2\".nexus.pluginhost.v1.BroadcastSendH\x00R\tbroadcast\x12>\n" +
-	"\tsubscribe\x18\t \x01(\v2\x1e.nexus.pluginhost.v1.SubscribeH\x00R\tsubscribeB\x0e\n" +
+	"\tsubscribe\x18\t \x01(\v2\x1e.nexus.pluginhost.v1.SubscribeH\x00R\tsubscribe\x12?\n" +
+	"\n" +
+	"config_ack\x18\n" +
+	" \x01(\v2\x1e.nexus.pluginhost.v1.ConfigAckH\x00R\tconfigAckB\x0e\n" +
 	"\x05frame\x12\x05\xbaH\x02\b\x01\"\xa1\x03\n" +
 	"\x0fConnectResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.nexus.pluginhost.v1.WelcomeH\x00R\awelcome\x128\n" +
@@ -1830,11 +1923,16 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x128\n" +
 	"\x05level\x18\x02 \x01(\tB\"\xbaH\x1fr\x1dR\x05DEBUGR\x04INFOR\aWARNINGR\x05ERRORR\x05level\x12#\n" +
 	"\amessage\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\amessage\x123\n" +
-	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\x92\x01\n" +
+	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xaf\x01\n" +
 	"\rConfigChanged\x12/\n" +
 	"\x06config\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x06config\x12%\n" +
 	"\x0eupdated_fields\x18\x02 \x03(\tR\rupdatedFields\x12)\n" +
-	"\x10restart_required\x18\x03 \x01(\bR\x0frestartRequired\"K\n" +
+	"\x10restart_required\x18\x03 \x01(\bR\x0frestartRequired\x12\x1b\n" +
+	"\tchange_id\x18\x04 \x01(\tR\bchangeId\"m\n" +
+	"\tConfigAck\x12$\n" +
+	"\tchange_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\bchangeId\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\bR\baccepted\x12\x1e\n" +
+	"\x05error\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05error\"K\n" +
 	"\bShutdown\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\x05R\x0etimeoutSeconds*~\n" +
@@ -1864,7 +1962,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP() []byte {
 }
 
 var file_nexus_pluginhost_v1_pluginhost_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(DeliveryKind)(0),             // 0: nexus.pluginhost.v1.DeliveryKind
 	(AckAction)(0),                // 1: nexus.pluginhost.v1.AckAction
@@ -1885,9 +1983,10 @@ var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(*HealthReport)(nil),          // 16: nexus.pluginhost.v1.HealthReport
 	(*Log)(nil),                   // 17: nexus.pluginhost.v1.Log
 	(*ConfigChanged)(nil),         // 18: nexus.pluginhost.v1.ConfigChanged
-	(*Shutdown)(nil),              // 19: nexus.pluginhost.v1.Shutdown
-	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*ConfigAck)(nil),             // 19: nexus.pluginhost.v1.ConfigAck
+	(*Shutdown)(nil),              // 20: nexus.pluginhost.v1.Shutdown
+	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	4,  // 0: nexus.pluginhost.v1.ConnectRequest.hello:type_name -> nexus.pluginhost.v1.Hello
@@ -1899,33 +1998,34 @@ var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	17, // 6: nexus.pluginhost.v1.ConnectRequest.log:type_name -> nexus.pluginhost.v1.Log
 	10, // 7: nexus.pluginhost.v1.ConnectRequest.broadcast:type_name -> nexus.pluginhost.v1.BroadcastSend
 	11, // 8: nexus.pluginhost.v1.ConnectRequest.subscribe:type_name -> nexus.pluginhost.v1.Subscribe
-	5,  // 9: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
-	6,  // 10: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
-	13, // 11: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
-	14, // 12: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
-	18, // 13: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
-	19, // 14: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
-	20, // 15: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
-	0,  // 16: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
-	20, // 17: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
-	21, // 18: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
-	20, // 19: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
-	20, // 20: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
-	20, // 21: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
-	20, // 22: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
-	1,  // 23: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
-	20, // 24: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
-	15, // 25: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
-	21, // 26: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
-	20, // 27: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
-	20, // 28: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
-	2,  // 29: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
-	3,  // 30: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
-	30, // [30:31] is the sub-list for method output_type
-	29, // [29:30] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	19, // 9: nexus.pluginhost.v1.ConnectRequest.config_ack:type_name -> nexus.pluginhost.v1.ConfigAck
+	5,  // 10: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
+	6,  // 11: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
+	13, // 12: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
+	14, // 13: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
+	18, // 14: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
+	20, // 15: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
+	21, // 16: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
+	0,  // 17: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
+	21, // 18: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
+	22, // 19: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
+	21, // 20: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
+	21, // 21: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
+	21, // 22: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
+	21, // 23: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
+	1,  // 24: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
+	21, // 25: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
+	15, // 26: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
+	22, // 27: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
+	21, // 28: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
+	21, // 29: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
+	2,  // 30: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
+	3,  // 31: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
+	31, // [31:32] is the sub-list for method output_type
+	30, // [30:31] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_nexus_pluginhost_v1_pluginhost_proto_init() }
@@ -1943,6 +2043,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 		(*ConnectRequest_Log)(nil),
 		(*ConnectRequest_Broadcast)(nil),
 		(*ConnectRequest_Subscribe)(nil),
+		(*ConnectRequest_ConfigAck)(nil),
 	}
 	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1959,7 +2060,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc), len(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
