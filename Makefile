@@ -35,16 +35,19 @@ build: ## Build the nexus binary into bin/.
 	$(GO) build -o $(BIN) ./server/cmd/nexus
 
 .PHONY: run
-run: build examples ## Build and start the server on embedded defaults with the demo repository.
+run: build examples ## Build the server and the example plugin packages, then serve on 127.0.0.1:8080.
 	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA)
 
-EXAMPLES := $(wildcard clients/go/plugin/examples/*/plugin.json)
+EXAMPLES := $(patsubst clients/go/plugin/examples/%/plugin.json,%,$(wildcard clients/go/plugin/examples/*/plugin.json))
 
 .PHONY: examples
-examples: build ## Build the example plugin packages into bin/packages/.
+examples: build ## Build the example plugins and their packages into bin/packages/.
 	@mkdir -p bin/packages
-	@for m in $(EXAMPLES); do d=$$(dirname $$m); \
-		$(BIN) package $$d -o bin/packages/$$(basename $$d).tar.gz || exit 1; done
+	@for e in $(EXAMPLES); do \
+		rm -rf bin/stage/$$e && mkdir -p bin/stage/$$e/bin && \
+		cp clients/go/plugin/examples/$$e/plugin.json bin/stage/$$e/ && \
+		CGO_ENABLED=0 $(GO) build -trimpath -o bin/stage/$$e/bin/$$e ./clients/go/plugin/examples/$$e && \
+		$(BIN) package bin/stage/$$e -o bin/packages/$$e.tar.gz || exit 1; done
 
 .PHONY: generate
 generate: tools ## Regenerate third-party protos and gen/ (Go and TypeScript).

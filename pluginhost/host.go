@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -47,6 +48,10 @@ type Options struct {
 	Logger *slog.Logger
 	// LogRetention is how many log records are kept per plugin (default 10000).
 	LogRetention int
+	// Runtime tunes how plugins are run and supervised.
+	Runtime RuntimeConfig
+	// Tokens issues the plugin tokens of launched plugins (required to run plugins).
+	Tokens tokenIssuer
 }
 
 // Host is the plugin registry. It is safe for concurrent use: lifecycle changes (install,
@@ -61,8 +66,11 @@ type Host struct {
 	log     *slog.Logger
 	keep    int
 	now     func() time.Time
+	rt      *pluginRuntime
+	logs    *logSink
 
-	mu sync.Mutex // serialises lifecycle changes
+	mu           sync.Mutex // serialises install, uninstall and configuration changes
+	shutdownOnce sync.Once
 }
 
 // New returns a Host and removes what an interrupted install or uninstall left on disk.
@@ -95,30 +103,35 @@ func New(opts Options) (*Host, error) {
 	if err := h.sweep(context.Background()); err != nil {
 		return nil, err
 	}
+	h.logs = newLogSink(h.st, h.log, h.keep)
+	h.rt = newRuntime(h, opts.Runtime, opts.Tokens)
+	if err := h.resetStatuses(context.Background()); err != nil {
+		h.logs.close()
+		return nil, err
+	}
 	return h, nil
 }
 
 func (h *Host) pluginsDir() string { return filepath.Join(h.dataDir, "plugins") }
 func (h *Host) backupsDir() string { return filepath.Join(h.dataDir, "backups") }
 
-// sweep removes package directories that no plugin or backup record references: the
-// remains of an install or uninstall that was interrupted (a crash between unpacking and
-// committing, or between committing and removing).
+// sweep removes what an interrupted install, uninstall or backup left on disk: package
+// and backup directories that no record references, and unfinished ".extract-*" and
+// ".tmp" directories. When a record points outside the data directory (an older layout),
+// nothing is removed.
 func (h *Host) sweep(ctx context.Context) error {
 	referenced := map[string]bool{}
+	outside := ""
 	err := h.st.Read(ctx, func(tx store.Tx) error {
 		plugins, err := tx.Plugins()
 		if err != nil {
 			return err
 		}
 		for _, p := range plugins {
-			referenced[filepath.Clean(p.Dir)] = true
-			backups, err := tx.Backups(p.ID)
-			if err != nil {
-				return err
-			}
-			for _, b := range backups {
-				referenced[filepath.Clean(b.Dir)] = true
+			dir := h.abs(p.Dir)
+			referenced[dir] = true
+			if !h.inDataDir(dir) {
+				outside = dir
 			}
 		}
 		return nil
@@ -126,29 +139,58 @@ func (h *Host) sweep(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pluginhost: sweep: %w", err)
 	}
-	ids, err := os.ReadDir(h.pluginsDir())
+	if outside != "" {
+		h.log.Warn("a plugin record points outside the data directory; leftover directories are not removed", "dir", outside)
+		return nil
+	}
+	isBackup := func(dir string) bool {
+		var found bool
+		_ = h.st.Read(ctx, func(tx store.Tx) error {
+			b, err := tx.Backup(filepath.Base(dir))
+			found = err == nil && h.abs(b.Dir) == dir
+			return nil
+		})
+		return found
+	}
+	for _, root := range []struct {
+		dir  string
+		keep func(string) bool
+	}{
+		{h.pluginsDir(), func(d string) bool { return referenced[d] }},
+		{h.backupsDir(), isBackup},
+	} {
+		if err := h.sweepDir(root.dir, root.keep); err != nil {
+			return fmt.Errorf("pluginhost: sweep: %w", err)
+		}
+	}
+	return nil
+}
+
+// sweepDir removes the entries of root/<id>/ that keep rejects, and empty <id> directories.
+func (h *Host) sweepDir(root string, keep func(string) bool) error {
+	ids, err := os.ReadDir(root)
 	if err != nil {
-		return fmt.Errorf("pluginhost: sweep: %w", err)
+		return err
 	}
 	for _, id := range ids {
-		idDir := filepath.Join(h.pluginsDir(), id.Name())
 		if !id.IsDir() {
 			continue
 		}
-		versions, err := os.ReadDir(idDir)
+		idDir := filepath.Join(root, id.Name())
+		entries, err := os.ReadDir(idDir)
 		if err != nil {
-			return fmt.Errorf("pluginhost: sweep: %w", err)
+			return err
 		}
 		left := 0
-		for _, v := range versions {
-			dir := filepath.Join(idDir, v.Name())
-			if referenced[dir] {
+		for _, e := range entries {
+			dir := filepath.Join(idDir, e.Name())
+			if keep(dir) {
 				left++
 				continue
 			}
-			h.log.Warn("removing an unreferenced plugin directory left by an interrupted operation", "dir", dir)
+			h.log.Warn("removing a directory left by an interrupted operation", "dir", dir)
 			if err := os.RemoveAll(dir); err != nil {
-				return fmt.Errorf("pluginhost: sweep: %w", err)
+				return err
 			}
 		}
 		if left == 0 {
@@ -156,6 +198,48 @@ func (h *Host) sweep(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// abs resolves a directory recorded relative to the data directory (records keep relative
+// paths, so the data directory can move).
+func (h *Host) abs(dir string) string {
+	if filepath.IsAbs(dir) {
+		return filepath.Clean(dir)
+	}
+	return filepath.Join(h.dataDir, dir)
+}
+
+// rel is the recorded form of a directory inside the data directory.
+func (h *Host) rel(dir string) string {
+	if r, err := filepath.Rel(h.dataDir, dir); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return dir
+}
+
+func (h *Host) inDataDir(dir string) bool {
+	r, err := filepath.Rel(h.dataDir, dir)
+	return err == nil && r != "." && !strings.HasPrefix(r, "..")
+}
+
+// resetStatuses marks every plugin inactive at start: no plugin runs before the host starts
+// it (enabled plugins are started by StartEnabled).
+func (h *Host) resetStatuses(ctx context.Context) error {
+	return h.st.Write(ctx, func(tx store.Tx) error {
+		plugins, err := tx.Plugins()
+		if err != nil {
+			return err
+		}
+		for _, p := range plugins {
+			if p.Status == StatusActive || p.Status == StatusLoading {
+				p.Status, p.StatusReason = StatusInactive, "the server restarted"
+				if err := tx.PutPlugin(p); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // loaded is an installed plugin with its parsed manifest.
@@ -356,7 +440,7 @@ func (h *Host) view(p loaded, g graph) (PluginView, error) {
 		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
 		Status: p.rec.Status, StatusReason: p.rec.StatusReason, Enabled: p.rec.Enabled,
-		Health: HealthUnknown, LoadOrder: g.order[p.rec.ID],
+		Health: h.Runtime(p.rec.ID).Health, LoadOrder: g.order[p.rec.ID],
 		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
 		Dependencies: m.DependencyIDs(), Dependents: g.dependents[p.rec.ID],
@@ -496,6 +580,23 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 	if err := checkDependencies(m, all); err != nil {
 		return InstallResult{}, err
 	}
+	var backup *store.Backup
+	if existing != nil {
+		if existing.rec.Enabled {
+			return InstallResult{}, errs.New(errs.PluginDependencyError, "plugin %s is enabled; disable it before reinstalling", m.ID)
+		}
+		if err := checkDependents(m, all); err != nil {
+			return InstallResult{}, err
+		}
+		// A reinstall keeps the configuration (revalidated against the new schema) and
+		// the administrator's permission decisions, and backs up what it replaces.
+		if cfg, err = h.carryConfig(*existing, schema, orEmptyMap(req.Config)); err != nil {
+			return InstallResult{}, err
+		}
+		if sealed, err = h.sealConfig(schema, cfg); err != nil {
+			return InstallResult{}, err
+		}
+	}
 	dir := filepath.Join(h.pluginsDir(), m.ID, m.Version+"-"+randomHex(6))
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return InstallResult{}, errs.Wrap(errs.PluginInstallationFailed, err, "could not prepare the plugin directory")
@@ -507,10 +608,21 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		_ = os.RemoveAll(dir)
 		return InstallResult{}, err
 	}
+	if existing != nil {
+		b, err := h.copyToBackup(existing.rec, "reinstall", h.now())
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return InstallResult{}, err
+		}
+		backup = &b
+	}
 	granted, denied := h.policy.Decide(m.Permissions)
+	if existing != nil {
+		granted, denied = keepDecisions(granted, denied, existing.rec, m.Permissions)
+	}
 	now := h.now()
 	rec := store.Plugin{
-		ID: m.ID, Version: m.Version, Manifest: rawManifest, Dir: dir, Source: req.Source,
+		ID: m.ID, Version: m.Version, Manifest: rawManifest, Dir: h.rel(dir), Source: req.Source,
 		PackageSHA256: sha, Enabled: false, Status: StatusInactive,
 		Config: sealed, ConfigUpdatedAt: now,
 		Requested: sortedCopy(m.Permissions), Granted: granted, Denied: denied,
@@ -524,9 +636,18 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 	if existing != nil {
 		verb = "reinstalled"
 	}
+	if existing != nil {
+		rec.SecurityLevel, rec.SandboxEnabled, rec.Limits = existing.rec.SecurityLevel, existing.rec.SandboxEnabled, existing.rec.Limits
+		rec.InstalledAt = existing.rec.InstalledAt
+	}
 	err = h.st.Write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
+		}
+		if backup != nil {
+			if err := tx.PutBackup(*backup); err != nil {
+				return err
+			}
 		}
 		return h.appendLogs(tx, []store.LogRecord{{
 			PluginID: m.ID, Time: now, Level: "INFO",
@@ -536,10 +657,13 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
+		if backup != nil {
+			_ = os.RemoveAll(h.abs(backup.Dir))
+		}
 		return InstallResult{}, errs.Wrap(errs.PluginInstallationFailed, err, "could not record the installation")
 	}
-	if existing != nil && existing.rec.Dir != dir {
-		if err := os.RemoveAll(existing.rec.Dir); err != nil {
+	if existing != nil && h.abs(existing.rec.Dir) != dir {
+		if err := os.RemoveAll(h.abs(existing.rec.Dir)); err != nil {
 			h.log.Warn("could not remove the replaced plugin directory", "dir", existing.rec.Dir, "error", err)
 		}
 	}
@@ -548,6 +672,78 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		PluginID: m.ID, Name: m.Name, Version: m.Version, Status: StatusInactive, Enabled: false,
 		InstalledAt: now, Duration: time.Since(start),
 	}, nil
+}
+
+// checkDependents makes sure the installed plugins that depend on m accept its version.
+func checkDependents(m *manifest.Manifest, all []loaded) error {
+	v, err := semver.NewVersion(m.Version)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "internal error")
+	}
+	var problems []errs.FieldViolation
+	for _, p := range all {
+		constraint, ok := p.man.Dependencies.Plugins[m.ID]
+		if !ok {
+			continue
+		}
+		if c, err := semver.NewConstraint(constraint); err != nil || !c.Check(v) {
+			problems = append(problems, errs.FieldViolation{Field: "dependents." + p.rec.ID, Description: fmt.Sprintf("needs %s %s, not %s", m.ID, constraint, m.Version)})
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errs.WithFields(errs.PluginDependencyError, fmt.Sprintf("installed plugins do not accept %s %s", m.ID, m.Version), problems)
+}
+
+// carryConfig moves an installed plugin's configuration to a new schema: values of fields
+// the new schema still declares, and that still pass it, are kept; patch goes on top.
+func (h *Host) carryConfig(old loaded, schema configschema.Schema, patch map[string]any) (map[string]any, error) {
+	current, err := h.openConfig(old)
+	if err != nil {
+		return nil, err
+	}
+	kept := map[string]any{}
+	for k, v := range current {
+		if _, ok := schema.Field(k); !ok {
+			continue
+		}
+		if _, _, _, problems := schema.Apply(schema.Defaults(), map[string]any{k: v}); hasFieldProblem(problems, k) {
+			continue
+		}
+		kept[k] = v
+	}
+	base, _, _, err := applyConfig(schema, schema.Defaults(), kept)
+	if err != nil {
+		return nil, err
+	}
+	merged, _, _, err := applyConfig(schema, base, patch)
+	return merged, err
+}
+
+func hasFieldProblem(problems []errs.FieldViolation, field string) bool {
+	for _, p := range problems {
+		if p.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// keepDecisions applies an administrator's earlier grants and revocations to the policy's
+// decisions for a new version's requests.
+func keepDecisions(granted, denied []string, old store.Plugin, requested []string) ([]string, []string) {
+	for _, g := range old.Granted {
+		granted = append(granted, g)
+		denied = slices.DeleteFunc(denied, func(d string) bool { return d == g })
+	}
+	for _, d := range old.Denied {
+		if slices.Contains(requested, d) && !slices.Contains(old.Granted, d) {
+			denied = append(denied, d)
+			granted = slices.DeleteFunc(granted, func(g string) bool { return g == d })
+		}
+	}
+	return sortedCopy(granted), sortedCopy(denied)
 }
 
 // readPackage returns the package bytes of a file install, bounded by the package limit.
@@ -569,7 +765,9 @@ func (h *Host) readPackage(req InstallRequest) ([]byte, error) {
 		return nil, errs.WithFields(errs.ValidationError, "file_path must be an absolute path on the server",
 			[]errs.FieldViolation{{Field: "file_path", Description: "must be an absolute path"}})
 	}
-	f, err := os.Open(req.FilePath)
+	// Non-blocking, so that a FIFO or device cannot hang the request; only regular files
+	// are read.
+	f, err := os.OpenFile(req.FilePath, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, errs.New(errs.PluginInstallationFailed, "cannot open the package file %s: %s", req.FilePath, osReason(err))
 	}
@@ -689,9 +887,11 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 			"plugins %s depend on %s; uninstall them first or pass force", strings.Join(deps, ", "), id).
 			WithDetail("dependents", deps)
 	}
-	if p.rec.Status == StatusActive || p.rec.Status == StatusLoading {
-		return UninstallResult{}, errs.New(errs.PluginDependencyError, "plugin %s is running; disable it first", id)
-	}
+	// A running plugin is stopped first, gracefully.
+	r := h.rt.get(id)
+	r.op.Lock()
+	h.rt.stop(ctx, r, DisableOptions{Reason: "uninstalling", Graceful: true, Timeout: 30 * time.Second})
+	r.op.Unlock()
 	now := h.now()
 	res := UninstallResult{PluginID: id, UninstalledAt: now, DataRemoved: opts.CleanupData}
 	var backup *store.Backup
@@ -722,14 +922,14 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 	})
 	if err != nil {
 		if backup != nil {
-			_ = os.RemoveAll(backup.Dir)
+			_ = os.RemoveAll(h.abs(backup.Dir))
 		}
 		return UninstallResult{}, errs.Wrap(errs.Internal, err, "could not record the uninstallation")
 	}
-	if err := os.RemoveAll(p.rec.Dir); err != nil {
+	if err := os.RemoveAll(h.abs(p.rec.Dir)); err != nil {
 		h.log.Warn("could not remove the plugin directory; it is removed at the next start", "dir", p.rec.Dir, "error", err)
 	}
-	_ = os.Remove(filepath.Dir(p.rec.Dir))
+	_ = os.Remove(filepath.Dir(h.abs(p.rec.Dir)))
 	h.log.Info("plugin uninstalled", "plugin_id", id, "backup_id", res.BackupID, "data_removed", opts.CleanupData)
 	return res, nil
 }
@@ -742,7 +942,7 @@ func (h *Host) copyToBackup(rec store.Plugin, reason string, now time.Time) (sto
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
 	}
-	size, err := copyTree(rec.Dir, tmp)
+	size, err := copyTree(h.abs(rec.Dir), tmp)
 	if err == nil {
 		err = os.Rename(tmp, dir)
 	}
@@ -750,7 +950,7 @@ func (h *Host) copyToBackup(rec store.Plugin, reason string, now time.Time) (sto
 		_ = os.RemoveAll(tmp)
 		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
 	}
-	return store.Backup{ID: id, PluginID: rec.ID, Version: rec.Version, Reason: reason, CreatedAt: now, Dir: dir, SizeBytes: size, Plugin: rec}, nil
+	return store.Backup{ID: id, PluginID: rec.ID, Version: rec.Version, Reason: reason, CreatedAt: now, Dir: h.rel(dir), SizeBytes: size, Plugin: rec}, nil
 }
 
 // copyTree copies regular files, directories and symlinks from src to a new dst.
@@ -837,6 +1037,11 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 	}
 	now := h.now()
 	if len(updated) > 0 {
+		// A running plugin gets the change first: if it rejects it, nothing is stored.
+		if err := h.rt.pushConfig(ctx, id, merged, updated, restart); err != nil {
+			return ConfigUpdate{}, err
+		}
+		h.logs.setSecrets(id, secretStrings(merged, schema.SecretFields()))
 		sealed, err := h.sealConfig(schema, merged)
 		if err != nil {
 			return ConfigUpdate{}, err
@@ -855,6 +1060,9 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 		if err != nil {
 			return ConfigUpdate{}, errs.Wrap(errs.Internal, err, "could not store the configuration")
 		}
+	}
+	if len(updated) == 0 {
+		now = p.rec.ConfigUpdatedAt // nothing changed
 	}
 	return ConfigUpdate{Values: schema.Mask(merged), UpdatedFields: updated, RestartRequired: restart, UpdatedAt: now}, nil
 }
@@ -902,6 +1110,12 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 		granted = slices.DeleteFunc(granted, func(x string) bool { return x == r })
 		if slices.Contains(rec.Requested, r) {
 			denied = append(denied, r)
+		}
+	}
+	for _, r := range c.Revoke {
+		if cover := permission.Covering(granted, r); len(cover) > 0 {
+			return Permissions{}, errs.WithFields(errs.ValidationError, "a revoked permission is still covered by a wider grant",
+				[]errs.FieldViolation{{Field: "revoke", Description: fmt.Sprintf("%s is covered by the grant %s; revoke that instead", r, strings.Join(cover, ", "))}})
 		}
 	}
 	rec.Granted, rec.Denied = sortedCopy(granted), sortedCopy(denied)

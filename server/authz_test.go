@@ -68,7 +68,7 @@ func rpcCalls(t *testing.T, c *nexus.Client, matrixPkg []byte) map[string]call {
 		"ListRepositories": unary(c.Repositories.ListRepositories, &pluginv1.ListRepositoriesRequest{}),
 		"SendMessage": unary(c.Messaging.SendMessage, &pluginv1.SendMessageRequest{
 			PluginId: "analytics-plugin", TargetPlugin: "analytics-plugin", MessageType: "ping"}),
-		"Broadcast": unary(c.Messaging.Broadcast, &pluginv1.BroadcastRequest{MessageType: "note", SenderPlugin: "analytics-plugin"}),
+		"Broadcast": unary(c.Messaging.Broadcast, &pluginv1.BroadcastRequest{MessageType: "note"}),
 		"WatchEvents": func(ctx context.Context, c *nexus.Client) error {
 			return drain(c.Messaging.WatchEvents(ctx, connect.NewRequest(&pluginv1.WatchEventsRequest{})))
 		},
@@ -193,6 +193,25 @@ func TestPluginTokenActsOnlyAsItsPlugin(t *testing.T) {
 	}
 	if res.Msg.GetConfiguration().AsMap()["batch_size"] != 50.0 {
 		t.Fatalf("own config = %v", res.Msg.GetConfiguration().AsMap())
+	}
+}
+
+func TestOnlyPluginsAndAdminsNameASender(t *testing.T) {
+	e := startServer(t)
+	mustInstall(e, analyticsManifest("1.2.0"))
+	for _, c := range []struct {
+		token, sender, want string
+	}{
+		{e.User, "analytics-plugin", "PLUGIN_PERMISSION_DENIED"},
+		{e.token(store.RolePlugin, "analytics-plugin"), "user-management", "PLUGIN_PERMISSION_DENIED"},
+		{e.token(store.RolePlugin, "analytics-plugin"), "analytics-plugin", "UNIMPLEMENTED"},
+		{e.Admin, "analytics-plugin", "UNIMPLEMENTED"},
+	} {
+		c2 := nexus.New(e.URL, nexus.WithToken(c.token))
+		_, err := c2.Messaging.Broadcast(context.Background(), connect.NewRequest(&pluginv1.BroadcastRequest{MessageType: "note", SenderPlugin: c.sender}))
+		if got := nexus.ErrorCode(err); got != c.want {
+			t.Errorf("sender %s: got %s, want %s", c.sender, got, c.want)
+		}
 	}
 }
 

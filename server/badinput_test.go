@@ -91,7 +91,9 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 		field              string // a field the error must name, when set
 	}{
 		{"malformed JSON", "POST", "/api/v1/plugins/install", `{"source": "file",`, 400, "VALIDATION_ERROR", ""},
+		{"malformed config JSON", "PUT", "/api/v1/plugins/analytics-plugin/config", `{"batch_size":`, 400, "VALIDATION_ERROR", ""},
 		{"unknown body field", "POST", "/api/v1/plugins/install", `{"source": "file", "no_such_field": 1}`, 400, "VALIDATION_ERROR", ""},
+		{"unknown query parameter", "GET", "/api/v1/plugins?bogus=1", nil, 400, "VALIDATION_ERROR", ""},
 		{"wrong JSON type", "POST", "/api/v1/plugins/install", `{"source": 7}`, 400, "VALIDATION_ERROR", ""},
 		{"unknown source enum", "POST", "/api/v1/plugins/install", map[string]any{"source": "ftp"}, 400, "VALIDATION_ERROR", "source"},
 		{"file source without package", "POST", "/api/v1/plugins/install", map[string]any{"source": "file"}, 400, "VALIDATION_ERROR", ""},
@@ -163,8 +165,16 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 				t.Fatalf("got %d %s, want %d %s: %.400s", res.Status, res.errorCode(), c.status, c.code, res.Raw)
 			}
 			errObj := res.Body["error"].(map[string]any)
-			if msg, _ := errObj["message"].(string); msg == "" || strings.Contains(msg, e.DataDir) {
+			msg, _ := errObj["message"].(string)
+			if msg == "" || strings.Contains(msg, e.DataDir) {
 				t.Errorf("message %q is empty or leaks server paths", msg)
+			}
+			// Errors of decoding must be about the input, not a handler that ran on an
+			// empty message (which would complain about plugin_id or source).
+			if strings.Contains(c.name, "JSON") || strings.Contains(c.name, "unknown") {
+				if strings.Contains(string(res.Raw), `"plugin_id"`) || strings.Contains(msg, "must be in list") {
+					t.Errorf("a handler ran on an undecoded request: %s", res.Raw)
+				}
 			}
 			if c.field != "" {
 				found := false

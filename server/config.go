@@ -28,14 +28,23 @@ type Config struct {
 	LogLevel string
 	// TLSCert and TLSKey enable TLS when both are set.
 	TLSCert, TLSKey string
-	// MaxRequestBytes bounds a request body (REST) or message (Connect, gRPC).
+	// MaxRequestBytes bounds a request that uploads a plugin package (install, update; admins
+	// only); MaxMessageBytes every other request body and every plugin stream message.
 	MaxRequestBytes int64
+	MaxMessageBytes int64
 	// MaxPackageBytes bounds a plugin package (compressed); MaxUnpackedBytes the sum of its
 	// unpacked files; MaxPackageFiles their number.
 	MaxPackageBytes, MaxUnpackedBytes int64
 	MaxPackageFiles                   int64
 	// LogRetention is how many log entries are kept per plugin.
 	LogRetention int64
+	// HealthInterval is how often running plugins are asked for their health;
+	// HealthMisses how many checks in a row they may miss before a restart.
+	HealthInterval time.Duration
+	HealthMisses   int64
+	// CrashLoopCount crashes within CrashLoopWindow quarantine a plugin in error.
+	CrashLoopCount  int64
+	CrashLoopWindow time.Duration
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
 	// PermissionGrant and PermissionDeny are the install-time permission policy patterns.
@@ -54,10 +63,15 @@ func DefaultConfig() Config {
 		DataDir:          ".nexus-data",
 		LogLevel:         "info",
 		MaxRequestBytes:  96 << 20,
+		MaxMessageBytes:  4 << 20,
 		MaxPackageBytes:  64 << 20,
 		MaxUnpackedBytes: 512 << 20,
 		MaxPackageFiles:  10000,
 		LogRetention:     10000,
+		HealthInterval:   10 * time.Second,
+		HealthMisses:     3,
+		CrashLoopCount:   5,
+		CrashLoopWindow:  2 * time.Minute,
 		ShutdownTimeout:  30 * time.Second,
 		PermissionGrant:  []string{"*:*"},
 		PermissionDeny:   []string{"http:external", "system:*", "admin:*", "tokens:*"},
@@ -77,11 +91,16 @@ func (c *Config) settings() []setting {
 		{"log-level", "log level: debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"tls-cert", "TLS certificate file (PEM); with tls-key, serves TLS instead of h2c", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
-		{"max-request-bytes", "largest accepted request body or message, in bytes", (*int64Value)(&c.MaxRequestBytes)},
+		{"max-request-bytes", "largest accepted package upload (install and update requests, admins only), in bytes", (*int64Value)(&c.MaxRequestBytes)},
+		{"max-message-bytes", "largest accepted body of any other request, and of a plugin stream message, in bytes", (*int64Value)(&c.MaxMessageBytes)},
 		{"max-package-bytes", "largest accepted plugin package (compressed), in bytes", (*int64Value)(&c.MaxPackageBytes)},
 		{"max-unpacked-bytes", "largest total size of a package's unpacked files, in bytes", (*int64Value)(&c.MaxUnpackedBytes)},
 		{"max-package-files", "most files a plugin package may hold", (*int64Value)(&c.MaxPackageFiles)},
 		{"log-retention", "log entries kept per plugin (older ones are dropped)", (*int64Value)(&c.LogRetention)},
+		{"health-interval", "how often running plugins are asked for their health (e.g. 10s)", (*durationValue)(&c.HealthInterval)},
+		{"health-misses", "health checks in a row a plugin may miss before it is restarted", (*int64Value)(&c.HealthMisses)},
+		{"crash-loop-count", "crashes within crash-loop-window that quarantine a plugin in error", (*int64Value)(&c.CrashLoopCount)},
+		{"crash-loop-window", "the window of crash-loop-count (e.g. 2m)", (*durationValue)(&c.CrashLoopWindow)},
 		{"shutdown-timeout", "how long a graceful shutdown may take (e.g. 30s)", (*durationValue)(&c.ShutdownTimeout)},
 		{"permission-grant", "install-time policy: permission patterns granted when requested (comma-separated)", (*listValue)(&c.PermissionGrant)},
 		{"permission-deny", "install-time policy: permission patterns always denied (comma-separated)", (*listValue)(&c.PermissionDeny)},
@@ -172,14 +191,17 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		problems = append(problems, "tls-cert and tls-key must be set together")
 	}
-	if c.MaxRequestBytes < 1<<10 {
-		problems = append(problems, "max-request-bytes: must be at least 1024")
+	if c.MaxRequestBytes < 1<<10 || c.MaxMessageBytes < 1<<10 {
+		problems = append(problems, "max-request-bytes and max-message-bytes: must be at least 1024")
 	}
 	if c.MaxPackageBytes < 1<<10 || c.MaxUnpackedBytes < 1<<10 || c.MaxPackageFiles < 1 {
 		problems = append(problems, "max-package-bytes, max-unpacked-bytes and max-package-files must be positive (bytes at least 1024)")
 	}
 	if c.LogRetention < 1 {
 		problems = append(problems, "log-retention: must be at least 1")
+	}
+	if c.HealthInterval < 100*time.Millisecond || c.HealthMisses < 1 || c.CrashLoopCount < 1 || c.CrashLoopWindow <= 0 {
+		problems = append(problems, "health-interval (at least 100ms), health-misses, crash-loop-count and crash-loop-window must be positive")
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems = append(problems, "shutdown-timeout: must be positive")

@@ -165,3 +165,25 @@ func permissionsView(p pluginhost.Permissions) (*pluginv1.PermissionSet, *plugin
 			MemoryMb: int32(p.Limits.MemoryMB), CpuPercent: int32(p.Limits.CPUPercent), FileHandles: int32(p.Limits.FileHandles),
 		}
 }
+
+func healthView(info pluginhost.RuntimeInfo) *pluginv1.PluginHealth {
+	checks := make([]*pluginv1.HealthCheck, 0, len(info.Checks))
+	for _, c := range info.Checks {
+		checks = append(checks, &pluginv1.HealthCheck{
+			Name: c.Name, Status: c.Status, ResponseTimeMs: c.ResponseTimeMS, Details: c.Details,
+			Value: c.Value, Threshold: c.Threshold, Unit: c.Unit,
+		})
+	}
+	status := info.Health
+	if !info.Running && info.Instances == 0 {
+		status = pluginhost.HealthUnhealthy
+	}
+	return &pluginv1.PluginHealth{
+		Status: status, LastCheck: ts(info.LastCheck), UptimeSeconds: info.Uptime.Round(time.Second).Seconds(),
+		Checks: checks,
+		Metrics: &pluginv1.HealthMetrics{
+			MemoryUsageMb:   float64(info.Usage.RSSBytes) / (1 << 20),
+			CpuUsagePercent: info.CPUPercent,
+		},
+	}
+}

@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
@@ -24,11 +26,10 @@ func notBuilt(capability string) error {
 }
 
 const (
-	capRuntime      = "the plugin runtime (starting, stopping and supervising plugin processes)"
-	capRepositories = "installing from plugin repositories and URLs"
+	capMetrics      = "the plugin metrics time series"
+	capRepositories = "plugin repositories (catalog sync, search, installs from repositories and URLs)"
 	capUpdates      = "updating and rolling back plugins"
 	capMessaging    = "plugin messaging (messages, broadcasts and events)"
-	capLogTail      = "live log tailing"
 )
 
 // pluginService implements nexus.plugin.v1.PluginService over the domain.
@@ -162,6 +163,11 @@ func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
+	if up.RestartRequired && req.Msg.GetRestart() && s.host.Runtime(req.Msg.GetPluginId()).Running {
+		if _, err := s.host.Restart(ctx, req.Msg.GetPluginId(), "configuration change", 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := toStruct(up.Values)
 	if err != nil {
 		return nil, err
@@ -173,38 +179,62 @@ func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Req
 }
 
 func (s *pluginService) EnablePlugin(ctx context.Context, req *connect.Request[pluginv1.EnablePluginRequest]) (*connect.Response[pluginv1.EnablePluginResponse], error) {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	status, err := s.host.Enable(ctx, req.Msg.GetPluginId(), pluginhost.EnableOptions{EnableDependencies: req.Msg.GetEnableDependencies()})
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capRuntime)
+	return connect.NewResponse(&pluginv1.EnablePluginResponse{PluginId: req.Msg.GetPluginId(), Status: status, EnabledAt: timestamppb.Now()}), nil
 }
 
 func (s *pluginService) DisablePlugin(ctx context.Context, req *connect.Request[pluginv1.DisablePluginRequest]) (*connect.Response[pluginv1.DisablePluginResponse], error) {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	m := req.Msg
+	timeout := 30 * time.Second
+	if m.TimeoutSeconds != nil {
+		timeout = time.Duration(m.GetTimeoutSeconds()) * time.Second
+	}
+	err := s.host.Disable(ctx, m.GetPluginId(), pluginhost.DisableOptions{
+		Reason: m.GetReason(), Graceful: m.GracefulShutdown == nil || m.GetGracefulShutdown(), Timeout: timeout, Force: m.GetForce(),
+	})
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capRuntime)
+	return connect.NewResponse(&pluginv1.DisablePluginResponse{PluginId: m.GetPluginId(), Status: pluginhost.StatusInactive, DisabledAt: timestamppb.Now(), Reason: m.GetReason()}), nil
 }
 
 func (s *pluginService) RestartPlugin(ctx context.Context, req *connect.Request[pluginv1.RestartPluginRequest]) (*connect.Response[pluginv1.RestartPluginResponse], error) {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	m := req.Msg
+	timeout := 30 * time.Second
+	if m.TimeoutSeconds != nil {
+		timeout = time.Duration(m.GetTimeoutSeconds()) * time.Second
+	}
+	status, err := s.host.Restart(ctx, m.GetPluginId(), m.GetReason(), timeout)
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capRuntime)
+	return connect.NewResponse(&pluginv1.RestartPluginResponse{PluginId: m.GetPluginId(), Status: status, RestartedAt: timestamppb.Now(), Reason: m.GetReason()}), nil
 }
 
 func (s *pluginService) GetPluginHealth(ctx context.Context, req *connect.Request[pluginv1.GetPluginHealthRequest]) (*connect.Response[pluginv1.GetPluginHealthResponse], error) {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	id := req.Msg.GetPluginId()
+	var info pluginhost.RuntimeInfo
+	var err error
+	if req.Msg.GetRefresh() {
+		info, err = s.host.CheckHealth(ctx, id)
+	} else {
+		_, err = s.host.Get(ctx, id, false)
+		info = s.host.Runtime(id)
+	}
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capRuntime)
+	return connect.NewResponse(&pluginv1.GetPluginHealthResponse{Health: healthView(info)}), nil
 }
 
 func (s *pluginService) GetPluginMetrics(ctx context.Context, req *connect.Request[pluginv1.GetPluginMetricsRequest]) (*connect.Response[pluginv1.GetPluginMetricsResponse], error) {
 	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capRuntime)
+	return nil, notBuilt(capMetrics)
 }
 
 func (s *pluginService) GetPluginLogs(ctx context.Context, req *connect.Request[pluginv1.GetPluginLogsRequest]) (*connect.Response[pluginv1.GetPluginLogsResponse], error) {
@@ -247,10 +277,21 @@ func (s *pluginService) GetPluginLogs(ctx context.Context, req *connect.Request[
 }
 
 func (s *pluginService) TailPluginLogs(ctx context.Context, req *connect.Request[pluginv1.TailPluginLogsRequest], stream *connect.ServerStream[pluginv1.TailPluginLogsResponse]) error {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	m := req.Msg
+	records, err := s.host.TailLogs(ctx, pluginhost.TailQuery{PluginID: m.GetPluginId(), MinLevel: m.GetLevel(), Search: m.GetSearch(), Backlog: int(m.GetBacklog())})
+	if err != nil {
 		return err
 	}
-	return notBuilt(capLogTail)
+	for r := range records {
+		e, err := logEntry(r)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&pluginv1.TailPluginLogsResponse{Entry: e}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *pluginService) GetPluginPermissions(ctx context.Context, req *connect.Request[pluginv1.GetPluginPermissionsRequest]) (*connect.Response[pluginv1.GetPluginPermissionsResponse], error) {
@@ -341,8 +382,13 @@ func (s *messagingService) WatchEvents(context.Context, *connect.Request[pluginv
 // pluginHostService implements nexus.pluginhost.v1.PluginHostService.
 type pluginHostService struct {
 	pluginhostv1connect.UnimplementedPluginHostServiceHandler
+	host *pluginhost.Host
 }
 
-func (pluginHostService) Connect(ctx context.Context, stream *connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]) error {
-	return notBuilt(capRuntime)
+func (p pluginHostService) Connect(ctx context.Context, stream *connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]) error {
+	principal, ok := principalFrom(ctx)
+	if !ok || principal.PluginID == "" {
+		return errs.New(errs.PluginPermissionDenied, "only plugin tokens may open a plugin stream")
+	}
+	return p.host.ServeSession(ctx, principal.PluginID, stream)
 }

@@ -23,8 +23,11 @@ import (
 )
 
 // TestMain lets the test binary act as a Nexus server (NEXUS_TEST_SERVE=1), so that tests
-// can run a real server process and kill it.
+// can run a real server process and kill it, and as a plugin (see testplugin_test.go).
 func TestMain(m *testing.M) {
+	if mode, ok := testPluginMode(); ok {
+		os.Exit(runTestPlugin(mode))
+	}
 	if os.Getenv("NEXUS_TEST_SERVE") == "1" {
 		os.Exit(serveForTest())
 	}
@@ -129,7 +132,7 @@ func TestSIGKILLDuringInstallLeavesConsistentState(t *testing.T) {
 		recs = checkConsistent(t, dataDir, round)
 		referenced := map[string]bool{}
 		for _, r := range recs {
-			rel, _ := filepath.Rel(filepath.Join(dataDir, "plugins"), r.Dir)
+			rel, _ := filepath.Rel("plugins", r.Dir)
 			referenced[rel] = true
 		}
 		for _, d := range pluginDirs(t, dataDir) {
@@ -158,8 +161,11 @@ func checkConsistent(t *testing.T, dataDir string, round int) []store.Plugin {
 		t.Fatalf("round %d: %v", round, err)
 	}
 	for _, r := range recs {
+		if filepath.IsAbs(r.Dir) {
+			t.Fatalf("round %d: plugin directories must be recorded relative to the data directory: %s", round, r.Dir)
+		}
 		for _, f := range []string{"plugin.json", "bin/big", "data/blob"} {
-			st, err := os.Stat(filepath.Join(r.Dir, f))
+			st, err := os.Stat(filepath.Join(dataDir, r.Dir, f))
 			if err != nil {
 				t.Fatalf("round %d: plugin %s is recorded but %s is missing: %v", round, r.ID, f, err)
 			}

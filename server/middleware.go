@@ -26,8 +26,39 @@ type callInfo struct {
 
 	mu        sync.Mutex
 	principal *identity.Principal
+	authErr   error // why the bearer token was refused, when it was
+	authDone  bool  // the middleware has authenticated the request
 	err       *errs.Error
 	target    string // what a call acted on, when the request does not name it
+	// wireStatus is the first HTTP status the transcoder wrote for a REST call, and
+	// handlerRan whether the interceptors had started by then: a status written before
+	// means the transcoder refused the request itself (malformed body or parameters).
+	wireStatus int
+	handlerRan bool
+	earlyBody  []byte
+}
+
+// authenticated returns what the middleware found of the caller.
+func (c *callInfo) authenticated() (p identity.Principal, err error, done bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.principal != nil {
+		p = *c.principal
+	}
+	return p, c.authErr, c.authDone
+}
+
+// wireRefused reports whether the transcoder refused the request before any handler ran.
+func (c *callInfo) wireRefused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wireStatus >= 400 && !c.handlerRan
+}
+
+func (c *callInfo) markHandlerRan() {
+	c.mu.Lock()
+	c.handlerRan = true
+	c.mu.Unlock()
 }
 
 func (c *callInfo) setTarget(t string) {
@@ -181,7 +212,11 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 				}
 				log.ErrorContext(ctx, "handler panic", "panic", p, "path", r.URL.Path)
 				if rec.status == 0 {
-					http.Error(rec, "internal error", http.StatusInternalServerError)
+					if isREST(r.URL.Path) {
+						writeEnvelopeError(rec, id, errs.New(errs.Internal, "internal error"))
+					} else {
+						http.Error(rec, "internal error", http.StatusInternalServerError)
+					}
 				}
 			}
 			log.InfoContext(ctx, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
@@ -207,12 +242,18 @@ type bufferedWriter struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
+	ci     *callInfo
 }
 
 func (b *bufferedWriter) Header() http.Header { return b.header }
 func (b *bufferedWriter) WriteHeader(code int) {
 	if b.status == 0 {
 		b.status = code
+		b.ci.mu.Lock()
+		if b.ci.wireStatus == 0 && !b.ci.handlerRan {
+			b.ci.wireStatus = code
+		}
+		b.ci.mu.Unlock()
 	}
 }
 
@@ -226,7 +267,7 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// withRESTEnvelope serves the REST API: it maps `/v1/` to `/api/v1/`, bounds the body, and
+// withRESTEnvelope serves the REST API: it maps `/v1/` to `/api/v1/`, refuses oversized bodies, and
 // wraps every answer in the reference envelope
 // `{success, data | error, timestamp, request_id}` with the HTTP status of the error table.
 func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
@@ -254,10 +295,9 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 			writeEnvelopeError(w, ci.requestID, errs.New(codeRequestTooLarge, "the request body exceeds %d bytes", maxBody))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		// Connect-Protocol-Version marks Connect calls; everything else here is REST, which
 		// must not be mistaken for Connect by the transcoder.
-		buf := &bufferedWriter{header: http.Header{}}
+		buf := &bufferedWriter{header: http.Header{}, ci: ci}
 		next.ServeHTTP(buf, r)
 		status := buf.status
 		if status == 0 {
@@ -272,16 +312,18 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 			return
 		}
 		de := ci.getError()
-		if de == nil {
-			de = restErrorFromBody(status, buf.body.Bytes())
+		if refused := ci.wireRefused(); de == nil || refused {
+			// The transcoder refused the request before a handler ran, or failed after.
+			de = restErrorFromBody(status, buf.body.Bytes(), refused)
 		}
 		writeEnvelopeError(w, ci.requestID, de)
 	})
 }
 
-// restErrorFromBody reads an error the transcoder produced itself (before any handler ran:
-// unknown route, malformed JSON, bad query parameter, oversized body).
-func restErrorFromBody(status int, body []byte) *errs.Error {
+// restErrorFromBody reads an error the transcoder produced itself (unknown route,
+// malformed JSON, bad query parameter, oversized body). refused says it did so before any
+// handler ran: then the request was at fault, whatever status the transcoder chose.
+func restErrorFromBody(status int, body []byte, refused bool) *errs.Error {
 	var st struct {
 		Code    any    `json:"code"`
 		Message string `json:"message"`
@@ -293,10 +335,14 @@ func restErrorFromBody(status int, body []byte) *errs.Error {
 		return errs.New(codeRouteNotFound, "no such API path")
 	case status == http.StatusMethodNotAllowed:
 		return errs.New(codeMethodNotAllowed, "method not allowed on this path")
-	case status == http.StatusRequestEntityTooLarge || strings.Contains(msg, "request body too large"):
+	case status == http.StatusRequestEntityTooLarge || strings.Contains(msg, "request body too large") || strings.Contains(msg, "MaxBytesReader"):
 		return errs.New(codeRequestTooLarge, "the request body is too large")
+	case refused && status >= 500:
+		return errs.New(errs.ValidationError, "invalid request: %s", strings.TrimPrefix(msg, "proto: "))
 	case status == http.StatusUnsupportedMediaType:
 		return errs.New(errs.ValidationError, "the request body must be JSON (Content-Type: application/json)")
+	case strings.Contains(msg, "query param") || strings.Contains(msg, "unknown field") || strings.Contains(msg, "parameter"):
+		return errs.New(errs.ValidationError, "%s", msg)
 	case status == http.StatusBadRequest:
 		if msg == "" {
 			msg = "the request is malformed"
@@ -326,7 +372,11 @@ type envelope struct {
 }
 
 func writeEnvelope(w http.ResponseWriter, status int, body envelope) {
-	out, err := json.Marshal(body)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // keep ">=1.0.0" readable
+	err := enc.Encode(body)
+	out := bytes.TrimRight(buf.Bytes(), "\n")
 	if err != nil {
 		status = http.StatusInternalServerError
 		out = []byte(`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"internal error","details":{}}}`)
@@ -343,4 +393,82 @@ func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 func errMaxBytes(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
+}
+
+// bodyLimits bounds request bodies by who calls and what: unauthenticated callers get
+// little (the token is checked before any body is decoded), package uploads by admins the
+// most, everything else a message-sized amount. The plugin stream is bounded per message
+// by the handler instead (its body is the whole session).
+type bodyLimits struct {
+	unauthenticated, message, upload int64
+}
+
+// pluginStreamPath is the plugin session stream, whose body lasts as long as the session.
+const pluginStreamPath = "/nexus.pluginhost.v1.PluginHostService/Connect"
+
+// unauthenticatedBodyBytes bounds what a caller without a valid token may send.
+const unauthenticatedBodyBytes = 64 << 10
+
+// uploadPaths are the calls that carry plugin packages.
+var uploadPaths = map[string]bool{
+	"/nexus.plugin.v1.PluginService/InstallPlugin": true,
+	"/nexus.plugin.v1.PluginService/UpdatePlugin":  true,
+}
+
+func isUploadPath(method, path string) bool {
+	if uploadPaths[path] {
+		return true
+	}
+	p := strings.TrimPrefix(strings.TrimPrefix(path, "/api"), "/v1/plugins/")
+	if p == path {
+		return false
+	}
+	return (method == http.MethodPost && p == "install") || (method == http.MethodPut && !strings.Contains(p, "/"))
+}
+
+// openPaths need no token: operations endpoints, reflection and gRPC health.
+func isOpenPath(path string) bool {
+	switch path {
+	case "/metrics", "/healthz", "/readyz":
+		return true
+	}
+	return strings.HasPrefix(path, "/grpc.reflection.") || strings.HasPrefix(path, "/grpc.health.")
+}
+
+// withAuthentication checks the bearer token before anything reads the body, records the
+// caller (or why it was refused) for the interceptors, and bounds the body accordingly.
+func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isOpenPath(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ci := callInfoFrom(r.Context())
+		var principal *identity.Principal
+		var authErr error
+		if token, ok := identity.BearerToken(r.Header.Get("Authorization")); !ok {
+			authErr = errs.New(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token>")
+		} else if p, err := ids.Authenticate(r.Context(), token); err != nil {
+			authErr = err
+		} else {
+			principal = &p
+		}
+		ci.mu.Lock()
+		ci.principal, ci.authErr, ci.authDone = principal, authErr, true
+		ci.mu.Unlock()
+		if r.URL.Path != pluginStreamPath {
+			limit := limits.message
+			switch {
+			case principal == nil:
+				limit = limits.unauthenticated
+			case principal.IsAdmin() && isUploadPath(r.Method, r.URL.Path):
+				limit = limits.upload
+			}
+			if r.ContentLength > limit {
+				limit = 0 // refuse at once: reading it would be wasted work
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
 }

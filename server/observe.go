@@ -67,7 +67,13 @@ func (o *observeInterceptor) finish(ctx context.Context, procedure string, req a
 	o.metrics.requests.WithLabelValues(procedure, code).Inc()
 	o.metrics.duration.WithLabelValues(procedure, code).Observe(time.Since(start).Seconds())
 	if r, ok := accessRules[procedure]; ok && r.mutating && o.audit != nil {
-		o.writeAudit(ctx, procedure, req, code)
+		if _, authenticated := principalFrom(ctx); authenticated {
+			o.writeAudit(ctx, procedure, req, code)
+		} else {
+			// Calls without a valid token are counted and logged, not written to the audit
+			// log: they changed nothing, and a flood of them must not fill the store.
+			o.log.WarnContext(ctx, "unauthenticated call to a state-changing operation", "procedure", procedure)
+		}
 	}
 	if de != nil {
 		return toConnect(de)
@@ -160,6 +166,13 @@ func auditDetails(req any) []byte {
 func (o *observeInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
+		ci := callInfoFrom(ctx)
+		if ci.wireRefused() {
+			// The REST transcoder could not decode the request and has answered already;
+			// the handler must not run on the empty message it passes on.
+			return nil, errs.New(errs.ValidationError, "the request is malformed")
+		}
+		ci.markHandlerRan()
 		resp, err := next(ctx, req)
 		if ferr := o.finish(ctx, req.Spec().Procedure, req.Any(), start, err); ferr != nil {
 			return nil, ferr

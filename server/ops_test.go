@@ -3,9 +3,11 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -302,5 +304,78 @@ func TestRESTAcceptsJSONWithoutContentType(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("status %d, want 404 (the body was read as JSON and the plugin looked up)", resp.StatusCode)
+	}
+}
+
+func TestDataDirectoryCanMove(t *testing.T) {
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first")
+	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) { c.DataDir = first })
+	mustInstall(e, analyticsManifest("1.2.0"))
+	e.srv.Close()
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(first, moved); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) { c.DataDir = moved })
+	if dirs := pluginDirs(t, moved); len(dirs) != 1 {
+		t.Fatalf("package directories after the move: %v", dirs)
+	}
+	if d := e2.mustREST("GET", "/api/v1/plugins/analytics-plugin", e2.Admin, nil)["plugin"].(map[string]any); d["version"] != "1.2.0" {
+		t.Fatalf("plugin after the move: %v", d)
+	}
+}
+
+func TestForceReinstallKeepsConfigurationGrantsAndDependents(t *testing.T) {
+	e := startServer(t)
+	mustInstall(e, analyticsManifest("1.2.0"))
+	mustInstall(e, dependentManifest())
+	e.mustREST("PUT", "/api/v1/plugins/analytics-plugin/config", e.Admin, map[string]any{"batch_size": 300, "api_key": "kept-secret"})
+	e.mustREST("PUT", "/api/v1/plugins/analytics-plugin/permissions", e.Admin, map[string]any{"grant": []string{"http:external"}, "revoke": []string{"database:write"}})
+
+	// user-management needs analytics-plugin >=1.0.0: a 0.9.0 reinstall would break it.
+	res := installFromBytes(e, pkg(e.t, analyticsManifest("0.9.0"), map[string]string{"bin/analytics-plugin": "#!/bin/sh\n"}), map[string]any{"force_reinstall": true})
+	if res.errorCode() != "PLUGIN_DEPENDENCY_ERROR" || !strings.Contains(string(res.Raw), "user-management") {
+		t.Fatalf("reinstall breaking a dependent: %d %s", res.Status, res.Raw)
+	}
+	res = installFromBytes(e, pkg(e.t, analyticsManifest("1.3.0"), map[string]string{"bin/analytics-plugin": "#!/bin/sh\n"}), map[string]any{"force_reinstall": true})
+	if res.Status != http.StatusOK {
+		t.Fatalf("reinstall: %d %s", res.Status, res.Raw)
+	}
+	cfg := e.mustREST("GET", "/api/v1/plugins/analytics-plugin/config?include_secrets=true", e.Admin, nil)["configuration"].(map[string]any)
+	if cfg["batch_size"] != 300.0 || cfg["api_key"] != "kept-secret" {
+		t.Errorf("configuration not kept: %v", cfg)
+	}
+	perms := e.mustREST("GET", "/api/v1/plugins/analytics-plugin/permissions", e.Admin, nil)["permissions"].(map[string]any)
+	if got := fmt.Sprint(perms["granted"], perms["denied"]); got != "[database:read events:emit http:external] [database:write]" {
+		t.Errorf("grants not kept: %s", got)
+	}
+	backups := e.mustREST("GET", "/api/v1/plugins/analytics-plugin/backups", e.Admin, nil)["backups"].([]any)
+	if len(backups) != 1 || backups[0].(map[string]any)["reason"] != "reinstall" || backups[0].(map[string]any)["version"] != "1.2.0" {
+		t.Errorf("backups = %v", backups)
+	}
+}
+
+func TestRevokeUnderAWildcardGrantIsRefused(t *testing.T) {
+	e := startServer(t)
+	mustInstall(e, analyticsManifest("1.2.0"))
+	e.mustREST("PUT", "/api/v1/plugins/analytics-plugin/permissions", e.Admin, map[string]any{"grant": []string{"http:*"}})
+	res := e.rest("PUT", "/api/v1/plugins/analytics-plugin/permissions", e.Admin, map[string]any{"revoke": []string{"http:external"}})
+	if res.errorCode() != "VALIDATION_ERROR" || !strings.Contains(string(res.Raw), "http:*") {
+		t.Fatalf("revoke under a wildcard: %d %s", res.Status, res.Raw)
+	}
+}
+
+func TestUnauthenticatedBodiesAreCutShort(t *testing.T) {
+	e := startServer(t)
+	big := `{"source":"file","package_data":"` + strings.Repeat("A", 1<<20) + `"}`
+	res := e.rest("POST", "/api/v1/plugins/install", "", big)
+	if res.Status != http.StatusUnauthorized && res.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("unauthenticated 1 MiB body: %d %s", res.Status, res.Raw)
+	}
+	// A user may not upload packages, and gets the message-sized limit.
+	res = e.rest("PUT", "/api/v1/plugins/analytics-plugin/config", e.User, `{"a":"`+strings.Repeat("x", 5<<20)+`"}`)
+	if res.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("user 5 MiB body: %d %.300s", res.Status, res.Raw)
 	}
 }

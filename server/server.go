@@ -49,6 +49,33 @@ type Server struct {
 	registry *prometheus.Registry
 	handler  http.Handler
 	ready    atomic.Bool
+	url      atomic.Value // string: the base URL plugins connect to, set once listening
+	health   *grpchealth.StaticChecker
+}
+
+// baseURL is where plugins reach this server (NEXUS_HOST).
+func (s *Server) baseURL() string {
+	if u, ok := s.url.Load().(string); ok {
+		return u
+	}
+	return "http://" + s.cfg.Listen
+}
+
+// setListenAddr records the URL plugins use, from the address actually listened on. A
+// wildcard host becomes loopback: launched plugins run on this machine.
+func (s *Server) setListenAddr(addr net.Addr) {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if s.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	s.url.Store(scheme + "://" + net.JoinHostPort(host, port))
 }
 
 // New opens the data directory and builds the server. Close releases it.
@@ -56,9 +83,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := storesqlite.Open(ctx, filepath.Join(cfg.DataDir, "nexus.db"))
+	// The data directory holds secrets (the key, the token file, the database): owner only.
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("secure data dir: %w", err)
+	}
+	dbPath := filepath.Join(cfg.DataDir, "nexus.db")
+	st, err := storesqlite.Open(ctx, dbPath)
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !os.IsNotExist(err) {
+			st.Close()
+			return nil, fmt.Errorf("secure %s: %w", f, err)
+		}
 	}
 	s, err := newServer(ctx, cfg, log, st)
 	if err != nil {
@@ -82,16 +120,27 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	limits.MaxTotalBytes = cfg.MaxUnpackedBytes
 	limits.MaxFileBytes = min(limits.MaxFileBytes, cfg.MaxUnpackedBytes)
 	limits.MaxFiles = int(cfg.MaxPackageFiles)
+	s := &Server{cfg: cfg, log: log, store: st}
+	s.ids = identity.New(st)
 	host, err := pluginhost.New(pluginhost.Options{
 		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits, LogRetention: int(cfg.LogRetention),
 		Policy: permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
+		Tokens: s.ids,
+		Runtime: pluginhost.RuntimeConfig{
+			HostURL:         s.baseURL,
+			HealthInterval:  cfg.HealthInterval,
+			HealthMisses:    int(cfg.HealthMisses),
+			CrashLoopCount:  int(cfg.CrashLoopCount),
+			CrashLoopWindow: cfg.CrashLoopWindow,
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	ids := identity.New(st)
-	generated, err := ids.Bootstrap(ctx, cfg.AdminToken, filepath.Join(cfg.DataDir, "admin-token"))
+	s.host = host
+	generated, err := s.ids.Bootstrap(ctx, cfg.AdminToken, filepath.Join(cfg.DataDir, "admin-token"))
 	if err != nil {
+		host.Shutdown(ctx, time.Second)
 		return nil, fmt.Errorf("bootstrap admin token: %w", err)
 	}
 	if generated != "" {
@@ -101,7 +150,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s := &Server{cfg: cfg, log: log, store: st, host: host, ids: ids, registry: reg}
+	s.registry = reg
 	h, err := s.buildHandler()
 	if err != nil {
 		return nil, err
@@ -114,9 +163,10 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 // Handler is the server's HTTP handler (every protocol and path).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close releases the store.
+// Close stops any plugin still running and releases the store.
 func (s *Server) Close() error {
 	s.ready.Store(false)
+	s.host.Shutdown(context.Background(), s.cfg.ShutdownTimeout)
 	return s.store.Close()
 }
 
@@ -145,7 +195,8 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	add(pluginv1connect.NewPluginServiceHandler(&pluginService{host: s.host}, opts...))
 	add(pluginv1connect.NewRepositoryServiceHandler(repositoryService{}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{host: s.host}, opts...))
-	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{}, opts...))
+	streamOpts := []connect.HandlerOption{interceptors, connect.WithReadMaxBytes(int(s.cfg.MaxMessageBytes))}
+	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{host: s.host}, streamOpts...))
 	transcoder, err := vanguard.NewTranscoder(services, vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
 		return &vanguard.JSONCodec{
 			MarshalOptions:   protojson.MarshalOptions{Resolver: res, UseProtoNames: true, EmitUnpopulated: true},
@@ -159,8 +210,8 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	reflector := grpcreflect.NewStaticReflector(serviceNames...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	checker := grpchealth.NewStaticChecker(serviceNames...)
-	mux.Handle(grpchealth.NewHandler(checker))
+	s.health = grpchealth.NewStaticChecker(serviceNames...)
+	mux.Handle(grpchealth.NewHandler(s.health))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -183,7 +234,8 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("/", transcoder)
-	return withRequestContext(s.log, withRESTEnvelope(s.cfg.MaxRequestBytes, mux)), nil
+	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
+	return withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, mux))), nil
 }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully within the configured
@@ -197,6 +249,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s.handler,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -207,14 +260,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		go func() { errc <- srv.Serve(ln) }()
 	}
+	s.setListenAddr(ln.Addr())
 	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir)
+	startCtx, stopStarting := context.WithCancel(ctx)
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		s.host.StartEnabled(startCtx)
+	}()
 	select {
 	case err := <-errc:
+		stopStarting()
+		<-started
 		return err
 	case <-ctx.Done():
 	}
 	s.ready.Store(false)
+	for _, name := range serviceNames {
+		s.health.SetStatus(name, grpchealth.StatusNotServing)
+	}
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
+	stopStarting()
+	<-started
+	// Plugins are stopped while their streams still work, in reverse load order.
+	s.host.Shutdown(context.Background(), s.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)

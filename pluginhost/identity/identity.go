@@ -134,24 +134,47 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 	return err
 }
 
-// Bootstrap makes sure an admin token exists. When envToken is set it becomes a valid admin
-// token (created on first sight). Otherwise, when no admin token exists yet, one is
-// generated, written to tokenFile with mode 0600, and returned so the caller can print it
-// once; created is false when nothing was generated.
+// MinAdminTokenLength is the shortest NEXUS_ADMIN_TOKEN accepted.
+const MinAdminTokenLength = 16
+
+// Bootstrap makes sure an admin token exists. When envToken is set it becomes the
+// bootstrap admin token (created on first sight) and any earlier bootstrap token is revoked.
+// Otherwise, when no admin token exists yet, one is generated, written to tokenFile with mode
+// 0600 (before it is recorded, so a token is never valid without its file), and returned so
+// the caller can print it once; "" means nothing was generated.
 func (s *Service) Bootstrap(ctx context.Context, envToken, tokenFile string) (generated string, err error) {
 	if envToken != "" {
+		if len(envToken) < MinAdminTokenLength {
+			return "", fmt.Errorf("NEXUS_ADMIN_TOKEN must be at least %d characters", MinAdminTokenLength)
+		}
 		hash := Hash(envToken)
 		return "", s.store.Write(ctx, func(tx store.Tx) error {
 			tok, err := tx.TokenByHash(hash)
 			switch {
 			case err == nil && tok.Role == store.RoleAdmin && tok.RevokedAt.IsZero():
-				return nil
 			case err == nil:
 				return fmt.Errorf("NEXUS_ADMIN_TOKEN matches a token that is revoked or not an admin token")
 			case !errors.Is(err, store.ErrNotFound):
 				return err
+			default:
+				tok = store.Token{ID: newID(), Name: bootstrapName, Role: store.RoleAdmin, Hash: hash, CreatedAt: s.now()}
+				if err := tx.PutToken(tok); err != nil {
+					return err
+				}
 			}
-			return tx.PutToken(store.Token{ID: newID(), Name: bootstrapName, Role: store.RoleAdmin, Hash: hash, CreatedAt: s.now()})
+			// Only the current NEXUS_ADMIN_TOKEN stays valid as the bootstrap token.
+			all, err := tx.Tokens()
+			if err != nil {
+				return err
+			}
+			for _, t := range all {
+				if t.Name == bootstrapName && t.ID != tok.ID && t.RevokedAt.IsZero() {
+					if err := tx.RevokeToken(t.ID, s.now()); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
 		})
 	}
 	tokens, err := s.List(ctx)
@@ -163,11 +186,15 @@ func (s *Service) Bootstrap(ctx context.Context, envToken, tokenFile string) (ge
 			return "", nil
 		}
 	}
-	plain, _, err := s.Create(ctx, bootstrapName, store.RoleAdmin, "")
+	plain, err := NewSecret()
 	if err != nil {
 		return "", err
 	}
 	if err := writeSecretFile(tokenFile, plain+"\n"); err != nil {
+		return "", err
+	}
+	tok := store.Token{ID: newID(), Name: bootstrapName, Role: store.RoleAdmin, Hash: Hash(plain), CreatedAt: s.now()}
+	if err := s.store.Write(ctx, func(tx store.Tx) error { return tx.PutToken(tok) }); err != nil {
 		return "", err
 	}
 	return plain, nil

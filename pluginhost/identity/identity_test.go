@@ -54,14 +54,14 @@ func TestBootstrapFromEnvironment(t *testing.T) {
 	ids, _, dir := newService(t)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if gen, err := ids.Bootstrap(ctx, "nxt_from-env", filepath.Join(dir, "admin-token")); err != nil || gen != "" {
+		if gen, err := ids.Bootstrap(ctx, "nxt_from-env-0123456789", filepath.Join(dir, "admin-token")); err != nil || gen != "" {
 			t.Fatalf("bootstrap %d: %q %v", i, gen, err)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "admin-token")); !os.IsNotExist(err) {
 		t.Fatal("a token file was written although the token came from the environment")
 	}
-	if p, err := ids.Authenticate(ctx, "nxt_from-env"); err != nil || !p.IsAdmin() {
+	if p, err := ids.Authenticate(ctx, "nxt_from-env-0123456789"); err != nil || !p.IsAdmin() {
 		t.Fatalf("authenticate: %+v %v", p, err)
 	}
 	tokens, _ := ids.List(ctx)
@@ -115,5 +115,26 @@ func TestBearerToken(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("%q: %q %v", header, got, ok)
 		}
+	}
+}
+
+func TestBootstrapTokenRotationAndLength(t *testing.T) {
+	ids, _, dir := newService(t)
+	ctx := context.Background()
+	file := filepath.Join(dir, "admin-token")
+	if _, err := ids.Bootstrap(ctx, "short", file); err == nil {
+		t.Fatal("a short NEXUS_ADMIN_TOKEN was accepted")
+	}
+	if _, err := ids.Bootstrap(ctx, "nxt_first-admin-token-01", file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.Bootstrap(ctx, "nxt_second-admin-token-02", file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.Authenticate(ctx, "nxt_first-admin-token-01"); !errs.Is(err, errs.Unauthenticated) {
+		t.Fatalf("the replaced bootstrap token still works: %v", err)
+	}
+	if _, err := ids.Authenticate(ctx, "nxt_second-admin-token-02"); err != nil {
+		t.Fatal(err)
 	}
 }

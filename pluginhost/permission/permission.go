@@ -28,6 +28,43 @@ func matchPart(pattern, s string) bool {
 	return pattern == s
 }
 
+// Overlaps reports whether two permission patterns can match a common permission: a
+// requested `http:*` overlaps a denied `http:external`, and so must be denied too.
+func Overlaps(a, b string) bool {
+	ar, aa, ok1 := strings.Cut(a, ":")
+	br, ba, ok2 := strings.Cut(b, ":")
+	if !ok1 || !ok2 {
+		return false
+	}
+	return overlapPart(ar, br) && overlapPart(aa, ba)
+}
+
+// overlapPart reports whether two parts (literal, `*`, or `prefix*`) share a value.
+func overlapPart(a, b string) bool {
+	ap, aWild := strings.CutSuffix(a, "*")
+	bp, bWild := strings.CutSuffix(b, "*")
+	switch {
+	case aWild && bWild:
+		return strings.HasPrefix(ap, bp) || strings.HasPrefix(bp, ap)
+	case aWild:
+		return strings.HasPrefix(b, ap)
+	case bWild:
+		return strings.HasPrefix(a, bp)
+	}
+	return a == b
+}
+
+// Covering returns the granted patterns that cover perm.
+func Covering(granted []string, perm string) []string {
+	var out []string
+	for _, g := range granted {
+		if g != perm && Match(g, perm) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // Allowed reports whether any of the granted patterns covers perm.
 func Allowed(granted []string, perm string) bool {
 	for _, g := range granted {
@@ -39,9 +76,10 @@ func Allowed(granted []string, perm string) bool {
 }
 
 // Policy decides, at install time, which requested permissions a plugin is granted.
-// A requested permission is denied when it matches a Deny pattern, when its resource is a
-// bare `*` (a plugin never gets every resource by default), or when it matches no Grant
-// pattern; otherwise it is granted. Administrators change grants later.
+// A requested permission is denied when it overlaps a Deny pattern (a request for
+// `http:*` overlaps the denied `http:external`), when its resource is a bare `*` (a plugin
+// never gets every resource by default), or when it matches no Grant pattern; otherwise it
+// is granted. Administrators change grants later.
 type Policy struct {
 	Grant []string
 	Deny  []string
@@ -62,7 +100,7 @@ func (p Policy) Decide(requested []string) (granted, denied []string) {
 	for _, perm := range requested {
 		resource, _, _ := strings.Cut(perm, ":")
 		switch {
-		case resource == "*", Allowed(p.Deny, perm), !Allowed(p.Grant, perm):
+		case resource == "*", overlapsAny(p.Deny, perm), !Allowed(p.Grant, perm):
 			denied = append(denied, perm)
 		default:
 			granted = append(granted, perm)
@@ -71,4 +109,13 @@ func (p Policy) Decide(requested []string) (granted, denied []string) {
 	slices.Sort(granted)
 	slices.Sort(denied)
 	return slices.Compact(granted), slices.Compact(denied)
+}
+
+func overlapsAny(patterns []string, perm string) bool {
+	for _, p := range patterns {
+		if Overlaps(p, perm) {
+			return true
+		}
+	}
+	return false
 }

@@ -67,3 +67,35 @@ func TestPolicyGrantList(t *testing.T) {
 		t.Fatalf("granted %v denied %v", granted, denied)
 	}
 }
+
+func TestPolicyDeniesWildcardsOverlappingADeny(t *testing.T) {
+	t.Parallel()
+	granted, denied := permission.DefaultPolicy().Decide([]string{"http:*", "admin:read", "system:*", "database:*", "h*:external"})
+	if want := []string{"database:*"}; !slices.Equal(granted, want) {
+		t.Fatalf("granted = %v, want %v", granted, want)
+	}
+	if want := []string{"admin:read", "h*:external", "http:*", "system:*"}; !slices.Equal(denied, want) {
+		t.Fatalf("denied = %v, want %v", denied, want)
+	}
+}
+
+func TestOverlaps(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		a, b string
+		want bool
+	}{
+		{"http:*", "http:external", true},
+		{"http:external", "http:*", true},
+		{"http:ext*", "http:e*", true},
+		{"http:int*", "http:ext*", false},
+		{"*:read", "users:*", true},
+		{"users:read", "users:write", false},
+		{"users:read", "groups:read", false},
+	}
+	for _, c := range cases {
+		if got := permission.Overlaps(c.a, c.b); got != c.want {
+			t.Errorf("Overlaps(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}

@@ -34,6 +34,7 @@ Commands:
   token      manage access tokens: create, list, revoke (nexus token --help)
   plugins    call a running server: list, get, install, uninstall, config, permissions
   package    check a plugin directory and build its package (.tar.gz)
+  audit      print the audit log (nexus audit --help)
   version    print the version
 `
 
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = tokenCommand(args[1:], stdout, stderr)
 	case "plugins", "plugin":
 		err = pluginsCommand(args[1:], stdout, stderr)
+	case "audit":
+		err = auditCommand(args[1:], stdout, stderr)
 	case "package":
 		err = packageCommand(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -81,8 +81,24 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 	t.Setenv("NEXUS_SERVER", "http://"+ln.Addr().String())
 	t.Setenv("NEXUS_TOKEN", cfg.AdminToken)
 
+	// The example's manifest, with a stand-in entry point (make examples builds the real one).
+	stage := t.TempDir()
+	manifest, err := os.ReadFile("../../../clients/go/plugin/examples/analytics-plugin/plugin.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, "plugin.json"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := runCLI(t, "package", stage, "-o", filepath.Join(t.TempDir(), "x.tar.gz")); code == 0 {
+		t.Fatal("a package without its entry point was built")
+	}
+	_ = os.MkdirAll(filepath.Join(stage, "bin"), 0o755)
+	if err := os.WriteFile(filepath.Join(stage, "bin", "analytics-plugin"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	pkgFile := filepath.Join(t.TempDir(), "analytics.tar.gz")
-	out, errOut, code := runCLI(t, "package", "../../../clients/go/plugin/examples/analytics-plugin", "-o", pkgFile)
+	out, errOut, code := runCLI(t, "package", stage, "-o", pkgFile)
 	if code != 0 || !strings.Contains(out, "analytics-plugin 1.2.0") {
 		t.Fatalf("package: %d %s %s", code, out, errOut)
 	}

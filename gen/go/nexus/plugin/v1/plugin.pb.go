@@ -2935,7 +2935,9 @@ type UpdatePluginConfigRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
 	// The fields to change, by name. On REST this is the whole request body.
-	Config        *structpb.Struct `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	Config *structpb.Struct `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// Restart a running plugin when a changed field requires it (on REST: `?restart=true`).
+	Restart       bool `protobuf:"varint,3,opt,name=restart,proto3" json:"restart,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2982,6 +2984,13 @@ func (x *UpdatePluginConfigRequest) GetConfig() *structpb.Struct {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *UpdatePluginConfigRequest) GetRestart() bool {
+	if x != nil {
+		return x.Restart
+	}
+	return false
 }
 
 // UpdatePluginConfigResponse reports a configuration change.
@@ -5125,10 +5134,11 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x17GetPluginConfigResponse\x12=\n" +
 	"\rconfiguration\x18\x01 \x01(\v2\x17.google.protobuf.StructR\rconfiguration\x12/\n" +
 	"\x06schema\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06schema\x12=\n" +
-	"\flast_updated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\"\xc2\x01\n" +
+	"\flast_updated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\"\xdc\x01\n" +
 	"\x19UpdatePluginConfigRequest\x12l\n" +
 	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x127\n" +
-	"\x06config\x18\x02 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xc8\x01\x01R\x06config\"\xe8\x01\n" +
+	"\x06config\x18\x02 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xc8\x01\x01R\x06config\x12\x18\n" +
+	"\arestart\x18\x03 \x01(\bR\arestart\"\xe8\x01\n" +
 	"\x1aUpdatePluginConfigResponse\x12=\n" +
 	"\rconfiguration\x18\x01 \x01(\v2\x17.google.protobuf.StructR\rconfiguration\x12%\n" +
 	"\x0eupdated_fields\x18\x02 \x03(\tR\rupdatedFields\x12)\n" +

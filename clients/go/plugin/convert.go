@@ -1,0 +1,115 @@
+package plugin
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+)
+
+// This file converts between the wire's protobuf types and the plain Go types authors see.
+// Everything sent is made to fit the protocol's limits first: a frame the host rejects
+// would end the whole stream.
+
+// structToMap returns s as a fresh map; never nil.
+func structToMap(s *structpb.Struct) map[string]any {
+	if s == nil {
+		return map[string]any{}
+	}
+	return s.AsMap()
+}
+
+// mapToStruct encodes m. Values structpb does not take directly (typed slices and maps,
+// structs, invalid UTF-8) go through encoding/json, as they would in a JSON API.
+func mapToStruct(m map[string]any) (*structpb.Struct, error) {
+	if m == nil {
+		return nil, nil
+	}
+	if s, err := structpb.NewStruct(m); err == nil {
+		return s, nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var generic map[string]any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		return nil, err
+	}
+	return structpb.NewStruct(generic)
+}
+
+func emptyStruct() *structpb.Struct { return &structpb.Struct{Fields: map[string]*structpb.Value{}} }
+
+// cleanString makes s valid UTF-8 (protobuf strings must be) and at most max bytes long,
+// cut on a character boundary.
+func cleanString(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+func cleanPtr(s *string, max int) *string {
+	if s == nil {
+		return nil
+	}
+	c := cleanString(*s, max)
+	return &c
+}
+
+// checksToProto converts at most 64 checks, as the protocol allows. A check without a name
+// is named "unnamed"; one with an unknown status fails.
+func checksToProto(checks []Check) []*pluginhostv1.Check {
+	checks = checks[:min(len(checks), 64)]
+	out := make([]*pluginhostv1.Check, 0, len(checks))
+	for _, c := range checks {
+		name := cleanString(c.Name, 128)
+		if name == "" {
+			name = "unnamed"
+		}
+		status := c.Status
+		switch status {
+		case StatusPass, StatusWarning, StatusFail:
+		default:
+			status = StatusFail
+		}
+		out = append(out, &pluginhostv1.Check{
+			Name:           name,
+			Status:         string(status),
+			ResponseTimeMs: c.ResponseTimeMS,
+			Details:        cleanPtr(c.Details, 4096),
+			Value:          c.Value,
+			Threshold:      c.Threshold,
+			Unit:           cleanPtr(c.Unit, 32),
+		})
+	}
+	return out
+}
+
+// changedFields lists the top-level fields that differ between two configurations.
+func changedFields(old, cur *structpb.Struct) []string {
+	var out []string
+	for k, v := range cur.GetFields() {
+		if ov, ok := old.GetFields()[k]; !ok || !proto.Equal(ov, v) {
+			out = append(out, k)
+		}
+	}
+	for k := range old.GetFields() {
+		if _, ok := cur.GetFields()[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

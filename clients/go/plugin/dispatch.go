@@ -1,0 +1,294 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+)
+
+// errNoMessageHandler answers messages when the plugin has no OnMessage.
+var errNoMessageHandler = errors.New("plugin: this plugin does not handle messages")
+
+// receive is the receive side of a welcomed connection: it reads the host's frames and
+// hands each to its handler without waiting for author code.
+func (r *runner) receive(c *conn) {
+	defer c.wg.Done()
+	defer close(c.recvDone)
+	for {
+		res, err := c.stream.Receive()
+		if err != nil {
+			c.recvErr = err
+			return
+		}
+		r.dispatch(c, res)
+	}
+}
+
+func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) {
+	switch f := res.GetFrame().(type) {
+	case *pluginhostv1.ConnectResponse_Deliver:
+		r.deliver(c, f.Deliver)
+	case *pluginhostv1.ConnectResponse_HealthCheck:
+		r.healthCheck(c, f.HealthCheck)
+	case *pluginhostv1.ConnectResponse_ConfigChanged:
+		select {
+		case r.configs <- configJob{conn: c, change: f.ConfigChanged}:
+		case <-c.ctx.Done():
+		case <-r.life.Done():
+		}
+	case *pluginhostv1.ConnectResponse_Shutdown:
+		// Draining starts here, before any later frame is read, so that no delivery
+		// sneaks in behind the request.
+		r.setDraining()
+		select {
+		case c.shutdown <- f.Shutdown:
+		default: // a shutdown is already under way
+		}
+	case *pluginhostv1.ConnectResponse_Welcome:
+		r.log.Warn("plugin: ignoring a second welcome on the same stream")
+	default:
+		// Replies to the plugin's own requests, and frames newer than this SDK.
+		r.log.Debug("plugin: ignoring a frame", "frame", fmt.Sprintf("%T", f))
+	}
+}
+
+// deliver hands a delivery to a worker. While the plugin is stopping, deliveries are left
+// unanswered: the host redelivers events elsewhere and the sender of a message times out.
+func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) {
+	var work func()
+	switch d.GetKind() {
+	case pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE:
+		work = func() { r.handleMessage(c, d) }
+	case pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT, pluginhostv1.DeliveryKind_DELIVERY_KIND_BROADCAST:
+		work = func() { r.handleEvent(c, d) }
+	default:
+		r.log.Warn("plugin: ignoring a delivery of unknown kind", "kind", d.GetKind().String(), "delivery_id", d.GetDeliveryId())
+		return
+	}
+	r.mu.Lock()
+	if r.draining {
+		r.mu.Unlock()
+		r.log.Debug("plugin: stopping; delivery left to the host", "delivery_id", d.GetDeliveryId())
+		return
+	}
+	r.deliveries.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.deliveries.Done()
+		select {
+		case <-r.started:
+		case <-r.life.Done():
+			return
+		}
+		select {
+		case r.sem <- struct{}{}:
+		case <-r.life.Done():
+			return
+		}
+		defer func() { <-r.sem }()
+		if r.isDraining() {
+			return
+		}
+		work()
+	}()
+}
+
+func (r *runner) handleMessage(c *conn, d *pluginhostv1.Deliver) {
+	ctx := r.life
+	if dl := d.GetDeadline(); dl != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.AsTime())
+		defer cancel()
+	}
+	m := Message{
+		ID:      d.GetId(),
+		Source:  d.GetSource(),
+		Type:    d.GetType(),
+		Data:    structToMap(d.GetData()),
+		Attempt: int(d.GetAttempt()),
+	}
+	var data map[string]any
+	err := errNoMessageHandler
+	if r.p.OnMessage != nil {
+		err = r.protect("OnMessage", func() (err error) {
+			data, err = r.p.OnMessage(ctx, m)
+			return err
+		})
+	}
+	reply := &pluginhostv1.DeliveryReply{DeliveryId: d.GetDeliveryId(), Status: "success"}
+	if err == nil {
+		s, cerr := mapToStruct(data)
+		if cerr != nil {
+			r.log.Error("plugin: the reply's data cannot be encoded", "type", m.Type, "error", cerr)
+			err = errors.New("plugin: the reply's data cannot be encoded")
+		}
+		reply.Data = s
+	}
+	if err != nil {
+		reply.Status = "error"
+		reply.Data = nil
+		reply.ErrorMessage = cleanString(err.Error(), 4096)
+	}
+	r.sendOn(c, &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Reply{Reply: reply}})
+}
+
+func (r *runner) handleEvent(c *conn, d *pluginhostv1.Deliver) {
+	key := d.GetKind().String() + "/" + d.GetId()
+	if d.GetId() == "" {
+		key = "" // no id, no deduplication
+	}
+	switch prev, state := r.seen.begin(key); state {
+	case seenDone:
+		r.log.Debug("plugin: duplicate delivery acknowledged again", "id", d.GetId())
+		r.ack(c, d.GetDeliveryId(), prev)
+		return
+	case seenInFlight:
+		// The first copy is still being handled; this one is left unacknowledged and the
+		// host redelivers it later, when its outcome is known.
+		r.log.Debug("plugin: duplicate delivery still in flight", "id", d.GetId())
+		return
+	}
+	handler, name := r.p.OnEvent, "OnEvent"
+	if d.GetKind() == pluginhostv1.DeliveryKind_DELIVERY_KIND_BROADCAST {
+		handler, name = r.p.OnBroadcast, "OnBroadcast"
+	}
+	var err error
+	if handler != nil {
+		e := Event{
+			ID:      d.GetId(),
+			Source:  d.GetSource(),
+			Type:    d.GetType(),
+			Data:    structToMap(d.GetData()),
+			Attempt: int(d.GetAttempt()),
+		}
+		err = r.protect(name, func() error { return handler(r.life, e) })
+	}
+	var o outcome
+	switch {
+	case err == nil:
+		o = outcome{action: pluginhostv1.AckAction_ACK_ACTION_DONE}
+	case IsPermanent(err):
+		o = outcome{action: pluginhostv1.AckAction_ACK_ACTION_DEAD_LETTER, reason: cleanString(err.Error(), 4096)}
+	default:
+		r.seen.forget(key)
+		r.log.Warn("plugin: handler failed; the host will redeliver", "handler", name, "type", d.GetType(), "id", d.GetId(), "attempt", d.GetAttempt(), "error", err)
+		return
+	}
+	r.seen.finish(key, o)
+	r.ack(c, d.GetDeliveryId(), o)
+}
+
+func (r *runner) ack(c *conn, deliveryID string, o outcome) {
+	r.sendOn(c, &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Ack{Ack: &pluginhostv1.Ack{
+		DeliveryId: deliveryID,
+		Action:     o.action,
+		Reason:     o.reason,
+	}}})
+}
+
+// healthCheck answers a health check from its own goroutine, so that it never waits for
+// deliveries.
+func (r *runner) healthCheck(c *conn, h *pluginhostv1.HealthCheckRequest) {
+	r.control.Add(1)
+	go func() {
+		defer r.control.Done()
+		var checks []Check
+		if r.p.OnHealthCheck != nil {
+			checks = r.runHealthCheck()
+		}
+		if len(checks) == 0 {
+			checks = []Check{Pass("sdk")}
+		}
+		if len(checks) > 64 {
+			r.log.Warn("plugin: more than 64 health checks; the rest are dropped", "checks", len(checks))
+		}
+		r.sendOn(c, &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HealthReport{
+			HealthReport: &pluginhostv1.HealthReport{CheckId: h.GetCheckId(), Checks: checksToProto(checks)},
+		}})
+	}()
+}
+
+// runHealthCheck calls OnHealthCheck once OnStart has returned. It does not wait long for
+// OnStart: the host is waiting for the answer, and deliveries wait for OnStart anyway.
+func (r *runner) runHealthCheck() []Check {
+	t := time.NewTimer(startingWait)
+	defer t.Stop()
+	select {
+	case <-r.started:
+	case <-t.C:
+		return []Check{Warn("sdk", "starting")}
+	case <-r.life.Done():
+		return []Check{Warn("sdk", "stopping")}
+	}
+	ctx, cancel := context.WithTimeout(r.life, healthCheckBudget)
+	defer cancel()
+	var checks []Check
+	if err := r.protect("OnHealthCheck", func() error {
+		checks = r.p.OnHealthCheck(ctx)
+		return nil
+	}); err != nil {
+		return []Check{Fail("sdk", "the health check handler failed")}
+	}
+	return checks
+}
+
+// configLoop hands configuration changes to OnConfigChange one at a time, in order, once
+// OnStart has returned.
+func (r *runner) configLoop() {
+	defer r.control.Done()
+	select {
+	case <-r.started:
+	case <-r.life.Done():
+		return
+	}
+	for {
+		select {
+		case <-r.life.Done():
+			return
+		case j := <-r.configs:
+			r.applyConfig(j)
+		}
+	}
+}
+
+func (r *runner) applyConfig(j configJob) {
+	ch := j.change
+	var err error
+	if r.p.OnConfigChange != nil {
+		cc := ConfigChange{
+			Config:          structToMap(ch.GetConfig()),
+			UpdatedFields:   ch.GetUpdatedFields(),
+			RestartRequired: ch.GetRestartRequired(),
+		}
+		err = r.protect("OnConfigChange", func() error { return r.p.OnConfigChange(r.life, cc) })
+	}
+	if err == nil {
+		cfg := ch.GetConfig()
+		if cfg == nil {
+			cfg = emptyStruct()
+		}
+		r.session.config.Store(cfg)
+	}
+	if j.conn == nil {
+		if err != nil {
+			r.log.Warn("plugin: configuration found on reconnecting was rejected", "error", err)
+		}
+		return
+	}
+	ack := &pluginhostv1.ConfigAck{ChangeId: ch.GetChangeId(), Accepted: err == nil}
+	if err != nil {
+		ack.Error = cleanString(err.Error(), 4096)
+	}
+	r.sendOn(j.conn, &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_ConfigAck{ConfigAck: ack}})
+}
+
+// sendOn sends f on c, the connection the request it answers came on. When c is gone the
+// answer is dropped: the host redelivers what was not acknowledged.
+func (r *runner) sendOn(c *conn, f *pluginhostv1.ConnectRequest) {
+	if err := c.send(c.ctx, f); err != nil {
+		r.log.Debug("plugin: connection gone; frame dropped", "frame", fmt.Sprintf("%T", f.GetFrame()), "error", err)
+	}
+}

@@ -1,0 +1,227 @@
+// Command analytics-plugin is the example analytics plugin of the reference document: it
+// batches user activity events, flushes batches on an interval, answers `data_request`
+// messages with a user's activity, and reports its health.
+//
+// Configuration: batch_size, flush_interval (restart required), storage_backend
+// (database, file or redis; this example writes batches to a file in its data directory
+// for every backend) and the secret api_key.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+)
+
+// activity is what the plugin knows of one user. The mutex of stats guards it.
+type activity struct {
+	Sessions int            `json:"total_sessions"`
+	Minutes  float64        `json:"total_time_minutes"`
+	Pages    map[string]int `json:"-"`
+}
+
+type stats struct {
+	mu      sync.Mutex
+	users   map[string]*activity
+	pending []map[string]any // events not yet flushed
+	flushed int
+}
+
+func main() {
+	s := &stats{users: map[string]*activity{}}
+	err := plugin.Run(context.Background(), plugin.Plugin{
+		Version:      "1.2.0",
+		Services:     []string{"analytics"},
+		MessageTypes: []string{"data_request"},
+		OnStart: func(ctx context.Context, sess *plugin.Session) error {
+			interval := time.Duration(number(sess.Config(), "flush_interval", 30)) * time.Second
+			go s.flushLoop(ctx, sess, interval)
+			sess.Logger().Info("Plugin initialized successfully", "flush_interval_seconds", interval.Seconds())
+			return nil
+		},
+		OnEvent: func(ctx context.Context, e plugin.Event) error {
+			s.record(e)
+			if sess := plugin.SessionFromContext(ctx); sess != nil && len(s.pendingCopy()) >= int(number(sess.Config(), "batch_size", 50)) {
+				return s.flush(sess)
+			}
+			return nil
+		},
+		OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) {
+			if m.Type != "data_request" {
+				return nil, errors.New("unknown message type " + m.Type)
+			}
+			user, _ := m.Data["user_id"].(string)
+			if user == "" {
+				return nil, errors.New("data_request needs user_id")
+			}
+			return s.report(user), nil
+		},
+		OnHealthCheck: func(ctx context.Context) []plugin.Check {
+			sess := plugin.SessionFromContext(ctx)
+			limit := 50.0
+			if sess != nil {
+				limit = number(sess.Config(), "batch_size", 50)
+			}
+			queue := float64(len(s.pendingCopy()))
+			checks := []plugin.Check{plugin.Pass("batch_queue").WithValue(queue, limit*2, "events")}
+			if queue > limit*2 {
+				checks[0] = plugin.Warn("batch_queue", "batches are not flushed fast enough").WithValue(queue, limit*2, "events")
+			}
+			start := time.Now()
+			if err := os.MkdirAll(dataDir(), 0o700); err != nil {
+				checks = append(checks, plugin.Fail("storage", err.Error()))
+			} else {
+				checks = append(checks, plugin.Pass("storage").WithResponseTime(time.Since(start)))
+			}
+			return checks
+		},
+		OnConfigChange: func(ctx context.Context, c plugin.ConfigChange) error {
+			if b, ok := c.Config["storage_backend"].(string); ok && b != "database" && b != "file" && b != "redis" {
+				return errors.New("unsupported storage backend " + b)
+			}
+			if sess := plugin.SessionFromContext(ctx); sess != nil {
+				sess.Logger().Info("Configuration applied", "updated_fields", c.UpdatedFields, "restart_required", c.RestartRequired)
+			}
+			return nil
+		},
+		OnShutdown: func(ctx context.Context, reason string) {
+			if sess := plugin.SessionFromContext(ctx); sess != nil {
+				_ = s.flush(sess)
+				sess.Logger().Info("Shutting down", "reason", reason)
+			}
+		},
+	})
+	if err != nil {
+		os.Stderr.WriteString("analytics-plugin: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+}
+
+func (s *stats) record(e plugin.Event) {
+	user, _ := e.Data["user_id"].(string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = append(s.pending, map[string]any{"type": e.Type, "user_id": user, "data": e.Data})
+	if user == "" {
+		return
+	}
+	a := s.users[user]
+	if a == nil {
+		a = &activity{Pages: map[string]int{}}
+		s.users[user] = a
+	}
+	switch e.Type {
+	case "user.login":
+		a.Sessions++
+	case "user.logout":
+		if mins, ok := e.Data["session_minutes"].(float64); ok {
+			a.Minutes += mins
+		}
+	case "user.page_view":
+		if page, ok := e.Data["page"].(string); ok {
+			a.Pages[page]++
+		}
+	}
+}
+
+func (s *stats) pendingCopy() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]map[string]any(nil), s.pending...)
+}
+
+func (s *stats) report(user string) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.users[user]
+	if a == nil {
+		return map[string]any{"total_sessions": 0, "total_time_minutes": 0, "most_visited_pages": []any{}}
+	}
+	pages := make([]string, 0, len(a.Pages))
+	for p := range a.Pages {
+		pages = append(pages, p)
+	}
+	sort.Slice(pages, func(i, j int) bool {
+		return a.Pages[pages[i]] > a.Pages[pages[j]] || a.Pages[pages[i]] == a.Pages[pages[j]] && pages[i] < pages[j]
+	})
+	if len(pages) > 5 {
+		pages = pages[:5]
+	}
+	list := make([]any, len(pages))
+	for i, p := range pages {
+		list[i] = p
+	}
+	return map[string]any{"total_sessions": a.Sessions, "total_time_minutes": a.Minutes, "most_visited_pages": list}
+}
+
+func (s *stats) flushLoop(ctx context.Context, sess *plugin.Session, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.flush(sess); err != nil {
+				sess.Logger().Error("Flushing the batch failed", "error", err.Error())
+			}
+		}
+	}
+}
+
+// flush appends the pending events to the batch file of the data directory.
+func (s *stats) flush(sess *plugin.Session) error {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	start := time.Now()
+	if err := os.MkdirAll(dataDir(), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dataDir(), "batches.jsonl"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	for _, ev := range batch {
+		if err := enc.Encode(ev); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.flushed += len(batch)
+	s.mu.Unlock()
+	sess.Logger().Info("Processing analytics batch", "batch_size", len(batch),
+		"processing_time_ms", time.Since(start).Milliseconds(), "storage_backend", sess.Config()["storage_backend"])
+	return nil
+}
+
+// dataDir is the plugin's own data directory (the host sets HOME to it).
+func dataDir() string {
+	if h := os.Getenv("HOME"); h != "" {
+		return h
+	}
+	return os.TempDir()
+}
+
+func number(cfg map[string]any, key string, def float64) float64 {
+	if v, ok := cfg[key].(float64); ok && v > 0 {
+		return v
+	}
+	return def
+}

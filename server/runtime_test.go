@@ -1,0 +1,331 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	nexus "github.com/nexus-platform/nexus/clients/go"
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/server"
+)
+
+// startRuntimeServer starts a server with short health and crash-loop settings.
+func startRuntimeServer(t *testing.T) *env {
+	t.Helper()
+	var sink io.Writer = io.Discard
+	if testing.Verbose() {
+		sink = os.Stderr
+	}
+	return startServerWith(t, sink, slog.LevelDebug, func(c *server.Config) {
+		c.HealthInterval = 300 * time.Millisecond
+		c.HealthMisses = 2
+		c.CrashLoopCount = 3
+		c.CrashLoopWindow = time.Minute
+	})
+}
+
+func installTestPlugin(e *env, id, mode string, extra map[string]any, cfg map[string]any) {
+	e.t.Helper()
+	body := map[string]any{}
+	if cfg != nil {
+		body["config"] = cfg
+	}
+	res := installFromBytes(e, testPluginPackage(e.t, id, mode, extra), body)
+	if res.Status != http.StatusOK {
+		e.t.Fatalf("install %s: %d %s", id, res.Status, res.Raw)
+	}
+}
+
+// pluginPID is the pid of a running plugin, from its "Plugin active" log entry.
+// Logs are stored in batches, so it polls briefly.
+func pluginPID(e *env, id string) int {
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		logs := e.mustREST("GET", "/api/v1/plugins/"+id+"/logs?search=Plugin+active&per_page=1", e.Admin, nil)["logs"].([]any)
+		if len(logs) > 0 {
+			return int(logs[0].(map[string]any)["metadata"].(map[string]any)["pid"].(float64))
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s never became active", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func processGone(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	if err != nil {
+		return true
+	}
+	// A zombie still answers kill(0); it is gone for our purposes once it is not running.
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fields := strings.Fields(string(b))
+	return len(fields) > 2 && fields[2] == "Z"
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+func status(e *env, id string) (string, map[string]any) {
+	p := e.mustREST("GET", "/api/v1/plugins/"+id, e.Admin, nil)["plugin"].(map[string]any)
+	return p["status"].(string), p
+}
+
+func TestEnableDisableRestartLifecycle(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "life-plugin", "healthy", nil, nil)
+
+	d := e.mustREST("POST", "/api/v1/plugins/life-plugin/enable", e.Admin, map[string]any{})
+	if d["status"] != "active" {
+		t.Fatalf("enable answered %v", d)
+	}
+	pid := pluginPID(e, "life-plugin")
+	if processGone(pid) {
+		t.Fatalf("plugin process %d is not running", pid)
+	}
+	if st, p := status(e, "life-plugin"); st != "active" || p["enabled"] != true || p["health"] != "healthy" {
+		t.Fatalf("after enable: %s %v %v", st, p["enabled"], p["health"])
+	}
+	h := e.mustREST("GET", "/api/v1/plugins/life-plugin/health?refresh=true", e.User, nil)["health"].(map[string]any)
+	if h["status"] != "healthy" || len(h["checks"].([]any)) != 1 || h["last_check"] == nil {
+		t.Fatalf("health = %v", h)
+	}
+	compareShape(t, "", seed(t, "get_health")["data"], map[string]any{"health": h})
+
+	d = e.mustREST("POST", "/api/v1/plugins/life-plugin/restart", e.Admin, map[string]any{"reason": "test", "timeout_seconds": 5})
+	if d["status"] != "active" {
+		t.Fatalf("restart answered %v", d)
+	}
+	if !processGone(pid) {
+		t.Fatalf("old process %d survived the restart", pid)
+	}
+	var pid2 int
+	waitFor(t, "the new process's pid in the logs", 5*time.Second, func() bool { pid2 = pluginPID(e, "life-plugin"); return pid2 != pid })
+	if processGone(pid2) {
+		t.Fatalf("the restarted process %d is not running", pid2)
+	}
+
+	d = e.mustREST("POST", "/api/v1/plugins/life-plugin/disable", e.Admin, map[string]any{"reason": "Maintenance", "graceful_shutdown": true, "timeout_seconds": 5})
+	compareShape(t, "", seed(t, "disable_plugin")["data"], d)
+	if d["status"] != "inactive" || d["reason"] != "Maintenance" {
+		t.Fatalf("disable answered %v", d)
+	}
+	if !processGone(pid2) {
+		t.Fatalf("process %d survived disable", pid2)
+	}
+	if st, p := status(e, "life-plugin"); st != "inactive" || p["enabled"] != false {
+		t.Fatalf("after disable: %s %v", st, p["enabled"])
+	}
+}
+
+func TestStartupFailures(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "never-ready", "hang-startup", map[string]any{"start_timeout_seconds": 1}, nil)
+	start := time.Now()
+	res := e.rest("POST", "/api/v1/plugins/never-ready/enable", e.Admin, map[string]any{})
+	if res.Status != 500 || res.errorCode() != "PLUGIN_STARTUP_FAILED" || !strings.Contains(string(res.Raw), "not ready within 1s") {
+		t.Fatalf("hang on startup: %d %s", res.Status, res.Raw)
+	}
+	if time.Since(start) > 15*time.Second {
+		t.Errorf("enable took %s", time.Since(start))
+	}
+	if !strings.Contains(string(res.Raw), "hanging before connecting") {
+		t.Errorf("the reason lacks the last log lines: %s", res.Raw)
+	}
+	if st, p := status(e, "never-ready"); st != "error" || !strings.Contains(p["error"].(string), "not ready") {
+		t.Fatalf("status after failed start: %s %v", st, p["error"])
+	}
+
+	installTestPlugin(e, "dies-at-once", "crash-loop", nil, nil)
+	res = e.rest("POST", "/api/v1/plugins/dies-at-once/enable", e.Admin, map[string]any{})
+	if res.errorCode() != "PLUGIN_STARTUP_FAILED" || !strings.Contains(string(res.Raw), "exited with code 3") || !strings.Contains(string(res.Raw), "boom") {
+		t.Fatalf("crash at start: %d %s", res.Status, res.Raw)
+	}
+
+	installTestPlugin(e, "needs-secret", "healthy", map[string]any{"configuration": map[string]any{
+		"token": map[string]any{"type": "string", "required": true, "secret": true}}}, nil)
+	res = e.rest("POST", "/api/v1/plugins/needs-secret/enable", e.Admin, map[string]any{})
+	if res.errorCode() != "PLUGIN_CONFIGURATION_ERROR" || !strings.Contains(string(res.Raw), "token") {
+		t.Fatalf("missing required config: %d %s", res.Status, res.Raw)
+	}
+}
+
+func TestCrashIsRestartedAndCrashLoopIsQuarantined(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "crash-once", "crash-once", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/crash-once/enable", e.Admin, map[string]any{})
+	first := pluginPID(e, "crash-once")
+	waitFor(t, "a restart after the crash", 20*time.Second, func() bool {
+		logs := e.mustREST("GET", "/api/v1/plugins/crash-once/logs?search=crashed&per_page=5", e.Admin, nil)["logs"].([]any)
+		st, _ := status(e, "crash-once")
+		return len(logs) > 0 && st == "active" && pluginPID(e, "crash-once") != first
+	})
+	logs := e.mustREST("GET", "/api/v1/plugins/crash-once/logs?search=crashed&per_page=5", e.Admin, nil)["logs"].([]any)
+	if msg := logs[0].(map[string]any)["message"].(string); !strings.Contains(msg, "exited with code 7") || !strings.Contains(msg, "restarting in") {
+		t.Errorf("crash log = %q", msg)
+	}
+
+	// A plugin that becomes active and then crashes every time is quarantined.
+	installTestPlugin(e, "crash-loop", "healthy", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/crash-loop/enable", e.Admin, map[string]any{})
+	lastPID := 0
+	for i := 0; i < 3; i++ {
+		var pid int
+		waitFor(t, "the plugin to run again", 20*time.Second, func() bool {
+			st, _ := status(e, "crash-loop")
+			pid = pluginPID(e, "crash-loop")
+			return st == "active" && pid != lastPID
+		})
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %d: %v", pid, err)
+		}
+		lastPID = pid
+		waitFor(t, "the crash to be noticed", 10*time.Second, func() bool { st, _ := status(e, "crash-loop"); return st != "active" })
+	}
+	waitFor(t, "quarantine", 20*time.Second, func() bool { st, _ := status(e, "crash-loop"); return st == "error" })
+	_, p := status(e, "crash-loop")
+	if reason := p["error"].(string); !strings.Contains(reason, "quarantined after 3 crashes") || !strings.Contains(reason, "SIGKILL") {
+		t.Fatalf("quarantine reason = %q", reason)
+	}
+	time.Sleep(1500 * time.Millisecond) // well past any backoff: it must stay down
+	if st, _ := status(e, "crash-loop"); st != "error" {
+		t.Fatalf("a quarantined plugin was restarted: %s", st)
+	}
+	// An admin brings it back.
+	if d := e.mustREST("POST", "/api/v1/plugins/crash-loop/enable", e.Admin, map[string]any{}); d["status"] != "active" {
+		t.Fatalf("enable after quarantine: %v", d)
+	}
+}
+
+func TestHangOnShutdownIsKilled(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "stubborn", "hang-shutdown", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/stubborn/enable", e.Admin, map[string]any{})
+	pid := pluginPID(e, "stubborn")
+	start := time.Now()
+	e.mustREST("POST", "/api/v1/plugins/stubborn/disable", e.Admin, map[string]any{"graceful_shutdown": true, "timeout_seconds": 1})
+	took := time.Since(start)
+	if !processGone(pid) {
+		t.Fatalf("process %d survived a disable", pid)
+	}
+	if took < time.Second || took > 15*time.Second {
+		t.Errorf("disable took %s (1s grace, then SIGTERM ignored, then SIGKILL after the kill grace)", took)
+	}
+}
+
+func TestHealthCheckTimeoutRestartsPlugin(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "goes-quiet", "stop-health", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/goes-quiet/enable", e.Admin, map[string]any{})
+	first := pluginPID(e, "goes-quiet")
+	waitFor(t, "a restart for missed health checks", 40*time.Second, func() bool {
+		logs := e.mustREST("GET", "/api/v1/plugins/goes-quiet/logs?search=missed&per_page=1", e.Admin, nil)["logs"].([]any)
+		return len(logs) > 0 && processGone(first)
+	})
+}
+
+func TestPluginOutputIsCapturedBoundedAndRedacted(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "noisy", "flood", nil, map[string]any{"secret_token": "s3cr3t-value-42"})
+	e.mustREST("POST", "/api/v1/plugins/noisy/enable", e.Admin, map[string]any{})
+	waitFor(t, "the flood to end", 30*time.Second, func() bool {
+		logs := e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=flood+done", e.Admin, nil)["logs"].([]any)
+		return len(logs) == 1
+	})
+	done := e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=flood+done", e.Admin, nil)["logs"].([]any)[0].(map[string]any)
+	if done["level"] != "WARNING" || done["metadata"].(map[string]any)["lines"] != 200000.0 {
+		t.Errorf("JSON line not parsed: %v", done)
+	}
+	trunc := e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=truncated&per_page=1", e.Admin, nil)["logs"].([]any)
+	if len(trunc) != 1 || len(trunc[0].(map[string]any)["message"].(string)) > 20<<10 {
+		t.Errorf("the oversized line was not cut")
+	}
+	total := e.mustREST("GET", "/api/v1/plugins/noisy/logs?per_page=1", e.Admin, nil)["pagination"].(map[string]any)["total"].(float64)
+	if total > 10000 {
+		t.Errorf("%v records kept, retention is 10000", total)
+	}
+	if dropped := e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=lines+dropped", e.Admin, nil)["logs"].([]any); len(dropped) == 0 {
+		t.Errorf("no record says that flooded lines were dropped")
+	}
+	// Secrets never reach stored logs, from stdout or from log frames.
+	waitFor(t, "the secret lines", 10*time.Second, func() bool {
+		return len(e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=carrying+the+secret", e.Admin, nil)["logs"].([]any)) == 2
+	})
+	for _, l := range e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=carrying+the+secret", e.Admin, nil)["logs"].([]any) {
+		msg := l.(map[string]any)["message"].(string)
+		if strings.Contains(msg, "s3cr3t-value-42") || !strings.Contains(msg, "***hidden***") {
+			t.Errorf("secret not redacted: %q", msg)
+		}
+	}
+	if st, _ := status(e, "noisy"); st != "active" {
+		t.Errorf("the flooding plugin is %s", st)
+	}
+}
+
+func TestLiveConfigurationPush(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "live-config", "healthy", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/live-config/enable", e.Admin, map[string]any{})
+	d := e.mustREST("PUT", "/api/v1/plugins/live-config/config", e.Admin, map[string]any{"greeting": "hi"})
+	if d["restart_required"] != false {
+		t.Fatalf("update = %v", d)
+	}
+	res := e.rest("PUT", "/api/v1/plugins/live-config/config", e.Admin, map[string]any{"reject_changes": true, "greeting": "nope"})
+	if res.errorCode() != "PLUGIN_CONFIGURATION_ERROR" || !strings.Contains(string(res.Raw), "rejects this configuration") {
+		t.Fatalf("rejected change: %d %s", res.Status, res.Raw)
+	}
+	cfg := e.mustREST("GET", "/api/v1/plugins/live-config/config", e.Admin, nil)["configuration"].(map[string]any)
+	if cfg["greeting"] != "hi" || cfg["reject_changes"] != false {
+		t.Fatalf("a rejected change was stored: %v", cfg)
+	}
+	pid := pluginPID(e, "live-config")
+	d = e.mustREST("PUT", "/api/v1/plugins/live-config/config?restart=true", e.Admin, map[string]any{"workers": 4})
+	if d["restart_required"] != true {
+		t.Fatalf("restart_required = %v", d["restart_required"])
+	}
+	waitFor(t, "the restart the caller asked for", 20*time.Second, func() bool {
+		st, _ := status(e, "live-config")
+		return st == "active" && processGone(pid)
+	})
+}
+
+func TestPluginTokenCannotOpenAnotherPluginsStream(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "plugin-a", "healthy", map[string]any{"external": true, "entry_point": nil, "args": nil}, nil)
+	installTestPlugin(e, "plugin-b", "healthy", map[string]any{"external": true, "entry_point": nil, "args": nil}, nil)
+	e.mustREST("POST", "/api/v1/plugins/plugin-b/enable", e.Admin, map[string]any{})
+	tokenA := e.token(store.RolePlugin, "plugin-a")
+	c := nexus.New(e.URL, nexus.WithToken(tokenA))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream := c.PluginHost.Connect(ctx)
+	_ = stream.Send(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{Hello: &pluginhostv1.Hello{PluginId: "plugin-b"}}})
+	_, err := stream.Receive()
+	if nexus.ErrorCode(err) != "PLUGIN_PERMISSION_DENIED" || connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("hello as another plugin: %v", err)
+	}
+	_ = stream.CloseRequest()
+	_ = stream.CloseResponse()
+}
