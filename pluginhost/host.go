@@ -24,12 +24,15 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nexus-platform/nexus/pluginhost/archive"
 	"github.com/nexus-platform/nexus/pluginhost/configschema"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
+	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
+	supervisor "github.com/nexus-platform/nexus/pluginhost/proc"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
@@ -68,6 +71,7 @@ type Host struct {
 	now     func() time.Time
 	rt      *pluginRuntime
 	logs    *logSink
+	metrics *metrics.Store
 
 	mu           sync.Mutex // serialises install, uninstall and configuration changes
 	shutdownOnce sync.Once
@@ -104,6 +108,7 @@ func New(opts Options) (*Host, error) {
 		return nil, err
 	}
 	h.logs = newLogSink(h.st, h.log, h.keep)
+	h.metrics = metrics.New()
 	h.rt = newRuntime(h, opts.Runtime, opts.Tokens)
 	if err := h.resetStatuses(context.Background()); err != nil {
 		h.logs.close()
@@ -446,6 +451,7 @@ func (h *Host) view(p loaded, g graph) (PluginView, error) {
 		Dependencies: m.DependencyIDs(), Dependents: g.dependents[p.rec.ID],
 		Permissions: p.rec.Granted,
 		Schema:      schema.Raw(), Config: schema.Mask(values),
+		Metrics:     h.metrics.Summary(p.rec.ID),
 		InstalledAt: p.rec.InstalledAt, UpdatedAt: p.rec.UpdatedAt,
 	}
 	for _, e := range m.APIEndpoints {
@@ -930,6 +936,7 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 		h.log.Warn("could not remove the plugin directory; it is removed at the next start", "dir", p.rec.Dir, "error", err)
 	}
 	_ = os.Remove(filepath.Dir(h.abs(p.rec.Dir)))
+	h.metrics.Forget(id)
 	h.log.Info("plugin uninstalled", "plugin_id", id, "backup_id", res.BackupID, "data_removed", opts.CleanupData)
 	return res, nil
 }
@@ -1077,9 +1084,20 @@ func (h *Host) Permissions(ctx context.Context, id string) (Permissions, error) 
 }
 
 func permissionsOf(r store.Plugin) Permissions {
+	caps := supervisor.Capabilities()
+	var e LimitEnforcement
+	if r.Limits.MemoryMB > 0 {
+		e.Memory = caps.Memory
+	}
+	if r.Limits.CPUPercent > 0 {
+		e.CPU = caps.CPU
+	}
+	if r.Limits.FileHandles > 0 {
+		e.FileHandles = caps.FileHandles
+	}
 	return Permissions{
 		Requested: r.Requested, Granted: r.Granted, Denied: r.Denied,
-		SecurityLevel: r.SecurityLevel, SandboxEnabled: r.SandboxEnabled, Limits: r.Limits,
+		SecurityLevel: r.SecurityLevel, SandboxEnabled: r.SandboxEnabled, Limits: r.Limits, Enforcement: e,
 	}
 }
 
@@ -1190,6 +1208,20 @@ func (h *Host) Audit(ctx context.Context, e store.AuditEntry) error {
 		e.Time = h.now()
 	}
 	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) })
+}
+
+// MetricsCollector exposes the per-plugin Prometheus series.
+func (h *Host) MetricsCollector() prometheus.Collector { return h.metrics.Collector() }
+
+// MetricsSummary returns a plugin's current figures.
+func (h *Host) MetricsSummary(id string) metrics.Summary { return h.metrics.Summary(id) }
+
+// MetricsSeries returns an installed plugin's metric series (see metrics.Store.Series).
+func (h *Host) MetricsSeries(ctx context.Context, id string, start, end time.Time, resolution time.Duration, names []string) (map[string][]metrics.Point, error) {
+	if _, err := h.load(ctx, id); err != nil {
+		return nil, err
+	}
+	return h.metrics.Series(id, start, end, resolution, names)
 }
 
 // Ready reports whether the host can serve: its store answers.

@@ -110,6 +110,9 @@ type running struct {
 	lastLines []string // the newest output lines, for failure reasons
 	health    healthState
 	stopSup   chan struct{} // closed to stop the supervision loop of the current run
+	// overLimit is why the host stopped the current process for exceeding a resource
+	// limit; supervise then keeps it stopped, in error.
+	overLimit string
 }
 
 type healthState struct {
@@ -357,7 +360,10 @@ func (rt *pluginRuntime) launch(ctx context.Context, r *running, p loaded) error
 	now := time.Now().UTC()
 	r.mu.Lock()
 	r.startedAt = now
+	r.overLimit = ""
 	r.mu.Unlock()
+	h.metrics.Started(r.id, now)
+	rt.sample(r, proc, p.rec.Limits.MemoryMB)
 	if err := rt.setStatus(context.WithoutCancel(ctx), r.id, StatusActive, "", nil); err != nil {
 		return fail("could not record the plugin state: %v", err)
 	}
@@ -464,11 +470,22 @@ func (rt *pluginRuntime) healthLoop(r *running, stop chan struct{}) {
 			return
 		case <-ticker.C:
 		}
+		r.mu.Lock()
+		proc := r.proc
+		r.mu.Unlock()
+		if proc != nil {
+			limit := 0
+			if p, err := rt.h.load(rt.ctx, r.id); err == nil {
+				limit = p.rec.Limits.MemoryMB
+			}
+			rt.sample(r, proc, limit)
+		}
 		if _, err := rt.checkNow(r); err == nil {
 			continue
 		}
 		r.mu.Lock()
-		misses, proc := r.health.misses, r.proc
+		misses := r.health.misses
+		proc = r.proc
 		r.mu.Unlock()
 		if misses >= rt.cfg.HealthMisses && proc != nil {
 			rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR",
@@ -476,6 +493,25 @@ func (rt *pluginRuntime) healthLoop(r *running, stop chan struct{}) {
 			proc.Stop(rt.ctx, rt.cfg.KillGrace)
 		}
 	}
+}
+
+// sample records a running process's resource use, and stops it when it is over its
+// memory limit (the limit is enforced by watching its resident memory).
+func (rt *pluginRuntime) sample(r *running, proc *supervisor.Process, limitMB int) {
+	u, err := proc.Usage()
+	if err != nil {
+		return
+	}
+	rt.h.metrics.ObserveResources(r.id, u.RSSBytes, u.CPUSeconds, u.OpenFiles, time.Now())
+	if limitMB <= 0 || u.RSSBytes <= int64(limitMB)<<20 {
+		return
+	}
+	reason := fmt.Sprintf("stopped: resident memory %d MiB exceeds its limit of %d MiB", u.RSSBytes>>20, limitMB)
+	r.mu.Lock()
+	r.overLimit = reason
+	r.mu.Unlock()
+	rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+	proc.Stop(rt.ctx, rt.cfg.KillGrace)
 }
 
 // checkNow asks every connected instance for its health and records the result.
@@ -536,6 +572,14 @@ func (rt *pluginRuntime) supervise(r *running, stop chan struct{}) {
 			r.mu.Unlock()
 			return
 		}
+		rt.h.metrics.Stopped(r.id)
+		if r.overLimit != "" {
+			reason := r.overLimit
+			r.proc = nil
+			r.mu.Unlock()
+			_ = rt.setStatus(rt.ctx, r.id, StatusError, reason, nil)
+			return
+		}
 		exit := "it did not start"
 		if proc != nil {
 			exit = proc.Exit().String()
@@ -581,6 +625,7 @@ func (rt *pluginRuntime) supervise(r *running, stop chan struct{}) {
 		r.mu.Lock()
 		r.restarts++
 		r.mu.Unlock()
+		rt.h.metrics.Restarted(r.id)
 		if err := rt.launch(rt.ctx, r, p); err != nil {
 			rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Restart failed: " + errorMessage(err)})
 			r.mu.Lock()
@@ -708,6 +753,7 @@ func (rt *pluginRuntime) stop(ctx context.Context, r *running, opts DisableOptio
 	if tokenID != "" {
 		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tokenID)
 	}
+	rt.h.metrics.Stopped(r.id)
 	r.mu.Lock()
 	if r.proc == proc {
 		r.proc = nil

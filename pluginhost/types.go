@@ -3,6 +3,7 @@ package pluginhost
 import (
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -72,6 +73,8 @@ type PluginView struct {
 	Schema map[string]any
 	// Config is the current configuration, secrets masked.
 	Config map[string]any
+	// Metrics are the plugin's current figures.
+	Metrics metrics.Summary
 	// RecentLogs are the newest log records, newest first (detail view only).
 	RecentLogs             []store.LogRecord
 	InstalledAt, UpdatedAt time.Time
@@ -140,6 +143,15 @@ type Permissions struct {
 	SecurityLevel              string
 	SandboxEnabled             bool
 	Limits                     store.ResourceLimits
+	// Enforcement says how this host enforces each limit that is set.
+	Enforcement LimitEnforcement
+}
+
+// LimitEnforcement says how each resource limit is enforced on this host: "rlimit",
+// "cgroup", "monitor" (usage is watched and the plugin stopped over its limit) or "" (not
+// enforced, or no limit set).
+type LimitEnforcement struct {
+	Memory, CPU, FileHandles string
 }
 
 // PermissionChange changes a plugin's permissions; nil pointers leave a setting unchanged.

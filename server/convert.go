@@ -9,6 +9,7 @@ import (
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -64,9 +65,12 @@ func summaryView(v pluginhost.PluginView) (*pluginv1.PluginSummary, error) {
 		Endpoints:     endpoints,
 		Events:        &pluginv1.PluginEventNames{Emits: eventTypes(v.Emits), Subscribes: eventTypes(v.Subscribes)},
 		Configuration: cfg,
-		Metrics:       &pluginv1.PluginMetricsSummary{},
-		InstalledAt:   ts(v.InstalledAt),
-		LastUpdated:   ts(v.UpdatedAt),
+		Metrics: &pluginv1.PluginMetricsSummary{
+			RequestsHandled: float64(v.Metrics.RequestsHandled), AverageResponseTime: v.Metrics.LifetimeAverageResponseMS,
+			ErrorCount: float64(v.Metrics.FailedRequests), UptimeSeconds: float64(v.Metrics.UptimeSeconds),
+		},
+		InstalledAt: ts(v.InstalledAt),
+		LastUpdated: ts(v.UpdatedAt),
 	}, nil
 }
 
@@ -87,6 +91,7 @@ func eventDescriptions(events []pluginhost.EventInfo) []*pluginv1.EventDescripti
 }
 
 func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
+	m := v.Metrics
 	schema, err := toStruct(v.Schema)
 	if err != nil {
 		return nil, err
@@ -125,9 +130,15 @@ func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
 		Events:        &pluginv1.PluginEvents{Emits: eventDescriptions(v.Emits), Subscribes: eventDescriptions(v.Subscribes)},
 		Configuration: &pluginv1.PluginConfiguration{Schema: schema, Current: current},
 		Metrics: &pluginv1.PluginMetricsDetail{
-			Performance: &pluginv1.PerformanceMetrics{},
-			Usage:       &pluginv1.UsageMetrics{},
-			Resources:   &pluginv1.ResourceMetrics{},
+			Performance: &pluginv1.PerformanceMetrics{
+				RequestsPerMinute: m.RequestsPerMinute, AverageResponseTime: m.AverageResponseMS,
+				P95ResponseTime: m.P95ResponseMS, ErrorRate: m.ErrorRate,
+			},
+			Usage: &pluginv1.UsageMetrics{
+				TotalRequests: float64(m.RequestsHandled), SuccessfulRequests: float64(m.SuccessfulRequests),
+				FailedRequests: float64(m.FailedRequests), UniqueUsers: float64(m.UniqueUsers),
+			},
+			Resources: &pluginv1.ResourceMetrics{MemoryUsageMb: m.MemoryMB, CpuUsagePercent: m.CPUPercent, FileHandles: int32(m.FileHandles)},
 		},
 		Logs:        logs,
 		InstalledAt: ts(v.InstalledAt),
@@ -158,6 +169,28 @@ func logEntry(r store.LogRecord) (*pluginv1.LogEntry, error) {
 	return &pluginv1.LogEntry{Timestamp: ts(r.Time), Level: r.Level, Message: r.Message, Metadata: s}, nil
 }
 
+func enforcementView(e pluginhost.LimitEnforcement) *pluginv1.LimitEnforcement {
+	return &pluginv1.LimitEnforcement{MemoryMb: e.Memory, CpuPercent: e.CPU, FileHandles: e.FileHandles}
+}
+
+// metricSeries fills the API's series from the store's, by name.
+func metricSeries(in map[string][]metrics.Point) *pluginv1.MetricSeries {
+	conv := func(name string) []*pluginv1.MetricPoint {
+		pts := in[name]
+		out := make([]*pluginv1.MetricPoint, 0, len(pts))
+		for _, p := range pts {
+			out = append(out, &pluginv1.MetricPoint{Timestamp: ts(p.Time), Value: p.Value})
+		}
+		return out
+	}
+	return &pluginv1.MetricSeries{
+		RequestsPerMinute: conv(metrics.RequestsPerMinute), ResponseTimeMs: conv(metrics.ResponseTimeMS),
+		P95ResponseTimeMs: conv(metrics.P95ResponseTimeMS), ErrorRate: conv(metrics.ErrorRate),
+		MemoryUsageMb: conv(metrics.MemoryUsageMB), CpuUsagePercent: conv(metrics.CPUUsagePercent),
+		FileHandles: conv(metrics.FileHandles),
+	}
+}
+
 func permissionsView(p pluginhost.Permissions) (*pluginv1.PermissionSet, *pluginv1.ResourceLimits) {
 	return &pluginv1.PermissionSet{
 			Requested: orEmpty(p.Requested), Granted: orEmpty(p.Granted), Denied: orEmpty(p.Denied),
@@ -166,7 +199,7 @@ func permissionsView(p pluginhost.Permissions) (*pluginv1.PermissionSet, *plugin
 		}
 }
 
-func healthView(info pluginhost.RuntimeInfo) *pluginv1.PluginHealth {
+func healthView(info pluginhost.RuntimeInfo, m metrics.Summary) *pluginv1.PluginHealth {
 	checks := make([]*pluginv1.HealthCheck, 0, len(info.Checks))
 	for _, c := range info.Checks {
 		checks = append(checks, &pluginv1.HealthCheck{
@@ -182,8 +215,8 @@ func healthView(info pluginhost.RuntimeInfo) *pluginv1.PluginHealth {
 		Status: status, LastCheck: ts(info.LastCheck), UptimeSeconds: info.Uptime.Round(time.Second).Seconds(),
 		Checks: checks,
 		Metrics: &pluginv1.HealthMetrics{
-			MemoryUsageMb:   float64(info.Usage.RSSBytes) / (1 << 20),
-			CpuUsagePercent: info.CPUPercent,
+			RequestsPerMinute: m.RequestsPerMinute, ErrorRate: m.ErrorRate,
+			MemoryUsageMb: float64(info.Usage.RSSBytes) / (1 << 20), CpuUsagePercent: m.CPUPercent,
 		},
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -26,7 +27,6 @@ func notBuilt(capability string) error {
 }
 
 const (
-	capMetrics      = "the plugin metrics time series"
 	capRepositories = "plugin repositories (catalog sync, search, installs from repositories and URLs)"
 	capUpdates      = "updating and rolling back plugins"
 	capMessaging    = "plugin messaging (messages, broadcasts and events)"
@@ -227,14 +227,35 @@ func (s *pluginService) GetPluginHealth(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&pluginv1.GetPluginHealthResponse{Health: healthView(info)}), nil
+	return connect.NewResponse(&pluginv1.GetPluginHealthResponse{Health: healthView(info, s.host.MetricsSummary(id))}), nil
 }
 
 func (s *pluginService) GetPluginMetrics(ctx context.Context, req *connect.Request[pluginv1.GetPluginMetricsRequest]) (*connect.Response[pluginv1.GetPluginMetricsResponse], error) {
-	if _, err := s.host.Get(ctx, req.Msg.GetPluginId(), false); err != nil {
+	m := req.Msg
+	end := time.Now().UTC()
+	if m.GetEndTime() != nil {
+		end = m.GetEndTime().AsTime()
+	}
+	start := end.Add(-time.Hour)
+	if m.GetStartTime() != nil {
+		start = m.GetStartTime().AsTime()
+	}
+	resolution := m.GetResolution()
+	if resolution == "" {
+		resolution = "1m"
+	}
+	step, err := metrics.ParseResolution(resolution)
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capMetrics)
+	series, err := s.host.MetricsSeries(ctx, m.GetPluginId(), start, end, step, m.GetMetrics())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.GetPluginMetricsResponse{
+		TimeRange: &pluginv1.TimeRange{Start: ts(start), End: ts(end), Resolution: resolution},
+		Metrics:   metricSeries(series),
+	}), nil
 }
 
 func (s *pluginService) GetPluginLogs(ctx context.Context, req *connect.Request[pluginv1.GetPluginLogsRequest]) (*connect.Response[pluginv1.GetPluginLogsResponse], error) {
@@ -302,6 +323,7 @@ func (s *pluginService) GetPluginPermissions(ctx context.Context, req *connect.R
 	set, limits := permissionsView(p)
 	return connect.NewResponse(&pluginv1.GetPluginPermissionsResponse{
 		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
+		LimitsEnforcement: enforcementView(p.Enforcement),
 	}), nil
 }
 
@@ -322,6 +344,7 @@ func (s *pluginService) UpdatePluginPermissions(ctx context.Context, req *connec
 	set, limits := permissionsView(p)
 	return connect.NewResponse(&pluginv1.UpdatePluginPermissionsResponse{
 		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
+		LimitsEnforcement: enforcementView(p.Enforcement),
 	}), nil
 }
 

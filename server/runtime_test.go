@@ -329,3 +329,64 @@ func TestPluginTokenCannotOpenAnotherPluginsStream(t *testing.T) {
 	_ = stream.CloseRequest()
 	_ = stream.CloseResponse()
 }
+
+func TestMemoryLimitStopsPlugin(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "hog", "hog", map[string]any{"resource_limits": map[string]any{"memory_mb": 96}}, nil)
+	perms := e.mustREST("GET", "/api/v1/plugins/hog/permissions", e.Admin, nil)
+	if enf := perms["limits_enforcement"].(map[string]any); enf["memory_mb"] == "" {
+		t.Fatalf("the memory limit is not enforced: %v", enf)
+	}
+	e.mustREST("POST", "/api/v1/plugins/hog/enable", e.Admin, map[string]any{})
+	pid := pluginPID(e, "hog")
+	waitFor(t, "the plugin to be stopped for its memory", 30*time.Second, func() bool {
+		st, _ := status(e, "hog")
+		return st == "error"
+	})
+	_, p := status(e, "hog")
+	if !strings.Contains(p["error"].(string), "exceeds its limit of 96 MiB") {
+		t.Fatalf("reason = %q", p["error"])
+	}
+	if !processGone(pid) {
+		t.Fatalf("process %d survived", pid)
+	}
+}
+
+func TestMetricsOfARunningPlugin(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "measured", "healthy", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/measured/enable", e.Admin, map[string]any{})
+	waitFor(t, "a resource sample", 10*time.Second, func() bool {
+		d := e.mustREST("GET", "/api/v1/plugins/measured/metrics?resolution=1m", e.User, nil)
+		return len(d["metrics"].(map[string]any)["memory_usage_mb"].([]any)) > 0
+	})
+	d := e.mustREST("GET", "/api/v1/plugins/measured/metrics?resolution=5m&metrics=memory_usage_mb&metrics=file_handles", e.User, nil)
+	compareShape(t, "", seed(t, "get_metrics")["data"], d)
+	if d["time_range"].(map[string]any)["resolution"] != "5m" || len(d["metrics"].(map[string]any)["file_handles"].([]any)) == 0 {
+		t.Fatalf("metrics = %v", d)
+	}
+	if got := d["metrics"].(map[string]any)["requests_per_minute"].([]any); len(got) != 0 {
+		t.Errorf("a series that was not asked for is filled: %v", got)
+	}
+	list := e.mustREST("GET", "/api/v1/plugins", e.Admin, nil)["plugins"].([]any)[0].(map[string]any)
+	if list["metrics"].(map[string]any)["uptime_seconds"].(float64) < 0 {
+		t.Errorf("list metrics = %v", list["metrics"])
+	}
+	detail := e.mustREST("GET", "/api/v1/plugins/measured", e.Admin, nil)["plugin"].(map[string]any)
+	if mem := detail["metrics"].(map[string]any)["resources"].(map[string]any)["memory_usage_mb"].(float64); mem <= 0 {
+		t.Errorf("detail memory_usage_mb = %v", mem)
+	}
+	resp, err := http.Get(e.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `nexus_plugin_up{plugin_id="measured"} 1`) {
+		t.Errorf("/metrics lacks nexus_plugin_up for the plugin")
+	}
+	res := e.rest("GET", "/api/v1/plugins/measured/metrics?resolution=1m&start_time=2020-01-01T00:00:00Z", e.User, nil)
+	if res.errorCode() != "VALIDATION_ERROR" {
+		t.Errorf("a 1m range beyond retention: %d %s", res.Status, res.Raw)
+	}
+}

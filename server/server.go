@@ -149,7 +149,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			"admin_token", generated, "file", filepath.Join(cfg.DataDir, "admin-token"))
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), host.MetricsCollector())
 	s.registry = reg
 	h, err := s.buildHandler()
 	if err != nil {

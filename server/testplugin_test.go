@@ -88,6 +88,25 @@ func runTestPlugin(mode string) int {
 				return nil
 			}
 		}
+	case "hog":
+		// Grows past its memory limit once it is running.
+		p.OnStart = func(ctx context.Context, s *plugin.Session) error {
+			go func() {
+				time.Sleep(200 * time.Millisecond)
+				var keep [][]byte
+				for i := 0; i < 40; i++ {
+					b := make([]byte, 8<<20)
+					for j := range b {
+						b[j] = byte(j)
+					}
+					keep = append(keep, b)
+					time.Sleep(20 * time.Millisecond)
+				}
+				<-ctx.Done()
+				_ = keep
+			}()
+			return nil
+		}
 	case "flood":
 		line := strings.Repeat("flood ", 16) + "\n"
 		for i := 0; i < 200_000; i++ { // ~20 MB

@@ -50,13 +50,16 @@ type Spec struct {
 // Enforcement says how each limit is enforced ("" when it is not).
 type Enforcement struct {
 	FileHandles string // "rlimit"
-	Memory      string // "rlimit"
-	CPU         string // "" (CPU limits need cgroup v2 delegation, which this host build does not use)
+	// Memory is "monitor": the caller samples Usage and stops a process over its limit.
+	// (RLIMIT_AS is not used: runtimes such as Go's reserve far more address space than
+	// they use, and would fail at start under any useful limit.)
+	Memory string
+	CPU    string // "": CPU limits need cgroup v2 delegation, which this package does not use
 }
 
 // Capabilities tells what this host can enforce.
 func Capabilities() Enforcement {
-	return Enforcement{FileHandles: "rlimit", Memory: "rlimit"}
+	return Enforcement{FileHandles: "rlimit", Memory: "monitor"}
 }
 
 // ExitStatus is how a process ended.
@@ -187,12 +190,7 @@ func applyLimits(pid int, l Limits) Enforcement {
 		}
 	}
 	if l.MemoryMB > 0 {
-		// Address space, not resident memory: generous, as runtimes reserve more than they use.
-		b := uint64(l.MemoryMB) << 20
-		lim := unix.Rlimit{Cur: b, Max: b}
-		if unix.Prlimit(pid, unix.RLIMIT_AS, &lim, nil) == nil {
-			e.Memory = "rlimit"
-		}
+		e.Memory = "monitor"
 	}
 	return e
 }

@@ -4647,6 +4647,69 @@ func (x *ResourceLimits) GetFileHandles() int32 {
 	return 0
 }
 
+// LimitEnforcement says how each resource limit is enforced on this host: `rlimit`,
+// `cgroup`, `monitor` (the host watches the plugin's usage and stops it over its limit), or
+// empty when it is not enforced here.
+type LimitEnforcement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemoryMb      string                 `protobuf:"bytes,1,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
+	CpuPercent    string                 `protobuf:"bytes,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	FileHandles   string                 `protobuf:"bytes,3,opt,name=file_handles,json=fileHandles,proto3" json:"file_handles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitEnforcement) Reset() {
+	*x = LimitEnforcement{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitEnforcement) ProtoMessage() {}
+
+func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitEnforcement.ProtoReflect.Descriptor instead.
+func (*LimitEnforcement) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *LimitEnforcement) GetMemoryMb() string {
+	if x != nil {
+		return x.MemoryMb
+	}
+	return ""
+}
+
+func (x *LimitEnforcement) GetCpuPercent() string {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return ""
+}
+
+func (x *LimitEnforcement) GetFileHandles() string {
+	if x != nil {
+		return x.FileHandles
+	}
+	return ""
+}
+
 // GetPluginPermissionsResponse holds a plugin's permissions and security settings.
 type GetPluginPermissionsResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -4655,13 +4718,15 @@ type GetPluginPermissionsResponse struct {
 	SecurityLevel  string          `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
 	SandboxEnabled bool            `protobuf:"varint,3,opt,name=sandbox_enabled,json=sandboxEnabled,proto3" json:"sandbox_enabled,omitempty"`
 	ResourceLimits *ResourceLimits `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How this host enforces each limit.
+	LimitsEnforcement *LimitEnforcement `protobuf:"bytes,5,opt,name=limits_enforcement,json=limitsEnforcement,proto3" json:"limits_enforcement,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4673,7 +4738,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4686,7 +4751,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -4717,6 +4782,13 @@ func (x *GetPluginPermissionsResponse) GetResourceLimits() *ResourceLimits {
 	return nil
 }
 
+func (x *GetPluginPermissionsResponse) GetLimitsEnforcement() *LimitEnforcement {
+	if x != nil {
+		return x.LimitsEnforcement
+	}
+	return nil
+}
+
 // UpdatePluginPermissionsRequest changes a plugin's permissions.
 type UpdatePluginPermissionsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -4737,7 +4809,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4749,7 +4821,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4762,7 +4834,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -4814,13 +4886,15 @@ type UpdatePluginPermissionsResponse struct {
 	SecurityLevel  string                 `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
 	SandboxEnabled bool                   `protobuf:"varint,3,opt,name=sandbox_enabled,json=sandboxEnabled,proto3" json:"sandbox_enabled,omitempty"`
 	ResourceLimits *ResourceLimits        `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How this host enforces each limit.
+	LimitsEnforcement *LimitEnforcement `protobuf:"bytes,5,opt,name=limits_enforcement,json=limitsEnforcement,proto3" json:"limits_enforcement,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4832,7 +4906,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4845,7 +4919,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -4872,6 +4946,13 @@ func (x *UpdatePluginPermissionsResponse) GetSandboxEnabled() bool {
 func (x *UpdatePluginPermissionsResponse) GetResourceLimits() *ResourceLimits {
 	if x != nil {
 		return x.ResourceLimits
+	}
+	return nil
+}
+
+func (x *UpdatePluginPermissionsResponse) GetLimitsEnforcement() *LimitEnforcement {
+	if x != nil {
+		return x.LimitsEnforcement
 	}
 	return nil
 }
@@ -5283,12 +5364,18 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vcpu_percent\x18\x02 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x802(\x00R\n" +
 	"cpuPercent\x12.\n" +
-	"\ffile_handles\x18\x03 \x01(\x05B\v\xbaH\b\x1a\x06\x18\x80\x80@(\x00R\vfileHandles\"\xfa\x01\n" +
+	"\ffile_handles\x18\x03 \x01(\x05B\v\xbaH\b\x1a\x06\x18\x80\x80@(\x00R\vfileHandles\"s\n" +
+	"\x10LimitEnforcement\x12\x1b\n" +
+	"\tmemory_mb\x18\x01 \x01(\tR\bmemoryMb\x12\x1f\n" +
+	"\vcpu_percent\x18\x02 \x01(\tR\n" +
+	"cpuPercent\x12!\n" +
+	"\ffile_handles\x18\x03 \x01(\tR\vfileHandles\"\xcc\x02\n" +
 	"\x1cGetPluginPermissionsResponse\x12@\n" +
 	"\vpermissions\x18\x01 \x01(\v2\x1e.nexus.plugin.v1.PermissionSetR\vpermissions\x12%\n" +
 	"\x0esecurity_level\x18\x02 \x01(\tR\rsecurityLevel\x12'\n" +
 	"\x0fsandbox_enabled\x18\x03 \x01(\bR\x0esandboxEnabled\x12H\n" +
-	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\"\x94\x04\n" +
+	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\x12P\n" +
+	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement\"\x94\x04\n" +
 	"\x1eUpdatePluginPermissionsRequest\x12l\n" +
 	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x12S\n" +
 	"\x05grant\x18\x02 \x03(\tB=\xbaH:\x92\x017\x10\x80\x01\"2r02.^([a-z][a-z0-9_-]*|\\*):([a-z][a-z0-9_.-]*|\\*)$R\x05grant\x12U\n" +
@@ -5296,12 +5383,13 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0esecurity_level\x18\x04 \x01(\tB%\xbaH\"\xd8\x01\x01r\x1dR\x03lowR\x06mediumR\x04highR\bcriticalR\rsecurityLevel\x12,\n" +
 	"\x0fsandbox_enabled\x18\x05 \x01(\bH\x00R\x0esandboxEnabled\x88\x01\x01\x12H\n" +
 	"\x0fresource_limits\x18\x06 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimitsB\x12\n" +
-	"\x10_sandbox_enabled\"\xfd\x01\n" +
+	"\x10_sandbox_enabled\"\xcf\x02\n" +
 	"\x1fUpdatePluginPermissionsResponse\x12@\n" +
 	"\vpermissions\x18\x01 \x01(\v2\x1e.nexus.plugin.v1.PermissionSetR\vpermissions\x12%\n" +
 	"\x0esecurity_level\x18\x02 \x01(\tR\rsecurityLevel\x12'\n" +
 	"\x0fsandbox_enabled\x18\x03 \x01(\bR\x0esandboxEnabled\x12H\n" +
-	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits2\xa9\x14\n" +
+	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\x12P\n" +
+	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement2\xa9\x14\n" +
 	"\rPluginService\x12t\n" +
 	"\vListPlugins\x12#.nexus.plugin.v1.ListPluginsRequest\x1a$.nexus.plugin.v1.ListPluginsResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/plugins\x90\x02\x01\x12z\n" +
 	"\tGetPlugin\x12!.nexus.plugin.v1.GetPluginRequest\x1a\".nexus.plugin.v1.GetPluginResponse\"&\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/plugins/{plugin_id}\x90\x02\x01\x12\x82\x01\n" +
@@ -5334,7 +5422,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -5401,72 +5489,73 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*GetPluginPermissionsRequest)(nil),     // 62: nexus.plugin.v1.GetPluginPermissionsRequest
 	(*PermissionSet)(nil),                   // 63: nexus.plugin.v1.PermissionSet
 	(*ResourceLimits)(nil),                  // 64: nexus.plugin.v1.ResourceLimits
-	(*GetPluginPermissionsResponse)(nil),    // 65: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 66: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 67: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 68: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 69: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 70: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 71: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 72: nexus.plugin.v1.Pagination
+	(*LimitEnforcement)(nil),                // 65: nexus.plugin.v1.LimitEnforcement
+	(*GetPluginPermissionsResponse)(nil),    // 66: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 67: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 68: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 69: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 70: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 71: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 72: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 73: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,  // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	68, // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	69, // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	69, // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	70, // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,  // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,  // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	70, // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	71, // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,  // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	71, // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	71, // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	72, // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	72, // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
 	7,  // 9: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
 	7,  // 10: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	70, // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	70, // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	71, // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	71, // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
 	10, // 13: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
 	11, // 14: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
 	12, // 15: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	71, // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	72, // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
 	1,  // 17: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
 	6,  // 18: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
 	8,  // 19: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
 	9,  // 20: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
 	13, // 21: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
 	14, // 22: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	71, // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	71, // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	72, // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	72, // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
 	5,  // 25: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
 	16, // 26: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
 	15, // 27: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	70, // 28: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	71, // 29: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	71, // 28: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	72, // 29: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
 	22, // 30: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
 	23, // 31: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	71, // 32: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	72, // 32: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
 	26, // 33: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	71, // 34: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	72, // 34: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
 	29, // 35: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	71, // 36: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	72, // 36: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
 	32, // 37: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	71, // 38: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	72, // 38: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
 	35, // 39: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	70, // 40: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	70, // 41: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	71, // 42: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	70, // 43: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	70, // 44: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	71, // 45: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	71, // 46: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	71, // 47: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	71, // 48: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	71, // 49: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	71, // 40: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	71, // 41: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	72, // 42: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	71, // 43: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	71, // 44: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	72, // 45: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	72, // 46: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	72, // 47: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	72, // 48: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	72, // 49: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
 	48, // 50: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
 	49, // 51: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
 	50, // 52: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	71, // 53: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	71, // 54: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	71, // 55: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	72, // 53: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	72, // 54: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	72, // 55: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
 	53, // 56: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
 	53, // 57: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
 	53, // 58: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
@@ -5474,63 +5563,65 @@ var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	53, // 60: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
 	53, // 61: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
 	53, // 62: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	71, // 63: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	71, // 64: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	72, // 63: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	72, // 64: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
 	55, // 65: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
 	54, // 66: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	71, // 67: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	71, // 68: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	71, // 69: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	70, // 70: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	72, // 67: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	72, // 68: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	72, // 69: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	71, // 70: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
 	58, // 71: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	72, // 72: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	73, // 72: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
 	58, // 73: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
 	63, // 74: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
 	64, // 75: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	64, // 76: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	63, // 77: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	64, // 78: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	17, // 79: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	19, // 80: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	21, // 81: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	25, // 82: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	28, // 83: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	31, // 84: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	34, // 85: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	37, // 86: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	39, // 87: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	41, // 88: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	43, // 89: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	45, // 90: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	47, // 91: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	52, // 92: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	57, // 93: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	60, // 94: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	62, // 95: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	66, // 96: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	18, // 97: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	20, // 98: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	24, // 99: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	27, // 100: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	30, // 101: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	33, // 102: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	36, // 103: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	38, // 104: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	40, // 105: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	42, // 106: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	44, // 107: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	46, // 108: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	51, // 109: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	56, // 110: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	59, // 111: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	61, // 112: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	65, // 113: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	67, // 114: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	97, // [97:115] is the sub-list for method output_type
-	79, // [79:97] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	65, // 76: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	64, // 77: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	63, // 78: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	64, // 79: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	65, // 80: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	17, // 81: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	19, // 82: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	21, // 83: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	25, // 84: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	28, // 85: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	31, // 86: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	34, // 87: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	37, // 88: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	39, // 89: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	41, // 90: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	43, // 91: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	45, // 92: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	47, // 93: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	52, // 94: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	57, // 95: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	60, // 96: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	62, // 97: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	67, // 98: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	18, // 99: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	20, // 100: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	24, // 101: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	27, // 102: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	30, // 103: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	33, // 104: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	36, // 105: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	38, // 106: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	40, // 107: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	42, // 108: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	44, // 109: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	46, // 110: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	51, // 111: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	56, // 112: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	59, // 113: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	61, // 114: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	66, // 115: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	68, // 116: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	99, // [99:117] is the sub-list for method output_type
+	81, // [81:99] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -5544,14 +5635,14 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 	file_nexus_plugin_v1_plugin_proto_msgTypes[43].OneofWrappers = []any{}
 	file_nexus_plugin_v1_plugin_proto_msgTypes[45].OneofWrappers = []any{}
 	file_nexus_plugin_v1_plugin_proto_msgTypes[48].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[66].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[67].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   70,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
