@@ -32,9 +32,9 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
-	supervisor "github.com/nexus-platform/nexus/pluginhost/proc"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
 
 // Options configures a Host. Store, DataDir and Secrets are required.
@@ -445,7 +445,7 @@ func (h *Host) view(p loaded, g graph) (PluginView, error) {
 		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
 		Status: p.rec.Status, StatusReason: p.rec.StatusReason, Enabled: p.rec.Enabled,
-		Health: h.Runtime(p.rec.ID).Health, LoadOrder: g.order[p.rec.ID],
+		Runtime: h.Runtime(p.rec.ID), LoadOrder: g.order[p.rec.ID],
 		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
 		Dependencies: m.DependencyIDs(), Dependents: g.dependents[p.rec.ID],
@@ -454,6 +454,7 @@ func (h *Host) view(p loaded, g graph) (PluginView, error) {
 		Metrics:     h.metrics.Summary(p.rec.ID),
 		InstalledAt: p.rec.InstalledAt, UpdatedAt: p.rec.UpdatedAt,
 	}
+	v.Health = v.Runtime.Health
 	for _, e := range m.APIEndpoints {
 		v.Endpoints = append(v.Endpoints, EndpointInfo{Path: e.Path, Methods: e.Methods, Description: e.Description})
 	}
@@ -1087,7 +1088,7 @@ func permissionsOf(r store.Plugin) Permissions {
 	caps := supervisor.Capabilities()
 	var e LimitEnforcement
 	if r.Limits.MemoryMB > 0 {
-		e.Memory = caps.Memory
+		e.Memory = memoryEnforcement(caps)
 	}
 	if r.Limits.CPUPercent > 0 {
 		e.CPU = caps.CPU

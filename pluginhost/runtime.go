@@ -16,8 +16,8 @@ import (
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
-	supervisor "github.com/nexus-platform/nexus/pluginhost/proc"
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
 
 // RuntimeConfig tunes how plugins are run and supervised. Zero fields take defaults.
@@ -305,7 +305,7 @@ func (rt *pluginRuntime) launch(ctx context.Context, r *running, p loaded) error
 			"PATH=/usr/local/bin:/usr/bin:/bin",
 		},
 		Limits: supervisor.Limits{
-			FileHandles: p.rec.Limits.FileHandles, MemoryMB: p.rec.Limits.MemoryMB, CPUPercent: p.rec.Limits.CPUPercent,
+			FileHandles: p.rec.Limits.FileHandles, MemoryMB: kernelMemoryLimit(p.rec.Limits.MemoryMB), CPUPercent: p.rec.Limits.CPUPercent,
 		},
 		MaxLineBytes: rt.cfg.MaxLogLineBytes,
 		Output: func(stream, line string, truncated bool) {
@@ -495,6 +495,26 @@ func (rt *pluginRuntime) healthLoop(r *running, stop chan struct{}) {
 	}
 }
 
+// memoryEnforcement is how memory limits are enforced here: by the kernel with a cgroup
+// when the host allows it; otherwise by watching resident memory ("monitor") and stopping
+// the plugin over its limit. Address-space and data rlimits are not used: runtimes such as
+// Go's reserve far more than they use and fail at start under any useful limit.
+func memoryEnforcement(caps supervisor.Enforcement) string {
+	if caps.Memory == supervisor.EnforcedByCgroup {
+		return supervisor.EnforcedByCgroup
+	}
+	return "monitor"
+}
+
+// kernelMemoryLimit is the memory limit handed to the supervisor: only when a cgroup
+// enforces it (see memoryEnforcement); the host watches resident memory either way.
+func kernelMemoryLimit(mb int) int {
+	if memoryEnforcement(supervisor.Capabilities()) == supervisor.EnforcedByCgroup {
+		return mb
+	}
+	return 0
+}
+
 // sample records a running process's resource use, and stops it when it is over its
 // memory limit (the limit is enforced by watching its resident memory).
 func (rt *pluginRuntime) sample(r *running, proc *supervisor.Process, limitMB int) {
@@ -573,6 +593,9 @@ func (rt *pluginRuntime) supervise(r *running, stop chan struct{}) {
 			return
 		}
 		rt.h.metrics.Stopped(r.id)
+		if proc != nil && proc.Exit().OOMKilled && r.overLimit == "" {
+			r.overLimit = "stopped: " + proc.Exit().String()
+		}
 		if r.overLimit != "" {
 			reason := r.overLimit
 			r.proc = nil

@@ -75,6 +75,8 @@ type PluginView struct {
 	Config map[string]any
 	// Metrics are the plugin's current figures.
 	Metrics metrics.Summary
+	// Runtime is what the supervisor knows of the plugin's processes and sessions.
+	Runtime RuntimeInfo
 	// RecentLogs are the newest log records, newest first (detail view only).
 	RecentLogs             []store.LogRecord
 	InstalledAt, UpdatedAt time.Time

@@ -144,6 +144,10 @@ func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
 		InstalledAt: ts(v.InstalledAt),
 		LastUpdated: ts(v.UpdatedAt),
 		Error:       errorReason(v),
+		Runtime: &pluginv1.RuntimeState{
+			Pid: int32(v.Runtime.PID), Instances: int32(v.Runtime.Instances), Restarts: int32(v.Runtime.Restarts),
+			BackoffSeconds: v.Runtime.Backoff.Seconds(), StartedAt: ts(v.Runtime.StartedAt),
+		},
 	}, nil
 }
 

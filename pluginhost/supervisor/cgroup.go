@@ -1,0 +1,410 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupManager finds a cgroup v2 directory where this host may create
+// cgroups with the memory and cpu controllers, and creates and removes the
+// per-process cgroups below it. All its methods run on the launcher
+// goroutine (see launcher), which serialises them.
+type cgroupManager struct {
+	probed bool
+	base   string // cgroup whose subtree_control has the controllers below enabled; "" if none is usable
+	memory bool   // the memory controller is enabled below base
+	cpu    bool   // the cpu controller is enabled below base
+	dir    string // base/nexus-<pid>, or "" while no cgroup of ours exists
+	users  int    // cgroups of ours below dir
+	seq    uint64 // numbers the cgroups, to keep their names unique
+}
+
+// cgroup is the cgroup of one plugin process. Its methods other than
+// release touch only its own directory and may run on any goroutine.
+type cgroup struct {
+	path  string
+	owner *cgroupManager
+}
+
+// cgroupPeriod is the cpu.max period, in microseconds.
+const cgroupPeriod = 100000
+
+// capabilities reports what the host can enforce.
+func (m *cgroupManager) capabilities() Enforcement {
+	m.probe()
+	e := Enforcement{FileHandles: EnforcedByRlimit, Memory: EnforcedByRlimit}
+	if m.memory {
+		e.Memory = EnforcedByCgroup
+	}
+	if m.cpu {
+		e.CPU = EnforcedByCgroup
+	}
+	return e
+}
+
+// plan decides how the limits of s are enforced, creating the process's
+// cgroup if one is needed and possible.
+func (m *cgroupManager) plan(s *Spec) (launchPlan, Enforcement) {
+	m.probe()
+	var (
+		p launchPlan
+		e Enforcement
+	)
+	if s.Limits.FileHandles > 0 {
+		p.nofile = uint64(s.Limits.FileHandles)
+		e.FileHandles = EnforcedByRlimit
+	}
+	memBytes := int64(s.Limits.MemoryMB) << 20
+	useMem := memBytes > 0 && m.memory
+	useCPU := s.Limits.CPUPercent > 0 && m.cpu
+	if useMem || useCPU {
+		if !useMem {
+			memBytes = 0
+		}
+		cpuPercent := 0
+		if useCPU {
+			cpuPercent = s.Limits.CPUPercent
+		}
+		if cg, err := m.create(s.PluginID, memBytes, cpuPercent); err == nil {
+			p.cg = cg
+			if useMem {
+				e.Memory = EnforcedByCgroup
+			}
+			if useCPU {
+				e.CPU = EnforcedByCgroup
+			}
+		}
+	}
+	if s.Limits.MemoryMB > 0 && e.Memory == "" {
+		p.data = uint64(s.Limits.MemoryMB) << 20
+		e.Memory = EnforcedByRlimit
+	}
+	return p, e
+}
+
+// probe looks, once, for a usable cgroup: the host's own cgroup if the
+// memory or cpu controller can be enabled for its children, else the root
+// of the cgroup2 mount.
+func (m *cgroupManager) probe() {
+	if m.probed {
+		return
+	}
+	m.probed = true
+	mount, own, err := ownCgroup2()
+	if err != nil {
+		return
+	}
+	candidates := []string{filepath.Join(mount, own)}
+	if own != "/" {
+		candidates = append(candidates, mount)
+	}
+	for _, dir := range candidates {
+		if m.memory, m.cpu = enableControllers(dir, "memory", "cpu"); m.memory || m.cpu {
+			m.base = dir
+			return
+		}
+	}
+}
+
+// create makes a cgroup for a process of plugin id with the given limits
+// (zero for none).
+func (m *cgroupManager) create(id string, memBytes int64, cpuPercent int) (*cgroup, error) {
+	if m.dir == "" {
+		dir := filepath.Join(m.base, fmt.Sprintf("nexus-%d", os.Getpid()))
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		var want []string
+		if m.memory {
+			want = append(want, "memory")
+		}
+		if m.cpu {
+			want = append(want, "cpu")
+		}
+		enableControllers(dir, want...)
+		m.dir = dir
+	}
+	var path string
+	for {
+		m.seq++
+		path = filepath.Join(m.dir, fmt.Sprintf("%s-%d", cgroupName(id), m.seq))
+		err := os.Mkdir(path, 0o755)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			m.removeDirIfUnused()
+			return nil, err
+		}
+	}
+	cg := &cgroup{path: path, owner: m}
+	m.users++
+	if err := cg.configure(memBytes, cpuPercent); err != nil {
+		cg.remove()
+		m.release()
+		return nil, err
+	}
+	return cg, nil
+}
+
+// release records that one cgroup of ours is gone, and removes dir with
+// the last one.
+func (m *cgroupManager) release() {
+	m.users--
+	m.removeDirIfUnused()
+}
+
+// removeDirIfUnused removes dir when no cgroup of ours is left in it.
+func (m *cgroupManager) removeDirIfUnused() {
+	if m.users == 0 && m.dir != "" {
+		_ = unix.Rmdir(m.dir)
+		m.dir = ""
+	}
+}
+
+// configure writes the limits into the cgroup. The swap and OOM-group
+// settings are best effort: swap may be off, and an OOM kill takes the
+// whole plugin (its children included) rather than one random process.
+func (c *cgroup) configure(memBytes int64, cpuPercent int) error {
+	if memBytes > 0 {
+		if err := c.write("memory.max", strconv.FormatInt(memBytes, 10)); err != nil {
+			return err
+		}
+		_ = c.write("memory.swap.max", "0")
+		_ = c.write("memory.oom.group", "1")
+	}
+	if cpuPercent > 0 {
+		// The kernel refuses quotas under 1ms.
+		quota := max(int64(cpuPercent)*cgroupPeriod/100, 1000)
+		if err := c.write("cpu.max", fmt.Sprintf("%d %d", quota, cgroupPeriod)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open returns a file descriptor of the cgroup directory, for
+// CLONE_INTO_CGROUP.
+func (c *cgroup) open() (int, error) {
+	return unix.Open(c.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// addProcess moves pid into the cgroup.
+func (c *cgroup) addProcess(pid int) error {
+	return c.write("cgroup.procs", strconv.Itoa(pid))
+}
+
+// kill kills every process in the cgroup: with cgroup.kill (Linux 5.14),
+// or else by PID, a few rounds to catch processes forked meanwhile.
+func (c *cgroup) kill() {
+	if err := c.write("cgroup.kill", "1"); err == nil {
+		return
+	}
+	for range 3 {
+		b, err := os.ReadFile(filepath.Join(c.path, "cgroup.procs"))
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+	}
+}
+
+// waitEmpty waits, for a bounded time, until no process is left in the
+// cgroup.
+func (c *cgroup) waitEmpty() {
+	deadline := time.Now().Add(2 * time.Second)
+	for pause := time.Millisecond; time.Now().Before(deadline); pause = min(2*pause, 50*time.Millisecond) {
+		if v, ok := c.readKey("cgroup.events", "populated"); !ok || v == 0 {
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
+// oomKilled reports whether the kernel's OOM killer killed a process of
+// the cgroup.
+func (c *cgroup) oomKilled() bool {
+	n, _ := c.readKey("memory.events", "oom_kill")
+	return n > 0
+}
+
+// remove deletes the cgroup directory, retrying for a bounded time while
+// the kernel still holds it busy.
+func (c *cgroup) remove() {
+	deadline := time.Now().Add(time.Second)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		err := unix.Rmdir(c.path)
+		if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
+// release tells the manager the cgroup is gone. It must not run on the
+// launcher goroutine.
+func (c *cgroup) release() {
+	theLauncher.do(c.owner.release)
+}
+
+// write writes value to the cgroup's file name.
+func (c *cgroup) write(name, value string) error {
+	return os.WriteFile(filepath.Join(c.path, name), []byte(value), 0)
+}
+
+// readKey returns the number after key in a flat-keyed cgroup file such as
+// memory.events.
+func (c *cgroup) readKey(name, key string) (int64, bool) {
+	b, err := os.ReadFile(filepath.Join(c.path, name))
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if ok && k == key {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// enableControllers enables each wanted controller that dir offers for
+// its children, if dir is writable, and reports which of memory and cpu
+// are enabled afterwards.
+func enableControllers(dir string, want ...string) (memory, cpu bool) {
+	if unix.Access(dir, unix.W_OK) != nil {
+		return false, false
+	}
+	available, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return false, false
+	}
+	control := filepath.Join(dir, "cgroup.subtree_control")
+	for _, w := range want {
+		if hasWord(available, w) {
+			// One controller per write: a refusal of one (EBUSY when dir
+			// holds processes) must not stop the other.
+			_ = os.WriteFile(control, []byte("+"+w), 0)
+		}
+	}
+	enabled, err := os.ReadFile(control)
+	if err != nil {
+		return false, false
+	}
+	return hasWord(enabled, "memory"), hasWord(enabled, "cpu")
+}
+
+// hasWord reports whether the space-separated list b contains w.
+func hasWord(b []byte, w string) bool {
+	for _, f := range strings.Fields(string(b)) {
+		if f == w {
+			return true
+		}
+	}
+	return false
+}
+
+// ownCgroup2 returns the mount point of the cgroup v2 hierarchy and the
+// host process's cgroup relative to it.
+func ownCgroup2() (mount, own string, err error) {
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", "", err
+	}
+	path := ""
+	for line := range strings.Lines(string(cg)) {
+		if p, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			path = p
+		}
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", "", errors.New("not in a cgroup v2 hierarchy")
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ID parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, fl := range fields {
+			if fl == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
+			continue
+		}
+		root, point := unescapeMount(fields[3]), unescapeMount(fields[4])
+		rel, ok := strings.CutPrefix(path, root)
+		if root == "/" {
+			rel, ok = path, true
+		}
+		if !ok || (rel != "" && !strings.HasPrefix(rel, "/")) {
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(point, rel)); err == nil && st.IsDir() {
+			return point, filepath.Clean("/" + rel), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", "", err
+	}
+	return "", "", errors.New("no cgroup v2 mount holds this process's cgroup")
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of a path in
+// /proc/self/mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupName turns a plugin ID into a safe cgroup directory name.
+func cgroupName(id string) string {
+	b := []byte(id)
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "plugin"
+	}
+	return string(b)
+}

@@ -1,0 +1,32 @@
+package supervisor
+
+// How a limit is enforced, as reported in [Enforcement].
+const (
+	EnforcedByRlimit = "rlimit" // a setrlimit(2) resource limit
+	EnforcedByCgroup = "cgroup" // a cgroup v2 controller
+)
+
+// Enforcement says, for each of the [Limits], how it is enforced:
+// EnforcedByRlimit, EnforcedByCgroup, or "" when it is not.
+type Enforcement struct {
+	// FileHandles is EnforcedByRlimit or "".
+	FileHandles string
+	// Memory is EnforcedByCgroup, EnforcedByRlimit or "".
+	Memory string
+	// CPU is EnforcedByCgroup or "".
+	CPU string
+}
+
+// Capabilities reports how this host enforces each limit when a plugin
+// asks for it. The first call probes the cgroup v2 hierarchy and may
+// enable the memory and cpu controllers for the cgroups below the host's
+// (as starting a limited plugin would); the answer is then kept for the
+// life of the process. A plugin whose cgroup cannot be created after all
+// falls back to what [Process.Enforced] reports.
+func Capabilities() Enforcement {
+	var e Enforcement
+	theLauncher.do(func() {
+		e = theLauncher.cgroups.capabilities()
+	})
+	return e
+}
