@@ -176,3 +176,28 @@ func checkConsistent(t *testing.T, dataDir string, round int) []store.Plugin {
 	}
 	return recs
 }
+
+func TestServerSIGKILLLeavesNoOrphanAndPluginsComeBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	dataDir := t.TempDir()
+	cmd, url := startProcess(t, dataDir)
+	e := &env{t: t, URL: url, DataDir: dataDir, Admin: testAdminToken}
+	installTestPlugin(e, "survivor", "healthy", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/survivor/enable", e.Admin, map[string]any{})
+	pid := pluginPID(e, "survivor")
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitFor(t, "the orphaned plugin to die with its server", 5*time.Second, func() bool { return processGone(pid) })
+
+	_, url = startProcess(t, dataDir)
+	e.URL = url
+	waitFor(t, "the enabled plugin to come back", 30*time.Second, func() bool {
+		st, _ := status(e, "survivor")
+		return st == "active"
+	})
+	waitFor(t, "a new process", 5*time.Second, func() bool { p := pluginPID(e, "survivor"); return p != pid && !processGone(p) })
+}

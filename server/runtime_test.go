@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +17,8 @@ import (
 	"connectrpc.com/connect"
 
 	nexus "github.com/nexus-platform/nexus/clients/go"
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/server"
@@ -389,4 +393,83 @@ func TestMetricsOfARunningPlugin(t *testing.T) {
 	if res.errorCode() != "VALIDATION_ERROR" {
 		t.Errorf("a 1m range beyond retention: %d %s", res.Status, res.Raw)
 	}
+}
+
+func TestExternalPluginInstances(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "remote-plugin", "healthy", map[string]any{"external": true, "entry_point": nil, "args": nil}, nil)
+	if d := e.mustREST("POST", "/api/v1/plugins/remote-plugin/enable", e.Admin, map[string]any{}); d["status"] != "inactive" {
+		t.Fatalf("an external plugin without instances is %v", d["status"])
+	}
+	token := e.token(store.RolePlugin, "remote-plugin")
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func(i int) {
+			done <- plugin.Run(ctx, plugin.Plugin{Version: "1.0.0"},
+				plugin.WithHost(e.URL), plugin.WithToken(token), plugin.WithPluginID("remote-plugin"),
+				plugin.WithInstanceID("instance-"+strconv.Itoa(i)), plugin.WithStderr(io.Discard))
+		}(i)
+	}
+	waitFor(t, "both instances to be connected and the plugin active", 10*time.Second, func() bool {
+		st, p := status(e, "remote-plugin")
+		return st == "active" && p["runtime"].(map[string]any)["instances"] == 2.0
+	})
+	cancel()
+	for i := 0; i < 2; i++ {
+		if err := <-done; err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	waitFor(t, "the plugin to be inactive without instances", 10*time.Second, func() bool {
+		st, _ := status(e, "remote-plugin")
+		return st == "inactive"
+	})
+	waitFor(t, "the session goroutines to end", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before+5 })
+}
+
+func TestTailPluginLogs(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "tailed", "healthy", nil, nil)
+	c := nexus.New(e.URL, nexus.WithToken(e.Admin))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := c.Plugins.TailPluginLogs(ctx, connect.NewRequest(&pluginv1.TailPluginLogsRequest{PluginId: "tailed", Backlog: 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() || !strings.Contains(stream.Msg().GetEntry().GetMessage(), "installed") {
+		t.Fatalf("first entry (backlog): %v %v", stream.Msg(), stream.Err())
+	}
+	go e.mustREST("POST", "/api/v1/plugins/tailed/enable", e.Admin, map[string]any{})
+	for stream.Receive() {
+		if strings.Contains(stream.Msg().GetEntry().GetMessage(), "test plugin started") {
+			return
+		}
+	}
+	t.Fatalf("the plugin's own log frame never arrived: %v", stream.Err())
+}
+
+func TestNoLeakedProcessesOrGoroutinesAfterLifecycles(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "cycled", "healthy", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/cycled/enable", e.Admin, map[string]any{})
+	e.mustREST("POST", "/api/v1/plugins/cycled/disable", e.Admin, map[string]any{"timeout_seconds": 5})
+	base := runtime.NumGoroutine()
+	var pids []int
+	for i := 0; i < 3; i++ {
+		e.mustREST("POST", "/api/v1/plugins/cycled/enable", e.Admin, map[string]any{})
+		var pid int
+		waitFor(t, "the new pid", 5*time.Second, func() bool { pid = pluginPID(e, "cycled"); return !slices.Contains(pids, pid) })
+		pids = append(pids, pid)
+		e.mustREST("POST", "/api/v1/plugins/cycled/disable", e.Admin, map[string]any{"timeout_seconds": 5})
+	}
+	for _, pid := range pids {
+		if !processGone(pid) {
+			t.Errorf("process %d is still running", pid)
+		}
+	}
+	waitFor(t, "goroutines back to the baseline", 10*time.Second, func() bool { return runtime.NumGoroutine() <= base+3 })
 }
