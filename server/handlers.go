@@ -303,6 +303,11 @@ func (s *pluginService) TailPluginLogs(ctx context.Context, req *connect.Request
 	if err != nil {
 		return err
 	}
+	// Send the response headers now: the client learns that the tail is open before the
+	// first entry, which may be long in coming.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	for r := range records {
 		e, err := logEntry(r)
 		if err != nil {

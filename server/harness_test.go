@@ -22,7 +22,7 @@ import (
 
 // env is a real Nexus server on a loopback port, with a SQLite store in a temp dir.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	URL     string
 	DataDir string
 	Admin   string
@@ -32,7 +32,7 @@ type env struct {
 
 const testAdminToken = "nxt_test-admin-token-0123456789abcdef"
 
-func startServer(t *testing.T) *env {
+func startServer(t testing.TB) *env {
 	t.Helper()
 	var sink io.Writer = io.Discard
 	if testing.Verbose() {
@@ -41,13 +41,13 @@ func startServer(t *testing.T) *env {
 	return startServerWithLog(t, sink, slog.LevelDebug)
 }
 
-func startServerWithLog(t *testing.T, sink io.Writer, level slog.Level) *env {
+func startServerWithLog(t testing.TB, sink io.Writer, level slog.Level) *env {
 	t.Helper()
 	return startServerWith(t, sink, level, func(*server.Config) {})
 }
 
 // startServerWith starts a server after tune adjusts its configuration.
-func startServerWith(t *testing.T, sink io.Writer, level slog.Level, tune func(*server.Config)) *env {
+func startServerWith(t testing.TB, sink io.Writer, level slog.Level, tune func(*server.Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := server.DefaultConfig()
@@ -260,7 +260,7 @@ func mustInstall(e *env, manifest map[string]any) {
 }
 
 // pluginDirs lists the package directories under data/plugins (relative).
-func pluginDirs(t *testing.T, dataDir string) []string {
+func pluginDirs(t testing.TB, dataDir string) []string {
 	t.Helper()
 	var out []string
 	root := filepath.Join(dataDir, "plugins")

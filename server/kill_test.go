@@ -50,7 +50,7 @@ func serveForTest() int {
 }
 
 // startProcess starts the test binary as a server on dataDir and waits until it is ready.
-func startProcess(t *testing.T, dataDir string) (*exec.Cmd, string) {
+func startProcess(t testing.TB, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -125,7 +125,7 @@ func runTestPlugin(mode string) int {
 
 // testPluginPackage builds a package whose entry point runs this test binary as a plugin
 // in the given mode.
-func testPluginPackage(t *testing.T, id, mode string, extra map[string]any) []byte {
+func testPluginPackage(t testing.TB, id, mode string, extra map[string]any) []byte {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
