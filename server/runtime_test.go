@@ -473,3 +473,22 @@ func TestNoLeakedProcessesOrGoroutinesAfterLifecycles(t *testing.T) {
 	}
 	waitFor(t, "goroutines back to the baseline", 10*time.Second, func() bool { return runtime.NumGoroutine() <= base+3 })
 }
+
+func TestForcedDisableSkipsTheShutdownFrame(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "forced", "hang-shutdown", nil, nil)
+	e.mustREST("POST", "/api/v1/plugins/forced/enable", e.Admin, map[string]any{})
+	pid := pluginPID(e, "forced")
+	start := time.Now()
+	// The plugin ignores SIGTERM: a forced disable goes SIGTERM, then SIGKILL after timeout_seconds.
+	e.mustREST("POST", "/api/v1/plugins/forced/disable", e.Admin, map[string]any{"graceful_shutdown": false, "timeout_seconds": 1})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("forced disable took %s", took)
+	}
+	if !processGone(pid) {
+		t.Fatalf("process %d survived a forced disable", pid)
+	}
+	if st, _ := status(e, "forced"); st != "inactive" {
+		t.Fatalf("status %s", st)
+	}
+}

@@ -43,11 +43,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	ctx := context.Background()
-	dbPath := filepath.Join(*dataDir, "nexus.db")
-	if _, err := os.Stat(dbPath); err != nil {
-		return fmt.Errorf("no Nexus database at %s (start the server once, or pass --data-dir)", dbPath)
-	}
-	st, err := storesqlite.Open(ctx, dbPath)
+	st, err := openDataStore(ctx, *dataDir)
 	if err != nil {
 		return err
 	}
@@ -150,11 +146,7 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	ctx := context.Background()
-	dbPath := filepath.Join(*dataDir, "nexus.db")
-	if _, err := os.Stat(dbPath); err != nil {
-		return fmt.Errorf("no Nexus database at %s (start the server once, or pass --data-dir)", dbPath)
-	}
-	st, err := storesqlite.Open(ctx, dbPath)
+	st, err := openDataStore(ctx, *dataDir)
 	if err != nil {
 		return err
 	}
@@ -174,4 +166,13 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 			e.Action, dash(e.Target), e.Outcome, dash(e.RequestID))
 	}
 	return tw.Flush()
+}
+
+// openDataStore opens the store of an existing data directory (also while the server runs).
+func openDataStore(ctx context.Context, dataDir string) (store.Store, error) {
+	dbPath := filepath.Join(dataDir, "nexus.db")
+	if _, err := os.Stat(dbPath); err != nil {
+		return nil, fmt.Errorf("no Nexus database at %s (start the server once, or pass --data-dir)", dbPath)
+	}
+	return storesqlite.Open(ctx, dbPath)
 }
