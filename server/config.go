@@ -49,6 +49,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PermissionGrant and PermissionDeny are the install-time permission policy patterns.
 	PermissionGrant, PermissionDeny []string
+	// CORSOrigins are the browser origins allowed to call the API (gRPC-Web, Connect and
+	// REST from a web page); none by default. "*" allows any origin.
+	CORSOrigins []string
 	// AddrFile, when set, receives the listen address once the server listens (useful
 	// with port 0).
 	AddrFile string
@@ -104,6 +107,7 @@ func (c *Config) settings() []setting {
 		{"shutdown-timeout", "how long a graceful shutdown may take (e.g. 30s)", (*durationValue)(&c.ShutdownTimeout)},
 		{"permission-grant", "install-time policy: permission patterns granted when requested (comma-separated)", (*listValue)(&c.PermissionGrant)},
 		{"permission-deny", "install-time policy: permission patterns always denied (comma-separated)", (*listValue)(&c.PermissionDeny)},
+		{"cors-origins", "browser origins allowed to call the API, comma-separated (e.g. https://console.example.com); * for any", (*listValue)(&c.CORSOrigins)},
 		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
 	}
 }

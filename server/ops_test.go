@@ -379,3 +379,25 @@ func TestUnauthenticatedBodiesAreCutShort(t *testing.T) {
 		t.Fatalf("user 5 MiB body: %d %.300s", res.Status, res.Raw)
 	}
 }
+
+func TestCORSForConfiguredOrigins(t *testing.T) {
+	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) { c.CORSOrigins = []string{"https://console.example.com"} })
+	for _, c := range []struct{ origin, method, path, want string }{
+		{"https://console.example.com", "POST", "/nexus.plugin.v1.PluginService/ListPlugins", "https://console.example.com"},
+		{"https://console.example.com", "GET", "/api/v1/plugins", "https://console.example.com"},
+		{"https://evil.example.com", "POST", "/nexus.plugin.v1.PluginService/ListPlugins", ""},
+	} {
+		req, _ := http.NewRequest(http.MethodOptions, e.URL+c.path, nil)
+		req.Header.Set("Origin", c.origin)
+		req.Header.Set("Access-Control-Request-Method", c.method)
+		req.Header.Set("Access-Control-Request-Headers", "authorization,content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != c.want {
+			t.Errorf("preflight from %s: allow-origin %q, want %q", c.origin, got, c.want)
+		}
+	}
+}

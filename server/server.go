@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/validate"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/cors"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
@@ -235,7 +237,11 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	})
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
-	return withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, mux))), nil
+	var h http.Handler = withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, mux)))
+	if len(s.cfg.CORSOrigins) > 0 {
+		h = withCORS(s.cfg.CORSOrigins, h)
+	}
+	return h, nil
 }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully within the configured
@@ -320,4 +326,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	return srv.Serve(ctx, ln)
+}
+
+// withCORS lets the given browser origins call every protocol of the API (preflight
+// requests are answered before authentication, as browsers send them without credentials).
+func withCORS(origins []string, next http.Handler) http.Handler {
+	c := cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: append(connectcors.AllowedMethods(), http.MethodPut, http.MethodDelete),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", "X-Request-Id"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), "X-Request-Id"),
+		MaxAge:         7200,
+	})
+	return c.Handler(next)
 }
