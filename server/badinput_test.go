@@ -286,3 +286,30 @@ func assertNotInDataDir(t *testing.T, dir, needle string) {
 		t.Fatal(err)
 	}
 }
+
+func TestMalformedConnectJSONGetsTheAPIError(t *testing.T) {
+	e := startServer(t)
+	for _, body := range []string{`{"plugin_id": `, `{"bogus": 1}`, `{"plugin_id": 7}`} {
+		req, _ := http.NewRequest("POST", e.URL+"/nexus.plugin.v1.PluginService/GetPlugin", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("Authorization", "Bearer "+e.Admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Details []struct {
+				Type  string         `json:"type"`
+				Debug map[string]any `json:"debug"`
+			} `json:"details"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || got.Code != "invalid_argument" || len(got.Details) == 0 || got.Details[0].Debug["reason"] != "VALIDATION_ERROR" {
+			t.Errorf("%s: %d %+v", body, resp.StatusCode, got)
+		}
+	}
+}

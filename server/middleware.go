@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 )
@@ -53,6 +55,18 @@ func (c *callInfo) wireRefused() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.wireStatus >= 400 && !c.handlerRan
+}
+
+// noteWireStatus records the first status written for the request and reports whether it
+// is an error written before any handler ran (the transcoder refused the request).
+func (c *callInfo) noteWireStatus(code int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wireStatus == 0 && !c.handlerRan {
+		c.wireStatus = code
+		return code >= 400
+	}
+	return false
 }
 
 func (c *callInfo) markHandlerRan() {
@@ -249,11 +263,7 @@ func (b *bufferedWriter) Header() http.Header { return b.header }
 func (b *bufferedWriter) WriteHeader(code int) {
 	if b.status == 0 {
 		b.status = code
-		b.ci.mu.Lock()
-		if b.ci.wireStatus == 0 && !b.ci.handlerRan {
-			b.ci.wireStatus = code
-		}
-		b.ci.mu.Unlock()
+		b.ci.noteWireStatus(code)
 	}
 }
 
@@ -470,5 +480,71 @@ func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler)
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// connectGuard stands between the transcoder and a Connect unary call. When the transcoder
+// refuses the request before any handler runs (a body it cannot decode), it answers with
+// its own error shape and no error code; the guard holds that answer back and writes the
+// API's error instead (VALIDATION_ERROR with ErrorInfo), in the Connect protocol.
+type connectGuard struct {
+	http.ResponseWriter
+	ci      *callInfo
+	held    bool
+	heldBuf bytes.Buffer
+}
+
+func (g *connectGuard) WriteHeader(code int) {
+	if g.held {
+		return
+	}
+	if g.ci.noteWireStatus(code) {
+		g.held = true
+		return
+	}
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *connectGuard) Write(b []byte) (int, error) {
+	if g.held {
+		return g.heldBuf.Write(b)
+	}
+	return g.ResponseWriter.Write(b)
+}
+
+// Flush passes flushes through unless the answer is held.
+func (g *connectGuard) Flush() {
+	if f, ok := g.ResponseWriter.(http.Flusher); ok && !g.held {
+		f.Flush()
+	}
+}
+
+// withConnectErrors applies connectGuard to Connect unary calls.
+func withConnectErrors(next http.Handler) http.Handler {
+	ew := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Header.Get("Connect-Protocol-Version") != "1" || isREST(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ci := callInfoFrom(r.Context())
+		g := &connectGuard{ResponseWriter: w, ci: ci}
+		next.ServeHTTP(g, r)
+		if !g.held {
+			return
+		}
+		var st struct {
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(g.heldBuf.Bytes(), &st)
+		de := errs.New(errs.ValidationError, "invalid request: %s", strings.TrimPrefix(st.Message, "proto: "))
+		if st.Message == "" {
+			de = errs.New(errs.ValidationError, "the request is malformed")
+		}
+		ci.setError(de)
+		for k := range w.Header() {
+			w.Header().Del(k)
+		}
+		_ = ew.Write(w, r, toConnect(de))
 	})
 }

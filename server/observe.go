@@ -168,8 +168,8 @@ func (o *observeInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 		start := time.Now()
 		ci := callInfoFrom(ctx)
 		if ci.wireRefused() {
-			// The REST transcoder could not decode the request and has answered already;
-			// the handler must not run on the empty message it passes on.
+			// The transcoder could not decode the request and has answered already; the
+			// handler must not run on the empty message it passes on.
 			return nil, errs.New(errs.ValidationError, "the request is malformed")
 		}
 		ci.markHandlerRan()

@@ -237,7 +237,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	})
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
-	var h http.Handler = withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, mux)))
+	var h http.Handler = withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, withConnectErrors(mux))))
 	if len(s.cfg.CORSOrigins) > 0 {
 		h = withCORS(s.cfg.CORSOrigins, h)
 	}
