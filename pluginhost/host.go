@@ -615,6 +615,11 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		_ = os.RemoveAll(dir)
 		return InstallResult{}, err
 	}
+	// The package must be on disk before the registry says it is installed.
+	if err := syncTree(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return InstallResult{}, errs.Wrap(errs.PluginInstallationFailed, err, "could not write the package to disk")
+	}
 	if existing != nil {
 		b, err := h.copyToBackup(existing.rec, "reinstall", h.now())
 		if err != nil {
@@ -959,6 +964,30 @@ func (h *Host) copyToBackup(rec store.Plugin, reason string, now time.Time) (sto
 		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
 	}
 	return store.Backup{ID: id, PluginID: rec.ID, Version: rec.Version, Reason: reason, CreatedAt: now, Dir: h.rel(dir), SizeBytes: size, Plugin: rec}, nil
+}
+
+// syncTree flushes every file and directory of dir, and dir's entry in its parent, to disk.
+func syncTree(dir string) error {
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Type()&os.ModeSymlink != 0 {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+	if err != nil {
+		return err
+	}
+	parent, err := os.Open(filepath.Dir(dir))
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	return parent.Sync()
 }
 
 // copyTree copies regular files, directories and symlinks from src to a new dst.
