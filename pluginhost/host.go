@@ -943,6 +943,7 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 	}
 	_ = os.Remove(filepath.Dir(h.abs(p.rec.Dir)))
 	h.metrics.Forget(id)
+	h.rt.forget(id)
 	h.log.Info("plugin uninstalled", "plugin_id", id, "backup_id", res.BackupID, "data_removed", opts.CleanupData)
 	return res, nil
 }

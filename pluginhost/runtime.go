@@ -140,6 +140,13 @@ func (rt *pluginRuntime) get(id string) *running {
 	return r
 }
 
+// forget drops the live state of an uninstalled plugin (it has been stopped).
+func (rt *pluginRuntime) forget(id string) {
+	rt.mu.Lock()
+	delete(rt.plugins, id)
+	rt.mu.Unlock()
+}
+
 // setStatus records a plugin's status and reason in the store.
 func (rt *pluginRuntime) setStatus(ctx context.Context, id, status, reason string, enabled *bool) error {
 	return rt.h.st.Write(ctx, func(tx store.Tx) error {

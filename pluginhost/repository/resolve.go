@@ -62,25 +62,29 @@ func (p *Plugin) Resolve(constraint, hostVersion, goos, goarch string) (Version,
 		ver Version
 	}
 	var matching []candidate
-	var available []string
+	var all []candidate
 	for _, ver := range p.Versions {
 		sv, err := semver.StrictNewVersion(ver.Version)
 		if err != nil {
 			continue // ParseIndex refuses these; an Index built in code may hold them
 		}
-		available = append(available, ver.Version)
-		if c.Check(sv) {
-			matching = append(matching, candidate{sv, ver})
+		all = append(all, candidate{sv, ver})
+	}
+	slices.SortStableFunc(all, func(a, b candidate) int { return b.v.Compare(a.v) })
+	available := make([]string, 0, len(all))
+	for _, cand := range all {
+		available = append(available, cand.ver.Version)
+		if c.Check(cand.v) {
+			matching = append(matching, cand)
 		}
 	}
 	if len(matching) == 0 {
-		sort.Slice(available, func(i, j int) bool {
-			return semver.MustParse(available[i]).GreaterThan(semver.MustParse(available[j]))
-		})
 		return Version{}, errs.New(errs.PluginNotFound, "no version of plugin %s matches %q", p.ID, constraint).
 			WithDetail("constraint", constraint).WithDetail("available_versions", available)
 	}
-	slices.SortStableFunc(matching, func(a, b candidate) int { return b.v.Compare(a.v) })
+	if _, err := semver.NewVersion(hostVersion); err != nil {
+		return Version{}, errs.Wrap(errs.Internal, err, "the server version is not a semantic version")
+	}
 	var reasons []string
 	for _, m := range matching {
 		reason := incompatibility(p.ID, m.ver, hostVersion, goos, goarch)
