@@ -85,7 +85,9 @@ test-go: ## Go tests with the race detector.
 FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./pluginhost/archive:FuzzExtract \
 	./pluginhost/archive:FuzzReadManifest \
-	./pluginhost/configschema:FuzzParseAndValidate
+	./pluginhost/configschema:FuzzParseAndValidate \
+	./pluginhost/repository:FuzzParseIndex \
+	./pluginhost/repository:FuzzParseConstraint
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).

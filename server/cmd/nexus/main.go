@@ -35,6 +35,7 @@ Commands:
   plugins    call a running server: list, get, install, uninstall, config, permissions
   package    check a plugin directory and build its package (.tar.gz)
   audit      print the audit log (nexus audit --help)
+  repo       make a plugin repository: keygen, index, serve (nexus repo --help)
   version    print the version
 `
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = tokenCommand(args[1:], stdout, stderr)
 	case "plugins", "plugin":
 		err = pluginsCommand(args[1:], stdout, stderr)
+	case "repo", "repository":
+		err = repoCommand(args[1:], stdout, stderr)
 	case "audit":
 		err = auditCommand(args[1:], stdout, stderr)
 	case "package":

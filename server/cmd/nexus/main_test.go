@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/repository"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
 	"github.com/nexus-platform/nexus/server"
 )
@@ -129,5 +130,48 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 	}
 	if _, err := os.Stat(pkgFile); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRepoKeygenIndexServe(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(t.TempDir(), "repo.key")
+	pub, errOut, code := runCLI(t, "repo", "keygen", "-o", key)
+	if code != 0 || !strings.HasPrefix(pub, "ed25519:") {
+		t.Fatalf("keygen: %d %q %s", code, pub, errOut)
+	}
+	stage := t.TempDir()
+	_ = os.MkdirAll(filepath.Join(stage, "bin"), 0o755)
+	_ = os.WriteFile(filepath.Join(stage, "plugin.json"), []byte(`{"id":"repo-demo","name":"Demo","version":"1.0.0","entry_point":"bin/x"}`), 0o644)
+	_ = os.WriteFile(filepath.Join(stage, "bin", "x"), []byte("#!/bin/sh\n"), 0o755)
+	if _, errOut, code := runCLI(t, "package", stage, "-o", filepath.Join(dir, "repo-demo-1.0.0.tar.gz")); code != 0 {
+		t.Fatalf("package: %s", errOut)
+	}
+	out, errOut, code := runCLI(t, "repo", "index", dir, "--key", key, "--name", "local")
+	if code != 0 || !strings.Contains(out, "1 plugins, 1 versions") {
+		t.Fatalf("index: %d %s %s", code, out, errOut)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := repository.ParseIndex(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := idx.Plugin("repo-demo")
+	if p == nil || p.Versions[0].Signature == nil {
+		t.Fatalf("index = %s", raw)
+	}
+	trusted, err := repository.ParsePublicKey(strings.TrimSpace(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, p.Versions[0].URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repository.VerifyPackage(p.Versions[0], "repo-demo", data, []repository.PublicKey{trusted}, false); err != nil {
+		t.Fatalf("verify: %v", err)
 	}
 }
