@@ -25,19 +25,16 @@ func packageCommand(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, packageUsage); fs.PrintDefaults() }
 	out := fs.String("o", "", "output file")
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 1 {
+		return fmt.Errorf("nexus package takes one directory\n\n%s", packageUsage)
+	}
 	var dir string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if dir != "" {
-			return fmt.Errorf("nexus package takes one directory\n\n%s", packageUsage)
-		}
-		dir, rest = fs.Arg(0), fs.Args()[1:]
+	if len(positional) == 1 {
+		dir = positional[0]
 	}
 	if dir == "" {
 		return fmt.Errorf("missing DIR\n\n%s", packageUsage)

@@ -56,18 +56,9 @@ func pluginsCommand(args []string, stdout, stderr io.Writer) error {
 	cleanup := fs.Bool("cleanup-data", false, "uninstall: remove the plugin's data")
 	grant := fs.String("grant", "", "permissions: comma-separated permissions to grant")
 	revoke := fs.String("revoke", "", "permissions: comma-separated permissions to revoke")
-	// Flags may come before or after the positional argument.
-	var positional []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		rest = fs.Args()[1:]
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	if *token == "" {
 		if b, err := os.ReadFile(filepath.Join(envOr("NEXUS_DATA_DIR", ".nexus-data"), "admin-token")); err == nil {
@@ -227,4 +218,20 @@ func apiError(err error) error {
 		fmt.Fprintf(&b, "\n  %s: %s", f, d)
 	}
 	return fmt.Errorf("%s", b.String())
+}
+
+// parseInterspersed parses flags that may come before or after the positional arguments,
+// and returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }

@@ -41,17 +41,9 @@ func repoCommand(args []string, stdout, stderr io.Writer) error {
 	description := fs.String("description", "", "index: the repository's description")
 	unsigned := fs.Bool("unsigned", false, "index: build without signatures (servers must allow unsigned packages)")
 	listen := fs.String("listen", "127.0.0.1:8090", "serve: the address to listen on")
-	var positional []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		rest = fs.Args()[1:]
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	dir := func() (string, error) {
 		if len(positional) != 1 {
