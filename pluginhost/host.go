@@ -55,6 +55,8 @@ type Options struct {
 	Runtime RuntimeConfig
 	// Tokens issues the plugin tokens of launched plugins (required to run plugins).
 	Tokens tokenIssuer
+	// Repositories are the plugin repositories to sync and search.
+	Repositories []RepositoryConfig
 }
 
 // Host is the plugin registry. It is safe for concurrent use: lifecycle changes (install,
@@ -72,6 +74,7 @@ type Host struct {
 	rt      *pluginRuntime
 	logs    *logSink
 	metrics *metrics.Store
+	repos   *repoManager
 
 	mu           sync.Mutex // serialises install, uninstall and configuration changes
 	shutdownOnce sync.Once
@@ -107,6 +110,11 @@ func New(opts Options) (*Host, error) {
 	if err := h.sweep(context.Background()); err != nil {
 		return nil, err
 	}
+	repos, err := newRepoManager(context.Background(), h.st, opts.Repositories)
+	if err != nil {
+		return nil, err
+	}
+	h.repos = repos
 	h.logs = newLogSink(h.st, h.log, h.keep)
 	h.metrics = metrics.New()
 	h.rt = newRuntime(h, opts.Runtime, opts.Tokens)

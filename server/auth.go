@@ -55,6 +55,7 @@ var accessRules = map[string]rule{
 	pluginv1connect.PluginServiceUpdatePluginPermissionsProcedure: adminOnly,
 	pluginv1connect.RepositoryServiceSearchPluginsProcedure:       readAll,
 	pluginv1connect.RepositoryServiceListRepositoriesProcedure:    readAll,
+	pluginv1connect.RepositoryServiceSyncRepositoriesProcedure:    adminOnly,
 	// Messages are sent by an admin, or by the sending plugin itself (never by a user on a
 	// plugin's behalf).
 	pluginv1connect.MessagingServiceSendMessageProcedure: {admin: true, plugin: true, ownField: "plugin_id", mutating: true},

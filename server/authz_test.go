@@ -66,6 +66,7 @@ func rpcCalls(t *testing.T, c *nexus.Client, matrixPkg []byte) map[string]call {
 		},
 		"SearchPlugins":    unary(c.Repositories.SearchPlugins, &pluginv1.SearchPluginsRequest{Query: "x"}),
 		"ListRepositories": unary(c.Repositories.ListRepositories, &pluginv1.ListRepositoriesRequest{}),
+		"SyncRepositories": unary(c.Repositories.SyncRepositories, &pluginv1.SyncRepositoriesRequest{}),
 		"SendMessage": unary(c.Messaging.SendMessage, &pluginv1.SendMessageRequest{
 			PluginId: "analytics-plugin", TargetPlugin: "analytics-plugin", MessageType: "ping"}),
 		"Broadcast": unary(c.Messaging.Broadcast, &pluginv1.BroadcastRequest{MessageType: "note"}),
@@ -108,6 +109,7 @@ var allowed = map[string][]store.Role{
 	"TailPluginLogs":          {store.RoleAdmin, store.RoleUser, store.RolePlugin},
 	"SearchPlugins":           {store.RoleAdmin, store.RoleUser},
 	"ListRepositories":        {store.RoleAdmin, store.RoleUser},
+	"SyncRepositories":        {store.RoleAdmin},
 	"SendMessage":             {store.RoleAdmin, store.RolePlugin},
 	"Broadcast":               {store.RoleAdmin, store.RoleUser, store.RolePlugin},
 	"WatchEvents":             {store.RoleAdmin, store.RoleUser},
@@ -133,8 +135,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"admin", store.RoleAdmin, e.Admin},
 	}
 	// The count of RPCs is checked so that a new RPC cannot skip the matrix.
-	if n := len(rpcCalls(t, nexus.New(e.URL), matrixPkg)); n != len(allowed) || n != 24 {
-		t.Fatalf("matrix covers %d RPCs, table %d; want 24", n, len(allowed))
+	if n := len(rpcCalls(t, nexus.New(e.URL), matrixPkg)); n != len(allowed) || n != 25 {
+		t.Fatalf("matrix covers %d RPCs, table %d; want 25", n, len(allowed))
 	}
 	for _, caller := range callers {
 		client := nexus.New(e.URL, nexus.WithToken(caller.token))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/nexus-platform/nexus/pluginhost"
 )
 
 // Config is the configuration of `nexus serve`. Every setting has a flag, an environment
@@ -57,27 +59,33 @@ type Config struct {
 	AddrFile string
 	// AdminToken comes only from NEXUS_ADMIN_TOKEN (never a flag, which would show in ps).
 	AdminToken string
+	// Repositories are the plugin repositories to sync and search.
+	Repositories []pluginhost.RepositoryConfig
+	// RepositorySyncInterval is how often repositories are synced (0: only at start and on
+	// demand).
+	RepositorySyncInterval time.Duration
 }
 
 // DefaultConfig returns the embedded defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           "127.0.0.1:8080",
-		DataDir:          ".nexus-data",
-		LogLevel:         "info",
-		MaxRequestBytes:  96 << 20,
-		MaxMessageBytes:  4 << 20,
-		MaxPackageBytes:  64 << 20,
-		MaxUnpackedBytes: 512 << 20,
-		MaxPackageFiles:  10000,
-		LogRetention:     10000,
-		HealthInterval:   10 * time.Second,
-		HealthMisses:     3,
-		CrashLoopCount:   5,
-		CrashLoopWindow:  2 * time.Minute,
-		ShutdownTimeout:  30 * time.Second,
-		PermissionGrant:  []string{"*:*"},
-		PermissionDeny:   []string{"http:external", "system:*", "admin:*", "tokens:*"},
+		Listen:                 "127.0.0.1:8080",
+		DataDir:                ".nexus-data",
+		LogLevel:               "info",
+		MaxRequestBytes:        96 << 20,
+		MaxMessageBytes:        4 << 20,
+		MaxPackageBytes:        64 << 20,
+		MaxUnpackedBytes:       512 << 20,
+		MaxPackageFiles:        10000,
+		LogRetention:           10000,
+		RepositorySyncInterval: 15 * time.Minute,
+		HealthInterval:         10 * time.Second,
+		HealthMisses:           3,
+		CrashLoopCount:         5,
+		CrashLoopWindow:        2 * time.Minute,
+		ShutdownTimeout:        30 * time.Second,
+		PermissionGrant:        []string{"*:*"},
+		PermissionDeny:         []string{"http:external", "system:*", "admin:*", "tokens:*"},
 	}
 }
 
@@ -108,6 +116,8 @@ func (c *Config) settings() []setting {
 		{"permission-grant", "install-time policy: permission patterns granted when requested (comma-separated)", (*listValue)(&c.PermissionGrant)},
 		{"permission-deny", "install-time policy: permission patterns always denied (comma-separated)", (*listValue)(&c.PermissionDeny)},
 		{"cors-origins", "browser origins allowed to call the API, comma-separated (e.g. https://console.example.com); * for any", (*listValue)(&c.CORSOrigins)},
+		{"repository", "a plugin repository, repeatable: NAME=URL[;key=ed25519:...][;allow-unsigned][;description=TEXT][;disabled] (several in the env var: separated by spaces)", (*repoListValue)(&c.Repositories)},
+		{"repository-sync-interval", "how often repositories are synced (e.g. 15m; 0: at start and on demand only)", (*durationValue)(&c.RepositorySyncInterval)},
 		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
 	}
 }
@@ -160,8 +170,14 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 			continue
 		}
 		if v := getenv(envName(s.name)); v != "" {
-			if err := s.value.Set(v); err != nil {
-				return cfg, fmt.Errorf("%s: %w", envName(s.name), err)
+			parts := []string{v}
+			if _, ok := s.value.(*repoListValue); ok {
+				parts = strings.Fields(v)
+			}
+			for _, part := range parts {
+				if err := s.value.Set(part); err != nil {
+					return cfg, fmt.Errorf("%s: %w", envName(s.name), err)
+				}
 			}
 			continue
 		}
@@ -171,8 +187,15 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 			}
 		}
 	}
+	if v, ok := fileValues["repositories"]; ok && !set["repository"] && getenv(envName("repository")) == "" {
+		repos, err := yamlRepositories(v)
+		if err != nil {
+			return cfg, fmt.Errorf("config file key repositories: %w", err)
+		}
+		cfg.Repositories = repos
+	}
 	for k := range fileValues {
-		if !known[k] {
+		if !known[k] && k != "repositories" {
 			return cfg, fmt.Errorf("config file: unknown key %q", k)
 		}
 	}
@@ -287,3 +310,94 @@ func (l *listValue) Set(v string) error {
 
 // LogLevelValue returns the configured log level.
 func (c *Config) LogLevelValue() (slog.Level, error) { return c.slogLevel() }
+
+// repoListValue is the repeatable --repository flag:
+// NAME=URL[;key=ed25519:...][;allow-unsigned][;description=TEXT][;disabled].
+type repoListValue []pluginhost.RepositoryConfig
+
+func (l *repoListValue) String() string {
+	names := make([]string, len(*l))
+	for i, r := range *l {
+		names[i] = r.Name + "=" + r.URL
+	}
+	return strings.Join(names, " ")
+}
+
+func (l *repoListValue) Set(v string) error {
+	parts := strings.Split(v, ";")
+	name, url, ok := strings.Cut(parts[0], "=")
+	if !ok || name == "" || url == "" {
+		return fmt.Errorf("%q: want NAME=URL[;key=...][;allow-unsigned][;description=...][;disabled]", v)
+	}
+	r := pluginhost.RepositoryConfig{Name: name, URL: url, Enabled: true}
+	for _, opt := range parts[1:] {
+		k, val, _ := strings.Cut(opt, "=")
+		switch k {
+		case "key":
+			r.TrustedKeys = append(r.TrustedKeys, val)
+		case "allow-unsigned":
+			r.AllowUnsigned = true
+		case "description":
+			r.Description = val
+		case "disabled":
+			r.Enabled = false
+		default:
+			return fmt.Errorf("%q: unknown repository option %q", v, k)
+		}
+	}
+	*l = append(*l, r)
+	return nil
+}
+
+// yamlRepositories reads the `repositories` list of the configuration file.
+func yamlRepositories(v any) ([]pluginhost.RepositoryConfig, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("must be a list")
+	}
+	var out []pluginhost.RepositoryConfig
+	for i, item := range list {
+		m, ok := item.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("[%d]: must be a mapping", i)
+		}
+		r := pluginhost.RepositoryConfig{Enabled: true}
+		for k, val := range m {
+			switch k {
+			case "name":
+				r.Name = fmt.Sprint(val)
+			case "url":
+				r.URL = fmt.Sprint(val)
+			case "description":
+				r.Description = fmt.Sprint(val)
+			case "enabled":
+				b, ok := val.(bool)
+				if !ok {
+					return nil, fmt.Errorf("[%d].enabled: must be true or false", i)
+				}
+				r.Enabled = b
+			case "allow_unsigned":
+				b, ok := val.(bool)
+				if !ok {
+					return nil, fmt.Errorf("[%d].allow_unsigned: must be true or false", i)
+				}
+				r.AllowUnsigned = b
+			case "trusted_keys":
+				keys, ok := val.([]any)
+				if !ok {
+					return nil, fmt.Errorf("[%d].trusted_keys: must be a list", i)
+				}
+				for _, key := range keys {
+					r.TrustedKeys = append(r.TrustedKeys, fmt.Sprint(key))
+				}
+			default:
+				return nil, fmt.Errorf("[%d]: unknown key %q", i, k)
+			}
+		}
+		if r.Name == "" || r.URL == "" {
+			return nil, fmt.Errorf("[%d]: name and url are required", i)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}

@@ -27,7 +27,7 @@ func notBuilt(capability string) error {
 }
 
 const (
-	capRepositories = "plugin repositories (catalog sync, search, installs from repositories and URLs)"
+	capRepositories = "installing and updating from plugin repositories and URLs"
 	capUpdates      = "updating and rolling back plugins"
 	capMessaging    = "plugin messaging (messages, broadcasts and events)"
 )
@@ -356,14 +356,64 @@ func (s *pluginService) UpdatePluginPermissions(ctx context.Context, req *connec
 // repositoryService implements nexus.plugin.v1.RepositoryService.
 type repositoryService struct {
 	pluginv1connect.UnimplementedRepositoryServiceHandler
+	host *pluginhost.Host
 }
 
-func (repositoryService) SearchPlugins(context.Context, *connect.Request[pluginv1.SearchPluginsRequest]) (*connect.Response[pluginv1.SearchPluginsResponse], error) {
-	return nil, notBuilt(capRepositories)
+func (r *repositoryService) SearchPlugins(_ context.Context, req *connect.Request[pluginv1.SearchPluginsRequest]) (*connect.Response[pluginv1.SearchPluginsResponse], error) {
+	m := req.Msg
+	q := pluginhost.SearchQuery{
+		Query: m.GetQuery(), Category: m.GetCategory(), Author: m.GetAuthor(), Tags: m.GetTags(),
+		MinRating: m.GetMinRating(), Sort: m.GetSort(), Page: int(m.GetPage()), PerPage: int(m.GetPerPage()),
+	}
+	if q.Page == 0 {
+		q.Page = 1
+	}
+	if q.PerPage == 0 {
+		q.PerPage = 20
+	}
+	hits, total, err := r.host.Search(q)
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.SearchPluginsResponse{
+		Plugins:    make([]*pluginv1.CatalogPlugin, 0, len(hits)),
+		Pagination: &pluginv1.Pagination{Page: int32(q.Page), PerPage: int32(q.PerPage), Total: int32(total), HasNext: q.Page*q.PerPage < total},
+	}
+	for _, h := range hits {
+		version := ""
+		if len(h.Versions) > 0 {
+			version = h.Versions[0].Version
+		}
+		out.Plugins = append(out.Plugins, &pluginv1.CatalogPlugin{
+			Id: h.ID, Name: h.Name, Version: version, Description: h.Description, Author: h.Author,
+			Category: h.Category, Tags: orEmpty(h.Tags), Rating: h.Rating, Downloads: float64(h.Downloads),
+			LastUpdated:      ts(h.LastUpdated),
+			Compatibility:    &pluginv1.Compatibility{NexusVersion: h.Compatibility.NexusVersion, PythonVersion: h.Compatibility.PythonVersion},
+			RepositoryUrl:    h.RepositoryURL,
+			DocumentationUrl: h.DocumentationURL,
+			Repository:       h.Repository,
+		})
+	}
+	return connect.NewResponse(out), nil
 }
 
-func (repositoryService) ListRepositories(context.Context, *connect.Request[pluginv1.ListRepositoriesRequest]) (*connect.Response[pluginv1.ListRepositoriesResponse], error) {
-	return nil, notBuilt(capRepositories)
+func repositoryViews(views []pluginhost.RepositoryView) []*pluginv1.Repository {
+	out := make([]*pluginv1.Repository, 0, len(views))
+	for _, v := range views {
+		out = append(out, &pluginv1.Repository{
+			Name: v.Name, Url: v.URL, Description: v.Description, Enabled: v.Enabled,
+			PluginCount: int32(v.PluginCount), LastSync: ts(v.LastSync), LastError: v.LastError,
+		})
+	}
+	return out
+}
+
+func (r *repositoryService) ListRepositories(context.Context, *connect.Request[pluginv1.ListRepositoriesRequest]) (*connect.Response[pluginv1.ListRepositoriesResponse], error) {
+	return connect.NewResponse(&pluginv1.ListRepositoriesResponse{Repositories: repositoryViews(r.host.Repositories())}), nil
+}
+
+func (r *repositoryService) SyncRepositories(ctx context.Context, _ *connect.Request[pluginv1.SyncRepositoriesRequest]) (*connect.Response[pluginv1.SyncRepositoriesResponse], error) {
+	return connect.NewResponse(&pluginv1.SyncRepositoriesResponse{Repositories: repositoryViews(r.host.SyncRepositories(ctx))}), nil
 }
 
 // messagingService implements nexus.plugin.v1.MessagingService.

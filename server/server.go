@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,8 +127,9 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	s.ids = identity.New(st)
 	host, err := pluginhost.New(pluginhost.Options{
 		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits, LogRetention: int(cfg.LogRetention),
-		Policy: permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
-		Tokens: s.ids,
+		Policy:       permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
+		Tokens:       s.ids,
+		Repositories: cfg.Repositories,
 		Runtime: pluginhost.RuntimeConfig{
 			HostURL:         s.baseURL,
 			HealthInterval:  cfg.HealthInterval,
@@ -195,7 +197,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		))
 	}
 	add(pluginv1connect.NewPluginServiceHandler(&pluginService{host: s.host}, opts...))
-	add(pluginv1connect.NewRepositoryServiceHandler(repositoryService{}, opts...))
+	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{host: s.host}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{host: s.host}, opts...))
 	streamOpts := []connect.HandlerOption{interceptors, connect.WithReadMaxBytes(int(s.cfg.MaxMessageBytes))}
 	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{host: s.host}, streamOpts...))
@@ -272,7 +274,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	started := make(chan struct{})
 	go func() {
 		defer close(started)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.host.RunRepositorySync(startCtx, s.cfg.RepositorySyncInterval)
+		}()
 		s.host.StartEnabled(startCtx)
+		wg.Wait()
 	}()
 	select {
 	case err := <-errc:

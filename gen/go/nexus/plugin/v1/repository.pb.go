@@ -565,6 +565,88 @@ func (x *ListRepositoriesResponse) GetRepositories() []*Repository {
 	return nil
 }
 
+// SyncRepositoriesRequest takes no parameters.
+type SyncRepositoriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRepositoriesRequest) Reset() {
+	*x = SyncRepositoriesRequest{}
+	mi := &file_nexus_plugin_v1_repository_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRepositoriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRepositoriesRequest) ProtoMessage() {}
+
+func (x *SyncRepositoriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_repository_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRepositoriesRequest.ProtoReflect.Descriptor instead.
+func (*SyncRepositoriesRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_repository_proto_rawDescGZIP(), []int{7}
+}
+
+// SyncRepositoriesResponse lists the repositories after the sync.
+type SyncRepositoriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repositories  []*Repository          `protobuf:"bytes,1,rep,name=repositories,proto3" json:"repositories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRepositoriesResponse) Reset() {
+	*x = SyncRepositoriesResponse{}
+	mi := &file_nexus_plugin_v1_repository_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRepositoriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRepositoriesResponse) ProtoMessage() {}
+
+func (x *SyncRepositoriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_repository_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRepositoriesResponse.ProtoReflect.Descriptor instead.
+func (*SyncRepositoriesResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_repository_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SyncRepositoriesResponse) GetRepositories() []*Repository {
+	if x != nil {
+		return x.Repositories
+	}
+	return nil
+}
+
 var File_nexus_plugin_v1_repository_proto protoreflect.FileDescriptor
 
 const file_nexus_plugin_v1_repository_proto_rawDesc = "" +
@@ -619,10 +701,14 @@ const file_nexus_plugin_v1_repository_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\"[\n" +
 	"\x18ListRepositoriesResponse\x12?\n" +
-	"\frepositories\x18\x01 \x03(\v2\x1b.nexus.plugin.v1.RepositoryR\frepositories2\xaa\x02\n" +
+	"\frepositories\x18\x01 \x03(\v2\x1b.nexus.plugin.v1.RepositoryR\frepositories\"\x19\n" +
+	"\x17SyncRepositoriesRequest\"[\n" +
+	"\x18SyncRepositoriesResponse\x12?\n" +
+	"\frepositories\x18\x01 \x03(\v2\x1b.nexus.plugin.v1.RepositoryR\frepositories2\xc2\x03\n" +
 	"\x11RepositoryService\x12\x81\x01\n" +
 	"\rSearchPlugins\x12%.nexus.plugin.v1.SearchPluginsRequest\x1a&.nexus.plugin.v1.SearchPluginsResponse\"!\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/plugins/search\x90\x02\x01\x12\x90\x01\n" +
-	"\x10ListRepositories\x12(.nexus.plugin.v1.ListRepositoriesRequest\x1a).nexus.plugin.v1.ListRepositoriesResponse\"'\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/plugins/repositories\x90\x02\x01BAZ?github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1;pluginv1b\x06proto3"
+	"\x10ListRepositories\x12(.nexus.plugin.v1.ListRepositoriesRequest\x1a).nexus.plugin.v1.ListRepositoriesResponse\"'\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/plugins/repositories\x90\x02\x01\x12\x95\x01\n" +
+	"\x10SyncRepositories\x12(.nexus.plugin.v1.SyncRepositoriesRequest\x1a).nexus.plugin.v1.SyncRepositoriesResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/api/v1/plugins/repositories/syncBAZ?github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_nexus_plugin_v1_repository_proto_rawDescOnce sync.Once
@@ -636,7 +722,7 @@ func file_nexus_plugin_v1_repository_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_repository_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_nexus_plugin_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_nexus_plugin_v1_repository_proto_goTypes = []any{
 	(*SearchPluginsRequest)(nil),     // 0: nexus.plugin.v1.SearchPluginsRequest
 	(*Compatibility)(nil),            // 1: nexus.plugin.v1.Compatibility
@@ -645,25 +731,30 @@ var file_nexus_plugin_v1_repository_proto_goTypes = []any{
 	(*ListRepositoriesRequest)(nil),  // 4: nexus.plugin.v1.ListRepositoriesRequest
 	(*Repository)(nil),               // 5: nexus.plugin.v1.Repository
 	(*ListRepositoriesResponse)(nil), // 6: nexus.plugin.v1.ListRepositoriesResponse
-	(*timestamppb.Timestamp)(nil),    // 7: google.protobuf.Timestamp
-	(*Pagination)(nil),               // 8: nexus.plugin.v1.Pagination
+	(*SyncRepositoriesRequest)(nil),  // 7: nexus.plugin.v1.SyncRepositoriesRequest
+	(*SyncRepositoriesResponse)(nil), // 8: nexus.plugin.v1.SyncRepositoriesResponse
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*Pagination)(nil),               // 10: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_repository_proto_depIdxs = []int32{
-	7, // 0: nexus.plugin.v1.CatalogPlugin.last_updated:type_name -> google.protobuf.Timestamp
-	1, // 1: nexus.plugin.v1.CatalogPlugin.compatibility:type_name -> nexus.plugin.v1.Compatibility
-	2, // 2: nexus.plugin.v1.SearchPluginsResponse.plugins:type_name -> nexus.plugin.v1.CatalogPlugin
-	8, // 3: nexus.plugin.v1.SearchPluginsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
-	7, // 4: nexus.plugin.v1.Repository.last_sync:type_name -> google.protobuf.Timestamp
-	5, // 5: nexus.plugin.v1.ListRepositoriesResponse.repositories:type_name -> nexus.plugin.v1.Repository
-	0, // 6: nexus.plugin.v1.RepositoryService.SearchPlugins:input_type -> nexus.plugin.v1.SearchPluginsRequest
-	4, // 7: nexus.plugin.v1.RepositoryService.ListRepositories:input_type -> nexus.plugin.v1.ListRepositoriesRequest
-	3, // 8: nexus.plugin.v1.RepositoryService.SearchPlugins:output_type -> nexus.plugin.v1.SearchPluginsResponse
-	6, // 9: nexus.plugin.v1.RepositoryService.ListRepositories:output_type -> nexus.plugin.v1.ListRepositoriesResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	9,  // 0: nexus.plugin.v1.CatalogPlugin.last_updated:type_name -> google.protobuf.Timestamp
+	1,  // 1: nexus.plugin.v1.CatalogPlugin.compatibility:type_name -> nexus.plugin.v1.Compatibility
+	2,  // 2: nexus.plugin.v1.SearchPluginsResponse.plugins:type_name -> nexus.plugin.v1.CatalogPlugin
+	10, // 3: nexus.plugin.v1.SearchPluginsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	9,  // 4: nexus.plugin.v1.Repository.last_sync:type_name -> google.protobuf.Timestamp
+	5,  // 5: nexus.plugin.v1.ListRepositoriesResponse.repositories:type_name -> nexus.plugin.v1.Repository
+	5,  // 6: nexus.plugin.v1.SyncRepositoriesResponse.repositories:type_name -> nexus.plugin.v1.Repository
+	0,  // 7: nexus.plugin.v1.RepositoryService.SearchPlugins:input_type -> nexus.plugin.v1.SearchPluginsRequest
+	4,  // 8: nexus.plugin.v1.RepositoryService.ListRepositories:input_type -> nexus.plugin.v1.ListRepositoriesRequest
+	7,  // 9: nexus.plugin.v1.RepositoryService.SyncRepositories:input_type -> nexus.plugin.v1.SyncRepositoriesRequest
+	3,  // 10: nexus.plugin.v1.RepositoryService.SearchPlugins:output_type -> nexus.plugin.v1.SearchPluginsResponse
+	6,  // 11: nexus.plugin.v1.RepositoryService.ListRepositories:output_type -> nexus.plugin.v1.ListRepositoriesResponse
+	8,  // 12: nexus.plugin.v1.RepositoryService.SyncRepositories:output_type -> nexus.plugin.v1.SyncRepositoriesResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_repository_proto_init() }
@@ -678,7 +769,7 @@ func file_nexus_plugin_v1_repository_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_repository_proto_rawDesc), len(file_nexus_plugin_v1_repository_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,9 @@ const (
 	// RepositoryServiceListRepositoriesProcedure is the fully-qualified name of the RepositoryService's
 	// ListRepositories RPC.
 	RepositoryServiceListRepositoriesProcedure = "/nexus.plugin.v1.RepositoryService/ListRepositories"
+	// RepositoryServiceSyncRepositoriesProcedure is the fully-qualified name of the RepositoryService's
+	// SyncRepositories RPC.
+	RepositoryServiceSyncRepositoriesProcedure = "/nexus.plugin.v1.RepositoryService/SyncRepositories"
 )
 
 // RepositoryServiceClient is a client for the nexus.plugin.v1.RepositoryService service.
@@ -47,6 +50,9 @@ type RepositoryServiceClient interface {
 	SearchPlugins(context.Context, *connect.Request[v1.SearchPluginsRequest]) (*connect.Response[v1.SearchPluginsResponse], error)
 	// ListRepositories lists the configured repositories with their sync state.
 	ListRepositories(context.Context, *connect.Request[v1.ListRepositoriesRequest]) (*connect.Response[v1.ListRepositoriesResponse], error)
+	// SyncRepositories syncs every enabled repository now and answers their state. A
+	// repository that cannot be reached keeps its last good catalog. Admin only.
+	SyncRepositories(context.Context, *connect.Request[v1.SyncRepositoriesRequest]) (*connect.Response[v1.SyncRepositoriesResponse], error)
 }
 
 // NewRepositoryServiceClient constructs a client for the nexus.plugin.v1.RepositoryService service.
@@ -74,6 +80,12 @@ func NewRepositoryServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		syncRepositories: connect.NewClient[v1.SyncRepositoriesRequest, v1.SyncRepositoriesResponse](
+			httpClient,
+			baseURL+RepositoryServiceSyncRepositoriesProcedure,
+			connect.WithSchema(repositoryServiceMethods.ByName("SyncRepositories")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -81,6 +93,7 @@ func NewRepositoryServiceClient(httpClient connect.HTTPClient, baseURL string, o
 type repositoryServiceClient struct {
 	searchPlugins    *connect.Client[v1.SearchPluginsRequest, v1.SearchPluginsResponse]
 	listRepositories *connect.Client[v1.ListRepositoriesRequest, v1.ListRepositoriesResponse]
+	syncRepositories *connect.Client[v1.SyncRepositoriesRequest, v1.SyncRepositoriesResponse]
 }
 
 // SearchPlugins calls nexus.plugin.v1.RepositoryService.SearchPlugins.
@@ -93,12 +106,20 @@ func (c *repositoryServiceClient) ListRepositories(ctx context.Context, req *con
 	return c.listRepositories.CallUnary(ctx, req)
 }
 
+// SyncRepositories calls nexus.plugin.v1.RepositoryService.SyncRepositories.
+func (c *repositoryServiceClient) SyncRepositories(ctx context.Context, req *connect.Request[v1.SyncRepositoriesRequest]) (*connect.Response[v1.SyncRepositoriesResponse], error) {
+	return c.syncRepositories.CallUnary(ctx, req)
+}
+
 // RepositoryServiceHandler is an implementation of the nexus.plugin.v1.RepositoryService service.
 type RepositoryServiceHandler interface {
 	// SearchPlugins searches the synced repository catalogs.
 	SearchPlugins(context.Context, *connect.Request[v1.SearchPluginsRequest]) (*connect.Response[v1.SearchPluginsResponse], error)
 	// ListRepositories lists the configured repositories with their sync state.
 	ListRepositories(context.Context, *connect.Request[v1.ListRepositoriesRequest]) (*connect.Response[v1.ListRepositoriesResponse], error)
+	// SyncRepositories syncs every enabled repository now and answers their state. A
+	// repository that cannot be reached keeps its last good catalog. Admin only.
+	SyncRepositories(context.Context, *connect.Request[v1.SyncRepositoriesRequest]) (*connect.Response[v1.SyncRepositoriesResponse], error)
 }
 
 // NewRepositoryServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -122,12 +143,20 @@ func NewRepositoryServiceHandler(svc RepositoryServiceHandler, opts ...connect.H
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	repositoryServiceSyncRepositoriesHandler := connect.NewUnaryHandler(
+		RepositoryServiceSyncRepositoriesProcedure,
+		svc.SyncRepositories,
+		connect.WithSchema(repositoryServiceMethods.ByName("SyncRepositories")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/nexus.plugin.v1.RepositoryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RepositoryServiceSearchPluginsProcedure:
 			repositoryServiceSearchPluginsHandler.ServeHTTP(w, r)
 		case RepositoryServiceListRepositoriesProcedure:
 			repositoryServiceListRepositoriesHandler.ServeHTTP(w, r)
+		case RepositoryServiceSyncRepositoriesProcedure:
+			repositoryServiceSyncRepositoriesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -143,4 +172,8 @@ func (UnimplementedRepositoryServiceHandler) SearchPlugins(context.Context, *con
 
 func (UnimplementedRepositoryServiceHandler) ListRepositories(context.Context, *connect.Request[v1.ListRepositoriesRequest]) (*connect.Response[v1.ListRepositoriesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.RepositoryService.ListRepositories is not implemented"))
+}
+
+func (UnimplementedRepositoryServiceHandler) SyncRepositories(context.Context, *connect.Request[v1.SyncRepositoriesRequest]) (*connect.Response[v1.SyncRepositoriesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.RepositoryService.SyncRepositories is not implemented"))
 }
