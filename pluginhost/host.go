@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/repository"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/supervisor"
@@ -537,17 +539,18 @@ func configProblemMessage(problems []errs.FieldViolation) string {
 // Install installs a plugin package.
 func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, error) {
 	start := time.Now()
+	var data []byte
+	var err error
 	switch req.Source {
 	case "file":
-	case "repository", "url":
-		return InstallResult{}, errs.New(errs.Unimplemented, "installing from a %s is not available on this server yet; use source \"file\"", req.Source)
+		data, err = h.readPackage(req)
+	case "repository":
+		data, err = h.fetchFromRepository(ctx, req.PluginName, req.Version)
+	case "url":
+		data, err = h.fetchURL(ctx, req.DownloadURL, req.SHA256)
 	default:
-		return InstallResult{}, errs.New(errs.ValidationError, "source must be repository, file or url")
+		err = errs.New(errs.ValidationError, "source must be repository, file or url")
 	}
-	if req.AutoEnable {
-		return InstallResult{}, errs.New(errs.Unimplemented, "auto_enable needs the plugin runtime, which is not available on this server yet; install without it")
-	}
-	data, err := h.readPackage(req)
 	if err != nil {
 		return InstallResult{}, err
 	}
@@ -688,10 +691,22 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		}
 	}
 	h.log.Info("plugin installed", "plugin_id", m.ID, "version", m.Version, "source", req.Source, "granted", granted, "denied", denied)
-	return InstallResult{
+	res := InstallResult{
 		PluginID: m.ID, Name: m.Name, Version: m.Version, Status: StatusInactive, Enabled: false,
-		InstalledAt: now, Duration: time.Since(start),
-	}, nil
+		InstalledAt: now,
+	}
+	if req.AutoEnable {
+		// Installed either way; the answer says whether it started.
+		h.mu.Unlock()
+		status, err := h.Enable(ctx, m.ID, EnableOptions{})
+		h.mu.Lock()
+		if err != nil {
+			return InstallResult{}, err
+		}
+		res.Status, res.Enabled = status, true
+	}
+	res.Duration = time.Since(start)
+	return res, nil
 }
 
 // checkDependents makes sure the installed plugins that depend on m accept its version.
@@ -764,6 +779,66 @@ func keepDecisions(granted, denied []string, old store.Plugin, requested []strin
 		}
 	}
 	return sortedCopy(granted), sortedCopy(denied)
+}
+
+// fetchFromRepository resolves a plugin in the enabled repositories (in their configured
+// order) and downloads its package, verified against the repository's checksum and trusted
+// keys.
+func (h *Host) fetchFromRepository(ctx context.Context, name, constraint string) ([]byte, error) {
+	var firstErr error
+	h.repos.mu.Lock()
+	repos := slices.Clone(h.repos.all)
+	h.repos.mu.Unlock()
+	for _, r := range repos {
+		h.repos.mu.Lock()
+		idx, cfg, keys := r.index, r.cfg, r.keys
+		h.repos.mu.Unlock()
+		if !cfg.Enabled || idx == nil {
+			continue
+		}
+		p := idx.Plugin(name)
+		if p == nil {
+			continue
+		}
+		v, err := p.Resolve(constraint, Version, runtime.GOOS, runtime.GOARCH)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		data, err := repository.Fetch(ctx, cfg.URL, v.URL, h.limits.MaxPackageBytes, 2*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		if err := repository.VerifyPackage(v, name, data, keys, cfg.AllowUnsigned); err != nil {
+			return nil, err
+		}
+		return data, nil
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return nil, errs.New(errs.PluginNotFound, "no enabled repository offers plugin %q", name)
+}
+
+// fetchURL downloads a package from an http(s) URL, checking its sha256 when given.
+func (h *Host) fetchURL(ctx context.Context, url, sha string) ([]byte, error) {
+	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+		return nil, errs.WithFields(errs.ValidationError, "download_url must be an http or https URL",
+			[]errs.FieldViolation{{Field: "download_url", Description: "must be an http or https URL"}})
+	}
+	data, err := repository.Fetch(ctx, url, url, h.limits.MaxPackageBytes, 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if sha != "" {
+		sum := sha256.Sum256(data)
+		if got := hex.EncodeToString(sum[:]); got != sha {
+			return nil, errs.New(errs.PluginInstallationFailed, "checksum mismatch: the download's sha256 is %s, not %s", got, sha)
+		}
+	}
+	return data, nil
 }
 
 // readPackage returns the package bytes of a file install, bounded by the package limit.

@@ -3,12 +3,15 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nexus-platform/nexus/pluginhost"
@@ -175,4 +178,70 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func TestInstallFromRepositoryAndURL(t *testing.T) {
+	pub, priv, _ := repository.GenerateKey()
+	_, otherKey, _ := repository.GenerateKey()
+	good := makeRepository(t, priv, analyticsManifest("1.2.0"), analyticsManifest("1.3.0"))
+	tampered := makeRepository(t, priv, map[string]any{"id": "tampered-plugin", "name": "T", "version": "1.0.0", "entry_point": "bin/tampered-plugin"})
+	pkgPath := filepath.Join(tampered, "tampered-plugin-1.0.0.tar.gz")
+	raw, _ := os.ReadFile(pkgPath)
+	raw[len(raw)/2] ^= 0xff
+	_ = os.WriteFile(pkgPath, raw, 0o644)
+	untrusted := makeRepository(t, otherKey, map[string]any{"id": "foreign-plugin", "name": "F", "version": "1.0.0", "entry_point": "bin/foreign-plugin"})
+	web := httptest.NewServer(repository.Handler(good))
+	defer web.Close()
+	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) {
+		c.Repositories = []pluginhost.RepositoryConfig{
+			{Name: "tampered", URL: "file://" + tampered, Enabled: true, TrustedKeys: []string{pub.String()}},
+			{Name: "untrusted", URL: "file://" + untrusted, Enabled: true, TrustedKeys: []string{pub.String()}},
+			{Name: "web", URL: web.URL, Enabled: true, TrustedKeys: []string{pub.String()}},
+		}
+		c.RepositorySyncInterval = 0
+	})
+	e.mustREST("POST", "/api/v1/plugins/repositories/sync", e.Admin, map[string]any{})
+	before := snapshot(e)
+	for _, c := range []struct {
+		name string
+		body map[string]any
+		code string
+	}{
+		{"tampered package", map[string]any{"source": "repository", "plugin_name": "tampered-plugin"}, "PLUGIN_INSTALLATION_FAILED"},
+		{"untrusted key", map[string]any{"source": "repository", "plugin_name": "foreign-plugin"}, "PLUGIN_INSTALLATION_FAILED"},
+		{"unknown plugin", map[string]any{"source": "repository", "plugin_name": "no-such-plugin"}, "PLUGIN_NOT_FOUND"},
+		{"unsatisfiable constraint", map[string]any{"source": "repository", "plugin_name": "analytics-plugin", "version": ">=2.0.0"}, "PLUGIN_NOT_FOUND"},
+		{"url with a wrong sha256", map[string]any{"source": "url", "download_url": web.URL + "/analytics-plugin-1.2.0.tar.gz", "sha256": strings.Repeat("0", 64)}, "PLUGIN_INSTALLATION_FAILED"},
+	} {
+		res := e.rest("POST", "/api/v1/plugins/install", e.Admin, c.body)
+		if res.errorCode() != c.code {
+			t.Errorf("%s: %d %s", c.name, res.Status, res.Raw)
+		}
+		if after := snapshot(e); after != before {
+			t.Fatalf("%s changed the store", c.name)
+		}
+	}
+	d := e.mustREST("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "repository", "plugin_name": "analytics-plugin", "version": "~1.2"})
+	if v := d["installation"].(map[string]any)["version"]; v != "1.2.0" {
+		t.Fatalf("~1.2 installed %v", v)
+	}
+	d = e.mustREST("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "repository", "plugin_name": "analytics-plugin", "version": "latest", "force_reinstall": true})
+	if v := d["installation"].(map[string]any)["version"]; v != "1.3.0" {
+		t.Fatalf("latest installed %v", v)
+	}
+	sum := sha256.Sum256(mustRead(t, filepath.Join(good, "analytics-plugin-1.2.0.tar.gz")))
+	d = e.mustREST("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "url", "download_url": web.URL + "/analytics-plugin-1.2.0.tar.gz",
+		"sha256": hex.EncodeToString(sum[:]), "force_reinstall": true})
+	if v := d["installation"].(map[string]any)["version"]; v != "1.2.0" {
+		t.Fatalf("url install %v", v)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

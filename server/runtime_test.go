@@ -494,3 +494,15 @@ func TestForcedDisableSkipsTheShutdownFrame(t *testing.T) {
 		t.Fatalf("status %s", st)
 	}
 }
+
+func TestInstallWithAutoEnable(t *testing.T) {
+	e := startRuntimeServer(t)
+	res := installFromBytes(e, testPluginPackage(t, "auto-plugin", "healthy", nil), map[string]any{"auto_enable": true})
+	if res.Status != http.StatusOK {
+		t.Fatalf("install: %s", res.Raw)
+	}
+	compareShape(t, "", seed(t, "install_plugin")["data"], res.data())
+	if p := res.data()["plugin"].(map[string]any); p["status"] != "active" || p["enabled"] != true {
+		t.Fatalf("plugin = %v", p)
+	}
+}
