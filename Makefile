@@ -34,9 +34,23 @@ grpcurl: .tools/bin/grpcurl ## Install grpcurl into .tools/bin (used by the READ
 build: ## Build the nexus binary into bin/.
 	$(GO) build -o $(BIN) ./server/cmd/nexus
 
+DEMO_REPO := bin/demo-repo
+
 .PHONY: run
-run: build examples ## Build the server and the example plugin packages, then serve on 127.0.0.1:8080.
-	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA)
+run: build demo-repo ## Build the server and a local demo repository of the example plugins, then serve on 127.0.0.1:8080.
+	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA) \
+		--repository "demo=file://$(CURDIR)/$(DEMO_REPO);key=$$(cat bin/demo-repo.pub);description=Example plugins built from this checkout"
+
+.PHONY: demo-repo
+demo-repo: examples ## Build a signed local repository of the example plugins (two versions of analytics-plugin).
+	@rm -rf $(DEMO_REPO) && mkdir -p $(DEMO_REPO)
+	@[ -s bin/demo-repo.key ] || $(BIN) repo keygen -o bin/demo-repo.key > bin/demo-repo.pub
+	@for e in $(EXAMPLES); do v=$$(sed -n 's/^  "version": "\(.*\)",$$/\1/p' clients/go/plugin/examples/$$e/plugin.json); \
+		cp bin/packages/$$e.tar.gz $(DEMO_REPO)/$$e-$$v.tar.gz; done
+	@rm -rf bin/stage/analytics-plugin-next && cp -r bin/stage/analytics-plugin bin/stage/analytics-plugin-next && \
+		sed -i 's/^  "version": "1.2.0",$$/  "version": "1.3.0",/' bin/stage/analytics-plugin-next/plugin.json && \
+		$(BIN) package bin/stage/analytics-plugin-next -o $(DEMO_REPO)/analytics-plugin-1.3.0.tar.gz >/dev/null
+	$(BIN) repo index $(DEMO_REPO) --key bin/demo-repo.key --name demo --description "Example plugins built from this checkout"
 
 EXAMPLES := $(patsubst clients/go/plugin/examples/%/plugin.json,%,$(wildcard clients/go/plugin/examples/*/plugin.json))
 
@@ -100,7 +114,7 @@ test-ts: build ## Build the TypeScript client and run its tests against a live s
 	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 .PHONY: test-readme
-test-readme: build examples grpcurl ## Run the README's examples against a fresh server.
+test-readme: build demo-repo grpcurl ## Run the README's examples against a fresh server.
 	.ci/readme-test
 
 .PHONY: bench
