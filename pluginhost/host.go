@@ -545,7 +545,10 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 	case "file":
 		data, err = h.readPackage(req)
 	case "repository":
-		data, err = h.fetchFromRepository(ctx, req.PluginName, req.Version)
+		// Missing dependencies are installed first, resolved from the repositories.
+		if err = h.installDependencies(ctx, req.PluginName, req.Version, nil); err == nil {
+			data, err = h.fetchFromRepository(ctx, req.PluginName, req.Version)
+		}
 	case "url":
 		data, err = h.fetchURL(ctx, req.DownloadURL, req.SHA256)
 	default:
@@ -781,22 +784,17 @@ func keepDecisions(granted, denied []string, old store.Plugin, requested []strin
 	return sortedCopy(granted), sortedCopy(denied)
 }
 
-// fetchFromRepository resolves a plugin in the enabled repositories (in their configured
-// order) and downloads its package, verified against the repository's checksum and trusted
-// keys.
-func (h *Host) fetchFromRepository(ctx context.Context, name, constraint string) ([]byte, error) {
+// resolveInRepositories finds the version of a plugin that installs from the repositories
+// would pick (the first enabled repository, in configured order, that can satisfy it).
+func (h *Host) resolveInRepositories(name, constraint string) (repository.Version, *repoState, error) {
 	var firstErr error
 	h.repos.mu.Lock()
-	repos := slices.Clone(h.repos.all)
-	h.repos.mu.Unlock()
-	for _, r := range repos {
-		h.repos.mu.Lock()
-		idx, cfg, keys := r.index, r.cfg, r.keys
-		h.repos.mu.Unlock()
-		if !cfg.Enabled || idx == nil {
+	defer h.repos.mu.Unlock()
+	for _, r := range h.repos.all {
+		if !r.cfg.Enabled || r.index == nil {
 			continue
 		}
-		p := idx.Plugin(name)
+		p := r.index.Plugin(name)
 		if p == nil {
 			continue
 		}
@@ -807,19 +805,79 @@ func (h *Host) fetchFromRepository(ctx context.Context, name, constraint string)
 			}
 			continue
 		}
-		data, err := repository.Fetch(ctx, cfg.URL, v.URL, h.limits.MaxPackageBytes, 2*time.Minute)
-		if err != nil {
-			return nil, err
-		}
-		if err := repository.VerifyPackage(v, name, data, keys, cfg.AllowUnsigned); err != nil {
-			return nil, err
-		}
-		return data, nil
+		return v, r, nil
 	}
 	if firstErr != nil {
-		return nil, firstErr
+		return repository.Version{}, nil, firstErr
 	}
-	return nil, errs.New(errs.PluginNotFound, "no enabled repository offers plugin %q", name)
+	return repository.Version{}, nil, errs.New(errs.PluginNotFound, "no enabled repository offers plugin %q", name)
+}
+
+// installDependencies installs, from the repositories and depth first, the dependencies of
+// name (at the version constraint would pick) that are not installed yet. chain is the path
+// of plugins that led here, for cycles and for errors. Installed dependencies must satisfy
+// their constraints.
+func (h *Host) installDependencies(ctx context.Context, name, constraint string, chain []string) error {
+	chain = append(slices.Clone(chain), name)
+	v, _, err := h.resolveInRepositories(name, constraint)
+	if err != nil {
+		if len(chain) > 1 {
+			return errs.New(errs.PluginDependencyError, "dependency %s (%s) cannot be resolved: %s", strings.Join(chain, " -> "), orDefault(constraint, "latest"), errorMessage(err)).
+				WithDetail("chain", chain)
+		}
+		return err
+	}
+	deps := make([]string, 0, len(v.Dependencies))
+	for id := range v.Dependencies {
+		deps = append(deps, id)
+	}
+	sort.Strings(deps)
+	for _, dep := range deps {
+		want := v.Dependencies[dep]
+		if slices.Contains(chain, dep) {
+			cycle := append(slices.Clone(chain), dep)
+			return errs.New(errs.PluginDependencyError, "dependency cycle: %s", strings.Join(cycle, " -> ")).WithDetail("chain", cycle)
+		}
+		if p, err := h.load(ctx, dep); err == nil {
+			c, cerr := semver.NewConstraint(want)
+			have, verr := semver.NewVersion(p.rec.Version)
+			if cerr != nil || verr != nil || !c.Check(have) {
+				path := append(slices.Clone(chain), dep)
+				return errs.New(errs.PluginDependencyError, "%s needs %s %s, but %s is installed", strings.Join(path, " -> "), dep, want, p.rec.Version).
+					WithDetail("chain", path)
+			}
+			continue
+		}
+		if err := h.installDependencies(ctx, dep, want, chain); err != nil {
+			return err
+		}
+		if _, err := h.Install(ctx, InstallRequest{Source: "repository", PluginName: dep, Version: want}); err != nil && !errs.Is(err, errs.PluginAlreadyInstalled) {
+			return errs.New(errs.PluginDependencyError, "installing dependency %s failed: %s", strings.Join(append(slices.Clone(chain), dep), " -> "), errorMessage(err)).
+				WithDetail("chain", append(slices.Clone(chain), dep))
+		}
+	}
+	return nil
+}
+
+// fetchFromRepository resolves a plugin in the enabled repositories (in their configured
+// order) and downloads its package, verified against the repository's checksum and trusted
+// keys.
+func (h *Host) fetchFromRepository(ctx context.Context, name, constraint string) ([]byte, error) {
+	v, r, err := h.resolveInRepositories(name, constraint)
+	if err != nil {
+		return nil, err
+	}
+	h.repos.mu.Lock()
+	cfg, keys := r.cfg, r.keys
+	h.repos.mu.Unlock()
+	data, err := repository.Fetch(ctx, cfg.URL, v.URL, h.limits.MaxPackageBytes, 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if err := repository.VerifyPackage(v, name, data, keys, cfg.AllowUnsigned); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
 // fetchURL downloads a package from an http(s) URL, checking its sha256 when given.

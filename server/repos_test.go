@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -244,4 +245,56 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestRepositoryInstallResolvesDependencies(t *testing.T) {
+	pub, priv, _ := repository.GenerateKey()
+	m := func(id, version string, deps map[string]any) map[string]any {
+		out := map[string]any{"id": id, "name": id, "version": version, "entry_point": "bin/" + id}
+		if deps != nil {
+			out["dependencies"] = map[string]any{"plugins": deps}
+		}
+		return out
+	}
+	dir := makeRepository(t, priv,
+		m("app-plugin", "1.0.0", map[string]any{"lib-plugin": ">=1.0.0"}),
+		m("lib-plugin", "1.1.0", map[string]any{"core-plugin": "^1.0.0"}),
+		m("core-plugin", "1.0.0", nil),
+		m("core-plugin", "2.0.0", nil),
+		m("loop-a", "1.0.0", map[string]any{"loop-b": "*"}),
+		m("loop-b", "1.0.0", map[string]any{"loop-a": "*"}),
+		m("orphan-plugin", "1.0.0", map[string]any{"missing-plugin": ">=1.0.0"}),
+		m("new-core-user", "1.0.0", map[string]any{"core-plugin": ">=2.0.0"}),
+	)
+	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) {
+		c.Repositories = []pluginhost.RepositoryConfig{{Name: "local", URL: "file://" + dir, Enabled: true, TrustedKeys: []string{pub.String()}}}
+		c.RepositorySyncInterval = 0
+	})
+	e.mustREST("POST", "/api/v1/plugins/repositories/sync", e.Admin, map[string]any{})
+	before := snapshot(e)
+	for _, c := range []struct{ name, contains string }{
+		{"loop-a", "dependency cycle: loop-a -> loop-b -> loop-a"},
+		{"orphan-plugin", "orphan-plugin -> missing-plugin"},
+	} {
+		res := e.rest("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "repository", "plugin_name": c.name})
+		if res.errorCode() != "PLUGIN_DEPENDENCY_ERROR" || !strings.Contains(string(res.Raw), c.contains) {
+			t.Errorf("%s: %d %s", c.name, res.Status, res.Raw)
+		}
+		if after := snapshot(e); after != before {
+			t.Fatalf("%s left something installed", c.name)
+		}
+	}
+	e.mustREST("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "repository", "plugin_name": "app-plugin"})
+	got := map[string]string{}
+	for _, p := range e.mustREST("GET", "/api/v1/plugins", e.Admin, nil)["plugins"].([]any) {
+		p := p.(map[string]any)
+		got[p["id"].(string)] = p["version"].(string) + "@" + strconv.Itoa(int(p["load_order"].(float64)))
+	}
+	if got["core-plugin"] != "1.0.0@1" || got["lib-plugin"] != "1.1.0@2" || got["app-plugin"] != "1.0.0@3" {
+		t.Fatalf("installed = %v (version@load_order)", got)
+	}
+	res := e.rest("POST", "/api/v1/plugins/install", e.Admin, map[string]any{"source": "repository", "plugin_name": "new-core-user"})
+	if res.errorCode() != "PLUGIN_DEPENDENCY_ERROR" || !strings.Contains(string(res.Raw), "core-plugin >=2.0.0, but 1.0.0 is installed") {
+		t.Fatalf("conflict: %d %s", res.Status, res.Raw)
+	}
 }
