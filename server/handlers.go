@@ -26,11 +26,8 @@ func notBuilt(capability string) error {
 	return errs.New(errs.Unimplemented, "%s is not available on this server yet", capability)
 }
 
-const (
-	capRepositories = "installing and updating from plugin repositories and URLs"
-	capUpdates      = "updating and rolling back plugins"
-	capMessaging    = "plugin messaging (messages, broadcasts and events)"
-)
+// capMessaging is the capability the messaging operations wait for.
+const capMessaging = "plugin messaging (messages, broadcasts and events)"
 
 // pluginService implements nexus.plugin.v1.PluginService over the domain.
 type pluginService struct {
@@ -97,8 +94,20 @@ func (s *pluginService) InstallPlugin(ctx context.Context, req *connect.Request[
 	}), nil
 }
 
-func (s *pluginService) UpdatePlugin(context.Context, *connect.Request[pluginv1.UpdatePluginRequest]) (*connect.Response[pluginv1.UpdatePluginResponse], error) {
-	return nil, notBuilt(capUpdates)
+func (s *pluginService) UpdatePlugin(ctx context.Context, req *connect.Request[pluginv1.UpdatePluginRequest]) (*connect.Response[pluginv1.UpdatePluginResponse], error) {
+	m := req.Msg
+	res, err := s.host.Update(ctx, pluginhost.UpdateRequest{
+		PluginID: m.GetPluginId(), Source: m.GetSource(), Version: m.GetVersion(), FilePath: m.GetFilePath(),
+		PackageData: m.GetPackageData(), DownloadURL: m.GetDownloadUrl(), SHA256: m.GetSha256(),
+		BackupCurrent: m.GetBackupCurrent(), RestartPlugin: m.GetRestartPlugin(), UpdateConfig: m.GetUpdateConfig(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.UpdatePluginResponse{Update: &pluginv1.PluginUpdate{
+		PluginId: res.PluginID, OldVersion: res.OldVersion, NewVersion: res.NewVersion, Status: "completed",
+		BackupId: res.BackupID, UpdatedAt: ts(res.At),
+	}}), nil
 }
 
 func (s *pluginService) UninstallPlugin(ctx context.Context, req *connect.Request[pluginv1.UninstallPluginRequest]) (*connect.Response[pluginv1.UninstallPluginResponse], error) {
@@ -115,8 +124,15 @@ func (s *pluginService) UninstallPlugin(ctx context.Context, req *connect.Reques
 	}}), nil
 }
 
-func (s *pluginService) RollbackPlugin(context.Context, *connect.Request[pluginv1.RollbackPluginRequest]) (*connect.Response[pluginv1.RollbackPluginResponse], error) {
-	return nil, notBuilt(capUpdates)
+func (s *pluginService) RollbackPlugin(ctx context.Context, req *connect.Request[pluginv1.RollbackPluginRequest]) (*connect.Response[pluginv1.RollbackPluginResponse], error) {
+	res, err := s.host.Rollback(ctx, req.Msg.GetPluginId(), req.Msg.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.RollbackPluginResponse{Rollback: &pluginv1.Rollback{
+		PluginId: res.PluginID, BackupId: res.BackupID, FromVersion: res.OldVersion, ToVersion: res.NewVersion,
+		Status: "completed", RolledBackAt: ts(res.At),
+	}}), nil
 }
 
 func (s *pluginService) ListBackups(ctx context.Context, req *connect.Request[pluginv1.ListBackupsRequest]) (*connect.Response[pluginv1.ListBackupsResponse], error) {

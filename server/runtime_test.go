@@ -506,3 +506,79 @@ func TestInstallWithAutoEnable(t *testing.T) {
 		t.Fatalf("plugin = %v", p)
 	}
 }
+
+func TestSafeUpdateAndRollback(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "upd-plugin", "healthy", nil, map[string]any{"greeting": "kept"})
+	e.mustREST("POST", "/api/v1/plugins/upd-plugin/enable", e.Admin, map[string]any{})
+	update := func(mode, version string, extra map[string]any) restResult {
+		m := map[string]any{"version": version}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return e.rest("PUT", "/api/v1/plugins/upd-plugin", e.Admin, map[string]any{
+			"source": "file", "package_data": testPluginPackage(t, "upd-plugin", mode, m),
+			"backup_current": true, "restart_plugin": true,
+		})
+	}
+	check := func(wantVersion string) {
+		t.Helper()
+		st, p := status(e, "upd-plugin")
+		if st != "active" || p["version"] != wantVersion {
+			t.Fatalf("status %s version %v, want active %s", st, p["version"], wantVersion)
+		}
+		cfg := e.mustREST("GET", "/api/v1/plugins/upd-plugin/config", e.Admin, nil)["configuration"].(map[string]any)
+		if cfg["greeting"] != "kept" {
+			t.Fatalf("configuration lost: %v", cfg)
+		}
+	}
+	// A new version that crashes at start: the old one runs again, with its configuration.
+	res := update("crash-loop", "2.0.0", nil)
+	if res.errorCode() != "PLUGIN_STARTUP_FAILED" || !strings.Contains(string(res.Raw), "1.0.0 was restored") || !strings.Contains(string(res.Raw), "exited with code 3") {
+		t.Fatalf("crashing update: %d %s", res.Status, res.Raw)
+	}
+	check("1.0.0")
+	// A new version that fails its health checks: the same.
+	res = update("unhealthy", "2.0.0", map[string]any{"start_timeout_seconds": 1})
+	if res.errorCode() != "PLUGIN_STARTUP_FAILED" || !strings.Contains(string(res.Raw), "restored") {
+		t.Fatalf("unhealthy update: %d %s", res.Status, res.Raw)
+	}
+	check("1.0.0")
+	if backups := e.mustREST("GET", "/api/v1/plugins/upd-plugin/backups", e.Admin, nil)["backups"].([]any); len(backups) != 0 {
+		t.Fatalf("failed updates left backups: %v", backups)
+	}
+	// A good update keeps a backup; rolling back to it restores the old version, running.
+	res = update("healthy", "2.0.0", nil)
+	if res.Status != http.StatusOK {
+		t.Fatalf("update: %s", res.Raw)
+	}
+	compareShape(t, "", seed(t, "update_plugin")["data"], res.data())
+	u := res.data()["update"].(map[string]any)
+	if u["old_version"] != "1.0.0" || u["new_version"] != "2.0.0" || u["backup_id"] == "" {
+		t.Fatalf("update = %v", u)
+	}
+	check("2.0.0")
+	d := e.mustREST("POST", "/api/v1/plugins/upd-plugin/rollback", e.Admin, map[string]any{"backup_id": u["backup_id"]})
+	if r := d["rollback"].(map[string]any); r["from_version"] != "2.0.0" || r["to_version"] != "1.0.0" {
+		t.Fatalf("rollback = %v", r)
+	}
+	check("1.0.0")
+	if res := e.rest("POST", "/api/v1/plugins/upd-plugin/rollback", e.Admin, map[string]any{"backup_id": "backup_nope"}); res.errorCode() != "PLUGIN_NOT_FOUND" {
+		t.Fatalf("unknown backup: %s", res.Raw)
+	}
+	if dirs := pluginDirs(t, e.DataDir); len(dirs) != 1 {
+		t.Fatalf("package directories left: %v", dirs)
+	}
+}
+
+func TestReinstallFromUninstallBackup(t *testing.T) {
+	e := startServer(t)
+	mustInstall(e, analyticsManifest("1.2.0"))
+	e.mustREST("PUT", "/api/v1/plugins/analytics-plugin/config", e.Admin, map[string]any{"batch_size": 321})
+	u := e.mustREST("DELETE", "/api/v1/plugins/analytics-plugin?backup=true", e.Admin, nil)["uninstallation"].(map[string]any)
+	e.mustREST("POST", "/api/v1/plugins/analytics-plugin/rollback", e.Admin, map[string]any{"backup_id": u["backup_id"]})
+	cfg := e.mustREST("GET", "/api/v1/plugins/analytics-plugin/config", e.Admin, nil)["configuration"].(map[string]any)
+	if cfg["batch_size"] != 321.0 {
+		t.Fatalf("configuration after the reinstall: %v", cfg)
+	}
+}

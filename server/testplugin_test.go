@@ -46,6 +46,9 @@ func runTestPlugin(mode string) int {
 		},
 		OnHealthCheck: func(ctx context.Context) []plugin.Check {
 			n := healthCalls.Add(1)
+			if mode == "unhealthy" {
+				return []plugin.Check{plugin.Fail("test", "always failing")}
+			}
 			if mode == "stop-health" && n > 1 {
 				<-ctx.Done() // never answers again
 			}
