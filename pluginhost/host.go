@@ -539,21 +539,13 @@ func configProblemMessage(problems []errs.FieldViolation) string {
 // Install installs a plugin package.
 func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, error) {
 	start := time.Now()
-	var data []byte
-	var err error
-	switch req.Source {
-	case "file":
-		data, err = h.readPackage(req)
-	case "repository":
+	if req.Source == "repository" {
 		// Missing dependencies are installed first, resolved from the repositories.
-		if err = h.installDependencies(ctx, req.PluginName, req.Version, nil); err == nil {
-			data, err = h.fetchFromRepository(ctx, req.PluginName, req.Version)
+		if err := h.installDependencies(ctx, req.PluginName, req.Version, nil); err != nil {
+			return InstallResult{}, err
 		}
-	case "url":
-		data, err = h.fetchURL(ctx, req.DownloadURL, req.SHA256)
-	default:
-		err = errs.New(errs.ValidationError, "source must be repository, file or url")
 	}
+	data, err := h.fetchPackage(ctx, req.Source, req.PluginName, req)
 	if err != nil {
 		return InstallResult{}, err
 	}
@@ -782,6 +774,20 @@ func keepDecisions(granted, denied []string, old store.Plugin, requested []strin
 		}
 	}
 	return sortedCopy(granted), sortedCopy(denied)
+}
+
+// fetchPackage returns the bytes of a package from its source: "file" (FilePath or
+// PackageData), "repository" (name at Version) or "url" (DownloadURL, optional SHA256).
+func (h *Host) fetchPackage(ctx context.Context, source, name string, req InstallRequest) ([]byte, error) {
+	switch source {
+	case "file":
+		return h.readPackage(req)
+	case "repository":
+		return h.fetchFromRepository(ctx, name, req.Version)
+	case "url":
+		return h.fetchURL(ctx, req.DownloadURL, req.SHA256)
+	}
+	return nil, errs.New(errs.ValidationError, "source must be repository, file or url")
 }
 
 // resolveInRepositories finds the version of a plugin that installs from the repositories

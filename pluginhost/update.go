@@ -42,18 +42,9 @@ func (h *Host) Update(ctx context.Context, req UpdateRequest) (UpdateResult, err
 	if req.Source == "" {
 		req.Source = "repository"
 	}
-	var data []byte
-	var err error
-	switch req.Source {
-	case "repository":
-		data, err = h.fetchFromRepository(ctx, req.PluginID, req.Version)
-	case "file":
-		data, err = h.readPackage(InstallRequest{FilePath: req.FilePath, PackageData: req.PackageData})
-	case "url":
-		data, err = h.fetchURL(ctx, req.DownloadURL, req.SHA256)
-	default:
-		err = errs.New(errs.ValidationError, "source must be repository, file or url")
-	}
+	data, err := h.fetchPackage(ctx, req.Source, req.PluginID, InstallRequest{
+		Version: req.Version, FilePath: req.FilePath, PackageData: req.PackageData, DownloadURL: req.DownloadURL, SHA256: req.SHA256,
+	})
 	if err != nil {
 		return UpdateResult{}, err
 	}
