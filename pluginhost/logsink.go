@@ -273,15 +273,6 @@ func (s *logSink) close() {
 	<-s.done
 }
 
-// flushNow waits until everything queued before the call is stored (for tests and reads
-// that must see the latest lines).
-func (s *logSink) flushNow(ctx context.Context) {
-	deadline := time.Now().Add(2 * logFlushEvery)
-	for len(s.in) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TailQuery selects the log records to stream.
 type TailQuery struct {
 	PluginID string

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -398,12 +397,6 @@ func writeEnvelope(w http.ResponseWriter, status int, body envelope) {
 }
 
 func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
-
-// errMaxBytes reports whether err comes from http.MaxBytesReader.
-func errMaxBytes(err error) bool {
-	var mbe *http.MaxBytesError
-	return errors.As(err, &mbe)
-}
 
 // bodyLimits bounds request bodies by who calls and what: unauthenticated callers get
 // little (the token is checked before any body is decoded), package uploads by admins the
