@@ -372,6 +372,616 @@ func (x *BroadcastResponse) GetSentAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// EmitEventRequest is an event from an administrator or a user.
+type EmitEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dotted type, e.g. `maintenance.scheduled`. Types starting with `plugin.` or `system.` are
+	// reserved for the host.
+	Type          string           `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Data          *structpb.Struct `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmitEventRequest) Reset() {
+	*x = EmitEventRequest{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmitEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmitEventRequest) ProtoMessage() {}
+
+func (x *EmitEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmitEventRequest.ProtoReflect.Descriptor instead.
+func (*EmitEventRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EmitEventRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EmitEventRequest) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// EmitEventResponse says where the event went.
+type EmitEventResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Type    string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// The plugins whose inboxes it was delivered to.
+	Recipients    []string               `protobuf:"bytes,3,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	EmittedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=emitted_at,json=emittedAt,proto3" json:"emitted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmitEventResponse) Reset() {
+	*x = EmitEventResponse{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmitEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmitEventResponse) ProtoMessage() {}
+
+func (x *EmitEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmitEventResponse.ProtoReflect.Descriptor instead.
+func (*EmitEventResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EmitEventResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *EmitEventResponse) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EmitEventResponse) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *EmitEventResponse) GetEmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EmittedAt
+	}
+	return nil
+}
+
+// ListServicesRequest filters providers.
+type ListServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only providers of this service.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Only providers handling this message type.
+	MessageType   string `protobuf:"bytes,2,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListServicesRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ListServicesRequest) GetMessageType() string {
+	if x != nil {
+		return x.MessageType
+	}
+	return ""
+}
+
+// MessageTypeInfo is a message type a plugin handles.
+type MessageTypeInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Type        string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The permission a sender must hold to send it, if any.
+	RequiredPermission string `protobuf:"bytes,3,opt,name=required_permission,json=requiredPermission,proto3" json:"required_permission,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *MessageTypeInfo) Reset() {
+	*x = MessageTypeInfo{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageTypeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageTypeInfo) ProtoMessage() {}
+
+func (x *MessageTypeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageTypeInfo.ProtoReflect.Descriptor instead.
+func (*MessageTypeInfo) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MessageTypeInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *MessageTypeInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *MessageTypeInfo) GetRequiredPermission() string {
+	if x != nil {
+		return x.RequiredPermission
+	}
+	return ""
+}
+
+// ServiceProvider is an active plugin and what it serves.
+type ServiceProvider struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	Name     string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version  string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Category string                 `protobuf:"bytes,4,opt,name=category,proto3" json:"category,omitempty"`
+	Status   string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// Services from the manifest and from the connected instances' hello.
+	Services     []string           `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	MessageTypes []*MessageTypeInfo `protobuf:"bytes,7,rep,name=message_types,json=messageTypes,proto3" json:"message_types,omitempty"`
+	// The HTTP endpoints the plugin serves, from its manifest.
+	Endpoints []*ApiEndpoint `protobuf:"bytes,8,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Connected instances.
+	Instances     int32 `protobuf:"varint,9,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceProvider) Reset() {
+	*x = ServiceProvider{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceProvider) ProtoMessage() {}
+
+func (x *ServiceProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceProvider.ProtoReflect.Descriptor instead.
+func (*ServiceProvider) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServiceProvider) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *ServiceProvider) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceProvider) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServiceProvider) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *ServiceProvider) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ServiceProvider) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *ServiceProvider) GetMessageTypes() []*MessageTypeInfo {
+	if x != nil {
+		return x.MessageTypes
+	}
+	return nil
+}
+
+func (x *ServiceProvider) GetEndpoints() []*ApiEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *ServiceProvider) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+// ListServicesResponse lists providers, ordered by plugin id.
+type ListServicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Services      []*ServiceProvider     `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListServicesResponse) GetServices() []*ServiceProvider {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ListDeadLettersRequest names the plugin.
+type ListDeadLettersRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	// At most this many, newest first; 100 when absent.
+	Limit         *int32 `protobuf:"varint,2,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListDeadLettersRequest) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetLimit() int32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+// DeadLetter is a delivery that was given up on.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message, broadcast or event id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// `message`, `broadcast` or `event`.
+	Kind   string           `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Source string           `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Type   string           `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Data   *structpb.Struct `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// How many times it was delivered.
+	Attempts       int32                  `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Reason         string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	SentAt         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	DeadLetteredAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=dead_lettered_at,json=deadLetteredAt,proto3" json:"dead_lettered_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DeadLetter) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeadLetteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetteredAt
+	}
+	return nil
+}
+
+// ListDeadLettersResponse holds the dead letters, newest first.
+type ListDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters   []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
 // WatchEventsRequest selects events.
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -383,7 +993,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[5]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +1005,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[5]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +1018,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{5}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchEventsRequest) GetPatterns() []string {
@@ -434,7 +1044,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[6]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +1056,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[6]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +1069,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{6}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetId() string {
@@ -507,7 +1117,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +1129,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +1142,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{7}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -546,7 +1156,7 @@ var File_nexus_plugin_v1_messaging_proto protoreflect.FileDescriptor
 
 const file_nexus_plugin_v1_messaging_proto_rawDesc = "" +
 	"\n" +
-	"\x1fnexus/plugin/v1/messaging.proto\x12\x0fnexus.plugin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x03\n" +
+	"\x1fnexus/plugin/v1/messaging.proto\x12\x0fnexus.plugin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cnexus/plugin/v1/plugin.proto\"\xbf\x03\n" +
 	"\x12SendMessageRequest\x12l\n" +
 	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x12t\n" +
 	"\rtarget_plugin\x18\x02 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\ftargetPlugin\x12J\n" +
@@ -576,7 +1186,56 @@ const file_nexus_plugin_v1_messaging_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x03 \x03(\tR\n" +
 	"recipients\x123\n" +
-	"\asent_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"Y\n" +
+	"\asent_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x9e\x02\n" +
+	"\x10EmitEventRequest\x12\xdc\x01\n" +
+	"\x04type\x18\x01 \x01(\tB\xc7\x01\xbaH\xc3\x01\xba\x01\x93\x01\n" +
+	"\x13event_type.reserved\x12@types starting with plugin. or system. are reserved for the host\x1a:!this.startsWith('plugin.') && !this.startsWith('system.')r*\x18\x80\x012%^[A-Za-z0-9_:-]+(\\.[A-Za-z0-9_:-]+)*$R\x04type\x12+\n" +
+	"\x04data\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x04data\"\x9d\x01\n" +
+	"\x11EmitEventResponse\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x03 \x03(\tR\n" +
+	"recipients\x129\n" +
+	"\n" +
+	"emitted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\temittedAt\"f\n" +
+	"\x13ListServicesRequest\x12\"\n" +
+	"\aservice\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\aservice\x12+\n" +
+	"\fmessage_type\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vmessageType\"x\n" +
+	"\x0fMessageTypeInfo\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
+	"\x13required_permission\x18\x03 \x01(\tR\x12requiredPermission\"\xcd\x02\n" +
+	"\x0fServiceProvider\x12\x1b\n" +
+	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1a\n" +
+	"\bcategory\x18\x04 \x01(\tR\bcategory\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\x12E\n" +
+	"\rmessage_types\x18\a \x03(\v2 .nexus.plugin.v1.MessageTypeInfoR\fmessageTypes\x12:\n" +
+	"\tendpoints\x18\b \x03(\v2\x1c.nexus.plugin.v1.ApiEndpointR\tendpoints\x12\x1c\n" +
+	"\tinstances\x18\t \x01(\x05R\tinstances\"T\n" +
+	"\x14ListServicesResponse\x12<\n" +
+	"\bservices\x18\x01 \x03(\v2 .nexus.plugin.v1.ServiceProviderR\bservices\"\xb7\x01\n" +
+	"\x16ListDeadLettersRequest\x12l\n" +
+	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x12%\n" +
+	"\x05limit\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x01H\x00R\x05limit\x88\x01\x01B\b\n" +
+	"\x06_limit\"\xb8\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12+\n" +
+	"\x04data\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04data\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\x05R\battempts\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x123\n" +
+	"\asent_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12D\n" +
+	"\x10dead_lettered_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetteredAt\"Y\n" +
+	"\x17ListDeadLettersResponse\x12>\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x1b.nexus.plugin.v1.DeadLetterR\vdeadLetters\"Y\n" +
 	"\x12WatchEventsRequest\x12C\n" +
 	"\bpatterns\x18\x01 \x03(\tB'\xbaH$\x92\x01!\x10@\"\x1dr\x1b2\x19^[A-Za-z0-9_*.:-]{1,128}$R\bpatterns\"\xaa\x01\n" +
 	"\x05Event\x12\x0e\n" +
@@ -586,11 +1245,14 @@ const file_nexus_plugin_v1_messaging_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"C\n" +
 	"\x13WatchEventsResponse\x12,\n" +
-	"\x05event\x18\x01 \x01(\v2\x16.nexus.plugin.v1.EventR\x05event2\xf8\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.nexus.plugin.v1.EventR\x05event2\xfd\x05\n" +
 	"\x10MessagingService\x12\x88\x01\n" +
 	"\vSendMessage\x12#.nexus.plugin.v1.SendMessageRequest\x1a$.nexus.plugin.v1.SendMessageResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/plugins/{plugin_id}/message\x12x\n" +
 	"\tBroadcast\x12!.nexus.plugin.v1.BroadcastRequest\x1a\".nexus.plugin.v1.BroadcastResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/api/v1/plugins/broadcast\x12_\n" +
-	"\vWatchEvents\x12#.nexus.plugin.v1.WatchEventsRequest\x1a$.nexus.plugin.v1.WatchEventsResponse\"\x03\x90\x02\x010\x01BAZ?github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1;pluginv1b\x06proto3"
+	"\vWatchEvents\x12#.nexus.plugin.v1.WatchEventsRequest\x1a$.nexus.plugin.v1.WatchEventsResponse\"\x03\x90\x02\x010\x01\x12m\n" +
+	"\tEmitEvent\x12!.nexus.plugin.v1.EmitEventRequest\x1a\".nexus.plugin.v1.EmitEventResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/api/v1/events\x12x\n" +
+	"\fListServices\x12$.nexus.plugin.v1.ListServicesRequest\x1a%.nexus.plugin.v1.ListServicesResponse\"\x1b\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/services\x90\x02\x01\x12\x99\x01\n" +
+	"\x0fListDeadLetters\x12'.nexus.plugin.v1.ListDeadLettersRequest\x1a(.nexus.plugin.v1.ListDeadLettersResponse\"3\x82\xd3\xe4\x93\x02*\x12(/api/v1/plugins/{plugin_id}/dead-letters\x90\x02\x01BAZ?github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_nexus_plugin_v1_messaging_proto_rawDescOnce sync.Once
@@ -604,39 +1266,64 @@ func file_nexus_plugin_v1_messaging_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_messaging_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_nexus_plugin_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_nexus_plugin_v1_messaging_proto_goTypes = []any{
-	(*SendMessageRequest)(nil),    // 0: nexus.plugin.v1.SendMessageRequest
-	(*MessageReply)(nil),          // 1: nexus.plugin.v1.MessageReply
-	(*SendMessageResponse)(nil),   // 2: nexus.plugin.v1.SendMessageResponse
-	(*BroadcastRequest)(nil),      // 3: nexus.plugin.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 4: nexus.plugin.v1.BroadcastResponse
-	(*WatchEventsRequest)(nil),    // 5: nexus.plugin.v1.WatchEventsRequest
-	(*Event)(nil),                 // 6: nexus.plugin.v1.Event
-	(*WatchEventsResponse)(nil),   // 7: nexus.plugin.v1.WatchEventsResponse
-	(*structpb.Struct)(nil),       // 8: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*SendMessageRequest)(nil),      // 0: nexus.plugin.v1.SendMessageRequest
+	(*MessageReply)(nil),            // 1: nexus.plugin.v1.MessageReply
+	(*SendMessageResponse)(nil),     // 2: nexus.plugin.v1.SendMessageResponse
+	(*BroadcastRequest)(nil),        // 3: nexus.plugin.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),       // 4: nexus.plugin.v1.BroadcastResponse
+	(*EmitEventRequest)(nil),        // 5: nexus.plugin.v1.EmitEventRequest
+	(*EmitEventResponse)(nil),       // 6: nexus.plugin.v1.EmitEventResponse
+	(*ListServicesRequest)(nil),     // 7: nexus.plugin.v1.ListServicesRequest
+	(*MessageTypeInfo)(nil),         // 8: nexus.plugin.v1.MessageTypeInfo
+	(*ServiceProvider)(nil),         // 9: nexus.plugin.v1.ServiceProvider
+	(*ListServicesResponse)(nil),    // 10: nexus.plugin.v1.ListServicesResponse
+	(*ListDeadLettersRequest)(nil),  // 11: nexus.plugin.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),              // 12: nexus.plugin.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil), // 13: nexus.plugin.v1.ListDeadLettersResponse
+	(*WatchEventsRequest)(nil),      // 14: nexus.plugin.v1.WatchEventsRequest
+	(*Event)(nil),                   // 15: nexus.plugin.v1.Event
+	(*WatchEventsResponse)(nil),     // 16: nexus.plugin.v1.WatchEventsResponse
+	(*structpb.Struct)(nil),         // 17: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
+	(*ApiEndpoint)(nil),             // 19: nexus.plugin.v1.ApiEndpoint
 }
 var file_nexus_plugin_v1_messaging_proto_depIdxs = []int32{
-	8,  // 0: nexus.plugin.v1.SendMessageRequest.data:type_name -> google.protobuf.Struct
-	8,  // 1: nexus.plugin.v1.MessageReply.data:type_name -> google.protobuf.Struct
+	17, // 0: nexus.plugin.v1.SendMessageRequest.data:type_name -> google.protobuf.Struct
+	17, // 1: nexus.plugin.v1.MessageReply.data:type_name -> google.protobuf.Struct
 	1,  // 2: nexus.plugin.v1.SendMessageResponse.response:type_name -> nexus.plugin.v1.MessageReply
-	8,  // 3: nexus.plugin.v1.BroadcastRequest.data:type_name -> google.protobuf.Struct
-	9,  // 4: nexus.plugin.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: nexus.plugin.v1.Event.data:type_name -> google.protobuf.Struct
-	9,  // 6: nexus.plugin.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 7: nexus.plugin.v1.WatchEventsResponse.event:type_name -> nexus.plugin.v1.Event
-	0,  // 8: nexus.plugin.v1.MessagingService.SendMessage:input_type -> nexus.plugin.v1.SendMessageRequest
-	3,  // 9: nexus.plugin.v1.MessagingService.Broadcast:input_type -> nexus.plugin.v1.BroadcastRequest
-	5,  // 10: nexus.plugin.v1.MessagingService.WatchEvents:input_type -> nexus.plugin.v1.WatchEventsRequest
-	2,  // 11: nexus.plugin.v1.MessagingService.SendMessage:output_type -> nexus.plugin.v1.SendMessageResponse
-	4,  // 12: nexus.plugin.v1.MessagingService.Broadcast:output_type -> nexus.plugin.v1.BroadcastResponse
-	7,  // 13: nexus.plugin.v1.MessagingService.WatchEvents:output_type -> nexus.plugin.v1.WatchEventsResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	17, // 3: nexus.plugin.v1.BroadcastRequest.data:type_name -> google.protobuf.Struct
+	18, // 4: nexus.plugin.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
+	17, // 5: nexus.plugin.v1.EmitEventRequest.data:type_name -> google.protobuf.Struct
+	18, // 6: nexus.plugin.v1.EmitEventResponse.emitted_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: nexus.plugin.v1.ServiceProvider.message_types:type_name -> nexus.plugin.v1.MessageTypeInfo
+	19, // 8: nexus.plugin.v1.ServiceProvider.endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
+	9,  // 9: nexus.plugin.v1.ListServicesResponse.services:type_name -> nexus.plugin.v1.ServiceProvider
+	17, // 10: nexus.plugin.v1.DeadLetter.data:type_name -> google.protobuf.Struct
+	18, // 11: nexus.plugin.v1.DeadLetter.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 12: nexus.plugin.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	12, // 13: nexus.plugin.v1.ListDeadLettersResponse.dead_letters:type_name -> nexus.plugin.v1.DeadLetter
+	17, // 14: nexus.plugin.v1.Event.data:type_name -> google.protobuf.Struct
+	18, // 15: nexus.plugin.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	15, // 16: nexus.plugin.v1.WatchEventsResponse.event:type_name -> nexus.plugin.v1.Event
+	0,  // 17: nexus.plugin.v1.MessagingService.SendMessage:input_type -> nexus.plugin.v1.SendMessageRequest
+	3,  // 18: nexus.plugin.v1.MessagingService.Broadcast:input_type -> nexus.plugin.v1.BroadcastRequest
+	14, // 19: nexus.plugin.v1.MessagingService.WatchEvents:input_type -> nexus.plugin.v1.WatchEventsRequest
+	5,  // 20: nexus.plugin.v1.MessagingService.EmitEvent:input_type -> nexus.plugin.v1.EmitEventRequest
+	7,  // 21: nexus.plugin.v1.MessagingService.ListServices:input_type -> nexus.plugin.v1.ListServicesRequest
+	11, // 22: nexus.plugin.v1.MessagingService.ListDeadLetters:input_type -> nexus.plugin.v1.ListDeadLettersRequest
+	2,  // 23: nexus.plugin.v1.MessagingService.SendMessage:output_type -> nexus.plugin.v1.SendMessageResponse
+	4,  // 24: nexus.plugin.v1.MessagingService.Broadcast:output_type -> nexus.plugin.v1.BroadcastResponse
+	16, // 25: nexus.plugin.v1.MessagingService.WatchEvents:output_type -> nexus.plugin.v1.WatchEventsResponse
+	6,  // 26: nexus.plugin.v1.MessagingService.EmitEvent:output_type -> nexus.plugin.v1.EmitEventResponse
+	10, // 27: nexus.plugin.v1.MessagingService.ListServices:output_type -> nexus.plugin.v1.ListServicesResponse
+	13, // 28: nexus.plugin.v1.MessagingService.ListDeadLetters:output_type -> nexus.plugin.v1.ListDeadLettersResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_messaging_proto_init() }
@@ -644,14 +1331,16 @@ func file_nexus_plugin_v1_messaging_proto_init() {
 	if File_nexus_plugin_v1_messaging_proto != nil {
 		return
 	}
+	file_nexus_plugin_v1_plugin_proto_init()
 	file_nexus_plugin_v1_messaging_proto_msgTypes[0].OneofWrappers = []any{}
+	file_nexus_plugin_v1_messaging_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_messaging_proto_rawDesc), len(file_nexus_plugin_v1_messaging_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

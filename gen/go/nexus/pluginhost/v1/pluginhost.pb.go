@@ -8,6 +8,7 @@ package pluginhostv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	v1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -151,6 +152,9 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Broadcast
 	//	*ConnectRequest_Subscribe
 	//	*ConnectRequest_ConfigAck
+	//	*ConnectRequest_Kv
+	//	*ConnectRequest_Discover
+	//	*ConnectRequest_CancelSend
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -283,6 +287,33 @@ func (x *ConnectRequest) GetConfigAck() *ConfigAck {
 	return nil
 }
 
+func (x *ConnectRequest) GetKv() *KvRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Kv); ok {
+			return x.Kv
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetDiscover() *Discover {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Discover); ok {
+			return x.Discover
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetCancelSend() *CancelSend {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_CancelSend); ok {
+			return x.CancelSend
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -337,6 +368,22 @@ type ConnectRequest_ConfigAck struct {
 	ConfigAck *ConfigAck `protobuf:"bytes,10,opt,name=config_ack,json=configAck,proto3,oneof"`
 }
 
+type ConnectRequest_Kv struct {
+	// A key-value store operation.
+	Kv *KvRequest `protobuf:"bytes,11,opt,name=kv,proto3,oneof"`
+}
+
+type ConnectRequest_Discover struct {
+	// Finds the active plugins that serve a service or message type.
+	Discover *Discover `protobuf:"bytes,12,opt,name=discover,proto3,oneof"`
+}
+
+type ConnectRequest_CancelSend struct {
+	// Withdraws one of the plugin's own `send` frames: the host stops waiting, and the
+	// target's handler is told with a `cancel`.
+	CancelSend *CancelSend `protobuf:"bytes,13,opt,name=cancel_send,json=cancelSend,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Reply) isConnectRequest_Frame() {}
@@ -357,6 +404,12 @@ func (*ConnectRequest_Subscribe) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_ConfigAck) isConnectRequest_Frame() {}
 
+func (*ConnectRequest_Kv) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_Discover) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_CancelSend) isConnectRequest_Frame() {}
+
 // ConnectResponse is a frame from the host to the plugin.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -368,6 +421,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_HealthCheck
 	//	*ConnectResponse_ConfigChanged
 	//	*ConnectResponse_Shutdown
+	//	*ConnectResponse_Cancel
 	Frame         isConnectResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -464,6 +518,15 @@ func (x *ConnectResponse) GetShutdown() *Shutdown {
 	return nil
 }
 
+func (x *ConnectResponse) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Frame interface {
 	isConnectResponse_Frame()
 }
@@ -479,7 +542,8 @@ type ConnectResponse_Deliver struct {
 }
 
 type ConnectResponse_Reply struct {
-	// The outcome of one of the plugin's own requests (`send`, `emit`, `broadcast`, `subscribe`).
+	// The outcome of one of the plugin's own requests (`send`, `emit`, `broadcast`,
+	// `subscribe`, `kv`, `discover`).
 	Reply *RequestReply `protobuf:"bytes,3,opt,name=reply,proto3,oneof"`
 }
 
@@ -498,6 +562,12 @@ type ConnectResponse_Shutdown struct {
 	Shutdown *Shutdown `protobuf:"bytes,6,opt,name=shutdown,proto3,oneof"`
 }
 
+type ConnectResponse_Cancel struct {
+	// The sender of a delivered message gave up on it (cancelled, or its deadline passed):
+	// the handler should stop.
+	Cancel *Cancel `protobuf:"bytes,7,opt,name=cancel,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Deliver) isConnectResponse_Frame() {}
@@ -509,6 +579,8 @@ func (*ConnectResponse_HealthCheck) isConnectResponse_Frame() {}
 func (*ConnectResponse_ConfigChanged) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Shutdown) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_Cancel) isConnectResponse_Frame() {}
 
 // Hello introduces a plugin instance.
 type Hello struct {
@@ -623,8 +695,13 @@ type Welcome struct {
 	HostVersion string `protobuf:"bytes,5,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
 	// How often the host will ask for health, in seconds.
 	HealthCheckIntervalSeconds int32 `protobuf:"varint,6,opt,name=health_check_interval_seconds,json=healthCheckIntervalSeconds,proto3" json:"health_check_interval_seconds,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// How long a broadcast or event delivery may stay unacknowledged before it is delivered
+	// again; extend it with an `ack` of action EXTEND while a handler is still working.
+	ProcessingTimeoutSeconds int32 `protobuf:"varint,7,opt,name=processing_timeout_seconds,json=processingTimeoutSeconds,proto3" json:"processing_timeout_seconds,omitempty"`
+	// How many times a delivery is attempted before it is dead-lettered.
+	MaxAttempts   int32 `protobuf:"varint,8,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -695,6 +772,20 @@ func (x *Welcome) GetHostVersion() string {
 func (x *Welcome) GetHealthCheckIntervalSeconds() int32 {
 	if x != nil {
 		return x.HealthCheckIntervalSeconds
+	}
+	return 0
+}
+
+func (x *Welcome) GetProcessingTimeoutSeconds() int32 {
+	if x != nil {
+		return x.ProcessingTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Welcome) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
 	}
 	return 0
 }
@@ -1226,6 +1317,769 @@ func (x *Ack) GetReason() string {
 	return ""
 }
 
+// KvRequest is an operation on a key-value namespace. Reading needs `database:read`,
+// writing `database:write`.
+type KvRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Whose namespace: empty for the plugin's own. Another plugin's namespace can only be
+	// read, and only when its owner shared it with this plugin.
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*KvRequest_Get
+	//	*KvRequest_Put
+	//	*KvRequest_Delete
+	//	*KvRequest_List
+	//	*KvRequest_Share
+	Op            isKvRequest_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvRequest) Reset() {
+	*x = KvRequest{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvRequest) ProtoMessage() {}
+
+func (x *KvRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvRequest.ProtoReflect.Descriptor instead.
+func (*KvRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *KvRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *KvRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *KvRequest) GetOp() isKvRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *KvRequest) GetGet() *KvGet {
+	if x != nil {
+		if x, ok := x.Op.(*KvRequest_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *KvRequest) GetPut() *KvPut {
+	if x != nil {
+		if x, ok := x.Op.(*KvRequest_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *KvRequest) GetDelete() *KvDelete {
+	if x != nil {
+		if x, ok := x.Op.(*KvRequest_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *KvRequest) GetList() *KvList {
+	if x != nil {
+		if x, ok := x.Op.(*KvRequest_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
+func (x *KvRequest) GetShare() *KvShare {
+	if x != nil {
+		if x, ok := x.Op.(*KvRequest_Share); ok {
+			return x.Share
+		}
+	}
+	return nil
+}
+
+type isKvRequest_Op interface {
+	isKvRequest_Op()
+}
+
+type KvRequest_Get struct {
+	Get *KvGet `protobuf:"bytes,3,opt,name=get,proto3,oneof"`
+}
+
+type KvRequest_Put struct {
+	Put *KvPut `protobuf:"bytes,4,opt,name=put,proto3,oneof"`
+}
+
+type KvRequest_Delete struct {
+	Delete *KvDelete `protobuf:"bytes,5,opt,name=delete,proto3,oneof"`
+}
+
+type KvRequest_List struct {
+	List *KvList `protobuf:"bytes,6,opt,name=list,proto3,oneof"`
+}
+
+type KvRequest_Share struct {
+	Share *KvShare `protobuf:"bytes,7,opt,name=share,proto3,oneof"`
+}
+
+func (*KvRequest_Get) isKvRequest_Op() {}
+
+func (*KvRequest_Put) isKvRequest_Op() {}
+
+func (*KvRequest_Delete) isKvRequest_Op() {}
+
+func (*KvRequest_List) isKvRequest_Op() {}
+
+func (*KvRequest_Share) isKvRequest_Op() {}
+
+// KvGet reads one key.
+type KvGet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvGet) Reset() {
+	*x = KvGet{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvGet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvGet) ProtoMessage() {}
+
+func (x *KvGet) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvGet.ProtoReflect.Descriptor instead.
+func (*KvGet) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *KvGet) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// KvPut writes one key.
+type KvPut struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Any JSON value.
+	Value *structpb.Value `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Expire the entry after this many seconds; 0 keeps it until deleted.
+	TtlSeconds int32 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// When set, write only if the entry's current version is this (0: only if absent):
+	// compare-and-set. The reply's `swapped` says whether it was written.
+	ExpectedVersion *int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *KvPut) Reset() {
+	*x = KvPut{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvPut) ProtoMessage() {}
+
+func (x *KvPut) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvPut.ProtoReflect.Descriptor instead.
+func (*KvPut) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *KvPut) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KvPut) GetValue() *structpb.Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KvPut) GetTtlSeconds() int32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *KvPut) GetExpectedVersion() int64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+// KvDelete removes one key.
+type KvDelete struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// When not 0, delete only if the current version is this.
+	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *KvDelete) Reset() {
+	*x = KvDelete{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvDelete) ProtoMessage() {}
+
+func (x *KvDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvDelete.ProtoReflect.Descriptor instead.
+func (*KvDelete) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KvDelete) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KvDelete) GetExpectedVersion() int64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+// KvList lists entries by key prefix, in key order.
+type KvList struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Start after this key (the previous page's `next`).
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// 1..1000; 100 when 0.
+	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvList) Reset() {
+	*x = KvList{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvList) ProtoMessage() {}
+
+func (x *KvList) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvList.ProtoReflect.Descriptor instead.
+func (*KvList) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *KvList) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *KvList) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *KvList) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// KvShare sets the plugins that may read this plugin's namespace (replacing the list).
+type KvShare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Readers       []string               `protobuf:"bytes,1,rep,name=readers,proto3" json:"readers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvShare) Reset() {
+	*x = KvShare{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvShare) ProtoMessage() {}
+
+func (x *KvShare) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvShare.ProtoReflect.Descriptor instead.
+func (*KvShare) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *KvShare) GetReaders() []string {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
+// KvEntry is one key-value entry.
+type KvEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value *structpb.Value        `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Grows by one with every write; compare-and-set compares it.
+	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Unset when the entry does not expire.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvEntry) Reset() {
+	*x = KvEntry{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvEntry) ProtoMessage() {}
+
+func (x *KvEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvEntry.ProtoReflect.Descriptor instead.
+func (*KvEntry) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *KvEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KvEntry) GetValue() *structpb.Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KvEntry) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *KvEntry) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *KvEntry) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// KvResult is the outcome of a key-value operation.
+type KvResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For get: whether the key exists. For delete: whether something was deleted.
+	Found bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	// For get and put: the entry (after a put, the stored one; after a failed
+	// compare-and-set, the current one, if any). For list: the page.
+	Entries []*KvEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// For list: pass as `after` to read the next page; empty on the last page.
+	Next string `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
+	// For put: whether it was written (false only when a compare-and-set did not match).
+	Swapped bool `protobuf:"varint,4,opt,name=swapped,proto3" json:"swapped,omitempty"`
+	// For share: the readers now set.
+	Readers       []string `protobuf:"bytes,5,rep,name=readers,proto3" json:"readers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KvResult) Reset() {
+	*x = KvResult{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KvResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KvResult) ProtoMessage() {}
+
+func (x *KvResult) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KvResult.ProtoReflect.Descriptor instead.
+func (*KvResult) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *KvResult) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *KvResult) GetEntries() []*KvEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *KvResult) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+func (x *KvResult) GetSwapped() bool {
+	if x != nil {
+		return x.Swapped
+	}
+	return false
+}
+
+func (x *KvResult) GetReaders() []string {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
+// Discover asks which active plugins serve a service or a message type (both empty: all).
+type Discover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	MessageType   string                 `protobuf:"bytes,3,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Discover) Reset() {
+	*x = Discover{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Discover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Discover) ProtoMessage() {}
+
+func (x *Discover) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Discover.ProtoReflect.Descriptor instead.
+func (*Discover) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Discover) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Discover) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Discover) GetMessageType() string {
+	if x != nil {
+		return x.MessageType
+	}
+	return ""
+}
+
+// CancelSend withdraws a `send`.
+type CancelSend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request_id of the `send`.
+	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelSend) Reset() {
+	*x = CancelSend{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelSend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelSend) ProtoMessage() {}
+
+func (x *CancelSend) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelSend.ProtoReflect.Descriptor instead.
+func (*CancelSend) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CancelSend) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Cancel tells the plugin that the sender no longer waits for a delivered message.
+type Cancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The delivery the handler is working on.
+	DeliveryId string `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// The message id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// `cancelled` or `deadline_exceeded`.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Cancel) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *Cancel) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Cancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // RequestReply is the outcome of a plugin's own request.
 type RequestReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1241,15 +2095,19 @@ type RequestReply struct {
 	Data   *structpb.Struct `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	// For `emit` and `broadcast`: the event or broadcast id.
 	Id string `protobuf:"bytes,7,opt,name=id,proto3" json:"id,omitempty"`
-	// For `broadcast`: the recipients.
-	Recipients    []string `protobuf:"bytes,8,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// For `broadcast` and `emit`: the recipients.
+	Recipients []string `protobuf:"bytes,8,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// For `kv`: the outcome.
+	Kv *KvResult `protobuf:"bytes,9,opt,name=kv,proto3" json:"kv,omitempty"`
+	// For `discover`: the providers.
+	Providers     []*v1.ServiceProvider `protobuf:"bytes,10,rep,name=providers,proto3" json:"providers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestReply) Reset() {
 	*x = RequestReply{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +2119,7 @@ func (x *RequestReply) String() string {
 func (*RequestReply) ProtoMessage() {}
 
 func (x *RequestReply) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +2132,7 @@ func (x *RequestReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestReply.ProtoReflect.Descriptor instead.
 func (*RequestReply) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{11}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RequestReply) GetRequestId() string {
@@ -1333,6 +2191,20 @@ func (x *RequestReply) GetRecipients() []string {
 	return nil
 }
 
+func (x *RequestReply) GetKv() *KvResult {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *RequestReply) GetProviders() []*v1.ServiceProvider {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
 // HealthCheckRequest asks for a health report.
 type HealthCheckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1343,7 +2215,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[12]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +2227,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[12]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +2240,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{12}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthCheckRequest) GetCheckId() string {
@@ -1394,7 +2266,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[13]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +2278,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[13]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +2291,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{13}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Check) GetName() string {
@@ -1483,7 +2355,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[14]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +2367,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[14]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +2380,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{14}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HealthReport) GetCheckId() string {
@@ -1538,7 +2410,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[15]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +2422,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[15]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +2435,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{15}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Log) GetTimestamp() *timestamppb.Timestamp {
@@ -1612,7 +2484,7 @@ type ConfigChanged struct {
 
 func (x *ConfigChanged) Reset() {
 	*x = ConfigChanged{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[16]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +2496,7 @@ func (x *ConfigChanged) String() string {
 func (*ConfigChanged) ProtoMessage() {}
 
 func (x *ConfigChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[16]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +2509,7 @@ func (x *ConfigChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigChanged.ProtoReflect.Descriptor instead.
 func (*ConfigChanged) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{16}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfigChanged) GetConfig() *structpb.Struct {
@@ -1682,7 +2554,7 @@ type ConfigAck struct {
 
 func (x *ConfigAck) Reset() {
 	*x = ConfigAck{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2566,7 @@ func (x *ConfigAck) String() string {
 func (*ConfigAck) ProtoMessage() {}
 
 func (x *ConfigAck) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[17]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2579,7 @@ func (x *ConfigAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigAck.ProtoReflect.Descriptor instead.
 func (*ConfigAck) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{17}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfigAck) GetChangeId() string {
@@ -1743,7 +2615,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +2627,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[18]
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +2640,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{18}
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1789,7 +2661,7 @@ var File_nexus_pluginhost_v1_pluginhost_proto protoreflect.FileDescriptor
 
 const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\n" +
-	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x04\n" +
+	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fnexus/plugin/v1/messaging.proto\"\x90\x06\n" +
 	"\x0eConnectRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.nexus.pluginhost.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\x05reply\x18\x02 \x01(\v2\".nexus.pluginhost.v1.DeliveryReplyH\x00R\x05reply\x12/\n" +
@@ -1802,15 +2674,20 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\tsubscribe\x18\t \x01(\v2\x1e.nexus.pluginhost.v1.SubscribeH\x00R\tsubscribe\x12?\n" +
 	"\n" +
 	"config_ack\x18\n" +
-	" \x01(\v2\x1e.nexus.pluginhost.v1.ConfigAckH\x00R\tconfigAckB\x0e\n" +
-	"\x05frame\x12\x05\xbaH\x02\b\x01\"\xa1\x03\n" +
+	" \x01(\v2\x1e.nexus.pluginhost.v1.ConfigAckH\x00R\tconfigAck\x120\n" +
+	"\x02kv\x18\v \x01(\v2\x1e.nexus.pluginhost.v1.KvRequestH\x00R\x02kv\x12;\n" +
+	"\bdiscover\x18\f \x01(\v2\x1d.nexus.pluginhost.v1.DiscoverH\x00R\bdiscover\x12B\n" +
+	"\vcancel_send\x18\r \x01(\v2\x1f.nexus.pluginhost.v1.CancelSendH\x00R\n" +
+	"cancelSendB\x0e\n" +
+	"\x05frame\x12\x05\xbaH\x02\b\x01\"\xd8\x03\n" +
 	"\x0fConnectResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.nexus.pluginhost.v1.WelcomeH\x00R\awelcome\x128\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1c.nexus.pluginhost.v1.DeliverH\x00R\adeliver\x129\n" +
 	"\x05reply\x18\x03 \x01(\v2!.nexus.pluginhost.v1.RequestReplyH\x00R\x05reply\x12L\n" +
 	"\fhealth_check\x18\x04 \x01(\v2'.nexus.pluginhost.v1.HealthCheckRequestH\x00R\vhealthCheck\x12K\n" +
 	"\x0econfig_changed\x18\x05 \x01(\v2\".nexus.pluginhost.v1.ConfigChangedH\x00R\rconfigChanged\x12;\n" +
-	"\bshutdown\x18\x06 \x01(\v2\x1d.nexus.pluginhost.v1.ShutdownH\x00R\bshutdownB\a\n" +
+	"\bshutdown\x18\x06 \x01(\v2\x1d.nexus.pluginhost.v1.ShutdownH\x00R\bshutdown\x125\n" +
+	"\x06cancel\x18\a \x01(\v2\x1b.nexus.pluginhost.v1.CancelH\x00R\x06cancelB\a\n" +
 	"\x05frame\"\xea\x02\n" +
 	"\x05Hello\x12B\n" +
 	"\tplugin_id\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$R\bpluginId\x12)\n" +
@@ -1821,7 +2698,7 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\bservices\x18\x05 \x03(\tB\x0f\xbaH\f\x92\x01\t\x10@\"\x05r\x03\x18\x80\x01R\bservices\x125\n" +
 	"\rmessage_types\x18\x06 \x03(\tB\x10\xbaH\r\x92\x01\n" +
 	"\x10\x80\x02\"\x05r\x03\x18\x80\x01R\fmessageTypes\x12N\n" +
-	"\rsubscriptions\x18\a \x03(\tB(\xbaH%\x92\x01\"\x10\x80\x02\"\x1dr\x1b2\x19^[A-Za-z0-9_*.:-]{1,128}$R\rsubscriptions\"\x91\x02\n" +
+	"\rsubscriptions\x18\a \x03(\tB(\xbaH%\x92\x01\"\x10\x80\x02\"\x1dr\x1b2\x19^[A-Za-z0-9_*.:-]{1,128}$R\rsubscriptions\"\xf2\x02\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -1830,7 +2707,9 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\x06config\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06config\x12/\n" +
 	"\x13granted_permissions\x18\x04 \x03(\tR\x12grantedPermissions\x12!\n" +
 	"\fhost_version\x18\x05 \x01(\tR\vhostVersion\x12A\n" +
-	"\x1dhealth_check_interval_seconds\x18\x06 \x01(\x05R\x1ahealthCheckIntervalSeconds\"\x9c\x02\n" +
+	"\x1dhealth_check_interval_seconds\x18\x06 \x01(\x05R\x1ahealthCheckIntervalSeconds\x12<\n" +
+	"\x1aprocessing_timeout_seconds\x18\a \x01(\x05R\x18processingTimeoutSeconds\x12!\n" +
+	"\fmax_attempts\x18\b \x01(\x05R\vmaxAttempts\"\x9c\x02\n" +
 	"\aDeliver\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x125\n" +
@@ -1883,7 +2762,70 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06action\x121\n" +
 	"\x0eextend_seconds\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xd8\x04(\x00R\rextendSeconds\x12 \n" +
-	"\x06reason\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\"\x85\x02\n" +
+	"\x06reason\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x06reason\"\x85\x03\n" +
+	"\tKvRequest\x12)\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\trequestId\x12>\n" +
+	"\x05owner\x18\x02 \x01(\tB(\xbaH%\xd8\x01\x01r 2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$R\x05owner\x12.\n" +
+	"\x03get\x18\x03 \x01(\v2\x1a.nexus.pluginhost.v1.KvGetH\x00R\x03get\x12.\n" +
+	"\x03put\x18\x04 \x01(\v2\x1a.nexus.pluginhost.v1.KvPutH\x00R\x03put\x127\n" +
+	"\x06delete\x18\x05 \x01(\v2\x1d.nexus.pluginhost.v1.KvDeleteH\x00R\x06delete\x121\n" +
+	"\x04list\x18\x06 \x01(\v2\x1b.nexus.pluginhost.v1.KvListH\x00R\x04list\x124\n" +
+	"\x05share\x18\a \x01(\v2\x1c.nexus.pluginhost.v1.KvShareH\x00R\x05shareB\v\n" +
+	"\x02op\x12\x05\xbaH\x02\b\x01\"%\n" +
+	"\x05KvGet\x12\x1c\n" +
+	"\x03key\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x03key\"\xd8\x01\n" +
+	"\x05KvPut\x12\x1c\n" +
+	"\x03key\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x03key\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueB\x06\xbaH\x03\xc8\x01\x01R\x05value\x12-\n" +
+	"\vttl_seconds\x18\x03 \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x9a\x9e\x01(\x00R\n" +
+	"ttlSeconds\x127\n" +
+	"\x10expected_version\x18\x04 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x0fexpectedVersion\x88\x01\x01B\x13\n" +
+	"\x11_expected_version\"\\\n" +
+	"\bKvDelete\x12\x1c\n" +
+	"\x03key\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x03key\x122\n" +
+	"\x10expected_version\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x0fexpectedVersion\"l\n" +
+	"\x06KvList\x12 \n" +
+	"\x06prefix\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06prefix\x12\x1e\n" +
+	"\x05after\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05after\x12 \n" +
+	"\x05limit\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limit\"Q\n" +
+	"\aKvShare\x12F\n" +
+	"\areaders\x18\x01 \x03(\tB,\xbaH)\x92\x01&\x10@\"\"r 2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$R\areaders\"\xd9\x01\n" +
+	"\aKvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xa0\x01\n" +
+	"\bKvResult\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x126\n" +
+	"\aentries\x18\x02 \x03(\v2\x1c.nexus.pluginhost.v1.KvEntryR\aentries\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\tR\x04next\x12\x18\n" +
+	"\aswapped\x18\x04 \x01(\bR\aswapped\x12\x18\n" +
+	"\areaders\x18\x05 \x03(\tR\areaders\"\x86\x01\n" +
+	"\bDiscover\x12)\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\trequestId\x12\"\n" +
+	"\aservice\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\aservice\x12+\n" +
+	"\fmessage_type\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vmessageType\"7\n" +
+	"\n" +
+	"CancelSend\x12)\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\trequestId\"Q\n" +
+	"\x06Cancel\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xf4\x02\n" +
 	"\fRequestReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n" +
@@ -1897,7 +2839,10 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\x02id\x18\a \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\b \x03(\tR\n" +
-	"recipients\"/\n" +
+	"recipients\x12-\n" +
+	"\x02kv\x18\t \x01(\v2\x1d.nexus.pluginhost.v1.KvResultR\x02kv\x12>\n" +
+	"\tproviders\x18\n" +
+	" \x03(\v2 .nexus.plugin.v1.ServiceProviderR\tproviders\"/\n" +
 	"\x12HealthCheckRequest\x12\x19\n" +
 	"\bcheck_id\x18\x01 \x01(\tR\acheckId\"\xd5\x02\n" +
 	"\x05Check\x12\x1e\n" +
@@ -1962,7 +2907,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP() []byte {
 }
 
 var file_nexus_pluginhost_v1_pluginhost_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(DeliveryKind)(0),             // 0: nexus.pluginhost.v1.DeliveryKind
 	(AckAction)(0),                // 1: nexus.pluginhost.v1.AckAction
@@ -1977,16 +2922,29 @@ var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(*BroadcastSend)(nil),         // 10: nexus.pluginhost.v1.BroadcastSend
 	(*Subscribe)(nil),             // 11: nexus.pluginhost.v1.Subscribe
 	(*Ack)(nil),                   // 12: nexus.pluginhost.v1.Ack
-	(*RequestReply)(nil),          // 13: nexus.pluginhost.v1.RequestReply
-	(*HealthCheckRequest)(nil),    // 14: nexus.pluginhost.v1.HealthCheckRequest
-	(*Check)(nil),                 // 15: nexus.pluginhost.v1.Check
-	(*HealthReport)(nil),          // 16: nexus.pluginhost.v1.HealthReport
-	(*Log)(nil),                   // 17: nexus.pluginhost.v1.Log
-	(*ConfigChanged)(nil),         // 18: nexus.pluginhost.v1.ConfigChanged
-	(*ConfigAck)(nil),             // 19: nexus.pluginhost.v1.ConfigAck
-	(*Shutdown)(nil),              // 20: nexus.pluginhost.v1.Shutdown
-	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*KvRequest)(nil),             // 13: nexus.pluginhost.v1.KvRequest
+	(*KvGet)(nil),                 // 14: nexus.pluginhost.v1.KvGet
+	(*KvPut)(nil),                 // 15: nexus.pluginhost.v1.KvPut
+	(*KvDelete)(nil),              // 16: nexus.pluginhost.v1.KvDelete
+	(*KvList)(nil),                // 17: nexus.pluginhost.v1.KvList
+	(*KvShare)(nil),               // 18: nexus.pluginhost.v1.KvShare
+	(*KvEntry)(nil),               // 19: nexus.pluginhost.v1.KvEntry
+	(*KvResult)(nil),              // 20: nexus.pluginhost.v1.KvResult
+	(*Discover)(nil),              // 21: nexus.pluginhost.v1.Discover
+	(*CancelSend)(nil),            // 22: nexus.pluginhost.v1.CancelSend
+	(*Cancel)(nil),                // 23: nexus.pluginhost.v1.Cancel
+	(*RequestReply)(nil),          // 24: nexus.pluginhost.v1.RequestReply
+	(*HealthCheckRequest)(nil),    // 25: nexus.pluginhost.v1.HealthCheckRequest
+	(*Check)(nil),                 // 26: nexus.pluginhost.v1.Check
+	(*HealthReport)(nil),          // 27: nexus.pluginhost.v1.HealthReport
+	(*Log)(nil),                   // 28: nexus.pluginhost.v1.Log
+	(*ConfigChanged)(nil),         // 29: nexus.pluginhost.v1.ConfigChanged
+	(*ConfigAck)(nil),             // 30: nexus.pluginhost.v1.ConfigAck
+	(*Shutdown)(nil),              // 31: nexus.pluginhost.v1.Shutdown
+	(*structpb.Struct)(nil),       // 32: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 34: google.protobuf.Value
+	(*v1.ServiceProvider)(nil),    // 35: nexus.plugin.v1.ServiceProvider
 }
 var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	4,  // 0: nexus.pluginhost.v1.ConnectRequest.hello:type_name -> nexus.pluginhost.v1.Hello
@@ -1994,38 +2952,54 @@ var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	8,  // 2: nexus.pluginhost.v1.ConnectRequest.send:type_name -> nexus.pluginhost.v1.Send
 	9,  // 3: nexus.pluginhost.v1.ConnectRequest.emit:type_name -> nexus.pluginhost.v1.Emit
 	12, // 4: nexus.pluginhost.v1.ConnectRequest.ack:type_name -> nexus.pluginhost.v1.Ack
-	16, // 5: nexus.pluginhost.v1.ConnectRequest.health_report:type_name -> nexus.pluginhost.v1.HealthReport
-	17, // 6: nexus.pluginhost.v1.ConnectRequest.log:type_name -> nexus.pluginhost.v1.Log
+	27, // 5: nexus.pluginhost.v1.ConnectRequest.health_report:type_name -> nexus.pluginhost.v1.HealthReport
+	28, // 6: nexus.pluginhost.v1.ConnectRequest.log:type_name -> nexus.pluginhost.v1.Log
 	10, // 7: nexus.pluginhost.v1.ConnectRequest.broadcast:type_name -> nexus.pluginhost.v1.BroadcastSend
 	11, // 8: nexus.pluginhost.v1.ConnectRequest.subscribe:type_name -> nexus.pluginhost.v1.Subscribe
-	19, // 9: nexus.pluginhost.v1.ConnectRequest.config_ack:type_name -> nexus.pluginhost.v1.ConfigAck
-	5,  // 10: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
-	6,  // 11: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
-	13, // 12: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
-	14, // 13: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
-	18, // 14: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
-	20, // 15: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
-	21, // 16: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
-	0,  // 17: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
-	21, // 18: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
-	22, // 19: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
-	21, // 20: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
-	21, // 21: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
-	21, // 22: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
-	21, // 23: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
-	1,  // 24: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
-	21, // 25: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
-	15, // 26: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
-	22, // 27: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
-	21, // 28: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
-	21, // 29: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
-	2,  // 30: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
-	3,  // 31: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
-	31, // [31:32] is the sub-list for method output_type
-	30, // [30:31] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	30, // 9: nexus.pluginhost.v1.ConnectRequest.config_ack:type_name -> nexus.pluginhost.v1.ConfigAck
+	13, // 10: nexus.pluginhost.v1.ConnectRequest.kv:type_name -> nexus.pluginhost.v1.KvRequest
+	21, // 11: nexus.pluginhost.v1.ConnectRequest.discover:type_name -> nexus.pluginhost.v1.Discover
+	22, // 12: nexus.pluginhost.v1.ConnectRequest.cancel_send:type_name -> nexus.pluginhost.v1.CancelSend
+	5,  // 13: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
+	6,  // 14: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
+	24, // 15: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
+	25, // 16: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
+	29, // 17: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
+	31, // 18: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
+	23, // 19: nexus.pluginhost.v1.ConnectResponse.cancel:type_name -> nexus.pluginhost.v1.Cancel
+	32, // 20: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
+	0,  // 21: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
+	32, // 22: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
+	33, // 23: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
+	32, // 24: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
+	32, // 25: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
+	32, // 26: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
+	32, // 27: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
+	1,  // 28: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
+	14, // 29: nexus.pluginhost.v1.KvRequest.get:type_name -> nexus.pluginhost.v1.KvGet
+	15, // 30: nexus.pluginhost.v1.KvRequest.put:type_name -> nexus.pluginhost.v1.KvPut
+	16, // 31: nexus.pluginhost.v1.KvRequest.delete:type_name -> nexus.pluginhost.v1.KvDelete
+	17, // 32: nexus.pluginhost.v1.KvRequest.list:type_name -> nexus.pluginhost.v1.KvList
+	18, // 33: nexus.pluginhost.v1.KvRequest.share:type_name -> nexus.pluginhost.v1.KvShare
+	34, // 34: nexus.pluginhost.v1.KvPut.value:type_name -> google.protobuf.Value
+	34, // 35: nexus.pluginhost.v1.KvEntry.value:type_name -> google.protobuf.Value
+	33, // 36: nexus.pluginhost.v1.KvEntry.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 37: nexus.pluginhost.v1.KvEntry.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 38: nexus.pluginhost.v1.KvResult.entries:type_name -> nexus.pluginhost.v1.KvEntry
+	32, // 39: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
+	20, // 40: nexus.pluginhost.v1.RequestReply.kv:type_name -> nexus.pluginhost.v1.KvResult
+	35, // 41: nexus.pluginhost.v1.RequestReply.providers:type_name -> nexus.plugin.v1.ServiceProvider
+	26, // 42: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
+	33, // 43: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
+	32, // 44: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
+	32, // 45: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
+	2,  // 46: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
+	3,  // 47: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
+	47, // [47:48] is the sub-list for method output_type
+	46, // [46:47] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_nexus_pluginhost_v1_pluginhost_proto_init() }
@@ -2044,6 +3018,9 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 		(*ConnectRequest_Broadcast)(nil),
 		(*ConnectRequest_Subscribe)(nil),
 		(*ConnectRequest_ConfigAck)(nil),
+		(*ConnectRequest_Kv)(nil),
+		(*ConnectRequest_Discover)(nil),
+		(*ConnectRequest_CancelSend)(nil),
 	}
 	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -2052,15 +3029,24 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 		(*ConnectResponse_HealthCheck)(nil),
 		(*ConnectResponse_ConfigChanged)(nil),
 		(*ConnectResponse_Shutdown)(nil),
+		(*ConnectResponse_Cancel)(nil),
+	}
+	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11].OneofWrappers = []any{
+		(*KvRequest_Get)(nil),
+		(*KvRequest_Put)(nil),
+		(*KvRequest_Delete)(nil),
+		(*KvRequest_List)(nil),
+		(*KvRequest_Share)(nil),
 	}
 	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[13].OneofWrappers = []any{}
+	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc), len(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

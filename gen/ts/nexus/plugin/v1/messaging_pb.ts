@@ -8,13 +8,15 @@ import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { ApiEndpoint } from "./plugin_pb.js";
+import { file_nexus_plugin_v1_plugin } from "./plugin_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file nexus/plugin/v1/messaging.proto.
  */
 export const file_nexus_plugin_v1_messaging: GenFile = /*@__PURE__*/
-  fileDesc("Ch9uZXh1cy9wbHVnaW4vdjEvbWVzc2FnaW5nLnByb3RvEg9uZXh1cy5wbHVnaW4udjEihAMKElNlbmRNZXNzYWdlUmVxdWVzdBJiCglwbHVnaW5faWQYASABKAlCT7pITHJKMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSRaB2luc3RhbGxaCWJyb2FkY2FzdFoGc2VhcmNoWgxyZXBvc2l0b3JpZXMSZgoNdGFyZ2V0X3BsdWdpbhgCIAEoCUJPukhMckoyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJFoHaW5zdGFsbFoJYnJvYWRjYXN0WgZzZWFyY2haDHJlcG9zaXRvcmllcxI9CgxtZXNzYWdlX3R5cGUYAyABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCg90aW1lb3V0X3NlY29uZHMYBSABKAVCCrpIBxoFGKwCKAFIAIgBAUISChBfdGltZW91dF9zZWNvbmRzIkUKDE1lc3NhZ2VSZXBseRIOCgZzdGF0dXMYASABKAkSJQoEZGF0YRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QidAoTU2VuZE1lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJEi8KCHJlc3BvbnNlGAIgASgLMh0ubmV4dXMucGx1Z2luLnYxLk1lc3NhZ2VSZXBseRIYChByZXNwb25zZV90aW1lX21zGAMgASgBIq4CChBCcm9hZGNhc3RSZXF1ZXN0Ej0KDG1lc3NhZ2VfdHlwZRgBIAEoCUInukgkciIyIF5bQS1aYS16XVtBLVphLXowLTlfLjotXXswLDEyN30kEiUKBGRhdGEYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKEXRhcmdldF9jYXRlZ29yaWVzGAMgAygJQhC6SA2SAQoQQCIGcgQQARhAEkYKD2V4Y2x1ZGVfcGx1Z2lucxgEIAMoCUItukgqkgEnEIACIiJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEj8KDXNlbmRlcl9wbHVnaW4YBSABKAlCKLpIJdgBAXIgMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSQigAEKEUJyb2FkY2FzdFJlc3BvbnNlEhQKDGJyb2FkY2FzdF9pZBgBIAEoCRIUCgxtZXNzYWdlX3R5cGUYAiABKAkSEgoKcmVjaXBpZW50cxgDIAMoCRIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChJXYXRjaEV2ZW50c1JlcXVlc3QSOQoIcGF0dGVybnMYASADKAlCJ7pIJJIBIRBAIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JCKHAQoFRXZlbnQSCgoCaWQYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZzb3VyY2UYAyABKAkSJQoEZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiUKBWV2ZW50GAEgASgLMhYubmV4dXMucGx1Z2luLnYxLkV2ZW50MvgCChBNZXNzYWdpbmdTZXJ2aWNlEogBCgtTZW5kTWVzc2FnZRIjLm5leHVzLnBsdWdpbi52MS5TZW5kTWVzc2FnZVJlcXVlc3QaJC5uZXh1cy5wbHVnaW4udjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIugtPkkwIoOgEqIiMvYXBpL3YxL3BsdWdpbnMve3BsdWdpbl9pZH0vbWVzc2FnZRJ4CglCcm9hZGNhc3QSIS5uZXh1cy5wbHVnaW4udjEuQnJvYWRjYXN0UmVxdWVzdBoiLm5leHVzLnBsdWdpbi52MS5Ccm9hZGNhc3RSZXNwb25zZSIkgtPkkwIeOgEqIhkvYXBpL3YxL3BsdWdpbnMvYnJvYWRjYXN0El8KC1dhdGNoRXZlbnRzEiMubmV4dXMucGx1Z2luLnYxLldhdGNoRXZlbnRzUmVxdWVzdBokLm5leHVzLnBsdWdpbi52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIgOQAgEwAUJBWj9naXRodWIuY29tL25leHVzLXBsYXRmb3JtL25leHVzL2dlbi9nby9uZXh1cy9wbHVnaW4vdjE7cGx1Z2ludjFiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch9uZXh1cy9wbHVnaW4vdjEvbWVzc2FnaW5nLnByb3RvEg9uZXh1cy5wbHVnaW4udjEihAMKElNlbmRNZXNzYWdlUmVxdWVzdBJiCglwbHVnaW5faWQYASABKAlCT7pITHJKMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSRaB2luc3RhbGxaCWJyb2FkY2FzdFoGc2VhcmNoWgxyZXBvc2l0b3JpZXMSZgoNdGFyZ2V0X3BsdWdpbhgCIAEoCUJPukhMckoyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJFoHaW5zdGFsbFoJYnJvYWRjYXN0WgZzZWFyY2haDHJlcG9zaXRvcmllcxI9CgxtZXNzYWdlX3R5cGUYAyABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCg90aW1lb3V0X3NlY29uZHMYBSABKAVCCrpIBxoFGKwCKAFIAIgBAUISChBfdGltZW91dF9zZWNvbmRzIkUKDE1lc3NhZ2VSZXBseRIOCgZzdGF0dXMYASABKAkSJQoEZGF0YRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QidAoTU2VuZE1lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJEi8KCHJlc3BvbnNlGAIgASgLMh0ubmV4dXMucGx1Z2luLnYxLk1lc3NhZ2VSZXBseRIYChByZXNwb25zZV90aW1lX21zGAMgASgBIq4CChBCcm9hZGNhc3RSZXF1ZXN0Ej0KDG1lc3NhZ2VfdHlwZRgBIAEoCUInukgkciIyIF5bQS1aYS16XVtBLVphLXowLTlfLjotXXswLDEyN30kEiUKBGRhdGEYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKEXRhcmdldF9jYXRlZ29yaWVzGAMgAygJQhC6SA2SAQoQQCIGcgQQARhAEkYKD2V4Y2x1ZGVfcGx1Z2lucxgEIAMoCUItukgqkgEnEIACIiJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEj8KDXNlbmRlcl9wbHVnaW4YBSABKAlCKLpIJdgBAXIgMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSQigAEKEUJyb2FkY2FzdFJlc3BvbnNlEhQKDGJyb2FkY2FzdF9pZBgBIAEoCRIUCgxtZXNzYWdlX3R5cGUYAiABKAkSEgoKcmVjaXBpZW50cxgDIAMoCRIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKSAgoQRW1pdEV2ZW50UmVxdWVzdBLWAQoEdHlwZRgBIAEoCULHAbpIwwG6AZMBChNldmVudF90eXBlLnJlc2VydmVkEkB0eXBlcyBzdGFydGluZyB3aXRoIHBsdWdpbi4gb3Igc3lzdGVtLiBhcmUgcmVzZXJ2ZWQgZm9yIHRoZSBob3N0GjohdGhpcy5zdGFydHNXaXRoKCdwbHVnaW4uJykgJiYgIXRoaXMuc3RhcnRzV2l0aCgnc3lzdGVtLicpcioYgAEyJV5bQS1aYS16MC05XzotXSsoXC5bQS1aYS16MC05XzotXSspKiQSJQoEZGF0YRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QidwoRRW1pdEV2ZW50UmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRISCgpyZWNpcGllbnRzGAMgAygJEi4KCmVtaXR0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlAKE0xpc3RTZXJ2aWNlc1JlcXVlc3QSGQoHc2VydmljZRgBIAEoCUIIukgFcgMYgAESHgoMbWVzc2FnZV90eXBlGAIgASgJQgi6SAVyAxiAASJRCg9NZXNzYWdlVHlwZUluZm8SDAoEdHlwZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIbChNyZXF1aXJlZF9wZXJtaXNzaW9uGAMgASgJIvQBCg9TZXJ2aWNlUHJvdmlkZXISEQoJcGx1Z2luX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIQCghjYXRlZ29yeRgEIAEoCRIOCgZzdGF0dXMYBSABKAkSEAoIc2VydmljZXMYBiADKAkSNwoNbWVzc2FnZV90eXBlcxgHIAMoCzIgLm5leHVzLnBsdWdpbi52MS5NZXNzYWdlVHlwZUluZm8SLwoJZW5kcG9pbnRzGAggAygLMhwubmV4dXMucGx1Z2luLnYxLkFwaUVuZHBvaW50EhEKCWluc3RhbmNlcxgJIAEoBSJKChRMaXN0U2VydmljZXNSZXNwb25zZRIyCghzZXJ2aWNlcxgBIAMoCzIgLm5leHVzLnBsdWdpbi52MS5TZXJ2aWNlUHJvdmlkZXIipgEKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSYgoJcGx1Z2luX2lkGAEgASgJQk+6SExySjIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kWgdpbnN0YWxsWglicm9hZGNhc3RaBnNlYXJjaFoMcmVwb3NpdG9yaWVzEh4KBWxpbWl0GAIgASgFQgq6SAcaBRjoBygBSACIAQFCCAoGX2xpbWl0IvABCgpEZWFkTGV0dGVyEgoKAmlkGAEgASgJEgwKBGtpbmQYAiABKAkSDgoGc291cmNlGAMgASgJEgwKBHR5cGUYBCABKAkSJQoEZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIYXR0ZW1wdHMYBiABKAUSDgoGcmVhc29uGAcgASgJEisKB3NlbnRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGRlYWRfbGV0dGVyZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjEKDGRlYWRfbGV0dGVycxgBIAMoCzIbLm5leHVzLnBsdWdpbi52MS5EZWFkTGV0dGVyIk8KEldhdGNoRXZlbnRzUmVxdWVzdBI5CghwYXR0ZXJucxgBIAMoCUInukgkkgEhEEAiHXIbMhleW0EtWmEtejAtOV8qLjotXXsxLDEyOH0kIocBCgVFdmVudBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKE1dhdGNoRXZlbnRzUmVzcG9uc2USJQoFZXZlbnQYASABKAsyFi5uZXh1cy5wbHVnaW4udjEuRXZlbnQy/QUKEE1lc3NhZ2luZ1NlcnZpY2USiAEKC1NlbmRNZXNzYWdlEiMubmV4dXMucGx1Z2luLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBokLm5leHVzLnBsdWdpbi52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIi6C0+STAig6ASoiIy9hcGkvdjEvcGx1Z2lucy97cGx1Z2luX2lkfS9tZXNzYWdlEngKCUJyb2FkY2FzdBIhLm5leHVzLnBsdWdpbi52MS5Ccm9hZGNhc3RSZXF1ZXN0GiIubmV4dXMucGx1Z2luLnYxLkJyb2FkY2FzdFJlc3BvbnNlIiSC0+STAh46ASoiGS9hcGkvdjEvcGx1Z2lucy9icm9hZGNhc3QSXwoLV2F0Y2hFdmVudHMSIy5uZXh1cy5wbHVnaW4udjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiQubmV4dXMucGx1Z2luLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UiA5ACATABEm0KCUVtaXRFdmVudBIhLm5leHVzLnBsdWdpbi52MS5FbWl0RXZlbnRSZXF1ZXN0GiIubmV4dXMucGx1Z2luLnYxLkVtaXRFdmVudFJlc3BvbnNlIhmC0+STAhM6ASoiDi9hcGkvdjEvZXZlbnRzEngKDExpc3RTZXJ2aWNlcxIkLm5leHVzLnBsdWdpbi52MS5MaXN0U2VydmljZXNSZXF1ZXN0GiUubmV4dXMucGx1Z2luLnYxLkxpc3RTZXJ2aWNlc1Jlc3BvbnNlIhuQAgGC0+STAhISEC9hcGkvdjEvc2VydmljZXMSmQEKD0xpc3REZWFkTGV0dGVycxInLm5leHVzLnBsdWdpbi52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GigubmV4dXMucGx1Z2luLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlIjOQAgGC0+STAioSKC9hcGkvdjEvcGx1Z2lucy97cGx1Z2luX2lkfS9kZWFkLWxldHRlcnNCQVo/Z2l0aHViLmNvbS9uZXh1cy1wbGF0Zm9ybS9uZXh1cy9nZW4vZ28vbmV4dXMvcGx1Z2luL3YxO3BsdWdpbnYxYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_nexus_plugin_v1_plugin]);
 
 /**
  * SendMessageRequest is a message from one plugin to another.
@@ -202,6 +204,322 @@ export const BroadcastResponseSchema: GenMessage<BroadcastResponse> = /*@__PURE_
   messageDesc(file_nexus_plugin_v1_messaging, 4);
 
 /**
+ * EmitEventRequest is an event from an administrator or a user.
+ *
+ * @generated from message nexus.plugin.v1.EmitEventRequest
+ */
+export type EmitEventRequest = Message<"nexus.plugin.v1.EmitEventRequest"> & {
+  /**
+   * Dotted type, e.g. `maintenance.scheduled`. Types starting with `plugin.` or `system.` are
+   * reserved for the host.
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct data = 2;
+   */
+  data?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.EmitEventRequest.
+ * Use `create(EmitEventRequestSchema)` to create a new message.
+ */
+export const EmitEventRequestSchema: GenMessage<EmitEventRequest> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 5);
+
+/**
+ * EmitEventResponse says where the event went.
+ *
+ * @generated from message nexus.plugin.v1.EmitEventResponse
+ */
+export type EmitEventResponse = Message<"nexus.plugin.v1.EmitEventResponse"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * The plugins whose inboxes it was delivered to.
+   *
+   * @generated from field: repeated string recipients = 3;
+   */
+  recipients: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp emitted_at = 4;
+   */
+  emittedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.EmitEventResponse.
+ * Use `create(EmitEventResponseSchema)` to create a new message.
+ */
+export const EmitEventResponseSchema: GenMessage<EmitEventResponse> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 6);
+
+/**
+ * ListServicesRequest filters providers.
+ *
+ * @generated from message nexus.plugin.v1.ListServicesRequest
+ */
+export type ListServicesRequest = Message<"nexus.plugin.v1.ListServicesRequest"> & {
+  /**
+   * Only providers of this service.
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * Only providers handling this message type.
+   *
+   * @generated from field: string message_type = 2;
+   */
+  messageType: string;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.ListServicesRequest.
+ * Use `create(ListServicesRequestSchema)` to create a new message.
+ */
+export const ListServicesRequestSchema: GenMessage<ListServicesRequest> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 7);
+
+/**
+ * MessageTypeInfo is a message type a plugin handles.
+ *
+ * @generated from message nexus.plugin.v1.MessageTypeInfo
+ */
+export type MessageTypeInfo = Message<"nexus.plugin.v1.MessageTypeInfo"> & {
+  /**
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * The permission a sender must hold to send it, if any.
+   *
+   * @generated from field: string required_permission = 3;
+   */
+  requiredPermission: string;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.MessageTypeInfo.
+ * Use `create(MessageTypeInfoSchema)` to create a new message.
+ */
+export const MessageTypeInfoSchema: GenMessage<MessageTypeInfo> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 8);
+
+/**
+ * ServiceProvider is an active plugin and what it serves.
+ *
+ * @generated from message nexus.plugin.v1.ServiceProvider
+ */
+export type ServiceProvider = Message<"nexus.plugin.v1.ServiceProvider"> & {
+  /**
+   * @generated from field: string plugin_id = 1;
+   */
+  pluginId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string version = 3;
+   */
+  version: string;
+
+  /**
+   * @generated from field: string category = 4;
+   */
+  category: string;
+
+  /**
+   * @generated from field: string status = 5;
+   */
+  status: string;
+
+  /**
+   * Services from the manifest and from the connected instances' hello.
+   *
+   * @generated from field: repeated string services = 6;
+   */
+  services: string[];
+
+  /**
+   * @generated from field: repeated nexus.plugin.v1.MessageTypeInfo message_types = 7;
+   */
+  messageTypes: MessageTypeInfo[];
+
+  /**
+   * The HTTP endpoints the plugin serves, from its manifest.
+   *
+   * @generated from field: repeated nexus.plugin.v1.ApiEndpoint endpoints = 8;
+   */
+  endpoints: ApiEndpoint[];
+
+  /**
+   * Connected instances.
+   *
+   * @generated from field: int32 instances = 9;
+   */
+  instances: number;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.ServiceProvider.
+ * Use `create(ServiceProviderSchema)` to create a new message.
+ */
+export const ServiceProviderSchema: GenMessage<ServiceProvider> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 9);
+
+/**
+ * ListServicesResponse lists providers, ordered by plugin id.
+ *
+ * @generated from message nexus.plugin.v1.ListServicesResponse
+ */
+export type ListServicesResponse = Message<"nexus.plugin.v1.ListServicesResponse"> & {
+  /**
+   * @generated from field: repeated nexus.plugin.v1.ServiceProvider services = 1;
+   */
+  services: ServiceProvider[];
+};
+
+/**
+ * Describes the message nexus.plugin.v1.ListServicesResponse.
+ * Use `create(ListServicesResponseSchema)` to create a new message.
+ */
+export const ListServicesResponseSchema: GenMessage<ListServicesResponse> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 10);
+
+/**
+ * ListDeadLettersRequest names the plugin.
+ *
+ * @generated from message nexus.plugin.v1.ListDeadLettersRequest
+ */
+export type ListDeadLettersRequest = Message<"nexus.plugin.v1.ListDeadLettersRequest"> & {
+  /**
+   * @generated from field: string plugin_id = 1;
+   */
+  pluginId: string;
+
+  /**
+   * At most this many, newest first; 100 when absent.
+   *
+   * @generated from field: optional int32 limit = 2;
+   */
+  limit?: number | undefined;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.ListDeadLettersRequest.
+ * Use `create(ListDeadLettersRequestSchema)` to create a new message.
+ */
+export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 11);
+
+/**
+ * DeadLetter is a delivery that was given up on.
+ *
+ * @generated from message nexus.plugin.v1.DeadLetter
+ */
+export type DeadLetter = Message<"nexus.plugin.v1.DeadLetter"> & {
+  /**
+   * The message, broadcast or event id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * `message`, `broadcast` or `event`.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: string source = 3;
+   */
+  source: string;
+
+  /**
+   * @generated from field: string type = 4;
+   */
+  type: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct data = 5;
+   */
+  data?: JsonObject | undefined;
+
+  /**
+   * How many times it was delivered.
+   *
+   * @generated from field: int32 attempts = 6;
+   */
+  attempts: number;
+
+  /**
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp sent_at = 8;
+   */
+  sentAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp dead_lettered_at = 9;
+   */
+  deadLetteredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message nexus.plugin.v1.DeadLetter.
+ * Use `create(DeadLetterSchema)` to create a new message.
+ */
+export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 12);
+
+/**
+ * ListDeadLettersResponse holds the dead letters, newest first.
+ *
+ * @generated from message nexus.plugin.v1.ListDeadLettersResponse
+ */
+export type ListDeadLettersResponse = Message<"nexus.plugin.v1.ListDeadLettersResponse"> & {
+  /**
+   * @generated from field: repeated nexus.plugin.v1.DeadLetter dead_letters = 1;
+   */
+  deadLetters: DeadLetter[];
+};
+
+/**
+ * Describes the message nexus.plugin.v1.ListDeadLettersResponse.
+ * Use `create(ListDeadLettersResponseSchema)` to create a new message.
+ */
+export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_nexus_plugin_v1_messaging, 13);
+
+/**
  * WatchEventsRequest selects events.
  *
  * @generated from message nexus.plugin.v1.WatchEventsRequest
@@ -220,7 +538,7 @@ export type WatchEventsRequest = Message<"nexus.plugin.v1.WatchEventsRequest"> &
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_nexus_plugin_v1_messaging, 5);
+  messageDesc(file_nexus_plugin_v1_messaging, 14);
 
 /**
  * Event is something that happened, emitted by a plugin, the host or an administrator.
@@ -263,7 +581,7 @@ export type Event = Message<"nexus.plugin.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_nexus_plugin_v1_messaging, 6);
+  messageDesc(file_nexus_plugin_v1_messaging, 15);
 
 /**
  * WatchEventsResponse carries one event.
@@ -282,7 +600,7 @@ export type WatchEventsResponse = Message<"nexus.plugin.v1.WatchEventsResponse">
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_nexus_plugin_v1_messaging, 7);
+  messageDesc(file_nexus_plugin_v1_messaging, 16);
 
 /**
  * MessagingService lets administrators, users and plugins talk to plugins: direct messages
@@ -313,7 +631,8 @@ export const MessagingService: GenService<{
     output: typeof BroadcastResponseSchema;
   },
   /**
-   * WatchEvents streams the events whose types match the given patterns.
+   * WatchEvents streams the events whose types match the given patterns, from now on.
+   * Browsers and curl can use the Server-Sent Events feed at `/api/v1/events/stream`.
    *
    * @generated from rpc nexus.plugin.v1.MessagingService.WatchEvents
    */
@@ -321,6 +640,37 @@ export const MessagingService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEventsRequestSchema;
     output: typeof WatchEventsResponseSchema;
+  },
+  /**
+   * EmitEvent publishes an event on behalf of an administrator or a user (source `admin` or
+   * `user`); it is delivered to every subscribing plugin and to watchers.
+   *
+   * @generated from rpc nexus.plugin.v1.MessagingService.EmitEvent
+   */
+  emitEvent: {
+    methodKind: "unary";
+    input: typeof EmitEventRequestSchema;
+    output: typeof EmitEventResponseSchema;
+  },
+  /**
+   * ListServices says which active plugins serve which services and message types.
+   *
+   * @generated from rpc nexus.plugin.v1.MessagingService.ListServices
+   */
+  listServices: {
+    methodKind: "unary";
+    input: typeof ListServicesRequestSchema;
+    output: typeof ListServicesResponseSchema;
+  },
+  /**
+   * ListDeadLetters returns the messages, broadcasts and events a plugin could not process.
+   *
+   * @generated from rpc nexus.plugin.v1.MessagingService.ListDeadLetters
+   */
+  listDeadLetters: {
+    methodKind: "unary";
+    input: typeof ListDeadLettersRequestSchema;
+    output: typeof ListDeadLettersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_nexus_plugin_v1_messaging, 0);

@@ -5,15 +5,17 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { ServiceProvider } from "../../plugin/v1/messaging_pb.js";
+import { file_nexus_plugin_v1_messaging } from "../../plugin/v1/messaging_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file nexus/pluginhost/v1/pluginhost.proto.
  */
 export const file_nexus_pluginhost_v1_pluginhost: GenFile = /*@__PURE__*/
-  fileDesc("CiRuZXh1cy9wbHVnaW5ob3N0L3YxL3BsdWdpbmhvc3QucHJvdG8SE25leHVzLnBsdWdpbmhvc3QudjEiigQKDkNvbm5lY3RSZXF1ZXN0EisKBWhlbGxvGAEgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5IZWxsb0gAEjMKBXJlcGx5GAIgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5EZWxpdmVyeVJlcGx5SAASKQoEc2VuZBgDIAEoCzIZLm5leHVzLnBsdWdpbmhvc3QudjEuU2VuZEgAEikKBGVtaXQYBCABKAsyGS5uZXh1cy5wbHVnaW5ob3N0LnYxLkVtaXRIABInCgNhY2sYBSABKAsyGC5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0gAEjoKDWhlYWx0aF9yZXBvcnQYBiABKAsyIS5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aFJlcG9ydEgAEicKA2xvZxgHIAEoCzIYLm5leHVzLnBsdWdpbmhvc3QudjEuTG9nSAASNwoJYnJvYWRjYXN0GAggASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Ccm9hZGNhc3RTZW5kSAASMwoJc3Vic2NyaWJlGAkgASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5TdWJzY3JpYmVIABI0Cgpjb25maWdfYWNrGAogASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdBY2tIAEIOCgVmcmFtZRIFukgCCAEi4gIKD0Nvbm5lY3RSZXNwb25zZRIvCgd3ZWxjb21lGAEgASgLMhwubmV4dXMucGx1Z2luaG9zdC52MS5XZWxjb21lSAASLwoHZGVsaXZlchgCIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlckgAEjIKBXJlcGx5GAMgASgLMiEubmV4dXMucGx1Z2luaG9zdC52MS5SZXF1ZXN0UmVwbHlIABI/CgxoZWFsdGhfY2hlY2sYBCABKAsyJy5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aENoZWNrUmVxdWVzdEgAEjwKDmNvbmZpZ19jaGFuZ2VkGAUgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdDaGFuZ2VkSAASMQoIc2h1dGRvd24YBiABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLlNodXRkb3duSABCBwoFZnJhbWUinwIKBUhlbGxvEjgKCXBsdWdpbl9pZBgBIAEoCUIlukgiciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBIdCgtpbnN0YW5jZV9pZBgCIAEoCUIIukgFcgMYgAESGQoHdmVyc2lvbhgDIAEoCUIIukgFcgMYgAESFQoDc2RrGAQgASgJQgi6SAVyAxiAARIhCghzZXJ2aWNlcxgFIAMoCUIPukgMkgEJEEAiBXIDGIABEicKDW1lc3NhZ2VfdHlwZXMYBiADKAlCELpIDZIBChCAAiIFcgMYgAESPwoNc3Vic2NyaXB0aW9ucxgHIAMoCUIoukglkgEiEIACIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JCK1AQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEicKBmNvbmZpZxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGwoTZ3JhbnRlZF9wZXJtaXNzaW9ucxgEIAMoCRIUCgxob3N0X3ZlcnNpb24YBSABKAkSJQodaGVhbHRoX2NoZWNrX2ludGVydmFsX3NlY29uZHMYBiABKAUi3wEKB0RlbGl2ZXISEwoLZGVsaXZlcnlfaWQYASABKAkSLwoEa2luZBgCIAEoDjIhLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlcnlLaW5kEgoKAmlkGAMgASgJEg4KBnNvdXJjZRgEIAEoCRIMCgR0eXBlGAUgASgJEiUKBGRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKCGRlYWRsaW5lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAggASgFIpwBCg1EZWxpdmVyeVJlcGx5EhwKC2RlbGl2ZXJ5X2lkGAEgASgJQge6SARyAhABEiUKBnN0YXR1cxgCIAEoCUIVukgSchBSB3N1Y2Nlc3NSBWVycm9yEiUKBGRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eh8KDWVycm9yX21lc3NhZ2UYBCABKAlCCLpIBXIDGIAgIu8BCgRTZW5kEh4KCnJlcXVlc3RfaWQYASABKAlCCrpIB3IFEAEYgAESPAoNdGFyZ2V0X3BsdWdpbhgCIAEoCUIlukgiciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBI9CgxtZXNzYWdlX3R5cGUYAyABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjCg90aW1lb3V0X3NlY29uZHMYBSABKAVCCrpIBxoFGKwCKAAifAoERW1pdBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEi0KBHR5cGUYAiABKAlCH7pIHHIaMhheW0EtWmEtejAtOV8uOi1dezEsMTI4fSQSJQoEZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi3gEKDUJyb2FkY2FzdFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI9CgxtZXNzYWdlX3R5cGUYAiABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjChF0YXJnZXRfY2F0ZWdvcmllcxgEIAMoCUIIukgFkgECEEASIgoPZXhjbHVkZV9wbHVnaW5zGAUgAygJQgm6SAaSAQMQgAIinAEKCVN1YnNjcmliZRIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjUKA2FkZBgCIAMoCUIoukglkgEiEIACIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JBI4CgZyZW1vdmUYAyADKAlCKLpIJZIBIhCAAiIdchsyGV5bQS1aYS16MC05XyouOi1dezEsMTI4fSQinQEKA0FjaxIcCgtkZWxpdmVyeV9pZBgBIAEoCUIHukgEcgIQARI6CgZhY3Rpb24YAiABKA4yHi5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0FjdGlvbkIKukgHggEEEAEgABIiCg5leHRlbmRfc2Vjb25kcxgDIAEoBUIKukgHGgUY2AQoABIYCgZyZWFzb24YBCABKAlCCLpIBXIDGIAgIrgBCgxSZXF1ZXN0UmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoCRISCgplcnJvcl9jb2RlGAIgASgJEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSEgoKbWVzc2FnZV9pZBgEIAEoCRIOCgZzdGF0dXMYBSABKAkSJQoEZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCgoCaWQYByABKAkSEgoKcmVjaXBpZW50cxgIIAMoCSImChJIZWFsdGhDaGVja1JlcXVlc3QSEAoIY2hlY2tfaWQYASABKAkilgIKBUNoZWNrEhgKBG5hbWUYASABKAlCCrpIB3IFEAEYgAESKgoGc3RhdHVzGAIgASgJQhq6SBdyFVIEcGFzc1IHd2FybmluZ1IEZmFpbBIdChByZXNwb25zZV90aW1lX21zGAMgASgBSACIAQESHgoHZGV0YWlscxgEIAEoCUIIukgFcgMYgCBIAYgBARISCgV2YWx1ZRgFIAEoAUgCiAEBEhYKCXRocmVzaG9sZBgGIAEoAUgDiAEBEhoKBHVuaXQYByABKAlCB7pIBHICGCBIBIgBAUITChFfcmVzcG9uc2VfdGltZV9tc0IKCghfZGV0YWlsc0IICgZfdmFsdWVCDAoKX3RocmVzaG9sZEIHCgVfdW5pdCJWCgxIZWFsdGhSZXBvcnQSEAoIY2hlY2tfaWQYASABKAkSNAoGY2hlY2tzGAIgAygLMhoubmV4dXMucGx1Z2luaG9zdC52MS5DaGVja0IIukgFkgECEEAirgEKA0xvZxItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKBWxldmVsGAIgASgJQiK6SB9yHVIFREVCVUdSBElORk9SB1dBUk5JTkdSBUVSUk9SEhoKB21lc3NhZ2UYAyABKAlCCbpIBnIEGICABBIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QifQoNQ29uZmlnQ2hhbmdlZBInCgZjb25maWcYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDnVwZGF0ZWRfZmllbGRzGAIgAygJEhgKEHJlc3RhcnRfcmVxdWlyZWQYAyABKAgSEQoJY2hhbmdlX2lkGAQgASgJIlIKCUNvbmZpZ0FjaxIaCgljaGFuZ2VfaWQYASABKAlCB7pIBHICEAESEAoIYWNjZXB0ZWQYAiABKAgSFwoFZXJyb3IYAyABKAlCCLpIBXIDGIAgIjMKCFNodXRkb3duEg4KBnJlYXNvbhgBIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAiABKAUqfgoMRGVsaXZlcnlLaW5kEh0KGURFTElWRVJZX0tJTkRfVU5TUEVDSUZJRUQQABIZChVERUxJVkVSWV9LSU5EX01FU1NBR0UQARIbChdERUxJVkVSWV9LSU5EX0JST0FEQ0FTVBACEhcKE0RFTElWRVJZX0tJTkRfRVZFTlQQAypvCglBY2tBY3Rpb24SGgoWQUNLX0FDVElPTl9VTlNQRUNJRklFRBAAEhMKD0FDS19BQ1RJT05fRE9ORRABEhUKEUFDS19BQ1RJT05fRVhURU5EEAISGgoWQUNLX0FDVElPTl9ERUFEX0xFVFRFUhADMm0KEVBsdWdpbkhvc3RTZXJ2aWNlElgKB0Nvbm5lY3QSIy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNvbm5lY3RSZXF1ZXN0GiQubmV4dXMucGx1Z2luaG9zdC52MS5Db25uZWN0UmVzcG9uc2UoATABQklaR2dpdGh1Yi5jb20vbmV4dXMtcGxhdGZvcm0vbmV4dXMvZ2VuL2dvL25leHVzL3BsdWdpbmhvc3QvdjE7cGx1Z2luaG9zdHYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiRuZXh1cy9wbHVnaW5ob3N0L3YxL3BsdWdpbmhvc3QucHJvdG8SE25leHVzLnBsdWdpbmhvc3QudjEiowUKDkNvbm5lY3RSZXF1ZXN0EisKBWhlbGxvGAEgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5IZWxsb0gAEjMKBXJlcGx5GAIgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5EZWxpdmVyeVJlcGx5SAASKQoEc2VuZBgDIAEoCzIZLm5leHVzLnBsdWdpbmhvc3QudjEuU2VuZEgAEikKBGVtaXQYBCABKAsyGS5uZXh1cy5wbHVnaW5ob3N0LnYxLkVtaXRIABInCgNhY2sYBSABKAsyGC5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0gAEjoKDWhlYWx0aF9yZXBvcnQYBiABKAsyIS5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aFJlcG9ydEgAEicKA2xvZxgHIAEoCzIYLm5leHVzLnBsdWdpbmhvc3QudjEuTG9nSAASNwoJYnJvYWRjYXN0GAggASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Ccm9hZGNhc3RTZW5kSAASMwoJc3Vic2NyaWJlGAkgASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5TdWJzY3JpYmVIABI0Cgpjb25maWdfYWNrGAogASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdBY2tIABIsCgJrdhgLIAEoCzIeLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZSZXF1ZXN0SAASMQoIZGlzY292ZXIYDCABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLkRpc2NvdmVySAASNgoLY2FuY2VsX3NlbmQYDSABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNhbmNlbFNlbmRIAEIOCgVmcmFtZRIFukgCCAEikQMKD0Nvbm5lY3RSZXNwb25zZRIvCgd3ZWxjb21lGAEgASgLMhwubmV4dXMucGx1Z2luaG9zdC52MS5XZWxjb21lSAASLwoHZGVsaXZlchgCIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlckgAEjIKBXJlcGx5GAMgASgLMiEubmV4dXMucGx1Z2luaG9zdC52MS5SZXF1ZXN0UmVwbHlIABI/CgxoZWFsdGhfY2hlY2sYBCABKAsyJy5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aENoZWNrUmVxdWVzdEgAEjwKDmNvbmZpZ19jaGFuZ2VkGAUgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdDaGFuZ2VkSAASMQoIc2h1dGRvd24YBiABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLlNodXRkb3duSAASLQoGY2FuY2VsGAcgASgLMhsubmV4dXMucGx1Z2luaG9zdC52MS5DYW5jZWxIAEIHCgVmcmFtZSKfAgoFSGVsbG8SOAoJcGx1Z2luX2lkGAEgASgJQiW6SCJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEh0KC2luc3RhbmNlX2lkGAIgASgJQgi6SAVyAxiAARIZCgd2ZXJzaW9uGAMgASgJQgi6SAVyAxiAARIVCgNzZGsYBCABKAlCCLpIBXIDGIABEiEKCHNlcnZpY2VzGAUgAygJQg+6SAySAQkQQCIFcgMYgAESJwoNbWVzc2FnZV90eXBlcxgGIAMoCUIQukgNkgEKEIACIgVyAxiAARI/Cg1zdWJzY3JpcHRpb25zGAcgAygJQii6SCWSASIQgAIiHXIbMhleW0EtWmEtejAtOV8qLjotXXsxLDEyOH0kIu8BCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSJwoGY29uZmlnGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNncmFudGVkX3Blcm1pc3Npb25zGAQgAygJEhQKDGhvc3RfdmVyc2lvbhgFIAEoCRIlCh1oZWFsdGhfY2hlY2tfaW50ZXJ2YWxfc2Vjb25kcxgGIAEoBRIiChpwcm9jZXNzaW5nX3RpbWVvdXRfc2Vjb25kcxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUi3wEKB0RlbGl2ZXISEwoLZGVsaXZlcnlfaWQYASABKAkSLwoEa2luZBgCIAEoDjIhLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlcnlLaW5kEgoKAmlkGAMgASgJEg4KBnNvdXJjZRgEIAEoCRIMCgR0eXBlGAUgASgJEiUKBGRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKCGRlYWRsaW5lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAggASgFIpwBCg1EZWxpdmVyeVJlcGx5EhwKC2RlbGl2ZXJ5X2lkGAEgASgJQge6SARyAhABEiUKBnN0YXR1cxgCIAEoCUIVukgSchBSB3N1Y2Nlc3NSBWVycm9yEiUKBGRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eh8KDWVycm9yX21lc3NhZ2UYBCABKAlCCLpIBXIDGIAgIu8BCgRTZW5kEh4KCnJlcXVlc3RfaWQYASABKAlCCrpIB3IFEAEYgAESPAoNdGFyZ2V0X3BsdWdpbhgCIAEoCUIlukgiciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBI9CgxtZXNzYWdlX3R5cGUYAyABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjCg90aW1lb3V0X3NlY29uZHMYBSABKAVCCrpIBxoFGKwCKAAifAoERW1pdBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEi0KBHR5cGUYAiABKAlCH7pIHHIaMhheW0EtWmEtejAtOV8uOi1dezEsMTI4fSQSJQoEZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi3gEKDUJyb2FkY2FzdFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI9CgxtZXNzYWdlX3R5cGUYAiABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjChF0YXJnZXRfY2F0ZWdvcmllcxgEIAMoCUIIukgFkgECEEASIgoPZXhjbHVkZV9wbHVnaW5zGAUgAygJQgm6SAaSAQMQgAIinAEKCVN1YnNjcmliZRIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjUKA2FkZBgCIAMoCUIoukglkgEiEIACIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JBI4CgZyZW1vdmUYAyADKAlCKLpIJZIBIhCAAiIdchsyGV5bQS1aYS16MC05XyouOi1dezEsMTI4fSQinQEKA0FjaxIcCgtkZWxpdmVyeV9pZBgBIAEoCUIHukgEcgIQARI6CgZhY3Rpb24YAiABKA4yHi5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0FjdGlvbkIKukgHggEEEAEgABIiCg5leHRlbmRfc2Vjb25kcxgDIAEoBUIKukgHGgUY2AQoABIYCgZyZWFzb24YBCABKAlCCLpIBXIDGIAgItQCCglLdlJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI3CgVvd25lchgCIAEoCUIoukgl2AEBciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBIpCgNnZXQYAyABKAsyGi5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2R2V0SAASKQoDcHV0GAQgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5LdlB1dEgAEi8KBmRlbGV0ZRgFIAEoCzIdLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZEZWxldGVIABIrCgRsaXN0GAYgASgLMhsubmV4dXMucGx1Z2luaG9zdC52MS5Ldkxpc3RIABItCgVzaGFyZRgHIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZTaGFyZUgAQgsKAm9wEgW6SAIIASIgCgVLdkdldBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAIirwEKBUt2UHV0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAAhItCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIGukgDyAEBEiEKC3R0bF9zZWNvbmRzGAMgASgFQgy6SAkaBxiAmp4BKAASJgoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoA0IHukgEIgIoAEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkYKCEt2RGVsZXRlEhcKA2tleRgBIAEoCUIKukgHcgUQARiAAhIhChBleHBlY3RlZF92ZXJzaW9uGAIgASgDQge6SAQiAigAIlYKBkt2TGlzdBIYCgZwcmVmaXgYASABKAlCCLpIBXIDGIACEhcKBWFmdGVyGAIgASgJQgi6SAVyAxiAAhIZCgVsaW1pdBgDIAEoBUIKukgHGgUY6AcoACJICgdLdlNoYXJlEj0KB3JlYWRlcnMYASADKAlCLLpIKZIBJhBAIiJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kIq4BCgdLdkVudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgd2ZXJzaW9uGAMgASgDEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIngKCEt2UmVzdWx0Eg0KBWZvdW5kGAEgASgIEi0KB2VudHJpZXMYAiADKAsyHC5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2RW50cnkSDAoEbmV4dBgDIAEoCRIPCgdzd2FwcGVkGAQgASgIEg8KB3JlYWRlcnMYBSADKAkiZQoIRGlzY292ZXISHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARIZCgdzZXJ2aWNlGAIgASgJQgi6SAVyAxiAARIeCgxtZXNzYWdlX3R5cGUYAyABKAlCCLpIBXIDGIABIiwKCkNhbmNlbFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASI5CgZDYW5jZWwSEwoLZGVsaXZlcnlfaWQYASABKAkSCgoCaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIpgCCgxSZXF1ZXN0UmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoCRISCgplcnJvcl9jb2RlGAIgASgJEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSEgoKbWVzc2FnZV9pZBgEIAEoCRIOCgZzdGF0dXMYBSABKAkSJQoEZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCgoCaWQYByABKAkSEgoKcmVjaXBpZW50cxgIIAMoCRIpCgJrdhgJIAEoCzIdLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZSZXN1bHQSMwoJcHJvdmlkZXJzGAogAygLMiAubmV4dXMucGx1Z2luLnYxLlNlcnZpY2VQcm92aWRlciImChJIZWFsdGhDaGVja1JlcXVlc3QSEAoIY2hlY2tfaWQYASABKAkilgIKBUNoZWNrEhgKBG5hbWUYASABKAlCCrpIB3IFEAEYgAESKgoGc3RhdHVzGAIgASgJQhq6SBdyFVIEcGFzc1IHd2FybmluZ1IEZmFpbBIdChByZXNwb25zZV90aW1lX21zGAMgASgBSACIAQESHgoHZGV0YWlscxgEIAEoCUIIukgFcgMYgCBIAYgBARISCgV2YWx1ZRgFIAEoAUgCiAEBEhYKCXRocmVzaG9sZBgGIAEoAUgDiAEBEhoKBHVuaXQYByABKAlCB7pIBHICGCBIBIgBAUITChFfcmVzcG9uc2VfdGltZV9tc0IKCghfZGV0YWlsc0IICgZfdmFsdWVCDAoKX3RocmVzaG9sZEIHCgVfdW5pdCJWCgxIZWFsdGhSZXBvcnQSEAoIY2hlY2tfaWQYASABKAkSNAoGY2hlY2tzGAIgAygLMhoubmV4dXMucGx1Z2luaG9zdC52MS5DaGVja0IIukgFkgECEEAirgEKA0xvZxItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKBWxldmVsGAIgASgJQiK6SB9yHVIFREVCVUdSBElORk9SB1dBUk5JTkdSBUVSUk9SEhoKB21lc3NhZ2UYAyABKAlCCbpIBnIEGICABBIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QifQoNQ29uZmlnQ2hhbmdlZBInCgZjb25maWcYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDnVwZGF0ZWRfZmllbGRzGAIgAygJEhgKEHJlc3RhcnRfcmVxdWlyZWQYAyABKAgSEQoJY2hhbmdlX2lkGAQgASgJIlIKCUNvbmZpZ0FjaxIaCgljaGFuZ2VfaWQYASABKAlCB7pIBHICEAESEAoIYWNjZXB0ZWQYAiABKAgSFwoFZXJyb3IYAyABKAlCCLpIBXIDGIAgIjMKCFNodXRkb3duEg4KBnJlYXNvbhgBIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAiABKAUqfgoMRGVsaXZlcnlLaW5kEh0KGURFTElWRVJZX0tJTkRfVU5TUEVDSUZJRUQQABIZChVERUxJVkVSWV9LSU5EX01FU1NBR0UQARIbChdERUxJVkVSWV9LSU5EX0JST0FEQ0FTVBACEhcKE0RFTElWRVJZX0tJTkRfRVZFTlQQAypvCglBY2tBY3Rpb24SGgoWQUNLX0FDVElPTl9VTlNQRUNJRklFRBAAEhMKD0FDS19BQ1RJT05fRE9ORRABEhUKEUFDS19BQ1RJT05fRVhURU5EEAISGgoWQUNLX0FDVElPTl9ERUFEX0xFVFRFUhADMm0KEVBsdWdpbkhvc3RTZXJ2aWNlElgKB0Nvbm5lY3QSIy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNvbm5lY3RSZXF1ZXN0GiQubmV4dXMucGx1Z2luaG9zdC52MS5Db25uZWN0UmVzcG9uc2UoATABQklaR2dpdGh1Yi5jb20vbmV4dXMtcGxhdGZvcm0vbmV4dXMvZ2VuL2dvL25leHVzL3BsdWdpbmhvc3QvdjE7cGx1Z2luaG9zdHYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_struct, file_google_protobuf_timestamp, file_nexus_plugin_v1_messaging]);
 
 /**
  * ConnectRequest is a frame from the plugin to the host.
@@ -104,6 +106,31 @@ export type ConnectRequest = Message<"nexus.pluginhost.v1.ConnectRequest"> & {
      */
     value: ConfigAck;
     case: "configAck";
+  } | {
+    /**
+     * A key-value store operation.
+     *
+     * @generated from field: nexus.pluginhost.v1.KvRequest kv = 11;
+     */
+    value: KvRequest;
+    case: "kv";
+  } | {
+    /**
+     * Finds the active plugins that serve a service or message type.
+     *
+     * @generated from field: nexus.pluginhost.v1.Discover discover = 12;
+     */
+    value: Discover;
+    case: "discover";
+  } | {
+    /**
+     * Withdraws one of the plugin's own `send` frames: the host stops waiting, and the
+     * target's handler is told with a `cancel`.
+     *
+     * @generated from field: nexus.pluginhost.v1.CancelSend cancel_send = 13;
+     */
+    value: CancelSend;
+    case: "cancelSend";
   } | { case: undefined; value?: undefined };
 };
 
@@ -141,7 +168,8 @@ export type ConnectResponse = Message<"nexus.pluginhost.v1.ConnectResponse"> & {
     case: "deliver";
   } | {
     /**
-     * The outcome of one of the plugin's own requests (`send`, `emit`, `broadcast`, `subscribe`).
+     * The outcome of one of the plugin's own requests (`send`, `emit`, `broadcast`,
+     * `subscribe`, `kv`, `discover`).
      *
      * @generated from field: nexus.pluginhost.v1.RequestReply reply = 3;
      */
@@ -171,6 +199,15 @@ export type ConnectResponse = Message<"nexus.pluginhost.v1.ConnectResponse"> & {
      */
     value: Shutdown;
     case: "shutdown";
+  } | {
+    /**
+     * The sender of a delivered message gave up on it (cancelled, or its deadline passed):
+     * the handler should stop.
+     *
+     * @generated from field: nexus.pluginhost.v1.Cancel cancel = 7;
+     */
+    value: Cancel;
+    case: "cancel";
   } | { case: undefined; value?: undefined };
 };
 
@@ -287,6 +324,21 @@ export type Welcome = Message<"nexus.pluginhost.v1.Welcome"> & {
    * @generated from field: int32 health_check_interval_seconds = 6;
    */
   healthCheckIntervalSeconds: number;
+
+  /**
+   * How long a broadcast or event delivery may stay unacknowledged before it is delivered
+   * again; extend it with an `ack` of action EXTEND while a handler is still working.
+   *
+   * @generated from field: int32 processing_timeout_seconds = 7;
+   */
+  processingTimeoutSeconds: number;
+
+  /**
+   * How many times a delivery is attempted before it is dead-lettered.
+   *
+   * @generated from field: int32 max_attempts = 8;
+   */
+  maxAttempts: number;
 };
 
 /**
@@ -579,6 +631,385 @@ export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
   messageDesc(file_nexus_pluginhost_v1_pluginhost, 10);
 
 /**
+ * KvRequest is an operation on a key-value namespace. Reading needs `database:read`,
+ * writing `database:write`.
+ *
+ * @generated from message nexus.pluginhost.v1.KvRequest
+ */
+export type KvRequest = Message<"nexus.pluginhost.v1.KvRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Whose namespace: empty for the plugin's own. Another plugin's namespace can only be
+   * read, and only when its owner shared it with this plugin.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * @generated from oneof nexus.pluginhost.v1.KvRequest.op
+   */
+  op: {
+    /**
+     * @generated from field: nexus.pluginhost.v1.KvGet get = 3;
+     */
+    value: KvGet;
+    case: "get";
+  } | {
+    /**
+     * @generated from field: nexus.pluginhost.v1.KvPut put = 4;
+     */
+    value: KvPut;
+    case: "put";
+  } | {
+    /**
+     * @generated from field: nexus.pluginhost.v1.KvDelete delete = 5;
+     */
+    value: KvDelete;
+    case: "delete";
+  } | {
+    /**
+     * @generated from field: nexus.pluginhost.v1.KvList list = 6;
+     */
+    value: KvList;
+    case: "list";
+  } | {
+    /**
+     * @generated from field: nexus.pluginhost.v1.KvShare share = 7;
+     */
+    value: KvShare;
+    case: "share";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvRequest.
+ * Use `create(KvRequestSchema)` to create a new message.
+ */
+export const KvRequestSchema: GenMessage<KvRequest> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 11);
+
+/**
+ * KvGet reads one key.
+ *
+ * @generated from message nexus.pluginhost.v1.KvGet
+ */
+export type KvGet = Message<"nexus.pluginhost.v1.KvGet"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvGet.
+ * Use `create(KvGetSchema)` to create a new message.
+ */
+export const KvGetSchema: GenMessage<KvGet> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 12);
+
+/**
+ * KvPut writes one key.
+ *
+ * @generated from message nexus.pluginhost.v1.KvPut
+ */
+export type KvPut = Message<"nexus.pluginhost.v1.KvPut"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Any JSON value.
+   *
+   * @generated from field: google.protobuf.Value value = 2;
+   */
+  value?: Value | undefined;
+
+  /**
+   * Expire the entry after this many seconds; 0 keeps it until deleted.
+   *
+   * @generated from field: int32 ttl_seconds = 3;
+   */
+  ttlSeconds: number;
+
+  /**
+   * When set, write only if the entry's current version is this (0: only if absent):
+   * compare-and-set. The reply's `swapped` says whether it was written.
+   *
+   * @generated from field: optional int64 expected_version = 4;
+   */
+  expectedVersion?: bigint | undefined;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvPut.
+ * Use `create(KvPutSchema)` to create a new message.
+ */
+export const KvPutSchema: GenMessage<KvPut> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 13);
+
+/**
+ * KvDelete removes one key.
+ *
+ * @generated from message nexus.pluginhost.v1.KvDelete
+ */
+export type KvDelete = Message<"nexus.pluginhost.v1.KvDelete"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * When not 0, delete only if the current version is this.
+   *
+   * @generated from field: int64 expected_version = 2;
+   */
+  expectedVersion: bigint;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvDelete.
+ * Use `create(KvDeleteSchema)` to create a new message.
+ */
+export const KvDeleteSchema: GenMessage<KvDelete> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 14);
+
+/**
+ * KvList lists entries by key prefix, in key order.
+ *
+ * @generated from message nexus.pluginhost.v1.KvList
+ */
+export type KvList = Message<"nexus.pluginhost.v1.KvList"> & {
+  /**
+   * @generated from field: string prefix = 1;
+   */
+  prefix: string;
+
+  /**
+   * Start after this key (the previous page's `next`).
+   *
+   * @generated from field: string after = 2;
+   */
+  after: string;
+
+  /**
+   * 1..1000; 100 when 0.
+   *
+   * @generated from field: int32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvList.
+ * Use `create(KvListSchema)` to create a new message.
+ */
+export const KvListSchema: GenMessage<KvList> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 15);
+
+/**
+ * KvShare sets the plugins that may read this plugin's namespace (replacing the list).
+ *
+ * @generated from message nexus.pluginhost.v1.KvShare
+ */
+export type KvShare = Message<"nexus.pluginhost.v1.KvShare"> & {
+  /**
+   * @generated from field: repeated string readers = 1;
+   */
+  readers: string[];
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvShare.
+ * Use `create(KvShareSchema)` to create a new message.
+ */
+export const KvShareSchema: GenMessage<KvShare> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 16);
+
+/**
+ * KvEntry is one key-value entry.
+ *
+ * @generated from message nexus.pluginhost.v1.KvEntry
+ */
+export type KvEntry = Message<"nexus.pluginhost.v1.KvEntry"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: google.protobuf.Value value = 2;
+   */
+  value?: Value | undefined;
+
+  /**
+   * Grows by one with every write; compare-and-set compares it.
+   *
+   * @generated from field: int64 version = 3;
+   */
+  version: bigint;
+
+  /**
+   * Unset when the entry does not expire.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 5;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvEntry.
+ * Use `create(KvEntrySchema)` to create a new message.
+ */
+export const KvEntrySchema: GenMessage<KvEntry> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 17);
+
+/**
+ * KvResult is the outcome of a key-value operation.
+ *
+ * @generated from message nexus.pluginhost.v1.KvResult
+ */
+export type KvResult = Message<"nexus.pluginhost.v1.KvResult"> & {
+  /**
+   * For get: whether the key exists. For delete: whether something was deleted.
+   *
+   * @generated from field: bool found = 1;
+   */
+  found: boolean;
+
+  /**
+   * For get and put: the entry (after a put, the stored one; after a failed
+   * compare-and-set, the current one, if any). For list: the page.
+   *
+   * @generated from field: repeated nexus.pluginhost.v1.KvEntry entries = 2;
+   */
+  entries: KvEntry[];
+
+  /**
+   * For list: pass as `after` to read the next page; empty on the last page.
+   *
+   * @generated from field: string next = 3;
+   */
+  next: string;
+
+  /**
+   * For put: whether it was written (false only when a compare-and-set did not match).
+   *
+   * @generated from field: bool swapped = 4;
+   */
+  swapped: boolean;
+
+  /**
+   * For share: the readers now set.
+   *
+   * @generated from field: repeated string readers = 5;
+   */
+  readers: string[];
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.KvResult.
+ * Use `create(KvResultSchema)` to create a new message.
+ */
+export const KvResultSchema: GenMessage<KvResult> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 18);
+
+/**
+ * Discover asks which active plugins serve a service or a message type (both empty: all).
+ *
+ * @generated from message nexus.pluginhost.v1.Discover
+ */
+export type Discover = Message<"nexus.pluginhost.v1.Discover"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string service = 2;
+   */
+  service: string;
+
+  /**
+   * @generated from field: string message_type = 3;
+   */
+  messageType: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.Discover.
+ * Use `create(DiscoverSchema)` to create a new message.
+ */
+export const DiscoverSchema: GenMessage<Discover> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 19);
+
+/**
+ * CancelSend withdraws a `send`.
+ *
+ * @generated from message nexus.pluginhost.v1.CancelSend
+ */
+export type CancelSend = Message<"nexus.pluginhost.v1.CancelSend"> & {
+  /**
+   * The request_id of the `send`.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.CancelSend.
+ * Use `create(CancelSendSchema)` to create a new message.
+ */
+export const CancelSendSchema: GenMessage<CancelSend> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 20);
+
+/**
+ * Cancel tells the plugin that the sender no longer waits for a delivered message.
+ *
+ * @generated from message nexus.pluginhost.v1.Cancel
+ */
+export type Cancel = Message<"nexus.pluginhost.v1.Cancel"> & {
+  /**
+   * The delivery the handler is working on.
+   *
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+
+  /**
+   * The message id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * `cancelled` or `deadline_exceeded`.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.Cancel.
+ * Use `create(CancelSchema)` to create a new message.
+ */
+export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 21);
+
+/**
  * RequestReply is the outcome of a plugin's own request.
  *
  * @generated from message nexus.pluginhost.v1.RequestReply
@@ -630,11 +1061,25 @@ export type RequestReply = Message<"nexus.pluginhost.v1.RequestReply"> & {
   id: string;
 
   /**
-   * For `broadcast`: the recipients.
+   * For `broadcast` and `emit`: the recipients.
    *
    * @generated from field: repeated string recipients = 8;
    */
   recipients: string[];
+
+  /**
+   * For `kv`: the outcome.
+   *
+   * @generated from field: nexus.pluginhost.v1.KvResult kv = 9;
+   */
+  kv?: KvResult | undefined;
+
+  /**
+   * For `discover`: the providers.
+   *
+   * @generated from field: repeated nexus.plugin.v1.ServiceProvider providers = 10;
+   */
+  providers: ServiceProvider[];
 };
 
 /**
@@ -642,7 +1087,7 @@ export type RequestReply = Message<"nexus.pluginhost.v1.RequestReply"> & {
  * Use `create(RequestReplySchema)` to create a new message.
  */
 export const RequestReplySchema: GenMessage<RequestReply> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 11);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 22);
 
 /**
  * HealthCheckRequest asks for a health report.
@@ -661,7 +1106,7 @@ export type HealthCheckRequest = Message<"nexus.pluginhost.v1.HealthCheckRequest
  * Use `create(HealthCheckRequestSchema)` to create a new message.
  */
 export const HealthCheckRequestSchema: GenMessage<HealthCheckRequest> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 12);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 23);
 
 /**
  * Check is one health check, as the reference API shapes it.
@@ -710,7 +1155,7 @@ export type Check = Message<"nexus.pluginhost.v1.Check"> & {
  * Use `create(CheckSchema)` to create a new message.
  */
 export const CheckSchema: GenMessage<Check> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 13);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 24);
 
 /**
  * HealthReport carries a plugin's health checks.
@@ -736,7 +1181,7 @@ export type HealthReport = Message<"nexus.pluginhost.v1.HealthReport"> & {
  * Use `create(HealthReportSchema)` to create a new message.
  */
 export const HealthReportSchema: GenMessage<HealthReport> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 14);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 25);
 
 /**
  * Log is a structured log entry from the plugin.
@@ -770,7 +1215,7 @@ export type Log = Message<"nexus.pluginhost.v1.Log"> & {
  * Use `create(LogSchema)` to create a new message.
  */
 export const LogSchema: GenMessage<Log> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 15);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 26);
 
 /**
  * ConfigChanged carries the plugin's new configuration. The plugin answers with
@@ -813,7 +1258,7 @@ export type ConfigChanged = Message<"nexus.pluginhost.v1.ConfigChanged"> & {
  * Use `create(ConfigChangedSchema)` to create a new message.
  */
 export const ConfigChangedSchema: GenMessage<ConfigChanged> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 16);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 27);
 
 /**
  * ConfigAck says whether the plugin applied a configuration change.
@@ -846,7 +1291,7 @@ export type ConfigAck = Message<"nexus.pluginhost.v1.ConfigAck"> & {
  * Use `create(ConfigAckSchema)` to create a new message.
  */
 export const ConfigAckSchema: GenMessage<ConfigAck> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 17);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 28);
 
 /**
  * Shutdown asks the plugin to finish its work and exit.
@@ -872,7 +1317,7 @@ export type Shutdown = Message<"nexus.pluginhost.v1.Shutdown"> & {
  * Use `create(ShutdownSchema)` to create a new message.
  */
 export const ShutdownSchema: GenMessage<Shutdown> = /*@__PURE__*/
-  messageDesc(file_nexus_pluginhost_v1_pluginhost, 18);
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 29);
 
 /**
  * DeliveryKind says what a delivery is.
@@ -960,9 +1405,12 @@ export const AckActionSchema: GenEnum<AckAction> = /*@__PURE__*/
  * The protocol: the plugin's first frame is `hello`; the host answers `welcome` with the
  * plugin's configuration and granted permissions. From then on the host sends `deliver`
  * (messages, broadcasts, events), `reply` (answers to the plugin's own `send`, `emit`,
- * `broadcast` and `subscribe` frames), `health_check`, `config_changed` and `shutdown`; the
- * plugin sends `reply` (answers to `deliver`), `send`, `emit`, `broadcast`, `subscribe`,
- * `ack`, `health_report`, `config_ack` and `log`. A plugin becomes active once it has said
+ * `broadcast`, `subscribe`, `kv` and `discover` frames), `cancel`, `health_check`,
+ * `config_changed` and `shutdown`; the plugin sends `reply` (answers to `deliver`), `send`,
+ * `emit`, `broadcast`, `subscribe`, `kv`, `discover`, `ack`, `health_report`, `config_ack`
+ * and `log`. Every operation a plugin performs is checked against its granted permissions:
+ * `messages:send` for `send` and `broadcast`, `events:emit`, `events:subscribe`,
+ * `database:read` and `database:write` for `kv`. A plugin becomes active once it has said
  * hello and answered its first health check without a failing check. On `shutdown` it
  * finishes its work, closes the stream and exits within the grace period. Bidirectional streams need HTTP/2 (h2c or TLS).
  *

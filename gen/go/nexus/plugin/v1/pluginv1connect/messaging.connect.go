@@ -42,6 +42,15 @@ const (
 	// MessagingServiceWatchEventsProcedure is the fully-qualified name of the MessagingService's
 	// WatchEvents RPC.
 	MessagingServiceWatchEventsProcedure = "/nexus.plugin.v1.MessagingService/WatchEvents"
+	// MessagingServiceEmitEventProcedure is the fully-qualified name of the MessagingService's
+	// EmitEvent RPC.
+	MessagingServiceEmitEventProcedure = "/nexus.plugin.v1.MessagingService/EmitEvent"
+	// MessagingServiceListServicesProcedure is the fully-qualified name of the MessagingService's
+	// ListServices RPC.
+	MessagingServiceListServicesProcedure = "/nexus.plugin.v1.MessagingService/ListServices"
+	// MessagingServiceListDeadLettersProcedure is the fully-qualified name of the MessagingService's
+	// ListDeadLetters RPC.
+	MessagingServiceListDeadLettersProcedure = "/nexus.plugin.v1.MessagingService/ListDeadLetters"
 )
 
 // MessagingServiceClient is a client for the nexus.plugin.v1.MessagingService service.
@@ -51,8 +60,16 @@ type MessagingServiceClient interface {
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
 	// Broadcast delivers a message to every active plugin, or those of some categories.
 	Broadcast(context.Context, *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error)
-	// WatchEvents streams the events whose types match the given patterns.
+	// WatchEvents streams the events whose types match the given patterns, from now on.
+	// Browsers and curl can use the Server-Sent Events feed at `/api/v1/events/stream`.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
+	// EmitEvent publishes an event on behalf of an administrator or a user (source `admin` or
+	// `user`); it is delivered to every subscribing plugin and to watchers.
+	EmitEvent(context.Context, *connect.Request[v1.EmitEventRequest]) (*connect.Response[v1.EmitEventResponse], error)
+	// ListServices says which active plugins serve which services and message types.
+	ListServices(context.Context, *connect.Request[v1.ListServicesRequest]) (*connect.Response[v1.ListServicesResponse], error)
+	// ListDeadLetters returns the messages, broadcasts and events a plugin could not process.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 }
 
 // NewMessagingServiceClient constructs a client for the nexus.plugin.v1.MessagingService service.
@@ -85,14 +102,37 @@ func NewMessagingServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		emitEvent: connect.NewClient[v1.EmitEventRequest, v1.EmitEventResponse](
+			httpClient,
+			baseURL+MessagingServiceEmitEventProcedure,
+			connect.WithSchema(messagingServiceMethods.ByName("EmitEvent")),
+			connect.WithClientOptions(opts...),
+		),
+		listServices: connect.NewClient[v1.ListServicesRequest, v1.ListServicesResponse](
+			httpClient,
+			baseURL+MessagingServiceListServicesProcedure,
+			connect.WithSchema(messagingServiceMethods.ByName("ListServices")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listDeadLetters: connect.NewClient[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse](
+			httpClient,
+			baseURL+MessagingServiceListDeadLettersProcedure,
+			connect.WithSchema(messagingServiceMethods.ByName("ListDeadLetters")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // messagingServiceClient implements MessagingServiceClient.
 type messagingServiceClient struct {
-	sendMessage *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
-	broadcast   *connect.Client[v1.BroadcastRequest, v1.BroadcastResponse]
-	watchEvents *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	sendMessage     *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	broadcast       *connect.Client[v1.BroadcastRequest, v1.BroadcastResponse]
+	watchEvents     *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	emitEvent       *connect.Client[v1.EmitEventRequest, v1.EmitEventResponse]
+	listServices    *connect.Client[v1.ListServicesRequest, v1.ListServicesResponse]
+	listDeadLetters *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
 }
 
 // SendMessage calls nexus.plugin.v1.MessagingService.SendMessage.
@@ -110,6 +150,21 @@ func (c *messagingServiceClient) WatchEvents(ctx context.Context, req *connect.R
 	return c.watchEvents.CallServerStream(ctx, req)
 }
 
+// EmitEvent calls nexus.plugin.v1.MessagingService.EmitEvent.
+func (c *messagingServiceClient) EmitEvent(ctx context.Context, req *connect.Request[v1.EmitEventRequest]) (*connect.Response[v1.EmitEventResponse], error) {
+	return c.emitEvent.CallUnary(ctx, req)
+}
+
+// ListServices calls nexus.plugin.v1.MessagingService.ListServices.
+func (c *messagingServiceClient) ListServices(ctx context.Context, req *connect.Request[v1.ListServicesRequest]) (*connect.Response[v1.ListServicesResponse], error) {
+	return c.listServices.CallUnary(ctx, req)
+}
+
+// ListDeadLetters calls nexus.plugin.v1.MessagingService.ListDeadLetters.
+func (c *messagingServiceClient) ListDeadLetters(ctx context.Context, req *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return c.listDeadLetters.CallUnary(ctx, req)
+}
+
 // MessagingServiceHandler is an implementation of the nexus.plugin.v1.MessagingService service.
 type MessagingServiceHandler interface {
 	// SendMessage delivers a message to one instance of the target plugin on behalf of the
@@ -117,8 +172,16 @@ type MessagingServiceHandler interface {
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
 	// Broadcast delivers a message to every active plugin, or those of some categories.
 	Broadcast(context.Context, *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error)
-	// WatchEvents streams the events whose types match the given patterns.
+	// WatchEvents streams the events whose types match the given patterns, from now on.
+	// Browsers and curl can use the Server-Sent Events feed at `/api/v1/events/stream`.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
+	// EmitEvent publishes an event on behalf of an administrator or a user (source `admin` or
+	// `user`); it is delivered to every subscribing plugin and to watchers.
+	EmitEvent(context.Context, *connect.Request[v1.EmitEventRequest]) (*connect.Response[v1.EmitEventResponse], error)
+	// ListServices says which active plugins serve which services and message types.
+	ListServices(context.Context, *connect.Request[v1.ListServicesRequest]) (*connect.Response[v1.ListServicesResponse], error)
+	// ListDeadLetters returns the messages, broadcasts and events a plugin could not process.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 }
 
 // NewMessagingServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -147,6 +210,26 @@ func NewMessagingServiceHandler(svc MessagingServiceHandler, opts ...connect.Han
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	messagingServiceEmitEventHandler := connect.NewUnaryHandler(
+		MessagingServiceEmitEventProcedure,
+		svc.EmitEvent,
+		connect.WithSchema(messagingServiceMethods.ByName("EmitEvent")),
+		connect.WithHandlerOptions(opts...),
+	)
+	messagingServiceListServicesHandler := connect.NewUnaryHandler(
+		MessagingServiceListServicesProcedure,
+		svc.ListServices,
+		connect.WithSchema(messagingServiceMethods.ByName("ListServices")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	messagingServiceListDeadLettersHandler := connect.NewUnaryHandler(
+		MessagingServiceListDeadLettersProcedure,
+		svc.ListDeadLetters,
+		connect.WithSchema(messagingServiceMethods.ByName("ListDeadLetters")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/nexus.plugin.v1.MessagingService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MessagingServiceSendMessageProcedure:
@@ -155,6 +238,12 @@ func NewMessagingServiceHandler(svc MessagingServiceHandler, opts ...connect.Han
 			messagingServiceBroadcastHandler.ServeHTTP(w, r)
 		case MessagingServiceWatchEventsProcedure:
 			messagingServiceWatchEventsHandler.ServeHTTP(w, r)
+		case MessagingServiceEmitEventProcedure:
+			messagingServiceEmitEventHandler.ServeHTTP(w, r)
+		case MessagingServiceListServicesProcedure:
+			messagingServiceListServicesHandler.ServeHTTP(w, r)
+		case MessagingServiceListDeadLettersProcedure:
+			messagingServiceListDeadLettersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -174,4 +263,16 @@ func (UnimplementedMessagingServiceHandler) Broadcast(context.Context, *connect.
 
 func (UnimplementedMessagingServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.MessagingService.WatchEvents is not implemented"))
+}
+
+func (UnimplementedMessagingServiceHandler) EmitEvent(context.Context, *connect.Request[v1.EmitEventRequest]) (*connect.Response[v1.EmitEventResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.MessagingService.EmitEvent is not implemented"))
+}
+
+func (UnimplementedMessagingServiceHandler) ListServices(context.Context, *connect.Request[v1.ListServicesRequest]) (*connect.Response[v1.ListServicesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.MessagingService.ListServices is not implemented"))
+}
+
+func (UnimplementedMessagingServiceHandler) ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.MessagingService.ListDeadLetters is not implemented"))
 }
