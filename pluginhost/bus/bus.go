@@ -1,0 +1,273 @@
+// Package bus carries inter-plugin traffic: direct messages with replies, broadcasts and
+// events. Every plugin has an inbox; the instances of a plugin that are connected read it as
+// one consumer group, each instance under its own consumer name, so they share its load.
+//
+// Two implementations pass one conformance suite (package bustest): Memory, the single-node
+// default, and Redis (Redis Streams), for durability and several host replicas.
+//
+// Delivery is at least once. A delivery stays in flight until it is settled: Ack (done),
+// DeadLetter (give up now) or, for messages, the host acks when the reply arrives. A delivery
+// that is not settled within the processing timeout becomes deliverable again, to any
+// consumer of the inbox, with its Attempt raised; Extend pushes that timeout back while a
+// handler is still working. Once a delivery has been attempted MaxAttempts times it goes to the
+// plugin's dead-letter list instead of being delivered again. Envelope IDs are idempotency
+// keys: publishing the same ID to the same inbox twice within DedupeWindow stores it once.
+//
+// Memory is bounded: an inbox holds at most MaxInbox entries that are not yet acknowledged
+// (delivered or not); Publish beyond that fails with ErrInboxFull instead of growing without
+// bound or dropping entries. Trimming only ever removes acknowledged entries. A consumer holds
+// at most Prefetch unsettled deliveries; Next blocks until one is settled.
+package bus
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Kind says what an envelope is.
+type Kind uint8
+
+// The kinds of envelope.
+const (
+	// KindMessage is a direct message; its handler's reply goes to ReplyTo.
+	KindMessage Kind = 1
+	// KindBroadcast is a broadcast message, settled with Ack.
+	KindBroadcast Kind = 2
+	// KindEvent is an event, settled with Ack.
+	KindEvent Kind = 3
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindMessage:
+		return "message"
+	case KindBroadcast:
+		return "broadcast"
+	case KindEvent:
+		return "event"
+	}
+	return "unknown"
+}
+
+// Envelope is one unit of traffic addressed to one plugin's inbox.
+type Envelope struct {
+	// ID is the message, broadcast or event id. It is the idempotency key: the same across
+	// every redelivery, and across the inboxes a broadcast or event fans out to.
+	ID   string
+	Kind Kind
+	// Source is the sending plugin id, or "admin", "user" or "system".
+	Source string
+	// Target is the plugin whose inbox the envelope goes to.
+	Target string
+	// Type is the message type or the event type.
+	Type string
+	// Data is the payload (a JSON object); the bus never looks inside.
+	Data []byte
+	// Deadline, for messages, is when the sender stops waiting: an envelope whose deadline
+	// has passed is never delivered. Zero means none.
+	Deadline time.Time
+	// ReplyTo, for messages, is the Replica address of the host replica waiting for the reply.
+	ReplyTo string
+	// SentAt is when the envelope was published.
+	SentAt time.Time
+}
+
+// Expired reports whether the envelope has a deadline that has passed at now.
+func (e Envelope) Expired(now time.Time) bool {
+	return !e.Deadline.IsZero() && !now.Before(e.Deadline)
+}
+
+// Delivery is an envelope handed to one consumer.
+type Delivery struct {
+	Envelope
+	// Tag identifies the delivery to Ack, Extend and DeadLetter. It is stable across
+	// redeliveries of the same inbox entry.
+	Tag string
+	// Attempt is 1 on the first delivery and grows with every redelivery.
+	Attempt int
+}
+
+// Reply is a plugin's answer to a message, or the host's answer on its behalf.
+type Reply struct {
+	// MessageID is the ID of the message answered.
+	MessageID string
+	// Status is "success" or "error".
+	Status string
+	// Data is the answer's payload (a JSON object), possibly empty.
+	Data []byte
+	// ErrorCode, when the host answers instead of the plugin (for example when the message
+	// could not be delivered), is one of the API's error codes; empty otherwise.
+	ErrorCode    string
+	ErrorMessage string
+}
+
+// DeadLetter is an envelope that could not be processed.
+type DeadLetter struct {
+	Envelope
+	// Attempts is how many times it was delivered.
+	Attempts int
+	// Reason says why it was dead-lettered ("max attempts exceeded" or the plugin's reason).
+	Reason string
+	// At is when it was dead-lettered.
+	At time.Time
+}
+
+// Notice is broadcast to every host replica sharing the bus.
+type Notice struct {
+	// Kind is NoticeEvent or NoticeCancel.
+	Kind NoticeKind
+	// Event, for NoticeEvent, is the event (Target empty): what external watchers see.
+	// For NoticeCancel, ID is the cancelled message and Target its target plugin.
+	Envelope
+}
+
+// NoticeKind says what a notice is.
+type NoticeKind uint8
+
+// The kinds of notice.
+const (
+	NoticeEvent  NoticeKind = 1
+	NoticeCancel NoticeKind = 2
+)
+
+// Errors the bus returns; implementations wrap them with context, so test with errors.Is.
+var (
+	// ErrInboxFull means the target's inbox holds MaxInbox unacknowledged entries.
+	ErrInboxFull = errors.New("bus: inbox full")
+	// ErrUnavailable means the bus cannot reach its backend (e.g. Redis is down). Calls
+	// fail fast with it rather than hang; the bus reconnects by itself.
+	ErrUnavailable = errors.New("bus: unavailable")
+	// ErrClosed means the bus or the consumer was closed.
+	ErrClosed = errors.New("bus: closed")
+	// ErrUnknownDelivery means the tag names no delivery in flight for this consumer (it was
+	// settled already, or claimed by another consumer after its timeout).
+	ErrUnknownDelivery = errors.New("bus: unknown delivery")
+)
+
+// Options tune a bus. Zero values take the defaults.
+type Options struct {
+	// ProcessingTimeout is how long a delivery may stay unsettled before it is delivered
+	// again. Default 30s.
+	ProcessingTimeout time.Duration
+	// MaxAttempts bounds deliveries of one entry; the next one dead-letters it. Default 5.
+	MaxAttempts int
+	// MaxInbox bounds the unacknowledged entries of one inbox. Default 10000.
+	MaxInbox int
+	// MaxDeadLetters bounds each plugin's dead-letter list (oldest dropped first, approximately).
+	// Default 1000.
+	MaxDeadLetters int
+	// Prefetch bounds the unsettled deliveries of one consumer. Default 64.
+	Prefetch int
+	// DedupeWindow is how long an envelope ID is remembered per inbox. Default 10m.
+	DedupeWindow time.Duration
+	// WatchBuffer is the buffer of each Watch channel. Default 256.
+	WatchBuffer int
+}
+
+// WithDefaults returns o with zero values replaced by the defaults.
+func (o Options) WithDefaults() Options {
+	if o.ProcessingTimeout <= 0 {
+		o.ProcessingTimeout = 30 * time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.MaxInbox <= 0 {
+		o.MaxInbox = 10000
+	}
+	if o.MaxDeadLetters <= 0 {
+		o.MaxDeadLetters = 1000
+	}
+	if o.Prefetch <= 0 {
+		o.Prefetch = 64
+	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = 10 * time.Minute
+	}
+	if o.WatchBuffer <= 0 {
+		o.WatchBuffer = 256
+	}
+	return o
+}
+
+// Bus is the inter-plugin transport. It is safe for concurrent use.
+type Bus interface {
+	// Publish appends env to the inbox of env.Target. It returns ErrInboxFull when the inbox
+	// is full and ErrUnavailable when the backend cannot be reached. Publishing an ID the
+	// inbox has seen within DedupeWindow succeeds without storing it again.
+	Publish(ctx context.Context, env Envelope) error
+	// PublishAll publishes each envelope (to its own Target), in one round trip where the
+	// backend allows it. The result has one error (or nil) per envelope.
+	PublishAll(ctx context.Context, envs []Envelope) []error
+
+	// Consume opens the consumer named consumer (one per plugin instance) on plugin's inbox.
+	// Deliveries that were in flight under the same consumer name (an instance that
+	// reconnects) are delivered again first. Opening a consumer name that is already open
+	// fails.
+	Consume(ctx context.Context, plugin, consumer string) (Consumer, error)
+	// Live reports whether plugin's inbox has a consumer open anywhere (on any replica).
+	Live(ctx context.Context, plugin string) (bool, error)
+
+	// Cancel withdraws a message: if it has not been delivered it never will be; if it is in
+	// flight, the consumer holding it reports its tag on Cancelled. until bounds how long the
+	// cancellation is remembered (the message's deadline).
+	Cancel(ctx context.Context, target, messageID string, until time.Time) error
+
+	// Replica is this bus's reply address, for Envelope.ReplyTo.
+	Replica() string
+	// Reply sends r to the replica at address to.
+	Reply(ctx context.Context, to string, r Reply) error
+	// Replies carries the replies addressed to this replica. It has one reader (the host's
+	// router) and is closed by Close.
+	Replies() <-chan Reply
+
+	// Announce sends an event to the watchers on every replica (see Watch).
+	Announce(ctx context.Context, ev Envelope) error
+	// Watch returns the events announced from now on. The channel is closed when ctx ends,
+	// when the bus closes, or when the watcher falls WatchBuffer events behind (slow
+	// watchers are dropped, never allowed to hold memory).
+	Watch(ctx context.Context) <-chan Envelope
+
+	// DeadLetters returns up to limit of plugin's dead letters, newest first.
+	DeadLetters(ctx context.Context, plugin string, limit int) ([]DeadLetter, error)
+	// Purge removes plugin's inbox and dead letters (the plugin was uninstalled).
+	Purge(ctx context.Context, plugin string) error
+	// Depth reports how many entries of plugin's inbox are unacknowledged (delivered or not).
+	Depth(ctx context.Context, plugin string) (int, error)
+
+	// Close stops the bus; open consumers end with ErrClosed.
+	Close() error
+}
+
+// Consumer reads one plugin's inbox for one instance.
+type Consumer interface {
+	// Next returns the next delivery: first this consumer's own unsettled deliveries from a
+	// previous session, then deliveries whose processing timeout expired (from any consumer),
+	// then new entries, oldest first. Expired messages and cancelled messages are settled
+	// and skipped; entries past MaxAttempts are dead-lettered and skipped. Next blocks while
+	// the consumer holds Prefetch unsettled deliveries. It returns ctx.Err() when ctx ends and
+	// ErrClosed after Close.
+	Next(ctx context.Context) (Delivery, error)
+	// Ack settles a delivery as done.
+	Ack(ctx context.Context, tag string) error
+	// Extend keeps the delivery from being redelivered for d from now.
+	Extend(ctx context.Context, tag string, d time.Duration) error
+	// DeadLetter settles a delivery by moving it to the dead-letter list with reason.
+	DeadLetter(ctx context.Context, tag, reason string) error
+	// Cancelled reports tags of this consumer's in-flight messages that their sender
+	// cancelled. The consumer still settles them.
+	Cancelled() <-chan string
+	// Close ends the consumer. Its unsettled deliveries become deliverable to the other
+	// consumers at once (without counting as an attempt). If the host dies instead, they
+	// become deliverable after the processing timeout.
+	Close() error
+}
+
+// ReplyAcker is implemented by consumers that can send a message's reply and acknowledge
+// the message in one step (one round trip to the backend instead of two). The reply is sent
+// even when the consumer no longer holds the delivery, in which case it returns
+// ErrUnknownDelivery.
+type ReplyAcker interface {
+	AckReply(ctx context.Context, tag, to string, r Reply) error
+}

@@ -1,0 +1,584 @@
+package busmem_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busmem"
+	"github.com/nexus-platform/nexus/pluginhost/bus/bustest"
+)
+
+func TestConformance(t *testing.T) {
+	bustest.Run(t, func(t *testing.T, opts bus.Options) bus.Bus {
+		return busmem.New(opts)
+	})
+}
+
+// newBus returns a bus closed when the test ends.
+func newBus(t *testing.T, opts bus.Options) *busmem.Bus {
+	t.Helper()
+	b := busmem.New(opts)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func consume(t *testing.T, b bus.Bus, plugin, name string) bus.Consumer {
+	t.Helper()
+	c, err := b.Consume(t.Context(), plugin, name)
+	if err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func publish(t *testing.T, b bus.Bus, env bus.Envelope) {
+	t.Helper()
+	if err := b.Publish(t.Context(), env); err != nil {
+		t.Fatalf("Publish %s: %v", env.ID, err)
+	}
+}
+
+func next(t *testing.T, c bus.Consumer, within time.Duration) (bus.Delivery, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	return c.Next(ctx)
+}
+
+func depth(t *testing.T, b bus.Bus, plugin string) int {
+	t.Helper()
+	n, err := b.Depth(t.Context(), plugin)
+	if err != nil {
+		t.Fatalf("Depth: %v", err)
+	}
+	return n
+}
+
+func env(target, id string) bus.Envelope {
+	return bus.Envelope{ID: id, Kind: bus.KindEvent, Source: "system", Target: target, Type: "t", Data: []byte(`{}`)}
+}
+
+func TestReplica(t *testing.T) {
+	t.Parallel()
+	b1, b2 := newBus(t, bus.Options{}), newBus(t, bus.Options{})
+	if !regexp.MustCompile(`^mem-[0-9a-f]{16}$`).MatchString(b1.Replica()) || b1.Replica() == b2.Replica() {
+		t.Fatalf("Replica() = %q and %q; want distinct mem-<16 hex digits>", b1.Replica(), b2.Replica())
+	}
+	if err := b1.Reply(t.Context(), b2.Replica(), bus.Reply{MessageID: "m"}); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("Reply to another replica: %v; want %v", err, bus.ErrUnavailable)
+	}
+	// Reply blocks while Replies is full, until its context ends.
+	for i := range 1024 {
+		if err := b1.Reply(t.Context(), b1.Replica(), bus.Reply{MessageID: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("Reply %d: %v", i, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := b1.Reply(ctx, b1.Replica(), bus.Reply{MessageID: "one too many"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Reply to a full Replies: %v; want %v", err, context.DeadlineExceeded)
+	}
+	// Close while a Reply waits: the Reply ends with ErrClosed, Replies is closed.
+	errc := make(chan error, 1)
+	go func() { errc <- b1.Reply(context.Background(), b1.Replica(), bus.Reply{MessageID: "late"}) }()
+	time.Sleep(20 * time.Millisecond) // usually blocked by now; either way the outcome is the same
+	_ = b1.Close()
+	if err := <-errc; !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("Reply during Close: %v; want %v", err, bus.ErrClosed)
+	}
+	n := 0
+	for range b1.Replies() {
+		n++
+	}
+	if n != 1024 {
+		t.Fatalf("drained %d replies after Close; want 1024", n)
+	}
+}
+
+func TestDedupeWindowEnds(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{DedupeWindow: 300 * time.Millisecond})
+	publish(t, b, env("p", "x"))
+	publish(t, b, env("p", "x"))
+	if n := depth(t, b, "p"); n != 1 {
+		t.Fatalf("Depth = %d; want 1", n)
+	}
+	time.Sleep(500 * time.Millisecond)
+	publish(t, b, env("p", "x"))
+	if n := depth(t, b, "p"); n != 2 {
+		t.Fatalf("Depth after the dedupe window = %d; want 2", n)
+	}
+	if _, _, _, _, seen, _ := b.Footprint("p"); seen != 1 {
+		t.Fatalf("%d IDs remembered; want 1", seen)
+	}
+}
+
+func TestCancelRemembered(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{})
+	if err := b.Cancel(t.Context(), "p", "early", time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if err := b.Cancel(t.Context(), "p", "past", time.Now().Add(-time.Second)); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	publish(t, b, env("p", "early"))
+	if n := depth(t, b, "p"); n != 0 {
+		t.Fatalf("Depth after publishing a cancelled ID = %d; want 0", n)
+	}
+	publish(t, b, env("p", "past"))
+	if n := depth(t, b, "p"); n != 1 {
+		t.Fatalf("Depth after publishing an ID cancelled until the past = %d; want 1", n)
+	}
+}
+
+func TestCancelledNotHandedBack(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{ProcessingTimeout: time.Minute})
+	c1, c2 := consume(t, b, "p", "one"), consume(t, b, "p", "two")
+	publish(t, b, env("p", "m"))
+	d, err := next(t, c1, time.Second)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	if err := b.Cancel(t.Context(), "p", "m", time.Time{}); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if tag := <-c1.Cancelled(); tag != d.Tag {
+		t.Fatalf("Cancelled = %s; want %s", tag, d.Tag)
+	}
+	_ = c1.Close()
+	if d, err := next(t, c2, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next after the holder of a cancelled message closed = %s, %v; want nothing", d.ID, err)
+	}
+	if n := depth(t, b, "p"); n != 0 {
+		t.Fatalf("Depth = %d; want 0", n)
+	}
+}
+
+func TestExpiredNotStored(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{MaxInbox: 3})
+	e := env("p", "old")
+	e.Deadline = time.Now().Add(-time.Millisecond)
+	publish(t, b, e)
+	if n := depth(t, b, "p"); n != 0 {
+		t.Fatalf("Depth after publishing an expired envelope = %d; want 0", n)
+	}
+	// A full inbox of expired entries makes room for new ones.
+	for i := range 3 {
+		e := env("p", fmt.Sprint(i))
+		e.Deadline = time.Now().Add(500 * time.Millisecond)
+		publish(t, b, e)
+	}
+	if err := b.Publish(t.Context(), env("p", "x")); !errors.Is(err, bus.ErrInboxFull) {
+		t.Fatalf("Publish: %v; want %v", err, bus.ErrInboxFull)
+	}
+	time.Sleep(700 * time.Millisecond)
+	publish(t, b, env("p", "x"))
+	if n := depth(t, b, "p"); n != 1 {
+		t.Fatalf("Depth = %d; want 1", n)
+	}
+}
+
+func TestClaimFreesPrefetch(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{ProcessingTimeout: 300 * time.Millisecond, Prefetch: 1})
+	stuck, other := consume(t, b, "p", "stuck"), consume(t, b, "p", "other")
+	publish(t, b, env("p", "m1"))
+	if _, err := next(t, stuck, time.Second); err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	publish(t, b, env("p", "m2"))
+	// other takes m2, and m1 once its timeout expires.
+	got := map[string]bool{}
+	for range 2 {
+		d, err := next(t, other, 5*time.Second)
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		got[d.ID] = true
+		if err := other.Ack(t.Context(), d.Tag); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+	}
+	if !got["m1"] || !got["m2"] {
+		t.Fatalf("the other consumer got %v; want m1 and m2", got)
+	}
+	// The claim freed stuck's slot.
+	publish(t, b, env("p", "m3"))
+	if d, err := next(t, stuck, time.Second); err != nil || d.ID != "m3" {
+		t.Fatalf("Next of the consumer whose delivery was claimed = %s, %v; want m3", d.ID, err)
+	}
+}
+
+func TestFullConsumerGetsItsOwnExpired(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{ProcessingTimeout: 200 * time.Millisecond, Prefetch: 1, MaxAttempts: 2})
+	c := consume(t, b, "p", "only")
+	publish(t, b, env("p", "m1"))
+	publish(t, b, env("p", "m2"))
+	want := []struct {
+		id      string
+		attempt int
+	}{{"m1", 1}, {"m1", 2}, {"m2", 1}}
+	for _, w := range want {
+		d, err := next(t, c, 5*time.Second)
+		if err != nil || d.ID != w.id || d.Attempt != w.attempt {
+			t.Fatalf("Next = %s attempt %d, %v; want %s attempt %d", d.ID, d.Attempt, err, w.id, w.attempt)
+		}
+	}
+	dls, err := b.DeadLetters(t.Context(), "p", 0)
+	if err != nil || len(dls) != 1 || dls[0].ID != "m1" || dls[0].Attempts != 2 {
+		t.Fatalf("DeadLetters = %+v, %v; want m1 after 2 attempts", dls, err)
+	}
+}
+
+func TestDeadLettersExactBound(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{MaxDeadLetters: 3})
+	c := consume(t, b, "p", "i")
+	for i := range 10 {
+		publish(t, b, env("p", fmt.Sprint(i)))
+		d, err := next(t, c, time.Second)
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if err := c.DeadLetter(t.Context(), d.Tag, "r"); err != nil {
+			t.Fatalf("DeadLetter: %v", err)
+		}
+	}
+	dls, err := b.DeadLetters(t.Context(), "p", 0)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	var ids []string
+	for _, dl := range dls {
+		ids = append(ids, dl.ID)
+	}
+	if fmt.Sprint(ids) != "[9 8 7]" {
+		t.Fatalf("DeadLetters = %v; want [9 8 7]", ids)
+	}
+}
+
+func TestMemoryBounded(t *testing.T) {
+	t.Parallel()
+	const window = 30 * time.Millisecond
+	b := newBus(t, bus.Options{MaxInbox: 100, DedupeWindow: window})
+	c := consume(t, b, "p", "i")
+	id := 0
+	for range 10 {
+		// Publish up to MaxInbox and drain, again and again; then cancel as many unread.
+		for range 10 {
+			for range 100 {
+				id++
+				publish(t, b, env("p", fmt.Sprint(id)))
+			}
+			for range 100 {
+				d, err := next(t, c, time.Second)
+				if err != nil {
+					t.Fatalf("Next: %v", err)
+				}
+				if err := c.Ack(t.Context(), d.Tag); err != nil {
+					t.Fatalf("Ack: %v", err)
+				}
+			}
+		}
+		for range 1000 {
+			id++
+			publish(t, b, env("p", fmt.Sprint(id)))
+			if err := b.Cancel(t.Context(), "p", fmt.Sprint(id), time.Now().Add(time.Hour)); err != nil {
+				t.Fatalf("Cancel: %v", err)
+			}
+		}
+		time.Sleep(window + 10*time.Millisecond)
+	}
+	publish(t, b, env("p", "last"))
+	ready, readyCap, inflight, byID, seen, cancels := b.Footprint("p")
+	t.Logf("after %d entries: ready %d (cap %d), in flight %d, by ID %d, seen %d, cancels %d",
+		id, ready, readyCap, inflight, byID, seen, cancels)
+	if readyCap > 256 || inflight != 0 || byID != 1 || seen != 1 || cancels > 2000 {
+		t.Fatal("the inbox holds more than its live entries, the dedupe window and the cancellations need")
+	}
+	if n := depth(t, b, "p"); n != 1 {
+		t.Fatalf("Depth = %d; want 1", n)
+	}
+}
+
+func TestPurgeWithConsumerOpen(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{Prefetch: 1, ProcessingTimeout: time.Minute})
+	c := consume(t, b, "p", "i")
+	publish(t, b, env("p", "dead"))
+	publish(t, b, env("p", "a"))
+	publish(t, b, env("p", "b"))
+	d, err := next(t, c, time.Second)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	if err := c.DeadLetter(t.Context(), d.Tag, "r"); err != nil {
+		t.Fatalf("DeadLetter: %v", err)
+	}
+	if d, err = next(t, c, time.Second); err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	if err := b.Purge(t.Context(), "p"); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	if dls, err := b.DeadLetters(t.Context(), "p", 0); err != nil || len(dls) != 0 {
+		t.Fatalf("DeadLetters after Purge = %v, %v; want none", dls, err)
+	}
+	if n := depth(t, b, "p"); n != 0 {
+		t.Fatalf("Depth after Purge = %d; want 0", n)
+	}
+	if err := c.Ack(t.Context(), d.Tag); !errors.Is(err, bus.ErrUnknownDelivery) {
+		t.Fatalf("Ack after Purge: %v; want %v", err, bus.ErrUnknownDelivery)
+	}
+	// The consumer's slot is free again and it reads the new inbox.
+	publish(t, b, env("p", "a"))
+	if d, err := next(t, c, time.Second); err != nil || d.ID != "a" {
+		t.Fatalf("Next after Purge = %s, %v; want a", d.ID, err)
+	}
+	if live, _ := b.Live(t.Context(), "p"); !live {
+		t.Fatal("not Live after Purge with a consumer open")
+	}
+}
+
+func TestPublishCopiesData(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, bus.Options{})
+	e := env("p", "m")
+	e.Data = []byte(`{"a":1}`)
+	publish(t, b, e)
+	e.Data[2] = 'b'
+	c := consume(t, b, "p", "i")
+	d, err := next(t, c, time.Second)
+	if err != nil || string(d.Data) != `{"a":1}` {
+		t.Fatalf("Next = %s, %v; want the data as published", d.Data, err)
+	}
+	if d.SentAt.IsZero() {
+		t.Fatal("SentAt not set")
+	}
+}
+
+// TestNoGoroutinesLeft checks that watchers and waiting consumers leave no goroutine
+// behind. It does not run in parallel, so that the count is its own.
+func TestNoGoroutinesLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	b := busmem.New(bus.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	for range 10 {
+		b.Watch(ctx)
+		b.Watch(context.Background())
+	}
+	var wg sync.WaitGroup
+	for i := range 5 {
+		c, err := b.Consume(ctx, "p", fmt.Sprint(i))
+		if err != nil {
+			t.Fatalf("Consume: %v", err)
+		}
+		wg.Go(func() { _, _ = c.Next(context.Background()) })
+	}
+	cancel()
+	_ = b.Close()
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines; %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStress runs producers and consumers that ack, extend, forget and crash at random,
+// and checks that every entry is acknowledged exactly once.
+func TestStress(t *testing.T) {
+	t.Parallel()
+	const producers, perProducer, workers = 3, 400, 4
+	b := newBus(t, bus.Options{ProcessingTimeout: 100 * time.Millisecond, MaxAttempts: 1000, Prefetch: 8, MaxInbox: 300})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	var (
+		mu    sync.Mutex
+		acked = map[string]int{}
+		errs  []error
+		wg    sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+		cancel()
+	}
+	for p := range producers {
+		wg.Go(func() {
+			for i := 0; i < perProducer; {
+				err := b.Publish(ctx, env("p", fmt.Sprintf("p%d-%d", p, i)))
+				switch {
+				case err == nil:
+					i++
+				case errors.Is(err, bus.ErrInboxFull):
+					time.Sleep(time.Millisecond)
+				default:
+					fail(fmt.Errorf("Publish: %w", err))
+					return
+				}
+			}
+		})
+	}
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for ctx.Err() == nil {
+				c, err := b.Consume(ctx, "p", fmt.Sprint("w", w))
+				if err != nil {
+					fail(fmt.Errorf("Consume: %w", err))
+					return
+				}
+				for ctx.Err() == nil {
+					d, err := c.Next(ctx)
+					if err != nil {
+						if ctx.Err() == nil {
+							fail(fmt.Errorf("Next: %w", err))
+						}
+						break
+					}
+					action := rng.IntN(10)
+					if action == 0 {
+						break // crash: close without settling
+					}
+					if action == 1 {
+						continue // forget it: redelivered after the timeout
+					}
+					if action == 2 {
+						if err := c.Extend(ctx, d.Tag, time.Second); err != nil && !errors.Is(err, bus.ErrUnknownDelivery) {
+							fail(fmt.Errorf("Extend: %w", err))
+						}
+					}
+					err = c.Ack(ctx, d.Tag)
+					if errors.Is(err, bus.ErrUnknownDelivery) {
+						continue // claimed by another consumer after its timeout
+					}
+					if err != nil {
+						fail(fmt.Errorf("Ack: %w", err))
+						break
+					}
+					mu.Lock()
+					acked[d.ID]++
+					done := len(acked) == producers*perProducer
+					mu.Unlock()
+					if done {
+						cancel()
+					}
+				}
+				_ = c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(acked) != producers*perProducer {
+		t.Fatalf("%d of %d entries acknowledged", len(acked), producers*perProducer)
+	}
+	for id, n := range acked {
+		if n != 1 {
+			t.Errorf("%s acknowledged %d times", id, n)
+		}
+	}
+	if n := depth(t, b, "p"); n != 0 {
+		t.Fatalf("Depth = %d; want 0", n)
+	}
+}
+
+// BenchmarkPublishNextAck measures the hot path with one producer and one consumer on
+// their own goroutines. With the default dedupe window every ID of the run is remembered,
+// so the dedupe map grows with b.N; with a short one it stays at its steady size.
+func BenchmarkPublishNextAck(b *testing.B) {
+	for _, window := range []time.Duration{0, 100 * time.Millisecond, time.Millisecond} {
+		b.Run(fmt.Sprint("DedupeWindow=", window), func(b *testing.B) {
+			benchmarkPublishNextAck(b, bus.Options{DedupeWindow: window}, true)
+		})
+	}
+}
+
+// BenchmarkPublishNextAckSerial is the same path on one goroutine: the cost of the bus
+// itself, without hand-offs between goroutines.
+func BenchmarkPublishNextAckSerial(b *testing.B) {
+	for _, window := range []time.Duration{0, 100 * time.Millisecond, time.Millisecond} {
+		b.Run(fmt.Sprint("DedupeWindow=", window), func(b *testing.B) {
+			benchmarkPublishNextAck(b, bus.Options{DedupeWindow: window}, false)
+		})
+	}
+}
+
+func benchmarkPublishNextAck(b *testing.B, opts bus.Options, concurrent bool) {
+	bs := busmem.New(opts)
+	defer bs.Close()
+	ctx := context.Background()
+	c, err := bs.Consume(ctx, "p", "i")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprint("m", i)
+	}
+	data := []byte(`{"user":"someone","action":"created","n":42}`)
+	publish := func(i int) error {
+		return bs.Publish(ctx, bus.Envelope{ID: ids[i], Kind: bus.KindEvent, Source: "a", Target: "p", Type: "t", Data: data})
+	}
+	receive := func() {
+		d, err := c.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Ack(ctx, d.Tag); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if !concurrent {
+		for i := range b.N {
+			if err := publish(i); err != nil {
+				b.Fatal(err)
+			}
+			receive()
+		}
+		return
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < b.N; {
+			switch err := publish(i); {
+			case err == nil:
+				i++
+			case errors.Is(err, bus.ErrInboxFull):
+				runtime.Gosched()
+			default:
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range b.N {
+		receive()
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}

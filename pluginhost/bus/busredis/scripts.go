@@ -1,0 +1,343 @@
+package busredis
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts. Each runs atomically in one round trip (EVALSHA, falling back to EVAL
+// when Redis lost its script cache, e.g. after a restart). They declare every key they
+// touch. Replies are integers or flat arrays, so that Go parses them without reflection.
+
+// luaPrelude is shared by the scripts that need it.
+const luaPrelude = `
+local function splitid(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function idlt(ams, aseq, bms, bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+
+-- groupstate returns the pending count and last-delivered id of group on inbox (0 and
+-- '0-0' when the group does not exist), or nothing when inbox does not exist.
+local function groupstate(inbox, group)
+  if redis.call('EXISTS', inbox) == 0 then return nil end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', inbox)) do
+    local name, pending, last
+    for i = 1, #g, 2 do
+      local k = g[i]
+      if k == 'name' then name = g[i + 1]
+      elseif k == 'pending' then pending = g[i + 1]
+      elseif k == 'last-delivered-id' then last = g[i + 1]
+      end
+    end
+    if name == group then return pending, last end
+  end
+  return 0, '0-0'
+end
+
+-- undelivered returns the entries of inbox after last (at most limit when limit is given).
+local function undelivered(inbox, last, limit)
+  if limit then
+    return redis.call('XRANGE', inbox, '(' .. last, '+', 'COUNT', limit)
+  end
+  return redis.call('XRANGE', inbox, '(' .. last, '+')
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- xclaim claims ids for consumer with min idle 0, then the options given.
+local function xclaim(inbox, group, consumer, ids, ...)
+  local args = {'XCLAIM', inbox, group, consumer, 0}
+  for _, id in ipairs(ids) do args[#args + 1] = id end
+  for _, o in ipairs({...}) do args[#args + 1] = o end
+  return redis.call(unpack(args))
+end
+
+-- settle acknowledges id and deletes it: an acknowledged entry is of no use, and deleting
+-- it at once keeps the stream as short as its unacknowledged entries even while an old
+-- entry is held (XTRIM MINID cannot trim past that one). The deleted id is at or below the
+-- group's last-delivered id, so Redis keeps track of the group's lag.
+local function settle(inbox, group, id)
+  local n = redis.call('XACK', inbox, group, id)
+  redis.call('XDEL', inbox, id)
+  return n
+end
+
+-- owns reports whether consumer holds id in group's pending entries list.
+local function owns(inbox, group, consumer, id)
+  local ok, p = pcall(redis.call, 'XPENDING', inbox, group, id, id, 1, consumer)
+  return ok and #p > 0
+end
+`
+
+// scriptPublish stores an envelope unless its ID was seen, or refuses it when the inbox is
+// full.
+//
+// Every acknowledgement deletes its entry in the same script (settle), and so do the
+// cancellation of an undelivered message and the sweep of expired ones: the stream holds
+// exactly the unacknowledged entries, and XLEN (O(1)) is their count. Only when that count
+// reaches the limit does the script trim, as a safety net for entries acknowledged outside
+// the bus: XTRIM MINID (exact) at the acknowledged boundary, the smaller of the group's
+// oldest pending id and the entry after its last-delivered id; every entry below both was
+// delivered and is no longer pending. Then, if the inbox is still full, it deletes the
+// undelivered entries whose deadline passed (at most once a second per inbox, marked by the
+// sweep key: that scan is as long as the backlog) and counts again.
+//
+// KEYS: inbox, sweep marker, [dedupe key]. ARGV: group, dedupe window ms, max inbox,
+// envelope record, deadline ms (0: none), now ms.
+// Returns 1 stored, 2 duplicate, 0 full.
+var scriptPublish = newScript(luaPrelude + `
+local inbox, marker, dedupe = KEYS[1], KEYS[2], KEYS[3]
+local group, max, now = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[6])
+if dedupe and redis.call('EXISTS', dedupe) == 1 then return 2 end
+
+if redis.call('XLEN', inbox) >= max then
+  local pending, last = groupstate(inbox, group)
+  if pending then
+    local bms, bseq = splitid(last)
+    bseq = bseq + 1
+    if pending > 0 then
+      local oms, oseq = splitid(redis.call('XPENDING', inbox, group)[2])
+      if idlt(oms, oseq, bms, bseq) then bms, bseq = oms, oseq end
+    end
+    redis.call('XTRIM', inbox, 'MINID', string.format('%.0f-%.0f', bms, bseq))
+  end
+  if redis.call('XLEN', inbox) >= max then
+    if not redis.call('SET', marker, '1', 'NX', 'PX', 1000) then return 0 end
+    for _, e in ipairs(undelivered(inbox, last or '0-0')) do
+      local d = tonumber(field(e[2], 'd') or '0')
+      if d > 0 and d <= now then redis.call('XDEL', inbox, e[1]) end
+    end
+    if redis.call('XLEN', inbox) >= max then return 0 end
+  end
+end
+
+local id
+if ARGV[5] ~= '0' then
+  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 'd', ARGV[5])
+else
+  id = redis.call('XADD', inbox, '*', 'e', ARGV[4])
+end
+if dedupe then redis.call('SET', dedupe, id, 'PX', ARGV[2]) end
+return 1
+`)
+
+// scriptClaim takes entries for a consumer: with mode "idle" the oldest entries of any
+// consumer idle for at least the processing timeout (XPENDING IDLE, then XCLAIM with the
+// same minimum idle time: like XAUTOCLAIM, but it never claims more than count entries
+// however long the pending entries list, and needs no cursor), with mode "own" the
+// consumer's own pending entries (from a previous session) after an exclusive start.
+// Either way their delivery count grows by one. Entries whose deadline passed are
+// acknowledged, and entries past max attempts go to the dead-letter stream and are
+// acknowledged, in the same step.
+//
+// KEYS: inbox, dead. ARGV: group, consumer, mode, min idle ms, start, count, max attempts,
+// now ms, max dead letters.
+// Returns {next start ('0-0' when there are no more), {id, envelope record, delivery
+// count, ...}, number of entries claimed (dead-lettered ones included)}.
+var scriptClaim = newScript(luaPrelude + `
+local inbox, dead = KEYS[1], KEYS[2]
+local group, consumer, count, maxAttempts = ARGV[1], ARGV[2], tonumber(ARGV[6]), tonumber(ARGV[7])
+local p
+if ARGV[3] == 'idle' then
+  p = redis.call('XPENDING', inbox, group, 'IDLE', ARGV[4], '-', '+', count)
+else
+  p = redis.call('XPENDING', inbox, group, ARGV[5], '+', count, consumer)
+end
+if #p == 0 then return {'0-0', {}, 0} end
+local ids = {}
+for i, e in ipairs(p) do ids[i] = e[1] end
+-- Min idle 0 is right for both: the script is atomic, the idle entries are still idle.
+local entries = xclaim(inbox, group, consumer, ids)
+local cursor = '0-0'
+if ARGV[3] == 'own' and #p == count then cursor = '(' .. ids[#ids] end
+local out = {}
+local now = tonumber(ARGV[8])
+for _, e in ipairs(entries) do
+  local id = e[1]
+  local raw = field(e[2], 'e') or ''
+  local n = redis.call('XPENDING', inbox, group, id, id, 1)[1][4]
+  local deadline = tonumber(field(e[2], 'd') or '0')
+  if deadline > 0 and deadline <= now then
+    settle(inbox, group, id) -- expired: settled, not dead
+  elseif n > maxAttempts then
+    redis.call('XADD', dead, 'MAXLEN', '~', ARGV[9], '*', 'e', raw, 'n', n - 1, 'r', 'max attempts exceeded', 't', ARGV[8])
+    settle(inbox, group, id)
+  else
+    out[#out + 1] = id
+    out[#out + 1] = raw
+    out[#out + 1] = n
+  end
+end
+return {cursor, out, #p}
+`)
+
+// scriptAdopt moves to a consumer the pending entries of the earlier sessions of the same
+// instance (consumers named "<name>@<replica>" on other replicas, or dead ones), without
+// counting a delivery, and deletes those consumers. The consumer then reads them as its
+// own pending entries (scriptClaim mode "own").
+//
+// KEYS: inbox. ARGV: group, consumer, name (the instance name, without "@replica").
+// Returns the number of entries adopted.
+var scriptAdopt = newScript(luaPrelude + `
+local inbox, group, me, name = KEYS[1], ARGV[1], ARGV[2], ARGV[3] .. '@'
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', inbox, group)
+if not ok then return 0 end
+local n = 0
+for _, c in ipairs(consumers) do
+  local cname = field(c, 'name')
+  if cname ~= me and string.sub(cname, 1, #name) == name and string.match(string.sub(cname, #name + 1), '^%x+$') then
+    while true do
+      local p = redis.call('XPENDING', inbox, group, '-', '+', 100, cname)
+      if #p == 0 then break end
+      local ids = {}
+      for i, e in ipairs(p) do ids[i] = e[1] end
+      xclaim(inbox, group, me, ids, 'JUSTID')
+      n = n + #ids
+      if #p < 100 then break end
+    end
+    redis.call('XGROUP', 'DELCONSUMER', inbox, group, cname)
+  end
+end
+return n
+`)
+
+// scriptAck acknowledges an entry if the consumer holds it.
+//
+// KEYS: inbox. ARGV: group, consumer, id. Returns 1, or 0 when the consumer does not hold it.
+var scriptAck = newScript(luaPrelude + `
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+return settle(KEYS[1], ARGV[1], ARGV[3])
+`)
+
+// scriptAckReply sends a reply and acknowledges the message it answers if the consumer
+// holds it (the reply goes either way: the work is done).
+//
+// KEYS: inbox, reply stream. ARGV: group, consumer, id, reply record, reply stream max
+// length, reply stream TTL ms. Returns 1, or 0 when the consumer does not hold the entry.
+var scriptAckReply = newScript(luaPrelude + `
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+return settle(KEYS[1], ARGV[1], ARGV[3])
+`)
+
+// scriptTouch sets the idle time of entries the consumer holds (XCLAIM IDLE JUSTID to
+// itself, which does not count a delivery), so that other consumers claim them only once
+// that idle time reaches the processing timeout.
+//
+// KEYS: inbox. ARGV: group, consumer, then pairs of id and idle ms. Returns one 1 (held) or
+// 0 (not) per id.
+var scriptTouch = newScript(luaPrelude + `
+local out = {}
+for i = 3, #ARGV, 2 do
+  if owns(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[i + 1], 'JUSTID')
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+`)
+
+// scriptDeadLetter moves an entry the consumer holds to the dead-letter stream and
+// acknowledges it.
+//
+// KEYS: inbox, dead. ARGV: group, consumer, id, reason, now ms, max dead letters, fallback
+// envelope record (used when the entry is gone). Returns 1, or 0 when the consumer does not
+// hold it.
+var scriptDeadLetter = newScript(luaPrelude + `
+local inbox, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local ok, p = pcall(redis.call, 'XPENDING', inbox, group, id, id, 1, consumer)
+if not ok or #p == 0 then return 0 end
+local raw = ARGV[7]
+local r = redis.call('XRANGE', inbox, id, id)
+if #r > 0 then raw = field(r[1][2], 'e') or raw end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', raw, 'n', p[1][4], 'r', ARGV[4], 't', ARGV[5])
+settle(inbox, group, id)
+return 1
+`)
+
+// scriptHandback ends a consumer: its pending entries get a huge idle time (XCLAIM IDLE
+// JUSTID, which keeps their delivery count) so that the next XAUTOCLAIM of any consumer
+// takes them at once; a notice tells the other replicas to look. A consumer left without
+// pending entries is deleted from the group (deleting one with pending entries would drop
+// them). It leaves the live set either way.
+//
+// KEYS: inbox, live, notices. ARGV: group, consumer, idle ms, notice record, notices max
+// length. Returns the number of entries handed back.
+var scriptHandback = newScript(luaPrelude + `
+local inbox, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local n = 0
+if redis.call('EXISTS', inbox) == 1 then
+  local ok, p = pcall(redis.call, 'XPENDING', inbox, group, '-', '+', 1000000, consumer)
+  if ok then
+    for i = 1, #p, 100 do
+      local ids = {}
+      for j = i, math.min(i + 99, #p) do ids[#ids + 1] = p[j][1] end
+      xclaim(inbox, group, consumer, ids, 'IDLE', ARGV[3], 'JUSTID')
+    end
+    n = #p
+    if n == 0 then redis.call('XGROUP', 'DELCONSUMER', inbox, group, consumer) end
+  end
+end
+redis.call('ZREM', KEYS[2], consumer)
+if n > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'n', ARGV[4])
+end
+return n
+`)
+
+// scriptCancel withdraws a message: an entry of it that was not delivered yet is deleted;
+// when it was never published, its ID is marked seen (for the remember time) so that a
+// later publish stores nothing. Then a notice tells every replica (consumers skip the ID and
+// report it when in flight).
+//
+// KEYS: inbox, dedupe key, notices. ARGV: group, remember ms (0: do not), notice record,
+// notices max length. Returns 1.
+var scriptCancel = newScript(luaPrelude + `
+local inbox, dedupe = KEYS[1], KEYS[2]
+local eid = redis.call('GET', dedupe)
+if eid then
+  local ems, eseq = splitid(eid)
+  if ems then
+    local pending, last = groupstate(inbox, ARGV[1])
+    if pending then
+      local lms, lseq = splitid(last)
+      if idlt(lms, lseq, ems, eseq) then redis.call('XDEL', inbox, eid) end
+    end
+  end
+elseif tonumber(ARGV[2]) > 0 then
+  redis.call('SET', dedupe, 'c', 'PX', ARGV[2])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'n', ARGV[3])
+return 1
+`)
+
+// script is a Lua script and its source.
+type script struct {
+	*redis.Script
+	src string
+}
+
+func newScript(src string) script { return script{Script: redis.NewScript(src), src: src} }
+
+// load adds the loading of s to pipe. (redis.Script.Load must not be given a pipeline: it
+// would record the empty result as the script's hash.)
+func (s script) load(ctx context.Context, pipe redis.Pipeliner) { pipe.ScriptLoad(ctx, s.src) }
+
+// allScripts are loaded at start, so that pipelines can use EVALSHA.
+var allScripts = []script{
+	scriptPublish, scriptClaim, scriptAdopt, scriptAck, scriptAckReply,
+	scriptTouch, scriptDeadLetter, scriptHandback, scriptCancel,
+}
