@@ -1,5 +1,6 @@
 // Package store defines how Nexus keeps its state: installed plugins (with their
-// configuration and permissions), access tokens, the audit log, plugin logs and backups.
+// configuration and permissions), access tokens, the audit log, plugin logs, backups and
+// the plugins' key-value entries.
 //
 // A Store runs every change in one transaction (Write) so that writes that belong together
 // land together or not at all. Implementations: storesqlite (the default, one SQLite file).
@@ -81,6 +82,32 @@ type Tx interface {
 	Setting(key string) ([]byte, error)
 	// PutSetting stores a server-level setting.
 	PutSetting(key string, value []byte) error
+
+	// KV returns the plugin's entry with the key, expired or not, or ErrNotFound. Expiry is
+	// the caller's business: the store keeps entries until they are deleted.
+	KV(pluginID, key string) (KVEntry, error)
+	// PutKV inserts or replaces the entry with e's PluginID and Key; both must be non-empty.
+	PutKV(e KVEntry) error
+	// DeleteKV removes the plugin's entry with the key (ErrNotFound when absent).
+	DeleteKV(pluginID, key string) error
+	// KVList returns up to limit (> 0) of the plugin's entries, expired or not, whose keys
+	// start with prefix and sort after after, ordered by key. Keys compare and match
+	// byte-wise: no character of prefix is a wildcard and case matters.
+	KVList(pluginID, prefix, after string, limit int) ([]KVEntry, error)
+	// KVCount returns how many entries the plugin has, expired or not.
+	KVCount(pluginID string) (int, error)
+	// DeleteKVExpired removes up to limit (> 0) entries, of any plugin, whose ExpiresAt is
+	// set and before the non-zero time before, soonest expired first, and returns how many
+	// it removed.
+	DeleteKVExpired(before time.Time, limit int) (int, error)
+	// DeletePluginKV removes every entry of the plugin, its reader list, and the plugin
+	// from every other plugin's reader list.
+	DeletePluginKV(pluginID string) error
+	// KVReaders returns the plugins the plugin shares its entries with, ordered by id.
+	KVReaders(pluginID string) ([]string, error)
+	// PutKVReaders replaces the plugin's reader list (an empty list shares with no one).
+	// Readers listed twice are kept once; empty ids are refused.
+	PutKVReaders(pluginID string, readers []string) error
 }
 
 // Plugin is an installed plugin.
@@ -211,6 +238,20 @@ type Backup struct {
 	SizeBytes int64
 	// Plugin is the plugin record at the time of the backup.
 	Plugin Plugin
+}
+
+// KVEntry is one key-value entry of a plugin.
+type KVEntry struct {
+	PluginID string
+	Key      string
+	// Value is opaque to the store.
+	Value []byte
+	// Version counts the writes of the key; the caller assigns it.
+	Version int64
+	// ExpiresAt is when the entry stops existing; zero means never.
+	ExpiresAt time.Time
+	// UpdatedAt is when the entry was last written.
+	UpdatedAt time.Time
 }
 
 // LevelRank orders log levels: DEBUG < INFO < WARNING < ERROR. Unknown levels rank 0.

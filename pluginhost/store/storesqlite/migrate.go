@@ -104,6 +104,25 @@ CREATE TABLE settings (
 	value BLOB
 ) STRICT;
 `},
+		{version: 2, name: "plugin key-value entries", sql: `
+CREATE TABLE kv (
+	plugin_id  TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	value      BLOB,
+	version    INTEGER NOT NULL,
+	expires_at INTEGER,
+	updated_at INTEGER,
+	PRIMARY KEY (plugin_id, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE kv_shares (
+	plugin_id TEXT NOT NULL,
+	reader_id TEXT NOT NULL,
+	PRIMARY KEY (plugin_id, reader_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX kv_shares_reader_id ON kv_shares (reader_id);
+`},
 	}
 }
 

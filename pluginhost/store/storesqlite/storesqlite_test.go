@@ -283,6 +283,26 @@ func TestInvalidInput(t *testing.T) {
 			_, _, err := tx.Logs(store.LogFilter{PluginID: "p", Page: 1})
 			return err
 		}},
+		{"kv entry without plugin id", func(tx store.Tx) error { return tx.PutKV(store.KVEntry{Key: "k"}) }},
+		{"kv entry without key", func(tx store.Tx) error { return tx.PutKV(store.KVEntry{PluginID: "p"}) }},
+		{"kv entry expiring after 2261", func(tx store.Tx) error {
+			return tx.PutKV(store.KVEntry{PluginID: "p", Key: "k", ExpiresAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)})
+		}},
+		{"kv list limit 0", func(tx store.Tx) error {
+			_, err := tx.KVList("p", "", "", 0)
+			return err
+		}},
+		{"delete kv expired before the zero time", func(tx store.Tx) error {
+			_, err := tx.DeleteKVExpired(time.Time{}, 10)
+			return err
+		}},
+		{"delete kv expired limit 0", func(tx store.Tx) error {
+			_, err := tx.DeleteKVExpired(at, 0)
+			return err
+		}},
+		{"delete kv of the empty plugin id", func(tx store.Tx) error { return tx.DeletePluginKV("") }},
+		{"kv readers of the empty plugin id", func(tx store.Tx) error { return tx.PutKVReaders("", []string{"r"}) }},
+		{"empty kv reader", func(tx store.Tx) error { return tx.PutKVReaders("p", []string{"r", ""}) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -329,6 +349,9 @@ func TestIndexes(t *testing.T) {
 		{"logs page", `SELECT * FROM logs WHERE plugin_id = 'p' AND time >= 1 AND time <= 2 ORDER BY time DESC, seq DESC LIMIT 10`, "logs_plugin_time"},
 		{"backups of a plugin", `SELECT * FROM backups WHERE plugin_id = 'p' ORDER BY created_at DESC`, "backups_plugin_created_at"},
 		{"audit of a target", `SELECT * FROM audit WHERE target = 't' ORDER BY time DESC`, "audit_target_time"},
+		{"kv page", `SELECT * FROM kv WHERE plugin_id = 'p' AND key >= 'a' AND key > '' AND key < 'b' ORDER BY key LIMIT 10`, "PRIMARY KEY (plugin_id=? AND key>? AND key<?)"},
+		{"expired kv", `SELECT plugin_id, key FROM kv WHERE expires_at IS NOT NULL AND expires_at < 1 ORDER BY expires_at LIMIT 10`, "kv_expires_at"},
+		{"kv shares of a reader", `SELECT * FROM kv_shares WHERE plugin_id = 'p' OR reader_id = 'p'`, "kv_shares_reader_id"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -678,5 +701,47 @@ func integrityCheck(t *testing.T, path string) {
 	}
 	if len(msgs) != 1 || msgs[0] != "ok" {
 		t.Errorf("integrity_check: %s", strings.Join(msgs, "; "))
+	}
+}
+
+// TestUpgradeFromVersion1 opens a database as the first release left it (schema version 1,
+// with data) and checks that Open adds the key-value tables and keeps the data.
+func TestUpgradeFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nexus.db")
+	s, err := storesqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := s.Write(t.Context(), func(tx store.Tx) error { return tx.PutPlugin(store.Plugin{ID: "p1"}) }); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	db := rawDB(t, path)
+	for _, q := range []string{
+		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DELETE FROM schema_migrations WHERE version > 1`,
+	} {
+		if _, err := db.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	s = open(t, path)
+	err = s.Write(t.Context(), func(tx store.Tx) error {
+		if _, err := tx.Plugin("p1"); err != nil {
+			return err
+		}
+		return tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1})
+	})
+	if err != nil {
+		t.Fatalf("Write after the upgrade: %v", err)
+	}
+	rows := migrationRows(t, path)
+	if len(rows) < 2 || rows[1].version != 2 {
+		t.Errorf("schema_migrations after the upgrade: %+v", rows)
 	}
 }

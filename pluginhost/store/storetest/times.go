@@ -30,6 +30,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 			e := store.AuditEntry{ID: id, Time: tc.at, Target: id}
 			rec := store.LogRecord{PluginID: id, Time: tc.at, Level: "INFO", Message: id}
 			bk := store.Backup{ID: id, PluginID: id, CreatedAt: tc.at, Plugin: p}
+			kv := store.KVEntry{PluginID: id, Key: id, Version: 1, ExpiresAt: tc.at, UpdatedAt: tc.at}
 			write(t, s, func(tx store.Tx) error {
 				if err := tx.PutPlugin(p); err != nil {
 					return err
@@ -43,7 +44,10 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				if err := tx.AppendLogs([]store.LogRecord{rec}); err != nil {
 					return err
 				}
-				return tx.PutBackup(bk)
+				if err := tx.PutBackup(bk); err != nil {
+					return err
+				}
+				return tx.PutKV(kv)
 			})
 
 			var got []time.Time
@@ -74,10 +78,14 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				if err != nil {
 					return err
 				}
+				gk, err := tx.KV(id, id)
+				if err != nil {
+					return err
+				}
 				got = []time.Time{
 					gp.ConfigUpdatedAt, gp.InstalledAt, gp.UpdatedAt, gt.CreatedAt, gt.RevokedAt,
 					ge[0].Time, gl[0].Time, gb.CreatedAt, gb.Plugin.ConfigUpdatedAt,
-					gb.Plugin.InstalledAt, gb.Plugin.UpdatedAt,
+					gb.Plugin.InstalledAt, gb.Plugin.UpdatedAt, gk.ExpiresAt, gk.UpdatedAt,
 				}
 				return nil
 			})
@@ -85,7 +93,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				"Plugin.ConfigUpdatedAt", "Plugin.InstalledAt", "Plugin.UpdatedAt",
 				"Token.CreatedAt", "Token.RevokedAt", "AuditEntry.Time", "LogRecord.Time",
 				"Backup.CreatedAt", "Backup.Plugin.ConfigUpdatedAt", "Backup.Plugin.InstalledAt",
-				"Backup.Plugin.UpdatedAt",
+				"Backup.Plugin.UpdatedAt", "KVEntry.ExpiresAt", "KVEntry.UpdatedAt",
 			}
 			for i, g := range got {
 				if !g.Equal(tc.at) || g.IsZero() != tc.at.IsZero() {

@@ -60,6 +60,20 @@ func emptyStore(t *testing.T, s store.Store, keep ...string) {
 		if _, err := tx.Setting("k"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("Setting(k): error %v, want ErrNotFound", err)
 		}
+		n, err := tx.KVCount("p1")
+		if err != nil {
+			return fmt.Errorf("KVCount: %w", err)
+		}
+		if n != 0 {
+			t.Errorf("store holds %d kv entries of p1, want none", n)
+		}
+		rs, err := tx.KVReaders("p1")
+		if err != nil {
+			return fmt.Errorf("KVReaders: %w", err)
+		}
+		if len(rs) != 0 {
+			t.Errorf("p1 shares its kv entries with %q, want no one", rs)
+		}
 		return nil
 	})
 }
@@ -81,7 +95,13 @@ func putEverything(tx store.Tx, at time.Time) error {
 	if err := tx.PutBackup(store.Backup{ID: "b1", PluginID: "p1", CreatedAt: at}); err != nil {
 		return err
 	}
-	return tx.PutSetting("k", []byte("v"))
+	if err := tx.PutSetting("k", []byte("v")); err != nil {
+		return err
+	}
+	if err := tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1, UpdatedAt: at}); err != nil {
+		return err
+	}
+	return tx.PutKVReaders("p1", []string{"p2"})
 }
 
 func testRollback(t *testing.T, s store.Store) {
@@ -168,6 +188,16 @@ func testReadOnly(t *testing.T, s store.Store) {
 		}},
 		{"PutBackup", func(tx store.Tx) error { return tx.PutBackup(store.Backup{ID: "b1", PluginID: "p1", CreatedAt: at}) }},
 		{"PutSetting", func(tx store.Tx) error { return tx.PutSetting("k", []byte("v")) }},
+		{"PutKV", func(tx store.Tx) error {
+			return tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1, UpdatedAt: at})
+		}},
+		{"DeleteKV", func(tx store.Tx) error { return tx.DeleteKV("p1", "k") }},
+		{"DeleteKVExpired", func(tx store.Tx) error {
+			_, err := tx.DeleteKVExpired(at, 10)
+			return err
+		}},
+		{"DeletePluginKV", func(tx store.Tx) error { return tx.DeletePluginKV("p1") }},
+		{"PutKVReaders", func(tx store.Tx) error { return tx.PutKVReaders("p1", []string{"p2"}) }},
 	}
 	for _, w := range writes {
 		t.Run(w.name, func(t *testing.T) {
