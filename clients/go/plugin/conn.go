@@ -40,9 +40,24 @@ type conn struct {
 
 	// shutdown carries the host's first shutdown request to the session loop.
 	shutdown chan *pluginhostv1.Shutdown
-	// recvDone is closed when the receive goroutine exits; recvErr is written before.
+	// recvDone is closed when the receive goroutine exits; recvErr is written before. Its
+	// closing is what fails the requests still waiting for a reply.
 	recvDone chan struct{}
 	recvErr  error
+
+	// processingTimeout is the welcome's processing timeout of event and broadcast
+	// deliveries (0 when the host did not say). It is assigned once, before the receive
+	// goroutine starts.
+	processingTimeout time.Duration
+
+	// mu guards requests and handlers.
+	mu sync.Mutex
+	// requests holds the plugin's requests waiting for the host's reply, by request id.
+	// Each channel has room for the one reply.
+	requests map[string]chan *pluginhostv1.RequestReply
+	// handlers holds, by delivery id, the cancel functions of the message handlers that
+	// run for deliveries of this connection, for the host's cancel frames.
+	handlers map[string]context.CancelCauseFunc
 
 	// wg tracks the pump and receive goroutines.
 	wg sync.WaitGroup
@@ -59,6 +74,8 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s *stream, logger *
 		stopped:  make(chan struct{}),
 		shutdown: make(chan *pluginhostv1.Shutdown, 1),
 		recvDone: make(chan struct{}),
+		requests: map[string]chan *pluginhostv1.RequestReply{},
+		handlers: map[string]context.CancelCauseFunc{},
 	}
 	c.wg.Add(1)
 	go c.pump()

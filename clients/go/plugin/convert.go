@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 )
 
@@ -111,5 +112,60 @@ func changedFields(old, cur *structpb.Struct) []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// valueToProto encodes a JSON value. Values structpb does not take directly (typed slices
+// and maps, structs, invalid UTF-8) go through encoding/json, as they would in a JSON API.
+func valueToProto(v any) (*structpb.Value, error) {
+	if pv, err := structpb.NewValue(v); err == nil {
+		return pv, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var generic any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		return nil, err
+	}
+	return structpb.NewValue(generic)
+}
+
+func entryFromProto(e *pluginhostv1.KvEntry) Entry {
+	out := Entry{Key: e.GetKey(), Value: e.GetValue().AsInterface(), Version: e.GetVersion()}
+	if t := e.GetExpiresAt(); t != nil {
+		out.ExpiresAt = t.AsTime()
+	}
+	if t := e.GetUpdatedAt(); t != nil {
+		out.UpdatedAt = t.AsTime()
+	}
+	return out
+}
+
+func providerFromProto(p *pluginv1.ServiceProvider) Provider {
+	out := Provider{
+		PluginID:  p.GetPluginId(),
+		Name:      p.GetName(),
+		Version:   p.GetVersion(),
+		Category:  p.GetCategory(),
+		Status:    p.GetStatus(),
+		Services:  slices.Clone(p.GetServices()),
+		Instances: int(p.GetInstances()),
+	}
+	for _, m := range p.GetMessageTypes() {
+		out.MessageTypes = append(out.MessageTypes, MessageTypeInfo{
+			Type:               m.GetType(),
+			Description:        m.GetDescription(),
+			RequiredPermission: m.GetRequiredPermission(),
+		})
+	}
+	for _, e := range p.GetEndpoints() {
+		out.Endpoints = append(out.Endpoints, Endpoint{
+			Path:        e.GetPath(),
+			Methods:     slices.Clone(e.GetMethods()),
+			Description: e.GetDescription(),
+		})
+	}
 	return out
 }

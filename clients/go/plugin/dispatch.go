@@ -13,10 +13,12 @@ import (
 var errNoMessageHandler = errors.New("plugin: this plugin does not handle messages")
 
 // receive is the receive side of a welcomed connection: it reads the host's frames and
-// hands each to its handler without waiting for author code.
+// hands each to its handler without waiting for author code. When it ends, the requests
+// still waiting for a reply on c fail, and new ones wait for the next connection.
 func (r *runner) receive(c *conn) {
 	defer c.wg.Done()
 	defer close(c.recvDone)
+	defer r.session.detach(c)
 	for {
 		res, err := c.stream.Receive()
 		if err != nil {
@@ -47,25 +49,35 @@ func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) {
 		case c.shutdown <- f.Shutdown:
 		default: // a shutdown is already under way
 		}
+	case *pluginhostv1.ConnectResponse_Reply:
+		if !c.resolve(f.Reply) {
+			// The request was abandoned (its context ended) before the reply came.
+			r.log.Debug("plugin: ignoring a reply nobody waits for", "request_id", f.Reply.GetRequestId())
+		}
+	case *pluginhostv1.ConnectResponse_Cancel:
+		if !c.cancelMessage(f.Cancel) {
+			r.log.Debug("plugin: ignoring a cancel for a message no longer handled", "delivery_id", f.Cancel.GetDeliveryId())
+		}
 	case *pluginhostv1.ConnectResponse_Welcome:
 		r.log.Warn("plugin: ignoring a second welcome on the same stream")
 	default:
-		// Replies to the plugin's own requests, and frames newer than this SDK.
+		// Frames newer than this SDK.
 		r.log.Debug("plugin: ignoring a frame", "frame", fmt.Sprintf("%T", f))
 	}
 }
 
 // deliver hands a delivery to a worker. While the plugin is stopping, deliveries are left
 // unanswered: the host redelivers events elsewhere and the sender of a message times out.
+// From the moment it is received, a message can be canceled by the host and an event or
+// broadcast is extended (see eventDelivery), also while it waits for a free worker.
 func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) {
-	var work func()
-	switch d.GetKind() {
-	case pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE:
-		work = func() { r.handleMessage(c, d) }
-	case pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT, pluginhostv1.DeliveryKind_DELIVERY_KIND_BROADCAST:
-		work = func() { r.handleEvent(c, d) }
+	kind := d.GetKind()
+	switch kind {
+	case pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE,
+		pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT,
+		pluginhostv1.DeliveryKind_DELIVERY_KIND_BROADCAST:
 	default:
-		r.log.Warn("plugin: ignoring a delivery of unknown kind", "kind", d.GetKind().String(), "delivery_id", d.GetDeliveryId())
+		r.log.Warn("plugin: ignoring a delivery of unknown kind", "kind", kind.String(), "delivery_id", d.GetDeliveryId())
 		return
 	}
 	r.mu.Lock()
@@ -76,8 +88,19 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) {
 	}
 	r.deliveries.Add(1)
 	r.mu.Unlock()
+	var work, release func()
+	if kind == pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE {
+		ctx, done := r.messageContext(c, d)
+		work = func() { r.handleMessage(ctx, c, d) }
+		release = done
+	} else {
+		ev := newEventDelivery(c, d)
+		work = func() { r.handleEvent(ev) }
+		release = ev.settle
+	}
 	go func() {
 		defer r.deliveries.Done()
+		defer release()
 		select {
 		case <-r.started:
 		case <-r.life.Done():
@@ -96,12 +119,13 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) {
 	}()
 }
 
-func (r *runner) handleMessage(c *conn, d *pluginhostv1.Deliver) {
-	ctx := r.life
-	if dl := d.GetDeadline(); dl != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.AsTime())
-		defer cancel()
+// handleMessage runs OnMessage and replies with its result. ctx is canceled when the host
+// says that the sender gave up; a message given up on before its handler started is not
+// handled, and not answered.
+func (r *runner) handleMessage(ctx context.Context, c *conn, d *pluginhostv1.Deliver) {
+	if senderGaveUp(ctx) {
+		r.log.Debug("plugin: the sender gave up on a message before it was handled", "delivery_id", d.GetDeliveryId())
+		return
 	}
 	m := Message{
 		ID:      d.GetId(),
@@ -128,6 +152,12 @@ func (r *runner) handleMessage(c *conn, d *pluginhostv1.Deliver) {
 		reply.Data = s
 	}
 	if err != nil {
+		if r.life.Err() != nil && ctx.Err() != nil {
+			// The plugin is stopping and the handler gave up because of it: leave the
+			// message unanswered, so that the host hands it to another instance.
+			r.log.Debug("plugin: stopping; message left to another instance", "delivery_id", d.GetDeliveryId())
+			return
+		}
 		reply.Status = "error"
 		reply.Data = nil
 		reply.ErrorMessage = cleanString(err.Error(), 4096)
@@ -135,7 +165,10 @@ func (r *runner) handleMessage(c *conn, d *pluginhostv1.Deliver) {
 	r.sendOn(c, &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Reply{Reply: reply}})
 }
 
-func (r *runner) handleEvent(c *conn, d *pluginhostv1.Deliver) {
+// handleEvent runs OnEvent or OnBroadcast, unless the event is a duplicate, and settles the
+// delivery according to the result.
+func (r *runner) handleEvent(ev *eventDelivery) {
+	c, d := ev.c, ev.d
 	key := d.GetKind().String() + "/" + d.GetId()
 	if d.GetId() == "" {
 		key = "" // no id, no deduplication
@@ -143,12 +176,14 @@ func (r *runner) handleEvent(c *conn, d *pluginhostv1.Deliver) {
 	switch prev, state := r.seen.begin(key); state {
 	case seenDone:
 		r.log.Debug("plugin: duplicate delivery acknowledged again", "id", d.GetId())
+		ev.settle()
 		r.ack(c, d.GetDeliveryId(), prev)
 		return
 	case seenInFlight:
-		// The first copy is still being handled; this one is left unacknowledged and the
-		// host redelivers it later, when its outcome is known.
+		// The first copy is still being handled; this one is left unacknowledged (and no
+		// longer extended) and the host redelivers it later, when its outcome is known.
 		r.log.Debug("plugin: duplicate delivery still in flight", "id", d.GetId())
+		ev.settle()
 		return
 	}
 	handler, name := r.p.OnEvent, "OnEvent"
@@ -164,8 +199,11 @@ func (r *runner) handleEvent(c *conn, d *pluginhostv1.Deliver) {
 			Data:    structToMap(d.GetData()),
 			Attempt: int(d.GetAttempt()),
 		}
-		err = r.protect(name, func() error { return handler(r.life, e) })
+		ctx, cancel := context.WithCancel(context.WithValue(r.life, deliveryKey{}, ev))
+		err = r.protect(name, func() error { return handler(ctx, e) })
+		cancel()
 	}
+	ev.settle()
 	var o outcome
 	switch {
 	case err == nil:

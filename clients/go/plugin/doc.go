@@ -13,6 +13,29 @@
 //   - the Session gives the configuration, the granted permissions, and a *slog.Logger
 //     whose records reach the host's log of the plugin.
 //
+// The Session also makes the plugin's own requests to the host, over the same stream, from
+// any goroutine (handlers and OnStart included):
+//
+//   - Session.Send sends a message to another plugin and waits for its Reply;
+//     Session.Broadcast and Session.Emit send a broadcast or publish an event;
+//   - Session.Subscribe and Session.Unsubscribe change the event subscriptions, which are
+//     remembered and sent again in the hello of every reconnection;
+//   - Session.Discover finds the plugins that serve a service or message type;
+//   - Session.KV is the plugin's key-value namespace kept by the host (with versions for
+//     compare-and-set, and expiry), and Session.SharedKV reads one another plugin shared.
+//
+// Every request ends with the host's reply, or when its context ends (a Send is then
+// withdrawn, and its target's handler canceled). A request the host refuses fails with an
+// *Error carrying the API's error code (see ErrorCode); one that would break the protocol's
+// rules fails with VALIDATION_ERROR before anything is sent. When the connection breaks,
+// the requests waiting for a reply fail at once with PLUGIN_UNAVAILABLE, and new requests
+// wait for the reconnection, as long as their context allows.
+//
+// While OnEvent or OnBroadcast runs, the SDK extends its delivery before the host's
+// processing timeout would deliver it again (see Extend), so a slow handler never sees its
+// event twice. When the sender of a message gives up, the host says so and the context of
+// the message's handler is canceled, with a cause (context.Cause) that says why.
+//
 // Handlers run concurrently (see WithConcurrency), so a slow one does not hold up the
 // others or the health checks. Only one goroutine writes to the stream, and every
 // goroutine the SDK starts has ended when Run returns (unless a handler ignores its

@@ -112,3 +112,106 @@ func ExampleSession_Logger() {
 		},
 	}
 }
+
+// A message handler asks another plugin, within a deadline, and tells a failed request (no
+// reply: an *plugin.Error or the context's error) from a reply whose handler failed.
+func ExampleSession_Send() {
+	onMessage := func(ctx context.Context, m plugin.Message) (map[string]any, error) {
+		s := plugin.SessionFromContext(ctx)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second) // the host waits 5 s too
+		defer cancel()
+		r, err := s.Send(ctx, "billing-plugin", "get_invoice", map[string]any{"customer": m.Data["customer"]})
+		switch {
+		case plugin.ErrorCode(err) == "PLUGIN_NOT_FOUND":
+			return nil, errors.New("billing is not installed")
+		case err != nil:
+			return nil, err
+		case r.Status == "error":
+			return nil, fmt.Errorf("billing: %s", r.Error)
+		}
+		return r.Data, nil
+	}
+	_ = plugin.Plugin{MessageTypes: []string{"invoice"}, OnMessage: onMessage}
+}
+
+// A plugin subscribes to events at run time and emits its own. Subscriptions made in OnStart
+// are kept across reconnections.
+func ExampleSession_Emit() {
+	_ = plugin.Plugin{
+		OnStart: func(ctx context.Context, s *plugin.Session) error {
+			return s.Subscribe(ctx, "order.*")
+		},
+		OnEvent: func(ctx context.Context, e plugin.Event) error {
+			if e.Type != "order.paid" {
+				return nil
+			}
+			res, err := plugin.SessionFromContext(ctx).Emit(ctx, "invoice.issued", map[string]any{"order": e.Data["id"]})
+			if err != nil {
+				return err // not acknowledged: the host delivers order.paid again
+			}
+			plugin.SessionFromContext(ctx).Logger().Info("invoice issued", "event", res.ID, "recipients", res.Recipients)
+			return nil
+		},
+	}
+}
+
+// A counter in the plugin's key-value namespace, shared by all its instances: CompareAndSet
+// retries from the current entry until no other instance wrote in between.
+func ExampleKV() {
+	increment := func(ctx context.Context, kv *plugin.KV, key string) (float64, error) {
+		for {
+			cur, _, err := kv.Get(ctx, key)
+			if err != nil {
+				return 0, err
+			}
+			n, _ := cur.Value.(float64) // JSON numbers are float64; 0 when absent
+			// Version 0 (absent key) writes only if the key still does not exist.
+			if _, ok, err := kv.CompareAndSet(ctx, key, n+1, cur.Version, plugin.WithTTL(24*time.Hour)); err != nil || ok {
+				return n + 1, err
+			}
+		}
+	}
+	_ = plugin.Plugin{
+		OnStart: func(ctx context.Context, s *plugin.Session) error {
+			starts, err := increment(ctx, s.KV(), "starts")
+			if err != nil {
+				return err
+			}
+			s.Logger().Info("started", "starts", starts) // forgotten a day after the last start
+			// Let the report plugin read this namespace through its SharedKV.
+			_, err = s.KV().Share(ctx, "report-plugin")
+			return err
+		},
+	}
+}
+
+// A plugin finds who handles a message type before sending it.
+func ExampleSession_Discover() {
+	_ = plugin.Plugin{
+		OnStart: func(ctx context.Context, s *plugin.Session) error {
+			providers, err := s.Discover(ctx, plugin.Query{MessageType: "verify_token"})
+			if err != nil {
+				return err
+			}
+			for _, p := range providers {
+				s.Logger().Info("token verifier", "plugin", p.PluginID, "version", p.Version, "instances", p.Instances)
+			}
+			return nil
+		},
+	}
+}
+
+// A handler that knows it needs long asks for the time at once. (Without it, the SDK still
+// extends the delivery every third of the processing timeout while the handler runs.)
+func ExampleExtend() {
+	_ = plugin.Plugin{
+		OnEvent: func(ctx context.Context, e plugin.Event) error {
+			if e.Type == "report.requested" {
+				if err := plugin.Extend(ctx, 5*time.Minute); err != nil {
+					return err
+				}
+			}
+			return nil // ... build the report
+		},
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/validate"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
@@ -62,7 +63,9 @@ func startHost(t *testing.T, script func(ctx context.Context, s *hostStream) err
 	t.Helper()
 	h := &fakeHost{t: t, script: script, served: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.Handle(pluginhostv1connect.NewPluginHostServiceHandler(h))
+	// Like the real host, the fake validates every frame and ends the stream on an invalid
+	// one: a test fails if the SDK sends a frame the host would reject.
+	mux.Handle(pluginhostv1connect.NewPluginHostServiceHandler(h, connect.WithInterceptors(validate.NewInterceptor())))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -113,18 +116,21 @@ func (s *hostStream) send(res *pluginhostv1.ConnectResponse) {
 }
 
 func (s *hostStream) welcome(config map[string]any, permissions ...string) {
+	s.welcomeWith(&pluginhostv1.Welcome{GrantedPermissions: permissions}, config)
+}
+
+// welcomeWith sends w, completed with the session's facts and config.
+func (s *hostStream) welcomeWith(w *pluginhostv1.Welcome, config map[string]any) {
 	cfg, err := structpb.NewStruct(config)
 	if err != nil {
 		s.t.Errorf("host: config: %v", err)
 		return
 	}
-	s.send(&pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Welcome{Welcome: &pluginhostv1.Welcome{
-		SessionId:          fmt.Sprintf("sess-%d", s.n),
-		InstanceId:         s.hello.GetInstanceId(),
-		Config:             cfg,
-		GrantedPermissions: permissions,
-		HostVersion:        "9.9.9",
-	}}})
+	w.SessionId = fmt.Sprintf("sess-%d", s.n)
+	w.InstanceId = s.hello.GetInstanceId()
+	w.Config = cfg
+	w.HostVersion = "9.9.9"
+	s.send(&pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Welcome{Welcome: w}})
 }
 
 func (s *hostStream) healthCheck(id string) {
@@ -165,6 +171,72 @@ func (s *hostStream) ack() *pluginhostv1.Ack {
 
 func (s *hostStream) configAck() *pluginhostv1.ConfigAck {
 	return s.next("config_ack", func(f *pluginhostv1.ConnectRequest) bool { return f.GetConfigAck() != nil }).GetConfigAck()
+}
+
+// request returns the plugin's next request of its own (send, emit, broadcast, subscribe,
+// kv, discover or cancel_send); nil when the stream ends first.
+func (s *hostStream) request() *pluginhostv1.ConnectRequest {
+	return s.next("request", isRequest)
+}
+
+func isRequest(f *pluginhostv1.ConnectRequest) bool {
+	switch f.GetFrame().(type) {
+	case *pluginhostv1.ConnectRequest_Send, *pluginhostv1.ConnectRequest_Emit,
+		*pluginhostv1.ConnectRequest_Broadcast, *pluginhostv1.ConnectRequest_Subscribe,
+		*pluginhostv1.ConnectRequest_Kv, *pluginhostv1.ConnectRequest_Discover,
+		*pluginhostv1.ConnectRequest_CancelSend:
+		return true
+	}
+	return false
+}
+
+// requestID returns the request id of a request frame.
+func requestID(f *pluginhostv1.ConnectRequest) string {
+	switch r := f.GetFrame().(type) {
+	case *pluginhostv1.ConnectRequest_Send:
+		return r.Send.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Emit:
+		return r.Emit.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Broadcast:
+		return r.Broadcast.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Subscribe:
+		return r.Subscribe.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Kv:
+		return r.Kv.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Discover:
+		return r.Discover.GetRequestId()
+	case *pluginhostv1.ConnectRequest_CancelSend:
+		return r.CancelSend.GetRequestId()
+	}
+	return ""
+}
+
+// answer sends rep, the reply to one of the plugin's requests.
+func (s *hostStream) answer(rep *pluginhostv1.RequestReply) {
+	s.send(&pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: rep}})
+}
+
+// serveRequests answers the plugin's requests with answer until the stream ends; a nil
+// answer leaves the request unanswered. Every request frame is recorded in order.
+func (s *hostStream) serveRequests(answer func(f *pluginhostv1.ConnectRequest) *pluginhostv1.RequestReply) []*pluginhostv1.ConnectRequest {
+	var seen []*pluginhostv1.ConnectRequest
+	for {
+		f, err := s.stream.Receive()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.t.Errorf("host: stream ended with %v", err)
+			}
+			return seen
+		}
+		if !isRequest(f) {
+			continue
+		}
+		seen = append(seen, f)
+		if rep := answer(f); rep != nil {
+			rep.RequestId = requestID(f)
+			s.answer(rep)
+		}
+	}
 }
 
 func (s *hostStream) log() *pluginhostv1.Log {

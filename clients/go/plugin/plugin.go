@@ -22,7 +22,7 @@ type Plugin struct {
 	// MessageTypes are the message types the plugin handles.
 	MessageTypes []string
 	// Subscriptions are event type patterns (e.g. "user.*") to subscribe to, beyond the
-	// manifest's.
+	// manifest's. Session.Subscribe and Session.Unsubscribe change them at run time.
 	Subscriptions []string
 
 	// OnStart runs once, after the first welcome, with the plugin's configuration and
@@ -33,12 +33,15 @@ type Plugin struct {
 	OnStart func(ctx context.Context, s *Session) error
 	// OnMessage handles a message and returns the data of a successful reply. An error
 	// becomes a reply with status "error" whose message is the error's text, for the sender.
-	// Without OnMessage every message is answered with an error.
+	// Without OnMessage every message is answered with an error. When the sender gives up
+	// (it canceled, or its deadline passed), the host says so and the context is canceled,
+	// with a cause that says why (see context.Cause); the reply is then not needed.
 	OnMessage func(ctx context.Context, m Message) (map[string]any, error)
 	// OnEvent handles an event. Nil acknowledges it as done; an error marked with Permanent
 	// dead-letters it; any other error leaves it unacknowledged so that the host redelivers
 	// it. Events are deduplicated by ID: a redelivery of an event already handled is
-	// acknowledged again without calling OnEvent.
+	// acknowledged again without calling OnEvent. While it runs, the SDK extends the
+	// delivery so that the host does not deliver it again (see Extend).
 	OnEvent func(ctx context.Context, e Event) error
 	// OnBroadcast handles a broadcast, with the same rules as OnEvent.
 	OnBroadcast func(ctx context.Context, b Event) error

@@ -96,7 +96,7 @@ func newRunner(p Plugin, o *options) *runner {
 		p:       p,
 		o:       o,
 		log:     o.logger,
-		session: newSession(o),
+		session: newSession(o, p.Subscriptions),
 		seen:    newDedupe(o.dedupeSize),
 		sem:     make(chan struct{}, o.concurrency),
 		configs: make(chan configJob, configQueue),
@@ -113,7 +113,9 @@ func newRunner(p Plugin, o *options) *runner {
 		}
 		httpClient = r.ownHTTP
 	}
-	r.client = nexus.New(o.host, nexus.WithToken(o.token), nexus.WithHTTPClient(httpClient)).PluginHost
+	// The stream speaks gRPC: the host serves gRPC plugin streams on grpc-go's own transport,
+	// its fastest path (every other protocol reaches the same session code).
+	r.client = nexus.New(o.host, nexus.WithToken(o.token), nexus.WithHTTPClient(httpClient), nexus.WithProtocol(nexus.ProtocolGRPC)).PluginHost
 	return r
 }
 
@@ -171,6 +173,7 @@ func (r *runner) connectOnce(ctx context.Context) result {
 			return result{err: err}
 		}
 	}
+	c.processingTimeout = time.Duration(w.GetProcessingTimeoutSeconds()) * time.Second
 	r.welcome(c, w)
 	c.wg.Add(1)
 	go r.receive(c)
@@ -212,7 +215,7 @@ func (r *runner) hello() *pluginhostv1.ConnectRequest {
 		Sdk:           "nexus-go/" + SDKVersion,
 		Services:      r.p.Services,
 		MessageTypes:  r.p.MessageTypes,
-		Subscriptions: r.p.Subscriptions,
+		Subscriptions: r.session.helloSubscriptions(),
 	}}}
 }
 
@@ -321,6 +324,7 @@ func (r *runner) shutdown(ctx context.Context, c *conn, sd *pluginhostv1.Shutdow
 // finish waits for the handlers still running when Run is about to return.
 func (r *runner) finish() {
 	r.setDraining()
+	r.session.stop()
 	r.stopLife()
 	if !waitTimeout(&r.deliveries, closeTimeout) || !waitTimeout(&r.control, closeTimeout) {
 		r.log.Warn("plugin: handlers still running as Run returns; they ignore their context")

@@ -2,10 +2,13 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -13,12 +16,26 @@ import (
 )
 
 // Session is the plugin's view of its connection to the host: its identity, configuration
-// and permissions, and a logger whose records go to the host. One Session lasts for the
-// whole of Run, across reconnections; its methods are safe for concurrent use.
+// and permissions, a logger whose records go to the host, and the plugin's own requests to
+// the host (Send, Broadcast, Emit, Subscribe, Discover, KV). One Session lasts for the
+// whole of Run, across reconnections; its methods are safe for concurrent use from any
+// goroutine, including handlers and OnStart.
 type Session struct {
-	// pluginID and logger are assigned once, before the Session is shared.
-	pluginID string
-	logger   *slog.Logger
+	// pluginID, logger and requestPrefix are assigned once, before the Session is shared.
+	pluginID      string
+	logger        *slog.Logger
+	requestPrefix string
+	// requestSeq numbers the plugin's requests.
+	requestSeq atomic.Uint64
+	// stopped is closed, through stopOnce, when Run is about to return: requests fail at
+	// once from then on instead of waiting for a connection.
+	stopped  chan struct{}
+	stopOnce sync.Once
+	// subscribing holds one token while a Subscribe or Unsubscribe runs: they are applied
+	// one at a time, so that the subscriptions recorded for the next hello change in the
+	// order the host applied them. It is held while the request waits for its reply, never
+	// while mu is held.
+	subscribing chan struct{}
 
 	// config is the current configuration, replaced whole (never mutated) on every accepted
 	// change and every welcome.
@@ -30,8 +47,18 @@ type Session struct {
 	sessionID   string
 	hostVersion string
 	permissions []string
-	// conn is the connection log records are sent on; nil while disconnected.
+	// processingTimeout and maxAttempts are what the last welcome said of deliveries.
+	processingTimeout time.Duration
+	maxAttempts       int
+	// subscriptions are the event type patterns sent in every hello: Plugin.Subscriptions,
+	// then the patterns added by Subscribe, less those removed by Unsubscribe. The slice is
+	// replaced whole, never mutated.
+	subscriptions []string
+	// conn is the connection requests and log records are sent on; nil while disconnected.
 	conn *conn
+	// connected is closed while conn is set; a new, open one replaces it when conn is
+	// detached.
+	connected chan struct{}
 }
 
 type sessionKey struct{}
@@ -88,8 +115,34 @@ func (s *Session) HostVersion() string {
 // is connected, and written to stderr as JSON lines while it is not.
 func (s *Session) Logger() *slog.Logger { return s.logger }
 
-func newSession(o *options) *Session {
-	s := &Session{pluginID: o.pluginID, instanceID: o.instanceID}
+// ProcessingTimeout returns how long an event or broadcast delivery may stay unacknowledged
+// before the host delivers it again, as the host last said (0 when it did not). While
+// OnEvent or OnBroadcast runs the SDK extends the delivery automatically; see Extend.
+func (s *Session) ProcessingTimeout() time.Duration {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.processingTimeout
+}
+
+// MaxAttempts returns how many times the host attempts an event or broadcast delivery
+// before dead-lettering it, as the host last said (0 when it did not). Compare it with
+// Event.Attempt to know a last attempt.
+func (s *Session) MaxAttempts() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.maxAttempts
+}
+
+func newSession(o *options, subscriptions []string) *Session {
+	s := &Session{
+		pluginID:      o.pluginID,
+		instanceID:    o.instanceID,
+		requestPrefix: fmt.Sprintf("req-%08x", rand.Uint32()),
+		stopped:       make(chan struct{}),
+		subscribing:   make(chan struct{}, 1),
+		subscriptions: slices.Clone(subscriptions),
+		connected:     make(chan struct{}),
+	}
 	s.logger = slog.New(&logHandler{
 		session:  s,
 		level:    o.logLevel,
@@ -108,22 +161,40 @@ func (s *Session) welcome(w *pluginhostv1.Welcome) {
 	s.sessionID = w.GetSessionId()
 	s.hostVersion = w.GetHostVersion()
 	s.permissions = slices.Clone(w.GetGrantedPermissions())
+	s.processingTimeout = time.Duration(w.GetProcessingTimeoutSeconds()) * time.Second
+	s.maxAttempts = int(w.GetMaxAttempts())
 }
 
-// attach makes c the connection log records go to; nil detaches.
+// attach makes c the connection requests and log records go to, and wakes the requests
+// waiting for a connection.
 func (s *Session) attach(c *conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		close(s.connected)
+	}
 	s.conn = c
-	s.mu.Unlock()
 }
 
-// detach detaches c if it is still the attached connection.
+// detach detaches c if it is still the attached connection. Requests made from then on
+// wait for the next connection.
 func (s *Session) detach(c *conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.conn == c {
 		s.conn = nil
+		s.connected = make(chan struct{})
 	}
-	s.mu.Unlock()
+}
+
+// stop makes every request made from now on, and every one waiting for a connection, fail.
+func (s *Session) stop() { s.stopOnce.Do(func() { close(s.stopped) }) }
+
+// helloSubscriptions returns the subscriptions to send in hello.
+func (s *Session) helloSubscriptions() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.subscriptions
 }
 
 func (s *Session) currentConn() *conn {
