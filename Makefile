@@ -93,15 +93,24 @@ lint: tools ## buf lint, buf format, buf breaking (against main), go vet, gofmt.
 test: checkgenerate lint test-go test-fuzz test-ts test-readme ## Every test: generation, lint, Go (race), fuzz, TypeScript, README examples.
 
 .PHONY: test-go
-test-go: ## Go tests with the race detector.
+test-go: redis-server ## Go tests with the race detector.
 	$(GO) test $(GOTESTFLAGS) ./...
+
+.PHONY: redis-server
+redis-server: ## Make sure redis-server is installed (the messaging tests start their own).
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing redis-server (apt)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+		else echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2; exit 1; fi; }
 
 FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./pluginhost/archive:FuzzExtract \
 	./pluginhost/archive:FuzzReadManifest \
 	./pluginhost/configschema:FuzzParseAndValidate \
 	./pluginhost/repository:FuzzParseIndex \
-	./pluginhost/repository:FuzzParseConstraint
+	./pluginhost/repository:FuzzParseConstraint \
+	./pluginhost/bus/busredis:FuzzDecodeEnvelope
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
@@ -117,9 +126,12 @@ test-ts: build ## Build the TypeScript client and run its tests against a live s
 test-readme: build demo-repo grpcurl ## Run the README's examples against a fresh server.
 	.ci/readme-test
 
+BENCHFLAGS ?=
+
 .PHONY: bench
-bench: ## Go benchmarks.
+bench: build ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines (BENCHFLAGS="-skip-redis -duration 5s").
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./server/cmd/nexus-bench -nexus $(BIN) $(BENCHFLAGS)
 
 .PHONY: clean
 clean: ## Remove build outputs.

@@ -28,8 +28,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nexus-platform/nexus/pluginhost/archive"
+	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busmem"
 	"github.com/nexus-platform/nexus/pluginhost/configschema"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/kv"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
@@ -59,6 +62,12 @@ type Options struct {
 	Tokens tokenIssuer
 	// Repositories are the plugin repositories to sync and search.
 	Repositories []RepositoryConfig
+	// Bus carries messages, broadcasts and events; nil means an in-memory bus built with
+	// BusOptions. The host closes it at Shutdown.
+	Bus bus.Bus
+	// BusOptions are the options the bus was built with (the host tells plugins the
+	// processing timeout and attempts).
+	BusOptions bus.Options
 }
 
 // Host is the plugin registry. It is safe for concurrent use: lifecycle changes (install,
@@ -77,6 +86,9 @@ type Host struct {
 	logs    *logSink
 	metrics *metrics.Store
 	repos   *repoManager
+	dir     *directory
+	msg     *messenger
+	kv      *kv.Store
 
 	mu           sync.Mutex // serialises install, uninstall and configuration changes
 	shutdownOnce sync.Once
@@ -100,10 +112,12 @@ func New(opts Options) (*Host, error) {
 		opts.Policy = permission.DefaultPolicy()
 	}
 	h := &Host{
-		st: opts.Store, dataDir: opts.DataDir, box: opts.Secrets, policy: opts.Policy,
+		dataDir: opts.DataDir, box: opts.Secrets, policy: opts.Policy,
 		limits: opts.Limits, log: opts.Logger, keep: opts.LogRetention,
 		now: func() time.Time { return time.Now().UTC() },
 	}
+	h.dir = newDirectory(h)
+	h.st = &notifyingStore{Store: opts.Store, changed: h.dir.invalidate}
 	for _, d := range []string{h.pluginsDir(), h.backupsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("pluginhost: create %s: %w", d, err)
@@ -124,6 +138,14 @@ func New(opts Options) (*Host, error) {
 		h.logs.close()
 		return nil, err
 	}
+	b := opts.Bus
+	if b == nil {
+		b = busmem.New(opts.BusOptions)
+	}
+	h.msg = newMessenger(h, b, opts.BusOptions)
+	h.kv = kv.New(h.st, kv.Options{})
+	h.rt.wg.Add(1)
+	go h.sweepKV()
 	return h, nil
 }
 
@@ -686,6 +708,7 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		}
 	}
 	h.log.Info("plugin installed", "plugin_id", m.ID, "version", m.Version, "source", req.Source, "granted", granted, "denied", denied)
+	h.system(ctx, "plugin.installed", map[string]any{"plugin_id": m.ID, "version": m.Version, "source": req.Source})
 	res := InstallResult{
 		PluginID: m.ID, Name: m.Name, Version: m.Version, Status: StatusInactive, Enabled: false,
 		InstalledAt: now,
@@ -1091,7 +1114,17 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 	_ = os.Remove(filepath.Dir(h.abs(p.rec.Dir)))
 	h.metrics.Forget(id)
 	h.rt.forget(id)
+	h.msg.forget(id)
+	if opts.CleanupData {
+		if err := h.kv.DeleteAll(ctx, id); err != nil {
+			h.log.Warn("could not remove the plugin's key-value data", "plugin_id", id, "error", err)
+		}
+		if err := h.msg.bus.Purge(ctx, id); err != nil {
+			h.log.Warn("could not remove the plugin's inbox and dead letters", "plugin_id", id, "error", err)
+		}
+	}
 	h.log.Info("plugin uninstalled", "plugin_id", id, "backup_id", res.BackupID, "data_removed", opts.CleanupData)
+	h.system(ctx, "plugin.uninstalled", map[string]any{"plugin_id": id, "version": p.rec.Version, "data_removed": opts.CleanupData})
 	return res, nil
 }
 

@@ -148,18 +148,64 @@ func (rt *pluginRuntime) forget(id string) {
 }
 
 // setStatus records a plugin's status and reason in the store.
+// Entering the error status emits plugin.error.
 func (rt *pluginRuntime) setStatus(ctx context.Context, id, status, reason string, enabled *bool) error {
-	return rt.h.st.Write(ctx, func(tx store.Tx) error {
+	var was string
+	err := rt.h.st.Write(ctx, func(tx store.Tx) error {
 		rec, err := tx.Plugin(id)
 		if err != nil {
 			return err
 		}
+		was = rec.Status
 		rec.Status, rec.StatusReason = status, reason
 		if enabled != nil {
 			rec.Enabled = *enabled
 		}
 		return tx.PutPlugin(rec)
 	})
+	if err == nil && status == StatusError && was != StatusError {
+		rt.h.system(ctx, "plugin.error", map[string]any{"plugin_id": id, "reason": reason})
+	}
+	return err
+}
+
+// connected returns how many instances of a plugin are connected to this host.
+func (rt *pluginRuntime) connected(id string) int {
+	rt.mu.Lock()
+	r := rt.plugins[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// announced returns the services and message types a plugin's connected instances announced
+// in their hello, and how many instances are connected.
+func (rt *pluginRuntime) announced(id string) (services, types []string, n int) {
+	rt.mu.Lock()
+	r := rt.plugins[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return nil, nil, 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.sessions {
+		for _, v := range s.services {
+			if !slices.Contains(services, v) {
+				services = append(services, v)
+			}
+		}
+		for _, v := range s.messageTypes {
+			if !slices.Contains(types, v) {
+				types = append(types, v)
+			}
+		}
+	}
+	return services, types, len(r.sessions)
 }
 
 // EnableOptions says how to enable a plugin.
@@ -228,6 +274,7 @@ func (h *Host) enable(ctx context.Context, id string, opts EnableOptions, visiti
 			return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 		}
 		h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled (external: it becomes active when an instance connects)"})
+		h.system(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 		return h.rt.externalStatus(r), nil
 	}
 	if err := h.rt.setStatus(ctx, id, StatusLoading, "", &yes); err != nil {
@@ -237,6 +284,7 @@ func (h *Host) enable(ctx context.Context, id string, opts EnableOptions, visiti
 	if err := h.rt.start(ctx, r, p); err != nil {
 		return "", err
 	}
+	h.system(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 	return StatusActive, nil
 }
 
@@ -724,6 +772,8 @@ func (h *Host) Disable(ctx context.Context, id string, opts DisableOptions) erro
 		return errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}
 	h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin disabled: " + reason})
+	h.msg.forget(id)
+	h.system(ctx, "plugin.disabled", map[string]any{"plugin_id": id, "reason": reason})
 	return nil
 }
 
@@ -814,6 +864,7 @@ func (h *Host) Restart(ctx context.Context, id, reason string, timeout time.Dura
 // StartEnabled starts every enabled plugin in dependency load order. Failures are
 // recorded on each plugin and logged; they do not stop the others.
 func (h *Host) StartEnabled(ctx context.Context) {
+	h.system(ctx, "system.startup", map[string]any{"version": Version})
 	all, err := h.loadAll(ctx)
 	if err != nil {
 		h.log.Error("cannot start enabled plugins", "error", err)
@@ -840,6 +891,8 @@ func (h *Host) Shutdown(ctx context.Context, timeout time.Duration) {
 }
 
 func (h *Host) shutdown(ctx context.Context, timeout time.Duration) {
+	// Plugins still running hear of the shutdown before they are asked to stop.
+	h.system(ctx, "system.shutdown", map[string]any{"version": Version})
 	all, _ := h.loadAll(context.WithoutCancel(ctx))
 	g := buildGraph(all)
 	h.rt.mu.Lock()
@@ -862,6 +915,7 @@ func (h *Host) shutdown(ctx context.Context, timeout time.Duration) {
 	}
 	h.rt.cancel()
 	h.rt.wg.Wait()
+	h.msg.close()
 	h.logs.close()
 }
 

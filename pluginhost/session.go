@@ -6,13 +6,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -48,10 +51,23 @@ type session struct {
 	out                      chan *pluginhostv1.ConnectResponse
 	done                     chan struct{} // closed when the session ends
 
-	mu      sync.Mutex
+	// services and messageTypes are what the instance announced in its hello; set once.
+	services, messageTypes []string
+	// cons reads the plugin's inbox for this instance; set before the session is shared.
+	cons bus.Consumer
+	// sem bounds the requests running beside the receive loop; wg waits for them.
+	sem chan struct{}
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex // guards the maps below and lastErr
 	health  map[string]chan []Check
 	acks    map[string]chan configAck
 	lastErr error
+	// inflight are the deliveries handed to the plugin and not settled, by delivery id.
+	inflight map[string]inflight
+	// requests maps the request_id of each of the plugin's waiting sends to its message id
+	// ("" until the message is published).
+	requests map[string]string
 }
 
 // sessionSendQueue bounds the frames waiting to be sent to one plugin instance.
@@ -163,10 +179,31 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: tokenPluginID, connectedAt: time.Now().UTC(),
 		out: make(chan *pluginhostv1.ConnectResponse, sessionSendQueue), done: make(chan struct{}),
 		health: map[string]chan []Check{}, acks: map[string]chan configAck{},
+		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
+		services: slices.Clone(hello.GetServices()), messageTypes: slices.Clone(hello.GetMessageTypes()),
 	}
+	if subs := hello.GetSubscriptions(); len(subs) > 0 {
+		if permission.Allowed(p.rec.Granted, "events:subscribe") {
+			h.msg.subscribe(tokenPluginID, subs, nil)
+		} else {
+			h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "WARNING",
+				Message:  "Subscriptions in hello ignored: the plugin lacks the permission events:subscribe",
+				Metadata: mustJSON(map[string]any{"subscriptions": subs})})
+		}
+	}
+	cons, err := h.msg.bus.Consume(ctx, tokenPluginID, instanceID)
+	if err != nil {
+		if errors.Is(err, bus.ErrUnavailable) || errors.Is(err, bus.ErrClosed) {
+			return errs.New(errs.PluginUnavailable, "the message bus is unavailable; reconnect shortly")
+		}
+		return errs.New(errs.PluginUnavailable, "instance %s of plugin %s could not be attached (is it connected twice?)", instanceID, tokenPluginID)
+	}
+	sess.cons = cons
+	defer cons.Close()
 	welcome := &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Welcome{Welcome: &pluginhostv1.Welcome{
 		SessionId: sess.id, InstanceId: instanceID, Config: cfgStruct, GrantedPermissions: p.rec.Granted,
 		HostVersion: Version, HealthCheckIntervalSeconds: int32(h.rt.cfg.HealthInterval / time.Second),
+		ProcessingTimeoutSeconds: int32((h.msg.opts.ProcessingTimeout + time.Second - 1) / time.Second), MaxAttempts: int32(h.msg.opts.MaxAttempts),
 	}}}
 	if err := stream.Send(welcome); err != nil {
 		return err
@@ -174,7 +211,15 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		h.deliverLoop(ctx, sess)
+	}()
+	go func() {
+		defer wg.Done()
+		h.cancelLoop(ctx, sess)
+	}()
 	sendErr := make(chan error, 1)
 	go func() {
 		defer wg.Done()
@@ -200,6 +245,18 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	close(sess.done)
 	cancel()
 	wg.Wait()
+	sess.wg.Wait()
+	sess.mu.Lock()
+	waiting := make([]string, 0, len(sess.requests))
+	for _, id := range sess.requests {
+		if id != "" {
+			waiting = append(waiting, id)
+		}
+	}
+	sess.mu.Unlock()
+	for _, id := range waiting {
+		h.msg.cancel(id, errs.New(errs.PluginUnavailable, "the sending instance disconnected"))
+	}
 	h.rt.detach(sess, recvErr)
 	h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance disconnected",
 		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id})})
@@ -214,6 +271,17 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	return nil
 }
 
+// InvalidFrame is what a Stream's Receive returns for a frame that breaks the protocol's
+// rules. A request frame (RequestID set) is answered with Err and the session goes on;
+// any other invalid frame ends the session with Err.
+type InvalidFrame struct {
+	RequestID string
+	Err       error
+}
+
+func (e *InvalidFrame) Error() string { return "invalid frame: " + e.Err.Error() }
+func (e *InvalidFrame) Unwrap() error { return e.Err }
+
 // errSessionClosed marks the normal end of a session (the plugin closed its side).
 var errSessionClosed = errors.New("session closed")
 
@@ -222,6 +290,14 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 	for {
 		req, err := stream.Receive()
 		if err != nil {
+			var bad *InvalidFrame
+			if errors.As(err, &bad) && bad.RequestID != "" && len(bad.RequestID) <= 128 {
+				sess.replyError(ctx, bad.RequestID, bad.Err)
+				continue
+			}
+			if errors.As(err, &bad) {
+				return bad.Err
+			}
 			if ctx.Err() != nil || isEOF(err) {
 				return errSessionClosed
 			}
@@ -261,29 +337,28 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 				rec.Metadata, _ = json.Marshal(m.AsMap())
 			}
 			h.logs.add(rec)
+		case *pluginhostv1.ConnectRequest_Reply:
+			h.onReply(ctx, sess, f.Reply)
+		case *pluginhostv1.ConnectRequest_Ack:
+			h.onAck(ctx, sess, f.Ack)
 		case *pluginhostv1.ConnectRequest_Send:
-			h.refuse(ctx, sess, f.Send.GetRequestId(), "sending messages")
+			h.onSend(ctx, sess, f.Send)
+		case *pluginhostv1.ConnectRequest_CancelSend:
+			h.onCancelSend(sess, f.CancelSend.GetRequestId())
 		case *pluginhostv1.ConnectRequest_Emit:
-			h.refuse(ctx, sess, f.Emit.GetRequestId(), "emitting events")
+			sess.async(ctx, func() { h.onEmit(ctx, sess, f.Emit) })
 		case *pluginhostv1.ConnectRequest_Broadcast:
-			h.refuse(ctx, sess, f.Broadcast.GetRequestId(), "broadcasting")
+			sess.async(ctx, func() { h.onBroadcast(ctx, sess, f.Broadcast) })
 		case *pluginhostv1.ConnectRequest_Subscribe:
-			h.refuse(ctx, sess, f.Subscribe.GetRequestId(), "subscribing to events")
-		case *pluginhostv1.ConnectRequest_Reply, *pluginhostv1.ConnectRequest_Ack:
-			// Nothing is delivered to plugins until messaging exists, so there is nothing
-			// to answer or acknowledge.
+			h.onSubscribe(ctx, sess, f.Subscribe)
+		case *pluginhostv1.ConnectRequest_Kv:
+			sess.async(ctx, func() { h.onKV(ctx, sess, f.Kv) })
+		case *pluginhostv1.ConnectRequest_Discover:
+			sess.async(ctx, func() { h.onDiscover(ctx, sess, f.Discover) })
 		case *pluginhostv1.ConnectRequest_Hello:
 			return errs.New(errs.ValidationError, "hello may only be the first frame")
 		}
 	}
-}
-
-// refuse answers a plugin request whose capability the host does not have yet.
-func (h *Host) refuse(ctx context.Context, sess *session, requestID, what string) {
-	_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
-		RequestId: requestID, ErrorCode: string(errs.Unimplemented),
-		ErrorMessage: what + " is not available on this server yet (plugin messaging)",
-	}}})
 }
 
 func checksFromProto(in []*pluginhostv1.Check) []Check {

@@ -244,6 +244,7 @@ func (h *Host) Rollback(ctx context.Context, id, backupID string) (UpdateResult,
 			_ = os.RemoveAll(dir)
 			return UpdateResult{}, errs.Wrap(errs.Internal, err, "could not record the rollback")
 		}
+		h.system(ctx, "plugin.updated", map[string]any{"plugin_id": id, "version": rec.Version, "rollback": true})
 		return UpdateResult{PluginID: id, NewVersion: rec.Version, BackupID: backupID, At: now}, nil
 	}
 	if err != nil {
@@ -257,5 +258,6 @@ func (h *Host) Rollback(ctx context.Context, id, backupID string) (UpdateResult,
 		return UpdateResult{}, err
 	}
 	_ = os.RemoveAll(h.abs(current.rec.Dir))
+	h.system(ctx, "plugin.updated", map[string]any{"plugin_id": id, "old_version": current.rec.Version, "version": rec.Version})
 	return UpdateResult{PluginID: id, OldVersion: current.rec.Version, NewVersion: rec.Version, BackupID: backupID, At: now}, nil
 }

@@ -61,6 +61,11 @@ var accessRules = map[string]rule{
 	pluginv1connect.MessagingServiceSendMessageProcedure: {admin: true, plugin: true, ownField: "plugin_id", mutating: true},
 	pluginv1connect.MessagingServiceBroadcastProcedure:   {admin: true, user: true, plugin: true, ownField: "sender_plugin", mutating: true},
 	pluginv1connect.MessagingServiceWatchEventsProcedure: readAll,
+	// Events from the API come from an admin or a user; a plugin token emits as its plugin.
+	pluginv1connect.MessagingServiceEmitEventProcedure:    {admin: true, user: true, plugin: true, mutating: true},
+	pluginv1connect.MessagingServiceListServicesProcedure: {admin: true, user: true, plugin: true},
+	// Dead letters hold payloads: the admin's and the plugin's own business only.
+	pluginv1connect.MessagingServiceListDeadLettersProcedure: {admin: true, plugin: true, ownField: "plugin_id"},
 	// The plugin stream: the handler checks that hello names the token's plugin.
 	pluginhostv1connect.PluginHostServiceConnectProcedure: pluginSelfOnly,
 }

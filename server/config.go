@@ -64,6 +64,17 @@ type Config struct {
 	// RepositorySyncInterval is how often repositories are synced (0: only at start and on
 	// demand).
 	RepositorySyncInterval time.Duration
+	// RedisURL, when set, carries messages, broadcasts and events over Redis Streams
+	// (redis://host:port/db); otherwise an in-memory bus does (one server).
+	RedisURL string
+	// RedisPrefix prefixes every Redis key of this deployment.
+	RedisPrefix string
+	// ProcessingTimeout is how long a delivery may stay unacknowledged before it is
+	// delivered again; MaxDeliveryAttempts bounds deliveries before dead-lettering;
+	// MaxInbox bounds the unacknowledged entries of one plugin's inbox.
+	ProcessingTimeout   time.Duration
+	MaxDeliveryAttempts int64
+	MaxInbox            int64
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -79,6 +90,10 @@ func DefaultConfig() Config {
 		MaxPackageFiles:        10000,
 		LogRetention:           10000,
 		RepositorySyncInterval: 15 * time.Minute,
+		RedisPrefix:            "nexus:",
+		ProcessingTimeout:      30 * time.Second,
+		MaxDeliveryAttempts:    5,
+		MaxInbox:               10000,
 		HealthInterval:         10 * time.Second,
 		HealthMisses:           3,
 		CrashLoopCount:         5,
@@ -118,6 +133,11 @@ func (c *Config) settings() []setting {
 		{"cors-origins", "browser origins allowed to call the API, comma-separated (e.g. https://console.example.com); * for any", (*listValue)(&c.CORSOrigins)},
 		{"repository", "a plugin repository, repeatable: NAME=URL[;key=ed25519:...][;allow-unsigned][;description=TEXT][;disabled] (several in the env var: separated by spaces)", (*repoListValue)(&c.Repositories)},
 		{"repository-sync-interval", "how often repositories are synced (e.g. 15m; 0: at start and on demand only)", (*durationValue)(&c.RepositorySyncInterval)},
+		{"redis-url", "Redis for messages, broadcasts and events over Redis Streams (redis://127.0.0.1:6379/0); empty: in memory, one server", (*stringValue)(&c.RedisURL)},
+		{"redis-prefix", "prefix of every Redis key of this deployment", (*stringValue)(&c.RedisPrefix)},
+		{"processing-timeout", "how long a delivered event or broadcast may stay unacknowledged before it is delivered again (e.g. 30s)", (*durationValue)(&c.ProcessingTimeout)},
+		{"max-delivery-attempts", "deliveries of one event, broadcast or message before it is dead-lettered", (*int64Value)(&c.MaxDeliveryAttempts)},
+		{"max-inbox", "unacknowledged entries one plugin's inbox may hold; more are refused (PLUGIN_UNAVAILABLE)", (*int64Value)(&c.MaxInbox)},
 		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
 	}
 }
@@ -232,6 +252,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems = append(problems, "shutdown-timeout: must be positive")
+	}
+	if c.ProcessingTimeout < 100*time.Millisecond || c.MaxDeliveryAttempts < 1 || c.MaxInbox < 1 {
+		problems = append(problems, "processing-timeout (at least 100ms), max-delivery-attempts and max-inbox must be positive")
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
+		problems = append(problems, "redis-url: must be a redis://, rediss:// or unix:// URL")
 	}
 	if len(problems) > 0 {
 		return errors.New("invalid configuration: " + strings.Join(problems, "; "))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"buf.build/go/protovalidate"
 	"context"
 	"fmt"
 	"time"
@@ -19,15 +20,6 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
-
-// notBuilt answers an operation whose capability the server does not have yet. It never
-// pretends to succeed.
-func notBuilt(capability string) error {
-	return errs.New(errs.Unimplemented, "%s is not available on this server yet", capability)
-}
-
-// capMessaging is the capability the messaging operations wait for.
-const capMessaging = "plugin messaging (messages, broadcasts and events)"
 
 // pluginService implements nexus.plugin.v1.PluginService over the domain.
 type pluginService struct {
@@ -451,32 +443,157 @@ func checkPayload(data *structpb.Struct) error {
 }
 
 func (s *messagingService) SendMessage(ctx context.Context, req *connect.Request[pluginv1.SendMessageRequest]) (*connect.Response[pluginv1.SendMessageResponse], error) {
-	if err := checkPayload(req.Msg.GetData()); err != nil {
+	m := req.Msg
+	data, err := payload(m.GetData())
+	if err != nil {
 		return nil, err
 	}
-	for _, id := range []string{req.Msg.GetPluginId(), req.Msg.GetTargetPlugin()} {
-		if _, err := s.host.Get(ctx, id, false); err != nil {
-			return nil, err
+	timeout := pluginhost.DefaultMessageTimeout
+	if m.TimeoutSeconds != nil {
+		timeout = time.Duration(m.GetTimeoutSeconds()) * time.Second
+	}
+	res, err := s.host.SendMessage(ctx, pluginhost.MessageRequest{From: m.GetPluginId(), Target: m.GetTargetPlugin(),
+		Type: m.GetMessageType(), Data: data, Timeout: timeout})
+	if err != nil {
+		return nil, err
+	}
+	out, err := pluginhost.DecodePayload(res.Data)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "the reply could not be decoded")
+	}
+	if res.Status != "success" && res.ErrorMessage != "" {
+		if _, ok := out.GetFields()["error"]; !ok {
+			out.Fields["error"] = structpb.NewStringValue(res.ErrorMessage)
 		}
 	}
-	return nil, notBuilt(capMessaging)
+	return connect.NewResponse(&pluginv1.SendMessageResponse{
+		MessageId:      res.MessageID,
+		Response:       &pluginv1.MessageReply{Status: res.Status, Data: out},
+		ResponseTimeMs: float64(res.ResponseTime.Microseconds()) / 1000,
+	}), nil
 }
 
-func (s *messagingService) Broadcast(_ context.Context, req *connect.Request[pluginv1.BroadcastRequest]) (*connect.Response[pluginv1.BroadcastResponse], error) {
-	if err := checkPayload(req.Msg.GetData()); err != nil {
+func (s *messagingService) Broadcast(ctx context.Context, req *connect.Request[pluginv1.BroadcastRequest]) (*connect.Response[pluginv1.BroadcastResponse], error) {
+	m := req.Msg
+	data, err := payload(m.GetData())
+	if err != nil {
 		return nil, err
 	}
-	return nil, notBuilt(capMessaging)
+	res, err := s.host.Broadcast(ctx, pluginhost.BroadcastRequest{From: origin(ctx, m.GetSenderPlugin()), Type: m.GetMessageType(),
+		Data: data, Categories: m.GetTargetCategories(), Exclude: m.GetExcludePlugins()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.BroadcastResponse{BroadcastId: res.ID, MessageType: res.Type,
+		Recipients: res.Recipients, SentAt: timestamppb.New(res.SentAt)}), nil
 }
 
-func (s *messagingService) WatchEvents(context.Context, *connect.Request[pluginv1.WatchEventsRequest], *connect.ServerStream[pluginv1.WatchEventsResponse]) error {
-	return notBuilt(capMessaging)
+func (s *messagingService) EmitEvent(ctx context.Context, req *connect.Request[pluginv1.EmitEventRequest]) (*connect.Response[pluginv1.EmitEventResponse], error) {
+	m := req.Msg
+	data, err := payload(m.GetData())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.host.EmitEvent(ctx, pluginhost.EventRequest{From: origin(ctx, ""), Type: m.GetType(), Data: data})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pluginv1.EmitEventResponse{EventId: res.ID, Type: res.Type, Recipients: res.Recipients,
+		EmittedAt: timestamppb.New(res.At)}), nil
+}
+
+func (s *messagingService) WatchEvents(ctx context.Context, req *connect.Request[pluginv1.WatchEventsRequest], stream *connect.ServerStream[pluginv1.WatchEventsResponse]) error {
+	events, lagged := s.host.WatchEvents(ctx, req.Msg.GetPatterns())
+	// Headers go out at once, so that a watcher knows it is subscribed before any event.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
+	for e := range events {
+		ev, err := eventToProto(e)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&pluginv1.WatchEventsResponse{Event: ev}); err != nil {
+			return err
+		}
+	}
+	if err := lagged(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *messagingService) ListServices(ctx context.Context, req *connect.Request[pluginv1.ListServicesRequest]) (*connect.Response[pluginv1.ListServicesResponse], error) {
+	providers, err := s.host.ListServices(ctx, req.Msg.GetService(), req.Msg.GetMessageType())
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.ListServicesResponse{Services: []*pluginv1.ServiceProvider{}}
+	for _, p := range providers {
+		out.Services = append(out.Services, pluginhost.ProviderToProto(p))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *messagingService) ListDeadLetters(ctx context.Context, req *connect.Request[pluginv1.ListDeadLettersRequest]) (*connect.Response[pluginv1.ListDeadLettersResponse], error) {
+	limit := 100
+	if req.Msg.Limit != nil {
+		limit = int(req.Msg.GetLimit())
+	}
+	dls, err := s.host.DeadLetters(ctx, req.Msg.GetPluginId(), limit)
+	if err != nil {
+		return nil, err
+	}
+	out := &pluginv1.ListDeadLettersResponse{DeadLetters: []*pluginv1.DeadLetter{}}
+	for _, d := range dls {
+		data, err := pluginhost.DecodePayload(d.Data)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "a dead letter's payload is unreadable")
+		}
+		out.DeadLetters = append(out.DeadLetters, &pluginv1.DeadLetter{Id: d.ID, Kind: d.Kind, Source: d.Source, Type: d.Type,
+			Data: data, Attempts: int32(d.Attempts), Reason: d.Reason, SentAt: timestamppb.New(d.SentAt), DeadLetteredAt: timestamppb.New(d.At)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// payload checks the size of an API payload and encodes it for the domain.
+func payload(data *structpb.Struct) (pluginhost.Payload, error) {
+	if err := checkPayload(data); err != nil {
+		return nil, err
+	}
+	p, err := pluginhost.EncodePayload(data)
+	if err != nil {
+		return nil, errs.New(errs.ValidationError, "data: %v", err)
+	}
+	return p, nil
+}
+
+// origin says who sends a broadcast or an event: the named plugin, the caller's own plugin
+// (plugin tokens), or the caller's role.
+func origin(ctx context.Context, plugin string) pluginhost.Origin {
+	p, _ := principalFrom(ctx)
+	if plugin == "" {
+		plugin = p.PluginID
+	}
+	if plugin != "" {
+		return pluginhost.Origin{Plugin: plugin}
+	}
+	return pluginhost.Origin{Role: string(p.Role)}
+}
+
+func eventToProto(e pluginhost.Event) (*pluginv1.Event, error) {
+	data, err := pluginhost.DecodePayload(e.Data)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "an event's payload is unreadable")
+	}
+	return &pluginv1.Event{Id: e.ID, Type: e.Type, Source: e.Source, Data: data, Timestamp: timestamppb.New(e.Time)}, nil
 }
 
 // pluginHostService implements nexus.pluginhost.v1.PluginHostService.
 type pluginHostService struct {
 	pluginhostv1connect.UnimplementedPluginHostServiceHandler
-	host *pluginhost.Host
+	host      *pluginhost.Host
+	validator protovalidate.Validator
 }
 
 func (p pluginHostService) Connect(ctx context.Context, stream *connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]) error {
@@ -484,5 +601,44 @@ func (p pluginHostService) Connect(ctx context.Context, stream *connect.BidiStre
 	if !ok || principal.PluginID == "" {
 		return errs.New(errs.PluginPermissionDenied, "only plugin tokens may open a plugin stream")
 	}
-	return p.host.ServeSession(ctx, principal.PluginID, stream)
+	return p.host.ServeSession(ctx, principal.PluginID, &validatingStream{BidiStream: stream, v: p.validator})
+}
+
+// validatingStream checks each frame a plugin sends against the proto's rules. A bad frame
+// that carries a request id comes back as a pluginhost.InvalidFrame, so that the session
+// answers that request with VALIDATION_ERROR and carries on; any other bad frame ends it.
+type validatingStream struct {
+	*connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]
+	v protovalidate.Validator
+}
+
+func (s *validatingStream) Receive() (*pluginhostv1.ConnectRequest, error) {
+	req, err := s.BidiStream.Receive()
+	if err != nil {
+		return nil, err
+	}
+	if verr := s.v.Validate(req); verr != nil {
+		de := toDomain(verr)
+		return nil, &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: de}
+	}
+	return req, nil
+}
+
+// requestIDOf returns the request id of a plugin's request frame, or "".
+func requestIDOf(req *pluginhostv1.ConnectRequest) string {
+	switch f := req.GetFrame().(type) {
+	case *pluginhostv1.ConnectRequest_Send:
+		return f.Send.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Emit:
+		return f.Emit.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Broadcast:
+		return f.Broadcast.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Subscribe:
+		return f.Subscribe.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Kv:
+		return f.Kv.GetRequestId()
+	case *pluginhostv1.ConnectRequest_Discover:
+		return f.Discover.GetRequestId()
+	}
+	return ""
 }

@@ -299,6 +299,11 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 		if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && (ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded")) {
 			r.Header.Set("Content-Type", "application/json")
 		}
+		if r.URL.Path == eventsStreamPath {
+			// A stream of Server-Sent Events, not one JSON answer: never buffered.
+			next.ServeHTTP(w, r)
+			return
+		}
 		ci := callInfoFrom(r.Context())
 		if r.ContentLength > maxBody {
 			writeEnvelopeError(w, ci.requestID, errs.New(codeRequestTooLarge, "the request body exceeds %d bytes", maxBody))

@@ -6,10 +6,12 @@
 package server
 
 import (
+	"buf.build/go/protovalidate"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,6 +37,8 @@ import (
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/archive"
+	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
@@ -54,6 +58,8 @@ type Server struct {
 	ready    atomic.Bool
 	url      atomic.Value // string: the base URL plugins connect to, set once listening
 	health   *grpchealth.StaticChecker
+	// pluginGRPC serves gRPC plugin streams with grpc-go's transport (see sniff.go).
+	pluginGRPC *grpc.Server
 }
 
 // baseURL is where plugins reach this server (NEXUS_HOST).
@@ -125,7 +131,17 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	limits.MaxFiles = int(cfg.MaxPackageFiles)
 	s := &Server{cfg: cfg, log: log, store: st}
 	s.ids = identity.New(st)
+	busOpts := bus.Options{ProcessingTimeout: cfg.ProcessingTimeout, MaxAttempts: int(cfg.MaxDeliveryAttempts), MaxInbox: int(cfg.MaxInbox)}
+	var b bus.Bus
+	if cfg.RedisURL != "" {
+		rb, err := busredis.New(ctx, busredis.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Options: busOpts, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("connect to redis: %w", err)
+		}
+		b = rb
+	}
 	host, err := pluginhost.New(pluginhost.Options{
+		Bus: b, BusOptions: busOpts,
 		Store: st, DataDir: cfg.DataDir, Secrets: box, Logger: log, Limits: limits, LogRetention: int(cfg.LogRetention),
 		Policy:       permission.Policy{Grant: cfg.PermissionGrant, Deny: cfg.PermissionDeny},
 		Tokens:       s.ids,
@@ -139,6 +155,9 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 		},
 	})
 	if err != nil {
+		if b != nil {
+			_ = b.Close()
+		}
 		return nil, err
 	}
 	s.host = host
@@ -183,8 +202,9 @@ var serviceNames = []string{
 }
 
 func (s *Server) buildHandler() (http.Handler, error) {
+	observe := &observeInterceptor{log: s.log, metrics: newRPCMetrics(s.registry), audit: s.host}
 	interceptors := connect.WithInterceptors(
-		&observeInterceptor{log: s.log, metrics: newRPCMetrics(s.registry), audit: s.host},
+		observe,
 		&authInterceptor{ids: s.ids},
 		validate.NewInterceptor(),
 	)
@@ -199,8 +219,23 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	add(pluginv1connect.NewPluginServiceHandler(&pluginService{host: s.host}, opts...))
 	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{host: s.host}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{host: s.host}, opts...))
-	streamOpts := []connect.HandlerOption{interceptors, connect.WithReadMaxBytes(int(s.cfg.MaxMessageBytes))}
-	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{host: s.host}, streamOpts...))
+	// The plugin stream validates each frame itself (see frameValidator): a bad request frame
+	// fails that request, not the whole session.
+	streamInterceptors := connect.WithInterceptors(
+		observe,
+		&authInterceptor{ids: s.ids},
+	)
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("build validator: %w", err)
+	}
+	// Plugin streams carry many small frames on loopback or a LAN: compressing each one
+	// cost 40% of the host's CPU per routed message (measured with nexus-bench), so the
+	// plugin stream never compresses.
+	streamOpts := []connect.HandlerOption{streamInterceptors, connect.WithReadMaxBytes(int(s.cfg.MaxMessageBytes)),
+		connect.WithCompression("gzip", nil, nil)}
+	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{host: s.host, validator: validator}, streamOpts...))
+	s.pluginGRPC = s.newPluginGRPC(validator)
 	transcoder, err := vanguard.NewTranscoder(services, vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
 		return &vanguard.JSONCodec{
 			MarshalOptions:   protojson.MarshalOptions{Resolver: res, UseProtoNames: true, EmitUnpopulated: true},
@@ -237,6 +272,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
 	var h http.Handler = withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, withConnectErrors(mux))))
@@ -262,6 +298,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	errc := make(chan error, 1)
+	if s.cfg.TLSCert == "" {
+		// gRPC plugin streams go to grpc-go's transport (see sniff.go); with TLS every
+		// connection goes to net/http, whose Connect handler serves plugin streams too.
+		sl := newSniffListener(ln, isGRPCPluginStream)
+		go func() { _ = s.pluginGRPC.Serve(sl.plugins) }()
+		defer s.pluginGRPC.Stop()
+		ln = sl
+	}
 	if s.cfg.TLSCert != "" {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey) }()

@@ -1,6 +1,8 @@
 // Command analytics-plugin is the example analytics plugin of the reference document: it
-// batches user activity events, flushes batches on an interval, answers `data_request`
-// messages with a user's activity, and reports its health.
+// subscribes to `user.*` events, batches them, flushes batches on an interval (emitting
+// `analytics.batch_processed` and keeping each user's figures in its key-value store),
+// answers `data_request` and `user_stats_request` messages with a user's activity, and
+// reports its health.
 //
 // Configuration: batch_size, flush_interval (restart required), storage_backend
 // (database, file or redis; this example writes batches to a file in its data directory
@@ -39,7 +41,7 @@ func main() {
 	err := plugin.Run(context.Background(), plugin.Plugin{
 		Version:      "1.2.0",
 		Services:     []string{"analytics"},
-		MessageTypes: []string{"data_request"},
+		MessageTypes: []string{"data_request", "user_stats_request"},
 		OnStart: func(ctx context.Context, sess *plugin.Session) error {
 			interval := time.Duration(number(sess.Config(), "flush_interval", 30)) * time.Second
 			go s.flushLoop(ctx, sess, interval)
@@ -54,7 +56,7 @@ func main() {
 			return nil
 		},
 		OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) {
-			if m.Type != "data_request" {
+			if m.Type != "data_request" && m.Type != "user_stats_request" {
 				return nil, errors.New("unknown message type " + m.Type)
 			}
 			user, _ := m.Data["user_id"].(string)
@@ -205,7 +207,25 @@ func (s *stats) flush(sess *plugin.Session) error {
 	}
 	s.mu.Lock()
 	s.flushed += len(batch)
+	users := map[string]map[string]any{}
+	for _, ev := range batch {
+		if id, _ := ev["user_id"].(string); id != "" && s.users[id] != nil {
+			a := s.users[id]
+			users[id] = map[string]any{"total_sessions": a.Sessions, "total_time_minutes": a.Minutes}
+		}
+	}
 	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The figures outlive the process in the host's key-value store (database:write).
+	for id, figures := range users {
+		if _, err := sess.KV().Put(ctx, "users/"+id, figures); err != nil {
+			sess.Logger().Warn("Could not store user figures", "user_id", id, "error", err.Error())
+		}
+	}
+	if _, err := sess.Emit(ctx, "analytics.batch_processed", map[string]any{"batch_size": len(batch)}); err != nil {
+		sess.Logger().Warn("Could not emit analytics.batch_processed", "error", err.Error())
+	}
 	sess.Logger().Info("Processing analytics batch", "batch_size", len(batch),
 		"processing_time_ms", time.Since(start).Milliseconds(), "storage_backend", sess.Config()["storage_backend"])
 	return nil

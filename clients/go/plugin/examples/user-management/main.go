@@ -1,5 +1,8 @@
 // Command user-management is an example plugin that keeps user records in memory and
-// answers `create_user` {user_id, name, email} and `get_user` {user_id} messages.
+// answers `create_user` {user_id, name, email} and `get_user` {user_id} messages;
+// `login` {user_id} and `logout` {user_id, session_minutes} emit the user.login and
+// user.logout events, and `user_stats` {user_id} asks analytics-plugin for the user's
+// activity with a message of its own.
 package main
 
 import (
@@ -23,11 +26,39 @@ func main() {
 	err := plugin.Run(context.Background(), plugin.Plugin{
 		Version:      "1.0.0",
 		Services:     []string{"users"},
-		MessageTypes: []string{"create_user", "get_user"},
+		MessageTypes: []string{"create_user", "get_user", "login", "logout", "user_stats"},
 		OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) {
 			id, _ := m.Data["user_id"].(string)
 			if id == "" {
 				return nil, errors.New(m.Type + " needs user_id")
+			}
+			sess := plugin.SessionFromContext(ctx)
+			switch m.Type {
+			case "login", "logout":
+				mu.Lock()
+				_, known := users[id]
+				mu.Unlock()
+				if !known {
+					return nil, errors.New("no user " + id)
+				}
+				data := map[string]any{"user_id": id}
+				if mins, ok := m.Data["session_minutes"].(float64); ok {
+					data["session_minutes"] = mins
+				}
+				ev, err := sess.Emit(ctx, "user."+m.Type, data)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"user_id": id, "event_id": ev.ID, "notified": ev.Recipients}, nil
+			case "user_stats":
+				reply, err := sess.Send(ctx, "analytics-plugin", "user_stats_request", map[string]any{"user_id": id})
+				if err != nil {
+					return nil, err
+				}
+				if reply.Status != "success" {
+					return nil, errors.New("analytics-plugin: " + reply.Error)
+				}
+				return map[string]any{"user_id": id, "stats": reply.Data}, nil
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -1,0 +1,320 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+)
+
+// This file is the stream side of messaging: it hands a session's deliveries to its plugin,
+// settles them from the plugin's replies and acks, and serves the plugin's own requests.
+
+// sessionRequests bounds the plugin requests one session runs at the same time beyond the
+// receive loop (key-value operations, emits, broadcasts); more wait, which slows the plugin
+// down instead of piling up goroutines.
+const sessionRequests = 64
+
+// inflight is a delivery handed to the plugin and not settled yet.
+type inflight struct {
+	d  bus.Delivery
+	at time.Time
+}
+
+// deliverLoop reads the session's consumer and sends each delivery to the plugin until the
+// session ends.
+func (h *Host) deliverLoop(ctx context.Context, sess *session) {
+	for {
+		d, err := sess.cons.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
+				return
+			}
+			h.log.Warn("reading a plugin inbox failed; retrying", "plugin_id", sess.pluginID, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		data, err := decodePayload(d.Data)
+		if err != nil {
+			h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
+			_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
+			continue
+		}
+		f := &pluginhostv1.Deliver{
+			DeliveryId: d.Tag, Kind: deliveryKind(d.Kind), Id: d.ID, Source: d.Source, Type: d.Type, Data: data,
+			Attempt: int32(d.Attempt),
+		}
+		if !d.Deadline.IsZero() {
+			f.Deadline = timestamppb.New(d.Deadline)
+			// A message is settled by its reply; keep it from being redelivered to another
+			// instance while the sender still waits (the processing timeout may be shorter).
+			if rest := time.Until(d.Deadline); rest > h.msg.opts.ProcessingTimeout {
+				_ = sess.cons.Extend(ctx, d.Tag, rest)
+			}
+		}
+		sess.mu.Lock()
+		sess.inflight[d.Tag] = inflight{d: d, at: time.Now()}
+		sess.mu.Unlock()
+		if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}}); err != nil {
+			return // the session ended; closing the consumer hands the delivery back
+		}
+	}
+}
+
+// cancelLoop tells the plugin about in-flight messages their senders gave up on.
+func (h *Host) cancelLoop(ctx context.Context, sess *session) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tag := <-sess.cons.Cancelled():
+			sess.mu.Lock()
+			in, ok := sess.inflight[tag]
+			delete(sess.inflight, tag)
+			sess.mu.Unlock()
+			if !ok {
+				continue
+			}
+			reason := "cancelled"
+			if in.d.Expired(time.Now()) {
+				reason = "deadline_exceeded"
+			}
+			_ = sess.cons.Ack(ctx, tag)
+			_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Cancel{
+				Cancel: &pluginhostv1.Cancel{DeliveryId: tag, Id: in.d.ID, Reason: reason}}})
+		}
+	}
+}
+
+// takeInflight removes and returns an in-flight delivery.
+func (s *session) takeInflight(tag string) (inflight, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, ok := s.inflight[tag]
+	delete(s.inflight, tag)
+	return in, ok
+}
+
+// onReply settles a message with the plugin's reply and returns the reply to its sender.
+func (h *Host) onReply(ctx context.Context, sess *session, r *pluginhostv1.DeliveryReply) {
+	in, ok := sess.takeInflight(r.GetDeliveryId())
+	if !ok {
+		return // settled already: cancelled, or answered twice
+	}
+	var err error
+	if in.d.Kind == bus.KindMessage {
+		data, encErr := encodeStruct(r.GetData())
+		reply := bus.Reply{MessageID: in.d.ID, Status: r.GetStatus(), Data: data, ErrorMessage: r.GetErrorMessage()}
+		if encErr != nil {
+			reply = bus.Reply{MessageID: in.d.ID, Status: "error", ErrorMessage: "the reply could not be encoded"}
+		}
+		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), r.GetStatus() != "success")
+		if ra, ok := sess.cons.(bus.ReplyAcker); ok {
+			err = ra.AckReply(ctx, in.d.Tag, in.d.ReplyTo, reply)
+		} else if err = h.msg.bus.Reply(ctx, in.d.ReplyTo, reply); err == nil {
+			err = sess.cons.Ack(ctx, in.d.Tag)
+		}
+	} else {
+		err = sess.cons.Ack(ctx, in.d.Tag)
+	}
+	if err != nil && !errors.Is(err, bus.ErrUnknownDelivery) {
+		h.log.Warn("delivery not acknowledged", "plugin_id", sess.pluginID, "id", in.d.ID, "error", err)
+	}
+}
+
+// onAck settles (or extends) a broadcast or event.
+func (h *Host) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
+	tag := a.GetDeliveryId()
+	var err error
+	switch a.GetAction() {
+	case pluginhostv1.AckAction_ACK_ACTION_EXTEND:
+		d := time.Duration(a.GetExtendSeconds()) * time.Second
+		if d <= 0 {
+			d = h.msg.opts.ProcessingTimeout
+		}
+		sess.mu.Lock()
+		_, ok := sess.inflight[tag]
+		sess.mu.Unlock()
+		if ok {
+			err = sess.cons.Extend(ctx, tag, d)
+		}
+		return
+	case pluginhostv1.AckAction_ACK_ACTION_DONE:
+		in, ok := sess.takeInflight(tag)
+		if !ok {
+			return
+		}
+		err = sess.cons.Ack(ctx, tag)
+		if in.d.Kind != bus.KindMessage {
+			h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), false)
+		}
+	case pluginhostv1.AckAction_ACK_ACTION_DEAD_LETTER:
+		in, ok := sess.takeInflight(tag)
+		if !ok {
+			return
+		}
+		reason := a.GetReason()
+		if reason == "" {
+			reason = "rejected by the plugin"
+		}
+		err = sess.cons.DeadLetter(ctx, tag, reason)
+		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), true)
+	}
+	if err != nil && !errors.Is(err, bus.ErrUnknownDelivery) {
+		h.log.Warn("delivery not settled", "plugin_id", sess.pluginID, "delivery_id", tag, "error", err)
+	}
+}
+
+// onSend starts a plugin's message; the reply frame is sent when the target answers.
+func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) {
+	reqID := s.GetRequestId()
+	data, err := encodeStruct(s.GetData())
+	if err != nil {
+		sess.replyError(ctx, reqID, errs.New(errs.ValidationError, "data: %v", err))
+		return
+	}
+	done := func(res MessageResult, err error) {
+		sess.mu.Lock()
+		delete(sess.requests, reqID)
+		sess.mu.Unlock()
+		if err != nil {
+			sess.replyError(ctx, reqID, err)
+			return
+		}
+		out, derr := decodePayload(res.Data)
+		if derr != nil {
+			sess.replyError(ctx, reqID, errs.Wrap(errs.Internal, derr, "the reply could not be decoded"))
+			return
+		}
+		_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
+			RequestId: reqID, MessageId: res.MessageID, Status: res.Status, Data: out, ErrorMessage: res.ErrorMessage}}})
+	}
+	// Registered before sending, so that a cancel_send racing with the send finds it.
+	sess.mu.Lock()
+	sess.requests[reqID] = ""
+	sess.mu.Unlock()
+	id, err := h.msg.send(ctx, MessageRequest{From: sess.pluginID, Target: s.GetTargetPlugin(), Type: s.GetMessageType(),
+		Data: data, Timeout: time.Duration(s.GetTimeoutSeconds()) * time.Second}, done)
+	sess.mu.Lock()
+	if err != nil {
+		delete(sess.requests, reqID)
+	} else if _, waiting := sess.requests[reqID]; waiting {
+		sess.requests[reqID] = id
+	}
+	sess.mu.Unlock()
+	if err != nil {
+		sess.replyError(ctx, reqID, err)
+	}
+}
+
+// onCancelSend withdraws one of the plugin's own messages.
+func (h *Host) onCancelSend(sess *session, reqID string) {
+	sess.mu.Lock()
+	id := sess.requests[reqID]
+	sess.mu.Unlock()
+	if id != "" {
+		h.msg.cancel(id, errs.New(errs.PluginCommunicationTimeout, "the message was cancelled by its sender"))
+	}
+}
+
+// replyError answers a plugin request with an error.
+func (s *session) replyError(ctx context.Context, reqID string, err error) {
+	code, msg := errs.Internal, "internal error"
+	var e *errs.Error
+	switch {
+	case errors.As(err, &e):
+		code, msg = e.Code, e.Message
+		for i, f := range e.Fields {
+			if i == 0 {
+				msg += ": "
+			} else {
+				msg += "; "
+			}
+			msg += f.String()
+		}
+	case errors.Is(err, context.Canceled):
+		code, msg = errs.PluginUnavailable, "the host is stopping"
+	case errors.Is(err, context.DeadlineExceeded):
+		code, msg = errs.PluginCommunicationTimeout, "the request timed out"
+	}
+	_ = s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
+		RequestId: reqID, ErrorCode: string(code), ErrorMessage: msg}}})
+}
+
+// async runs a plugin request beside the receive loop, at most sessionRequests at a time per
+// session; beyond that the receive loop waits, which slows the plugin down.
+func (s *session) async(ctx context.Context, fn func()) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		fn()
+	}()
+}
+
+func deliveryKind(k bus.Kind) pluginhostv1.DeliveryKind {
+	switch k {
+	case bus.KindMessage:
+		return pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE
+	case bus.KindBroadcast:
+		return pluginhostv1.DeliveryKind_DELIVERY_KIND_BROADCAST
+	case bus.KindEvent:
+		return pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT
+	}
+	return pluginhostv1.DeliveryKind_DELIVERY_KIND_UNSPECIFIED
+}
+
+// encodeStruct turns a payload into its wire bytes (nil for an empty one).
+func encodeStruct(s *structpb.Struct) (Payload, error) {
+	if s == nil || len(s.GetFields()) == 0 {
+		return nil, nil
+	}
+	return proto.MarshalOptions{Deterministic: false}.Marshal(s)
+}
+
+// encodePayload encodes a Go map as a payload.
+func encodePayload(m map[string]any) (Payload, error) {
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil, err
+	}
+	return encodeStruct(s)
+}
+
+// decodePayload decodes a payload; an empty payload is an empty object.
+func decodePayload(p Payload) (*structpb.Struct, error) {
+	s := &structpb.Struct{}
+	if len(p) == 0 {
+		s.Fields = map[string]*structpb.Value{}
+		return s, nil
+	}
+	if err := proto.Unmarshal(p, s); err != nil {
+		return nil, err
+	}
+	if s.Fields == nil {
+		s.Fields = map[string]*structpb.Value{}
+	}
+	return s, nil
+}
+
+// DecodePayload decodes a payload for the API edge.
+func DecodePayload(p Payload) (*structpb.Struct, error) { return decodePayload(p) }
+
+// EncodePayload encodes an API payload for the domain.
+func EncodePayload(s *structpb.Struct) (Payload, error) { return encodeStruct(s) }

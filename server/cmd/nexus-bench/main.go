@@ -1,0 +1,280 @@
+// Command nexus-bench measures plugin-to-plugin messaging routed by the Nexus host, in
+// memory and over Redis, beside two baselines measured in the same run on the same payload,
+// and prints a Markdown report (or JSON with -json). It is a command, not a timed test: its
+// figures are a report, and it exits 0 even when a target is missed (non-zero only when a
+// scenario fails to run).
+//
+//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-payload 256] [-skip-redis] [-json]
+//
+// `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus.
+//
+// # Scenarios
+//
+// Every scenario is a set of processes on 127.0.0.1 (free ports), started for it and stopped
+// before the next one, so that scenarios never compete for the CPU:
+//
+//   - raw grpc-go relay (baseline A): client -> relay -> echo, three processes, plain
+//     google.golang.org/grpc with a hand-written service descriptor and a raw-bytes codec.
+//     The client holds ONE bidi stream to the relay, the relay ONE bidi stream to the echo;
+//     every request carries an id; the relay forwards requests upstream under its own ids
+//     and routes replies back by id, multiplexing everything in flight over the one stream
+//     on each side, as the host does with plugin streams. This is the floor for a message
+//     routed through a middle process.
+//   - raw Redis Streams round trip (baseline B): a requester XADDs the payload (with its id
+//     and the name of its reply stream) to a request stream; a responder reads it with
+//     XREADGROUP BLOCK (COUNT 64) and, in one pipeline, XADDs the reply to the reply stream
+//     and XACKs; the requester reads its reply stream with XREAD BLOCK from its last id and
+//     matches replies by id. github.com/redis/go-redis/v9, a redis-server of its own.
+//   - host, in memory: `nexus serve` with two external plugins installed through the REST
+//     API and run as processes on the Go plugin SDK (clients/go/plugin): bench-echo answers
+//     every message with its data; bench-sender sends with Session.Send and waits for the
+//     reply. The path is sender -> host -> echo -> host -> sender, over the plugins' streams.
+//   - host, over Redis: the same with `nexus serve --redis-url` (a redis-server of its own).
+//
+// # Payload
+//
+// Every scenario carries the same payload of -payload bytes (default 256) each way: the raw
+// baselines that many random bytes (plus an 8-byte id, or the id and reply fields), the host
+// path the JSON-ish object {"blob": "<-payload characters>"}. Every reply is checked: a
+// round trip counts only when the reply carries the payload back intact.
+//
+// # Method
+//
+// The client process of each scenario (relay client, Redis requester, bench-sender) first
+// warms up (-warmup of round trips, 64 in flight), then measures, each phase for -duration:
+//
+//   - latency: one round trip in flight, every round trip timed; p50 and p99 are the
+//     nearest-rank percentiles over all of them (the sample count is reported);
+//   - throughput: 64 goroutines each doing sequential round trips; round trips completed per
+//     second of the phase's wall time (from the start until the last goroutine is done).
+//
+// Any failed round trip fails the scenario loudly (nothing is retried or skipped once the
+// warm-up starts). The client reports its figures as one JSON line on stdout.
+//
+// The targets compare the host with the baselines: in memory, p50 within 1.5x of the raw
+// relay and throughput at least 60% of it; over Redis, p50 within 1.5x of the raw relay's
+// p50 plus the raw Redis round trip's p50.
+//
+// # Processes
+//
+// The binary re-executes itself for its child processes (a hidden first argument, "child",
+// names the role). Children are started with Pdeathsig (SIGKILL) on Linux and are also
+// stopped explicitly (SIGTERM, then SIGKILL after a bounded wait) when their scenario ends or
+// the run is interrupted; temporary directories are removed. NEXUS_* variables of the
+// caller's environment are not passed on, so they cannot change what is measured.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Defaults of the flags and fixed parameters of the method.
+const (
+	defaultDuration = 3 * time.Second
+	defaultWarmup   = time.Second
+	defaultPayload  = 256
+	// concurrency is the number of round trips in flight in the throughput phase.
+	concurrency = 64
+	// maxPayload keeps the host path's payload well under the server's default
+	// max-message-bytes (4 MiB).
+	maxPayload = 1 << 20
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config is the orchestrator's configuration, from its flags.
+type config struct {
+	nexus     string        // the nexus binary; built into the temp dir when empty
+	duration  time.Duration // each measured phase
+	warmup    time.Duration // before the measured phases
+	payload   int           // bytes
+	skipRedis bool
+	jsonOut   bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == childArg {
+		return runChild(args[1:], stdout, stderr)
+	}
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep, err := orchestrate(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus-bench:", err)
+		return 1
+	}
+	if cfg.jsonOut {
+		err = rep.writeJSON(stdout)
+	} else {
+		err = rep.writeMarkdown(stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus-bench:", err)
+		return 1
+	}
+	if failed := rep.failed(); len(failed) > 0 {
+		fmt.Fprintf(stderr, "nexus-bench: %d scenario(s) failed to run: %v\n", len(failed), failed)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("nexus-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: nexus-bench [flags]\n\n"+
+			"Round-trip latency (p50, p99; 1 in flight) and throughput (%d in flight) of plugin-to-plugin\n"+
+			"messages routed by the Nexus host, in memory and over Redis, beside a raw grpc-go relay and a\n"+
+			"raw go-redis Streams round trip. Prints a Markdown report.\n\nFlags:\n", concurrency)
+		fs.PrintDefaults()
+	}
+	var cfg config
+	fs.StringVar(&cfg.nexus, "nexus", "", "the nexus server binary (e.g. bin/nexus); built with go build when empty")
+	fs.DurationVar(&cfg.duration, "duration", defaultDuration, "duration of each measurement (latency, throughput)")
+	fs.DurationVar(&cfg.warmup, "warmup", defaultWarmup, "warm-up before the measurements of each scenario")
+	fs.IntVar(&cfg.payload, "payload", defaultPayload, "payload bytes carried each way")
+	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline and host over Redis)")
+	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch {
+	case cfg.duration <= 0:
+		return cfg, fmt.Errorf("-duration must be positive")
+	case cfg.warmup < 0:
+		return cfg, fmt.Errorf("-warmup must not be negative")
+	case cfg.payload < 1 || cfg.payload > maxPayload:
+		return cfg, fmt.Errorf("-payload must be between 1 and %d", maxPayload)
+	}
+	if cfg.nexus != "" {
+		abs, err := filepath.Abs(cfg.nexus)
+		if err != nil {
+			return cfg, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return cfg, fmt.Errorf("-nexus: %w", err)
+		}
+		cfg.nexus = abs
+	}
+	return cfg, nil
+}
+
+// bench is one run of the orchestrator.
+type bench struct {
+	cfg    config
+	self   string    // this executable, re-run for the children
+	tmp    string    // removed when the run ends
+	stderr io.Writer // progress and the children's diagnostics
+}
+
+// scenario is one row of the report.
+type scenario struct {
+	key, name string
+	run       func(ctx context.Context) (Measurement, error)
+}
+
+// orchestrate runs every scenario in turn and collects the report. A scenario that fails is
+// recorded as failed and the others still run; only a failure to prepare the run is an error.
+func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find this executable: %w", err)
+	}
+	tmp, err := os.MkdirTemp("", "nexus-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	b := &bench{cfg: cfg, self: self, tmp: tmp, stderr: stderr}
+
+	if b.cfg.nexus == "" {
+		if b.cfg.nexus, err = b.buildNexus(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	rep := newReport(cfg)
+	scenarios := []scenario{
+		{keyRelay, "raw grpc-go relay (client → relay → echo)", b.runRelay},
+	}
+	if !cfg.skipRedis {
+		scenarios = append(scenarios, scenario{keyRedis, "raw go-redis Streams round trip", b.runRedis})
+	}
+	scenarios = append(scenarios, scenario{keyHostMem, "host, in memory (sender → nexus → echo)", b.runHostMemory})
+	if !cfg.skipRedis {
+		scenarios = append(scenarios, scenario{keyHostRedis, "host, over Redis (sender → nexus → Redis → nexus → echo)", b.runHostRedis})
+	}
+	for _, s := range scenarios {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "nexus-bench: %s ...\n", s.name)
+		start := time.Now()
+		m, err := s.run(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			fmt.Fprintf(stderr, "nexus-bench: %s FAILED: %v\n", s.name, err)
+			rep.add(s.key, s.name, nil, err)
+			continue
+		}
+		fmt.Fprintf(stderr, "nexus-bench: %s: p50 %.0f µs, p99 %.0f µs, %.0f msg/s (%.1fs)\n",
+			s.name, m.P50us, m.P99us, m.Throughput, time.Since(start).Seconds())
+		rep.add(s.key, s.name, &m, nil)
+	}
+	rep.computeRatios()
+	return rep, nil
+}
+
+// buildNexus builds the server binary into the run's temp dir.
+func (b *bench) buildNexus(ctx context.Context) (string, error) {
+	out := filepath.Join(b.tmp, "nexus")
+	fmt.Fprintln(b.stderr, "nexus-bench: building the nexus server (go build ./server/cmd/nexus) ...")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/nexus-platform/nexus/server/cmd/nexus")
+	cmd.Stdout, cmd.Stderr = b.stderr, b.stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build the nexus server (or pass -nexus): %w", err)
+	}
+	return out, nil
+}
+
+// loadArgs are the flags that pass the method's parameters to a measuring child.
+func (b *bench) loadArgs() []string {
+	return []string{
+		"-payload", fmt.Sprint(b.cfg.payload),
+		"-duration", b.cfg.duration.String(),
+		"-warmup", b.cfg.warmup.String(),
+		"-concurrency", fmt.Sprint(concurrency),
+	}
+}
+
+// measureTimeout bounds the wait for a measuring child's result.
+func (b *bench) measureTimeout() time.Duration {
+	return b.cfg.warmup + 2*b.cfg.duration + settleTimeout + 2*stallTimeout
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Timeouts of a measurement.
+const (
+	// stallTimeout is how long a phase may overrun its duration before its round trips are
+	// abandoned and the scenario fails (a stuck round trip must not hang the run).
+	stallTimeout = 30 * time.Second
+	// settleTimeout bounds the wait for a first successful round trip before the warm-up (the
+	// host may still be routing the target's connection).
+	settleTimeout = 15 * time.Second
+)
+
+// Measurement is what the client process of a scenario reports.
+type Measurement struct {
+	// P50us and P99us are round-trip latencies at one in flight, in microseconds, over
+	// Samples round trips.
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
+	Samples int     `json:"samples"`
+	// Throughput is round trips per second with InFlight in flight: RoundTrips completed in
+	// Seconds of wall time.
+	Throughput float64 `json:"throughput_per_s"`
+	RoundTrips int     `json:"round_trips"`
+	Seconds    float64 `json:"seconds"`
+	InFlight   int     `json:"in_flight"`
+	// LoadedP50us and LoadedP99us are the round-trip latencies of the throughput phase.
+	LoadedP50us float64 `json:"loaded_p50_us"`
+	LoadedP99us float64 `json:"loaded_p99_us"`
+	// WarmupRoundTrips is how many round trips the warm-up did (not counted above).
+	WarmupRoundTrips int `json:"warmup_round_trips"`
+}
+
+// roundTrip does one round trip and checks its reply; an error fails the measurement.
+type roundTrip func(ctx context.Context) error
+
+// measure warms up, then measures latency (one in flight) and throughput (l.concurrency in
+// flight), each for l.duration.
+func measure(ctx context.Context, rt roundTrip, l loadFlags) (Measurement, error) {
+	var m Measurement
+	if l.warmup > 0 {
+		lat, _, err := drive(ctx, rt, l.concurrency, l.warmup)
+		if err != nil {
+			return m, fmt.Errorf("warm-up: %w", err)
+		}
+		m.WarmupRoundTrips = len(lat)
+	}
+	lat, _, err := drive(ctx, rt, 1, l.duration)
+	if err != nil {
+		return m, fmt.Errorf("latency (1 in flight): %w", err)
+	}
+	if len(lat) == 0 {
+		return m, errors.New("latency (1 in flight): no round trip completed")
+	}
+	m.Samples = len(lat)
+	m.P50us, m.P99us = percentileUS(lat, 0.50), percentileUS(lat, 0.99)
+
+	lat, elapsed, err := drive(ctx, rt, l.concurrency, l.duration)
+	if err != nil {
+		return m, fmt.Errorf("throughput (%d in flight): %w", l.concurrency, err)
+	}
+	m.InFlight = l.concurrency
+	m.RoundTrips = len(lat)
+	m.Seconds = elapsed.Seconds()
+	m.Throughput = float64(len(lat)) / elapsed.Seconds()
+	if len(lat) > 0 {
+		m.LoadedP50us, m.LoadedP99us = percentileUS(lat, 0.50), percentileUS(lat, 0.99)
+	}
+	return m, nil
+}
+
+// settle retries rt until it first succeeds (the route to the target may not be ready the
+// moment the client is), for at most settleTimeout. It is not part of any measurement.
+func settle(ctx context.Context, rt roundTrip) error {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	var last error
+	for {
+		if last = rt(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no successful round trip within %v: %w", settleTimeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// drive runs n goroutines, each doing sequential round trips until d has passed since the
+// start, and returns the latency of every successful round trip and the wall time until the
+// last goroutine was done. The first error stops every goroutine and is returned.
+func drive(ctx context.Context, rt roundTrip, n int, d time.Duration) ([]time.Duration, time.Duration, error) {
+	ctx, cancelTimeout := context.WithTimeout(ctx, d+stallTimeout)
+	defer cancelTimeout()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	per := make([][]time.Duration, n) // per[i] is written only by goroutine i, read after Wait
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i := range n {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 4096)
+			for {
+				t0 := time.Now()
+				if !t0.Before(end) || ctx.Err() != nil {
+					break
+				}
+				if err := rt(ctx); err != nil {
+					cancel(err)
+					break
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			per[i] = lat
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := context.Cause(ctx); err != nil {
+		return nil, 0, err
+	}
+	var all []time.Duration
+	for _, lat := range per {
+		all = append(all, lat...)
+	}
+	return all, elapsed, nil
+}
+
+// percentileUS is the nearest-rank percentile p (0 < p <= 1) of lat, in microseconds. It
+// sorts lat.
+func percentileUS(lat []time.Duration, p float64) float64 {
+	slices.Sort(lat)
+	i := int(math.Ceil(p*float64(len(lat)))) - 1
+	i = max(0, min(i, len(lat)-1))
+	return float64(lat[i]) / float64(time.Microsecond)
+}
+
+// payloadBytes is n pseudo-random bytes, the same in every process of a run.
+func payloadBytes(n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// payloadText is n pseudo-random letters and digits: the host path's payload is a JSON
+// string.
+func payloadText(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return string(b)
+}

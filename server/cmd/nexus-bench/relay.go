@@ -1,0 +1,361 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+)
+
+// Baseline A: a raw grpc-go relay. Three processes: the client (measuring) holds one bidi
+// stream to the relay, the relay one bidi stream to the echo. A frame is an 8-byte
+// big-endian id followed by the payload; the relay swaps the client's id for its own on the
+// way up and back on the way down, so any number of clients (and round trips) share the one
+// upstream stream.
+
+// exchangeMethod is the one RPC of the hand-written service.
+const exchangeMethod = "/nexusbench.Relay/Exchange"
+
+// exchangeStream describes the bidi stream on both sides.
+var exchangeStream = grpc.StreamDesc{StreamName: "Exchange", ServerStreams: true, ClientStreams: true}
+
+// relayService is the service descriptor of a server whose one stream is handled by h.
+func relayService(h grpc.StreamHandler) *grpc.ServiceDesc {
+	sd := exchangeStream
+	sd.Handler = h
+	return &grpc.ServiceDesc{
+		ServiceName: "nexusbench.Relay",
+		HandlerType: (*any)(nil),
+		Streams:     []grpc.StreamDesc{sd},
+		Metadata:    "nexus-bench (no proto file)",
+	}
+}
+
+// frame is a message on the relay's streams: id (8 bytes) then payload.
+type frame struct{ b []byte }
+
+func (f *frame) id() uint64      { return binary.BigEndian.Uint64(f.b) }
+func (f *frame) setID(id uint64) { binary.BigEndian.PutUint64(f.b, id) }
+
+// rawCodec puts a frame's bytes on the wire as they are. Unmarshal copies out of gRPC's
+// buffers once (as every codec does), so a received frame may be kept and forwarded.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	f, ok := v.(*frame)
+	if !ok {
+		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(f.b)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*frame)
+	if !ok {
+		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
+	}
+	f.b = data.Materialize()
+	if len(f.b) < 8 {
+		return fmt.Errorf("rawCodec: frame of %d bytes has no id", len(f.b))
+	}
+	return nil
+}
+
+func (rawCodec) Name() string { return "nexus-bench-raw" }
+
+// serveGRPC serves h on a free loopback port, reports the address on out, and serves until
+// ctx ends.
+func serveGRPC(ctx context.Context, h grpc.StreamHandler, out io.Writer) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}))
+	srv.RegisterService(relayService(h), struct{}{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if err := writeJSON(out, ready{Addr: ln.Addr().String()}); err != nil {
+		srv.Stop()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		srv.Stop() // a benchmark peer: no graceful drain needed
+		<-served
+		return nil
+	case err := <-served:
+		return err
+	}
+}
+
+// openExchange dials addr and opens the one bidi stream.
+func openExchange(ctx context.Context, addr string) (*grpc.ClientConn, grpc.ClientStream, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := conn.NewStream(ctx, &exchangeStream, exchangeMethod, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, cs, nil
+}
+
+// relayEchoMain is the echo process: every frame received is sent back as it is, on the
+// stream's handler goroutine.
+func relayEchoMain(ctx context.Context, args []string, out io.Writer) error {
+	if err := parseChildFlags(flag.NewFlagSet(roleRelayEcho, flag.ContinueOnError), args); err != nil {
+		return err
+	}
+	return serveGRPC(ctx, func(_ any, ss grpc.ServerStream) error {
+		for {
+			var f frame
+			if err := ss.RecvMsg(&f); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			if err := ss.SendMsg(&f); err != nil {
+				return err
+			}
+		}
+	}, out)
+}
+
+// relay forwards the frames of its clients' streams over one upstream stream and routes the
+// replies back by id.
+type relay struct {
+	up grpc.ClientStream
+
+	sendMu sync.Mutex // serialises up.SendMsg (one sender at a time on a gRPC stream)
+
+	mu     sync.Mutex // guards next and routes
+	next   uint64
+	routes map[uint64]route
+}
+
+// route is where a reply goes back to: the client's stream and the client's id.
+type route struct {
+	down grpc.ServerStream
+	id   uint64
+}
+
+// serveClient is the handler of one client stream: it forwards every frame upstream.
+func (r *relay) serveClient(_ any, down grpc.ServerStream) error {
+	for {
+		var f frame
+		if err := down.RecvMsg(&f); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		r.mu.Lock()
+		r.next++
+		id := r.next
+		r.routes[id] = route{down: down, id: f.id()}
+		r.mu.Unlock()
+		f.setID(id)
+		r.sendMu.Lock()
+		err := r.up.SendMsg(&f)
+		r.sendMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("forward upstream: %w", err)
+		}
+	}
+}
+
+// routeReplies receives the upstream replies and sends each back down the stream it came
+// from. It is the only goroutine that sends on client streams, so those sends need no lock.
+func (r *relay) routeReplies() error {
+	for {
+		var f frame
+		if err := r.up.RecvMsg(&f); err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
+		r.mu.Lock()
+		rt, ok := r.routes[f.id()]
+		delete(r.routes, f.id())
+		r.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("upstream replied to unknown id %d", f.id())
+		}
+		f.setID(rt.id)
+		// A client that went away cannot take its reply; the others are unaffected.
+		_ = rt.down.SendMsg(&f)
+	}
+}
+
+// relayMain is the relay process: it opens the one upstream stream, then serves clients.
+func relayMain(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(roleRelay, flag.ContinueOnError)
+	upstream := fs.String("upstream", "", "the echo's address")
+	if err := parseChildFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	conn, up, err := openExchange(ctx, *upstream)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	r := &relay{up: up, routes: make(map[uint64]route)}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { cancel(r.routeReplies()) })
+	err = serveGRPC(ctx, r.serveClient, out)
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	cancel(nil)
+	return err
+}
+
+// relayClient does round trips over one stream to the relay, many in flight at once.
+type relayClient struct {
+	cs      grpc.ClientStream
+	payload []byte
+
+	sendMu sync.Mutex // serialises cs.SendMsg
+
+	mu      sync.Mutex // guards next and pending
+	next    uint64
+	pending map[uint64]chan []byte
+
+	dead    chan struct{} // closed when the receiving goroutine stopped; err says why
+	deadErr error         // assigned before dead is closed
+}
+
+// roundTrip sends one frame and waits for the echo of it.
+func (c *relayClient) roundTrip(ctx context.Context) error {
+	ch := make(chan []byte, 1)
+	c.mu.Lock()
+	c.next++
+	id := c.next
+	c.pending[id] = ch
+	c.mu.Unlock()
+
+	f := frame{b: make([]byte, 8+len(c.payload))}
+	f.setID(id)
+	copy(f.b[8:], c.payload)
+	c.sendMu.Lock()
+	err := c.cs.SendMsg(&f)
+	c.sendMu.Unlock()
+	if err != nil {
+		c.forget(id)
+		return fmt.Errorf("send: %w", err)
+	}
+	select {
+	case reply := <-ch:
+		if !bytes.Equal(reply[8:], c.payload) {
+			return fmt.Errorf("reply %d does not carry the payload back", id)
+		}
+		return nil
+	case <-c.dead:
+		return fmt.Errorf("stream: %w", c.deadErr)
+	case <-ctx.Done():
+		c.forget(id)
+		return ctx.Err()
+	}
+}
+
+func (c *relayClient) forget(id uint64) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+// receive delivers replies to their waiting round trips until the stream ends.
+func (c *relayClient) receive() {
+	defer close(c.dead)
+	for {
+		var f frame
+		if err := c.cs.RecvMsg(&f); err != nil {
+			c.deadErr = err
+			return
+		}
+		c.mu.Lock()
+		ch, ok := c.pending[f.id()]
+		delete(c.pending, f.id())
+		c.mu.Unlock()
+		if !ok {
+			c.deadErr = fmt.Errorf("reply to unknown id %d", f.id())
+			return
+		}
+		ch <- f.b
+	}
+}
+
+// relayClientMain is the measuring client of baseline A.
+func relayClientMain(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(roleRelayClient, flag.ContinueOnError)
+	addr := fs.String("addr", "", "the relay's address")
+	var l loadFlags
+	l.register(fs)
+	if err := parseChildFlags(fs, args); err != nil {
+		return err
+	}
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn, cs, err := openExchange(streamCtx, *addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := &relayClient{cs: cs, payload: payloadBytes(l.payload), pending: make(map[uint64]chan []byte), dead: make(chan struct{})}
+	go c.receive()
+	defer func() {
+		cancel()
+		<-c.dead
+	}()
+	if err := settle(ctx, c.roundTrip); err != nil {
+		return err
+	}
+	m, err := measure(ctx, c.roundTrip, l)
+	if err != nil {
+		return err
+	}
+	return writeJSON(out, m)
+}
+
+// runRelay runs baseline A: echo, relay, then the measuring client.
+func (b *bench) runRelay(ctx context.Context) (Measurement, error) {
+	ps := newProcs(b.stderr)
+	defer ps.stopAll()
+	var echoAddr, relayAddr ready
+	echo, err := ps.start("relay-echo", b.selfCmd(roleRelayEcho), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	if err := echo.readJSON(ctx, readyTimeout, &echoAddr); err != nil {
+		return Measurement{}, err
+	}
+	rl, err := ps.start("relay", b.selfCmd(roleRelay, "-upstream", echoAddr.Addr), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	if err := rl.readJSON(ctx, readyTimeout, &relayAddr); err != nil {
+		return Measurement{}, err
+	}
+	client, err := ps.start("relay-client", b.selfCmd(roleRelayClient, append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...)...), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	var m Measurement
+	if err := client.readJSON(ctx, b.measureTimeout(), &m); err != nil {
+		return Measurement{}, err
+	}
+	return m, nil
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// The scenario keys (the rows of the report, and the JSON keys).
+const (
+	keyRelay     = "raw_grpc_relay"
+	keyRedis     = "raw_redis_streams"
+	keyHostMem   = "host_memory"
+	keyHostRedis = "host_redis"
+)
+
+// The targets of the issue.
+const (
+	targetMemP50   = 1.5 // host-memory p50 / relay p50, at most
+	targetMemTput  = 0.6 // host-memory throughput / relay throughput, at least
+	targetRedisP50 = 1.5 // host-redis p50 / (relay p50 + redis p50), at most
+)
+
+// report is the outcome of a run.
+type report struct {
+	Date        string        `json:"date"`
+	Machine     machine       `json:"machine"`
+	PayloadB    int           `json:"payload_bytes"`
+	Duration    string        `json:"duration"`
+	Warmup      string        `json:"warmup"`
+	Concurrency int           `json:"concurrency"`
+	Scenarios   []scenarioOut `json:"scenarios"`
+	Ratios      []ratio       `json:"ratios"`
+}
+
+// machine describes where the run happened.
+type machine struct {
+	OS    string `json:"os"` // uname -sr
+	CPU   string `json:"cpu"`
+	Cores int    `json:"cores"`
+	Go    string `json:"go"`
+	// LoadAvg is the 1-minute load average when the run started (other work on the
+	// machine skews the figures).
+	LoadAvg string `json:"load_avg,omitempty"`
+}
+
+// scenarioOut is one scenario's result: its measurement, or why it failed.
+type scenarioOut struct {
+	Key    string       `json:"key"`
+	Name   string       `json:"name"`
+	Result *Measurement `json:"result,omitempty"`
+	Error  string       `json:"error,omitempty"`
+}
+
+// ratio is one target of the issue and how the run fared against it.
+type ratio struct {
+	Name   string   `json:"name"`
+	Value  *float64 `json:"value"` // nil when a scenario it needs failed or was skipped
+	Op     string   `json:"op"`    // "<=" or ">="
+	Target float64  `json:"target"`
+	Met    bool     `json:"met"`
+	row    string   // the scenario row it is shown on
+	label  string   // its short name in that row
+}
+
+func newReport(cfg config) *report {
+	return &report{
+		Date:        time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		Machine:     describeMachine(),
+		PayloadB:    cfg.payload,
+		Duration:    cfg.duration.String(),
+		Warmup:      cfg.warmup.String(),
+		Concurrency: concurrency,
+	}
+}
+
+func (r *report) add(key, name string, m *Measurement, err error) {
+	s := scenarioOut{Key: key, Name: name, Result: m}
+	if err != nil {
+		s.Error = err.Error()
+	}
+	r.Scenarios = append(r.Scenarios, s)
+}
+
+func (r *report) result(key string) *Measurement {
+	for _, s := range r.Scenarios {
+		if s.Key == key {
+			return s.Result
+		}
+	}
+	return nil
+}
+
+// failed names the scenarios that failed to run.
+func (r *report) failed() []string {
+	var names []string
+	for _, s := range r.Scenarios {
+		if s.Error != "" {
+			names = append(names, s.Key)
+		}
+	}
+	return names
+}
+
+// computeRatios sets the ratios the targets talk about, from the scenarios that ran.
+func (r *report) computeRatios() {
+	relay, rds := r.result(keyRelay), r.result(keyRedis)
+	mem, hostRedis := r.result(keyHostMem), r.result(keyHostRedis)
+	add := func(row, label, name, op string, target float64, ok bool, num, den float64) {
+		q := ratio{Name: name, Op: op, Target: target, row: row, label: label}
+		if ok && den > 0 {
+			v := num / den
+			q.Value = &v
+			q.Met = (op == "<=" && v <= target) || (op == ">=" && v >= target)
+		}
+		r.Ratios = append(r.Ratios, q)
+	}
+	has := func(ms ...*Measurement) bool {
+		for _, m := range ms {
+			if m == nil {
+				return false
+			}
+		}
+		return true
+	}
+	get := func(m *Measurement, f func(*Measurement) float64) float64 {
+		if m == nil {
+			return 0
+		}
+		return f(m)
+	}
+	p50 := func(m *Measurement) float64 { return m.P50us }
+	tput := func(m *Measurement) float64 { return m.Throughput }
+	add(keyHostMem, "p50 ÷ relay p50", "host-memory p50 / relay p50", "<=", targetMemP50,
+		has(mem, relay), get(mem, p50), get(relay, p50))
+	add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
+		has(mem, relay), get(mem, tput), get(relay, tput))
+	if r.hasScenario(keyHostRedis) {
+		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
+			has(hostRedis, relay, rds), get(hostRedis, p50), get(relay, p50)+get(rds, p50))
+	}
+}
+
+func opSign(op string) string {
+	if op == "<=" {
+		return "≤"
+	}
+	return "≥"
+}
+
+func (r *report) hasScenario(key string) bool {
+	for _, s := range r.Scenarios {
+		if s.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// writeJSON prints the report as one indented JSON document.
+func (r *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// writeMarkdown prints the report as a header line and one table, a row per scenario.
+func (r *report) writeMarkdown(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "**%s** · %s · %s · %d cores · %s · load average %s at start · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight\n\n",
+		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg), r.PayloadB, r.Duration, r.Warmup, r.Concurrency)
+	fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | vs target |")
+	fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---|")
+	for _, s := range r.Scenarios {
+		if s.Result == nil {
+			fmt.Fprintf(bw, "| %s | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+			continue
+		}
+		m := s.Result
+		fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s |\n",
+			s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, r.ratioCell(s.Key))
+	}
+	return bw.Flush()
+}
+
+// ratioCell is the "vs target" cell of a row: its ratios, each with ✓ or ✗.
+func (r *report) ratioCell(key string) string {
+	var parts []string
+	for _, q := range r.Ratios {
+		if q.row != key {
+			continue
+		}
+		if q.Value == nil {
+			parts = append(parts, fmt.Sprintf("%s n/a (target %s %.2g)", q.label, opSign(q.Op), q.Target))
+			continue
+		}
+		mark := "✗"
+		if q.Met {
+			mark = "✓"
+		}
+		parts = append(parts, fmt.Sprintf("%s = **%.2f** (target %s %.2g) %s", q.label, *q.Value, opSign(q.Op), q.Target, mark))
+	}
+	if len(parts) == 0 {
+		return "baseline"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// describeMachine collects uname -sr, the CPU model and the core count.
+func describeMachine() machine {
+	m := machine{OS: runtime.GOOS, CPU: "unknown CPU", Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if out, err := exec.Command("uname", "-sr").Output(); err == nil {
+		m.OS = strings.TrimSpace(string(out))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			m.LoadAvg = f[0]
+		}
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// oneLine shortens s to one line of at most n characters, for a table cell.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	s = strings.ReplaceAll(s, "|", "\\|")
+	if rs := []rune(s); len(rs) > n {
+		s = string(rs[:n]) + "…"
+	}
+	return s
+}

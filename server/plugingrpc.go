@@ -1,0 +1,123 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
+	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/identity"
+)
+
+// newPluginGRPC returns a grpc-go server for PluginHostService.Connect alone: the gRPC
+// calls of plugin streams, routed to it by the listener (see sniff.go). It authenticates
+// the plugin token, validates frames like the Connect handler does, and runs the same
+// session code (Host.ServeSession).
+func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxMessageBytes)),
+		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
+		// The SDK pings idle connections to find dead ones; allow it.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	handler := func(_ any, ss grpc.ServerStream) error {
+		ctx := ss.Context()
+		var token string
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			if v := md.Get("authorization"); len(v) > 0 {
+				token = v[0]
+			}
+		}
+		p, err := s.authenticatePlugin(ctx, token)
+		if err != nil {
+			return grpcError(err)
+		}
+		start := time.Now()
+		err = s.host.ServeSession(ctx, p.PluginID, &grpcStream{ss: ss, v: validator})
+		s.log.Info("call", "procedure", pluginhostv1connect.PluginHostServiceConnectProcedure, "protocol", "grpc",
+			"plugin_id", p.PluginID, "duration_ms", time.Since(start).Milliseconds(), "error", errorText(err))
+		if err != nil {
+			return grpcError(err)
+		}
+		return nil
+	}
+	gs.RegisterService(&grpc.ServiceDesc{
+		ServiceName: pluginhostv1connect.PluginHostServiceName,
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName: "Connect", Handler: handler, ServerStreams: true, ClientStreams: true,
+		}},
+		Metadata: "nexus/pluginhost/v1/pluginhost.proto",
+	}, struct{}{})
+	return gs
+}
+
+// authenticatePlugin resolves the bearer token of a plugin stream; only plugin tokens may
+// open one.
+func (s *Server) authenticatePlugin(ctx context.Context, header string) (identity.Principal, error) {
+	token, ok := identity.BearerToken(header)
+	if !ok {
+		return identity.Principal{}, errs.New(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token>")
+	}
+	p, err := s.ids.Authenticate(ctx, token)
+	if err != nil {
+		return identity.Principal{}, err
+	}
+	if p.PluginID == "" {
+		return identity.Principal{}, errs.New(errs.PluginPermissionDenied, "only plugin tokens may open a plugin stream")
+	}
+	return p, nil
+}
+
+// grpcStream adapts a grpc-go server stream to pluginhost.Stream.
+type grpcStream struct {
+	ss grpc.ServerStream
+	v  protovalidate.Validator
+}
+
+func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
+	req := &pluginhostv1.ConnectRequest{}
+	if err := g.ss.RecvMsg(req); err != nil {
+		return nil, err
+	}
+	if verr := g.v.Validate(req); verr != nil {
+		return nil, &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: toDomain(verr)}
+	}
+	return req, nil
+}
+
+func (g *grpcStream) Send(res *pluginhostv1.ConnectResponse) error { return g.ss.SendMsg(res) }
+
+// grpcError turns an error into a gRPC status with the same details as a Connect error
+// (ErrorInfo carrying the API's code, BadRequest, the details Struct).
+func grpcError(err error) error {
+	ce := toConnect(toDomain(err))
+	st := status.New(codes.Code(ce.Code()), ce.Message())
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		if withDetail, werr := st.WithDetails(protoadapt.MessageV1Of(v)); werr == nil {
+			st = withDetail
+		}
+	}
+	return st.Err()
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,233 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+// Plugin streams are the hot path of messaging, and net/http's HTTP/2 server costs several
+// times what grpc-go's own transport does per frame (ARCHITECTURE §8, confirmed by
+// nexus-bench). So one listener serves both: a connection whose first HTTP/2 request is a
+// gRPC call of PluginHostService.Connect goes to a grpc-go server (sharing the session
+// code with the Connect handler); every other connection goes to net/http as before.
+
+// http2Preface starts every HTTP/2 connection without TLS (h2c with prior knowledge).
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// Sniffing bounds: how long a new connection may take to show its first request, and how
+// many bytes are read to find it.
+const (
+	sniffTimeout  = 5 * time.Second
+	sniffMaxBytes = 64 << 10
+)
+
+// sniffListener hands plugin-stream connections to plugins and the rest to Accept.
+type sniffListener struct {
+	net.Listener
+	isPlugin func(path, contentType string) bool
+	plugins  *chanListener
+
+	conns chan net.Conn // sniffed non-plugin connections, for Accept
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+func newSniffListener(ln net.Listener, isPlugin func(path, contentType string) bool) *sniffListener {
+	l := &sniffListener{
+		Listener: ln, isPlugin: isPlugin,
+		plugins: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})},
+		conns:   make(chan net.Conn), done: make(chan struct{}),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *sniffListener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			l.Close()
+			return
+		}
+		go l.route(c)
+	}
+}
+
+// route sniffs one connection and hands it on.
+func (l *sniffListener) route(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+	seen, plugin := sniffConn(c, l.isPlugin)
+	_ = c.SetReadDeadline(time.Time{})
+	conn := &replayConn{Conn: c, pending: seen}
+	target := l.conns
+	if plugin {
+		target = l.plugins.conns
+	}
+	select {
+	case target <- conn:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *sniffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *sniffListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.done)
+		close(l.plugins.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+// chanListener is the listener of the plugin-stream connections.
+type chanListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error   { return nil } // closed with its sniffListener
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// replayConn gives back the bytes read while sniffing before reading on.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// sniffConn reads the start of a connection: when it is HTTP/2 with prior knowledge, up to
+// its first request's headers. It returns what it read and whether isPlugin accepts the
+// request's path and content type. Anything else (HTTP/1, a malformed or slow start) is
+// left to net/http, which answers it as it always did.
+func sniffConn(c net.Conn, isPlugin func(path, contentType string) bool) ([]byte, bool) {
+	var buf bytes.Buffer
+	one := make([]byte, 1)
+	for i := 0; i < len(http2Preface); i++ {
+		if _, err := c.Read(one); err != nil {
+			return buf.Bytes(), false
+		}
+		buf.WriteByte(one[0])
+		if one[0] != http2Preface[i] {
+			return buf.Bytes(), false
+		}
+	}
+	var block []byte
+	for buf.Len() < sniffMaxBytes {
+		var hdr [9]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return buf.Bytes(), false
+		}
+		buf.Write(hdr[:])
+		length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		typ, flags := hdr[3], hdr[4]
+		if buf.Len()+length > sniffMaxBytes {
+			return buf.Bytes(), false
+		}
+		payload := make([]byte, length)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return buf.Bytes(), false
+		}
+		buf.Write(payload)
+		switch typ {
+		case 0x1: // HEADERS
+			if flags&0x8 != 0 { // PADDED
+				if len(payload) < 1 || int(payload[0]) >= len(payload) {
+					return buf.Bytes(), false
+				}
+				payload = payload[1 : len(payload)-int(payload[0])]
+			}
+			if flags&0x20 != 0 { // PRIORITY
+				if len(payload) < 5 {
+					return buf.Bytes(), false
+				}
+				payload = payload[5:]
+			}
+			block = append(block, payload...)
+			if flags&0x4 != 0 { // END_HEADERS
+				return buf.Bytes(), matchHeaders(block, isPlugin)
+			}
+		case 0x9: // CONTINUATION
+			if block == nil {
+				return buf.Bytes(), false
+			}
+			block = append(block, payload...)
+			if flags&0x4 != 0 {
+				return buf.Bytes(), matchHeaders(block, isPlugin)
+			}
+		default: // SETTINGS, WINDOW_UPDATE, PING, PRIORITY come before the first request
+			if block != nil {
+				return buf.Bytes(), false
+			}
+		}
+	}
+	return buf.Bytes(), false
+}
+
+func matchHeaders(block []byte, isPlugin func(path, contentType string) bool) bool {
+	var path, ct string
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		switch f.Name {
+		case ":path":
+			path = f.Value
+		case "content-type":
+			ct = f.Value
+		}
+	})
+	dec.SetMaxStringLength(8 << 10)
+	if _, err := dec.Write(block); err != nil {
+		return false
+	}
+	if err := dec.Close(); err != nil {
+		return false
+	}
+	return isPlugin(path, ct)
+}
+
+// isGRPCPluginStream says whether a request is a gRPC call of the plugin stream.
+func isGRPCPluginStream(path, contentType string) bool {
+	return path == pluginStreamPath && (contentType == "application/grpc" || strings.HasPrefix(contentType, "application/grpc+proto") ||
+		strings.HasPrefix(contentType, "application/grpc;"))
+}
