@@ -617,9 +617,8 @@ func (s *validatingStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if verr := s.v.Validate(req); verr != nil {
-		de := toDomain(verr)
-		return nil, &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: de}
+	if err := validateFrame(s.v, req); err != nil {
+		return nil, err
 	}
 	return req, nil
 }

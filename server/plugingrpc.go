@@ -14,7 +14,6 @@ import (
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
-	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 )
@@ -90,8 +89,8 @@ func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 	if err := g.ss.RecvMsg(req); err != nil {
 		return nil, err
 	}
-	if verr := g.v.Validate(req); verr != nil {
-		return nil, &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: toDomain(verr)}
+	if err := validateFrame(g.v, req); err != nil {
+		return nil, err
 	}
 	return req, nil
 }

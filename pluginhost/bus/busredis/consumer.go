@@ -366,14 +366,23 @@ func (c *Consumer) run() {
 	}
 }
 
+// readAhead is how many entries one fetch may take beyond the waiting Next calls, within the
+// free prefetch slots: a consumer that keeps calling Next (a busy plugin instance) then
+// pays one round trip per batch instead of one per entry. An idle consumer (no Next
+// waiting) fetches nothing, so it never hoards entries other consumers could take.
+const readAhead = 16
+
 // demand returns how many entries to fetch: for the waiting Next calls that fetched
-// entries will not serve, within the free prefetch slots. When there is demand it also
-// takes the claimNow flag.
+// entries will not serve, plus read-ahead, within the free prefetch slots. When there is
+// demand it also takes the claimNow flag.
 func (c *Consumer) demand() (want int, claimNow bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	free := c.b.opts.Prefetch - len(c.inflight) - len(c.ready)
-	want = min(c.waiting-len(c.ready), free)
+	if c.waiting-len(c.ready) <= 0 {
+		return 0, false
+	}
+	want = min(c.waiting-len(c.ready)+readAhead, free)
 	if want <= 0 {
 		return 0, false
 	}

@@ -1,0 +1,48 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"buf.build/go/protovalidate"
+
+	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
+)
+
+// TestHandCheckedFramesAgreeWithProtovalidate holds the hand-written checks of the hot
+// frames to the verdicts of their buf.validate rules.
+func TestHandCheckedFramesAgreeWithProtovalidate(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("é", 4097)
+	reply := func(id, status, msg string) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Reply{Reply: &pluginhostv1.DeliveryReply{DeliveryId: id, Status: status, ErrorMessage: msg}}}
+	}
+	ack := func(id string, action pluginhostv1.AckAction, ext int32, reason string) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Ack{Ack: &pluginhostv1.Ack{DeliveryId: id, Action: action, ExtendSeconds: ext, Reason: reason}}}
+	}
+	send := func(id, target, typ string, timeout int32) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{RequestId: id, TargetPlugin: target, MessageType: typ, TimeoutSeconds: timeout}}}
+	}
+	frames := []*pluginhostv1.ConnectRequest{
+		reply("d1", "success", ""), reply("d1", "error", "boom"), reply("", "success", ""), reply("d1", "ok", ""),
+		reply("d1", "error", long), reply("d1", "error", strings.Repeat("é", 4096)),
+		ack("d1", pluginhostv1.AckAction_ACK_ACTION_DONE, 0, ""), ack("", pluginhostv1.AckAction_ACK_ACTION_DONE, 0, ""),
+		ack("d1", pluginhostv1.AckAction_ACK_ACTION_UNSPECIFIED, 0, ""), ack("d1", pluginhostv1.AckAction(9), 0, ""),
+		ack("d1", pluginhostv1.AckAction_ACK_ACTION_EXTEND, 600, ""), ack("d1", pluginhostv1.AckAction_ACK_ACTION_EXTEND, 601, ""),
+		ack("d1", pluginhostv1.AckAction_ACK_ACTION_EXTEND, -1, ""), ack("d1", pluginhostv1.AckAction_ACK_ACTION_DEAD_LETTER, 0, long),
+		send("r1", "analytics-plugin", "data_request", 0), send("", "analytics-plugin", "x", 0), send(strings.Repeat("r", 129), "analytics-plugin", "x", 0),
+		send("r1", "Analytics", "x", 0), send("r1", "ab", "x", 0), send("r1", "abc-", "x", 0), send("r1", "abc", "9x", 0),
+		send("r1", "abc", "a b", 0), send("r1", "abc", strings.Repeat("a", 128), 300), send("r1", "abc", strings.Repeat("a", 129), 0),
+		send("r1", "abc", "x", 301), send("r1", "abc", "x", -1), send("r1", strings.Repeat("a", 64), "x", 1), send("r1", strings.Repeat("a", 65), "x", 1),
+	}
+	for i, f := range frames {
+		want := v.Validate(f) == nil
+		got := validateFrame(v, f) == nil
+		if got != want {
+			t.Errorf("frame %d (%v): hand check says valid=%v, protovalidate %v", i, f, got, want)
+		}
+	}
+}
