@@ -26,6 +26,22 @@ const sessionRequests = 64
 type inflight struct {
 	d  bus.Delivery
 	at time.Time
+	// until is when the bus may take the delivery back unless the plugin extends it.
+	until time.Time
+}
+
+// maxWaitingSends bounds the messages one session may have waiting for replies.
+const maxWaitingSends = 1024
+
+// pruneInflight forgets deliveries the bus has surely taken back (dead-lettered, expired,
+// handed to another instance): the plugin never settled them and their time ran out. It
+// keeps the table of a plugin that does not settle its deliveries bounded.
+func (s *session) pruneInflight(now time.Time) {
+	for tag, in := range s.inflight {
+		if now.After(in.until) {
+			delete(s.inflight, tag)
+		}
+	}
 }
 
 // deliverLoop reads the session's consumer and sends each delivery to the plugin until the
@@ -63,8 +79,16 @@ func (h *Host) deliverLoop(ctx context.Context, sess *session) {
 				_ = sess.cons.Extend(ctx, d.Tag, rest)
 			}
 		}
+		now := time.Now()
+		until := now.Add(h.msg.opts.ProcessingTimeout)
+		if d.Deadline.After(until) {
+			until = d.Deadline
+		}
 		sess.mu.Lock()
-		sess.inflight[d.Tag] = inflight{d: d, at: time.Now()}
+		if len(sess.inflight) >= 2*h.msg.opts.Prefetch {
+			sess.pruneInflight(now)
+		}
+		sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
 		sess.mu.Unlock()
 		if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}}); err != nil {
 			return // the session ended; closing the consumer hands the delivery back
@@ -144,19 +168,24 @@ func (h *Host) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
 			d = h.msg.opts.ProcessingTimeout
 		}
 		sess.mu.Lock()
-		_, ok := sess.inflight[tag]
+		in, ok := sess.inflight[tag]
+		if ok {
+			in.until = time.Now().Add(d)
+			sess.inflight[tag] = in
+		}
 		sess.mu.Unlock()
 		if ok {
 			err = sess.cons.Extend(ctx, tag, d)
 		}
-		return
 	case pluginhostv1.AckAction_ACK_ACTION_DONE:
 		in, ok := sess.takeInflight(tag)
 		if !ok {
 			return
 		}
 		err = sess.cons.Ack(ctx, tag)
-		if in.d.Kind != bus.KindMessage {
+		if in.d.Kind == bus.KindMessage {
+			h.answerUnreplied(ctx, in.d, "the target acknowledged the message without replying")
+		} else {
 			h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), false)
 		}
 	case pluginhostv1.AckAction_ACK_ACTION_DEAD_LETTER:
@@ -170,9 +199,20 @@ func (h *Host) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
 		}
 		err = sess.cons.DeadLetter(ctx, tag, reason)
 		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), true)
+		if in.d.Kind == bus.KindMessage {
+			h.answerUnreplied(ctx, in.d, "the target could not process the message: "+reason)
+		}
 	}
 	if err != nil && !errors.Is(err, bus.ErrUnknownDelivery) {
 		h.log.Warn("delivery not settled", "plugin_id", sess.pluginID, "delivery_id", tag, "error", err)
+	}
+}
+
+// answerUnreplied tells the sender of a message that was settled without a reply, so that
+// it does not wait for its whole timeout.
+func (h *Host) answerUnreplied(ctx context.Context, d bus.Delivery, why string) {
+	if err := h.msg.bus.Reply(ctx, d.ReplyTo, bus.Reply{MessageID: d.ID, Status: "error", ErrorMessage: why}); err != nil {
+		h.log.Warn("reply not returned to its sender", "message_id", d.ID, "error", err)
 	}
 }
 
@@ -189,19 +229,24 @@ func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) 
 		delete(sess.requests, reqID)
 		sess.mu.Unlock()
 		if err != nil {
-			sess.replyError(ctx, reqID, err)
+			sess.deliverNow(errorReply(reqID, err))
 			return
 		}
 		out, derr := decodePayload(res.Data)
 		if derr != nil {
-			sess.replyError(ctx, reqID, errs.Wrap(errs.Internal, derr, "the reply could not be decoded"))
+			sess.deliverNow(errorReply(reqID, errs.Wrap(errs.Internal, derr, "the reply could not be decoded")))
 			return
 		}
-		_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
+		sess.deliverNow(&pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
 			RequestId: reqID, MessageId: res.MessageID, Status: res.Status, Data: out, ErrorMessage: res.ErrorMessage}}})
 	}
 	// Registered before sending, so that a cancel_send racing with the send finds it.
 	sess.mu.Lock()
+	if len(sess.requests) >= maxWaitingSends {
+		sess.mu.Unlock()
+		sess.replyError(ctx, reqID, errs.New(errs.PluginUnavailable, "%d messages of this instance already wait for replies", maxWaitingSends))
+		return
+	}
 	sess.requests[reqID] = ""
 	sess.mu.Unlock()
 	id, err := h.msg.send(ctx, MessageRequest{From: sess.pluginID, Target: s.GetTargetPlugin(), Type: s.GetMessageType(),
@@ -230,6 +275,11 @@ func (h *Host) onCancelSend(sess *session, reqID string) {
 
 // replyError answers a plugin request with an error.
 func (s *session) replyError(ctx context.Context, reqID string, err error) {
+	_ = s.send(ctx, errorReply(reqID, err))
+}
+
+// errorReply is the answer to a plugin request that failed.
+func errorReply(reqID string, err error) *pluginhostv1.ConnectResponse {
 	code, msg := errs.Internal, "internal error"
 	var e *errs.Error
 	switch {
@@ -248,8 +298,8 @@ func (s *session) replyError(ctx context.Context, reqID string, err error) {
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = errs.PluginCommunicationTimeout, "the request timed out"
 	}
-	_ = s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
-		RequestId: reqID, ErrorCode: string(code), ErrorMessage: msg}}})
+	return &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
+		RequestId: reqID, ErrorCode: string(code), ErrorMessage: msg}}}
 }
 
 // async runs a plugin request beside the receive loop, at most sessionRequests at a time per

@@ -128,12 +128,23 @@ func newMessenger(h *Host, b bus.Bus, opts bus.Options) *messenger {
 	return m
 }
 
-// close closes the bus and waits for the reply reader.
+// close closes the bus, waits for the reply reader and fails the messages still waiting.
 func (m *messenger) close() {
 	if err := m.bus.Close(); err != nil {
 		m.h.log.Warn("closing the message bus", "error", err)
 	}
 	m.wg.Wait()
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.waiters))
+	for id := range m.waiters {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		m.settle(id, func(*waiter) (MessageResult, error) {
+			return MessageResult{}, errs.New(errs.PluginUnavailable, "the host is shutting down")
+		})
+	}
 }
 
 func (m *messenger) readReplies() {
@@ -406,7 +417,11 @@ func (m *messenger) subscribed(r *route, typ string) bool {
 	return false
 }
 
-// subscribe changes a plugin's run-time subscriptions.
+// maxSubscriptions bounds a plugin's run-time subscriptions.
+const maxSubscriptions = 1024
+
+// subscribe changes a plugin's run-time subscriptions (at most maxSubscriptions; more are
+// ignored).
 func (m *messenger) subscribe(plugin string, add, remove []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -416,6 +431,9 @@ func (m *messenger) subscribe(plugin string, add, remove []string) {
 		m.subs[plugin] = s
 	}
 	for _, p := range add {
+		if len(s) >= maxSubscriptions {
+			break
+		}
 		s[p] = true
 	}
 	for _, p := range remove {

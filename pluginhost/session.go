@@ -58,6 +58,8 @@ type session struct {
 	// sem bounds the requests running beside the receive loop; wg waits for them.
 	sem chan struct{}
 	wg  sync.WaitGroup
+	// abort ends the session; set before the session is shared.
+	abort context.CancelFunc
 
 	mu      sync.Mutex // guards the maps below and lastErr
 	health  map[string]chan []Check
@@ -83,6 +85,24 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 		return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// deliverNow queues a frame for the plugin without waiting: the reply router must never wait
+// for one plugin's stream, or a plugin that stops reading would hold up every other
+// plugin's replies. A plugin whose queue is full does not keep up: its session is ended
+// (it reconnects, and what it was handed is delivered again).
+func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
+	select {
+	case s.out <- f:
+	case <-s.done:
+	default:
+		s.mu.Lock()
+		s.lastErr = errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID)
+		s.mu.Unlock()
+		if s.abort != nil {
+			s.abort()
+		}
 	}
 }
 
@@ -210,6 +230,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sess.abort = cancel
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {

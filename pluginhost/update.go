@@ -145,6 +145,7 @@ func (h *Host) Update(ctx context.Context, req UpdateRequest) (UpdateResult, err
 		return UpdateResult{}, err
 	}
 	_ = os.RemoveAll(h.abs(old.rec.Dir))
+	h.system(ctx, "plugin.updated", map[string]any{"plugin_id": rec.ID, "old_version": old.rec.Version, "version": rec.Version})
 	return res, nil
 }
 

@@ -523,10 +523,15 @@ func TestEventsFeedsAndDeadLetters(t *testing.T) {
 		if ev.GetSource() != "user" {
 			t.Fatalf("source = %s", ev.GetSource())
 		}
+		sawSSE := false
 		for line := range sse {
 			if strings.HasPrefix(line, "data: ") && strings.Contains(line, okID) {
+				sawSSE = true
 				break
 			}
+		}
+		if !sawSSE {
+			t.Fatal("the SSE feed ended without the event")
 		}
 
 		slowID, poisonID, flakyID := emit("once-slow"), emit("poison"), emit("flaky")
@@ -726,5 +731,69 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	})
 	if len(accepted) != 40 {
 		t.Fatalf("%d of 40 events were accepted", len(accepted))
+	}
+}
+
+// TestEveryPluginOperationNeedsItsGrant refuses each operation a plugin performs to a
+// plugin that lacks the grant it needs.
+func TestEveryPluginOperationNeedsItsGrant(t *testing.T) {
+	e := startMessagingServer(t, func(*server.Config) {})
+	externalPlugin(e, "owner-plugin", map[string]any{"permissions": []string{"database:read", "database:write"},
+		"message_types": []map[string]any{{"type": "lookup", "required_permission": "users:read"}}})
+	externalPlugin(e, "bare-plugin", map[string]any{"permissions": []string{"messages:send"}})
+	var owner, bare *plugin.Session
+	runInstance(e, "owner-plugin", "o1", plugin.Plugin{
+		OnStart:   func(ctx context.Context, s *plugin.Session) error { owner = s; return nil },
+		OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) { return map[string]any{}, nil },
+	})
+	runInstance(e, "bare-plugin", "b1", plugin.Plugin{
+		// Subscriptions in hello, without events:subscribe: ignored.
+		Subscriptions: []string{"audit.*"},
+		OnStart:       func(ctx context.Context, s *plugin.Session) error { bare = s; return nil },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := owner.KV().Put(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.KV().Share(ctx, "bare-plugin"); err != nil {
+		t.Fatal(err)
+	}
+	denied := func(what string, err error) {
+		t.Helper()
+		if plugin.ErrorCode(err) != "PLUGIN_PERMISSION_DENIED" {
+			t.Errorf("%s without its grant: %v", what, err)
+		}
+	}
+	_, _, err := bare.KV().Get(ctx, "k")
+	denied("kv get (database:read)", err)
+	_, _, err = bare.KV().List(ctx, "", "", 0)
+	denied("kv list (database:read)", err)
+	_, err = bare.KV().Put(ctx, "k", 1)
+	denied("kv put (database:write)", err)
+	_, err = bare.KV().Delete(ctx, "k")
+	denied("kv delete (database:write)", err)
+	_, err = bare.KV().Share(ctx, "owner-plugin")
+	denied("kv share (database:write)", err)
+	_, _, err = bare.SharedKV("owner-plugin").Get(ctx, "k")
+	denied("reading a shared namespace (database:read)", err)
+	_, err = bare.Send(ctx, "owner-plugin", "lookup", nil)
+	denied("a message type requiring users:read", err)
+	_, err = bare.Emit(ctx, "audit.seen", nil)
+	denied("emit (events:emit)", err)
+	denied("subscribe (events:subscribe)", bare.Subscribe(ctx, "audit.*"))
+	_, err = owner.Send(ctx, "bare-plugin", "x", nil)
+	denied("send (messages:send)", err)
+	_, err = owner.Broadcast(ctx, "x", nil, plugin.BroadcastOptions{})
+	denied("broadcast (messages:send)", err)
+	// The same grants hold for a plugin token on the API.
+	r := e.rest("POST", "/api/v1/events", e.token(store.RolePlugin, "bare-plugin"), map[string]any{"type": "audit.seen"})
+	if r.Status != http.StatusForbidden || r.errorCode() != "PLUGIN_PERMISSION_DENIED" {
+		t.Errorf("POST /events with a plugin token lacking events:emit: %d %s", r.Status, r.Raw)
+	}
+	// The hello subscription was ignored: the event reaches nobody.
+	r = e.rest("POST", "/api/v1/events", e.Admin, map[string]any{"type": "audit.seen"})
+	if rec := r.data()["recipients"].([]any); len(rec) != 0 {
+		t.Errorf("an unsubscribed plugin got an event: %v", rec)
 	}
 }

@@ -28,6 +28,12 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
 		// The SDK pings idle connections to find dead ones; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Connections are routed by their first request: one that opened a gRPC plugin
+		// stream is dedicated to plugin streams.
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+			return status.Error(codes.Unimplemented, "this connection carries gRPC plugin streams only (it began with one): "+
+				"make other calls on another connection")
+		}),
 	)
 	handler := func(_ any, ss grpc.ServerStream) error {
 		ctx := ss.Context()

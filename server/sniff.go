@@ -28,6 +28,10 @@ const (
 	sniffMaxBytes = 64 << 10
 )
 
+// maxSniffing bounds the connections being sniffed at once (each holds at most
+// sniffMaxBytes).
+const maxSniffing = 256
+
 // sniffListener hands plugin-stream connections to plugins and the rest to Accept.
 type sniffListener struct {
 	net.Listener
@@ -35,16 +39,18 @@ type sniffListener struct {
 	plugins  *chanListener
 
 	conns chan net.Conn // sniffed non-plugin connections, for Accept
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	// sniffing holds a token per connection being sniffed.
+	sniffing chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
 }
 
 func newSniffListener(ln net.Listener, isPlugin func(path, contentType string) bool) *sniffListener {
 	l := &sniffListener{
 		Listener: ln, isPlugin: isPlugin,
 		plugins: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})},
-		conns:   make(chan net.Conn), done: make(chan struct{}),
+		conns:   make(chan net.Conn), done: make(chan struct{}), sniffing: make(chan struct{}, maxSniffing),
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -53,26 +59,41 @@ func newSniffListener(ln net.Listener, isPlugin func(path, contentType string) b
 
 func (l *sniffListener) acceptLoop() {
 	defer l.wg.Done()
+	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				l.Close()
+				return
 			}
-			l.Close()
-			return
+			// Out of file descriptors and the like: back off and try again, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-l.done:
+				return
+			}
+			continue
 		}
+		delay = 0
 		go l.route(c)
 	}
 }
 
-// route sniffs one connection and hands it on.
+// route sniffs one connection and hands it on. At most maxSniffing connections are sniffed
+// at a time; beyond that they go to net/http unsniffed (which serves plugin streams too).
 func (l *sniffListener) route(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
-	seen, plugin := sniffConn(c, l.isPlugin)
-	_ = c.SetReadDeadline(time.Time{})
+	var seen []byte
+	var plugin bool
+	select {
+	case l.sniffing <- struct{}{}:
+		_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+		seen, plugin = sniffConn(c, l.isPlugin)
+		_ = c.SetReadDeadline(time.Time{})
+		<-l.sniffing
+	default:
+	}
 	conn := &replayConn{Conn: c, pending: seen}
 	target := l.conns
 	if plugin {
@@ -166,11 +187,12 @@ func sniffConn(c net.Conn, isPlugin func(path, contentType string) bool) ([]byte
 		if buf.Len()+length > sniffMaxBytes {
 			return buf.Bytes(), false
 		}
-		payload := make([]byte, length)
-		if _, err := io.ReadFull(c, payload); err != nil {
+		// Read as it arrives: a frame header claiming a large payload allocates nothing.
+		start := buf.Len()
+		if _, err := io.CopyN(&buf, c, int64(length)); err != nil {
 			return buf.Bytes(), false
 		}
-		buf.Write(payload)
+		payload := buf.Bytes()[start:]
 		switch typ {
 		case 0x1: // HEADERS
 			if flags&0x8 != 0 { // PADDED

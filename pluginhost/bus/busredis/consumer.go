@@ -189,6 +189,11 @@ func (c *Consumer) Ack(ctx context.Context, tag string) error {
 // finds it with a type assertion.
 func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) error {
 	if err := c.holding(tag, "ack"); err != nil {
+		// Not held here any more (timed out, handed on): the work is done and its sender
+		// may still wait, so the reply goes out all the same.
+		if rerr := c.b.Reply(ctx, to, r); rerr != nil {
+			return rerr
+		}
 		return err
 	}
 	keys := []string{c.inbox, c.b.keys.reply(to)}

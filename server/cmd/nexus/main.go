@@ -15,9 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/server"
@@ -83,7 +86,17 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	level, _ := cfg.LogLevelValue()
 	log := server.NewLogger(stderr, level)
+	// go-redis reports its reconnection attempts through a process-wide logger; send them to
+	// the server's log at debug level (the bus reports outages itself).
+	redis.SetLogger(redisLogger{log})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, log)
+}
+
+// redisLogger routes go-redis's own messages to the server's log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Start is the start of an HTTP/2 connection with prior knowledge whose first request
+// has the given path and content type.
+func h2Start(t *testing.T, path, contentType string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	buf.WriteString(http2Preface)
+	fr := http2.NewFramer(&buf, nil)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: path}, {Name: ":authority", Value: "x"}, {Name: "content-type", Value: contentType}} {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Split over HEADERS and CONTINUATION, as a client may.
+	b := block.Bytes()
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:len(b)/2]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteContinuation(1, true, b[len(b)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestSniffRoutesOnlyGRPCPluginStreams(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		start  []byte
+		plugin bool
+	}{
+		{"grpc plugin stream", h2Start(t, pluginStreamPath, "application/grpc"), true},
+		{"grpc+proto plugin stream", h2Start(t, pluginStreamPath, "application/grpc+proto"), true},
+		{"connect plugin stream", h2Start(t, pluginStreamPath, "application/connect+proto"), false},
+		{"grpc-web plugin stream", h2Start(t, pluginStreamPath, "application/grpc-web+proto"), false},
+		{"another grpc call", h2Start(t, "/nexus.plugin.v1.PluginService/ListPlugins", "application/grpc"), false},
+		{"http/1", []byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), false},
+		{"a preface and garbage", append([]byte(http2Preface), 0xff, 0xff, 0xff, 0x01, 0x00, 0, 0, 0, 1), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() { _, _ = client.Write(c.start) }()
+			_ = server.SetReadDeadline(time.Now().Add(2 * time.Second))
+			seen, plugin := sniffConn(server, isGRPCPluginStream)
+			if plugin != c.plugin {
+				t.Fatalf("plugin = %v, want %v", plugin, c.plugin)
+			}
+			// Whatever was read is given back first, byte for byte.
+			rc := &replayConn{Conn: server, pending: seen}
+			got := make([]byte, len(seen))
+			if _, err := io.ReadFull(rc, got); err != nil || !bytes.Equal(got, c.start[:len(seen)]) {
+				t.Fatalf("replayed %q, want %q (%v)", got, c.start[:len(seen)], err)
+			}
+		})
+	}
+}
+
+func TestSniffGivesUpOnASilentClient(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go func() { _, _ = client.Write([]byte(http2Preface[:10])) }()
+	_ = server.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	start := time.Now()
+	seen, plugin := sniffConn(server, isGRPCPluginStream)
+	if plugin || string(seen) != http2Preface[:10] || time.Since(start) > 2*time.Second {
+		t.Fatalf("seen %q plugin %v after %s", seen, plugin, time.Since(start))
+	}
+}
