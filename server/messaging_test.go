@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -72,7 +73,7 @@ func externalPlugin(e *env, id string, extra map[string]any) {
 
 // runInstance runs one instance of an external plugin in this process until the test ends
 // or stop is called. It returns once the instance is connected.
-func runInstance(e *env, id, instance string, p plugin.Plugin) (stop func()) {
+func runInstance(e *env, id, instance string, p plugin.Plugin, opts ...plugin.Option) (stop func()) {
 	e.t.Helper()
 	token := e.token(store.RolePlugin, id)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -92,8 +93,9 @@ func runInstance(e *env, id, instance string, p plugin.Plugin) (stop func()) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- plugin.Run(ctx, p, plugin.WithHost(e.URL), plugin.WithToken(token), plugin.WithPluginID(id),
-			plugin.WithInstanceID(instance), plugin.WithStderr(io.Discard), plugin.WithReconnectBackoff(50*time.Millisecond, 500*time.Millisecond))
+		done <- plugin.Run(ctx, p, append([]plugin.Option{plugin.WithHost(e.URL), plugin.WithToken(token), plugin.WithPluginID(id),
+			plugin.WithInstanceID(instance), plugin.WithStderr(io.Discard), plugin.WithReconnectBackoff(50*time.Millisecond, 500*time.Millisecond)},
+			opts...)...)
 	}()
 	select {
 	case <-started:
@@ -585,13 +587,37 @@ func TestKilledInstanceMidMessageIsRedelivered(t *testing.T) {
 		externalPlugin(e, "caller-plugin", map[string]any{"permissions": []string{"messages:send"}})
 		externalPlugin(e, "echo-plugin", nil)
 		entered := make(chan struct{}, 1)
+		// The first instance's connections are cut under it, as when its process is killed:
+		// the host sees the stream break, not a goodbye.
+		var connsMu sync.Mutex
+		var conns []net.Conn
+		hc := nexus.DefaultHTTPClient()
+		tr := hc.Transport.(*http.Transport)
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				connsMu.Lock()
+				conns = append(conns, c)
+				connsMu.Unlock()
+			}
+			return c, err
+		}
 		stopFirst := runInstance(e, "echo-plugin", "first", plugin.Plugin{
 			OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) {
 				entered <- struct{}{}
-				<-ctx.Done() // dies before answering
+				<-ctx.Done() // never answers
 				return nil, ctx.Err()
 			},
-		})
+		}, plugin.WithHTTPClient(hc))
+		kill := func() {
+			connsMu.Lock()
+			for _, c := range conns {
+				_ = c.(*net.TCPConn).SetLinger(0) // reset, not a graceful close
+				_ = c.Close()
+			}
+			connsMu.Unlock()
+			stopFirst()
+		}
 		result := make(chan restResult, 1)
 		go func() {
 			result <- e.rest("POST", "/api/v1/plugins/caller-plugin/message", e.Admin,
@@ -609,7 +635,7 @@ func TestKilledInstanceMidMessageIsRedelivered(t *testing.T) {
 				return map[string]any{"answered_by": "second"}, nil
 			},
 		})
-		stopFirst()
+		kill()
 		select {
 		case r := <-result:
 			if r.Status != http.StatusOK || r.data()["response"].(map[string]any)["data"].(map[string]any)["answered_by"] != "second" {

@@ -159,8 +159,11 @@ type Options struct {
 	MaxDeadLetters int
 	// Prefetch bounds the unsettled deliveries of one consumer. Default 64.
 	Prefetch int
-	// DedupeWindow is how long an envelope ID is remembered per inbox. Default 10m.
+	// DedupeWindow is how long an envelope ID is remembered per inbox. Default 2m.
 	DedupeWindow time.Duration
+	// MaxDedupe bounds the IDs remembered per inbox where the bus holds them in the host's
+	// memory (the in-memory bus); beyond it the oldest are forgotten early. Default 100000.
+	MaxDedupe int
 	// WatchBuffer is the buffer of each Watch channel. Default 256.
 	WatchBuffer int
 }
@@ -183,7 +186,10 @@ func (o Options) WithDefaults() Options {
 		o.Prefetch = 64
 	}
 	if o.DedupeWindow <= 0 {
-		o.DedupeWindow = 10 * time.Minute
+		o.DedupeWindow = 2 * time.Minute
+	}
+	if o.MaxDedupe <= 0 {
+		o.MaxDedupe = 100000
 	}
 	if o.WatchBuffer <= 0 {
 		o.WatchBuffer = 256

@@ -582,3 +582,35 @@ func benchmarkPublishNextAck(b *testing.B, opts bus.Options, concurrent bool) {
 		b.Fatal(err)
 	}
 }
+
+// TestDedupeMemoryIsCapped keeps the remembered IDs at MaxDedupe whatever the rate.
+func TestDedupeMemoryIsCapped(t *testing.T) {
+	b := newBus(t, bus.Options{MaxDedupe: 100, DedupeWindow: time.Hour})
+	ctx := context.Background()
+	c, err := b.Consume(ctx, "capped", "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		if err := b.Publish(ctx, bus.Envelope{ID: fmt.Sprint("id-", i), Kind: bus.KindEvent, Target: "capped"}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Ack(ctx, d.Tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, _, _, seen, _ := b.Footprint("capped"); seen > 100 {
+		t.Fatalf("%d IDs remembered, want at most 100", seen)
+	}
+	// The newest are still remembered: publishing one again stores nothing.
+	if err := b.Publish(ctx, bus.Envelope{ID: "id-999", Kind: bus.KindEvent, Target: "capped"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.Depth(ctx, "capped"); n != 0 {
+		t.Fatalf("a recent duplicate was stored (depth %d)", n)
+	}
+}

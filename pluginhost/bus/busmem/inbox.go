@@ -343,6 +343,14 @@ func (ib *inbox) remember(id string, mono time.Duration) {
 	ib.seen[id] = forget
 	ib.seenPeak = max(ib.seenPeak, len(ib.seen))
 	ib.seenOrder.pushBack(seenID{id: id, forget: forget})
+	// Memory stays bounded at any rate: beyond MaxDedupe, the oldest IDs go early.
+	for ib.seenOrder.len() > ib.opts.MaxDedupe {
+		s := ib.seenOrder.front()
+		ib.seenOrder.popFront()
+		if f, ok := ib.seen[s.id]; ok && f == s.forget {
+			delete(ib.seen, s.id)
+		}
+	}
 }
 
 // sweepSeen forgets the IDs whose dedupe window has passed; mono is now, since epoch.
