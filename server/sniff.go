@@ -91,10 +91,16 @@ func (l *sniffListener) route(c net.Conn) {
 		_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
 		seen, plugin = sniffConn(c, l.isPlugin)
 		_ = c.SetReadDeadline(time.Time{})
+		_ = c.SetWriteDeadline(time.Time{})
 		<-l.sniffing
 	default:
 	}
 	conn := &replayConn{Conn: c, pending: seen}
+	if len(seen) >= len(http2Preface) && string(seen[:len(http2Preface)]) == http2Preface {
+		// sniffConn sent a SETTINGS frame: the client's ack of it is not for the server.
+		conn.strip = &ackStripper{}
+		conn.passed = len(http2Preface)
+	}
 	target := l.conns
 	if plugin {
 		target = l.plugins.conns
@@ -144,19 +150,93 @@ func (l *chanListener) Accept() (net.Conn, error) {
 func (l *chanListener) Close() error   { return nil } // closed with its sniffListener
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
-// replayConn gives back the bytes read while sniffing before reading on.
+// replayConn gives back the bytes read while sniffing before reading on, without the
+// client's ack of the sniffer's SETTINGS frame when strip is set.
 type replayConn struct {
 	net.Conn
 	pending []byte
+	// passed is how many leading bytes of pending bypass strip (the preface).
+	passed int
+	strip  *ackStripper
+	out    []byte // filtered bytes not yet returned
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
+	if c.strip == nil || c.strip.done {
+		if len(c.out) > 0 {
+			n := copy(p, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		}
+		if len(c.pending) > 0 {
+			n := copy(p, c.pending)
+			c.pending = c.pending[n:]
+			return n, nil
+		}
+		return c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	for len(c.out) == 0 {
+		if c.passed > 0 {
+			n := copy(p, c.pending[:c.passed])
+			c.pending = c.pending[n:]
+			c.passed -= n
+			return n, nil
+		}
+		var raw []byte
+		if len(c.pending) > 0 {
+			raw, c.pending = c.pending, nil
+		} else {
+			buf := make([]byte, len(p))
+			n, err := c.Conn.Read(buf)
+			if n == 0 {
+				return 0, err
+			}
+			raw = buf[:n]
+		}
+		c.out = c.strip.filter(c.out, raw)
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+// ackStripper removes the first SETTINGS ack from a client's frames.
+type ackStripper struct {
+	hdr  [9]byte
+	hn   int
+	rem  int // payload bytes of the current frame still to pass
+	done bool
+}
+
+// filter appends to out the bytes of in that are not the ack.
+func (a *ackStripper) filter(out, in []byte) []byte {
+	for len(in) > 0 {
+		if a.done {
+			return append(out, in...)
+		}
+		if a.rem > 0 {
+			n := min(a.rem, len(in))
+			out = append(out, in[:n]...)
+			a.rem -= n
+			in = in[n:]
+			continue
+		}
+		n := copy(a.hdr[a.hn:], in)
+		a.hn += n
+		in = in[n:]
+		if a.hn < 9 {
+			continue
+		}
+		a.hn = 0
+		length := int(a.hdr[0])<<16 | int(a.hdr[1])<<8 | int(a.hdr[2])
+		if a.hdr[3] == 0x4 && a.hdr[4]&0x1 != 0 && length == 0 {
+			a.done = true
+			continue
+		}
+		out = append(out, a.hdr[:]...)
+		a.rem = length
+	}
+	return out
 }
 
 // sniffConn reads the start of a connection: when it is HTTP/2 with prior knowledge, up to
@@ -174,6 +254,12 @@ func sniffConn(c net.Conn, isPlugin func(path, contentType string) bool) ([]byte
 		if one[0] != http2Preface[i] {
 			return buf.Bytes(), false
 		}
+	}
+	// An empty SETTINGS frame, as the server's preface: grpc-go's client waits for one
+	// before it sends its first request. The server the connection goes to sends its own.
+	_ = c.SetWriteDeadline(time.Now().Add(sniffTimeout))
+	if _, err := c.Write([]byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0}); err != nil {
+		return buf.Bytes(), false
 	}
 	var block []byte
 	for buf.Len() < sniffMaxBytes {

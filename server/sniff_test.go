@@ -62,6 +62,7 @@ func TestSniffRoutesOnlyGRPCPluginStreams(t *testing.T) {
 			defer client.Close()
 			defer server.Close()
 			go func() { _, _ = client.Write(c.start) }()
+			go func() { _, _ = io.Copy(io.Discard, client) }() // the sniffer's SETTINGS frame
 			_ = server.SetReadDeadline(time.Now().Add(2 * time.Second))
 			seen, plugin := sniffConn(server, isGRPCPluginStream)
 			if plugin != c.plugin {
@@ -87,5 +88,36 @@ func TestSniffGivesUpOnASilentClient(t *testing.T) {
 	seen, plugin := sniffConn(server, isGRPCPluginStream)
 	if plugin || string(seen) != http2Preface[:10] || time.Since(start) > 2*time.Second {
 		t.Fatalf("seen %q plugin %v after %s", seen, plugin, time.Since(start))
+	}
+}
+
+// TestAckStripperRemovesOneSettingsAck drops the client's ack of the sniffer's SETTINGS frame
+// (the server the connection goes to never sent it), wherever reads split the frames.
+func TestAckStripperRemovesOneSettingsAck(t *testing.T) {
+	var in bytes.Buffer
+	fr := http2.NewFramer(&in, nil)
+	_ = fr.WriteSettings()
+	_ = fr.WriteWindowUpdate(0, 100)
+	_ = fr.WriteSettingsAck()
+	_ = fr.WritePing(false, [8]byte{1})
+	_ = fr.WriteSettingsAck() // a later ack is the real server's business
+	var want bytes.Buffer
+	fw := http2.NewFramer(&want, nil)
+	_ = fw.WriteSettings()
+	_ = fw.WriteWindowUpdate(0, 100)
+	_ = fw.WritePing(false, [8]byte{1})
+	_ = fw.WriteSettingsAck()
+	for _, step := range []int{1, 2, 5, 9, 64} {
+		a := &ackStripper{}
+		var out []byte
+		b := in.Bytes()
+		for len(b) > 0 {
+			n := min(step, len(b))
+			out = a.filter(out, b[:n])
+			b = b[n:]
+		}
+		if !bytes.Equal(out, want.Bytes()) {
+			t.Fatalf("reads of %d bytes: got %x, want %x", step, out, want.Bytes())
+		}
 	}
 }

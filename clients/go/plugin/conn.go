@@ -8,23 +8,18 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
-
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 )
 
 // errConnClosed is returned when a frame is sent on a connection that is gone.
 var errConnClosed = errors.New("plugin: connection closed")
 
-// stream is the client side of PluginHostService.Connect.
-type stream = connect.BidiStreamForClient[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]
-
-// conn is one stream to the host. Only its pump goroutine calls Send and CloseRequest; only
+// conn is one stream to the host. Only its pump goroutine calls Send and CloseSend; only
 // the goroutine that owns the receive side (the handshake, then receive) calls Receive;
-// CloseResponse is called once both have exited.
+// Close is called once both have exited.
 type conn struct {
-	stream *stream
-	// ctx is the stream's context; cancel aborts the HTTP request.
+	stream clientStream
+	// ctx is the stream's context; cancel aborts the call.
 	ctx    context.Context
 	cancel context.CancelFunc
 	logger *slog.Logger
@@ -63,7 +58,7 @@ type conn struct {
 	wg sync.WaitGroup
 }
 
-func newConn(ctx context.Context, cancel context.CancelFunc, s *stream, logger *slog.Logger) *conn {
+func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, logger *slog.Logger) *conn {
 	c := &conn{
 		stream:   s,
 		ctx:      ctx,
@@ -104,7 +99,7 @@ func (c *conn) pump() {
 	defer c.wg.Done()
 	defer close(c.stopped)
 	defer func() {
-		if err := c.stream.CloseRequest(); err != nil {
+		if err := c.stream.CloseSend(); err != nil {
 			c.logger.Debug("plugin: closing the request side", "error", err)
 		}
 	}()
@@ -137,7 +132,7 @@ func (c *conn) write(f *pluginhostv1.ConnectRequest) bool {
 		return true
 	}
 	// io.EOF means the host ended the stream; Receive reports why. Any other error leaves
-	// Receive possibly blocked, so the request is aborted.
+	// Receive possibly blocked, so the call is aborted.
 	if !errors.Is(err, io.EOF) {
 		c.cancel()
 	}
@@ -164,7 +159,7 @@ func (c *conn) close(graceful bool, timeout time.Duration) {
 	}
 	c.cancel()
 	c.wg.Wait()
-	if err := c.stream.CloseResponse(); err != nil {
-		c.logger.Debug("plugin: closing the response side", "error", err)
+	if err := c.stream.Close(); err != nil {
+		c.logger.Debug("plugin: closing the stream", "error", err)
 	}
 }

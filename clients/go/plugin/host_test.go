@@ -270,12 +270,17 @@ type runningPlugin struct {
 	done   chan error
 }
 
+// host is a test host: fakeHost, or grpcHost (transport_test.go).
+type host interface{ baseURL() string }
+
+func (h *fakeHost) baseURL() string { return h.URL }
+
 // startPlugin runs p against h until the test ends.
-func startPlugin(t *testing.T, h *fakeHost, p plugin.Plugin, opts ...plugin.Option) *runningPlugin {
+func startPlugin(t *testing.T, h host, p plugin.Plugin, opts ...plugin.Option) *runningPlugin {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTime)
 	base := []plugin.Option{
-		plugin.WithHost(h.URL),
+		plugin.WithHost(h.baseURL()),
 		plugin.WithToken(testToken),
 		plugin.WithPluginID(testPluginID),
 		plugin.WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond),

@@ -71,6 +71,9 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 // WithHost sets the host's base URL (e.g. "http://127.0.0.1:8080"), instead of NEXUS_HOST.
+// An http:// host is reached over HTTP/2 without TLS, an https:// host over TLS, verified
+// against the system's roots (for other TLS settings, see WithHTTPClient). A path in the
+// URL prefixes the stream's path, for a proxy that routes on it.
 func WithHost(baseURL string) Option { return optionFunc(func(o *options) { o.host = baseURL }) }
 
 // WithToken sets the plugin token, instead of NEXUS_PLUGIN_TOKEN.
@@ -83,9 +86,13 @@ func WithPluginID(id string) Option { return optionFunc(func(o *options) { o.plu
 // hostname-pid-random, is stable for the life of the process.
 func WithInstanceID(id string) Option { return optionFunc(func(o *options) { o.instanceID = id }) }
 
-// WithHTTPClient sets the HTTP client. It must speak HTTP/2 (h2c for http:// hosts), which
-// bidirectional streams need; the default, nexus.DefaultHTTPClient, does and is closed when
-// Run returns. A client given here is left open.
+// WithHTTPClient makes Run open its stream with connect-go's gRPC client over c, instead of
+// the default grpc-go client: for a transport of the caller's (a proxy, a custom dialer or
+// TLS configuration, an in-memory network in tests). c must speak HTTP/2 (h2c for http://
+// hosts), which bidirectional streams need, as nexus.DefaultHTTPClient does; it is left
+// open when Run returns, and its own settings replace WithKeepalive. The default client is
+// faster on a busy stream: grpc-go's transport batches frames into few writes, where
+// net/http's HTTP/2 transport makes one write per frame.
 func WithHTTPClient(c connect.HTTPClient) Option {
 	return optionFunc(func(o *options) { o.httpClient = c })
 }
@@ -118,11 +125,11 @@ func WithReconnectBackoff(initial, max time.Duration) Option {
 	return optionFunc(func(o *options) { o.backoffInitial, o.backoffMax = initial, max })
 }
 
-// WithKeepalive sets the HTTP/2 keepalive of the default HTTP client: when nothing has
-// arrived from the host for interval, a ping is sent, and a connection whose ping is not
-// answered within timeout is closed, so that Run reconnects. Defaults: DefaultKeepalive and
-// DefaultKeepaliveWait; an interval of 0 turns pings off. It has no effect with
-// WithHTTPClient.
+// WithKeepalive sets the HTTP/2 keepalive of the default client: when nothing has arrived
+// from the host for interval, a ping is sent, and a connection whose ping is not answered
+// within timeout is closed, so that Run reconnects. Defaults: DefaultKeepalive and
+// DefaultKeepaliveWait; an interval of 0 turns pings off, and an interval under 10s is
+// raised to 10s (grpc-go's minimum). It has no effect with WithHTTPClient.
 func WithKeepalive(interval, timeout time.Duration) Option {
 	return optionFunc(func(o *options) {
 		o.keepaliveSet, o.keepalive, o.keepaliveTimeout = true, interval, timeout

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -838,26 +839,50 @@ func TestReconnect(t *testing.T) {
 
 func TestDeadConnectionIsLeft(t *testing.T) {
 	t.Parallel()
-	var proxy atomic.Pointer[freezer]
-	reconnected := make(chan struct{})
-	h := startHost(t, func(ctx context.Context, s *hostStream) error {
-		s.welcome(nil)
-		s.healthCheck("hc")
-		s.healthReport()
-		if s.n == 1 {
-			proxy.Load().freeze()
-			_, _ = s.drain() // until the proxy gives up on the connection
-			return nil
-		}
-		close(reconnected)
-		return s.drainEOF()
-	})
-	f := startFreezer(t, h.URL)
-	proxy.Store(f)
-	startPlugin(t, h, plugin.Plugin{}, plugin.WithHost(f.URL), plugin.WithKeepalive(100*time.Millisecond, 200*time.Millisecond))
-	receive(t, reconnected, "a reconnection after the connection froze")
-	if n := h.hellos.Load(); n != 2 {
-		t.Errorf("%d hellos, want 2", n)
+	pinging := nexus.DefaultHTTPClient()
+	pinging.Transport.(*http.Transport).HTTP2 = &http.HTTP2Config{SendPingTimeout: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond}
+	t.Cleanup(pinging.CloseIdleConnections)
+	for _, tc := range []struct {
+		name string
+		opt  plugin.Option
+		// within bounds the reconnection.
+		within time.Duration
+	}{
+		// grpc-go pings every 10s at the most.
+		{"grpc-go", plugin.WithKeepalive(100*time.Millisecond, 200*time.Millisecond), 3 * waitTime},
+		{"connect-go", plugin.WithHTTPClient(pinging), waitTime},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.within > waitTime && testing.Short() {
+				t.Skip("waits for grpc-go's first ping, 10s")
+			}
+			var proxy atomic.Pointer[freezer]
+			reconnected := make(chan struct{})
+			h := startHost(t, func(ctx context.Context, s *hostStream) error {
+				s.welcome(nil)
+				s.healthCheck("hc")
+				s.healthReport()
+				if s.n == 1 {
+					proxy.Load().freeze()
+					_, _ = s.drain() // until the proxy gives up on the connection
+					return nil
+				}
+				close(reconnected)
+				return s.drainEOF()
+			})
+			f := startFreezer(t, h.URL)
+			proxy.Store(f)
+			startPlugin(t, h, plugin.Plugin{}, plugin.WithHost(f.URL), tc.opt)
+			select {
+			case <-reconnected:
+			case <-time.After(tc.within):
+				t.Fatal("timed out waiting for a reconnection after the connection froze")
+			}
+			if n := h.hellos.Load(); n != 2 {
+				t.Errorf("%d hellos, want 2", n)
+			}
+		})
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -20,14 +19,14 @@ import (
 
 	nexus "github.com/nexus-platform/nexus/clients/go"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
-	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 )
 
 // Run runs plugin p until the host asks it to stop, ctx is done, or it cannot go on. It
 // connects to the host named by NEXUS_HOST with NEXUS_PLUGIN_TOKEN as NEXUS_PLUGIN_ID (or
-// what the options say), says hello, and serves the host's requests with p's handlers. When
-// the stream breaks (including a dead connection found by HTTP/2 pings, see WithKeepalive),
-// Run reconnects with exponential backoff and jitter, and says hello again.
+// what the options say), opens a gRPC stream (with grpc-go's client, or connect-go's over
+// the client of WithHTTPClient), says hello, and serves the host's requests with p's
+// handlers. When the stream breaks (including a dead connection found by HTTP/2 pings, see
+// WithKeepalive), Run reconnects with exponential backoff and jitter, and says hello again.
 //
 // Run returns nil after the host's shutdown request has been honoured, and nil when ctx is
 // done (after closing the stream cleanly), so that main can exit 0 in both cases. It returns
@@ -39,24 +38,27 @@ func Run(ctx context.Context, p Plugin, opts ...Option) error {
 	if err != nil {
 		return err
 	}
-	return newRunner(p, &o).run(ctx)
+	t, err := newTransport(&o)
+	if err != nil {
+		return err
+	}
+	return newRunner(p, &o, t).run(ctx)
 }
 
 // runner is the state of one Run.
 type runner struct {
 	// These fields are assigned once, in newRunner and at the start of run.
-	p        Plugin
-	o        *options
-	log      *slog.Logger
-	client   pluginhostv1connect.PluginHostServiceClient
-	ownHTTP  *http.Client // the HTTP client the SDK made, closed when Run ends; nil otherwise
-	session  *Session
-	seen     *dedupe
-	sem      chan struct{} // one token per running delivery handler
-	configs  chan configJob
-	started  chan struct{} // closed once OnStart has succeeded (or there is none)
-	life     context.Context
-	stopLife context.CancelFunc
+	p         Plugin
+	o         *options
+	log       *slog.Logger
+	transport transport // opens the streams; closed when Run ends
+	session   *Session
+	seen      *dedupe
+	sem       chan struct{} // one token per running delivery handler
+	configs   chan configJob
+	started   chan struct{} // closed once OnStart has succeeded (or there is none)
+	life      context.Context
+	stopLife  context.CancelFunc
 
 	// welcomed is read and written only by the goroutine running Run.
 	welcomed bool
@@ -91,32 +93,20 @@ type result struct {
 	welcomed bool
 }
 
-func newRunner(p Plugin, o *options) *runner {
-	r := &runner{
-		p:       p,
-		o:       o,
-		log:     o.logger,
-		session: newSession(o, p.Subscriptions),
-		seen:    newDedupe(o.dedupeSize),
-		sem:     make(chan struct{}, o.concurrency),
-		configs: make(chan configJob, configQueue),
-		started: make(chan struct{}),
-		fatal:   make(chan struct{}),
+// newRunner returns the runner of p, which owns t from then on.
+func newRunner(p Plugin, o *options, t transport) *runner {
+	return &runner{
+		p:         p,
+		o:         o,
+		log:       o.logger,
+		transport: t,
+		session:   newSession(o, p.Subscriptions),
+		seen:      newDedupe(o.dedupeSize),
+		sem:       make(chan struct{}, o.concurrency),
+		configs:   make(chan configJob, configQueue),
+		started:   make(chan struct{}),
+		fatal:     make(chan struct{}),
 	}
-	httpClient := o.httpClient
-	if httpClient == nil {
-		r.ownHTTP = nexus.DefaultHTTPClient()
-		if t, ok := r.ownHTTP.Transport.(*http.Transport); ok && o.keepalive > 0 {
-			// Pings find a dead connection that TCP has not noticed; the stream then fails
-			// and Run reconnects.
-			t.HTTP2 = &http.HTTP2Config{SendPingTimeout: o.keepalive, PingTimeout: o.keepaliveTimeout}
-		}
-		httpClient = r.ownHTTP
-	}
-	// The stream speaks gRPC: the host serves gRPC plugin streams on grpc-go's own transport,
-	// its fastest path (every other protocol reaches the same session code).
-	r.client = nexus.New(o.host, nexus.WithToken(o.token), nexus.WithHTTPClient(httpClient), nexus.WithProtocol(nexus.ProtocolGRPC)).PluginHost
-	return r
 }
 
 func (r *runner) run(ctx context.Context) error {
@@ -159,11 +149,8 @@ func (r *runner) connectOnce(ctx context.Context) result {
 	if ctx.Err() != nil {
 		return result{done: true}
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c := newConn(sctx, cancel, r.client.Connect(sctx), r.log)
-	w, err := r.handshake(ctx, c)
+	c, w, err := r.handshake(ctx)
 	if err != nil {
-		c.close(false, 0)
 		switch {
 		case ctx.Err() != nil:
 			return result{done: true}
@@ -180,24 +167,48 @@ func (r *runner) connectOnce(ctx context.Context) result {
 	return r.serve(ctx, c)
 }
 
-// handshake sends hello and waits for the welcome.
-func (r *runner) handshake(ctx context.Context, c *conn) (*pluginhostv1.Welcome, error) {
-	stop := context.AfterFunc(ctx, c.cancel)
+// handshake opens a stream, sends hello and waits for the welcome, all within the
+// handshake timeout. It returns the open connection, or an error once the stream is
+// closed.
+func (r *runner) handshake(ctx context.Context) (*conn, *pluginhostv1.Welcome, error) {
+	// The stream outlives ctx (the session closes it cleanly when ctx ends), but until the
+	// welcome, ctx's end and the timeout abort it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(r.o.handshakeTimeout, func() {
 		timedOut.Store(true)
-		c.cancel()
+		cancel()
 	})
 	defer timer.Stop()
+	s, err := r.transport.open(sctx)
+	if err != nil {
+		cancel()
+		if timedOut.Load() {
+			return nil, nil, fmt.Errorf("plugin: cannot reach the host within %s: %w", r.o.handshakeTimeout, err)
+		}
+		return nil, nil, err
+	}
+	c := newConn(sctx, cancel, s, r.log)
+	w, err := r.greet(ctx, c)
+	if err != nil {
+		c.close(false, 0)
+		if timedOut.Load() {
+			return nil, nil, fmt.Errorf("plugin: no welcome from the host within %s", r.o.handshakeTimeout)
+		}
+		return nil, nil, err
+	}
+	return c, w, nil
+}
+
+// greet sends hello on c and returns the host's welcome.
+func (r *runner) greet(ctx context.Context, c *conn) (*pluginhostv1.Welcome, error) {
 	if err := c.send(ctx, r.hello()); err != nil {
 		return nil, err
 	}
 	res, err := c.stream.Receive()
 	if err != nil {
-		if timedOut.Load() {
-			return nil, fmt.Errorf("plugin: no welcome from the host within %s", r.o.handshakeTimeout)
-		}
 		return nil, err
 	}
 	w := res.GetWelcome()
@@ -329,9 +340,7 @@ func (r *runner) finish() {
 	if !waitTimeout(&r.deliveries, closeTimeout) || !waitTimeout(&r.control, closeTimeout) {
 		r.log.Warn("plugin: handlers still running as Run returns; they ignore their context")
 	}
-	if r.ownHTTP != nil {
-		r.ownHTTP.CloseIdleConnections()
-	}
+	r.transport.close()
 }
 
 func (r *runner) setDraining() {
