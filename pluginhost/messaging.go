@@ -123,6 +123,9 @@ type waiter struct {
 
 func newMessenger(h *Host, b bus.Bus, opts bus.Options) *messenger {
 	m := &messenger{h: h, bus: b, opts: opts.WithDefaults(), waiters: map[string]*waiter{}, subs: map[string]map[string]bool{}}
+	if d, ok := b.(bus.ReplyDispatcher); ok {
+		d.DispatchReplies(m.onReply)
+	}
 	m.wg.Add(1)
 	go m.readReplies()
 	return m
@@ -150,19 +153,25 @@ func (m *messenger) close() {
 func (m *messenger) readReplies() {
 	defer m.wg.Done()
 	for r := range m.bus.Replies() {
-		m.settle(r.MessageID, func(w *waiter) (MessageResult, error) {
-			if !time.Now().Before(w.deadline) {
-				// The handler's context carries the same deadline: an answer that comes
-				// only once it passed is the handler giving up, not a reply.
-				return MessageResult{}, timeoutError(w)
-			}
-			if r.ErrorCode != "" {
-				return MessageResult{}, errs.New(errs.Code(r.ErrorCode), "%s", r.ErrorMessage)
-			}
-			return MessageResult{MessageID: r.MessageID, Status: r.Status, Data: r.Data, ErrorMessage: r.ErrorMessage,
-				ResponseTime: time.Since(w.sent)}, nil
-		})
+		m.onReply(r)
 	}
+}
+
+// onReply hands a reply to the sender waiting for it. It never blocks (it may run on a
+// replying plugin's receive loop).
+func (m *messenger) onReply(r bus.Reply) {
+	m.settle(r.MessageID, func(w *waiter) (MessageResult, error) {
+		if !time.Now().Before(w.deadline) {
+			// The handler's context carries the same deadline: an answer that comes
+			// only once it passed is the handler giving up, not a reply.
+			return MessageResult{}, timeoutError(w)
+		}
+		if r.ErrorCode != "" {
+			return MessageResult{}, errs.New(errs.Code(r.ErrorCode), "%s", r.ErrorMessage)
+		}
+		return MessageResult{MessageID: r.MessageID, Status: r.Status, Data: r.Data, ErrorMessage: r.ErrorMessage,
+			ResponseTime: time.Since(w.sent)}, nil
+	})
 }
 
 // settle finishes a waiting message with the outcome of result, if it still waits.

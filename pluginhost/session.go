@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -60,6 +61,11 @@ type session struct {
 	wg  sync.WaitGroup
 	// abort ends the session; set before the session is shared.
 	abort context.CancelFunc
+	// stream is the plugin's stream; sendMu serialises its Send (the send pump and direct
+	// sends), and queued counts the frames in out not yet sent.
+	stream Stream
+	sendMu sync.Mutex
+	queued atomic.Int64
 
 	mu      sync.Mutex // guards the maps below and lastErr
 	health  map[string]chan []Check
@@ -77,13 +83,30 @@ const sessionSendQueue = 256
 
 // send queues a frame for the plugin; it fails when the session has ended or the plugin
 // does not keep up.
+// When nothing is queued it writes the frame itself instead of waking the send pump (one
+// goroutine hand-off less on the message path); frames stay in order either way.
 func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
+	if s.queued.Load() == 0 && s.sendMu.TryLock() {
+		if s.queued.Load() == 0 {
+			err := s.stream.Send(f)
+			s.sendMu.Unlock()
+			if err != nil {
+				s.abort()
+				return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+			}
+			return nil
+		}
+		s.sendMu.Unlock()
+	}
+	s.queued.Add(1)
 	select {
 	case s.out <- f:
 		return nil
 	case <-s.done:
+		s.queued.Add(-1)
 		return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 	case <-ctx.Done():
+		s.queued.Add(-1)
 		return ctx.Err()
 	}
 }
@@ -93,10 +116,13 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 // plugin's replies. A plugin whose queue is full does not keep up: its session is ended
 // (it reconnects, and what it was handed is delivered again).
 func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
+	s.queued.Add(1)
 	select {
 	case s.out <- f:
 	case <-s.done:
+		s.queued.Add(-1)
 	default:
+		s.queued.Add(-1)
 		s.mu.Lock()
 		s.lastErr = errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID)
 		s.mu.Unlock()
@@ -231,6 +257,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sess.abort = cancel
+	sess.stream = stream
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -247,7 +274,11 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		for {
 			select {
 			case f := <-sess.out:
-				if err := stream.Send(f); err != nil {
+				sess.sendMu.Lock()
+				err := stream.Send(f)
+				sess.queued.Add(-1)
+				sess.sendMu.Unlock()
+				if err != nil {
 					sendErr <- err
 					cancel()
 					return

@@ -277,3 +277,11 @@ type Consumer interface {
 type ReplyAcker interface {
 	AckReply(ctx context.Context, tag, to string, r Reply) error
 }
+
+// ReplyDispatcher is implemented by buses that can hand the replies addressed to this
+// replica straight to a function, on the goroutine that replies, instead of through
+// Replies: one goroutine hand-off less per message. Once DispatchReplies is called, Replies
+// carries nothing more. fn must not block.
+type ReplyDispatcher interface {
+	DispatchReplies(fn func(Reply))
+}

@@ -54,8 +54,10 @@ type Bus struct {
 	epoch   time.Time      // origin of the inboxes' dedupe times; read-only after New
 	replica string         // read-only after New
 	replies chan bus.Reply // closed by Close, under replyMu
-	done    chan struct{}  // closed by Close; blocked calls select on it
-	closed  atomic.Bool    // set once by Close, before done is closed
+	// dispatch, once set, receives replies instead of replies.
+	dispatch atomic.Pointer[func(bus.Reply)]
+	done     chan struct{} // closed by Close; blocked calls select on it
+	closed   atomic.Bool   // set once by Close, before done is closed
 
 	mu      sync.RWMutex      // guards inboxes; taken before any inbox's mu
 	inboxes map[string]*inbox // by plugin id
@@ -191,6 +193,10 @@ func (b *Bus) Reply(ctx context.Context, to string, r bus.Reply) error {
 	if to != b.replica {
 		return fmt.Errorf("busmem: reply to %q: no such replica: %w", to, bus.ErrUnavailable)
 	}
+	if fn := b.dispatch.Load(); fn != nil {
+		(*fn)(r)
+		return nil
+	}
 	b.replyMu.RLock()
 	defer b.replyMu.RUnlock()
 	if b.closed.Load() {
@@ -205,6 +211,10 @@ func (b *Bus) Reply(ctx context.Context, to string, r bus.Reply) error {
 		return bus.ErrClosed
 	}
 }
+
+// DispatchReplies hands every later reply to fn on the replying goroutine (see
+// bus.ReplyDispatcher).
+func (b *Bus) DispatchReplies(fn func(bus.Reply)) { b.dispatch.Store(&fn) }
 
 // Replies carries the replies addressed to this bus. Close closes it.
 func (b *Bus) Replies() <-chan bus.Reply { return b.replies }
