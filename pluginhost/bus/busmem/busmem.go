@@ -62,8 +62,7 @@ type Bus struct {
 	mu      sync.RWMutex      // guards inboxes; taken before any inbox's mu
 	inboxes map[string]*inbox // by plugin id
 
-	watchMu  sync.Mutex            // guards watchers and the closing of their channels
-	watchers map[*watcher]struct{} // nil once the bus is closed
+	watchers *bus.Watchers
 
 	// replyMu is held shared by Reply while it sends on replies and exclusively by Close
 	// to close replies, so that no send ever meets a closed channel.
@@ -83,7 +82,7 @@ func New(opts bus.Options) *Bus {
 		replies:  make(chan bus.Reply, repliesBuffer),
 		done:     make(chan struct{}),
 		inboxes:  make(map[string]*inbox),
-		watchers: make(map[*watcher]struct{}),
+		watchers: bus.NewWatchers(opts.WithDefaults().WatchBuffer),
 	}
 }
 
@@ -302,7 +301,7 @@ func (b *Bus) Close() error {
 		ib.mu.Unlock()
 	}
 
-	b.closeWatchers()
+	b.watchers.Close()
 
 	b.replyMu.Lock()
 	close(b.replies)

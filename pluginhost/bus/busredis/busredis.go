@@ -104,8 +104,7 @@ type Bus struct {
 	cancelMu sync.RWMutex         // guards cancels
 	cancels  map[string]time.Time // cancelled messages (cancelKey) → when to forget them
 
-	watchMu  sync.Mutex            // guards watchers and the closing of their channels
-	watchers map[*watcher]struct{} // nil once the bus is closed
+	watchers *bus.Watchers
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -163,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		replies:   make(chan bus.Reply, repliesBuffer),
 		consumers: make(map[string]*Consumer),
 		cancels:   make(map[string]time.Time),
-		watchers:  make(map[*watcher]struct{}),
+		watchers:  bus.NewWatchers(opts.WatchBuffer),
 	}
 	b.replyConn = &blockConn{rdb: b.blk}
 	b.noticeConn = &blockConn{rdb: b.blk}
@@ -532,7 +531,7 @@ func (b *Bus) Close() error {
 	interrupt(b.noticeConn, b.noticeDone, closeTimeout)
 	b.wg.Wait()
 	close(b.replies)
-	b.closeWatchers()
+	b.watchers.Close()
 	errs = append(errs, b.rdb.Close(), b.blk.Close())
 	return errors.Join(errs...)
 }

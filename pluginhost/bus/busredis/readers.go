@@ -157,7 +157,7 @@ func (b *Bus) noticeLoop() {
 		}
 		switch n.Kind {
 		case bus.NoticeEvent:
-			b.broadcast(n.Envelope)
+			b.watchers.Send(n.Envelope)
 		case bus.NoticeCancel:
 			if n.Source != b.replica { // this replica applied its own at once
 				b.applyCancel(n.Target, n.ID, n.Deadline, time.Now())
@@ -212,59 +212,6 @@ func (b *Bus) readLoop(what string, bc *blockConn, stream, last string, handle f
 	}
 }
 
-// watcher is one Watch channel.
-type watcher struct {
-	ch   chan bus.Envelope // closed exactly once, under Bus.watchMu, when w leaves watchers
-	stop func() bool       // stops the context.AfterFunc that drops w; set before w is visible
-}
-
 // Watch returns the events announced from now on, on any replica. The channel is closed
 // when ctx ends, when the bus closes, or when the watcher falls WatchBuffer events behind.
-func (b *Bus) Watch(ctx context.Context) <-chan bus.Envelope {
-	w := &watcher{ch: make(chan bus.Envelope, b.opts.WatchBuffer)}
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	if b.watchers == nil || ctx.Err() != nil {
-		close(w.ch)
-		return w.ch
-	}
-	w.stop = context.AfterFunc(ctx, func() {
-		b.watchMu.Lock()
-		defer b.watchMu.Unlock()
-		if _, ok := b.watchers[w]; ok {
-			b.dropWatcherLocked(w)
-		}
-	})
-	b.watchers[w] = struct{}{}
-	return w.ch
-}
-
-// broadcast hands ev to every watcher without blocking; a full watcher is dropped.
-func (b *Bus) broadcast(ev bus.Envelope) {
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	for w := range b.watchers {
-		select {
-		case w.ch <- ev:
-		default:
-			b.dropWatcherLocked(w)
-		}
-	}
-}
-
-// dropWatcherLocked removes w and closes its channel. watchMu must be held and w present.
-func (b *Bus) dropWatcherLocked(w *watcher) {
-	delete(b.watchers, w)
-	close(w.ch)
-	w.stop()
-}
-
-// closeWatchers closes every watcher for good.
-func (b *Bus) closeWatchers() {
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	for w := range b.watchers {
-		b.dropWatcherLocked(w)
-	}
-	b.watchers = nil
-}
+func (b *Bus) Watch(ctx context.Context) <-chan bus.Envelope { return b.watchers.Watch(ctx) }
