@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/bus"
@@ -102,6 +103,8 @@ type messenger struct {
 	bus  bus.Bus
 	opts bus.Options
 	wg   sync.WaitGroup // the reply reader
+	// closing is set when the host shuts the messenger down.
+	closing atomic.Bool
 
 	mu sync.Mutex // guards waiters and subs
 	// waiters are the messages sent from this replica that wait for a reply, by message id.
@@ -133,6 +136,7 @@ func newMessenger(h *Host, b bus.Bus, opts bus.Options) *messenger {
 
 // close closes the bus, waits for the reply reader and fails the messages still waiting.
 func (m *messenger) close() {
+	m.closing.Store(true)
 	if err := m.bus.Close(); err != nil {
 		m.h.log.Warn("closing the message bus", "error", err)
 	}
@@ -494,6 +498,9 @@ func (h *Host) WatchEvents(ctx context.Context, patterns []string) (<-chan Event
 		if ctx.Err() == nil {
 			mu.Lock()
 			lagged = errs.New(errs.PluginUnavailable, "the event feed fell too far behind and was closed; watch again")
+			if h.msg.closing.Load() {
+				lagged = errs.New(errs.PluginUnavailable, "the host is shutting down")
+			}
 			mu.Unlock()
 		}
 	}()
