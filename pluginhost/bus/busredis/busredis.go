@@ -91,7 +91,9 @@ type Bus struct {
 	closed atomic.Bool        // set once by Close, before ctx is cancelled
 	wg     sync.WaitGroup     // the readers, the housekeeper and every consumer loop
 
-	replies      chan bus.Reply // written only by the reply reader; closed by Close after it exits
+	replies chan bus.Reply // written only by the reply reader; closed by Close after it exits
+	// dispatch, once set, receives replies on the reply reader instead of replies.
+	dispatch     atomic.Pointer[func(bus.Reply)]
 	replyConn    *blockConn
 	noticeConn   *blockConn
 	replyDone    chan struct{} // closed when the reply reader exits
@@ -420,6 +422,10 @@ func (b *Bus) Reply(ctx context.Context, to string, r bus.Reply) error {
 	_, err := pipe.Exec(ctx)
 	return b.wrapErr("reply", err)
 }
+
+// DispatchReplies hands every later reply to fn on the reply reader's goroutine (see
+// bus.ReplyDispatcher); fn must not block.
+func (b *Bus) DispatchReplies(fn func(bus.Reply)) { b.dispatch.Store(&fn) }
 
 // Replies carries the replies addressed to this replica. Close closes it.
 func (b *Bus) Replies() <-chan bus.Reply { return b.replies }

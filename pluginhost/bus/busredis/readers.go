@@ -135,6 +135,10 @@ func (b *Bus) replyLoop() {
 			b.log.Warn("busredis: undecodable reply", "id", m.ID)
 			return true
 		}
+		if fn := b.dispatch.Load(); fn != nil {
+			(*fn)(rep)
+			return true
+		}
 		select {
 		case b.replies <- rep:
 			return true
