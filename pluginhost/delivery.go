@@ -335,7 +335,7 @@ func encodeStruct(s *structpb.Struct) (Payload, error) {
 	if s == nil || len(s.GetFields()) == 0 {
 		return nil, nil
 	}
-	return proto.MarshalOptions{Deterministic: false}.Marshal(s)
+	return proto.Marshal(s)
 }
 
 // encodePayload encodes a Go map as a payload.
