@@ -370,9 +370,14 @@ func (m *messenger) fanOut(ctx context.Context, envs []bus.Envelope) ([]string, 
 	return out, nil
 }
 
-// EmitEvent publishes an event into the inbox of every enabled plugin subscribed to its type
+// EmitEvent publishes an event (whose type is not one of the host's, plugin.* and system.*)
+// into the inbox of every enabled plugin subscribed to its type
 // (holding events:subscribe), except its source, and to the watchers.
 func (h *Host) EmitEvent(ctx context.Context, req EventRequest) (EventResult, error) {
+	if isReservedEventType(req.Type) {
+		return EventResult{}, errs.WithFields(errs.ValidationError, "this event type is reserved for the host",
+			[]errs.FieldViolation{{Field: "type", Description: "types starting with plugin. or system. are reserved for the host"}})
+	}
 	if req.From.Plugin != "" {
 		from, err := h.dir.get(ctx, req.From.Plugin)
 		if err != nil {

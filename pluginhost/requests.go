@@ -17,10 +17,6 @@ func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) 
 		sess.replyError(ctx, e.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
 		return
 	}
-	if isReservedEventType(e.GetType()) {
-		sess.replyError(ctx, e.GetRequestId(), errs.New(errs.ValidationError, "event types starting with plugin. or system. are reserved for the host"))
-		return
-	}
 	res, err := h.EmitEvent(ctx, EventRequest{From: Origin{Plugin: sess.pluginID}, Type: e.GetType(), Data: data})
 	if err != nil {
 		sess.replyError(ctx, e.GetRequestId(), err)

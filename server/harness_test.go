@@ -34,11 +34,15 @@ const testAdminToken = "nxt_test-admin-token-0123456789abcdef"
 
 func startServer(t testing.TB) *env {
 	t.Helper()
-	var sink io.Writer = io.Discard
+	return startServerWithLog(t, testLogSink(), slog.LevelDebug)
+}
+
+// testLogSink is where test servers log: stderr with -v, nowhere otherwise.
+func testLogSink() io.Writer {
 	if testing.Verbose() {
-		sink = os.Stderr
+		return os.Stderr
 	}
-	return startServerWithLog(t, sink, slog.LevelDebug)
+	return io.Discard
 }
 
 func startServerWithLog(t testing.TB, sink io.Writer, level slog.Level) *env {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,11 +45,7 @@ func buses(t *testing.T, test func(t *testing.T, tune func(*server.Config))) {
 
 func startMessagingServer(t *testing.T, tune func(*server.Config)) *env {
 	t.Helper()
-	var sink io.Writer = io.Discard
-	if testing.Verbose() {
-		sink = os.Stderr
-	}
-	return startServerWith(t, sink, slog.LevelDebug, func(c *server.Config) {
+	return startServerWith(t, testLogSink(), slog.LevelDebug, func(c *server.Config) {
 		c.HealthInterval = 300 * time.Millisecond
 		tune(c)
 	})

@@ -27,11 +27,7 @@ import (
 // startRuntimeServer starts a server with short health and crash-loop settings.
 func startRuntimeServer(t *testing.T) *env {
 	t.Helper()
-	var sink io.Writer = io.Discard
-	if testing.Verbose() {
-		sink = os.Stderr
-	}
-	return startServerWith(t, sink, slog.LevelDebug, func(c *server.Config) {
+	return startServerWith(t, testLogSink(), slog.LevelDebug, func(c *server.Config) {
 		c.HealthInterval = 300 * time.Millisecond
 		c.HealthMisses = 2
 		c.CrashLoopCount = 3
