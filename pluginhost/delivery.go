@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -12,6 +13,7 @@ import (
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 )
 
 // This file is the stream side of messaging: it hands a session's deliveries to its plugin,
@@ -61,7 +63,7 @@ func (h *Host) deliverLoop(ctx context.Context, sess *session) {
 			}
 			continue
 		}
-		data, err := decodePayload(d.Data)
+		data, err := framePayload(d.Data)
 		if err != nil {
 			h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
 			_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
@@ -232,7 +234,7 @@ func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) 
 			sess.deliverNow(errorReply(reqID, err))
 			return
 		}
-		out, derr := decodePayload(res.Data)
+		out, derr := framePayload(res.Data)
 		if derr != nil {
 			sess.deliverNow(errorReply(reqID, errs.Wrap(errs.Internal, derr, "the reply could not be decoded")))
 			return
@@ -330,12 +332,25 @@ func deliveryKind(k bus.Kind) pluginhostv1.DeliveryKind {
 	return pluginhostv1.DeliveryKind_DELIVERY_KIND_UNSPECIFIED
 }
 
-// encodeStruct turns a payload into its wire bytes (nil for an empty one).
+// encodeStruct turns a payload into its wire bytes (nil for an empty one). A raw Struct
+// (see rawstruct) gives the bytes it holds, uncopied: the grpc-go path decodes the
+// payloads of plugins' frames that way.
 func encodeStruct(s *structpb.Struct) (Payload, error) {
-	if s == nil || len(s.GetFields()) == 0 {
-		return nil, nil
+	return rawstruct.Bytes(s)
+}
+
+// framePayload is p as the Data of a frame to a plugin: a raw Struct (see rawstruct), so
+// that a payload goes from one plugin's stream to another's without being parsed and
+// encoded again. p is checked as strictly as decoding the frame would check it (three
+// message levels down: frame, then Deliver or RequestReply, then the Struct), so that a
+// malformed payload fails here, never in the receiving plugin, which would lose its
+// stream. Frames on the Connect path are materialized before they are written (see
+// server's validatingStream), since a JSON codec cannot write raw Structs.
+func framePayload(p Payload) (*structpb.Struct, error) {
+	if err := rawstruct.Validate(p, protowire.DefaultRecursionLimit-2); err != nil {
+		return nil, err
 	}
-	return proto.Marshal(s)
+	return rawstruct.Wrap(p), nil
 }
 
 // encodePayload encodes a Go map as a payload.

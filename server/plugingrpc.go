@@ -26,6 +26,8 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
+		// Payloads pass through undecoded (plugincodec.go).
+		grpc.ForceServerCodecV2(newPluginCodec()),
 		// The SDK pings idle connections to find dead ones; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Connections are routed by their first request: one that opened a gRPC plugin
