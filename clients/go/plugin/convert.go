@@ -17,32 +17,43 @@ import (
 // Everything sent is made to fit the protocol's limits first: a frame the host rejects
 // would end the whole stream.
 
-// structToMap returns s as a fresh map; never nil.
+// structToMap returns s as a fresh map; never nil. The data of the deliveries and replies
+// received over gRPC is a raw Struct (payload.go), decoded here straight into the map.
+//
+// Decoding a raw Struct cannot fail: raw Structs hold either encodeStructMap's output or
+// a payload that frameCodec checked as strictly as proto.Unmarshal would have, failing
+// the frame, and so the stream, as it always did, when it was malformed. Should one fail
+// all the same, s is taken for empty, as AsMap would take it: its bytes are never
+// half-decoded.
 func structToMap(s *structpb.Struct) map[string]any {
 	if s == nil {
 		return map[string]any{}
 	}
+	if len(s.GetFields()) == 0 {
+		if raw := s.ProtoReflect().GetUnknown(); len(raw) > 0 {
+			m, err := decodeStructMap(raw)
+			if err != nil {
+				return map[string]any{}
+			}
+			return m
+		}
+	}
 	return s.AsMap()
 }
 
-// mapToStruct encodes m. Values structpb does not take directly (typed slices and maps,
-// structs, invalid UTF-8) go through encoding/json, as they would in a JSON API.
+// mapToStruct encodes m as a raw Struct (payload.go), for the binary wire only: it is
+// never read back but by structToMap. Values structpb does not take directly (typed
+// slices and maps, structs, invalid UTF-8) go through encoding/json, as they would in a
+// JSON API.
 func mapToStruct(m map[string]any) (*structpb.Struct, error) {
 	if m == nil {
 		return nil, nil
 	}
-	if s, err := structpb.NewStruct(m); err == nil {
-		return s, nil
-	}
-	b, err := json.Marshal(m)
+	b, err := encodeStructMap(m)
 	if err != nil {
 		return nil, err
 	}
-	var generic map[string]any
-	if err := json.Unmarshal(b, &generic); err != nil {
-		return nil, err
-	}
-	return structpb.NewStruct(generic)
+	return rawStruct(b), nil
 }
 
 func emptyStruct() *structpb.Struct { return &structpb.Struct{Fields: map[string]*structpb.Value{}} }

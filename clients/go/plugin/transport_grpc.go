@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,9 +19,14 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
@@ -30,7 +36,7 @@ import (
 const minKeepalive = 10 * time.Second
 
 // connectStreamDesc describes PluginHostService.Connect to grpc-go, which needs no
-// generated stubs for one call: messages use its default (proto) codec.
+// generated stubs for one call: messages use frameCodec.
 var connectStreamDesc = grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true}
 
 // grpcTransport opens streams with grpc-go's client, over one connection (redialled when
@@ -44,6 +50,8 @@ type grpcTransport struct {
 	method string
 	// authorization is the bearer token, sent as metadata with every call.
 	authorization string
+	// codec encodes and decodes every call's frames.
+	codec frameCodec
 }
 
 // newGRPCTransport makes the client for o.host (already checked to be an http:// or
@@ -80,6 +88,10 @@ func newGRPCTransport(o *options) (*grpcTransport, error) {
 			Time: max(o.keepalive, minKeepalive), Timeout: o.keepaliveTimeout,
 		}))
 	}
+	codec, err := newFrameCodec()
+	if err != nil {
+		return nil, err
+	}
 	// passthrough hands the address to the dialer as it is, which resolves it on every
 	// dial, as net/http does.
 	cc, err := grpc.NewClient("passthrough:///"+addr, dopts...)
@@ -90,6 +102,7 @@ func newGRPCTransport(o *options) (*grpcTransport, error) {
 		cc:            cc,
 		method:        strings.TrimRight(u.EscapedPath(), "/") + pluginhostv1connect.PluginHostServiceConnectProcedure,
 		authorization: "Bearer " + o.token,
+		codec:         codec,
 	}, nil
 }
 
@@ -102,7 +115,7 @@ func (t *grpcTransport) open(ctx context.Context) (clientStream, error) {
 		t.cc.ResetConnectBackoff()
 	}
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", t.authorization))
-	cs, err := t.cc.NewStream(ctx, &connectStreamDesc, t.method, grpc.WaitForReady(true))
+	cs, err := t.cc.NewStream(ctx, &connectStreamDesc, t.method, grpc.WaitForReady(true), grpc.ForceCodecV2(t.codec))
 	if err != nil {
 		cancel()
 		return nil, fromStatus(err)
@@ -161,4 +174,154 @@ func fromStatus(err error) error {
 		}
 	}
 	return ce
+}
+
+// Field numbers of the frames whose data frameCodec leaves encoded.
+const (
+	responseDeliverNum protowire.Number = 2 // ConnectResponse.deliver
+	responseReplyNum   protowire.Number = 3 // ConnectResponse.reply
+	payloadDataNum     protowire.Number = 6 // Deliver.data and RequestReply.data alike
+)
+
+// frameCodec is grpc-go's proto codec, except that it does not parse the data of the
+// host's deliveries and replies into structpb objects: their frames get a raw Struct
+// (payload.go) holding the data's bytes, which structToMap decodes straight into the map
+// the handler sees. The data is checked here all the same, exactly as proto.Unmarshal
+// would have checked it: a malformed payload fails the frame, and so Receive, as before,
+// and never reaches a handler.
+//
+// Its name is grpc-go's proto codec's, "proto": calls carry the content-type
+// application/grpc+proto, which the host takes as it takes application/grpc.
+type frameCodec struct {
+	// proto is grpc-go's own proto codec, which marshals every frame and unmarshals those
+	// of another shape. Codecs are safe for concurrent use.
+	proto encoding.CodecV2
+}
+
+func newFrameCodec() (frameCodec, error) {
+	c := encoding.GetCodecV2(grpcproto.Name)
+	if c == nil {
+		return frameCodec{}, errors.New("plugin: grpc-go's proto codec is not registered")
+	}
+	return frameCodec{proto: c}, nil
+}
+
+func (c frameCodec) Name() string { return c.proto.Name() }
+
+func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+// Unmarshal reads the frame from data, which grpc-go frees when Unmarshal returns: the
+// raw Struct gets its own copy of the payload, and the rest of the frame is copied by
+// proto.Unmarshal as usual.
+func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	res, ok := v.(*pluginhostv1.ConnectResponse)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	// A frame that came in one buffer (the usual case) is not copied.
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return unmarshalResponse(buf.ReadOnlyData(), res)
+}
+
+// unmarshalResponse does what proto.Unmarshal(b, res) does, leaving the data of a delivery
+// or a reply encoded in a raw Struct (with a copy of its bytes) when b is just that frame
+// with its data field once. Any other frame, or one that cannot be cut up so (a repeated
+// field would merge), goes to proto.Unmarshal whole.
+func unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
+	num, frame, ok := soleField(b)
+	if !ok || (num != responseDeliverNum && num != responseReplyNum) {
+		return proto.Unmarshal(b, res)
+	}
+	before, payload, after, ok := cutField(frame, payloadDataNum)
+	if !ok {
+		return proto.Unmarshal(b, res)
+	}
+	// The Struct is nested in the frame, itself in the ConnectResponse: proto.Unmarshal
+	// would reach it with two levels of recursion spent.
+	if err := checkStruct(payload, protowire.DefaultRecursionLimit-2); err != nil {
+		return err
+	}
+	data := rawStruct(bytes.Clone(payload))
+	// proto.Unmarshal of the frame's fields around the data in turn, merging, is the
+	// proto.Unmarshal of the whole frame but for the data; as the frame is one level
+	// down, one level of recursion is spent.
+	opts := proto.UnmarshalOptions{Merge: true, RecursionLimit: protowire.DefaultRecursionLimit - 1}
+	proto.Reset(res)
+	if num == responseDeliverNum {
+		d := &pluginhostv1.Deliver{}
+		if err := unmarshalAround(opts, before, after, d); err != nil {
+			return err
+		}
+		d.Data = data
+		res.Frame = &pluginhostv1.ConnectResponse_Deliver{Deliver: d}
+		return nil
+	}
+	r := &pluginhostv1.RequestReply{}
+	if err := unmarshalAround(opts, before, after, r); err != nil {
+		return err
+	}
+	r.Data = data
+	res.Frame = &pluginhostv1.ConnectResponse_Reply{Reply: r}
+	return nil
+}
+
+func unmarshalAround(opts proto.UnmarshalOptions, before, after []byte, m proto.Message) error {
+	if len(before) > 0 {
+		if err := opts.Unmarshal(before, m); err != nil {
+			return err
+		}
+	}
+	if len(after) > 0 {
+		return opts.Unmarshal(after, m)
+	}
+	return nil
+}
+
+// soleField returns the number and content of the message field that b, a message's
+// encoding, consists of; false when b is anything else.
+func soleField(b []byte) (protowire.Number, []byte, bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || typ != protowire.BytesType {
+		return 0, nil, false
+	}
+	v, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 || n+m != len(b) {
+		return 0, nil, false
+	}
+	return num, v, true
+}
+
+// cutField splits b, a message's encoding, into the fields before the length-delimited
+// field num, that field's content, and the fields after it; false when b is malformed, or
+// does not hold field num exactly once, length-delimited.
+func cutField(b []byte, num protowire.Number) (before, content, after []byte, ok bool) {
+	start, end := -1, -1
+	for i := 0; i < len(b); {
+		fn, typ, n := protowire.ConsumeTag(b[i:])
+		if n < 0 || fn > protowire.MaxValidNumber {
+			return nil, nil, nil, false
+		}
+		if fn == num {
+			if start >= 0 || typ != protowire.BytesType {
+				return nil, nil, nil, false
+			}
+			v, m := protowire.ConsumeBytes(b[i+n:])
+			if m < 0 {
+				return nil, nil, nil, false
+			}
+			start, end, content = i, i+n+m, v
+			i = end
+			continue
+		}
+		m := protowire.ConsumeFieldValue(fn, typ, b[i+n:])
+		if m < 0 {
+			return nil, nil, nil, false
+		}
+		i += n + m
+	}
+	if start < 0 {
+		return nil, nil, nil, false
+	}
+	return b[:start], content, b[end:], true
 }
