@@ -110,13 +110,19 @@ FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./pluginhost/configschema:FuzzParseAndValidate \
 	./pluginhost/repository:FuzzParseIndex \
 	./pluginhost/repository:FuzzParseConstraint \
-	./pluginhost/bus/busredis:FuzzDecodeEnvelope
+	./pluginhost/bus/busredis:FuzzDecodeEnvelope \
+	./pluginhost/rawstruct:FuzzValidate \
+	./pluginhost/rawstruct:FuzzCut \
+	./server:FuzzIDChecks \
+	./clients/go/plugin:FuzzDecodeStructMap \
+	./clients/go/plugin:FuzzEncodeStructMap \
+	./clients/go/plugin:FuzzFrameCodec
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; done
 
 .PHONY: test-ts
 test-ts: build ## Build the TypeScript client and run its tests against a live server.

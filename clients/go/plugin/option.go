@@ -43,7 +43,10 @@ const (
 	// closeTimeout bounds a clean close of the stream and the wait for handlers when Run's
 	// context ends.
 	closeTimeout = 2 * time.Second
-	// sendQueue is the capacity of the channel in front of the send pump.
+	// idleWorkerTTL is how long a worker goroutine waits for a job before it exits.
+	idleWorkerTTL = 30 * time.Second
+	// sendQueue is how many frames may wait for the write under way on a connection;
+	// senders wait for room beyond.
 	sendQueue = 256
 	// configQueue is how many configuration changes may wait for OnConfigChange.
 	configQueue = 16

@@ -55,6 +55,7 @@ type runner struct {
 	session   *Session
 	seen      *dedupe
 	sem       chan struct{} // one token per running delivery handler
+	idle      chan func()   // workers waiting for a job take them here (see spawn)
 	configs   chan configJob
 	started   chan struct{} // closed once OnStart has succeeded (or there is none)
 	life      context.Context
@@ -103,6 +104,7 @@ func newRunner(p Plugin, o *options, t transport) *runner {
 		session:   newSession(o, p.Subscriptions),
 		seen:      newDedupe(o.dedupeSize),
 		sem:       make(chan struct{}, o.concurrency),
+		idle:      make(chan func()),
 		configs:   make(chan configJob, configQueue),
 		started:   make(chan struct{}),
 		fatal:     make(chan struct{}),
