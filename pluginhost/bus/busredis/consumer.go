@@ -212,6 +212,17 @@ func (c *Consumer) Extend(ctx context.Context, tag string, d time.Duration) erro
 	pt := c.b.opts.ProcessingTimeout
 	idle := max(pt-d, 0)
 	now := time.Now()
+	c.mu.Lock()
+	if f := c.inflight[tag]; f != nil && idle == 0 && f.visible.Sub(now) > c.b.timing.refresh {
+		// Longer than the processing timeout, and the entry was touched recently (its
+		// refresh is not due yet): nothing to tell Redis now. The loop touches it before it
+		// would become claimable, until d has passed. This spares the host a round trip
+		// per message whose deadline is beyond the processing timeout.
+		f.until = now.Add(d)
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
 	held, err := c.touch(ctx, []string{tag}, []int64{idle.Milliseconds()})
 	if err != nil {
 		return c.b.wrapErr("extend", err)
