@@ -344,8 +344,9 @@ func encodeStruct(s *structpb.Struct) (Payload, error) {
 // encoded again. p is checked as strictly as decoding the frame would check it (three
 // message levels down: frame, then Deliver or RequestReply, then the Struct), so that a
 // malformed payload fails here, never in the receiving plugin, which would lose its
-// stream. Frames on the Connect path are materialized before they are written (see
-// server's validatingStream), since a JSON codec cannot write raw Structs.
+// stream. Only binary protobuf ever writes them: the grpc-go path is binary, and the
+// Connect handlers see binary protobuf alone (vanguard transcodes JSON clients, parsing
+// the payload on the way).
 func framePayload(p Payload) (*structpb.Struct, error) {
 	if err := rawstruct.Validate(p, protowire.DefaultRecursionLimit-2); err != nil {
 		return nil, err

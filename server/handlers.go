@@ -18,7 +18,6 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
-	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -622,17 +621,6 @@ func (s *validatingStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 		return nil, err
 	}
 	return req, nil
-}
-
-// Send writes a frame to the plugin. The host puts payloads into frames as raw Structs
-// (pluginhost/rawstruct), which only the binary protobuf codec writes correctly; on this
-// path the client may have chosen JSON, so they are parsed first. (The grpc-go path,
-// which the SDKs use, is binary protobuf and skips this.)
-func (s *validatingStream) Send(res *pluginhostv1.ConnectResponse) error {
-	if err := rawstruct.Materialize(res); err != nil {
-		return err
-	}
-	return s.BidiStream.Send(res)
 }
 
 // requestIDOf returns the request id of a plugin's request frame, or "".
