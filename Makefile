@@ -116,7 +116,8 @@ FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./server:FuzzIDChecks \
 	./clients/go/plugin:FuzzDecodeStructMap \
 	./clients/go/plugin:FuzzEncodeStructMap \
-	./clients/go/plugin:FuzzFrameCodec
+	./clients/go/plugin:FuzzFrameCodec \
+	./clients/go/plugin:FuzzIDChecks
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).

@@ -12,11 +12,47 @@ import (
 // The rules mirror the buf.validate annotations of nexus/pluginhost/v1/pluginhost.proto.
 
 var (
-	pluginIDPattern    = regexp.MustCompile(`^[a-z][a-z0-9-]{1,62}[a-z0-9]$`)
-	messageTypePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.:-]{0,127}$`)
 	eventTypePattern   = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 	subscriptionRegexp = regexp.MustCompile(`^[A-Za-z0-9_*.:-]{1,128}$`)
 )
+
+// The rules of plugin ids and message types, checked on every Send, without the regexp
+// engine (validate_test.go holds them to these patterns).
+const (
+	pluginIDPattern    = `^[a-z][a-z0-9-]{1,62}[a-z0-9]$`
+	messageTypePattern = `^[A-Za-z][A-Za-z0-9_.:-]{0,127}$`
+)
+
+func validPluginID(s string) bool {
+	if len(s) < 3 || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validMessageType(s string) bool {
+	if len(s) < 1 || len(s) > 128 || !isASCIILetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !isASCIILetter(c) && (c < '0' || c > '9') && c != '_' && c != '.' && c != ':' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCIILetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // Limits of the protocol.
 const (
@@ -34,14 +70,14 @@ const (
 )
 
 func checkPluginID(what, id string) error {
-	if !pluginIDPattern.MatchString(id) {
+	if !validPluginID(id) {
 		return invalid("%s %q is not a plugin id (lower-case letters, digits and dashes, 3 to 64 characters)", what, id)
 	}
 	return nil
 }
 
 func checkMessageType(t string) error {
-	if !messageTypePattern.MatchString(t) {
+	if !validMessageType(t) {
 		return invalid("message type %q must start with a letter and hold at most 128 letters, digits and _.:-", t)
 	}
 	return nil
