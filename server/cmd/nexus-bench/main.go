@@ -4,7 +4,7 @@
 // figures are a report, and it exits 0 even when a target is missed (non-zero only when a
 // scenario fails to run).
 //
-//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-payload 256] [-skip-redis] [-json]
+//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-json]
 //
 // `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus.
 //
@@ -48,6 +48,12 @@
 //   - throughput: 64 goroutines each doing sequential round trips; round trips completed per
 //     second of the phase's wall time (from the start until the last goroutine is done).
 //
+// The whole set of scenarios runs -rounds times (3 by default), back to back in each
+// round. The machine is noisy (2 cores, shared): a single round's ratios swing by about a
+// fifth. The report gives, per scenario, the median of each figure over the rounds, and each
+// target's ratio is taken within every round (host and baselines measured minutes apart
+// would compare different machine states) and reported as the median, with its range.
+//
 // Any failed round trip fails the scenario loudly (nothing is retried or skipped once the
 // warm-up starts). The client reports its figures as one JSON line on stdout.
 //
@@ -83,6 +89,9 @@ const (
 	defaultDuration = 3 * time.Second
 	defaultWarmup   = time.Second
 	defaultPayload  = 256
+	// defaultRounds is how many times each scenario runs: the machine is noisy, and one
+	// round's ratios swing by a fifth.
+	defaultRounds = 3
 	// concurrency is the number of round trips in flight in the throughput phase.
 	concurrency = 64
 	// maxPayload keeps the host path's payload well under the server's default
@@ -102,6 +111,7 @@ type config struct {
 	payload   int           // bytes
 	skipRedis bool
 	jsonOut   bool
+	rounds    int // times every scenario runs, back to back in each round
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -157,6 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.payload, "payload", defaultPayload, "payload bytes carried each way")
 	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline and host over Redis)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
+	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "rounds: every scenario runs once per round, and the report gives medians")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -168,6 +179,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-duration must be positive")
 	case cfg.warmup < 0:
 		return cfg, fmt.Errorf("-warmup must not be negative")
+	case cfg.rounds < 1:
+		return cfg, fmt.Errorf("-rounds must be at least 1")
 	case cfg.payload < 1 || cfg.payload > maxPayload:
 		return cfg, fmt.Errorf("-payload must be between 1 and %d", maxPayload)
 	}
@@ -229,24 +242,34 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 	if !cfg.skipRedis {
 		scenarios = append(scenarios, scenario{keyHostRedis, "host, over Redis (sender → nexus → Redis → nexus → echo)", b.runHostRedis})
 	}
-	for _, s := range scenarios {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(stderr, "nexus-bench: %s ...\n", s.name)
-		start := time.Now()
-		m, err := s.run(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+	runs := make([][]Measurement, len(scenarios))
+	errs := make([]error, len(scenarios))
+	for round := 1; round <= cfg.rounds; round++ {
+		for i, s := range scenarios {
+			if err := ctx.Err(); err != nil {
+				return nil, err
 			}
-			fmt.Fprintf(stderr, "nexus-bench: %s FAILED: %v\n", s.name, err)
-			rep.add(s.key, s.name, nil, err)
-			continue
+			if errs[i] != nil {
+				continue // failed in an earlier round
+			}
+			fmt.Fprintf(stderr, "nexus-bench: round %d/%d: %s ...\n", round, cfg.rounds, s.name)
+			start := time.Now()
+			m, err := s.run(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				fmt.Fprintf(stderr, "nexus-bench: %s FAILED: %v\n", s.name, err)
+				errs[i] = err
+				continue
+			}
+			fmt.Fprintf(stderr, "nexus-bench: %s: p50 %.0f µs, p99 %.0f µs, %.0f msg/s (%.1fs)\n",
+				s.name, m.P50us, m.P99us, m.Throughput, time.Since(start).Seconds())
+			runs[i] = append(runs[i], m)
 		}
-		fmt.Fprintf(stderr, "nexus-bench: %s: p50 %.0f µs, p99 %.0f µs, %.0f msg/s (%.1fs)\n",
-			s.name, m.P50us, m.P99us, m.Throughput, time.Since(start).Seconds())
-		rep.add(s.key, s.name, &m, nil)
+	}
+	for i, s := range scenarios {
+		rep.add(s.key, s.name, runs[i], errs[i])
 	}
 	rep.computeRatios()
 	return rep, nil

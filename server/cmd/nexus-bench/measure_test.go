@@ -55,10 +55,15 @@ func TestDriveCountsOnlySuccessfulRoundTrips(t *testing.T) {
 }
 
 func TestReportRatios(t *testing.T) {
-	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second})
-	r.add(keyRelay, "relay", &Measurement{P50us: 100, P99us: 200, Samples: 10, Throughput: 1000, RoundTrips: 1000}, nil)
-	r.add(keyRedis, "redis", &Measurement{P50us: 100, P99us: 200, Samples: 10, Throughput: 1000, RoundTrips: 1000}, nil)
-	r.add(keyHostMem, "mem", &Measurement{P50us: 140, P99us: 300, Samples: 10, Throughput: 500, RoundTrips: 500}, nil)
+	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 3})
+	m := func(p50, tput float64) Measurement {
+		return Measurement{P50us: p50, P99us: 2 * p50, Samples: 10, Throughput: tput, RoundTrips: int(tput)}
+	}
+	// The ratios are taken within each round: 1.4, 1.5 and 1.6 for p50 (median 1.5, met,
+	// although the medians of the scenarios, 140 / 100, would say 1.4).
+	r.add(keyRelay, "relay", []Measurement{m(100, 1000), m(200, 1000), m(100, 1000)}, nil)
+	r.add(keyRedis, "redis", []Measurement{m(100, 1000)}, nil)
+	r.add(keyHostMem, "mem", []Measurement{m(140, 500), m(300, 500), m(160, 500)}, nil)
 	r.add(keyHostRedis, "host redis", nil, errors.New("no redis | here"))
 	r.computeRatios()
 
@@ -66,7 +71,7 @@ func TestReportRatios(t *testing.T) {
 		value float64
 		met   bool
 	}{
-		"host-memory p50 / relay p50":               {1.4, true},
+		"host-memory p50 / relay p50":               {1.5, true},
 		"host-memory throughput / relay throughput": {0.5, false},
 	}
 	for _, q := range r.Ratios {
@@ -77,9 +82,12 @@ func TestReportRatios(t *testing.T) {
 			}
 			continue
 		}
-		if q.Value == nil || *q.Value != w.value || q.Met != w.met {
-			t.Errorf("%s = %v (met %v), want %v (met %v)", q.Name, q.Value, q.Met, w.value, w.met)
+		if q.Value == nil || *q.Value != w.value || q.Met != w.met || len(q.PerRound) != 3 {
+			t.Errorf("%s = %v (met %v, rounds %v), want %v (met %v)", q.Name, q.Value, q.Met, q.PerRound, w.value, w.met)
 		}
+	}
+	if got := r.result(keyHostMem); got == nil || got.P50us != 160 || got.P99us != 320 {
+		t.Errorf("the median of host-memory: %+v, want p50 160 and p99 320", got)
 	}
 
 	var b strings.Builder
@@ -87,7 +95,8 @@ func TestReportRatios(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := b.String()
-	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.40** (target ≤ 1.5) ✓", "**0.50** (target ≥ 0.6) ✗",
+	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.5) ✓",
+		"**0.50** (rounds 0.50–0.50; target ≥ 0.6) ✗", "median of 3 rounds",
 		"**failed to run**: no redis \\| here"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
@@ -100,7 +109,7 @@ func TestReportRatios(t *testing.T) {
 	// Without the baseline, the host's ratios are not available.
 	r = newReport(config{payload: 256, duration: time.Second})
 	r.add(keyRelay, "relay", nil, errors.New("refused"))
-	r.add(keyHostMem, "mem", &Measurement{P50us: 140, Throughput: 500}, nil)
+	r.add(keyHostMem, "mem", []Measurement{{P50us: 140, Throughput: 500}}, nil)
 	r.computeRatios()
 	if cell := r.ratioCell(keyHostMem); !strings.Contains(cell, "p50 ÷ relay p50 n/a (target ≤ 1.5)") {
 		t.Errorf("ratio cell without a baseline: %q", cell)

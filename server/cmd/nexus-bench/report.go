@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +36,7 @@ type report struct {
 	Duration    string        `json:"duration"`
 	Warmup      string        `json:"warmup"`
 	Concurrency int           `json:"concurrency"`
+	Rounds      int           `json:"rounds"`
 	Scenarios   []scenarioOut `json:"scenarios"`
 	Ratios      []ratio       `json:"ratios"`
 }
@@ -50,23 +52,27 @@ type machine struct {
 	LoadAvg string `json:"load_avg,omitempty"`
 }
 
-// scenarioOut is one scenario's result: its measurement, or why it failed.
+// scenarioOut is one scenario's result: the median of its rounds (each figure the median
+// of that figure over the rounds) and the rounds, or why it failed.
 type scenarioOut struct {
-	Key    string       `json:"key"`
-	Name   string       `json:"name"`
-	Result *Measurement `json:"result,omitempty"`
-	Error  string       `json:"error,omitempty"`
+	Key    string        `json:"key"`
+	Name   string        `json:"name"`
+	Result *Measurement  `json:"result,omitempty"`
+	Runs   []Measurement `json:"rounds,omitempty"`
+	Error  string        `json:"error,omitempty"`
 }
 
-// ratio is one target of the issue and how the run fared against it.
+// ratio is one target of the issue and how the run fared against it: the ratio is taken
+// within each round (the scenarios of a round run back to back), and Value is the median.
 type ratio struct {
-	Name   string   `json:"name"`
-	Value  *float64 `json:"value"` // nil when a scenario it needs failed or was skipped
-	Op     string   `json:"op"`    // "<=" or ">="
-	Target float64  `json:"target"`
-	Met    bool     `json:"met"`
-	row    string   // the scenario row it is shown on
-	label  string   // its short name in that row
+	Name     string    `json:"name"`
+	Value    *float64  `json:"value"` // nil when a scenario it needs failed or was skipped
+	PerRound []float64 `json:"per_round,omitempty"`
+	Op       string    `json:"op"` // "<=" or ">="
+	Target   float64   `json:"target"`
+	Met      bool      `json:"met"`
+	row      string    // the scenario row it is shown on
+	label    string    // its short name in that row
 }
 
 func newReport(cfg config) *report {
@@ -77,21 +83,74 @@ func newReport(cfg config) *report {
 		Duration:    cfg.duration.String(),
 		Warmup:      cfg.warmup.String(),
 		Concurrency: concurrency,
+		Rounds:      max(cfg.rounds, 1),
 	}
 }
 
-func (r *report) add(key, name string, m *Measurement, err error) {
-	s := scenarioOut{Key: key, Name: name, Result: m}
+// add records a scenario's rounds, or the error that stopped it.
+func (r *report) add(key, name string, runs []Measurement, err error) {
+	s := scenarioOut{Key: key, Name: name}
 	if err != nil {
 		s.Error = err.Error()
+	} else if len(runs) > 0 {
+		s.Runs = runs
+		m := medianMeasurement(runs)
+		s.Result = &m
 	}
 	r.Scenarios = append(r.Scenarios, s)
 }
 
+// medianMeasurement is the figure-by-figure median of runs.
+func medianMeasurement(runs []Measurement) Measurement {
+	med := func(f func(Measurement) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, m := range runs {
+			v[i] = f(m)
+		}
+		return median(v)
+	}
+	return Measurement{
+		P50us:            med(func(m Measurement) float64 { return m.P50us }),
+		P99us:            med(func(m Measurement) float64 { return m.P99us }),
+		Samples:          int(med(func(m Measurement) float64 { return float64(m.Samples) })),
+		Throughput:       med(func(m Measurement) float64 { return m.Throughput }),
+		RoundTrips:       int(med(func(m Measurement) float64 { return float64(m.RoundTrips) })),
+		Seconds:          med(func(m Measurement) float64 { return m.Seconds }),
+		InFlight:         runs[0].InFlight,
+		LoadedP50us:      med(func(m Measurement) float64 { return m.LoadedP50us }),
+		LoadedP99us:      med(func(m Measurement) float64 { return m.LoadedP99us }),
+		WarmupRoundTrips: int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
+	}
+}
+
+// median of v (the mean of the middle two for an even count); v is reordered.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// result is the median measurement of a scenario, nil when it did not run.
 func (r *report) result(key string) *Measurement {
 	for _, s := range r.Scenarios {
 		if s.Key == key {
 			return s.Result
+		}
+	}
+	return nil
+}
+
+// runs are the measurements of a scenario's rounds.
+func (r *report) runs(key string) []Measurement {
+	for _, s := range r.Scenarios {
+		if s.Key == key {
+			return s.Runs
 		}
 	}
 	return nil
@@ -108,42 +167,39 @@ func (r *report) failed() []string {
 	return names
 }
 
-// computeRatios sets the ratios the targets talk about, from the scenarios that ran.
+// computeRatios sets the ratios the targets talk about, from the scenarios that ran: each
+// within every round, then their median.
 func (r *report) computeRatios() {
-	relay, rds := r.result(keyRelay), r.result(keyRedis)
-	mem, hostRedis := r.result(keyHostMem), r.result(keyHostRedis)
-	add := func(row, label, name, op string, target float64, ok bool, num, den float64) {
+	relay, rds := r.runs(keyRelay), r.runs(keyRedis)
+	mem, hostRedis := r.runs(keyHostMem), r.runs(keyHostRedis)
+	add := func(row, label, name, op string, target float64, value func(round int) (float64, bool), scenarios ...[]Measurement) {
 		q := ratio{Name: name, Op: op, Target: target, row: row, label: label}
-		if ok && den > 0 {
-			v := num / den
+		rounds := -1
+		for _, runs := range scenarios {
+			if rounds < 0 || len(runs) < rounds {
+				rounds = len(runs)
+			}
+		}
+		for i := 0; i < rounds; i++ {
+			if v, ok := value(i); ok {
+				q.PerRound = append(q.PerRound, v)
+			}
+		}
+		if len(q.PerRound) > 0 {
+			v := median(slices.Clone(q.PerRound))
 			q.Value = &v
 			q.Met = (op == "<=" && v <= target) || (op == ">=" && v >= target)
 		}
 		r.Ratios = append(r.Ratios, q)
 	}
-	has := func(ms ...*Measurement) bool {
-		for _, m := range ms {
-			if m == nil {
-				return false
-			}
-		}
-		return true
-	}
-	get := func(m *Measurement, f func(*Measurement) float64) float64 {
-		if m == nil {
-			return 0
-		}
-		return f(m)
-	}
-	p50 := func(m *Measurement) float64 { return m.P50us }
-	tput := func(m *Measurement) float64 { return m.Throughput }
+	div := func(num, den float64) (float64, bool) { return num / den, den > 0 }
 	add(keyHostMem, "p50 ÷ relay p50", "host-memory p50 / relay p50", "<=", targetMemP50,
-		has(mem, relay), get(mem, p50), get(relay, p50))
+		func(i int) (float64, bool) { return div(mem[i].P50us, relay[i].P50us) }, mem, relay)
 	add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
-		has(mem, relay), get(mem, tput), get(relay, tput))
+		func(i int) (float64, bool) { return div(mem[i].Throughput, relay[i].Throughput) }, mem, relay)
 	if r.hasScenario(keyHostRedis) {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
-			has(hostRedis, relay, rds), get(hostRedis, p50), get(relay, p50)+get(rds, p50))
+			func(i int) (float64, bool) { return div(hostRedis[i].P50us, relay[i].P50us+rds[i].P50us) }, hostRedis, relay, rds)
 	}
 }
 
@@ -173,8 +229,8 @@ func (r *report) writeJSON(w io.Writer) error {
 // writeMarkdown prints the report as a header line and one table, a row per scenario.
 func (r *report) writeMarkdown(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "**%s** · %s · %s · %d cores · %s · load average %s at start · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight\n\n",
-		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg), r.PayloadB, r.Duration, r.Warmup, r.Concurrency)
+	fmt.Fprintf(bw, "**%s** · %s · %s · %d cores · %s · load average %s at start · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight · median of %d rounds (scenarios back to back in each; ratios within each round)\n\n",
+		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg), r.PayloadB, r.Duration, r.Warmup, r.Concurrency, r.Rounds)
 	fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | vs target |")
 	fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---|")
 	for _, s := range r.Scenarios {
@@ -204,7 +260,11 @@ func (r *report) ratioCell(key string) string {
 		if q.Met {
 			mark = "✓"
 		}
-		parts = append(parts, fmt.Sprintf("%s = **%.2f** (target %s %.2g) %s", q.label, *q.Value, opSign(q.Op), q.Target, mark))
+		spread := ""
+		if len(q.PerRound) > 1 {
+			spread = fmt.Sprintf("rounds %.2f–%.2f; ", slices.Min(q.PerRound), slices.Max(q.PerRound))
+		}
+		parts = append(parts, fmt.Sprintf("%s = **%.2f** (%starget %s %.2g) %s", q.label, *q.Value, spread, opSign(q.Op), q.Target, mark))
 	}
 	if len(parts) == 0 {
 		return "baseline"
