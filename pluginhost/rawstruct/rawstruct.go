@@ -7,7 +7,10 @@
 // of its fields. proto.Marshal writes unknown fields as they are, so a raw Struct
 // marshals to exactly the bytes it holds: on the binary protobuf wire it is
 // indistinguishable from the parsed Struct. It must not reach a JSON encoder (protojson
-// drops unknown fields): Materialize parses the raw Structs of a message in place.
+// drops unknown fields). No serving path lets it: raw Structs live only in plugin stream
+// frames, which are written as binary protobuf (the Connect handlers too, behind vanguard).
+// Materialize, which parses the raw Structs of a message in place, is for code that must
+// render such a message as JSON (the tests use it as their oracle).
 package rawstruct
 
 import (
@@ -169,7 +172,15 @@ func validStruct(b []byte, depth int) error {
 		return errDepth
 	}
 	return walk(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
-		if num != structFields || typ != protowire.BytesType {
+		if num != structFields {
+			return -1, nil
+		}
+		// The runtime counts the map entry's level before it looks at the wire type, so a
+		// field 1 of any type may be one level too deep.
+		if depth-1 < 0 {
+			return 0, errDepth
+		}
+		if typ != protowire.BytesType {
 			return -1, nil
 		}
 		entry, n, err := bytesField(v)

@@ -214,6 +214,40 @@ func TestValidateDepthMatchesProto(t *testing.T) {
 	}
 }
 
+// The runtime counts a map entry's level before it checks the entry's wire type: a field 1
+// that is not length-delimited at the deepest level is too deep all the same.
+func TestValidateDepthOfMistypedEntry(t *testing.T) {
+	leaf := []byte{0x08, 0x01} // Struct.fields as a varint: skipped as unknown, but one level down
+	build := func(levels int) []byte {
+		b := leaf
+		for range levels {
+			// Struct{fields: {"k": Value{struct_value: b}}}
+			var value, entry, st []byte
+			value = protowire.AppendTag(value, 5, protowire.BytesType)
+			value = protowire.AppendBytes(value, b)
+			entry = protowire.AppendTag(entry, 1, protowire.BytesType)
+			entry = protowire.AppendBytes(entry, []byte("k"))
+			entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+			entry = protowire.AppendBytes(entry, value)
+			st = protowire.AppendTag(st, 1, protowire.BytesType)
+			b = protowire.AppendBytes(st, entry)
+		}
+		return b
+	}
+	sawRefusal := false
+	for levels := protowire.DefaultRecursionLimit/3 - 3; levels <= protowire.DefaultRecursionLimit/3+1; levels++ {
+		b := build(levels)
+		want := protoVerdict(b)
+		if got := Validate(b, protowire.DefaultRecursionLimit); (got == nil) != (want == nil) {
+			t.Fatalf("%d levels: Validate %v, proto.Unmarshal %v", levels, got, want)
+		}
+		sawRefusal = sawRefusal || want != nil
+	}
+	if !sawRefusal {
+		t.Fatal("no nesting reached proto's limit: the test checks nothing")
+	}
+}
+
 func FuzzValidate(f *testing.F) {
 	f.Add(mustMarshal(f, sample(f)))
 	f.Add([]byte{})
