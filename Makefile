@@ -121,9 +121,7 @@ FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; done
+	@.ci/fuzz "$(GO)" $(FUZZTIME) $(FUZZ_TARGETS)
 
 .PHONY: test-ts
 test-ts: build ## Build the TypeScript client and run its tests against a live server.

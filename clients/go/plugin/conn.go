@@ -17,8 +17,9 @@ var errConnClosed = errors.New("plugin: connection closed")
 // conn is one stream to the host. Frames are written by the goroutines that send them,
 // with no goroutine in between (a hand-off to a writer goroutine cost a scheduler wake-up
 // per frame, which showed in the latency of every message): a send that finds no write
-// under way writes its frame, then the frames queued meanwhile; one that finds a write
-// under way queues its frame for that writer and returns. Only
+// under way writes its frame, then the frames queued meanwhile (up to drainShare, then a
+// goroutine takes over); one that finds a write under way queues its frame for that writer
+// and returns. Only
 // the goroutine that owns the receive side (the handshake, then receive and its
 // successors, see dispatch.go) calls Receive; Close is called once it has exited.
 type conn struct {
@@ -28,16 +29,18 @@ type conn struct {
 	cancel context.CancelFunc
 	logger *slog.Logger
 
+	// slots holds a token for each frame queued or being written: at most sendQueue, and
+	// senders beyond wait for room in turn (a channel serves blocked senders in order).
+	slots chan struct{}
 	// wmu guards writing, queue and idle.
 	wmu sync.Mutex
 	// writing is set while a sender writes (its frame, then the queue); no one else
 	// writes meanwhile, and nothing is written once the request side is closed.
 	writing bool
-	// queue holds the frames sent during a write, for the writer; at most sendQueue.
+	// queue holds the frames sent during a write, for the writer.
 	queue []*pluginhostv1.ConnectRequest
-	// idle, made by the first who waits, is closed when the write under way ends (the
-	// queue is empty, or a write failed): for senders waiting for room in a full queue and
-	// for closeSend.
+	// idle, made by the first who waits, is closed when the write under way ends: for
+	// closeSend.
 	idle chan struct{}
 	// stopped is closed (stop) when the request side is closed, a write failed or the
 	// connection is closed; sends fail from then on.
@@ -75,6 +78,7 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, log
 		ctx:      ctx,
 		cancel:   cancel,
 		logger:   logger,
+		slots:    make(chan struct{}, sendQueue),
 		stopped:  make(chan struct{}),
 		shutdown: make(chan *pluginhostv1.Shutdown, 1),
 		recvDone: make(chan struct{}),
@@ -84,43 +88,63 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, log
 }
 
 // send writes f to the stream, or queues it for the write under way, after the frames
-// sent before it. It fails when the connection is gone, or when ctx is done while the
-// queue is full.
+// sent before it. It fails when the connection is gone, or when ctx is done while
+// sendQueue frames already wait (senders waiting for room get it in turn).
 func (c *conn) send(ctx context.Context, f *pluginhostv1.ConnectRequest) error {
+	select {
+	case <-c.stopped:
+		return errConnClosed
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-c.stopped:
+		return errConnClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	c.wmu.Lock()
-	for {
-		select {
-		case <-c.stopped:
-			c.wmu.Unlock()
-			return errConnClosed
-		default:
-		}
-		if !c.writing {
-			break
-		}
-		if len(c.queue) < sendQueue {
-			c.queue = append(c.queue, f)
-			c.wmu.Unlock()
-			return nil
-		}
-		idle := c.idleChan()
+	select {
+	case <-c.stopped:
 		c.wmu.Unlock()
-		select {
-		case <-idle:
-		case <-c.stopped:
-			return errConnClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		c.wmu.Lock()
+		<-c.slots
+		return errConnClosed
+	default:
+	}
+	if c.writing {
+		c.queue = append(c.queue, f)
+		c.wmu.Unlock()
+		return nil
 	}
 	c.writing = true
 	c.wmu.Unlock()
-	if !c.write(f) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.endWrite(false) // or no one would write again
+			panic(p)
+		}
+	}()
+	ok := c.write(f)
+	<-c.slots
+	if !ok {
 		c.endWrite(false)
 		return errConnClosed
 	}
+	c.drain(drainShare)
+	return nil
+}
+
+// drainShare is how many queued frames a sender writes after its own before it hands the
+// rest of the write to a goroutine: a send is never held up long by the frames of others
+// (under a steady load the queue may never be empty).
+const drainShare = sendQueue / 4
+
+// drain writes the queued frames, then ends the write when the queue is empty; the caller is
+// the writer. After limit frames (none: no limit) it hands the write over to a new
+// goroutine and returns.
+func (c *conn) drain(limit int) {
 	var batch []*pluginhostv1.ConnectRequest
+	done := 0
 	for {
 		c.wmu.Lock()
 		if len(c.queue) == 0 {
@@ -128,17 +152,28 @@ func (c *conn) send(ctx context.Context, f *pluginhostv1.ConnectRequest) error {
 			// be left behind.
 			c.endWriteLocked(true)
 			c.wmu.Unlock()
-			return nil
+			return
+		}
+		if limit > 0 && done >= limit {
+			c.wmu.Unlock()
+			go c.drain(0)
+			return
 		}
 		batch, c.queue = c.queue, batch[:0]
 		c.wmu.Unlock()
 		for i, g := range batch {
 			batch[i] = nil
-			if !c.write(g) {
+			ok := c.write(g)
+			<-c.slots
+			if !ok {
+				for range batch[i+1:] {
+					<-c.slots // dropped
+				}
 				c.endWrite(false)
-				return nil // f itself went out
+				return
 			}
 		}
+		done += len(batch)
 	}
 }
 
@@ -155,6 +190,9 @@ func (c *conn) endWrite(ok bool) {
 func (c *conn) endWriteLocked(ok bool) {
 	c.writing = false
 	if !ok {
+		for range c.queue {
+			<-c.slots // dropped
+		}
 		c.queue = nil
 		c.stop()
 	}
@@ -164,8 +202,8 @@ func (c *conn) endWriteLocked(ok bool) {
 	}
 }
 
-// idleChan returns the channel closed when the write under way ends; wmu must be held.
-func (c *conn) idleChan() <-chan struct{} {
+// idleLocked returns a channel closed when the write under way ends; wmu must be held.
+func (c *conn) idleLocked() <-chan struct{} {
 	if c.idle == nil {
 		c.idle = make(chan struct{})
 	}
@@ -192,7 +230,7 @@ func (c *conn) write(f *pluginhostv1.ConnectRequest) bool {
 func (c *conn) closeSend(deadline <-chan struct{}) {
 	c.wmu.Lock()
 	for c.writing {
-		idle := c.idleChan()
+		idle := c.idleLocked()
 		c.wmu.Unlock()
 		select {
 		case <-idle:

@@ -103,8 +103,9 @@ func TestConnSendsInOrderAndClosesAfter(t *testing.T) {
 	}
 }
 
-// While a write is held up, sends queue up to sendQueue frames; beyond, they wait, and give
-// up when their context ends. Released, the queue goes out in order.
+// While a write is held up, sends queue until sendQueue frames are queued or in writing;
+// beyond, they wait, and give up when their context ends. Released, the queue goes out in
+// order.
 func TestConnQueueIsBounded(t *testing.T) {
 	s := &recordingStream{gate: make(chan struct{})}
 	c := testConn(s)
@@ -120,7 +121,8 @@ func TestConnQueueIsBounded(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for i := range sendQueue {
+	// With the frame being written, sendQueue frames are queued or in writing.
+	for i := range sendQueue - 1 {
 		if err := c.send(context.Background(), logFrame(strconv.Itoa(i))); err != nil {
 			t.Fatalf("queued send %d: %v", i, err)
 		}
@@ -136,7 +138,7 @@ func TestConnQueueIsBounded(t *testing.T) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.sent) != sendQueue+1 || s.sent[0] != "first" || s.sent[sendQueue] != strconv.Itoa(sendQueue-1) {
+	if len(s.sent) != sendQueue || s.sent[0] != "first" || s.sent[sendQueue-1] != strconv.Itoa(sendQueue-2) {
 		t.Fatalf("sent %d frames, first %q", len(s.sent), s.sent[0])
 	}
 }
@@ -160,5 +162,43 @@ func TestConnStopsOnFailedWrite(t *testing.T) {
 	}
 	if err := c.send(context.Background(), logFrame("after")); !errors.Is(err, errConnClosed) {
 		t.Fatalf("a send after the failure: %v, want errConnClosed", err)
+	}
+}
+
+// slowStream is a clientStream whose Send takes a while.
+type slowStream struct{ recordingStream }
+
+func (s *slowStream) Send(f *pluginhostv1.ConnectRequest) error {
+	time.Sleep(50 * time.Microsecond)
+	return s.recordingStream.Send(f)
+}
+
+// Under a steady load from other senders, no send is held up writing their frames for
+// long: the writer hands the rest of the write over after its share.
+func TestConnWriterIsNotHeldByOthers(t *testing.T) {
+	c := testConn(&slowStream{})
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var mu sync.Mutex
+	var longest time.Duration
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				start := time.Now()
+				if err := c.send(context.Background(), logFrame("x")); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+				d := time.Since(start)
+				mu.Lock()
+				longest = max(longest, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	c.closeSend(nil)
+	if longest > 500*time.Millisecond {
+		t.Fatalf("a send took %v under load from others", longest)
 	}
 }

@@ -23,9 +23,11 @@ type transport interface {
 	close()
 }
 
-// clientStream is the client side of one Connect call. Send and CloseSend are called by
-// one goroutine (the conn's pump), Receive by another (the handshake, then the receive
-// goroutine), and Close once both have exited and the stream's context is canceled.
+// clientStream is the client side of one Connect call. Send and CloseSend are called one
+// at a time (by the conn's writer of the moment), Receive by one goroutine at a time (the
+// handshake, then the receive side), and Close once the receive side has ended and the
+// stream's context is canceled; a Send may still be under way then (grpc-go and connect-go
+// both allow it: the canceled call fails it).
 type clientStream interface {
 	// Send sends a frame. io.EOF means the host ended the stream: Receive says why.
 	Send(*pluginhostv1.ConnectRequest) error
