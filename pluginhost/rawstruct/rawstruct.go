@@ -8,9 +8,8 @@
 // marshals to exactly the bytes it holds: on the binary protobuf wire it is
 // indistinguishable from the parsed Struct. It must not reach a JSON encoder (protojson
 // drops unknown fields). No serving path lets it: raw Structs live only in plugin stream
-// frames, which are written as binary protobuf (the Connect handlers too, behind vanguard).
-// Materialize, which parses the raw Structs of a message in place, is for code that must
-// render such a message as JSON (the tests use it as their oracle).
+// frames, which are written as binary protobuf (the Connect handlers too, behind vanguard,
+// which parses payloads on its way to JSON; server/pluginjson_test.go holds it to that).
 package rawstruct
 
 import (
@@ -19,7 +18,6 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -47,60 +45,6 @@ func Bytes(s *structpb.Struct) ([]byte, error) {
 		return nil, nil
 	}
 	return proto.Marshal(s)
-}
-
-// Materialize parses, in place, every raw Struct reachable from m (through message, list
-// and map fields), so that m can be written as JSON. A raw Struct that does not parse is
-// an error (Validate keeps such bytes out).
-func Materialize(m proto.Message) error {
-	if m == nil {
-		return nil
-	}
-	return materialize(m.ProtoReflect())
-}
-
-var structName = (&structpb.Struct{}).ProtoReflect().Descriptor().FullName()
-
-func materialize(m protoreflect.Message) error {
-	if !m.IsValid() {
-		return nil
-	}
-	if m.Descriptor().FullName() == structName {
-		if s, ok := m.Interface().(*structpb.Struct); ok && len(s.GetFields()) == 0 {
-			u := m.GetUnknown()
-			if len(u) == 0 {
-				return nil
-			}
-			parsed := &structpb.Struct{}
-			if err := proto.Unmarshal(u, parsed); err != nil {
-				return err
-			}
-			s.Fields = parsed.Fields
-			// Fields of other numbers stay unknown, as they would in a parsed Struct.
-			m.SetUnknown(parsed.ProtoReflect().GetUnknown())
-			return nil
-		}
-		// A parsed Struct may hold raw ones in its values: go on below.
-	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList() && fd.Message() != nil:
-			l := v.List()
-			for i := 0; i < l.Len() && err == nil; i++ {
-				err = materialize(l.Get(i).Message())
-			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
-			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				err = materialize(mv.Message())
-				return err == nil
-			})
-		case fd.Message() != nil && !fd.IsMap():
-			err = materialize(v.Message())
-		}
-		return err == nil
-	})
-	return err
 }
 
 // ErrInvalid is returned for bytes that are not the encoding of a Struct.
