@@ -27,6 +27,9 @@ const (
 	roleRedisRequester = "redis-requester" // baseline B: the measuring requester
 	rolePluginEcho     = "plugin-echo"     // host: the bench-echo plugin
 	rolePluginSender   = "plugin-sender"   // host: the measuring bench-sender plugin
+	roleProtoEcho      = "proto-echo"      // reference C: the echo process (a gRPC server)
+	roleProtoRelay     = "proto-relay"     // reference C: the relay process
+	roleProtoClient    = "proto-client"    // reference C: the measuring client
 )
 
 // childRole runs one role until ctx ends (servers) or its work is done (clients); out is
@@ -42,6 +45,9 @@ func childRoles() map[string]childRole {
 		roleRedisRequester: redisRequesterMain,
 		rolePluginEcho:     pluginEchoMain,
 		rolePluginSender:   pluginSenderMain,
+		roleProtoEcho:      protoEchoMain,
+		roleProtoRelay:     protoRelayMain,
+		roleProtoClient:    protoClientMain,
 	}
 }
 

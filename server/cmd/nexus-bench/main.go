@@ -20,6 +20,11 @@
 //     and routes replies back by id, multiplexing everything in flight over the one stream
 //     on each side, as the host does with plugin streams. This is the floor for a message
 //     routed through a middle process.
+//   - reference C, no target: baseline A's three processes speaking the plugin protocol's
+//     own frames (send → deliver → reply → reply, ConnectRequest/ConnectResponse with
+//     string ids) through grpc-go's protobuf codec, the payload carried undecoded as the
+//     host carries it (protorelay.go). It has none of the host's work and no SDK, so it
+//     shows what the protocol's framing alone costs against baseline A.
 //   - raw Redis Streams round trip (baseline B): a requester XADDs the payload (with its id
 //     and the name of its reply stream) to a request stream; a responder reads it with
 //     XREADGROUP BLOCK (COUNT 64) and, in one pipeline, XADDs the reply to the reply stream
@@ -35,13 +40,14 @@
 //
 // Every scenario carries the same payload of -payload bytes (default 256) each way: the raw
 // baselines that many random bytes (plus an 8-byte id, or the id and reply fields), the host
-// path the JSON-ish object {"blob": "<-payload characters>"}. Every reply is checked: a
-// round trip counts only when the reply carries the payload back intact.
+// path and reference C the JSON-ish object {"blob": "<-payload characters>"}. Every reply
+// is checked: a round trip counts only when the reply carries the payload back intact.
 //
 // # Method
 //
-// The client process of each scenario (relay client, Redis requester, bench-sender) first
-// warms up (-warmup of round trips, 64 in flight), then measures, each phase for -duration:
+// The client process of each scenario (relay client, Redis requester, reference client,
+// bench-sender) first warms up (-warmup of round trips, 64 in flight), then measures, each
+// phase for -duration:
 //
 //   - latency: one round trip in flight, every round trip timed; p50 and p99 are the
 //     nearest-rank percentiles over all of them (the sample count is reported);
@@ -234,6 +240,7 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 	rep := newReport(cfg)
 	scenarios := []scenario{
 		{keyRelay, "raw grpc-go relay (client → relay → echo)", b.runRelay},
+		{keyProtoRelay, "reference: the same relay with the plugin protocol's frames", b.runProtoRelay},
 	}
 	if !cfg.skipRedis {
 		scenarios = append(scenarios, scenario{keyRedis, "raw go-redis Streams round trip", b.runRedis})

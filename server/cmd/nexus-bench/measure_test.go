@@ -62,6 +62,7 @@ func TestReportRatios(t *testing.T) {
 	// The ratios are taken within each round: 1.4, 1.5 and 1.6 for p50 (median 1.5, met,
 	// although the medians of the scenarios, 140 / 100, would say 1.4).
 	r.add(keyRelay, "relay", []Measurement{m(100, 1000), m(200, 1000), m(100, 1000)}, nil)
+	r.add(keyProtoRelay, "proto", []Measurement{m(120, 500), m(220, 600), m(130, 400)}, nil)
 	r.add(keyRedis, "redis", []Measurement{m(100, 1000)}, nil)
 	r.add(keyHostMem, "mem", []Measurement{m(140, 500), m(300, 500), m(160, 500)}, nil)
 	r.add(keyHostRedis, "host redis", nil, errors.New("no redis | here"))
@@ -71,8 +72,10 @@ func TestReportRatios(t *testing.T) {
 		value float64
 		met   bool
 	}{
-		"host-memory p50 / relay p50":               {1.5, true},
-		"host-memory throughput / relay throughput": {0.5, false},
+		"host-memory p50 / relay p50":                     {1.5, true},
+		"host-memory throughput / relay throughput":       {0.5, false},
+		"proto-frame-relay p50 / relay p50":               {1.2, false}, // a reference: never "met"
+		"proto-frame-relay throughput / relay throughput": {0.5, false},
 	}
 	for _, q := range r.Ratios {
 		w, ok := want[q.Name]
@@ -97,7 +100,8 @@ func TestReportRatios(t *testing.T) {
 	md := b.String()
 	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.5) ✓",
 		"**0.50** (rounds 0.50–0.50; target ≥ 0.6) ✗", "median of 3 rounds",
-		"**failed to run**: no redis \\| here"} {
+		"**failed to run**: no redis \\| here",
+		"| proto | 130 | 260 | 10 | 500 | 500 | p50 ÷ relay p50 = 1.20 (rounds 1.10–1.30), no target; throughput ÷ relay throughput = 0.50 (rounds 0.40–0.60), no target |"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
 		}

@@ -15,10 +15,13 @@ import (
 
 // The scenario keys (the rows of the report, and the JSON keys).
 const (
-	keyRelay     = "raw_grpc_relay"
-	keyRedis     = "raw_redis_streams"
-	keyHostMem   = "host_memory"
-	keyHostRedis = "host_redis"
+	keyRelay = "raw_grpc_relay"
+	// keyProtoRelay is a reference, not a target's baseline: baseline A with the plugin
+	// protocol's frames (protorelay.go).
+	keyProtoRelay = "proto_frame_relay"
+	keyRedis      = "raw_redis_streams"
+	keyHostMem    = "host_memory"
+	keyHostRedis  = "host_redis"
 )
 
 // The targets of the issue.
@@ -62,14 +65,15 @@ type scenarioOut struct {
 	Error  string        `json:"error,omitempty"`
 }
 
-// ratio is one target of the issue and how the run fared against it: the ratio is taken
-// within each round (the scenarios of a round run back to back), and Value is the median.
+// ratio is one target of the issue and how the run fared against it, or a reference
+// figure with no target (Op empty): the ratio is taken within each round (the scenarios of
+// a round run back to back), and Value is the median.
 type ratio struct {
 	Name     string    `json:"name"`
 	Value    *float64  `json:"value"` // nil when a scenario it needs failed or was skipped
 	PerRound []float64 `json:"per_round,omitempty"`
-	Op       string    `json:"op"` // "<=" or ">="
-	Target   float64   `json:"target"`
+	Op       string    `json:"op,omitempty"` // "<=" or ">="; empty for a reference
+	Target   float64   `json:"target,omitempty"`
 	Met      bool      `json:"met"`
 	row      string    // the scenario row it is shown on
 	label    string    // its short name in that row
@@ -170,7 +174,7 @@ func (r *report) failed() []string {
 // computeRatios sets the ratios the targets talk about, from the scenarios that ran: each
 // within every round, then their median.
 func (r *report) computeRatios() {
-	relay, rds := r.runs(keyRelay), r.runs(keyRedis)
+	relay, rds, protoRelay := r.runs(keyRelay), r.runs(keyRedis), r.runs(keyProtoRelay)
 	mem, hostRedis := r.runs(keyHostMem), r.runs(keyHostRedis)
 	add := func(row, label, name, op string, target float64, value func(round int) (float64, bool), scenarios ...[]Measurement) {
 		q := ratio{Name: name, Op: op, Target: target, row: row, label: label}
@@ -188,11 +192,17 @@ func (r *report) computeRatios() {
 		if len(q.PerRound) > 0 {
 			v := median(slices.Clone(q.PerRound))
 			q.Value = &v
-			q.Met = (op == "<=" && v <= target) || (op == ">=" && v >= target)
+			q.Met = (op == "<=" && v <= target) || (op == ">=" && v >= target) // never for a reference
 		}
 		r.Ratios = append(r.Ratios, q)
 	}
 	div := func(num, den float64) (float64, bool) { return num / den, den > 0 }
+	if r.hasScenario(keyProtoRelay) {
+		add(keyProtoRelay, "p50 ÷ relay p50", "proto-frame-relay p50 / relay p50", "", 0,
+			func(i int) (float64, bool) { return div(protoRelay[i].P50us, relay[i].P50us) }, protoRelay, relay)
+		add(keyProtoRelay, "throughput ÷ relay throughput", "proto-frame-relay throughput / relay throughput", "", 0,
+			func(i int) (float64, bool) { return div(protoRelay[i].Throughput, relay[i].Throughput) }, protoRelay, relay)
+	}
 	add(keyHostMem, "p50 ÷ relay p50", "host-memory p50 / relay p50", "<=", targetMemP50,
 		func(i int) (float64, bool) { return div(mem[i].P50us, relay[i].P50us) }, mem, relay)
 	add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
@@ -252,7 +262,18 @@ func (r *report) ratioCell(key string) string {
 		if q.row != key {
 			continue
 		}
-		if q.Value == nil {
+		spread := ""
+		if len(q.PerRound) > 1 {
+			spread = fmt.Sprintf(" (rounds %.2f–%.2f)", slices.Min(q.PerRound), slices.Max(q.PerRound))
+		}
+		switch {
+		case q.Op == "" && q.Value == nil:
+			parts = append(parts, fmt.Sprintf("%s n/a", q.label))
+			continue
+		case q.Op == "":
+			parts = append(parts, fmt.Sprintf("%s = %.2f%s, no target", q.label, *q.Value, spread))
+			continue
+		case q.Value == nil:
 			parts = append(parts, fmt.Sprintf("%s n/a (target %s %.2g)", q.label, opSign(q.Op), q.Target))
 			continue
 		}
@@ -260,11 +281,11 @@ func (r *report) ratioCell(key string) string {
 		if q.Met {
 			mark = "✓"
 		}
-		spread := ""
+		bounds := ""
 		if len(q.PerRound) > 1 {
-			spread = fmt.Sprintf("rounds %.2f–%.2f; ", slices.Min(q.PerRound), slices.Max(q.PerRound))
+			bounds = fmt.Sprintf("rounds %.2f–%.2f; ", slices.Min(q.PerRound), slices.Max(q.PerRound))
 		}
-		parts = append(parts, fmt.Sprintf("%s = **%.2f** (%starget %s %.2g) %s", q.label, *q.Value, spread, opSign(q.Op), q.Target, mark))
+		parts = append(parts, fmt.Sprintf("%s = **%.2f** (%starget %s %.2g) %s", q.label, *q.Value, bounds, opSign(q.Op), q.Target, mark))
 	}
 	if len(parts) == 0 {
 		return "baseline"
