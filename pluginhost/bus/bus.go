@@ -279,9 +279,10 @@ type ReplyAcker interface {
 }
 
 // ReplyDispatcher is implemented by buses that can hand the replies addressed to this
-// replica straight to a function, on the goroutine that replies, instead of through
-// Replies: one goroutine hand-off less per message. Once DispatchReplies is called, Replies
-// carries nothing more. fn must not block.
+// replica straight to a function, on the goroutine that replies (or that reads them from
+// elsewhere), instead of through Replies: one goroutine hand-off less per message. Once
+// DispatchReplies is called, Replies carries nothing more. fn must not block, and may be
+// called from several goroutines at once.
 type ReplyDispatcher interface {
 	DispatchReplies(fn func(Reply))
 }

@@ -410,10 +410,20 @@ func (b *Bus) Cancel(ctx context.Context, target, messageID string, until time.T
 // Replica returns this bus's reply address.
 func (b *Bus) Replica() string { return b.replica }
 
-// Reply appends r to the reply stream of the replica at to, in one round trip.
+// Reply appends r to the reply stream of the replica at to, in one round trip. A reply to
+// this replica, once its replies are dispatched (DispatchReplies), is handed to the
+// dispatcher at once instead: the waiter is in this process, and a reply is not kept for
+// anyone else (it is not an acknowledged entry; if this replica dies, so does the waiter),
+// so the round trip through Redis and the reply reader's wake-up would only add latency.
 func (b *Bus) Reply(ctx context.Context, to string, r bus.Reply) error {
 	if b.closed.Load() {
 		return bus.ErrClosed
+	}
+	if to == b.replica {
+		if fn := b.dispatch.Load(); fn != nil {
+			(*fn)(r)
+			return nil
+		}
 	}
 	key := b.keys.reply(to)
 	pipe := b.rdb.Pipeline()

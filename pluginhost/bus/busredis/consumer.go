@@ -185,9 +185,19 @@ func (c *Consumer) Ack(ctx context.Context, tag string) error {
 // AckReply sends r to the replica at to and acknowledges the message delivered under tag,
 // in one round trip instead of the two of Bus.Reply and Ack. The reply is sent even when
 // this consumer no longer holds the delivery (it fails with bus.ErrUnknownDelivery then):
-// the work is done and its sender may still wait. It is not part of bus.Consumer; the host
-// finds it with a type assertion.
+// the work is done and its sender may still wait. A reply to this replica, once its
+// replies are dispatched, is handed to the dispatcher first and then acknowledged: the
+// waiter does not wait for the round trip (see Bus.Reply). It is not part of bus.Consumer;
+// the host finds it with a type assertion.
 func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) error {
+	if to == c.b.replica {
+		if fn := c.b.dispatch.Load(); fn != nil {
+			// The waiter is in this process: it has the reply before the acknowledgement's
+			// round trip, and the reply needs no trip through Redis (see Bus.Reply).
+			(*fn)(r)
+			return c.Ack(ctx, tag)
+		}
+	}
 	if err := c.holding(tag, "ack"); err != nil {
 		// Not held here any more (timed out, handed on): the work is done and its sender
 		// may still wait, so the reply goes out all the same.

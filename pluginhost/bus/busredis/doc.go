@@ -15,8 +15,9 @@
 //	                            it was published
 //	nexus:live:{plugin}         sorted set of the open consumers scored by when they stop
 //	                            counting (refreshed every 3s, 10s of grace)
-//	nexus:reply:{replica}       stream of replies to one replica (MAXLEN ~ 10000, expires 5
-//	                            minutes after its last reply, so dead replicas' streams go)
+//	nexus:reply:{replica}       stream of replies to one replica from the others (MAXLEN ~
+//	                            10000, expires 5 minutes after its last reply, so dead
+//	                            replicas' streams go)
 //	nexus:notices               stream every replica reads (MAXLEN ~ 10000): announced events,
 //	                            cancellations, and hand-backs of closing consumers
 //	nexus:sweep:{plugin}        marker limiting the sweep of a full inbox to once a second
@@ -79,7 +80,9 @@
 // Publish is one script call (EVALSHA, EVAL when Redis lost its script cache); PublishAll
 // pipelines them. Ack is one script call; AckReply (an extra method of *Consumer, for the
 // host to find with a type assertion) sends a reply and acknowledges the message in one.
-// Reply is one pipeline (XADD and PEXPIRE). Fetching takes one blocking read per batch;
+// Reply is one pipeline (XADD and PEXPIRE). A reply to the replica that replies (its
+// replies dispatched, as the host's are) takes no round trip: the dispatcher gets it at
+// once, and AckReply then only acknowledges. Fetching takes one blocking read per batch;
 // there are no goroutines per message.
 //
 // # Failures
