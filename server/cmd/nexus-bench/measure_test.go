@@ -76,6 +76,9 @@ func TestReportRatios(t *testing.T) {
 		"host-memory throughput / relay throughput":       {0.5, false},
 		"proto-frame-relay p50 / relay p50":               {1.2, false}, // a reference: never "met"
 		"proto-frame-relay throughput / relay throughput": {0.5, false},
+		// rounds 140/120, 300/220, 160/130 (median 160/130); 500/500, 500/600, 500/400
+		"host-memory p50 / proto-frame-relay p50":               {160.0 / 130, false},
+		"host-memory throughput / proto-frame-relay throughput": {1, false},
 	}
 	for _, q := range r.Ratios {
 		w, ok := want[q.Name]
@@ -100,6 +103,7 @@ func TestReportRatios(t *testing.T) {
 	md := b.String()
 	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.5) ✓",
 		"**0.50** (rounds 0.50–0.50; target ≥ 0.6) ✗", "median of 3 rounds",
+		"throughput ÷ reference throughput = 1.00 (rounds 0.83–1.25), no target",
 		"**failed to run**: no redis \\| here",
 		"| proto | 130 | 260 | 10 | 500 | 500 | p50 ÷ relay p50 = 1.20 (rounds 1.10–1.30), no target; throughput ÷ relay throughput = 0.50 (rounds 0.40–0.60), no target |"} {
 		if !strings.Contains(md, s) {

@@ -207,6 +207,12 @@ func (r *report) computeRatios() {
 		func(i int) (float64, bool) { return div(mem[i].P50us, relay[i].P50us) }, mem, relay)
 	add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
 		func(i int) (float64, bool) { return div(mem[i].Throughput, relay[i].Throughput) }, mem, relay)
+	if r.hasScenario(keyProtoRelay) {
+		add(keyHostMem, "p50 ÷ reference p50", "host-memory p50 / proto-frame-relay p50", "", 0,
+			func(i int) (float64, bool) { return div(mem[i].P50us, protoRelay[i].P50us) }, mem, protoRelay)
+		add(keyHostMem, "throughput ÷ reference throughput", "host-memory throughput / proto-frame-relay throughput", "", 0,
+			func(i int) (float64, bool) { return div(mem[i].Throughput, protoRelay[i].Throughput) }, mem, protoRelay)
+	}
 	if r.hasScenario(keyHostRedis) {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
 			func(i int) (float64, bool) { return div(hostRedis[i].P50us, relay[i].P50us+rds[i].P50us) }, hostRedis, relay, rds)
