@@ -27,6 +27,16 @@ type Stream interface {
 	Send(*pluginhostv1.ConnectResponse) error
 }
 
+// StreamEnder is implemented by a Stream that the host can end while a Send or Receive is
+// blocked on it. The host ends a session whose plugin does not keep up with the frames sent
+// to it, or whose Send failed; a Send blocked by a plugin that stopped reading (flow
+// control) would otherwise hold the session, and its goroutines, until the plugin
+// disconnects. End must not block; err says why, for the plugin. Soon after it, blocked and
+// later calls of Send and Receive fail.
+type StreamEnder interface {
+	End(err error)
+}
+
 // Check is one health check a plugin reports.
 type Check struct {
 	Name           string
@@ -59,8 +69,9 @@ type session struct {
 	// sem bounds the requests running beside the receive loop; wg waits for them.
 	sem chan struct{}
 	wg  sync.WaitGroup
-	// abort ends the session; set before the session is shared.
-	abort context.CancelFunc
+	// abort ends the session, and its stream if the stream is a StreamEnder; set before
+	// the session is shared.
+	abort func()
 	// stream is the plugin's stream; sendMu serialises its Send (the send pump and direct
 	// sends), and queued counts the frames in out not yet sent.
 	stream Stream
@@ -130,6 +141,16 @@ func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
 			s.abort()
 		}
 	}
+}
+
+// endReason is why the host ends the session: the error recorded, or that a send failed.
+func (s *session) endReason() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastErr != nil {
+		return s.lastErr
+	}
+	return errs.New(errs.PluginUnavailable, "the host could not send to plugin %s; reconnect", s.pluginID)
 }
 
 // askHealth sends a health check and waits for the report.
@@ -256,7 +277,12 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sess.abort = cancel
+	sess.abort = func() {
+		cancel()
+		if en, ok := stream.(StreamEnder); ok {
+			en.End(sess.endReason())
+		}
+	}
 	sess.stream = stream
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -341,6 +367,9 @@ var errSessionClosed = errors.New("session closed")
 func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) error {
 	for {
 		req, err := stream.Receive()
+		if err == nil && ctx.Err() != nil {
+			return errSessionClosed // ended meanwhile (abort): nothing more is served
+		}
 		if err != nil {
 			var bad *InvalidFrame
 			if errors.As(err, &bad) && bad.RequestID != "" && len(bad.RequestID) <= 128 {

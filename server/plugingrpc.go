@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -50,7 +51,17 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 			return grpcError(err)
 		}
 		start := time.Now()
-		err = s.host.ServeSession(ctx, p.PluginID, &grpcStream{ss: ss, v: validator})
+		stream := &grpcStream{ss: ss, v: validator, ended: make(chan struct{})}
+		served := make(chan error, 1)
+		go func() { served <- s.host.ServeSession(ctx, p.PluginID, stream) }()
+		select {
+		case err = <-served:
+		case <-stream.ended:
+			// The host gave up on the stream (the plugin does not read it). Returning ends
+			// it, which fails the session's blocked Send and Receive: the session then
+			// finishes on its goroutine.
+			err = stream.endErr
+		}
 		s.log.Info("call", "procedure", pluginhostv1connect.PluginHostServiceConnectProcedure, "protocol", "grpc",
 			"plugin_id", p.PluginID, "duration_ms", time.Since(start).Milliseconds(), "error", errorText(err))
 		if err != nil {
@@ -86,10 +97,24 @@ func (s *Server) authenticatePlugin(ctx context.Context, header string) (identit
 	return p, nil
 }
 
-// grpcStream adapts a grpc-go server stream to pluginhost.Stream.
+// grpcStream adapts a grpc-go server stream to pluginhost.Stream. It is a
+// pluginhost.StreamEnder: End makes the call's handler return (see newPluginGRPC), the only
+// way to end a grpc-go stream, and so to fail a Send blocked by a plugin that stopped
+// reading.
 type grpcStream struct {
 	ss grpc.ServerStream
 	v  protovalidate.Validator
+
+	ended   chan struct{} // closed by End
+	endOnce sync.Once
+	endErr  error // written before ended is closed
+}
+
+func (g *grpcStream) End(err error) {
+	g.endOnce.Do(func() {
+		g.endErr = err
+		close(g.ended)
+	})
 }
 
 func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
