@@ -103,11 +103,14 @@ func runHelper(mode string, args []string) int {
 			fmt.Println("error", err)
 			return 1
 		}
-		fmt.Printf("grandchild %d\n", cmd.Process.Pid)
 		if arg(1) == "exit" {
+			fmt.Printf("grandchild %d\n", cmd.Process.Pid)
 			return 0
 		}
+		// Ignored before the line that tells the test to stop it: a SIGTERM that came
+		// first would end it (a flake, seen under load).
 		signal.Ignore(syscall.SIGTERM)
+		fmt.Printf("grandchild %d\n", cmd.Process.Pid)
 		time.Sleep(time.Hour)
 		return 0
 	case "cgroup-self": // own cgroup as seen first thing, then like "spawn setsid exit"
