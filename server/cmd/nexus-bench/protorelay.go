@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -36,20 +34,8 @@ import (
 // bookkeeping, metrics, and no SDK (whose plugins get their payload as Go maps). It is what
 // the protocol's framing costs on its own, between baseline A and the host.
 
-// protoExchangeMethod is the one RPC of the reference's hand-written service.
-const protoExchangeMethod = "/nexusbench.ProtoRelay/Exchange"
-
-// protoExchangeService is the service descriptor of a server whose one stream is handled by h.
-func protoExchangeService(h grpc.StreamHandler) *grpc.ServiceDesc {
-	sd := exchangeStream
-	sd.Handler = h
-	return &grpc.ServiceDesc{
-		ServiceName: "nexusbench.ProtoRelay",
-		HandlerType: (*any)(nil),
-		Streams:     []grpc.StreamDesc{sd},
-		Metadata:    "nexus-bench (plugin protocol frames)",
-	}
-}
+// protoExchange is reference C's service: protocol frames, payloads passed through.
+var protoExchange = exchange{service: "nexusbench.ProtoRelay", codec: newPassThroughCodec()}
 
 // passThroughCodec is the reference's protobuf codec: the payload of the frames that carry
 // one is cut out undecoded, checked, and kept as a raw Struct (as the host's plugin codec
@@ -117,52 +103,13 @@ func (c passThroughCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 
-// serveProtoGRPC serves h on a free loopback port with the given server options, reports
-// the address on out, and serves until ctx ends.
-func serveProtoGRPC(ctx context.Context, h grpc.StreamHandler, out io.Writer, opts ...grpc.ServerOption) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := grpc.NewServer(opts...)
-	srv.RegisterService(protoExchangeService(h), struct{}{})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	if err := writeJSON(out, ready{Addr: ln.Addr().String()}); err != nil {
-		srv.Stop()
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		srv.Stop()
-		<-served
-		return nil
-	case err := <-served:
-		return err
-	}
-}
-
-// openProtoExchange dials addr and opens the one bidi stream, with the given call options.
-func openProtoExchange(ctx context.Context, addr string, opts ...grpc.CallOption) (*grpc.ClientConn, grpc.ClientStream, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, nil, err
-	}
-	cs, err := conn.NewStream(ctx, &exchangeStream, protoExchangeMethod, opts...)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return conn, cs, nil
-}
-
 // protoEchoMain is the reference's echo: it answers every deliver frame with a reply frame
 // carrying the delivery's data (undecoded).
 func protoEchoMain(ctx context.Context, args []string, out io.Writer) error {
 	if err := parseChildFlags(flag.NewFlagSet(roleProtoEcho, flag.ContinueOnError), args); err != nil {
 		return err
 	}
-	return serveProtoGRPC(ctx, func(_ any, ss grpc.ServerStream) error {
+	return protoExchange.serve(ctx, func(_ any, ss grpc.ServerStream) error {
 		for {
 			in := &pluginhostv1.ConnectResponse{}
 			if err := ss.RecvMsg(in); err != nil {
@@ -181,7 +128,7 @@ func protoEchoMain(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 		}
-	}, out, grpc.ForceServerCodecV2(newPassThroughCodec()))
+	}, out)
 }
 
 // protoRelay forwards its clients' send frames as deliver frames over one upstream stream
@@ -260,33 +207,14 @@ func (r *protoRelay) routeReplies() error {
 
 // protoRelayMain is the reference's relay process.
 func protoRelayMain(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet(roleProtoRelay, flag.ContinueOnError)
-	upstream := fs.String("upstream", "", "the echo's address")
-	if err := parseChildFlags(fs, args); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	codec := newPassThroughCodec()
-	conn, up, err := openProtoExchange(ctx, *upstream, grpc.ForceCodecV2(codec))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	r := &protoRelay{up: up, routes: make(map[string]protoRoute)}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { cancel(r.routeReplies()) })
-	err = serveProtoGRPC(ctx, r.serveClient, out, grpc.ForceServerCodecV2(codec))
-	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
-		err = cause
-	}
-	cancel(nil)
-	return err
+	return middleMain(ctx, args, out, roleProtoRelay, protoExchange, func(up grpc.ClientStream) relayer {
+		return &protoRelay{up: up, routes: make(map[string]protoRoute)}
+	})
 }
 
 // protoClient does round trips of send frames over one stream to the relay.
 type protoClient struct {
+	*waiters[string, *pluginhostv1.RequestReply]
 	cs grpc.ClientStream
 	// data is the payload as a raw Struct, want its encoding; data is only read by
 	// SendMsg, so it is shared by every round trip.
@@ -294,22 +222,10 @@ type protoClient struct {
 	want string
 
 	sendMu sync.Mutex
-
-	mu      sync.Mutex // guards next and pending
-	next    uint64
-	pending map[string]chan *pluginhostv1.RequestReply
-
-	dead    chan struct{}
-	deadErr error
 }
 
 func (c *protoClient) roundTrip(ctx context.Context) error {
-	ch := make(chan *pluginhostv1.RequestReply, 1)
-	c.mu.Lock()
-	c.next++
-	id := "r" + strconv.FormatUint(c.next, 10)
-	c.pending[id] = ch
-	c.mu.Unlock()
+	id, ch := c.add(func(n uint64) string { return "r" + strconv.FormatUint(n, 10) })
 	c.sendMu.Lock()
 	err := c.cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{
 		RequestId: id, TargetPlugin: echoPluginID, MessageType: echoMessageType, Data: c.data, TimeoutSeconds: 30,
@@ -319,114 +235,47 @@ func (c *protoClient) roundTrip(ctx context.Context) error {
 		c.forget(id)
 		return fmt.Errorf("send: %w", err)
 	}
-	select {
-	case rep := <-ch:
-		got, err := rawstruct.Bytes(rep.GetData())
-		if err != nil || rep.GetStatus() != "success" || string(got) != c.want {
-			return fmt.Errorf("reply %s does not carry the payload back", id)
-		}
-		return nil
-	case <-c.dead:
-		return fmt.Errorf("stream: %w", c.deadErr)
-	case <-ctx.Done():
-		c.forget(id)
-		return ctx.Err()
+	rep, err := c.wait(ctx, id, ch)
+	if err != nil {
+		return err
 	}
-}
-
-func (c *protoClient) forget(id string) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
+	if got, err := rawstruct.Bytes(rep.GetData()); err != nil || rep.GetStatus() != "success" || string(got) != c.want {
+		return fmt.Errorf("reply %s does not carry the payload back", id)
+	}
+	return nil
 }
 
 func (c *protoClient) receive() {
-	defer close(c.dead)
 	for {
 		in := &pluginhostv1.ConnectResponse{}
 		if err := c.cs.RecvMsg(in); err != nil {
-			c.deadErr = err
+			c.stop(err)
 			return
 		}
 		rep := in.GetReply()
-		c.mu.Lock()
-		ch, ok := c.pending[rep.GetRequestId()]
-		delete(c.pending, rep.GetRequestId())
-		c.mu.Unlock()
-		if !ok {
-			c.deadErr = fmt.Errorf("reply to unknown request %q", rep.GetRequestId())
+		if !c.resolve(rep.GetRequestId(), rep) {
+			c.stop(fmt.Errorf("reply to unknown request %q", rep.GetRequestId()))
 			return
 		}
-		ch <- rep
 	}
 }
 
 // protoClientMain is the reference's measuring client.
 func protoClientMain(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet(roleProtoClient, flag.ContinueOnError)
-	addr := fs.String("addr", "", "the relay's address")
-	var l loadFlags
-	l.register(fs)
-	if err := parseChildFlags(fs, args); err != nil {
-		return err
-	}
-	streamCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	conn, cs, err := openProtoExchange(streamCtx, *addr, grpc.ForceCodecV2(newPassThroughCodec()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	data, err := structpb.NewStruct(map[string]any{"blob": payloadText(l.payload)})
-	if err != nil {
-		return err
-	}
-	enc, err := proto.Marshal(data)
-	if err != nil {
-		return err
-	}
-	c := &protoClient{cs: cs, data: rawstruct.Wrap(enc), want: string(enc), pending: make(map[string]chan *pluginhostv1.RequestReply), dead: make(chan struct{})}
-	go c.receive()
-	defer func() {
-		cancel()
-		<-c.dead
-	}()
-	if err := settle(ctx, c.roundTrip); err != nil {
-		return err
-	}
-	m, err := measure(ctx, c.roundTrip, l)
-	if err != nil {
-		return err
-	}
-	return writeJSON(out, m)
+	return clientMain(ctx, args, out, roleProtoClient, protoExchange, func(cs grpc.ClientStream, payload int) (roundTripper, error) {
+		data, err := structpb.NewStruct(map[string]any{"blob": payloadText(payload)})
+		if err != nil {
+			return nil, err
+		}
+		enc, err := proto.Marshal(data)
+		if err != nil {
+			return nil, err
+		}
+		return &protoClient{waiters: newWaiters[string, *pluginhostv1.RequestReply](), cs: cs, data: rawstruct.Wrap(enc), want: string(enc)}, nil
+	})
 }
 
 // runProtoRelay runs reference C: echo, relay, then the measuring client.
 func (b *bench) runProtoRelay(ctx context.Context) (Measurement, error) {
-	ps := newProcs(b.stderr)
-	defer ps.stopAll()
-	var echoAddr, relayAddr ready
-	echo, err := ps.start("proto-echo", b.selfCmd(roleProtoEcho), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	if err := echo.readJSON(ctx, readyTimeout, &echoAddr); err != nil {
-		return Measurement{}, err
-	}
-	rl, err := ps.start("proto-relay", b.selfCmd(roleProtoRelay, "-upstream", echoAddr.Addr), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	if err := rl.readJSON(ctx, readyTimeout, &relayAddr); err != nil {
-		return Measurement{}, err
-	}
-	client, err := ps.start("proto-client", b.selfCmd(roleProtoClient, append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...)...), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	var m Measurement
-	if err := client.readJSON(ctx, b.measureTimeout(), &m); err != nil {
-		return Measurement{}, err
-	}
-	return m, nil
+	return b.runChain(ctx, [3]string{roleProtoEcho, roleProtoRelay, roleProtoClient})
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -92,26 +91,15 @@ func redisResponderMain(ctx context.Context, args []string, out io.Writer) error
 
 // redisRequester does round trips through Redis, many in flight at once.
 type redisRequester struct {
+	*waiters[string, string]
 	rdb     *redis.Client // XADDs; a pool big enough for every round trip in flight
 	reader  *redis.Client // the blocking XREAD on the reply stream
 	payload string
-
-	mu      sync.Mutex // guards next and pending
-	next    uint64
-	pending map[string]chan string
-
-	dead    chan struct{} // closed when the reading goroutine stopped; deadErr says why
-	deadErr error         // assigned before dead is closed
 }
 
 // roundTrip adds one request and waits for its reply.
 func (r *redisRequester) roundTrip(ctx context.Context) error {
-	ch := make(chan string, 1)
-	r.mu.Lock()
-	r.next++
-	id := strconv.FormatUint(r.next, 10)
-	r.pending[id] = ch
-	r.mu.Unlock()
+	id, ch := r.add(func(n uint64) string { return strconv.FormatUint(n, 10) })
 	err := r.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: requestStream, MaxLen: streamMaxLen, Approx: true,
 		Values: []any{"id", id, "reply", replyStream, "data", r.payload},
@@ -120,30 +108,19 @@ func (r *redisRequester) roundTrip(ctx context.Context) error {
 		r.forget(id)
 		return fmt.Errorf("XADD: %w", err)
 	}
-	select {
-	case data := <-ch:
-		if data != r.payload {
-			return fmt.Errorf("reply %s does not carry the payload back", id)
-		}
-		return nil
-	case <-r.dead:
-		return r.deadErr
-	case <-ctx.Done():
-		r.forget(id)
-		return ctx.Err()
+	data, err := r.wait(ctx, id, ch)
+	if err != nil {
+		return err
 	}
-}
-
-func (r *redisRequester) forget(id string) {
-	r.mu.Lock()
-	delete(r.pending, id)
-	r.mu.Unlock()
+	if data != r.payload {
+		return fmt.Errorf("reply %s does not carry the payload back", id)
+	}
+	return nil
 }
 
 // receive reads the reply stream from its last id and hands each reply to its round trip,
 // until ctx ends or a read fails.
 func (r *redisRequester) receive(ctx context.Context) {
-	defer close(r.dead)
 	last := "0"
 	for ctx.Err() == nil {
 		res, err := r.reader.XRead(ctx, &redis.XReadArgs{
@@ -153,27 +130,22 @@ func (r *redisRequester) receive(ctx context.Context) {
 			continue
 		}
 		if err != nil {
-			r.deadErr = fmt.Errorf("XREAD: %w", err)
+			r.stop(fmt.Errorf("XREAD: %w", err))
 			return
 		}
 		for _, s := range res {
 			for _, m := range s.Messages {
 				last = m.ID
 				id, _ := m.Values["id"].(string)
-				r.mu.Lock()
-				ch, ok := r.pending[id]
-				delete(r.pending, id)
-				r.mu.Unlock()
-				if !ok {
-					r.deadErr = fmt.Errorf("reply to unknown id %q", id)
+				data, _ := m.Values["data"].(string)
+				if !r.resolve(id, data) {
+					r.stop(fmt.Errorf("reply to unknown id %q", id))
 					return
 				}
-				data, _ := m.Values["data"].(string)
-				ch <- data
 			}
 		}
 	}
-	r.deadErr = ctx.Err()
+	r.stop(ctx.Err())
 }
 
 // redisRequesterMain is the measuring requester of baseline B.
@@ -197,8 +169,7 @@ func redisRequesterMain(ctx context.Context, args []string, out io.Writer) error
 	reader := redis.NewClient(&readerOpts)
 	defer reader.Close()
 
-	r := &redisRequester{rdb: rdb, reader: reader, payload: string(payloadBytes(l.payload)),
-		pending: make(map[string]chan string), dead: make(chan struct{})}
+	r := &redisRequester{waiters: newWaiters[string, string](), rdb: rdb, reader: reader, payload: string(payloadBytes(l.payload))}
 	recvCtx, cancel := context.WithCancel(ctx)
 	go r.receive(recvCtx)
 	defer func() {

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 )
 
@@ -22,22 +23,141 @@ import (
 // way up and back on the way down, so any number of clients (and round trips) share the one
 // upstream stream.
 
-// exchangeMethod is the one RPC of the hand-written service.
-const exchangeMethod = "/nexusbench.Relay/Exchange"
+// exchange is a hand-written gRPC service of one bidi stream, "Exchange", with the codec
+// both of its sides use: baseline A's raw frames, or reference C's protocol frames.
+type exchange struct {
+	service string
+	codec   encoding.CodecV2
+}
+
+// rawExchange is baseline A's service.
+var rawExchange = exchange{service: "nexusbench.Relay", codec: rawCodec{}}
 
 // exchangeStream describes the bidi stream on both sides.
 var exchangeStream = grpc.StreamDesc{StreamName: "Exchange", ServerStreams: true, ClientStreams: true}
 
-// relayService is the service descriptor of a server whose one stream is handled by h.
-func relayService(h grpc.StreamHandler) *grpc.ServiceDesc {
+func (x exchange) method() string { return "/" + x.service + "/" + exchangeStream.StreamName }
+
+// serve serves h on a free loopback port, reports the address on out, and serves until ctx
+// ends.
+func (x exchange) serve(ctx context.Context, h grpc.StreamHandler, out io.Writer) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
 	sd := exchangeStream
 	sd.Handler = h
-	return &grpc.ServiceDesc{
-		ServiceName: "nexusbench.Relay",
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(x.codec))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: x.service,
 		HandlerType: (*any)(nil),
 		Streams:     []grpc.StreamDesc{sd},
 		Metadata:    "nexus-bench (no proto file)",
+	}, struct{}{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if err := writeJSON(out, ready{Addr: ln.Addr().String()}); err != nil {
+		srv.Stop()
+		return err
 	}
+	select {
+	case <-ctx.Done():
+		srv.Stop() // a benchmark peer: no graceful drain needed
+		<-served
+		return nil
+	case err := <-served:
+		return err
+	}
+}
+
+// open dials addr and opens the one bidi stream.
+func (x exchange) open(ctx context.Context, addr string) (*grpc.ClientConn, grpc.ClientStream, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := conn.NewStream(ctx, &exchangeStream, x.method(), grpc.ForceCodecV2(x.codec))
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, cs, nil
+}
+
+// roundTripper is the measuring client of a relay: round trips over one stream, and the
+// goroutine that receives their replies until the stream ends (then dead is closed).
+type roundTripper interface {
+	roundTrip(ctx context.Context) error
+	receive()
+	deadCh() <-chan struct{}
+}
+
+// clientMain is the measuring client process of a relay (role): it opens the stream to the
+// relay at -addr, makes round trips with the client newClient returns, and reports them.
+func clientMain(ctx context.Context, args []string, out io.Writer, role string, x exchange,
+	newClient func(cs grpc.ClientStream, payload int) (roundTripper, error)) error {
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
+	addr := fs.String("addr", "", "the relay's address")
+	var l loadFlags
+	l.register(fs)
+	if err := parseChildFlags(fs, args); err != nil {
+		return err
+	}
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn, cs, err := x.open(streamCtx, *addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c, err := newClient(cs, l.payload)
+	if err != nil {
+		return err
+	}
+	go c.receive()
+	defer func() {
+		cancel()
+		<-c.deadCh()
+	}()
+	if err := settle(ctx, c.roundTrip); err != nil {
+		return err
+	}
+	m, err := measure(ctx, c.roundTrip, l)
+	if err != nil {
+		return err
+	}
+	return writeJSON(out, m)
+}
+
+// runChain runs a relay scenario: the echo (roles[0]), the relay in front of it (roles[1]),
+// then the measuring client (roles[2]), whose measurement it returns.
+func (b *bench) runChain(ctx context.Context, roles [3]string) (Measurement, error) {
+	ps := newProcs(b.stderr)
+	defer ps.stopAll()
+	var echoAddr, relayAddr ready
+	echo, err := ps.start(roles[0], b.selfCmd(roles[0]), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	if err := echo.readJSON(ctx, readyTimeout, &echoAddr); err != nil {
+		return Measurement{}, err
+	}
+	rl, err := ps.start(roles[1], b.selfCmd(roles[1], "-upstream", echoAddr.Addr), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	if err := rl.readJSON(ctx, readyTimeout, &relayAddr); err != nil {
+		return Measurement{}, err
+	}
+	client, err := ps.start(roles[2], b.selfCmd(roles[2], append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...)...), stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	var m Measurement
+	if err := client.readJSON(ctx, b.measureTimeout(), &m); err != nil {
+		return Measurement{}, err
+	}
+	return m, nil
 }
 
 // frame is a message on the relay's streams: id (8 bytes) then payload.
@@ -72,52 +192,13 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (rawCodec) Name() string { return "nexus-bench-raw" }
 
-// serveGRPC serves h on a free loopback port, reports the address on out, and serves until
-// ctx ends.
-func serveGRPC(ctx context.Context, h grpc.StreamHandler, out io.Writer) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}))
-	srv.RegisterService(relayService(h), struct{}{})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	if err := writeJSON(out, ready{Addr: ln.Addr().String()}); err != nil {
-		srv.Stop()
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		srv.Stop() // a benchmark peer: no graceful drain needed
-		<-served
-		return nil
-	case err := <-served:
-		return err
-	}
-}
-
-// openExchange dials addr and opens the one bidi stream.
-func openExchange(ctx context.Context, addr string) (*grpc.ClientConn, grpc.ClientStream, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, nil, err
-	}
-	cs, err := conn.NewStream(ctx, &exchangeStream, exchangeMethod, grpc.ForceCodecV2(rawCodec{}))
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return conn, cs, nil
-}
-
 // relayEchoMain is the echo process: every frame received is sent back as it is, on the
 // stream's handler goroutine.
 func relayEchoMain(ctx context.Context, args []string, out io.Writer) error {
 	if err := parseChildFlags(flag.NewFlagSet(roleRelayEcho, flag.ContinueOnError), args); err != nil {
 		return err
 	}
-	return serveGRPC(ctx, func(_ any, ss grpc.ServerStream) error {
+	return rawExchange.serve(ctx, func(_ any, ss grpc.ServerStream) error {
 		for {
 			var f frame
 			if err := ss.RecvMsg(&f); err != nil {
@@ -197,25 +278,41 @@ func (r *relay) routeReplies() error {
 	}
 }
 
-// relayMain is the relay process: it opens the one upstream stream, then serves clients.
+// relayMain is the relay process of baseline A.
 func relayMain(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet(roleRelay, flag.ContinueOnError)
+	return middleMain(ctx, args, out, roleRelay, rawExchange, func(up grpc.ClientStream) relayer {
+		return &relay{up: up, routes: make(map[uint64]route)}
+	})
+}
+
+// relayer is the middle process of a relay: it serves the clients' streams and routes the
+// replies that come back on its one upstream stream.
+type relayer interface {
+	serveClient(_ any, down grpc.ServerStream) error
+	routeReplies() error
+}
+
+// middleMain is the relay process of a scenario (role): it opens the one upstream stream to
+// the echo at -upstream, then serves clients with the relayer newRelay returns for it.
+func middleMain(ctx context.Context, args []string, out io.Writer, role string, x exchange,
+	newRelay func(up grpc.ClientStream) relayer) error {
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	upstream := fs.String("upstream", "", "the echo's address")
 	if err := parseChildFlags(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	conn, up, err := openExchange(ctx, *upstream)
+	conn, up, err := x.open(ctx, *upstream)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	r := &relay{up: up, routes: make(map[uint64]route)}
+	r := newRelay(up)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { cancel(r.routeReplies()) })
-	err = serveGRPC(ctx, r.serveClient, out)
+	err = x.serve(ctx, r.serveClient, out)
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
 	}
@@ -225,28 +322,16 @@ func relayMain(ctx context.Context, args []string, out io.Writer) error {
 
 // relayClient does round trips over one stream to the relay, many in flight at once.
 type relayClient struct {
+	*waiters[uint64, []byte]
 	cs      grpc.ClientStream
 	payload []byte
 
 	sendMu sync.Mutex // serialises cs.SendMsg
-
-	mu      sync.Mutex // guards next and pending
-	next    uint64
-	pending map[uint64]chan []byte
-
-	dead    chan struct{} // closed when the receiving goroutine stopped; err says why
-	deadErr error         // assigned before dead is closed
 }
 
 // roundTrip sends one frame and waits for the echo of it.
 func (c *relayClient) roundTrip(ctx context.Context) error {
-	ch := make(chan []byte, 1)
-	c.mu.Lock()
-	c.next++
-	id := c.next
-	c.pending[id] = ch
-	c.mu.Unlock()
-
+	id, ch := c.add(func(n uint64) uint64 { return n })
 	f := frame{b: make([]byte, 8+len(c.payload))}
 	f.setID(id)
 	copy(f.b[8:], c.payload)
@@ -257,105 +342,39 @@ func (c *relayClient) roundTrip(ctx context.Context) error {
 		c.forget(id)
 		return fmt.Errorf("send: %w", err)
 	}
-	select {
-	case reply := <-ch:
-		if !bytes.Equal(reply[8:], c.payload) {
-			return fmt.Errorf("reply %d does not carry the payload back", id)
-		}
-		return nil
-	case <-c.dead:
-		return fmt.Errorf("stream: %w", c.deadErr)
-	case <-ctx.Done():
-		c.forget(id)
-		return ctx.Err()
+	reply, err := c.wait(ctx, id, ch)
+	if err != nil {
+		return err
 	}
-}
-
-func (c *relayClient) forget(id uint64) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
+	if !bytes.Equal(reply[8:], c.payload) {
+		return fmt.Errorf("reply %d does not carry the payload back", id)
+	}
+	return nil
 }
 
 // receive delivers replies to their waiting round trips until the stream ends.
 func (c *relayClient) receive() {
-	defer close(c.dead)
 	for {
 		var f frame
 		if err := c.cs.RecvMsg(&f); err != nil {
-			c.deadErr = err
+			c.stop(err)
 			return
 		}
-		c.mu.Lock()
-		ch, ok := c.pending[f.id()]
-		delete(c.pending, f.id())
-		c.mu.Unlock()
-		if !ok {
-			c.deadErr = fmt.Errorf("reply to unknown id %d", f.id())
+		if !c.resolve(f.id(), f.b) {
+			c.stop(fmt.Errorf("reply to unknown id %d", f.id()))
 			return
 		}
-		ch <- f.b
 	}
 }
 
 // relayClientMain is the measuring client of baseline A.
 func relayClientMain(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet(roleRelayClient, flag.ContinueOnError)
-	addr := fs.String("addr", "", "the relay's address")
-	var l loadFlags
-	l.register(fs)
-	if err := parseChildFlags(fs, args); err != nil {
-		return err
-	}
-	streamCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	conn, cs, err := openExchange(streamCtx, *addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	c := &relayClient{cs: cs, payload: payloadBytes(l.payload), pending: make(map[uint64]chan []byte), dead: make(chan struct{})}
-	go c.receive()
-	defer func() {
-		cancel()
-		<-c.dead
-	}()
-	if err := settle(ctx, c.roundTrip); err != nil {
-		return err
-	}
-	m, err := measure(ctx, c.roundTrip, l)
-	if err != nil {
-		return err
-	}
-	return writeJSON(out, m)
+	return clientMain(ctx, args, out, roleRelayClient, rawExchange, func(cs grpc.ClientStream, payload int) (roundTripper, error) {
+		return &relayClient{waiters: newWaiters[uint64, []byte](), cs: cs, payload: payloadBytes(payload)}, nil
+	})
 }
 
 // runRelay runs baseline A: echo, relay, then the measuring client.
 func (b *bench) runRelay(ctx context.Context) (Measurement, error) {
-	ps := newProcs(b.stderr)
-	defer ps.stopAll()
-	var echoAddr, relayAddr ready
-	echo, err := ps.start("relay-echo", b.selfCmd(roleRelayEcho), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	if err := echo.readJSON(ctx, readyTimeout, &echoAddr); err != nil {
-		return Measurement{}, err
-	}
-	rl, err := ps.start("relay", b.selfCmd(roleRelay, "-upstream", echoAddr.Addr), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	if err := rl.readJSON(ctx, readyTimeout, &relayAddr); err != nil {
-		return Measurement{}, err
-	}
-	client, err := ps.start("relay-client", b.selfCmd(roleRelayClient, append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...)...), stopGrace)
-	if err != nil {
-		return Measurement{}, err
-	}
-	var m Measurement
-	if err := client.readJSON(ctx, b.measureTimeout(), &m); err != nil {
-		return Measurement{}, err
-	}
-	return m, nil
+	return b.runChain(ctx, [3]string{roleRelayEcho, roleRelay, roleRelayClient})
 }
