@@ -102,6 +102,7 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 			err := s.stream.Send(f)
 			s.sendMu.Unlock()
 			if err != nil {
+				s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
 				s.abort()
 				return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 			}
@@ -134,13 +135,20 @@ func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
 		s.queued.Add(-1)
 	default:
 		s.queued.Add(-1)
-		s.mu.Lock()
-		s.lastErr = errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID)
-		s.mu.Unlock()
+		s.fail(errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID))
 		if s.abort != nil {
 			s.abort()
 		}
 	}
+}
+
+// fail records why the session ends, unless a reason is recorded already.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.lastErr == nil {
+		s.lastErr = err
+	}
+	s.mu.Unlock()
 }
 
 // endReason is why the host ends the session: the error recorded, or that a send failed.
@@ -306,7 +314,8 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 				sess.sendMu.Unlock()
 				if err != nil {
 					sendErr <- err
-					cancel()
+					sess.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", tokenPluginID))
+					sess.abort()
 					return
 				}
 			case <-ctx.Done():
@@ -338,6 +347,13 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	h.rt.detach(sess, recvErr)
 	h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance disconnected",
 		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id})})
+	// The host ended the session (see abort): that is what the plugin is told.
+	sess.mu.Lock()
+	ended := sess.lastErr
+	sess.mu.Unlock()
+	if ended != nil {
+		return ended
+	}
 	select {
 	case err := <-sendErr:
 		return err

@@ -100,7 +100,10 @@ func (s *Server) authenticatePlugin(ctx context.Context, header string) (identit
 // grpcStream adapts a grpc-go server stream to pluginhost.Stream. It is a
 // pluginhost.StreamEnder: End makes the call's handler return (see newPluginGRPC), the only
 // way to end a grpc-go stream, and so to fail a Send blocked by a plugin that stopped
-// reading.
+// reading. The session may still be inside Send or Receive then: grpc-go (v1.85, with this
+// server's options: no stats handler, no interceptors) fails those calls once the stream
+// is finished, which server/stall_test.go exercises under the race detector; later calls
+// fail here without reaching grpc-go.
 type grpcStream struct {
 	ss grpc.ServerStream
 	v  protovalidate.Validator
@@ -117,7 +120,15 @@ func (g *grpcStream) End(err error) {
 	})
 }
 
+// errStreamEnded is what Send and Receive return once the host ended the stream.
+var errStreamEnded = status.Error(codes.Unavailable, "the host ended this stream")
+
 func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
+	if g.isEnded() {
+		// After End the handler may have returned: only calls already blocked in grpc-go
+		// outlive it (they fail once the stream ends), no new ones start.
+		return nil, errStreamEnded
+	}
 	req := &pluginhostv1.ConnectRequest{}
 	if err := g.ss.RecvMsg(req); err != nil {
 		return nil, err
@@ -128,7 +139,21 @@ func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 	return req, nil
 }
 
-func (g *grpcStream) Send(res *pluginhostv1.ConnectResponse) error { return g.ss.SendMsg(res) }
+func (g *grpcStream) Send(res *pluginhostv1.ConnectResponse) error {
+	if g.isEnded() {
+		return errStreamEnded
+	}
+	return g.ss.SendMsg(res)
+}
+
+func (g *grpcStream) isEnded() bool {
+	select {
+	case <-g.ended:
+		return true
+	default:
+		return false
+	}
+}
 
 // grpcError turns an error into a gRPC status with the same details as a Connect error
 // (ErrorInfo carrying the API's code, BadRequest, the details Struct).

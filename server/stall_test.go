@@ -27,8 +27,7 @@ import (
 // TestPluginThatStopsReadingLosesItsSession: a plugin on a gRPC stream sends messages and
 // never reads its stream again. Once the replies it does not read fill its queue, the host
 // ends the session: the stream ends with PLUGIN_UNAVAILABLE (what the plugin reads when it
-// reads again), the instance is disconnected, and the host goes on serving the others. The
-// host's memory for the stalled session stays bounded by its queue meanwhile.
+// reads again), the instance is disconnected, and the host goes on serving the others.
 func TestPluginThatStopsReadingLosesItsSession(t *testing.T) {
 	e := startMessagingServer(t, func(c *server.Config) { c.ProcessingTimeout = 2 * time.Second })
 	externalPlugin(e, "echo-plugin", nil)

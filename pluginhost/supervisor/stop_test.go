@@ -77,8 +77,8 @@ func TestStopKillsAfterGrace(t *testing.T) {
 
 func TestStopKillsProcessGroup(t *testing.T) {
 	t.Parallel()
-	// The plugin and its grandchild both ignore SIGTERM; the grandchild
-	// holds the plugin's stderr, so output is drained only once it is dead.
+	// The plugin ignores SIGTERM; its grandchild holds the plugin's stderr, so
+	// output is drained only once it is dead too.
 	spec, rec := helperSpec(t, "spawn", "group", "stay")
 	p := start(t, spec)
 	grandchild := rec.waitForPID(t, "grandchild ")

@@ -94,7 +94,9 @@
 // on fresh connections, recreate the consumer group when a read answers NOGROUP (the inbox
 // was purged, or Redis restarted without persistence), and pick up where they were. With
 // the append-only file on and appendfsync always, every envelope whose Publish returned nil
-// survives a Redis restart.
+// survives a Redis restart. A reply to this replica is handed over even while Redis is
+// unreachable (it never goes through Redis), but the acknowledgement then fails: the entry
+// stays pending and is delivered again later, at least once, as any unacknowledged entry.
 //
 // # Connections
 //
