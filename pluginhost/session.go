@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,7 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 				s.abort()
 				return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 			}
+			yieldToWriter()
 			return nil
 		}
 		s.sendMu.Unlock()
@@ -122,6 +124,15 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 		return ctx.Err()
 	}
 }
+
+// yieldToWriter lets the goroutine that writes the frame just sent run at once. A send on a
+// gRPC stream only queues the frame and readies the transport's writer goroutine; the writer
+// then runs when this goroutine blocks, or when another thread takes it. An execution trace of
+// nexus-bench (one message in flight) showed the host's writers waiting 27 µs on average after
+// each send, against 14 µs in a relay that blocks right after its send; yielding here took
+// about a tenth off the host path's p50 (A/B over 6 alternations: median 325 → 293 µs), with
+// no change in throughput.
+func yieldToWriter() { runtime.Gosched() }
 
 // deliverNow queues a frame for the plugin without waiting: the reply router must never wait
 // for one plugin's stream, or a plugin that stops reading would hold up every other
@@ -312,6 +323,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 				err := stream.Send(f)
 				sess.queued.Add(-1)
 				sess.sendMu.Unlock()
+				yieldToWriter()
 				if err != nil {
 					sendErr <- err
 					sess.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", tokenPluginID))
