@@ -129,9 +129,10 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 // gRPC stream only queues the frame and readies the transport's writer goroutine; the writer
 // then runs when this goroutine blocks, or when another thread takes it. An execution trace of
 // nexus-bench (one message in flight) showed the host's writers waiting 27 µs on average after
-// each send, against 14 µs in a relay that blocks right after its send; yielding here took
-// about a tenth off the host path's p50 (A/B over 6 alternations: median 325 → 293 µs), with
-// no change in throughput.
+// each send, against 14 µs in a relay that blocks right after its send. Yielding here took
+// about a tenth off the host path's p50 in an A/B on a quiet machine (6 alternations: median
+// 325 → 293 µs); a later A/B on a busy machine showed no difference either way. Throughput
+// did not change.
 func yieldToWriter() { runtime.Gosched() }
 
 // deliverNow queues a frame for the plugin without waiting: the reply router must never wait

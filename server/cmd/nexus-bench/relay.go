@@ -301,6 +301,7 @@ func middleMain(ctx context.Context, args []string, out io.Writer, role string, 
 	if err := parseChildFlags(fs, args); err != nil {
 		return err
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	conn, up, err := x.open(ctx, *upstream)
@@ -311,7 +312,16 @@ func middleMain(ctx context.Context, args []string, out io.Writer, role string, 
 	r := newRelay(up)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { cancel(r.routeReplies()) })
+	wg.Go(func() {
+		err := r.routeReplies()
+		if parent.Err() != nil {
+			// The run is ending: the echo may stop before this relay sees its own context
+			// end (a parent's Done closes before its children are cancelled), and the
+			// upstream error that follows is not a failure.
+			err = nil
+		}
+		cancel(err)
+	})
 	err = x.serve(ctx, r.serveClient, out)
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
