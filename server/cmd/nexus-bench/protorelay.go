@@ -225,17 +225,17 @@ type protoClient struct {
 }
 
 func (c *protoClient) roundTrip(ctx context.Context) error {
-	id, ch := c.add(func(n uint64) string { return "r" + strconv.FormatUint(n, 10) })
-	c.sendMu.Lock()
-	err := c.cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{
-		RequestId: id, TargetPlugin: echoPluginID, MessageType: echoMessageType, Data: c.data, TimeoutSeconds: 30,
-	}}})
-	c.sendMu.Unlock()
-	if err != nil {
-		c.forget(id)
-		return fmt.Errorf("send: %w", err)
-	}
-	rep, err := c.wait(ctx, id, ch)
+	id, rep, err := c.call(ctx, func(n uint64) string { return "r" + strconv.FormatUint(n, 10) }, func(id string) error {
+		c.sendMu.Lock()
+		defer c.sendMu.Unlock()
+		err := c.cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{
+			RequestId: id, TargetPlugin: echoPluginID, MessageType: echoMessageType, Data: c.data, TimeoutSeconds: 30,
+		}}})
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -99,16 +99,16 @@ type redisRequester struct {
 
 // roundTrip adds one request and waits for its reply.
 func (r *redisRequester) roundTrip(ctx context.Context) error {
-	id, ch := r.add(func(n uint64) string { return strconv.FormatUint(n, 10) })
-	err := r.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: requestStream, MaxLen: streamMaxLen, Approx: true,
-		Values: []any{"id", id, "reply", replyStream, "data", r.payload},
-	}).Err()
-	if err != nil {
-		r.forget(id)
-		return fmt.Errorf("XADD: %w", err)
-	}
-	data, err := r.wait(ctx, id, ch)
+	id, data, err := r.call(ctx, func(n uint64) string { return strconv.FormatUint(n, 10) }, func(id string) error {
+		err := r.rdb.XAdd(ctx, &redis.XAddArgs{
+			Stream: requestStream, MaxLen: streamMaxLen, Approx: true,
+			Values: []any{"id", id, "reply", replyStream, "data", r.payload},
+		}).Err()
+		if err != nil {
+			return fmt.Errorf("XADD: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

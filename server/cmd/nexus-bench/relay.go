@@ -341,18 +341,17 @@ type relayClient struct {
 
 // roundTrip sends one frame and waits for the echo of it.
 func (c *relayClient) roundTrip(ctx context.Context) error {
-	id, ch := c.add(func(n uint64) uint64 { return n })
-	f := frame{b: make([]byte, 8+len(c.payload))}
-	f.setID(id)
-	copy(f.b[8:], c.payload)
-	c.sendMu.Lock()
-	err := c.cs.SendMsg(&f)
-	c.sendMu.Unlock()
-	if err != nil {
-		c.forget(id)
-		return fmt.Errorf("send: %w", err)
-	}
-	reply, err := c.wait(ctx, id, ch)
+	id, reply, err := c.call(ctx, func(n uint64) uint64 { return n }, func(id uint64) error {
+		f := frame{b: make([]byte, 8+len(c.payload))}
+		f.setID(id)
+		copy(f.b[8:], c.payload)
+		c.sendMu.Lock()
+		defer c.sendMu.Unlock()
+		if err := c.cs.SendMsg(&f); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

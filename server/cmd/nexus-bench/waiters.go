@@ -21,6 +21,20 @@ func newWaiters[K comparable, V any]() *waiters[K, V] {
 	return &waiters[K, V]{pending: make(map[K]chan V), dead: make(chan struct{})}
 }
 
+// call makes one round trip: it registers it under the id key makes of its sequence number
+// (1, 2, ...), sends the request with send, and waits for the reply. The id is returned for
+// the caller's messages.
+func (w *waiters[K, V]) call(ctx context.Context, key func(n uint64) K, send func(id K) error) (K, V, error) {
+	id, ch := w.add(key)
+	if err := send(id); err != nil {
+		w.forget(id)
+		var zero V
+		return id, zero, err
+	}
+	v, err := w.wait(ctx, id, ch)
+	return id, v, err
+}
+
 // add registers a round trip under the id key makes of its sequence number (1, 2, ...).
 func (w *waiters[K, V]) add(key func(n uint64) K) (K, chan V) {
 	ch := make(chan V, 1)
