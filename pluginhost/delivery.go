@@ -221,6 +221,10 @@ func (h *Host) answerUnreplied(ctx context.Context, d bus.Delivery, why string) 
 // onSend starts a plugin's message; the reply frame is sent when the target answers.
 func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) {
 	reqID := s.GetRequestId()
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, reqID, err)
+		return
+	}
 	data, err := encodeStruct(s.GetData())
 	if err != nil {
 		sess.replyError(ctx, reqID, errs.New(errs.ValidationError, "data: %v", err))

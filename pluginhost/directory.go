@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/nexus-platform/nexus/pluginhost/permission"
-	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
 )
 
 // route is what messaging needs to know about one installed plugin, read from its record and
@@ -33,65 +33,58 @@ type messageTypeInfo struct {
 // can reports whether the plugin holds permission perm.
 func (r *route) can(perm string) bool { return permission.Allowed(r.granted, perm) }
 
-// directory caches routes, so that the message path does not read the store. The host's
-// store is wrapped (notifyingStore) so that every committed write of a plugin record drops
-// that plugin's cached route.
+// directory keeps the routes of the installed plugins, built from the registry's plugins
+// and rebuilt when the registry replaces a plugin, so that the message path reads only
+// memory.
 type directory struct {
 	h *Host
 
-	mu     sync.RWMutex // guards routes and gen
-	routes map[string]*route
-	// gen counts invalidations: a route loaded while an invalidation happened is not cached.
-	gen uint64
+	mu     sync.RWMutex // guards routes
+	routes map[*registry.Plugin]*route
 }
 
-func newDirectory(h *Host) *directory { return &directory{h: h, routes: map[string]*route{}} }
+func newDirectory(h *Host) *directory { return &directory{h: h, routes: map[*registry.Plugin]*route{}} }
 
 // get returns the plugin's route, or an errs PLUGIN_NOT_FOUND error.
-func (d *directory) get(ctx context.Context, id string) (*route, error) {
-	d.mu.RLock()
-	r, gen := d.routes[id], d.gen
-	d.mu.RUnlock()
-	if r != nil {
-		return r, nil
-	}
-	p, err := d.h.load(ctx, id)
+func (d *directory) get(_ context.Context, id string) (*route, error) {
+	p, err := d.h.reg.Get(id)
 	if err != nil {
 		return nil, err
 	}
-	r = newRoute(p)
-	d.mu.Lock()
-	if d.gen == gen {
-		d.routes[id] = r
-	}
-	d.mu.Unlock()
-	return r, nil
+	return d.routeOf(p), nil
 }
 
 // all returns the routes of every installed plugin, ordered by id.
-func (d *directory) all(ctx context.Context) ([]*route, error) {
-	ps, err := d.h.loadAll(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (d *directory) all(context.Context) ([]*route, error) {
+	ps := d.h.reg.Snapshot().All()
 	out := make([]*route, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, newRoute(p))
+		out = append(out, d.routeOf(p))
 	}
-	slices.SortFunc(out, func(a, b *route) int { return strings.Compare(a.id, b.id) })
 	return out, nil
 }
 
-// invalidate drops cached routes (all of them when ids is empty).
-func (d *directory) invalidate(ids ...string) {
+func (d *directory) routeOf(p *registry.Plugin) *route {
+	d.mu.RLock()
+	r := d.routes[p]
+	d.mu.RUnlock()
+	if r != nil {
+		return r
+	}
+	r = newRoute(loadedOf(p))
 	d.mu.Lock()
-	d.gen++
-	if len(ids) == 0 {
-		clear(d.routes)
+	d.routes[p] = r
+	d.mu.Unlock()
+	return r
+}
+
+// forget drops the route of a plugin the registry replaced or removed.
+func (d *directory) forget(c registry.Change) {
+	if c.Old == nil {
+		return
 	}
-	for _, id := range ids {
-		delete(d.routes, id)
-	}
+	d.mu.Lock()
+	delete(d.routes, c.Old)
 	d.mu.Unlock()
 }
 
@@ -113,41 +106,6 @@ func newRoute(p loaded) *route {
 		r.endpoints = append(r.endpoints, EndpointInfo{Path: e.Path, Methods: slices.Clone(e.Methods), Description: e.Description})
 	}
 	return r
-}
-
-// notifyingStore wraps the host's store and tells the directory which plugin records each
-// committed write changed.
-type notifyingStore struct {
-	store.Store
-	changed func(ids ...string)
-}
-
-func (s *notifyingStore) Write(ctx context.Context, fn func(store.Tx) error) error {
-	var ids []string
-	err := s.Store.Write(ctx, func(tx store.Tx) error {
-		ids = ids[:0]
-		return fn(&notifyingTx{Tx: tx, ids: &ids})
-	})
-	if len(ids) > 0 {
-		// Also after a failed write: a rolled-back change costs one reload, never a stale route.
-		s.changed(ids...)
-	}
-	return err
-}
-
-type notifyingTx struct {
-	store.Tx
-	ids *[]string
-}
-
-func (t *notifyingTx) PutPlugin(p store.Plugin) error {
-	*t.ids = append(*t.ids, p.ID)
-	return t.Tx.PutPlugin(p)
-}
-
-func (t *notifyingTx) DeletePlugin(id string) error {
-	*t.ids = append(*t.ids, id)
-	return t.Tx.DeletePlugin(id)
 }
 
 // matchEvent reports whether an event type matches a subscription pattern. Patterns are

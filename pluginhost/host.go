@@ -30,12 +30,15 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/archive"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/bus/busmem"
+	"github.com/nexus-platform/nexus/pluginhost/catalog"
 	"github.com/nexus-platform/nexus/pluginhost/configschema"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/kv"
+	"github.com/nexus-platform/nexus/pluginhost/logsink"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
 	"github.com/nexus-platform/nexus/pluginhost/repository"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
@@ -61,7 +64,7 @@ type Options struct {
 	// Tokens issues the plugin tokens of launched plugins (required to run plugins).
 	Tokens tokenIssuer
 	// Repositories are the plugin repositories to sync and search.
-	Repositories []RepositoryConfig
+	Repositories []catalog.Config
 	// Bus carries messages, broadcasts and events; nil means an in-memory bus built with
 	// BusOptions. The host closes it at Shutdown.
 	Bus bus.Bus
@@ -70,9 +73,9 @@ type Options struct {
 	BusOptions bus.Options
 }
 
-// Host is the plugin registry. It is safe for concurrent use: lifecycle changes (install,
-// uninstall, configuration and permission changes) are serialised by mu; reads go straight
-// to the store.
+// Host is the plugin registry. It is safe for concurrent use: the lifecycle operations of
+// each plugin are serialised by its lifecycle lock (see lifecycleLocks); reads are served
+// from the registry's memory.
 type Host struct {
 	st      store.Store
 	dataDir string
@@ -83,14 +86,18 @@ type Host struct {
 	keep    int
 	now     func() time.Time
 	rt      *pluginRuntime
-	logs    *logSink
-	metrics *metrics.Store
-	repos   *repoManager
-	dir     *directory
-	msg     *messenger
-	kv      *kv.Store
+	logs    *logsink.Sink
+	// stopLogs stops the log sink's writer, and logsDone is closed when it has stopped.
+	stopLogs context.CancelFunc
+	logsDone chan struct{}
+	metrics  *metrics.Store
+	repos    *catalog.Catalog
+	reg      *registry.Registry
+	dir      *directory
+	msg      *messenger
+	kv       *kv.Store
 
-	mu           sync.Mutex // serialises install, uninstall and configuration changes
+	locks        *lifecycleLocks
 	shutdownOnce sync.Once
 }
 
@@ -116,8 +123,15 @@ func New(opts Options) (*Host, error) {
 		limits: opts.Limits, log: opts.Logger, keep: opts.LogRetention,
 		now: func() time.Time { return time.Now().UTC() },
 	}
+	h.st = opts.Store
+	h.locks = newLifecycleLocks()
+	h.reg = registry.New(opts.Store, opts.Secrets, opts.Logger)
+	if err := h.reg.Load(context.Background()); err != nil {
+		return nil, fmt.Errorf("pluginhost: %w", err)
+	}
 	h.dir = newDirectory(h)
-	h.st = &notifyingStore{Store: opts.Store, changed: h.dir.invalidate}
+	h.reg.Subscribe(h.dir.forget)
+	h.reg.Subscribe(h.onChange)
 	for _, d := range []string{h.pluginsDir(), h.backupsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("pluginhost: create %s: %w", d, err)
@@ -126,16 +140,32 @@ func New(opts Options) (*Host, error) {
 	if err := h.sweep(context.Background()); err != nil {
 		return nil, err
 	}
-	repos, err := newRepoManager(context.Background(), h.st, opts.Repositories)
+	repos, err := catalog.New(h.st, opts.Repositories, Version)
 	if err != nil {
 		return nil, err
 	}
+	if err := repos.Load(context.Background()); err != nil {
+		return nil, err
+	}
 	h.repos = repos
-	h.logs = newLogSink(h.st, h.log, h.keep)
+	h.logs = logsink.New(h.st, h.log, h.keep)
+	ids := make([]string, 0, len(h.reg.Snapshot().All()))
+	for _, p := range h.reg.Snapshot().All() {
+		ids = append(ids, p.ID())
+	}
+	if err := h.logs.Prime(context.Background(), ids); err != nil {
+		return nil, err
+	}
+	logsCtx, stopLogs := context.WithCancel(context.Background())
+	h.stopLogs, h.logsDone = stopLogs, make(chan struct{})
+	go func() {
+		defer close(h.logsDone)
+		h.logs.Run(logsCtx)
+	}()
 	h.metrics = metrics.New()
 	h.rt = newRuntime(h, opts.Runtime, opts.Tokens)
 	if err := h.resetStatuses(context.Background()); err != nil {
-		h.logs.close()
+		h.closeLogs()
 		return nil, err
 	}
 	b := opts.Bus
@@ -146,7 +176,69 @@ func New(opts Options) (*Host, error) {
 	h.kv = kv.New(h.st, kv.Options{})
 	h.rt.wg.Add(1)
 	go h.sweepKV()
+	if src, ok := opts.Tokens.(revocations); ok {
+		src.OnRevoke(h.rt.endTokenSessions)
+		h.rt.wg.Add(1)
+		go h.watchRevocations(src)
+	}
 	return h, nil
+}
+
+// revocations is implemented by a token issuer that tells of revoked tokens.
+type revocations interface {
+	// OnRevoke announces the tokens revoked through this issuer.
+	OnRevoke(fn func(tokenID string))
+	// RevokedAmong finds tokens revoked elsewhere (another process on the same store).
+	RevokedAmong(ctx context.Context, ids []string) ([]string, error)
+}
+
+// revocationCheckInterval is how often the tokens of open sessions are checked for
+// revocations made outside this server (the CLI's `nexus token revoke`).
+const revocationCheckInterval = 2 * time.Second
+
+// watchRevocations ends the sessions whose token was revoked outside this server, until the
+// host stops.
+func (h *Host) watchRevocations(src revocations) {
+	defer h.rt.wg.Done()
+	t := time.NewTicker(revocationCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.rt.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ids := h.rt.sessionTokens()
+		revoked, err := src.RevokedAmong(h.rt.ctx, ids)
+		if err != nil {
+			if h.rt.ctx.Err() == nil {
+				h.log.Warn("checking the tokens of plugin sessions failed", "error", err)
+			}
+			continue
+		}
+		for _, id := range revoked {
+			h.rt.endTokenSessions(id)
+		}
+	}
+}
+
+// onChange ends the sessions of a plugin that was disabled or uninstalled: from then on it
+// may not act through the host.
+func (h *Host) onChange(c registry.Change) {
+	if !c.Disabled() {
+		return
+	}
+	why := errs.New(errs.PluginUnavailable, "plugin %s was disabled", c.ID)
+	if c.Removed() {
+		why = errs.New(errs.PluginUnavailable, "plugin %s was uninstalled", c.ID)
+	}
+	h.rt.endSessions(c.ID, why)
+}
+
+// closeLogs stores what the log sink holds and stops it.
+func (h *Host) closeLogs() {
+	h.stopLogs()
+	<-h.logsDone
 }
 
 func (h *Host) pluginsDir() string { return filepath.Join(h.dataDir, "plugins") }
@@ -159,22 +251,12 @@ func (h *Host) backupsDir() string { return filepath.Join(h.dataDir, "backups") 
 func (h *Host) sweep(ctx context.Context) error {
 	referenced := map[string]bool{}
 	outside := ""
-	err := h.st.Read(ctx, func(tx store.Tx) error {
-		plugins, err := tx.Plugins()
-		if err != nil {
-			return err
+	for _, p := range h.reg.Snapshot().All() {
+		dir := h.abs(p.Record().Dir)
+		referenced[dir] = true
+		if !h.inDataDir(dir) {
+			outside = dir
 		}
-		for _, p := range plugins {
-			dir := h.abs(p.Dir)
-			referenced[dir] = true
-			if !h.inDataDir(dir) {
-				outside = dir
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("pluginhost: sweep: %w", err)
 	}
 	if outside != "" {
 		h.log.Warn("a plugin record points outside the data directory; leftover directories are not removed", "dir", outside)
@@ -262,12 +344,9 @@ func (h *Host) inDataDir(dir string) bool {
 // resetStatuses marks every plugin inactive at start: no plugin runs before the host starts
 // it (enabled plugins are started by StartEnabled).
 func (h *Host) resetStatuses(ctx context.Context) error {
-	return h.st.Write(ctx, func(tx store.Tx) error {
-		plugins, err := tx.Plugins()
-		if err != nil {
-			return err
-		}
-		for _, p := range plugins {
+	return h.write(ctx, func(tx store.Tx) error {
+		for _, rp := range h.reg.Snapshot().All() {
+			p := rp.Record()
 			if p.Status == StatusActive || p.Status == StatusLoading {
 				p.Status, p.StatusReason = StatusInactive, "the server restarted"
 				if err := tx.PutPlugin(p); err != nil {
@@ -279,122 +358,48 @@ func (h *Host) resetStatuses(ctx context.Context) error {
 	})
 }
 
-// loaded is an installed plugin with its parsed manifest.
+// loaded is an installed plugin as the registry holds it, with its record and manifest at
+// hand.
 type loaded struct {
 	rec store.Plugin
 	man *manifest.Manifest
+	p   *registry.Plugin
 }
 
-func (h *Host) loadAll(ctx context.Context) ([]loaded, error) {
-	var recs []store.Plugin
-	if err := h.st.Read(ctx, func(tx store.Tx) error {
-		var err error
-		recs, err = tx.Plugins()
-		return err
-	}); err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "could not read the plugin registry")
+func loadedOf(p *registry.Plugin) loaded { return loaded{rec: p.Record(), man: p.Manifest(), p: p} }
+
+// loadAll returns every installed plugin, from memory, and the snapshot they come from.
+func (h *Host) loadAll(context.Context) ([]loaded, *registry.Snapshot, error) {
+	snap := h.reg.Snapshot()
+	out := make([]loaded, 0, len(snap.All()))
+	for _, p := range snap.All() {
+		out = append(out, loadedOf(p))
 	}
-	out := make([]loaded, 0, len(recs))
-	for _, r := range recs {
-		m, err := manifest.Parse(r.Manifest)
-		if err != nil {
-			return nil, errs.Wrap(errs.Internal, err, "the stored manifest of %s is unreadable", r.ID)
-		}
-		out = append(out, loaded{rec: r, man: m})
-	}
-	return out, nil
+	return out, snap, nil
 }
 
-func (h *Host) load(ctx context.Context, id string) (loaded, error) {
-	var rec store.Plugin
-	err := h.st.Read(ctx, func(tx store.Tx) error {
-		var err error
-		rec, err = tx.Plugin(id)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return loaded{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
-	}
+// load returns an installed plugin from memory, or PLUGIN_NOT_FOUND.
+func (h *Host) load(_ context.Context, id string) (loaded, error) {
+	p, err := h.reg.Get(id)
 	if err != nil {
-		return loaded{}, errs.Wrap(errs.Internal, err, "could not read the plugin registry")
+		return loaded{}, err
 	}
-	m, err := manifest.Parse(rec.Manifest)
-	if err != nil {
-		return loaded{}, errs.Wrap(errs.Internal, err, "the stored manifest of %s is unreadable", id)
-	}
-	return loaded{rec: rec, man: m}, nil
+	return loadedOf(p), nil
 }
 
-// graph holds the dependency relations between installed plugins.
-type graph struct {
-	order      map[string]int
-	dependents map[string][]string
-}
-
-// buildGraph computes the load order (dependencies first, ties by id, starting at 1) and
-// the dependents of each installed plugin.
-func buildGraph(all []loaded) graph {
-	g := graph{order: map[string]int{}, dependents: map[string][]string{}}
-	installed := map[string]bool{}
-	for _, p := range all {
-		installed[p.rec.ID] = true
-	}
-	indegree := map[string]int{}
-	for _, p := range all {
-		indegree[p.rec.ID] += 0
-		for _, dep := range p.man.DependencyIDs() {
-			if installed[dep] {
-				indegree[p.rec.ID]++
-				g.dependents[dep] = append(g.dependents[dep], p.rec.ID)
-			}
-		}
-	}
-	for k := range g.dependents {
-		sort.Strings(g.dependents[k])
-	}
-	var ready []string
-	for id, n := range indegree {
-		if n == 0 {
-			ready = append(ready, id)
-		}
-	}
-	n := 0
-	for len(ready) > 0 {
-		sort.Strings(ready)
-		id := ready[0]
-		ready = ready[1:]
-		n++
-		g.order[id] = n
-		for _, d := range g.dependents[id] {
-			indegree[d]--
-			if indegree[d] == 0 {
-				ready = append(ready, d)
-			}
-		}
-	}
-	// Plugins caught in a cycle (possible only through forced reinstalls) load last.
-	var rest []string
-	for id := range indegree {
-		if _, ok := g.order[id]; !ok {
-			rest = append(rest, id)
-		}
-	}
-	sort.Strings(rest)
-	for _, id := range rest {
-		n++
-		g.order[id] = n
-	}
-	return g
+// write runs fn in one store transaction through the registry, the single writer of plugin
+// records.
+func (h *Host) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	return h.reg.Update(ctx, func(tx *registry.Tx) error { return fn(tx) })
 }
 
 // List returns the installed plugins that pass the filter, in load order, and counts over
 // all installed plugins.
 func (h *Host) List(ctx context.Context, f ListFilter) ([]PluginView, Summary, error) {
-	all, err := h.loadAll(ctx)
+	all, g, err := h.loadAll(ctx)
 	if err != nil {
 		return nil, Summary{}, err
 	}
-	g := buildGraph(all)
 	var sum Summary
 	var out []PluginView
 	search := strings.ToLower(f.Search)
@@ -436,53 +441,32 @@ func (h *Host) List(ctx context.Context, f ListFilter) ([]PluginView, Summary, e
 
 // Get returns one plugin; with detail it also carries the most recent log records.
 func (h *Host) Get(ctx context.Context, id string, detail bool) (PluginView, error) {
-	if !detail {
-		p, err := h.load(ctx, id)
-		if err != nil {
-			return PluginView{}, err
-		}
-		return h.view(p, graph{order: map[string]int{}, dependents: map[string][]string{}})
-	}
-	all, err := h.loadAll(ctx)
+	snap := h.reg.Snapshot()
+	p, err := snap.Get(id)
 	if err != nil {
 		return PluginView{}, err
 	}
-	idx := slices.IndexFunc(all, func(p loaded) bool { return p.rec.ID == id })
-	if idx < 0 {
-		return PluginView{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
+	v, err := h.view(loadedOf(p), snap)
+	if err != nil || !detail {
+		return v, err
 	}
-	v, err := h.view(all[idx], buildGraph(all))
-	if err != nil {
-		return PluginView{}, err
-	}
-	err = h.st.Read(ctx, func(tx store.Tx) error {
-		var err error
-		v.RecentLogs, _, err = tx.Logs(store.LogFilter{PluginID: id, Page: 1, PerPage: 10})
-		return err
-	})
-	if err != nil {
-		return PluginView{}, errs.Wrap(errs.Internal, err, "could not read the plugin's logs")
-	}
+	v.RecentLogs = h.logs.Recent(id)
 	return v, nil
 }
 
-func (h *Host) view(p loaded, g graph) (PluginView, error) {
+func (h *Host) view(p loaded, g *registry.Snapshot) (PluginView, error) {
 	m := p.man
-	values, err := h.openConfig(p)
-	if err != nil {
-		return PluginView{}, err
-	}
-	schema := m.Schema()
+	schema := p.p.Schema()
 	v := PluginView{
 		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
 		Status: p.rec.Status, StatusReason: p.rec.StatusReason, Enabled: p.rec.Enabled,
-		Runtime: h.Runtime(p.rec.ID), LoadOrder: g.order[p.rec.ID],
+		Runtime: h.Runtime(p.rec.ID), LoadOrder: g.Order(p.rec.ID),
 		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
-		Dependencies: m.DependencyIDs(), Dependents: g.dependents[p.rec.ID],
+		Dependencies: m.DependencyIDs(), Dependents: g.Dependents(p.rec.ID),
 		Permissions: p.rec.Granted,
-		Schema:      schema.Raw(), Config: schema.Mask(values),
+		Schema:      schema.Raw(), Config: p.p.MaskedConfig(),
 		Metrics:     h.metrics.Summary(p.rec.ID),
 		InstalledAt: p.rec.InstalledAt, UpdatedAt: p.rec.UpdatedAt,
 	}
@@ -499,32 +483,12 @@ func (h *Host) view(p loaded, g graph) (PluginView, error) {
 	return v, nil
 }
 
-// openConfig decodes a plugin's stored configuration and unseals its secrets.
-func (h *Host) openConfig(p loaded) (map[string]any, error) {
-	values := map[string]any{}
-	if len(p.rec.Config) > 0 {
-		if err := json.Unmarshal(p.rec.Config, &values); err != nil {
-			return nil, errs.Wrap(errs.Internal, err, "the stored configuration of %s is unreadable", p.rec.ID)
-		}
-	}
-	opened, err := h.box.OpenFields(values, p.man.Schema().SecretFields())
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "the stored secrets of %s cannot be decrypted", p.rec.ID)
-	}
-	return opened, nil
-}
+// openConfig returns a copy of a plugin's configuration with its secrets opened.
+func (h *Host) openConfig(p loaded) (map[string]any, error) { return p.p.Config(), nil }
 
 // sealConfig seals secrets and encodes a configuration for the store.
 func (h *Host) sealConfig(schema configschema.Schema, values map[string]any) ([]byte, error) {
-	sealed, err := h.box.SealFields(values, schema.SecretFields())
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "could not encrypt secret values")
-	}
-	b, err := json.Marshal(sealed)
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "could not encode the configuration")
-	}
-	return b, nil
+	return h.reg.SealConfig(schema, values)
 }
 
 // applyConfig merges patch into current and validates the result. Required fields that
@@ -595,9 +559,9 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		return InstallResult{}, err
 	}
 
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	all, err := h.loadAll(ctx)
+	unlock := sync.OnceFunc(h.locks.lock(append(m.DependencyIDs(), m.ID)...))
+	defer unlock()
+	all, _, err := h.loadAll(ctx)
 	if err != nil {
 		return InstallResult{}, err
 	}
@@ -680,7 +644,7 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 		rec.SecurityLevel, rec.SandboxEnabled, rec.Limits = existing.rec.SecurityLevel, existing.rec.SandboxEnabled, existing.rec.Limits
 		rec.InstalledAt = existing.rec.InstalledAt
 	}
-	err = h.st.Write(ctx, func(tx store.Tx) error {
+	err = h.write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
@@ -715,9 +679,8 @@ func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, 
 	}
 	if req.AutoEnable {
 		// Installed either way; the answer says whether it started.
-		h.mu.Unlock()
+		unlock()
 		status, err := h.Enable(ctx, m.ID, EnableOptions{})
-		h.mu.Lock()
 		if err != nil {
 			return InstallResult{}, err
 		}
@@ -806,40 +769,11 @@ func (h *Host) fetchPackage(ctx context.Context, source, name string, req Instal
 	case "file":
 		return h.readPackage(req)
 	case "repository":
-		return h.fetchFromRepository(ctx, name, req.Version)
+		return h.repos.Fetch(ctx, name, req.Version, h.limits.MaxPackageBytes)
 	case "url":
 		return h.fetchURL(ctx, req.DownloadURL, req.SHA256)
 	}
 	return nil, errs.New(errs.ValidationError, "source must be repository, file or url")
-}
-
-// resolveInRepositories finds the version of a plugin that installs from the repositories
-// would pick (the first enabled repository, in configured order, that can satisfy it).
-func (h *Host) resolveInRepositories(name, constraint string) (repository.Version, *repoState, error) {
-	var firstErr error
-	h.repos.mu.Lock()
-	defer h.repos.mu.Unlock()
-	for _, r := range h.repos.all {
-		if !r.cfg.Enabled || r.index == nil {
-			continue
-		}
-		p := r.index.Plugin(name)
-		if p == nil {
-			continue
-		}
-		v, err := p.Resolve(constraint, Version, runtime.GOOS, runtime.GOARCH)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		return v, r, nil
-	}
-	if firstErr != nil {
-		return repository.Version{}, nil, firstErr
-	}
-	return repository.Version{}, nil, errs.New(errs.PluginNotFound, "no enabled repository offers plugin %q", name)
 }
 
 // installDependencies installs, from the repositories and depth first, the dependencies of
@@ -848,7 +782,7 @@ func (h *Host) resolveInRepositories(name, constraint string) (repository.Versio
 // their constraints.
 func (h *Host) installDependencies(ctx context.Context, name, constraint string, chain []string) error {
 	chain = append(slices.Clone(chain), name)
-	v, _, err := h.resolveInRepositories(name, constraint)
+	v, err := h.repos.Resolve(name, constraint)
 	if err != nil {
 		if len(chain) > 1 {
 			return errs.New(errs.PluginDependencyError, "dependency %s (%s) cannot be resolved: %s", strings.Join(chain, " -> "), orDefault(constraint, "latest"), errorMessage(err)).
@@ -886,27 +820,6 @@ func (h *Host) installDependencies(ctx context.Context, name, constraint string,
 		}
 	}
 	return nil
-}
-
-// fetchFromRepository resolves a plugin in the enabled repositories (in their configured
-// order) and downloads its package, verified against the repository's checksum and trusted
-// keys.
-func (h *Host) fetchFromRepository(ctx context.Context, name, constraint string) ([]byte, error) {
-	v, r, err := h.resolveInRepositories(name, constraint)
-	if err != nil {
-		return nil, err
-	}
-	h.repos.mu.Lock()
-	cfg, keys := r.cfg, r.keys
-	h.repos.mu.Unlock()
-	data, err := repository.Fetch(ctx, cfg.URL, v.URL, h.limits.MaxPackageBytes, 2*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	if err := repository.VerifyPackage(v, name, data, keys, cfg.AllowUnsigned); err != nil {
-		return nil, err
-	}
-	return data, nil
 }
 
 // fetchURL downloads a package from an http(s) URL, checking its sha256 when given.
@@ -1053,9 +966,9 @@ func checkDependencies(m *manifest.Manifest, all []loaded) error {
 
 // Uninstall removes a plugin.
 func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) (UninstallResult, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	all, err := h.loadAll(ctx)
+	unlock, dependents := h.lockWithDependents(id)
+	defer unlock()
+	all, g, err := h.loadAll(ctx)
 	if err != nil {
 		return UninstallResult{}, err
 	}
@@ -1064,16 +977,15 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 		return UninstallResult{}, errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
 	}
 	p := all[idx]
-	if deps := buildGraph(all).dependents[id]; len(deps) > 0 && !opts.Force {
+	if deps := g.Dependents(id); len(deps) > 0 && !opts.Force {
 		return UninstallResult{}, errs.New(errs.PluginDependencyError,
 			"plugins %s depend on %s; uninstall them first or pass force", strings.Join(deps, ", "), id).
 			WithDetail("dependents", deps)
 	}
-	// A running plugin is stopped first, gracefully.
-	r := h.rt.get(id)
-	r.op.Lock()
-	h.rt.stop(ctx, r, DisableOptions{Reason: "uninstalling", Graceful: true, Timeout: 30 * time.Second})
-	r.op.Unlock()
+	// Its dependents (uninstalled by force) and the plugin itself are stopped first,
+	// gracefully.
+	h.stopDependents(ctx, id, dependents, "uninstalled")
+	h.rt.stop(ctx, h.rt.get(id), DisableOptions{Reason: "uninstalled", Graceful: true, Timeout: uninstallGrace})
 	now := h.now()
 	res := UninstallResult{PluginID: id, UninstalledAt: now, DataRemoved: opts.CleanupData}
 	var backup *store.Backup
@@ -1085,7 +997,7 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 		backup = &b
 		res.BackupCreated, res.BackupID = true, b.ID
 	}
-	err = h.st.Write(ctx, func(tx store.Tx) error {
+	err = h.write(ctx, func(tx store.Tx) error {
 		if err := tx.DeletePlugin(id); err != nil {
 			return err
 		}
@@ -1116,6 +1028,10 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 	h.rt.forget(id)
 	h.msg.forget(id)
 	if opts.CleanupData {
+		// Lines the plugin wrote last may still be queued: they go too.
+		if err := h.logs.Purge(context.WithoutCancel(ctx), id); err != nil {
+			h.log.Warn("could not remove the plugin's logs", "plugin_id", id, "error", err)
+		}
 		if err := h.kv.DeleteAll(ctx, id); err != nil {
 			h.log.Warn("could not remove the plugin's key-value data", "plugin_id", id, "error", err)
 		}
@@ -1127,6 +1043,10 @@ func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) 
 	h.system(ctx, "plugin.uninstalled", map[string]any{"plugin_id": id, "version": p.rec.Version, "data_removed": opts.CleanupData})
 	return res, nil
 }
+
+// uninstallGrace is how long an uninstalled plugin's instances may take to shut down after
+// the shutdown frame, before their process is signalled and their sessions are ended.
+const uninstallGrace = 10 * time.Second
 
 // copyToBackup copies a plugin's package directory into a new backup directory.
 func (h *Host) copyToBackup(rec store.Plugin, reason string, now time.Time) (store.Backup, error) {
@@ -1238,8 +1158,7 @@ func (h *Host) Config(ctx context.Context, id string, includeSecrets bool) (Conf
 // UpdateConfig merges patch into a plugin's configuration after validating the result
 // against its schema. Nothing is stored when a value is invalid.
 func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any) (ConfigUpdate, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.locks.lock(id)()
 	p, err := h.load(ctx, id)
 	if err != nil {
 		return ConfigUpdate{}, err
@@ -1259,14 +1178,14 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 		if err := h.rt.pushConfig(ctx, id, merged, updated, restart); err != nil {
 			return ConfigUpdate{}, err
 		}
-		h.logs.setSecrets(id, secretStrings(merged, schema.SecretFields()))
+		h.logs.SetSecrets(id, secretStrings(merged, schema.SecretFields()))
 		sealed, err := h.sealConfig(schema, merged)
 		if err != nil {
 			return ConfigUpdate{}, err
 		}
 		rec := p.rec
 		rec.Config, rec.ConfigUpdatedAt, rec.UpdatedAt = sealed, now, now
-		err = h.st.Write(ctx, func(tx store.Tx) error {
+		err = h.write(ctx, func(tx store.Tx) error {
 			if err := tx.PutPlugin(rec); err != nil {
 				return err
 			}
@@ -1322,8 +1241,7 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 				[]errs.FieldViolation{{Field: "grant", Description: g + " is also in revoke"}})
 		}
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.locks.lock(id)()
 	p, err := h.load(ctx, id)
 	if err != nil {
 		return Permissions{}, err
@@ -1359,7 +1277,7 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 	}
 	now := h.now()
 	rec.UpdatedAt = now
-	err = h.st.Write(ctx, func(tx store.Tx) error {
+	err = h.write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
@@ -1418,7 +1336,7 @@ func (h *Host) Audit(ctx context.Context, e store.AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = h.now()
 	}
-	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) })
+	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) }) // not a plugin record
 }
 
 // MetricsCollector exposes the per-plugin Prometheus series.
@@ -1446,19 +1364,14 @@ func (h *Host) Ready(ctx context.Context) error {
 	})
 }
 
-// appendLogs appends log records and trims the plugin's logs to the retention bound.
+// appendLogs appends log records in a registry transaction, trims the plugin's logs to the
+// retention bound, and tells the log sink of them once the transaction commits.
 func (h *Host) appendLogs(tx store.Tx, recs []store.LogRecord) error {
-	if err := tx.AppendLogs(recs); err != nil {
+	if err := logsink.Append(tx, recs, h.keep); err != nil {
 		return err
 	}
-	trimmed := map[string]bool{}
-	for _, r := range recs {
-		if !trimmed[r.PluginID] {
-			trimmed[r.PluginID] = true
-			if err := tx.TrimLogs(r.PluginID, h.keep); err != nil {
-				return err
-			}
-		}
+	if rtx, ok := tx.(*registry.Tx); ok {
+		rtx.AfterCommit(func() { h.logs.Stored(recs) })
 	}
 	return nil
 }
@@ -1489,3 +1402,29 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// TailQuery selects the log records to stream.
+type TailQuery = logsink.TailQuery
+
+// TailLogs streams an installed plugin's log records as they are stored, after up to
+// q.Backlog stored ones. The channel is closed when ctx ends.
+func (h *Host) TailLogs(ctx context.Context, q TailQuery) (<-chan store.LogRecord, error) {
+	if _, err := h.load(ctx, q.PluginID); err != nil {
+		return nil, err
+	}
+	return h.logs.Tail(ctx, q)
+}
+
+// Repositories lists the configured repositories with their sync state.
+func (h *Host) Repositories() []catalog.View { return h.repos.Repositories() }
+
+// SyncRepositories syncs every enabled repository now and returns their state.
+func (h *Host) SyncRepositories(ctx context.Context) []catalog.View { return h.repos.Sync(ctx) }
+
+// RunRepositorySync syncs at once and then on every interval until ctx ends.
+func (h *Host) RunRepositorySync(ctx context.Context, interval time.Duration) {
+	h.repos.RunSync(ctx, interval)
+}
+
+// Search searches the synced catalogs of the enabled repositories.
+func (h *Host) Search(q catalog.Query) ([]catalog.Entry, int, error) { return h.repos.Search(q) }

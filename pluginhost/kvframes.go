@@ -20,6 +20,10 @@ const kvSweepInterval = time.Minute
 // and writes it with database:write; it reads another plugin's namespace with database:read
 // when that plugin shared it, and never writes it.
 func (h *Host) onKV(ctx context.Context, sess *session, req *pluginhostv1.KvRequest) {
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, req.GetRequestId(), err)
+		return
+	}
 	res, err := h.kvOp(ctx, sess.pluginID, req)
 	if err != nil {
 		sess.replyError(ctx, req.GetRequestId(), err)

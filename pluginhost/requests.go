@@ -12,6 +12,10 @@ import (
 // broadcasts, subscriptions and discovery. Each is checked against the plugin's grants.
 
 func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) {
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, e.GetRequestId(), err)
+		return
+	}
 	data, err := encodeStruct(e.GetData())
 	if err != nil {
 		sess.replyError(ctx, e.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
@@ -27,6 +31,10 @@ func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) 
 }
 
 func (h *Host) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.BroadcastSend) {
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, b.GetRequestId(), err)
+		return
+	}
 	data, err := encodeStruct(b.GetData())
 	if err != nil {
 		sess.replyError(ctx, b.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
@@ -43,6 +51,10 @@ func (h *Host) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.B
 }
 
 func (h *Host) onSubscribe(ctx context.Context, sess *session, s *pluginhostv1.Subscribe) {
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, s.GetRequestId(), err)
+		return
+	}
 	if len(s.GetAdd()) > 0 {
 		r, err := h.dir.get(ctx, sess.pluginID)
 		if err != nil {
@@ -61,6 +73,10 @@ func (h *Host) onSubscribe(ctx context.Context, sess *session, s *pluginhostv1.S
 }
 
 func (h *Host) onDiscover(ctx context.Context, sess *session, d *pluginhostv1.Discover) {
+	if err := h.admit(sess); err != nil {
+		sess.replyError(ctx, d.GetRequestId(), err)
+		return
+	}
 	providers, err := h.ListServices(ctx, d.GetService(), d.GetMessageType())
 	if err != nil {
 		sess.replyError(ctx, d.GetRequestId(), err)

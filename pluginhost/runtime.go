@@ -16,6 +16,7 @@ import (
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
@@ -94,7 +95,6 @@ type pluginRuntime struct {
 // running is the live state of one plugin.
 type running struct {
 	id string
-	op sync.Mutex // serialises enable, disable and restart of this plugin
 
 	mu        sync.Mutex // guards everything below
 	proc      *supervisor.Process
@@ -113,6 +113,10 @@ type running struct {
 	// overLimit is why the host stopped the current process for exceeding a resource
 	// limit; supervise then keeps it stopped, in error.
 	overLimit string
+	// usage is the current process's resource use at its last sample (at launch, then on
+	// every health interval), taken at usageAt: views read it instead of /proc.
+	usage   supervisor.Usage
+	usageAt time.Time
 }
 
 type healthState struct {
@@ -151,7 +155,7 @@ func (rt *pluginRuntime) forget(id string) {
 // Entering the error status emits plugin.error.
 func (rt *pluginRuntime) setStatus(ctx context.Context, id, status, reason string, enabled *bool) error {
 	var was string
-	err := rt.h.st.Write(ctx, func(tx store.Tx) error {
+	err := rt.h.write(ctx, func(tx store.Tx) error {
 		rec, err := tx.Plugin(id)
 		if err != nil {
 			return err
@@ -167,6 +171,66 @@ func (rt *pluginRuntime) setStatus(ctx context.Context, id, status, reason strin
 		rt.h.system(ctx, "plugin.error", map[string]any{"plugin_id": id, "reason": reason})
 	}
 	return err
+}
+
+// endSessions ends every session of a plugin (see session.end).
+func (rt *pluginRuntime) endSessions(id string, why error) {
+	for _, s := range rt.sessionsOf(id) {
+		s.end(why)
+	}
+}
+
+// endTokenSessions ends the sessions opened with a token that was revoked.
+func (rt *pluginRuntime) endTokenSessions(tokenID string) {
+	rt.mu.Lock()
+	var ended []*session
+	for _, r := range rt.plugins {
+		r.mu.Lock()
+		for _, s := range r.sessions {
+			if s.tokenID == tokenID {
+				ended = append(ended, s)
+			}
+		}
+		r.mu.Unlock()
+	}
+	rt.mu.Unlock()
+	for _, s := range ended {
+		s.end(errs.New(errs.Unauthenticated, "the token of this session was revoked"))
+	}
+}
+
+// sessionTokens returns the token ids of the sessions connected now.
+func (rt *pluginRuntime) sessionTokens() []string {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var ids []string
+	for _, r := range rt.plugins {
+		r.mu.Lock()
+		for _, s := range r.sessions {
+			if s.tokenID != "" && !slices.Contains(ids, s.tokenID) {
+				ids = append(ids, s.tokenID)
+			}
+		}
+		r.mu.Unlock()
+	}
+	return ids
+}
+
+// sessionsOf returns the sessions of a plugin connected now.
+func (rt *pluginRuntime) sessionsOf(id string) []*session {
+	rt.mu.Lock()
+	r := rt.plugins[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		out = append(out, s)
+	}
+	return out
 }
 
 // connected returns how many instances of a plugin are connected to this host.
@@ -251,6 +315,27 @@ func (h *Host) enable(ctx context.Context, id string, opts EnableOptions, visiti
 			return "", fmt.Errorf("enable dependency %s: %w", dep, err)
 		}
 	}
+	defer h.locks.lock(id)()
+	return h.startLocked(ctx, id)
+}
+
+// startLocked starts an enabled (or to be enabled) plugin whose lifecycle lock the caller
+// holds; its dependencies must be active already.
+func (h *Host) startLocked(ctx context.Context, id string) (string, error) {
+	p, err := h.load(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	for _, dep := range p.man.DependencyIDs() {
+		if d, err := h.load(ctx, dep); err != nil || d.rec.Status != StatusActive {
+			status := "not installed"
+			if err == nil {
+				status = d.rec.Status
+			}
+			return "", errs.New(errs.PluginDependencyError, "plugin %s depends on %s, which is %s", id, dep, status).
+				WithDetail("inactive", []string{dep})
+		}
+	}
 	values, err := h.openConfig(p)
 	if err != nil {
 		return "", err
@@ -259,8 +344,6 @@ func (h *Host) enable(ctx context.Context, id string, opts EnableOptions, visiti
 		return "", errs.WithFields(errs.PluginConfigurationError, "plugin "+id+" cannot start: "+configProblemMessage(problems)[len("invalid configuration: "):], problems)
 	}
 	r := h.rt.get(id)
-	r.op.Lock()
-	defer r.op.Unlock()
 	r.mu.Lock()
 	if r.proc != nil && !r.stopping {
 		r.mu.Unlock()
@@ -273,14 +356,14 @@ func (h *Host) enable(ctx context.Context, id string, opts EnableOptions, visiti
 		if err := h.rt.setStatus(ctx, id, h.rt.externalStatus(r), "", &yes); err != nil {
 			return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 		}
-		h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled (external: it becomes active when an instance connects)"})
+		h.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled (external: it becomes active when an instance connects)"})
 		h.system(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 		return h.rt.externalStatus(r), nil
 	}
 	if err := h.rt.setStatus(ctx, id, StatusLoading, "", &yes); err != nil {
 		return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}
-	h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled; starting"})
+	h.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled; starting"})
 	if err := h.rt.start(ctx, r, p); err != nil {
 		return "", err
 	}
@@ -303,7 +386,7 @@ func (rt *pluginRuntime) start(ctx context.Context, r *running, p loaded) error 
 	if err := rt.launch(ctx, r, p); err != nil {
 		reason := errorMessage(err)
 		_ = rt.setStatus(context.WithoutCancel(ctx), r.id, StatusError, reason, nil)
-		rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin failed to start: " + reason})
+		rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin failed to start: " + reason})
 		return err
 	}
 	r.mu.Lock()
@@ -327,7 +410,7 @@ func (rt *pluginRuntime) launch(ctx context.Context, r *running, p loaded) error
 	if err != nil {
 		return err
 	}
-	h.logs.setSecrets(r.id, secretStrings(values, p.man.Schema().SecretFields()))
+	h.logs.SetSecrets(r.id, secretStrings(values, p.man.Schema().SecretFields()))
 	home := filepath.Join(h.dataDir, "plugin-data", r.id)
 	if err := os.MkdirAll(filepath.Join(home, "tmp"), 0o700); err != nil {
 		return errs.Wrap(errs.Internal, err, "could not create the plugin's data directory")
@@ -370,7 +453,7 @@ func (rt *pluginRuntime) launch(ctx context.Context, r *running, p loaded) error
 				r.lastLines = r.lastLines[len(r.lastLines)-lastLinesKept:]
 			}
 			r.mu.Unlock()
-			h.logs.addLine(r.id, stream, line, truncated)
+			h.logs.AddLine(r.id, stream, line, truncated)
 		},
 	}
 	launched := time.Now()
@@ -422,7 +505,7 @@ func (rt *pluginRuntime) launch(ctx context.Context, r *running, p loaded) error
 	if err := rt.setStatus(context.WithoutCancel(ctx), r.id, StatusActive, "", nil); err != nil {
 		return fail("could not record the plugin state: %v", err)
 	}
-	h.logs.add(store.LogRecord{PluginID: r.id, Level: "INFO", Message: "Plugin active",
+	h.logs.Add(store.LogRecord{PluginID: r.id, Level: "INFO", Message: "Plugin active",
 		Metadata: mustJSON(map[string]any{"pid": proc.PID(), "startup_ms": now.Sub(launched).Milliseconds()})})
 	return nil
 }
@@ -543,7 +626,7 @@ func (rt *pluginRuntime) healthLoop(r *running, stop chan struct{}) {
 		proc = r.proc
 		r.mu.Unlock()
 		if misses >= rt.cfg.HealthMisses && proc != nil {
-			rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR",
+			rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR",
 				Message: fmt.Sprintf("Plugin missed %d health checks in a row; restarting it", misses)})
 			proc.Stop(rt.ctx, rt.cfg.KillGrace)
 		}
@@ -577,7 +660,13 @@ func (rt *pluginRuntime) sample(r *running, proc *supervisor.Process, limitMB in
 	if err != nil {
 		return
 	}
-	rt.h.metrics.ObserveResources(r.id, u.RSSBytes, u.CPUSeconds, u.OpenFiles, time.Now())
+	now := time.Now()
+	r.mu.Lock()
+	if r.proc == proc {
+		r.usage, r.usageAt = u, now
+	}
+	r.mu.Unlock()
+	rt.h.metrics.ObserveResources(r.id, u.RSSBytes, u.CPUSeconds, u.OpenFiles, now)
 	if limitMB <= 0 || u.RSSBytes <= int64(limitMB)<<20 {
 		return
 	}
@@ -585,7 +674,7 @@ func (rt *pluginRuntime) sample(r *running, proc *supervisor.Process, limitMB in
 	r.mu.Lock()
 	r.overLimit = reason
 	r.mu.Unlock()
-	rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+	rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
 	proc.Stop(rt.ctx, rt.cfg.KillGrace)
 }
 
@@ -680,12 +769,12 @@ func (rt *pluginRuntime) supervise(r *running, stop chan struct{}) {
 		if crashes >= rt.cfg.CrashLoopCount {
 			reason := fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s%s", crashes, rt.cfg.CrashLoopWindow, exit, last)
 			_ = rt.setStatus(rt.ctx, r.id, StatusError, reason, nil)
-			rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+			rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
 			return
 		}
 		reason := fmt.Sprintf("crashed (%s); restarting in %s", exit, delay.Round(time.Millisecond))
 		_ = rt.setStatus(rt.ctx, r.id, StatusLoading, reason, nil)
-		rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason + last})
+		rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason + last})
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
@@ -705,7 +794,7 @@ func (rt *pluginRuntime) supervise(r *running, stop chan struct{}) {
 		r.mu.Unlock()
 		rt.h.metrics.Restarted(r.id)
 		if err := rt.launch(rt.ctx, r, p); err != nil {
-			rt.h.logs.add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Restart failed: " + errorMessage(err)})
+			rt.h.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Restart failed: " + errorMessage(err)})
 			r.mu.Lock()
 			r.proc = nil
 			r.mu.Unlock()
@@ -737,21 +826,17 @@ type DisableOptions struct {
 
 // Disable stops a plugin and keeps it disabled. It returns once the process is gone.
 func (h *Host) Disable(ctx context.Context, id string, opts DisableOptions) error {
-	all, err := h.loadAll(ctx)
-	if err != nil {
+	unlock, dependents := h.lockWithDependents(id)
+	defer unlock()
+	snap := h.reg.Snapshot()
+	if _, err := snap.Get(id); err != nil {
 		return err
-	}
-	idx := slices.IndexFunc(all, func(p loaded) bool { return p.rec.ID == id })
-	if idx < 0 {
-		return errs.New(errs.PluginNotFound, "plugin %q is not installed", id)
 	}
 	if !opts.Force {
 		var active []string
-		for _, dep := range buildGraph(all).dependents[id] {
-			for _, p := range all {
-				if p.rec.ID == dep && p.rec.Enabled && p.rec.Status == StatusActive {
-					active = append(active, dep)
-				}
+		for _, dep := range snap.Dependents(id) {
+			if p, err := snap.Get(dep); err == nil && p.Enabled() && p.Status() == StatusActive {
+				active = append(active, dep)
 			}
 		}
 		if len(active) > 0 {
@@ -759,22 +844,79 @@ func (h *Host) Disable(ctx context.Context, id string, opts DisableOptions) erro
 				WithDetail("dependents", active)
 		}
 	}
-	r := h.rt.get(id)
-	r.op.Lock()
-	defer r.op.Unlock()
-	h.rt.stop(ctx, r, opts)
-	no := false
+	h.stopDependents(ctx, id, dependents, "disabled")
 	reason := opts.Reason
 	if reason == "" {
 		reason = "disabled"
 	}
+	opts.Reason = reason
+	h.rt.stop(ctx, h.rt.get(id), opts)
+	no := false
 	if err := h.rt.setStatus(context.WithoutCancel(ctx), id, StatusInactive, reason, &no); err != nil {
 		return errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}
-	h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin disabled: " + reason})
+	h.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin disabled: " + reason})
 	h.msg.forget(id)
 	h.system(ctx, "plugin.disabled", map[string]any{"plugin_id": id, "reason": reason})
 	return nil
+}
+
+// lockWithDependents takes the lifecycle locks of a plugin and of every installed plugin that
+// depends on it, directly or not, in one call (so in lock order); it returns the dependents,
+// deepest first (reverse load order).
+func (h *Host) lockWithDependents(id string) (unlock func(), dependents []string) {
+	for {
+		deps := dependentsOf(h.reg.Snapshot(), id)
+		unlock := h.locks.lock(append(slices.Clone(deps), id)...)
+		// A plugin installed meanwhile that depends on id: take its lock too.
+		if slices.Equal(dependentsOf(h.reg.Snapshot(), id), deps) {
+			return unlock, deps
+		}
+		unlock()
+	}
+}
+
+// dependentsOf returns the plugins that depend on id, directly or not, deepest first.
+func dependentsOf(snap *registry.Snapshot, id string) []string {
+	seen := map[string]bool{id: true}
+	var out []string
+	queue := []string{id}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, d := range snap.Dependents(cur) {
+			if !seen[d] {
+				seen[d] = true
+				out = append(out, d)
+				queue = append(queue, d)
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return snap.Order(out[i]) > snap.Order(out[j]) })
+	return out
+}
+
+// stopDependents stops the running dependents of a plugin that is being disabled or
+// uninstalled by force (the caller holds their locks, see lockWithDependents): a plugin does
+// not run without its dependencies. Each stays enabled, in error with the reason on record,
+// until an administrator enables it again.
+func (h *Host) stopDependents(ctx context.Context, id string, dependents []string, verb string) {
+	for _, d := range dependents {
+		p, err := h.reg.Get(d)
+		r := h.rt.get(d)
+		r.mu.Lock()
+		running := r.proc != nil || len(r.sessions) > 0
+		r.mu.Unlock()
+		if err != nil || !running && p.Status() != StatusActive && p.Status() != StatusLoading {
+			continue
+		}
+		reason := fmt.Sprintf("stopped because its dependency %s was %s by force; enable it again once %s is back", id, verb, id)
+		h.rt.stop(ctx, r, DisableOptions{Reason: reason, Graceful: true, Timeout: 10 * time.Second})
+		if err := h.rt.setStatus(context.WithoutCancel(ctx), d, StatusError, reason, nil); err != nil {
+			h.log.Warn("could not record the state of a dependent plugin", "plugin_id", d, "error", err)
+		}
+		h.logs.Add(store.LogRecord{PluginID: d, Level: "ERROR", Message: "Plugin " + reason})
+	}
 }
 
 // stop ends a plugin's sessions and process: a shutdown frame (when graceful), then
@@ -833,6 +975,11 @@ func (rt *pluginRuntime) stop(ctx context.Context, r *running, opts DisableOptio
 	if tokenID != "" {
 		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tokenID)
 	}
+	// Instances still connected (external ones, or any that ignored the shutdown frame)
+	// are cut off: a stopped plugin has no session.
+	for _, s := range sessions {
+		s.end(errs.New(errs.PluginUnavailable, "plugin %s was stopped: %s", r.id, orDefault(opts.Reason, "stopped")))
+	}
 	rt.h.metrics.Stopped(r.id)
 	r.mu.Lock()
 	if r.proc == proc {
@@ -840,6 +987,7 @@ func (rt *pluginRuntime) stop(ctx context.Context, r *running, opts DisableOptio
 	}
 	r.startedAt = time.Time{}
 	r.health = healthState{}
+	r.usage, r.usageAt = supervisor.Usage{}, time.Time{}
 	r.mu.Unlock()
 }
 
@@ -849,15 +997,14 @@ func (h *Host) Restart(ctx context.Context, id, reason string, timeout time.Dura
 	if err != nil {
 		return "", err
 	}
-	r := h.rt.get(id)
-	r.op.Lock()
-	h.rt.stop(ctx, r, DisableOptions{Reason: reason, Graceful: true, Timeout: timeout})
-	r.op.Unlock()
+	unlock := h.locks.lock(id)
+	h.rt.stop(ctx, h.rt.get(id), DisableOptions{Reason: reason, Graceful: true, Timeout: timeout})
+	unlock()
 	if !p.rec.Enabled {
 		yes := true
 		_ = h.rt.setStatus(ctx, id, StatusInactive, "", &yes)
 	}
-	h.logs.add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin restarting: " + orDefault(reason, "restart requested")})
+	h.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin restarting: " + orDefault(reason, "restart requested")})
 	return h.Enable(ctx, id, EnableOptions{})
 }
 
@@ -865,13 +1012,12 @@ func (h *Host) Restart(ctx context.Context, id, reason string, timeout time.Dura
 // recorded on each plugin and logged; they do not stop the others.
 func (h *Host) StartEnabled(ctx context.Context) {
 	h.system(ctx, "system.startup", map[string]any{"version": Version})
-	all, err := h.loadAll(ctx)
+	all, g, err := h.loadAll(ctx)
 	if err != nil {
 		h.log.Error("cannot start enabled plugins", "error", err)
 		return
 	}
-	g := buildGraph(all)
-	sort.Slice(all, func(i, j int) bool { return g.order[all[i].rec.ID] < g.order[all[j].rec.ID] })
+	sort.SliceStable(all, func(i, j int) bool { return g.Order(all[i].rec.ID) < g.Order(all[j].rec.ID) })
 	for _, p := range all {
 		// A quarantined plugin (error) waits for an administrator.
 		if !p.rec.Enabled || p.rec.Status == StatusError || ctx.Err() != nil {
@@ -879,6 +1025,18 @@ func (h *Host) StartEnabled(ctx context.Context) {
 		}
 		if _, err := h.Enable(ctx, p.rec.ID, EnableOptions{}); err != nil {
 			h.log.Error("enabled plugin did not start", "plugin_id", p.rec.ID, "error", err)
+			if ctx.Err() != nil {
+				continue
+			}
+			// Visible in the API and the plugin's logs, not only on the server's stderr. A
+			// start failure has recorded its reason already; the others (a dependency that
+			// is missing or not active, a configuration that no longer passes) are
+			// recorded here.
+			reason := "did not start with the server: " + errorMessage(err)
+			if cur, gerr := h.reg.Get(p.rec.ID); gerr == nil && cur.Status() != StatusError {
+				_ = h.rt.setStatus(context.WithoutCancel(ctx), p.rec.ID, StatusError, reason, nil)
+				h.logs.Add(store.LogRecord{PluginID: p.rec.ID, Level: "ERROR", Message: "Plugin " + reason})
+			}
 		}
 	}
 }
@@ -893,33 +1051,33 @@ func (h *Host) Shutdown(ctx context.Context, timeout time.Duration) {
 func (h *Host) shutdown(ctx context.Context, timeout time.Duration) {
 	// Plugins still running hear of the shutdown before they are asked to stop.
 	h.system(ctx, "system.shutdown", map[string]any{"version": Version})
-	all, _ := h.loadAll(context.WithoutCancel(ctx))
-	g := buildGraph(all)
+	g := h.reg.Snapshot()
 	h.rt.mu.Lock()
 	ids := make([]string, 0, len(h.rt.plugins))
 	for id := range h.rt.plugins {
 		ids = append(ids, id)
 	}
 	h.rt.mu.Unlock()
-	sort.Slice(ids, func(i, j int) bool { return g.order[ids[i]] > g.order[ids[j]] })
+	sort.Slice(ids, func(i, j int) bool { return g.Order(ids[i]) > g.Order(ids[j]) })
 	for _, id := range ids {
+		unlock := h.locks.lock(id)
 		r := h.rt.get(id)
-		r.op.Lock()
 		r.mu.Lock()
 		running := r.proc != nil || len(r.sessions) > 0
 		r.mu.Unlock()
 		if running {
 			h.rt.stop(ctx, r, DisableOptions{Reason: "server shutting down", Graceful: true, Timeout: timeout})
 		}
-		r.op.Unlock()
+		unlock()
 	}
 	h.rt.cancel()
 	h.rt.wg.Wait()
 	h.msg.close()
-	h.logs.close()
+	h.closeLogs()
 }
 
-// RuntimeInfo is what the runtime knows of a plugin, for the API.
+// RuntimeInfo is what the runtime knows of a plugin, for the API. Usage and CPUPercent are
+// from the last sample of the process (at launch, then every health interval).
 type RuntimeInfo struct {
 	PID     int
 	Running bool
@@ -952,11 +1110,11 @@ func (h *Host) Runtime(id string) RuntimeInfo {
 	if r.proc != nil {
 		info.PID, info.Running = r.proc.PID(), true
 		info.Enforced = r.proc.Enforced()
-		if u, err := r.proc.Usage(); err == nil {
-			info.Usage = u
+		if !r.usageAt.IsZero() {
+			info.Usage = r.usage
 			if !r.startedAt.IsZero() {
-				if secs := time.Since(r.startedAt).Seconds(); secs > 0 {
-					info.CPUPercent = u.CPUSeconds / secs * 100
+				if secs := r.usageAt.Sub(r.startedAt).Seconds(); secs > 0 {
+					info.CPUPercent = r.usage.CPUSeconds / secs * 100
 				}
 			}
 		}
@@ -1013,13 +1171,7 @@ func secretStrings(values map[string]any, fields []string) []string {
 	return out
 }
 
-func errorMessage(err error) string {
-	var de *errs.Error
-	if errors.As(err, &de) {
-		return de.Message
-	}
-	return err.Error()
-}
+func errorMessage(err error) string { return errs.MessageOf(err) }
 
 func orDefault(s, def string) string {
 	if s == "" {

@@ -59,9 +59,11 @@ type configAck struct {
 // drained by the session's send pump; waiters are guarded by mu.
 type session struct {
 	id, instanceID, pluginID string
-	connectedAt              time.Time
-	out                      chan *pluginhostv1.ConnectResponse
-	done                     chan struct{} // closed when the session ends
+	// tokenID is the token the session was opened with.
+	tokenID     string
+	connectedAt time.Time
+	out         chan *pluginhostv1.ConnectResponse
+	done        chan struct{} // closed when the session ends
 
 	// services and messageTypes are what the instance announced in its hello; set once.
 	services, messageTypes []string
@@ -154,6 +156,15 @@ func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
 	}
 }
 
+// end ends the session from the host's side: the plugin is told why (err), its stream is
+// ended and its requests are no longer served. It does not block.
+func (s *session) end(err error) {
+	s.fail(err)
+	if s.abort != nil {
+		s.abort()
+	}
+}
+
 // fail records why the session ends, unless a reason is recorded already.
 func (s *session) fail(err error) {
 	s.mu.Lock()
@@ -229,9 +240,17 @@ func (s *session) pushConfig(ctx context.Context, cfg map[string]any, updated []
 	}
 }
 
-// ServeSession runs one plugin session: tokenPluginID is the plugin the caller's token is
-// bound to. It returns when the plugin or the host ends the session.
-func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream Stream) error {
+// SessionCaller is who opened a plugin session: the plugin its token is bound to, and the
+// token's id (the session ends when that token is revoked).
+type SessionCaller struct {
+	PluginID, TokenID string
+}
+
+// ServeSession runs one plugin session for caller. It returns when the plugin or the host
+// ends the session: the host ends it when the plugin is disabled, stopped or uninstalled,
+// or when the caller's token is revoked.
+func (h *Host) ServeSession(ctx context.Context, caller SessionCaller, stream Stream) error {
+	tokenPluginID := caller.PluginID
 	first, err := receiveWithin(ctx, stream, 30*time.Second)
 	if err != nil {
 		return err
@@ -263,7 +282,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		instanceID = "instance-" + newFrameID()
 	}
 	sess := &session{
-		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: tokenPluginID, connectedAt: time.Now().UTC(),
+		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: tokenPluginID, tokenID: caller.TokenID, connectedAt: time.Now().UTC(),
 		out: make(chan *pluginhostv1.ConnectResponse, sessionSendQueue), done: make(chan struct{}),
 		health: map[string]chan []Check{}, acks: map[string]chan configAck{},
 		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
@@ -273,7 +292,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		if permission.Allowed(p.rec.Granted, "events:subscribe") {
 			h.msg.subscribe(tokenPluginID, subs, nil)
 		} else {
-			h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "WARNING",
+			h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "WARNING",
 				Message:  "Subscriptions in hello ignored: the plugin lacks the permission events:subscribe",
 				Metadata: mustJSON(map[string]any{"subscriptions": subs})})
 		}
@@ -337,7 +356,11 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		}
 	}()
 	h.rt.attach(sess)
-	h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance connected",
+	// Disabled or uninstalled meanwhile: the change did not find this session attached.
+	if err := h.admit(sess); err != nil {
+		sess.end(err)
+	}
+	h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance connected",
 		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id, "sdk": hello.GetSdk(), "version": hello.GetVersion()})})
 
 	recvErr := h.receiveFrames(ctx, sess, stream)
@@ -358,7 +381,7 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 		h.msg.cancel(id, errs.New(errs.PluginUnavailable, "the sending instance disconnected"))
 	}
 	h.rt.detach(sess, recvErr)
-	h.logs.add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance disconnected",
+	h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance disconnected",
 		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id})})
 	// The host ended the session (see abort): that is what the plugin is told.
 	sess.mu.Lock()
@@ -374,6 +397,18 @@ func (h *Host) ServeSession(ctx context.Context, tokenPluginID string, stream St
 	}
 	if recvErr != nil && !errors.Is(recvErr, errSessionClosed) {
 		return recvErr
+	}
+	return nil
+}
+
+// admit refuses the requests of a session whose plugin is no longer enabled (or installed).
+func (h *Host) admit(sess *session) error {
+	p, err := h.reg.Get(sess.pluginID)
+	switch {
+	case err != nil:
+		return errs.New(errs.PluginUnavailable, "plugin %s is no longer installed", sess.pluginID)
+	case !p.Enabled():
+		return errs.New(errs.PluginUnavailable, "plugin %s is disabled", sess.pluginID)
 	}
 	return nil
 }
@@ -446,7 +481,7 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 			if m := l.GetMetadata(); m != nil && len(m.GetFields()) > 0 {
 				rec.Metadata, _ = json.Marshal(m.AsMap())
 			}
-			h.logs.add(rec)
+			h.logs.Add(rec)
 		case *pluginhostv1.ConnectRequest_Reply:
 			if _, remote := sess.cons.(bus.ReplyAcker); remote {
 				// A round trip to the bus's backend: replies run beside the receive loop,

@@ -66,9 +66,8 @@ func (h *Host) Update(ctx context.Context, req UpdateRequest) (UpdateResult, err
 		return UpdateResult{}, err
 	}
 
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	all, err := h.loadAll(ctx)
+	defer h.locks.lock(append(m.DependencyIDs(), req.PluginID)...)()
+	all, _, err := h.loadAll(ctx)
 	if err != nil {
 		return UpdateResult{}, err
 	}
@@ -153,13 +152,10 @@ func (h *Host) Update(ctx context.Context, req UpdateRequest) (UpdateResult, err
 // the new version; if that fails, the old record is restored and started again, and the
 // failure is returned with its reason.
 func (h *Host) switchVersion(ctx context.Context, old, rec store.Plugin, backup *store.Backup, running bool, source string) error {
-	r := h.rt.get(rec.ID)
 	if running {
-		r.op.Lock()
-		h.rt.stop(ctx, r, DisableOptions{Reason: "updating to " + rec.Version, Graceful: true, Timeout: 30 * time.Second})
-		r.op.Unlock()
+		h.rt.stop(ctx, h.rt.get(rec.ID), DisableOptions{Reason: "updating to " + rec.Version, Graceful: true, Timeout: 30 * time.Second})
 	}
-	err := h.st.Write(ctx, func(tx store.Tx) error {
+	err := h.write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
@@ -177,17 +173,17 @@ func (h *Host) switchVersion(ctx context.Context, old, rec store.Plugin, backup 
 	if !running {
 		return nil
 	}
-	if _, startErr := h.Enable(ctx, rec.ID, EnableOptions{}); startErr != nil {
+	if _, startErr := h.startLocked(ctx, rec.ID); startErr != nil {
 		// Back to the old version, running again.
-		_ = h.st.Write(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		_ = h.write(context.WithoutCancel(ctx), func(tx store.Tx) error {
 			if backup != nil {
 				_ = tx.DeleteBackup(backup.ID)
 			}
 			return tx.PutPlugin(old)
 		})
-		h.logs.add(store.LogRecord{PluginID: rec.ID, Level: "ERROR",
+		h.logs.Add(store.LogRecord{PluginID: rec.ID, Level: "ERROR",
 			Message: fmt.Sprintf("Update to %s failed; version %s restored: %s", rec.Version, old.Version, errorMessage(startErr))})
-		if _, err := h.Enable(context.WithoutCancel(ctx), rec.ID, EnableOptions{}); err != nil {
+		if _, err := h.startLocked(context.WithoutCancel(ctx), rec.ID); err != nil {
 			h.log.Error("the restored version did not start", "plugin_id", rec.ID, "error", err)
 		}
 		e := errs.New(errs.PluginStartupFailed, "version %s did not start, so version %s was restored and is running: %s", rec.Version, old.Version, errorMessage(startErr))
@@ -209,8 +205,7 @@ func (h *Host) Rollback(ctx context.Context, id, backupID string) (UpdateResult,
 	if err != nil || b.PluginID != id {
 		return UpdateResult{}, errs.New(errs.PluginNotFound, "plugin %s has no backup %q", id, backupID)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.locks.lock(id)()
 	dir := filepath.Join(h.pluginsDir(), id, b.Version+"-"+randomHex(6))
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return UpdateResult{}, errs.Wrap(errs.Internal, err, "could not restore the backup")
@@ -234,7 +229,7 @@ func (h *Host) Rollback(ctx context.Context, id, backupID string) (UpdateResult,
 	if errs.Is(err, errs.PluginNotFound) {
 		// Reinstalled from the backup, stopped.
 		rec.Enabled, rec.Status, rec.StatusReason = false, StatusInactive, "restored from "+backupID
-		err = h.st.Write(ctx, func(tx store.Tx) error {
+		err = h.write(ctx, func(tx store.Tx) error {
 			if err := tx.PutPlugin(rec); err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/catalog"
 )
 
 // Config is the configuration of `nexus serve`. Every setting has a flag, an environment
@@ -60,7 +60,7 @@ type Config struct {
 	// AdminToken comes only from NEXUS_ADMIN_TOKEN (never a flag, which would show in ps).
 	AdminToken string
 	// Repositories are the plugin repositories to sync and search.
-	Repositories []pluginhost.RepositoryConfig
+	Repositories []catalog.Config
 	// RepositorySyncInterval is how often repositories are synced (0: only at start and on
 	// demand).
 	RepositorySyncInterval time.Duration
@@ -339,7 +339,7 @@ func (c *Config) LogLevelValue() (slog.Level, error) { return c.slogLevel() }
 
 // repoListValue is the repeatable --repository flag:
 // NAME=URL[;key=ed25519:...][;allow-unsigned][;description=TEXT][;disabled].
-type repoListValue []pluginhost.RepositoryConfig
+type repoListValue []catalog.Config
 
 func (l *repoListValue) String() string {
 	names := make([]string, len(*l))
@@ -355,7 +355,7 @@ func (l *repoListValue) Set(v string) error {
 	if !ok || name == "" || url == "" {
 		return fmt.Errorf("%q: want NAME=URL[;key=...][;allow-unsigned][;description=...][;disabled]", v)
 	}
-	r := pluginhost.RepositoryConfig{Name: name, URL: url, Enabled: true}
+	r := catalog.Config{Name: name, URL: url, Enabled: true}
 	for _, opt := range parts[1:] {
 		k, val, _ := strings.Cut(opt, "=")
 		switch k {
@@ -376,18 +376,18 @@ func (l *repoListValue) Set(v string) error {
 }
 
 // yamlRepositories reads the `repositories` list of the configuration file.
-func yamlRepositories(v any) ([]pluginhost.RepositoryConfig, error) {
+func yamlRepositories(v any) ([]catalog.Config, error) {
 	list, ok := v.([]any)
 	if !ok {
 		return nil, fmt.Errorf("must be a list")
 	}
-	var out []pluginhost.RepositoryConfig
+	var out []catalog.Config
 	for i, item := range list {
 		m, ok := item.(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("[%d]: must be a mapping", i)
 		}
-		r := pluginhost.RepositoryConfig{Enabled: true}
+		r := catalog.Config{Enabled: true}
 		for k, val := range m {
 			switch k {
 			case "name":

@@ -4,6 +4,8 @@ import (
 	"buf.build/go/protovalidate"
 	"context"
 	"fmt"
+	"io"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,6 +18,7 @@ import (
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/catalog"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
@@ -369,7 +372,7 @@ type repositoryService struct {
 
 func (r *repositoryService) SearchPlugins(_ context.Context, req *connect.Request[pluginv1.SearchPluginsRequest]) (*connect.Response[pluginv1.SearchPluginsResponse], error) {
 	m := req.Msg
-	q := pluginhost.SearchQuery{
+	q := catalog.Query{
 		Query: m.GetQuery(), Category: m.GetCategory(), Author: m.GetAuthor(), Tags: m.GetTags(),
 		MinRating: m.GetMinRating(), Sort: m.GetSort(), Page: int(m.GetPage()), PerPage: int(m.GetPerPage()),
 	}
@@ -405,7 +408,7 @@ func (r *repositoryService) SearchPlugins(_ context.Context, req *connect.Reques
 	return connect.NewResponse(out), nil
 }
 
-func repositoryViews(views []pluginhost.RepositoryView) []*pluginv1.Repository {
+func repositoryViews(views []catalog.View) []*pluginv1.Repository {
 	out := make([]*pluginv1.Repository, 0, len(views))
 	for _, v := range views {
 		out = append(out, &pluginv1.Repository{
@@ -601,7 +604,8 @@ func (p pluginHostService) Connect(ctx context.Context, stream *connect.BidiStre
 	if !ok || principal.PluginID == "" {
 		return errs.New(errs.PluginPermissionDenied, "only plugin tokens may open a plugin stream")
 	}
-	return p.host.ServeSession(ctx, principal.PluginID, &validatingStream{BidiStream: stream, v: p.validator})
+	return p.host.ServeSession(ctx, pluginhost.SessionCaller{PluginID: principal.PluginID, TokenID: principal.TokenID},
+		&validatingStream{BidiStream: stream, v: p.validator, body: callInfoFrom(ctx).body})
 }
 
 // validatingStream checks each frame a plugin sends against the proto's rules. A bad frame
@@ -610,6 +614,19 @@ func (p pluginHostService) Connect(ctx context.Context, stream *connect.BidiStre
 type validatingStream struct {
 	*connect.BidiStream[pluginhostv1.ConnectRequest, pluginhostv1.ConnectResponse]
 	v protovalidate.Validator
+	// body is the HTTP request body of the stream (nil if unknown); End closes it.
+	body    io.Closer
+	endOnce sync.Once
+}
+
+// End makes the stream's pending and later Receive calls fail, so that the session ends and
+// the handler returns with the session's reason (the plugin reads it in the trailers). It is
+// a pluginhost.StreamEnder. A Send blocked because the plugin stopped reading is not
+// released: connect-go offers no way to, on net/http's HTTP/2 server.
+func (s *validatingStream) End(error) {
+	if s.body != nil {
+		s.endOnce.Do(func() { _ = s.body.Close() })
+	}
 }
 
 func (s *validatingStream) Receive() (*pluginhostv1.ConnectRequest, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -24,6 +25,10 @@ import (
 // once before the struct is shared.
 type callInfo struct {
 	requestID string
+	// body is the request's body as the server received it; set once, before the call is
+	// shared. Closing it fails the handler's pending and later reads (a plugin stream the
+	// host ends: see pluginStream.End).
+	body io.Closer
 
 	mu        sync.Mutex
 	principal *identity.Principal
@@ -216,7 +221,7 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		ctx := withCallInfo(r.Context(), &callInfo{requestID: id})
+		ctx := withCallInfo(r.Context(), &callInfo{requestID: id, body: r.Body})
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {

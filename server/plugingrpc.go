@@ -15,6 +15,7 @@ import (
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
+	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 )
@@ -53,7 +54,9 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 		start := time.Now()
 		stream := &grpcStream{ss: ss, v: validator, ended: make(chan struct{})}
 		served := make(chan error, 1)
-		go func() { served <- s.host.ServeSession(ctx, p.PluginID, stream) }()
+		go func() {
+			served <- s.host.ServeSession(ctx, pluginhost.SessionCaller{PluginID: p.PluginID, TokenID: p.TokenID}, stream)
+		}()
 		select {
 		case err = <-served:
 		case <-stream.ended:

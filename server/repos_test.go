@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/catalog"
 	"github.com/nexus-platform/nexus/pluginhost/repository"
 	"github.com/nexus-platform/nexus/server"
 )
@@ -59,7 +59,7 @@ func TestRepositoriesSyncListAndSearch(t *testing.T) {
 	web := httptest.NewServer(repository.Handler(webDir))
 	defer web.Close()
 	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) {
-		c.Repositories = []pluginhost.RepositoryConfig{
+		c.Repositories = []catalog.Config{
 			{Name: "local", URL: "file://" + local, Enabled: true, TrustedKeys: []string{pub.String()}},
 			{Name: "community", URL: web.URL + "/index.json", Description: "Community-maintained plugins", Enabled: true, TrustedKeys: []string{pub.String()}},
 			{Name: "down", URL: "http://127.0.0.1:1/", Enabled: true, AllowUnsigned: true},
@@ -137,7 +137,7 @@ func TestRepositoryNeedsATrustedKeyOrExplicitUnsigned(t *testing.T) {
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.AdminToken = testAdminToken
-	cfg.Repositories = []pluginhost.RepositoryConfig{{Name: "r", URL: "file:///nowhere", Enabled: true}}
+	cfg.Repositories = []catalog.Config{{Name: "r", URL: "file:///nowhere", Enabled: true}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestInstallFromRepositoryAndURL(t *testing.T) {
 	web := httptest.NewServer(repository.Handler(good))
 	defer web.Close()
 	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) {
-		c.Repositories = []pluginhost.RepositoryConfig{
+		c.Repositories = []catalog.Config{
 			{Name: "tampered", URL: "file://" + tampered, Enabled: true, TrustedKeys: []string{pub.String()}},
 			{Name: "untrusted", URL: "file://" + untrusted, Enabled: true, TrustedKeys: []string{pub.String()}},
 			{Name: "web", URL: web.URL, Enabled: true, TrustedKeys: []string{pub.String()}},
@@ -267,7 +267,7 @@ func TestRepositoryInstallResolvesDependencies(t *testing.T) {
 		m("new-core-user", "1.0.0", map[string]any{"core-plugin": ">=2.0.0"}),
 	)
 	e := startServerWith(t, io.Discard, slog.LevelInfo, func(c *server.Config) {
-		c.Repositories = []pluginhost.RepositoryConfig{{Name: "local", URL: "file://" + dir, Enabled: true, TrustedKeys: []string{pub.String()}}}
+		c.Repositories = []catalog.Config{{Name: "local", URL: "file://" + dir, Enabled: true, TrustedKeys: []string{pub.String()}}}
 		c.RepositorySyncInterval = 0
 	})
 	e.mustREST("POST", "/api/v1/plugins/repositories/sync", e.Admin, map[string]any{})

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -42,6 +44,9 @@ func (p Principal) IsAdmin() bool { return p.Role == store.RoleAdmin }
 type Service struct {
 	store store.Store
 	now   func() time.Time
+
+	mu       sync.Mutex // guards onRevoke
+	onRevoke []func(tokenID string)
 }
 
 // New returns a Service over st.
@@ -131,7 +136,49 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no token with id %q", id)
 	}
+	if err == nil {
+		s.mu.Lock()
+		hooks := slices.Clone(s.onRevoke)
+		s.mu.Unlock()
+		for _, fn := range hooks {
+			fn(id)
+		}
+	}
 	return err
+}
+
+// OnRevoke registers fn to be called with the id of every token this service revokes, once
+// the revocation is stored. fn must not block. Revocations made by another process on the
+// same store (`nexus token revoke`) are not announced: [Service.RevokedAmong] finds them.
+func (s *Service) OnRevoke(fn func(tokenID string)) {
+	s.mu.Lock()
+	s.onRevoke = append(s.onRevoke, fn)
+	s.mu.Unlock()
+}
+
+// RevokedAmong returns which of the token ids are revoked or no longer exist.
+func (s *Service) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	valid := map[string]bool{}
+	err := s.store.Read(ctx, func(tx store.Tx) error {
+		toks, err := tx.Tokens()
+		for _, t := range toks {
+			valid[t.ID] = t.RevokedAt.IsZero()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		if !valid[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // MinAdminTokenLength is the shortest NEXUS_ADMIN_TOKEN accepted.

@@ -1,20 +1,27 @@
-package pluginhost
+// Package catalog keeps the plugin repositories: their configuration, the last good copy
+// of each signed index (kept in the store, so a repository that is down still answers, also
+// after a restart), the sync loop, search, and resolving a plugin name and version constraint
+// into the package to fetch.
+package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/repository"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
-// RepositoryConfig configures one plugin repository.
-type RepositoryConfig struct {
+// Config configures one plugin repository.
+type Config struct {
 	Name        string
 	URL         string // file://, http:// or https://; the index.json or its directory
 	Description string
@@ -25,8 +32,8 @@ type RepositoryConfig struct {
 	AllowUnsigned bool
 }
 
-// RepositoryView is a repository's state for the API.
-type RepositoryView struct {
+// View is a repository's state for the API.
+type View struct {
 	Name, URL, Description string
 	Enabled                bool
 	PluginCount            int
@@ -36,14 +43,14 @@ type RepositoryView struct {
 	LastError string
 }
 
-// CatalogEntry is a plugin offered by a repository.
-type CatalogEntry struct {
+// Entry is a plugin offered by a repository.
+type Entry struct {
 	repository.Plugin
 	Repository string
 }
 
-// SearchQuery selects catalog entries.
-type SearchQuery struct {
+// Query selects catalog entries.
+type Query struct {
 	Query, Category, Author string
 	Tags                    []string
 	MinRating               float64
@@ -52,28 +59,33 @@ type SearchQuery struct {
 	Page, PerPage int
 }
 
-// repoState is the synced state of one repository; guarded by repoManager.mu.
+// repoState is the synced state of one repository; guarded by Catalog.mu.
 type repoState struct {
-	cfg       RepositoryConfig
+	cfg       Config
 	keys      []repository.PublicKey
 	index     *repository.Index
 	lastSync  time.Time
 	lastError string
 }
 
-// repoManager keeps the synced catalogs. The last good copy of each index is kept in the
-// store, so a repository that is down still answers searches, also after a restart.
-type repoManager struct {
-	st  store.Store
-	mu  sync.Mutex // guards repos' fields
+// Catalog keeps the synced catalogs of the configured repositories. It is safe for
+// concurrent use.
+type Catalog struct {
+	st store.Store
+	// all is set by New and never changes; the fields of each repoState are guarded by mu.
 	all []*repoState
+	mu  sync.Mutex
+	// hostVersion is the server's version, which resolved packages must accept.
+	hostVersion string
 }
 
 // maxIndexBytes bounds a downloaded index.
 const maxIndexBytes = repository.MaxIndexBytes
 
-func newRepoManager(ctx context.Context, st store.Store, cfgs []RepositoryConfig) (*repoManager, error) {
-	m := &repoManager{st: st}
+// New checks the repositories' configuration and returns their catalog, empty until Load.
+// hostVersion is the server's version (packages declare which they accept).
+func New(st store.Store, cfgs []Config, hostVersion string) (*Catalog, error) {
+	m := &Catalog{st: st, hostVersion: hostVersion}
 	seen := map[string]bool{}
 	for _, c := range cfgs {
 		if c.Name == "" || c.URL == "" {
@@ -94,27 +106,44 @@ func newRepoManager(ctx context.Context, st store.Store, cfgs []RepositoryConfig
 		if len(r.keys) == 0 && !c.AllowUnsigned {
 			return nil, fmt.Errorf("repository %q has no trusted key: add one, or allow unsigned packages explicitly", c.Name)
 		}
-		// The last good copy, if any.
-		_ = st.Read(ctx, func(tx store.Tx) error {
-			raw, err := tx.Setting("repository-index/" + c.Name)
-			if err != nil {
-				return nil
-			}
-			if idx, err := repository.ParseIndex(raw); err == nil {
-				r.index = idx
-			}
-			if t, err := tx.Setting("repository-synced/" + c.Name); err == nil {
-				r.lastSync, _ = time.Parse(time.RFC3339Nano, string(t))
-			}
-			return nil
-		})
 		m.all = append(m.all, r)
 	}
 	return m, nil
 }
 
+// Load reads the last good copy of each repository's index from the store.
+func (m *Catalog) Load(ctx context.Context) error {
+	for _, r := range m.all {
+		var idx *repository.Index
+		var synced time.Time
+		err := m.st.Read(ctx, func(tx store.Tx) error {
+			raw, err := tx.Setting("repository-index/" + r.cfg.Name)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if parsed, err := repository.ParseIndex(raw); err == nil {
+				idx = parsed
+			}
+			if t, err := tx.Setting("repository-synced/" + r.cfg.Name); err == nil {
+				synced, _ = time.Parse(time.RFC3339Nano, string(t))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("catalog: read the last copy of repository %q: %w", r.cfg.Name, err)
+		}
+		m.mu.Lock()
+		r.index, r.lastSync = idx, synced
+		m.mu.Unlock()
+	}
+	return nil
+}
+
 // syncAll syncs every enabled repository; failures are recorded on each.
-func (m *repoManager) syncAll(ctx context.Context) {
+func (m *Catalog) syncAll(ctx context.Context) {
 	for _, r := range m.all {
 		if r.cfg.Enabled {
 			_ = m.sync(ctx, r)
@@ -122,7 +151,7 @@ func (m *repoManager) syncAll(ctx context.Context) {
 	}
 }
 
-func (m *repoManager) sync(ctx context.Context, r *repoState) error {
+func (m *Catalog) sync(ctx context.Context, r *repoState) error {
 	raw, err := repository.Fetch(ctx, r.cfg.URL, repository.IndexFile, maxIndexBytes, time.Minute)
 	var idx *repository.Index
 	if err == nil {
@@ -131,7 +160,7 @@ func (m *repoManager) sync(ctx context.Context, r *repoState) error {
 	now := time.Now().UTC()
 	if err != nil {
 		m.mu.Lock()
-		r.lastError = errorMessage(err)
+		r.lastError = errs.MessageOf(err)
 		m.mu.Unlock()
 		return err
 	}
@@ -153,13 +182,12 @@ func (m *repoManager) sync(ctx context.Context, r *repoState) error {
 }
 
 // Repositories lists the configured repositories with their sync state.
-func (h *Host) Repositories() []RepositoryView {
-	m := h.repos
+func (m *Catalog) Repositories() []View {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]RepositoryView, 0, len(m.all))
+	out := make([]View, 0, len(m.all))
 	for _, r := range m.all {
-		v := RepositoryView{Name: r.cfg.Name, URL: r.cfg.URL, Description: r.cfg.Description, Enabled: r.cfg.Enabled,
+		v := View{Name: r.cfg.Name, URL: r.cfg.URL, Description: r.cfg.Description, Enabled: r.cfg.Enabled,
 			LastSync: r.lastSync, LastError: r.lastError}
 		if r.index != nil {
 			v.PluginCount = len(r.index.Plugins)
@@ -172,15 +200,15 @@ func (h *Host) Repositories() []RepositoryView {
 	return out
 }
 
-// SyncRepositories syncs every enabled repository now and returns their state.
-func (h *Host) SyncRepositories(ctx context.Context) []RepositoryView {
-	h.repos.syncAll(ctx)
-	return h.Repositories()
+// Sync syncs every enabled repository now and returns their state.
+func (m *Catalog) Sync(ctx context.Context) []View {
+	m.syncAll(ctx)
+	return m.Repositories()
 }
 
-// RunRepositorySync syncs at once and then on every interval until ctx ends.
-func (h *Host) RunRepositorySync(ctx context.Context, interval time.Duration) {
-	h.repos.syncAll(ctx)
+// RunSync syncs at once and then on every interval until ctx ends.
+func (m *Catalog) RunSync(ctx context.Context, interval time.Duration) {
+	m.syncAll(ctx)
 	if interval <= 0 {
 		return
 	}
@@ -191,13 +219,13 @@ func (h *Host) RunRepositorySync(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			h.repos.syncAll(ctx)
+			m.syncAll(ctx)
 		}
 	}
 }
 
 // Search searches the synced catalogs of the enabled repositories.
-func (h *Host) Search(q SearchQuery) ([]CatalogEntry, int, error) {
+func (m *Catalog) Search(q Query) ([]Entry, int, error) {
 	if q.Page <= 0 {
 		q.Page = 1
 	}
@@ -205,8 +233,7 @@ func (h *Host) Search(q SearchQuery) ([]CatalogEntry, int, error) {
 		q.PerPage = 20
 	}
 	text := strings.ToLower(q.Query)
-	var hits []CatalogEntry
-	m := h.repos
+	var hits []Entry
 	m.mu.Lock()
 	for _, r := range m.all {
 		if !r.cfg.Enabled || r.index == nil {
@@ -216,7 +243,7 @@ func (h *Host) Search(q SearchQuery) ([]CatalogEntry, int, error) {
 			if !matches(p, q, text) {
 				continue
 			}
-			hits = append(hits, CatalogEntry{Plugin: p, Repository: r.cfg.Name})
+			hits = append(hits, Entry{Plugin: p, Repository: r.cfg.Name})
 		}
 	}
 	m.mu.Unlock()
@@ -244,12 +271,12 @@ func (h *Host) Search(q SearchQuery) ([]CatalogEntry, int, error) {
 	total := len(hits)
 	start := (q.Page - 1) * q.PerPage
 	if start >= total {
-		return []CatalogEntry{}, total, nil
+		return []Entry{}, total, nil
 	}
 	return hits[start:min(total, start+q.PerPage)], total, nil
 }
 
-func matches(p repository.Plugin, q SearchQuery, text string) bool {
+func matches(p repository.Plugin, q Query, text string) bool {
 	if q.Category != "" && !strings.EqualFold(p.Category, q.Category) {
 		return false
 	}
@@ -269,4 +296,59 @@ func matches(p repository.Plugin, q SearchQuery, text string) bool {
 	}
 	hay := strings.ToLower(p.ID + "\n" + p.Name + "\n" + p.Description + "\n" + strings.Join(p.Tags, "\n"))
 	return strings.Contains(hay, text)
+}
+
+// Resolve finds the version of a plugin that an install from the repositories picks: from
+// the first enabled repository, in configured order, that can satisfy constraint ("" or
+// "latest" for the newest) on this server and platform.
+func (m *Catalog) Resolve(name, constraint string) (repository.Version, error) {
+	v, _, err := m.resolve(name, constraint)
+	return v, err
+}
+
+func (m *Catalog) resolve(name, constraint string) (repository.Version, *repoState, error) {
+	var firstErr error
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.all {
+		if !r.cfg.Enabled || r.index == nil {
+			continue
+		}
+		p := r.index.Plugin(name)
+		if p == nil {
+			continue
+		}
+		v, err := p.Resolve(constraint, m.hostVersion, runtime.GOOS, runtime.GOARCH)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		return v, r, nil
+	}
+	if firstErr != nil {
+		return repository.Version{}, nil, firstErr
+	}
+	return repository.Version{}, nil, errs.New(errs.PluginNotFound, "no enabled repository offers plugin %q", name)
+}
+
+// Fetch resolves a plugin (see Resolve) and downloads its package, at most maxBytes,
+// verified against the repository's checksum and trusted keys.
+func (m *Catalog) Fetch(ctx context.Context, name, constraint string, maxBytes int64) ([]byte, error) {
+	v, r, err := m.resolve(name, constraint)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	cfg, keys := r.cfg, r.keys
+	m.mu.Unlock()
+	data, err := repository.Fetch(ctx, cfg.URL, v.URL, maxBytes, 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if err := repository.VerifyPackage(v, name, data, keys, cfg.AllowUnsigned); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
