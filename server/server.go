@@ -60,6 +60,8 @@ type Server struct {
 	health   *grpchealth.StaticChecker
 	// pluginGRPC serves gRPC plugin streams with grpc-go's transport (see sniff.go).
 	pluginGRPC *grpc.Server
+	// lock is held from New until Close, and released after the store is closed.
+	lock *dataDirLock
 }
 
 // baseURL is where plugins reach this server (NEXUS_HOST).
@@ -87,7 +89,8 @@ func (s *Server) setListenAddr(addr net.Addr) {
 	s.url.Store(scheme + "://" + net.JoinHostPort(host, port))
 }
 
-// New opens the data directory and builds the server. Close releases it.
+// New locks the data directory against a second server, opens it and builds the server.
+// Close releases them.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -96,22 +99,31 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("secure data dir: %w", err)
 	}
+	// One server per data directory: a second one would launch every enabled plugin again.
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	dbPath := filepath.Join(cfg.DataDir, "nexus.db")
 	st, err := storesqlite.Open(ctx, dbPath)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
 		if err := os.Chmod(f, 0o600); err != nil && !os.IsNotExist(err) {
 			st.Close()
+			lock.Close()
 			return nil, fmt.Errorf("secure %s: %w", f, err)
 		}
 	}
 	s, err := newServer(ctx, cfg, log, st)
 	if err != nil {
 		st.Close()
+		lock.Close()
 		return nil, err
 	}
+	s.lock = lock
 	return s, nil
 }
 
@@ -186,11 +198,13 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 // Handler is the server's HTTP handler (every protocol and path).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close stops any plugin still running and releases the store.
+// Close stops any plugin still running, releases the store, then the data directory.
 func (s *Server) Close() error {
 	s.ready.Store(false)
 	s.host.Shutdown(context.Background(), s.cfg.ShutdownTimeout)
-	return s.store.Close()
+	err := s.store.Close()
+	s.lock.Close()
+	return err
 }
 
 // serviceNames are the gRPC services served, for reflection and health.
