@@ -134,7 +134,7 @@ test-readme: build demo-repo grpcurl ## Run the README's examples against a fres
 BENCHFLAGS ?=
 
 .PHONY: bench
-bench: build redis-server ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s").
+bench: build redis-server ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./server/cmd/nexus-bench -nexus $(BIN) $(BENCHFLAGS)
 

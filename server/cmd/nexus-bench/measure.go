@@ -34,11 +34,14 @@ type Measurement struct {
 	RoundTrips int     `json:"round_trips"`
 	Seconds    float64 `json:"seconds"`
 	InFlight   int     `json:"in_flight"`
-	// LoadedP50us and LoadedP99us are the round-trip latencies of the throughput phase.
+	// LoadedP50us and LoadedP99us are the round-trip latencies of the throughput phase (for
+	// the REST reads, which have no 1-in-flight phase, the latencies of all their requests).
 	LoadedP50us float64 `json:"loaded_p50_us"`
 	LoadedP99us float64 `json:"loaded_p99_us"`
 	// WarmupRoundTrips is how many round trips the warm-up did (not counted above).
 	WarmupRoundTrips int `json:"warmup_round_trips"`
+	// Slices is how many alternating slices the measurement was cut into (REST reads only).
+	Slices int `json:"slices,omitempty"`
 }
 
 // roundTrip does one round trip and checks its reply; an error fails the measurement.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -22,26 +23,53 @@ const (
 	keyRedis      = "raw_redis_streams"
 	keyHostMem    = "host_memory"
 	keyHostRedis  = "host_redis"
+	// The REST reads (reads.go); keyReadRepos is their baseline.
+	keyReadRepos  = "rest_repositories"
+	keyReadList   = "rest_plugin_list"
+	keyReadDetail = "rest_plugin_detail"
 )
+
+// isReadKey reports whether key is a row of the REST reads, whose figures are requests
+// under load (LoadedP50us, LoadedP99us, Throughput) rather than round trips.
+func isReadKey(key string) bool {
+	return key == keyReadRepos || key == keyReadList || key == keyReadDetail
+}
 
 // The targets of the issue.
 const (
 	targetMemP50   = 1.5 // host-memory p50 / relay p50, at most
 	targetMemTput  = 0.6 // host-memory throughput / relay throughput, at least
 	targetRedisP50 = 1.5 // host-redis p50 / (relay p50 + redis p50), at most
+	// Issue 11: the REST reads' throughput against the repositories endpoint's.
+	targetListTput   = 0.5 // plugin-list throughput / repositories throughput, at least
+	targetDetailTput = 0.8 // plugin-detail throughput / repositories throughput, at least
 )
 
 // report is the outcome of a run.
 type report struct {
-	Date        string        `json:"date"`
-	Machine     machine       `json:"machine"`
-	PayloadB    int           `json:"payload_bytes"`
-	Duration    string        `json:"duration"`
-	Warmup      string        `json:"warmup"`
-	Concurrency int           `json:"concurrency"`
-	Rounds      int           `json:"rounds"`
-	Scenarios   []scenarioOut `json:"scenarios"`
-	Ratios      []ratio       `json:"ratios"`
+	Date        string  `json:"date"`
+	Machine     machine `json:"machine"`
+	PayloadB    int     `json:"payload_bytes"`
+	Duration    string  `json:"duration"`
+	Warmup      string  `json:"warmup"`
+	Concurrency int     `json:"concurrency"`
+	Rounds      int     `json:"rounds"`
+	// Reads are the parameters of the REST reads, when they ran.
+	Reads     *readsParams  `json:"reads,omitempty"`
+	Scenarios []scenarioOut `json:"scenarios"`
+	Ratios    []ratio       `json:"ratios"`
+}
+
+// readsParams are the parameters of the REST reads scenario.
+type readsParams struct {
+	Plugins  int `json:"plugins"` // installed
+	Enabled  int `json:"enabled"` // of them
+	InFlight int `json:"in_flight"`
+	// MaxSlices is how many slices each endpoint's duration is cut into within a round, at
+	// most (each measurement gives its own count); a slice lasts at least SliceLatencies
+	// times the slowest endpoint's warm-up p50.
+	MaxSlices      int `json:"max_slices"`
+	SliceLatencies int `json:"slice_latencies"`
 }
 
 // machine describes where the run happened.
@@ -80,7 +108,13 @@ type ratio struct {
 }
 
 func newReport(cfg config) *report {
+	var reads *readsParams
+	if cfg.runsReads() {
+		reads = &readsParams{Plugins: readPlugins, Enabled: readEnabled(),
+			InFlight: readConcurrency, MaxSlices: readSlices, SliceLatencies: readSliceLatencies}
+	}
 	return &report{
+		Reads:       reads,
 		Date:        time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		Machine:     describeMachine(),
 		PayloadB:    cfg.payload,
@@ -124,6 +158,7 @@ func medianMeasurement(runs []Measurement) Measurement {
 		LoadedP50us:      med(func(m Measurement) float64 { return m.LoadedP50us }),
 		LoadedP99us:      med(func(m Measurement) float64 { return m.LoadedP99us }),
 		WarmupRoundTrips: int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
+		Slices:           int(med(func(m Measurement) float64 { return float64(m.Slices) })),
 	}
 }
 
@@ -203,11 +238,13 @@ func (r *report) computeRatios() {
 		add(keyProtoRelay, "throughput ÷ relay throughput", "proto-frame-relay throughput / relay throughput", "", 0,
 			func(i int) (float64, bool) { return div(protoRelay[i].Throughput, relay[i].Throughput) }, protoRelay, relay)
 	}
-	add(keyHostMem, "p50 ÷ relay p50", "host-memory p50 / relay p50", "<=", targetMemP50,
-		func(i int) (float64, bool) { return div(mem[i].P50us, relay[i].P50us) }, mem, relay)
-	add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
-		func(i int) (float64, bool) { return div(mem[i].Throughput, relay[i].Throughput) }, mem, relay)
-	if r.hasScenario(keyProtoRelay) {
+	if r.hasScenario(keyHostMem) {
+		add(keyHostMem, "p50 ÷ relay p50", "host-memory p50 / relay p50", "<=", targetMemP50,
+			func(i int) (float64, bool) { return div(mem[i].P50us, relay[i].P50us) }, mem, relay)
+		add(keyHostMem, "throughput ÷ relay throughput", "host-memory throughput / relay throughput", ">=", targetMemTput,
+			func(i int) (float64, bool) { return div(mem[i].Throughput, relay[i].Throughput) }, mem, relay)
+	}
+	if r.hasScenario(keyHostMem) && r.hasScenario(keyProtoRelay) {
 		add(keyHostMem, "p50 ÷ reference p50", "host-memory p50 / proto-frame-relay p50", "", 0,
 			func(i int) (float64, bool) { return div(mem[i].P50us, protoRelay[i].P50us) }, mem, protoRelay)
 		add(keyHostMem, "throughput ÷ reference throughput", "host-memory throughput / proto-frame-relay throughput", "", 0,
@@ -217,6 +254,31 @@ func (r *report) computeRatios() {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
 			func(i int) (float64, bool) { return div(hostRedis[i].P50us, relay[i].P50us+rds[i].P50us) }, hostRedis, relay, rds)
 	}
+	repos := r.runs(keyReadRepos)
+	for _, q := range []struct {
+		key, name string
+		target    float64
+	}{{keyReadList, "plugin-list", targetListTput}, {keyReadDetail, "plugin-detail", targetDetailTput}} {
+		if !r.hasScenario(q.key) {
+			continue
+		}
+		runs := r.runs(q.key)
+		add(q.key, "throughput ÷ repositories throughput", q.name+" throughput / repositories throughput", ">=", q.target,
+			func(i int) (float64, bool) { return div(runs[i].Throughput, repos[i].Throughput) }, runs, repos)
+		add(q.key, "p50 ÷ repositories p50", q.name+" p50 / repositories p50", "", 0,
+			func(i int) (float64, bool) { return div(runs[i].LoadedP50us, repos[i].LoadedP50us) }, runs, repos)
+		add(q.key, "p99 ÷ repositories p99", q.name+" p99 / repositories p99", "", 0,
+			func(i int) (float64, bool) { return div(runs[i].LoadedP99us, repos[i].LoadedP99us) }, runs, repos)
+	}
+}
+
+// fmtRatio prints a ratio with two decimals, or with two significant digits below 0.1 (the
+// REST reads' ratios can be that small, and "0.00" would hide them).
+func fmtRatio(v float64) string {
+	if v != 0 && math.Abs(v) < 0.1 {
+		return fmt.Sprintf("%.2g", v)
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 func opSign(op string) string {
@@ -242,23 +304,71 @@ func (r *report) writeJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// writeMarkdown prints the report as a header line and one table, a row per scenario.
+// writeMarkdown prints the report: for the messaging scenarios and for the REST reads
+// (those that ran), each a header line and a table, a row per scenario.
 func (r *report) writeMarkdown(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "**%s** · %s · %s · %d cores · %s · load average %s at start · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight · median of %d rounds (scenarios back to back in each; ratios within each round)\n\n",
-		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg), r.PayloadB, r.Duration, r.Warmup, r.Concurrency, r.Rounds)
-	fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | vs target |")
-	fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---|")
+	var messaging, reads []scenarioOut
 	for _, s := range r.Scenarios {
-		if s.Result == nil {
-			fmt.Fprintf(bw, "| %s | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
-			continue
+		if isReadKey(s.Key) {
+			reads = append(reads, s)
+		} else {
+			messaging = append(messaging, s)
 		}
-		m := s.Result
-		fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s |\n",
-			s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, r.ratioCell(s.Key))
+	}
+	machine := fmt.Sprintf("**%s** · %s · %s · %d cores · %s · load average %s at start",
+		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg))
+	if len(messaging) > 0 {
+		fmt.Fprintf(bw, "%s · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight · median of %d rounds (scenarios back to back in each; ratios within each round)\n\n",
+			machine, r.PayloadB, r.Duration, r.Warmup, r.Concurrency, r.Rounds)
+		fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | vs target |")
+		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---|")
+		for _, s := range messaging {
+			if s.Result == nil {
+				fmt.Fprintf(bw, "| %s | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+				continue
+			}
+			m := s.Result
+			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s |\n",
+				s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, r.ratioCell(s.Key))
+		}
+	}
+	if len(reads) > 0 && r.Reads != nil {
+		if len(messaging) > 0 {
+			fmt.Fprintln(bw)
+			machine = "**REST reads**"
+		}
+		fmt.Fprintf(bw, "%s · one server, %d plugins installed (%d enabled) · one keep-alive HTTP/1.1 client, %d requests in flight · %s per endpoint, the endpoints alternating in slices (%s per round; at most %d, each at least %d× the slowest warm-up p50), after %s warm-up shared by the endpoints · median of %d rounds (ratios within each round)\n\n",
+			machine, r.Reads.Plugins, r.Reads.Enabled, r.Reads.InFlight, r.Duration, r.readSlicesUsed(), r.Reads.MaxSlices, r.Reads.SliceLatencies, r.Warmup, r.Rounds)
+		fmt.Fprintf(bw, "| endpoint | throughput (req/s) | p50 (µs, %d in flight) | p99 (µs) | requests | vs target |\n", r.Reads.InFlight)
+		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---|")
+		for _, s := range reads {
+			if s.Result == nil {
+				fmt.Fprintf(bw, "| %s | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+				continue
+			}
+			m := s.Result
+			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %.0f | %d | %s |\n",
+				s.Name, m.Throughput, m.LoadedP50us, m.LoadedP99us, m.RoundTrips, r.ratioCell(s.Key))
+		}
 	}
 	return bw.Flush()
+}
+
+// readSlicesUsed is how many slices the REST reads' rounds were cut into: a count, or the
+// range over the rounds.
+func (r *report) readSlicesUsed() string {
+	var used []int
+	for _, m := range r.runs(keyReadRepos) {
+		used = append(used, m.Slices)
+	}
+	if len(used) == 0 {
+		return "–"
+	}
+	if lo, hi := slices.Min(used), slices.Max(used); lo != hi {
+		return fmt.Sprintf("%d–%d", lo, hi)
+	}
+	return fmt.Sprint(used[0])
 }
 
 // ratioCell is the "vs target" cell of a row: its ratios, each with ✓ or ✗.
@@ -270,14 +380,14 @@ func (r *report) ratioCell(key string) string {
 		}
 		spread := ""
 		if len(q.PerRound) > 1 {
-			spread = fmt.Sprintf(" (rounds %.2f–%.2f)", slices.Min(q.PerRound), slices.Max(q.PerRound))
+			spread = fmt.Sprintf(" (rounds %s–%s)", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
 		}
 		switch {
 		case q.Op == "" && q.Value == nil:
 			parts = append(parts, fmt.Sprintf("%s n/a", q.label))
 			continue
 		case q.Op == "":
-			parts = append(parts, fmt.Sprintf("%s = %.2f%s, no target", q.label, *q.Value, spread))
+			parts = append(parts, fmt.Sprintf("%s = %s%s, no target", q.label, fmtRatio(*q.Value), spread))
 			continue
 		case q.Value == nil:
 			parts = append(parts, fmt.Sprintf("%s n/a (target %s %.2g)", q.label, opSign(q.Op), q.Target))
@@ -289,9 +399,9 @@ func (r *report) ratioCell(key string) string {
 		}
 		bounds := ""
 		if len(q.PerRound) > 1 {
-			bounds = fmt.Sprintf("rounds %.2f–%.2f; ", slices.Min(q.PerRound), slices.Max(q.PerRound))
+			bounds = fmt.Sprintf("rounds %s–%s; ", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
 		}
-		parts = append(parts, fmt.Sprintf("%s = **%.2f** (%starget %s %.2g) %s", q.label, *q.Value, bounds, opSign(q.Op), q.Target, mark))
+		parts = append(parts, fmt.Sprintf("%s = **%s** (%starget %s %.2g) %s", q.label, fmtRatio(*q.Value), bounds, opSign(q.Op), q.Target, mark))
 	}
 	if len(parts) == 0 {
 		return "baseline"

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/manifest"
+)
+
+func TestReadPluginManifestsParse(t *testing.T) {
+	ids := map[string]bool{}
+	enabled := 0
+	for i := 1; i <= readPlugins; i++ {
+		if i%readEnabledEvery == 1 { // as installReadPlugin
+			enabled++
+		}
+		js, err := json.Marshal(readPluginManifest(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := manifest.Parse(js)
+		if err != nil {
+			t.Fatalf("plugin %d: %v", i, err)
+		}
+		if !m.External || m.ID != readPluginID(i) || ids[m.ID] {
+			t.Errorf("plugin %d: id %q (external %v), want the distinct external %q", i, m.ID, m.External, readPluginID(i))
+		}
+		ids[m.ID] = true
+		if len(m.Schema().SecretFields()) == 0 || len(m.APIEndpoints) == 0 || len(m.Events.Emits) == 0 || len(m.Permissions) == 0 {
+			t.Errorf("plugin %d lacks a secret field, endpoints, events or permissions: %+v", i, m)
+		}
+	}
+	if enabled != readEnabled() {
+		t.Errorf("readEnabled() = %d, but %d are enabled", readEnabled(), enabled)
+	}
+}
+
+func TestAlternate(t *testing.T) {
+	// turns records which round trip ran, once per change: the slices alternate, each cycle
+	// starting with the next round trip.
+	var mu sync.Mutex
+	var turns []int
+	rt := func(i int) roundTrip {
+		return func(context.Context) error {
+			mu.Lock()
+			if len(turns) == 0 || turns[len(turns)-1] != i {
+				turns = append(turns, i)
+			}
+			mu.Unlock()
+			return nil
+		}
+	}
+	ms, err := alternate(context.Background(), []roundTrip{rt(0), rt(1), rt(2)}, 4, 0, 9*time.Millisecond, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{0, 1, 2, 1, 2, 0, 2, 0, 1}; !slices.Equal(turns, want) {
+		t.Errorf("order of the slices: %v, want %v", turns, want)
+	}
+	for i, m := range ms {
+		if m.RoundTrips == 0 || m.InFlight != 4 || m.Seconds <= 0 || m.Throughput != float64(m.RoundTrips)/m.Seconds ||
+			m.LoadedP50us > m.LoadedP99us || m.P50us != 0 || m.Samples != 0 || m.WarmupRoundTrips != 0 || m.Slices != 3 {
+			t.Errorf("measurement %d: %+v", i, m)
+		}
+	}
+
+	boom := errors.New("boom")
+	fail := func(context.Context) error { return boom }
+	if _, err := alternate(context.Background(), []roundTrip{rt(0), fail}, 2, 0, 2*time.Millisecond, 1); !errors.Is(err, boom) {
+		t.Errorf("alternate with a failing round trip: %v, want %v", err, boom)
+	}
+	if _, err := alternate(context.Background(), []roundTrip{fail}, 2, time.Millisecond, time.Millisecond, 1); !errors.Is(err, boom) || !strings.Contains(err.Error(), "warm-up") {
+		t.Errorf("alternate failing in its warm-up: %v", err)
+	}
+}
+
+func TestReportReadRatios(t *testing.T) {
+	cfg := config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 3, only: onlyReads}
+	r := newReport(cfg)
+	var round int
+	m := func(tput, p50 float64) Measurement {
+		round++
+		slices := 6 // per round: 6, 2, 6
+		if round%3 == 2 {
+			slices = 2
+		}
+		return Measurement{Throughput: tput, LoadedP50us: p50, LoadedP99us: 3 * p50, RoundTrips: int(tput), InFlight: readConcurrency, Slices: slices}
+	}
+	rows := readRows()
+	// Rounds: list 0.4, 0.6, 0.5 of the repositories' throughput (median 0.5, met); detail
+	// 0.7, 0.9, 0.75 (median 0.75, not met).
+	r.add(rows[0].key, rows[0].name, []Measurement{m(1000, 100), m(2000, 50), m(1000, 100)}, nil)
+	r.add(rows[1].key, rows[1].name, []Measurement{m(400, 250), m(1200, 80), m(500, 200)}, nil)
+	r.add(rows[2].key, rows[2].name, []Measurement{m(700, 140), m(1800, 55), m(750, 130)}, nil)
+	r.computeRatios()
+
+	want := map[string]struct {
+		value float64
+		met   bool
+	}{
+		"plugin-list throughput / repositories throughput":   {0.5, true},
+		"plugin-detail throughput / repositories throughput": {0.75, false},
+		"plugin-list p50 / repositories p50":                 {2, false}, // 2.5, 1.6, 2: a reference
+		"plugin-detail p50 / repositories p50":               {1.3, false},
+		"plugin-list p99 / repositories p99":                 {2, false},
+		"plugin-detail p99 / repositories p99":               {1.3, false},
+	}
+	if len(r.Ratios) != len(want) {
+		t.Errorf("%d ratios, want %d: %+v", len(r.Ratios), len(want), r.Ratios)
+	}
+	for _, q := range r.Ratios {
+		w, ok := want[q.Name]
+		if !ok || q.Value == nil || *q.Value != w.value || q.Met != w.met || len(q.PerRound) != 3 {
+			t.Errorf("%s = %v (met %v, rounds %v), want %v (met %v)", q.Name, q.Value, q.Met, q.PerRound, w.value, w.met)
+		}
+	}
+
+	var b strings.Builder
+	if err := r.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, s := range []string{
+		"100 plugins installed (5 enabled)", "32 requests in flight", "median of 3 rounds",
+		"the endpoints alternating in slices (2–6 per round; at most 6, each at least 5× the slowest warm-up p50)",
+		"| GET /api/v1/plugins/repositories (baseline) | 1000 | 100 | 300 | 1000 | baseline |",
+		"throughput ÷ repositories throughput = **0.50** (rounds 0.40–0.60; target ≥ 0.5) ✓",
+		"throughput ÷ repositories throughput = **0.75** (rounds 0.70–0.90; target ≥ 0.8) ✗",
+		"p50 ÷ repositories p50 = 2.00 (rounds 1.60–2.50), no target",
+	} {
+		if !strings.Contains(md, s) {
+			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
+		}
+	}
+	if strings.Contains(md, "samples (1 in flight)") {
+		t.Errorf("the messaging table is printed although no messaging scenario ran:\n%s", md)
+	}
+
+	// A failed reads scenario fails its three rows, and the ratios are not available.
+	r = newReport(cfg)
+	for _, row := range rows {
+		r.add(row.key, row.name, nil, errors.New("install: refused"))
+	}
+	r.computeRatios()
+	if got := r.failed(); len(got) != 3 {
+		t.Errorf("failed() = %v", got)
+	}
+	if cell := r.ratioCell(keyReadList); !strings.Contains(cell, "throughput ÷ repositories throughput n/a (target ≥ 0.5)") {
+		t.Errorf("ratio cell without a baseline: %q", cell)
+	}
+}
+
+func TestFmtRatio(t *testing.T) {
+	for v, want := range map[float64]string{0: "0.00", 0.5: "0.50", 1.234: "1.23", 0.1: "0.10", 0.0025: "0.0025", 0.04567: "0.046", 496.35: "496.35"} {
+		if got := fmtRatio(v); got != want {
+			t.Errorf("fmtRatio(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestSliceCount(t *testing.T) {
+	for _, tc := range []struct {
+		d, latency time.Duration
+		want       int
+	}{
+		{3 * time.Second, 0, 6},                      // no warm-up: the most
+		{3 * time.Second, time.Millisecond, 6},       // fast endpoints: the most
+		{3 * time.Second, 150 * time.Millisecond, 4}, // 3s / (5 × 150ms) = 4
+		{3 * time.Second, 3 * time.Second, 1},        // slower than the slice: one
+		{time.Millisecond, time.Second, 1},
+	} {
+		if got := sliceCount(tc.d, tc.latency, readSlices); got != tc.want {
+			t.Errorf("sliceCount(%v, %v) = %d, want %d", tc.d, tc.latency, got, tc.want)
+		}
+	}
+}
+
+func TestParseFlagsSelection(t *testing.T) {
+	for _, tc := range []struct {
+		args                 []string
+		messaging, reads, ok bool
+	}{
+		{nil, true, true, true},
+		{[]string{"-only", "reads"}, false, true, true},
+		{[]string{"-only", "messaging"}, true, false, true},
+		{[]string{"-skip-reads"}, true, false, true},
+		{[]string{"-only", "reads", "-skip-reads"}, false, false, false},
+		{[]string{"-only", "rest"}, false, false, false},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: error %v, want ok %v", tc.args, err, tc.ok)
+			continue
+		}
+		if tc.ok && (cfg.runsMessaging() != tc.messaging || cfg.runsReads() != tc.reads) {
+			t.Errorf("%v: messaging %v, reads %v; want %v, %v", tc.args, cfg.runsMessaging(), cfg.runsReads(), tc.messaging, tc.reads)
+		}
+	}
+}
