@@ -54,6 +54,9 @@ func newHost(t *testing.T) (*pluginhost.Host, *countingStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		h.Shutdown(context.Background(), time.Second)
 		sq.Close()

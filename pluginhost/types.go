@@ -3,6 +3,14 @@ package pluginhost
 import (
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/install"
+	"github.com/nexus-platform/nexus/pluginhost/logsink"
+	"github.com/nexus-platform/nexus/pluginhost/presence"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/router"
+	"github.com/nexus-platform/nexus/pluginhost/runtime"
+	"github.com/nexus-platform/nexus/pluginhost/stream"
+
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
@@ -12,18 +20,63 @@ const Version = "1.0.0"
 
 // Plugin states.
 const (
-	StatusInactive = "inactive"
-	StatusLoading  = "loading"
-	StatusActive   = "active"
-	StatusError    = "error"
+	StatusInactive = registry.StatusInactive
+	StatusLoading  = registry.StatusLoading
+	StatusActive   = registry.StatusActive
+	StatusError    = registry.StatusError
 )
 
 // Health values of a plugin.
 const (
-	HealthHealthy   = "healthy"
-	HealthDegraded  = "degraded"
-	HealthUnhealthy = "unhealthy"
-	HealthUnknown   = "unknown"
+	HealthHealthy   = runtime.HealthHealthy
+	HealthDegraded  = runtime.HealthDegraded
+	HealthUnhealthy = runtime.HealthUnhealthy
+	HealthUnknown   = runtime.HealthUnknown
+)
+
+// The types of the domain's packages that the API edge uses, under the names it knows.
+type (
+	// EndpointInfo is an API endpoint a plugin declares.
+	EndpointInfo = registry.Endpoint
+
+	InstallRequest   = install.InstallRequest
+	InstallResult    = install.InstallResult
+	UninstallOptions = install.UninstallOptions
+	UninstallResult  = install.UninstallResult
+	UpdateRequest    = install.UpdateRequest
+	UpdateResult     = install.UpdateResult
+
+	RuntimeConfig  = runtime.Config
+	RuntimeInfo    = runtime.Info
+	EnableOptions  = runtime.EnableOptions
+	DisableOptions = runtime.DisableOptions
+	Check          = presence.Check
+
+	Payload          = router.Payload
+	Origin           = router.Origin
+	MessageRequest   = router.MessageRequest
+	MessageResult    = router.MessageResult
+	BroadcastRequest = router.BroadcastRequest
+	BroadcastResult  = router.BroadcastResult
+	EventRequest     = router.EventRequest
+	EventResult      = router.EventResult
+	Event            = router.Event
+	ServiceProvider  = router.ServiceProvider
+	MessageTypeInfo  = router.MessageTypeInfo
+	DeadLetter       = router.DeadLetter
+
+	Stream        = stream.Stream
+	StreamEnder   = stream.StreamEnder
+	InvalidFrame  = stream.InvalidFrame
+	SessionCaller = stream.SessionCaller
+
+	TailQuery = logsink.TailQuery
+)
+
+// The bounds of a message's timeout.
+const (
+	DefaultMessageTimeout = router.DefaultMessageTimeout
+	MaxMessageTimeout     = router.MaxMessageTimeout
 )
 
 // ListFilter selects plugins for List. Zero fields do not filter.
@@ -39,13 +92,6 @@ type ListFilter struct {
 // Summary counts installed plugins by state.
 type Summary struct {
 	Total, Active, Inactive, Error, Disabled int
-}
-
-// EndpointInfo is an API endpoint a plugin declares.
-type EndpointInfo struct {
-	Path        string
-	Methods     []string
-	Description string
 }
 
 // EventInfo is an event type with its description.
@@ -80,48 +126,6 @@ type PluginView struct {
 	// RecentLogs are the newest log records, newest first (detail view only).
 	RecentLogs             []store.LogRecord
 	InstalledAt, UpdatedAt time.Time
-}
-
-// InstallRequest asks for a plugin to be installed.
-type InstallRequest struct {
-	// Source is "file", "repository" or "url".
-	Source string
-	// FilePath is a package on the server (source file).
-	FilePath string
-	// PackageData is an uploaded package (source file).
-	PackageData []byte
-	// PluginName and Version select a repository package (source repository).
-	PluginName, Version string
-	// DownloadURL and SHA256 locate a package (source url).
-	DownloadURL, SHA256 string
-	Config              map[string]any
-	AutoEnable          bool
-	ForceReinstall      bool
-}
-
-// InstallResult reports an install.
-type InstallResult struct {
-	PluginID    string
-	Name        string
-	Version     string
-	Status      string
-	Enabled     bool
-	InstalledAt time.Time
-	Duration    time.Duration
-}
-
-// UninstallOptions says how to uninstall.
-type UninstallOptions struct {
-	Force, Backup, CleanupData bool
-}
-
-// UninstallResult reports an uninstall.
-type UninstallResult struct {
-	PluginID      string
-	BackupCreated bool
-	BackupID      string
-	DataRemoved   bool
-	UninstalledAt time.Time
 }
 
 // ConfigView is a plugin's configuration.

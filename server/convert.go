@@ -3,6 +3,7 @@ package server
 import (
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
+	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -224,3 +226,22 @@ func healthView(info pluginhost.RuntimeInfo, m metrics.Summary) *pluginv1.Plugin
 		},
 	}
 }
+
+// decodePayload decodes a domain payload (the protobuf encoding of a Struct) for the API; an
+// empty payload is an empty object.
+func decodePayload(p pluginhost.Payload) (*structpb.Struct, error) {
+	s := &structpb.Struct{}
+	if len(p) > 0 {
+		if err := proto.Unmarshal(p, s); err != nil {
+			return nil, err
+		}
+	}
+	if s.Fields == nil {
+		s.Fields = map[string]*structpb.Value{}
+	}
+	return s, nil
+}
+
+// encodePayload encodes an API payload for the domain. A raw Struct (see rawstruct) gives the
+// bytes it holds, uncopied.
+func encodePayload(s *structpb.Struct) (pluginhost.Payload, error) { return rawstruct.Bytes(s) }

@@ -22,6 +22,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/stream"
 )
 
 // pluginService implements nexus.plugin.v1.PluginService over the domain.
@@ -460,7 +461,7 @@ func (s *messagingService) SendMessage(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	out, err := pluginhost.DecodePayload(res.Data)
+	out, err := decodePayload(res.Data)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "the reply could not be decoded")
 	}
@@ -533,7 +534,7 @@ func (s *messagingService) ListServices(ctx context.Context, req *connect.Reques
 	}
 	out := &pluginv1.ListServicesResponse{Services: []*pluginv1.ServiceProvider{}}
 	for _, p := range providers {
-		out.Services = append(out.Services, pluginhost.ProviderToProto(p))
+		out.Services = append(out.Services, stream.ProviderToProto(p))
 	}
 	return connect.NewResponse(out), nil
 }
@@ -549,7 +550,7 @@ func (s *messagingService) ListDeadLetters(ctx context.Context, req *connect.Req
 	}
 	out := &pluginv1.ListDeadLettersResponse{DeadLetters: []*pluginv1.DeadLetter{}}
 	for _, d := range dls {
-		data, err := pluginhost.DecodePayload(d.Data)
+		data, err := decodePayload(d.Data)
 		if err != nil {
 			return nil, errs.Wrap(errs.Internal, err, "a dead letter's payload is unreadable")
 		}
@@ -564,7 +565,7 @@ func payload(data *structpb.Struct) (pluginhost.Payload, error) {
 	if err := checkPayload(data); err != nil {
 		return nil, err
 	}
-	p, err := pluginhost.EncodePayload(data)
+	p, err := encodePayload(data)
 	if err != nil {
 		return nil, errs.New(errs.ValidationError, "data: %v", err)
 	}
@@ -585,7 +586,7 @@ func origin(ctx context.Context, plugin string) pluginhost.Origin {
 }
 
 func eventToProto(e pluginhost.Event) (*pluginv1.Event, error) {
-	data, err := pluginhost.DecodePayload(e.Data)
+	data, err := decodePayload(e.Data)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "an event's payload is unreadable")
 	}

@@ -172,6 +172,10 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 		}
 		return nil, err
 	}
+	if err := host.Start(ctx); err != nil {
+		host.Shutdown(ctx, time.Second)
+		return nil, err
+	}
 	s.host = host
 	generated, err := s.ids.Bootstrap(ctx, cfg.AdminToken, filepath.Join(cfg.DataDir, "admin-token"))
 	if err != nil {

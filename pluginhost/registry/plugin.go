@@ -2,6 +2,7 @@ package registry
 
 import (
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/configschema"
@@ -65,3 +66,27 @@ func (p *Plugin) Can(perm string) bool { return permission.Allowed(p.rec.Granted
 
 // ConfigUpdatedAt is when the configuration last changed.
 func (p *Plugin) ConfigUpdatedAt() time.Time { return p.rec.ConfigUpdatedAt }
+
+// Endpoint is an HTTP endpoint a plugin declares.
+type Endpoint struct {
+	Path        string
+	Methods     []string
+	Description string
+}
+
+// Endpoints returns the endpoints the manifest declares (a new slice).
+func (p *Plugin) Endpoints() []Endpoint {
+	out := make([]Endpoint, 0, len(p.man.APIEndpoints))
+	for _, e := range p.man.APIEndpoints {
+		out = append(out, Endpoint{Path: e.Path, Methods: slices.Clone(e.Methods), Description: e.Description})
+	}
+	return out
+}
+
+// Plugin states.
+const (
+	StatusInactive = "inactive"
+	StatusLoading  = "loading"
+	StatusActive   = "active"
+	StatusError    = "error"
+)

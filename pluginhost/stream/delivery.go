@@ -1,4 +1,4 @@
-package pluginhost
+package stream
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
+	"github.com/nexus-platform/nexus/pluginhost/router"
 )
 
 // This file is the stream side of messaging: it hands a session's deliveries to its plugin,
@@ -48,7 +48,7 @@ func (s *session) pruneInflight(now time.Time) {
 
 // deliverLoop reads the session's consumer and sends each delivery to the plugin until the
 // session ends.
-func (h *Host) deliverLoop(ctx context.Context, sess *session) {
+func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 	for {
 		d, err := sess.cons.Next(ctx)
 		if err != nil {
@@ -77,17 +77,17 @@ func (h *Host) deliverLoop(ctx context.Context, sess *session) {
 			f.Deadline = timestamppb.New(d.Deadline)
 			// A message is settled by its reply; keep it from being redelivered to another
 			// instance while the sender still waits (the processing timeout may be shorter).
-			if rest := time.Until(d.Deadline); rest > h.msg.opts.ProcessingTimeout {
+			if rest := time.Until(d.Deadline); rest > h.busOpts.ProcessingTimeout {
 				_ = sess.cons.Extend(ctx, d.Tag, rest)
 			}
 		}
 		now := time.Now()
-		until := now.Add(h.msg.opts.ProcessingTimeout)
+		until := now.Add(h.busOpts.ProcessingTimeout)
 		if d.Deadline.After(until) {
 			until = d.Deadline
 		}
 		sess.mu.Lock()
-		if len(sess.inflight) >= 2*h.msg.opts.Prefetch {
+		if len(sess.inflight) >= 2*h.busOpts.Prefetch {
 			sess.pruneInflight(now)
 		}
 		sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
@@ -99,7 +99,7 @@ func (h *Host) deliverLoop(ctx context.Context, sess *session) {
 }
 
 // cancelLoop tells the plugin about in-flight messages their senders gave up on.
-func (h *Host) cancelLoop(ctx context.Context, sess *session) {
+func (h *Sessions) cancelLoop(ctx context.Context, sess *session) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,7 +133,7 @@ func (s *session) takeInflight(tag string) (inflight, bool) {
 }
 
 // onReply settles a message with the plugin's reply and returns the reply to its sender.
-func (h *Host) onReply(ctx context.Context, sess *session, r *pluginhostv1.DeliveryReply) {
+func (h *Sessions) onReply(ctx context.Context, sess *session, r *pluginhostv1.DeliveryReply) {
 	in, ok := sess.takeInflight(r.GetDeliveryId())
 	if !ok {
 		return // settled already: cancelled, or answered twice
@@ -148,7 +148,7 @@ func (h *Host) onReply(ctx context.Context, sess *session, r *pluginhostv1.Deliv
 		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), r.GetStatus() != "success")
 		if ra, ok := sess.cons.(bus.ReplyAcker); ok {
 			err = ra.AckReply(ctx, in.d.Tag, in.d.ReplyTo, reply)
-		} else if err = h.msg.bus.Reply(ctx, in.d.ReplyTo, reply); err == nil {
+		} else if err = h.bus.Reply(ctx, in.d.ReplyTo, reply); err == nil {
 			err = sess.cons.Ack(ctx, in.d.Tag)
 		}
 	} else {
@@ -160,14 +160,14 @@ func (h *Host) onReply(ctx context.Context, sess *session, r *pluginhostv1.Deliv
 }
 
 // onAck settles (or extends) a broadcast or event.
-func (h *Host) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
+func (h *Sessions) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
 	tag := a.GetDeliveryId()
 	var err error
 	switch a.GetAction() {
 	case pluginhostv1.AckAction_ACK_ACTION_EXTEND:
 		d := time.Duration(a.GetExtendSeconds()) * time.Second
 		if d <= 0 {
-			d = h.msg.opts.ProcessingTimeout
+			d = h.busOpts.ProcessingTimeout
 		}
 		sess.mu.Lock()
 		in, ok := sess.inflight[tag]
@@ -212,14 +212,14 @@ func (h *Host) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack) {
 
 // answerUnreplied tells the sender of a message that was settled without a reply, so that
 // it does not wait for its whole timeout.
-func (h *Host) answerUnreplied(ctx context.Context, d bus.Delivery, why string) {
-	if err := h.msg.bus.Reply(ctx, d.ReplyTo, bus.Reply{MessageID: d.ID, Status: "error", ErrorMessage: why}); err != nil {
+func (h *Sessions) answerUnreplied(ctx context.Context, d bus.Delivery, why string) {
+	if err := h.bus.Reply(ctx, d.ReplyTo, bus.Reply{MessageID: d.ID, Status: "error", ErrorMessage: why}); err != nil {
 		h.log.Warn("reply not returned to its sender", "message_id", d.ID, "error", err)
 	}
 }
 
 // onSend starts a plugin's message; the reply frame is sent when the target answers.
-func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) {
+func (h *Sessions) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) {
 	reqID := s.GetRequestId()
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, reqID, err)
@@ -230,7 +230,7 @@ func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) 
 		sess.replyError(ctx, reqID, errs.New(errs.ValidationError, "data: %v", err))
 		return
 	}
-	done := func(res MessageResult, err error) {
+	done := func(res router.MessageResult, err error) {
 		sess.mu.Lock()
 		delete(sess.requests, reqID)
 		sess.mu.Unlock()
@@ -255,7 +255,7 @@ func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) 
 	}
 	sess.requests[reqID] = ""
 	sess.mu.Unlock()
-	id, err := h.msg.send(ctx, MessageRequest{From: sess.pluginID, Target: s.GetTargetPlugin(), Type: s.GetMessageType(),
+	id, err := h.router.Send(ctx, router.MessageRequest{From: sess.pluginID, Target: s.GetTargetPlugin(), Type: s.GetMessageType(),
 		Data: data, Timeout: time.Duration(s.GetTimeoutSeconds()) * time.Second}, done)
 	sess.mu.Lock()
 	if err != nil {
@@ -270,12 +270,12 @@ func (h *Host) onSend(ctx context.Context, sess *session, s *pluginhostv1.Send) 
 }
 
 // onCancelSend withdraws one of the plugin's own messages.
-func (h *Host) onCancelSend(sess *session, reqID string) {
+func (h *Sessions) onCancelSend(sess *session, reqID string) {
 	sess.mu.Lock()
 	id := sess.requests[reqID]
 	sess.mu.Unlock()
 	if id != "" {
-		h.msg.cancel(id, errs.New(errs.PluginCommunicationTimeout, "the message was cancelled by its sender"))
+		h.router.Cancel(id, errs.New(errs.PluginCommunicationTimeout, "the message was cancelled by its sender"))
 	}
 }
 
@@ -339,7 +339,7 @@ func deliveryKind(k bus.Kind) pluginhostv1.DeliveryKind {
 // encodeStruct turns a payload into its wire bytes (nil for an empty one). A raw Struct
 // (see rawstruct) gives the bytes it holds, uncopied: the grpc-go path decodes the
 // payloads of plugins' frames that way.
-func encodeStruct(s *structpb.Struct) (Payload, error) {
+func encodeStruct(s *structpb.Struct) (router.Payload, error) {
 	return rawstruct.Bytes(s)
 }
 
@@ -351,40 +351,9 @@ func encodeStruct(s *structpb.Struct) (Payload, error) {
 // stream. Only binary protobuf ever writes them: the grpc-go path is binary, and the
 // Connect handlers see binary protobuf alone (vanguard transcodes JSON clients, parsing
 // the payload on the way).
-func framePayload(p Payload) (*structpb.Struct, error) {
+func framePayload(p router.Payload) (*structpb.Struct, error) {
 	if err := rawstruct.Validate(p, protowire.DefaultRecursionLimit-2); err != nil {
 		return nil, err
 	}
 	return rawstruct.Wrap(p), nil
 }
-
-// encodePayload encodes a Go map as a payload.
-func encodePayload(m map[string]any) (Payload, error) {
-	s, err := structpb.NewStruct(m)
-	if err != nil {
-		return nil, err
-	}
-	return encodeStruct(s)
-}
-
-// decodePayload decodes a payload; an empty payload is an empty object.
-func decodePayload(p Payload) (*structpb.Struct, error) {
-	s := &structpb.Struct{}
-	if len(p) == 0 {
-		s.Fields = map[string]*structpb.Value{}
-		return s, nil
-	}
-	if err := proto.Unmarshal(p, s); err != nil {
-		return nil, err
-	}
-	if s.Fields == nil {
-		s.Fields = map[string]*structpb.Value{}
-	}
-	return s, nil
-}
-
-// DecodePayload decodes a payload for the API edge.
-func DecodePayload(p Payload) (*structpb.Struct, error) { return decodePayload(p) }
-
-// EncodePayload encodes an API payload for the domain.
-func EncodePayload(s *structpb.Struct) (Payload, error) { return encodeStruct(s) }

@@ -1,4 +1,4 @@
-package pluginhost
+package router
 
 import "testing"
 
@@ -24,16 +24,16 @@ func TestMatchEvent(t *testing.T) {
 		{"a.*.c", "a.b.d", false},
 		{"a.*.c", "a.c", false},
 	} {
-		if got := matchEvent(c.pattern, c.typ); got != c.want {
-			t.Errorf("matchEvent(%q, %q) = %v, want %v", c.pattern, c.typ, got, c.want)
+		if got := MatchEvent(c.pattern, c.typ); got != c.want {
+			t.Errorf("MatchEvent(%q, %q) = %v, want %v", c.pattern, c.typ, got, c.want)
 		}
 	}
 }
 
 func TestReservedEventTypes(t *testing.T) {
 	for typ, want := range map[string]bool{"plugin.enabled": true, "system.startup": true, "plugins.x": false, "user.login": false, "plugin": false} {
-		if got := isReservedEventType(typ); got != want {
-			t.Errorf("isReservedEventType(%q) = %v, want %v", typ, got, want)
+		if got := IsReservedEventType(typ); got != want {
+			t.Errorf("IsReservedEventType(%q) = %v, want %v", typ, got, want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package pluginhost
+package stream
 
 import (
 	"context"
@@ -17,7 +17,8 @@ import (
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
-	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/presence"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -36,23 +37,6 @@ type Stream interface {
 // later calls of Send and Receive fail.
 type StreamEnder interface {
 	End(err error)
-}
-
-// Check is one health check a plugin reports.
-type Check struct {
-	Name           string
-	Status         string // pass, warning or fail
-	ResponseTimeMS *float64
-	Details        *string
-	Value          *float64
-	Threshold      *float64
-	Unit           *string
-}
-
-// configAck is a plugin's answer to a configuration change.
-type configAck struct {
-	accepted bool
-	reason   string
 }
 
 // session is one connected instance of a plugin. Frames to the plugin go through out,
@@ -82,8 +66,8 @@ type session struct {
 	queued atomic.Int64
 
 	mu      sync.Mutex // guards the maps below and lastErr
-	health  map[string]chan []Check
-	acks    map[string]chan configAck
+	health  map[string]chan []presence.Check
+	acks    map[string]chan presence.ConfigAck
 	lastErr error
 	// inflight are the deliveries handed to the plugin and not settled, by delivery id.
 	inflight map[string]inflight
@@ -91,6 +75,9 @@ type session struct {
 	// ("" until the message is published).
 	requests map[string]string
 }
+
+// helloTimeout is how long a new stream may take to say hello.
+const helloTimeout = 30 * time.Second
 
 // sessionSendQueue bounds the frames waiting to be sent to one plugin instance.
 const sessionSendQueue = 256
@@ -184,10 +171,40 @@ func (s *session) endReason() error {
 	return errs.New(errs.PluginUnavailable, "the host could not send to plugin %s; reconnect", s.pluginID)
 }
 
-// askHealth sends a health check and waits for the report.
-func (s *session) askHealth(ctx context.Context) ([]Check, error) {
+// SessionID is the session's id.
+func (s *session) SessionID() string { return s.id }
+
+// InstanceID is the instance's id (from its hello, or given by the host).
+func (s *session) InstanceID() string { return s.instanceID }
+
+// PluginID is the plugin the session belongs to.
+func (s *session) PluginID() string { return s.pluginID }
+
+// TokenID is the token the session was opened with.
+func (s *session) TokenID() string { return s.tokenID }
+
+// Announced are the services and message types the instance announced in its hello.
+func (s *session) Announced() (services, messageTypes []string) { return s.services, s.messageTypes }
+
+// Done is closed once the session has ended.
+func (s *session) Done() <-chan struct{} { return s.done }
+
+// End ends the session from the host's side (see end).
+func (s *session) End(why error) { s.end(why) }
+
+// AskShutdown asks the instance to shut down within timeout; it waits at most a second for
+// the frame to be queued, never for the instance.
+func (s *session) AskShutdown(ctx context.Context, reason string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Shutdown{Shutdown: &pluginhostv1.Shutdown{
+		Reason: reason, TimeoutSeconds: int32(timeout / time.Second)}}})
+}
+
+// AskHealth sends a health check and waits for the report.
+func (s *session) AskHealth(ctx context.Context) ([]presence.Check, error) {
 	id := newFrameID()
-	ch := make(chan []Check, 1)
+	ch := make(chan []presence.Check, 1)
 	s.mu.Lock()
 	s.health[id] = ch
 	s.mu.Unlock()
@@ -210,14 +227,14 @@ func (s *session) askHealth(ctx context.Context) ([]Check, error) {
 	}
 }
 
-// pushConfig sends a configuration change and waits for the plugin's answer.
-func (s *session) pushConfig(ctx context.Context, cfg map[string]any, updated []string, restart bool) (configAck, error) {
+// PushConfig sends a configuration change and waits for the plugin's answer.
+func (s *session) PushConfig(ctx context.Context, cfg map[string]any, updated []string, restart bool) (presence.ConfigAck, error) {
 	st, err := structpb.NewStruct(cfg)
 	if err != nil {
-		return configAck{}, errs.Wrap(errs.Internal, err, "internal error")
+		return presence.ConfigAck{}, errs.Wrap(errs.Internal, err, "internal error")
 	}
 	id := newFrameID()
-	ch := make(chan configAck, 1)
+	ch := make(chan presence.ConfigAck, 1)
 	s.mu.Lock()
 	s.acks[id] = ch
 	s.mu.Unlock()
@@ -228,15 +245,15 @@ func (s *session) pushConfig(ctx context.Context, cfg map[string]any, updated []
 	}()
 	if err := s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_ConfigChanged{
 		ConfigChanged: &pluginhostv1.ConfigChanged{Config: st, UpdatedFields: updated, RestartRequired: restart, ChangeId: id}}}); err != nil {
-		return configAck{}, err
+		return presence.ConfigAck{}, err
 	}
 	select {
 	case a := <-ch:
 		return a, nil
 	case <-s.done:
-		return configAck{}, errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+		return presence.ConfigAck{}, errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 	case <-ctx.Done():
-		return configAck{}, errs.New(errs.PluginCommunicationTimeout, "plugin %s did not acknowledge the configuration in time", s.pluginID)
+		return presence.ConfigAck{}, errs.New(errs.PluginCommunicationTimeout, "plugin %s did not acknowledge the configuration in time", s.pluginID)
 	}
 }
 
@@ -249,69 +266,23 @@ type SessionCaller struct {
 // ServeSession runs one plugin session for caller. It returns when the plugin or the host
 // ends the session: the host ends it when the plugin is disabled, stopped or uninstalled,
 // or when the caller's token is revoked.
-func (h *Host) ServeSession(ctx context.Context, caller SessionCaller, stream Stream) error {
-	tokenPluginID := caller.PluginID
-	first, err := receiveWithin(ctx, stream, 30*time.Second)
+func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, stream Stream) error {
+	hello, p, err := h.hello(caller, stream)
 	if err != nil {
 		return err
 	}
-	hello := first.GetHello()
-	if hello == nil {
-		return errs.New(errs.ValidationError, "the first frame of a plugin session must be hello")
-	}
-	if hello.GetPluginId() != tokenPluginID {
-		return errs.New(errs.PluginPermissionDenied, "this token belongs to plugin %s, not %s", tokenPluginID, hello.GetPluginId())
-	}
-	p, err := h.load(ctx, tokenPluginID)
-	if err != nil {
-		return err
-	}
-	if !p.rec.Enabled {
-		return errs.New(errs.PluginUnavailable, "plugin %s is disabled; enable it first", tokenPluginID)
-	}
-	cfg, err := h.openConfig(p)
-	if err != nil {
-		return err
-	}
-	cfgStruct, err := structpb.NewStruct(cfg)
-	if err != nil {
-		return errs.Wrap(errs.Internal, err, "internal error")
-	}
-	instanceID := hello.GetInstanceId()
-	if instanceID == "" {
-		instanceID = "instance-" + newFrameID()
-	}
-	sess := &session{
-		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: tokenPluginID, tokenID: caller.TokenID, connectedAt: time.Now().UTC(),
-		out: make(chan *pluginhostv1.ConnectResponse, sessionSendQueue), done: make(chan struct{}),
-		health: map[string]chan []Check{}, acks: map[string]chan configAck{},
-		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
-		services: slices.Clone(hello.GetServices()), messageTypes: slices.Clone(hello.GetMessageTypes()),
-	}
-	if subs := hello.GetSubscriptions(); len(subs) > 0 {
-		if permission.Allowed(p.rec.Granted, "events:subscribe") {
-			h.msg.subscribe(tokenPluginID, subs, nil)
-		} else {
-			h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "WARNING",
-				Message:  "Subscriptions in hello ignored: the plugin lacks the permission events:subscribe",
-				Metadata: mustJSON(map[string]any{"subscriptions": subs})})
-		}
-	}
-	cons, err := h.msg.bus.Consume(ctx, tokenPluginID, instanceID)
+	sess := newSession(caller, hello, stream)
+	h.subscribeFromHello(p, hello.GetSubscriptions())
+	cons, err := h.bus.Consume(ctx, sess.pluginID, sess.instanceID)
 	if err != nil {
 		if errors.Is(err, bus.ErrUnavailable) || errors.Is(err, bus.ErrClosed) {
 			return errs.New(errs.PluginUnavailable, "the message bus is unavailable; reconnect shortly")
 		}
-		return errs.New(errs.PluginUnavailable, "instance %s of plugin %s could not be attached (is it connected twice?)", instanceID, tokenPluginID)
+		return errs.New(errs.PluginUnavailable, "instance %s of plugin %s could not be attached (is it connected twice?)", sess.instanceID, sess.pluginID)
 	}
 	sess.cons = cons
 	defer cons.Close()
-	welcome := &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Welcome{Welcome: &pluginhostv1.Welcome{
-		SessionId: sess.id, InstanceId: instanceID, Config: cfgStruct, GrantedPermissions: p.rec.Granted,
-		HostVersion: Version, HealthCheckIntervalSeconds: int32(h.rt.cfg.HealthInterval / time.Second),
-		ProcessingTimeoutSeconds: int32((h.msg.opts.ProcessingTimeout + time.Second - 1) / time.Second), MaxAttempts: int32(h.msg.opts.MaxAttempts),
-	}}}
-	if err := stream.Send(welcome); err != nil {
+	if err := stream.Send(h.welcome(sess, p)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -322,67 +293,26 @@ func (h *Host) ServeSession(ctx context.Context, caller SessionCaller, stream St
 			en.End(sess.endReason())
 		}
 	}
-	sess.stream = stream
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		h.deliverLoop(ctx, sess)
-	}()
-	go func() {
-		defer wg.Done()
-		h.cancelLoop(ctx, sess)
-	}()
+	var loops sync.WaitGroup
+	loops.Go(func() { h.deliverLoop(ctx, sess) })
+	loops.Go(func() { h.cancelLoop(ctx, sess) })
 	sendErr := make(chan error, 1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case f := <-sess.out:
-				sess.sendMu.Lock()
-				err := stream.Send(f)
-				sess.queued.Add(-1)
-				sess.sendMu.Unlock()
-				yieldToWriter()
-				if err != nil {
-					sendErr <- err
-					sess.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", tokenPluginID))
-					sess.abort()
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	h.rt.attach(sess)
+	loops.Go(func() { sess.sendPump(ctx, sendErr) })
+	h.pres.Attach(sess)
 	// Disabled or uninstalled meanwhile: the change did not find this session attached.
 	if err := h.admit(sess); err != nil {
 		sess.end(err)
 	}
-	h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance connected",
-		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id, "sdk": hello.GetSdk(), "version": hello.GetVersion()})})
+	h.logs.Add(store.LogRecord{PluginID: sess.pluginID, Level: "INFO", Message: "Plugin instance connected",
+		Metadata: mustJSON(map[string]any{"instance_id": sess.instanceID, "session_id": sess.id, "sdk": hello.GetSdk(), "version": hello.GetVersion()})})
 
 	recvErr := h.receiveFrames(ctx, sess, stream)
 
 	close(sess.done)
 	cancel()
-	wg.Wait()
+	loops.Wait()
 	sess.wg.Wait()
-	sess.mu.Lock()
-	waiting := make([]string, 0, len(sess.requests))
-	for _, id := range sess.requests {
-		if id != "" {
-			waiting = append(waiting, id)
-		}
-	}
-	sess.mu.Unlock()
-	for _, id := range waiting {
-		h.msg.cancel(id, errs.New(errs.PluginUnavailable, "the sending instance disconnected"))
-	}
-	h.rt.detach(sess, recvErr)
-	h.logs.Add(store.LogRecord{PluginID: tokenPluginID, Level: "INFO", Message: "Plugin instance disconnected",
-		Metadata: mustJSON(map[string]any{"instance_id": instanceID, "session_id": sess.id})})
+	h.teardown(sess)
 	// The host ended the session (see abort): that is what the plugin is told.
 	sess.mu.Lock()
 	ended := sess.lastErr
@@ -401,8 +331,120 @@ func (h *Host) ServeSession(ctx context.Context, caller SessionCaller, stream St
 	return nil
 }
 
+// hello receives and checks the first frame of a session: a hello from the plugin the
+// caller's token is bound to, which must be installed and enabled.
+func (h *Sessions) hello(caller SessionCaller, stream Stream) (*pluginhostv1.Hello, *registry.Plugin, error) {
+	first, err := receiveWithin(stream, helloTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return nil, nil, errs.New(errs.ValidationError, "the first frame of a plugin session must be hello")
+	}
+	if hello.GetPluginId() != caller.PluginID {
+		return nil, nil, errs.New(errs.PluginPermissionDenied, "this token belongs to plugin %s, not %s", caller.PluginID, hello.GetPluginId())
+	}
+	p, err := h.reg.Get(caller.PluginID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !p.Enabled() {
+		return nil, nil, errs.New(errs.PluginUnavailable, "plugin %s is disabled; enable it first", caller.PluginID)
+	}
+	return hello, p, nil
+}
+
+// newSession is the session of an instance that said hello.
+func newSession(caller SessionCaller, hello *pluginhostv1.Hello, stream Stream) *session {
+	instanceID := hello.GetInstanceId()
+	if instanceID == "" {
+		instanceID = "instance-" + newFrameID()
+	}
+	return &session{
+		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: caller.PluginID, tokenID: caller.TokenID, connectedAt: time.Now().UTC(),
+		out: make(chan *pluginhostv1.ConnectResponse, sessionSendQueue), done: make(chan struct{}),
+		health: map[string]chan []presence.Check{}, acks: map[string]chan presence.ConfigAck{},
+		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
+		services: slices.Clone(hello.GetServices()), messageTypes: slices.Clone(hello.GetMessageTypes()),
+		stream: stream,
+	}
+}
+
+// subscribeFromHello applies the subscriptions an instance asked for in its hello, when the
+// plugin may subscribe.
+func (h *Sessions) subscribeFromHello(p *registry.Plugin, subs []string) {
+	if len(subs) == 0 {
+		return
+	}
+	if !p.Can("events:subscribe") {
+		h.logs.Add(store.LogRecord{PluginID: p.ID(), Level: "WARNING",
+			Message:  "Subscriptions in hello ignored: the plugin lacks the permission events:subscribe",
+			Metadata: mustJSON(map[string]any{"subscriptions": subs})})
+		return
+	}
+	h.router.Subscribe(p.ID(), subs, nil)
+}
+
+// welcome is the frame that accepts a session: its ids, the configuration, the grants and
+// the host's timings.
+func (h *Sessions) welcome(sess *session, p *registry.Plugin) *pluginhostv1.ConnectResponse {
+	cfg, err := structpb.NewStruct(p.Config())
+	if err != nil {
+		// The configuration passed its schema, so it is JSON-compatible.
+		h.log.Error("a plugin's configuration is not JSON-compatible", "plugin_id", p.ID(), "error", err)
+		cfg = &structpb.Struct{}
+	}
+	return &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Welcome{Welcome: &pluginhostv1.Welcome{
+		SessionId: sess.id, InstanceId: sess.instanceID, Config: cfg, GrantedPermissions: p.Granted(),
+		HostVersion: h.hostVersion, HealthCheckIntervalSeconds: int32(h.healthInterval / time.Second),
+		ProcessingTimeoutSeconds: int32((h.busOpts.ProcessingTimeout + time.Second - 1) / time.Second), MaxAttempts: int32(h.busOpts.MaxAttempts),
+	}}}
+}
+
+// sendPump writes the queued frames to the stream until ctx ends or a send fails (then the
+// session ends, and the failure is put in failed).
+func (s *session) sendPump(ctx context.Context, failed chan<- error) {
+	for {
+		select {
+		case f := <-s.out:
+			s.sendMu.Lock()
+			err := s.stream.Send(f)
+			s.queued.Add(-1)
+			s.sendMu.Unlock()
+			yieldToWriter()
+			if err != nil {
+				failed <- err
+				s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
+				s.abort()
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// teardown withdraws the messages the instance still waited for and detaches it.
+func (h *Sessions) teardown(sess *session) {
+	sess.mu.Lock()
+	waiting := make([]string, 0, len(sess.requests))
+	for _, id := range sess.requests {
+		if id != "" {
+			waiting = append(waiting, id)
+		}
+	}
+	sess.mu.Unlock()
+	for _, id := range waiting {
+		h.router.Cancel(id, errs.New(errs.PluginUnavailable, "the sending instance disconnected"))
+	}
+	h.pres.Detach(sess)
+	h.logs.Add(store.LogRecord{PluginID: sess.pluginID, Level: "INFO", Message: "Plugin instance disconnected",
+		Metadata: mustJSON(map[string]any{"instance_id": sess.instanceID, "session_id": sess.id})})
+}
+
 // admit refuses the requests of a session whose plugin is no longer enabled (or installed).
-func (h *Host) admit(sess *session) error {
+func (h *Sessions) admit(sess *session) error {
 	p, err := h.reg.Get(sess.pluginID)
 	switch {
 	case err != nil:
@@ -428,7 +470,7 @@ func (e *InvalidFrame) Unwrap() error { return e.Err }
 var errSessionClosed = errors.New("session closed")
 
 // receiveFrames handles the plugin's frames until the stream ends.
-func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) error {
+func (h *Sessions) receiveFrames(ctx context.Context, sess *session, stream Stream) error {
 	for {
 		req, err := stream.Receive()
 		if err == nil && ctx.Err() != nil {
@@ -460,7 +502,7 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 				default:
 				}
 			} else {
-				h.rt.unsolicitedHealth(sess, checks)
+				h.onHealth(sess.pluginID, checks)
 			}
 		case *pluginhostv1.ConnectRequest_ConfigAck:
 			sess.mu.Lock()
@@ -468,7 +510,7 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 			sess.mu.Unlock()
 			if ch != nil {
 				select {
-				case ch <- configAck{accepted: f.ConfigAck.GetAccepted(), reason: f.ConfigAck.GetError()}:
+				case ch <- presence.ConfigAck{Accepted: f.ConfigAck.GetAccepted(), Reason: f.ConfigAck.GetError()}:
 				default:
 				}
 			}
@@ -512,10 +554,10 @@ func (h *Host) receiveFrames(ctx context.Context, sess *session, stream Stream) 
 	}
 }
 
-func checksFromProto(in []*pluginhostv1.Check) []Check {
-	out := make([]Check, 0, len(in))
+func checksFromProto(in []*pluginhostv1.Check) []presence.Check {
+	out := make([]presence.Check, 0, len(in))
 	for _, c := range in {
-		out = append(out, Check{
+		out = append(out, presence.Check{
 			Name: c.GetName(), Status: c.GetStatus(), ResponseTimeMS: c.ResponseTimeMs, Details: c.Details,
 			Value: c.Value, Threshold: c.Threshold, Unit: c.Unit,
 		})
@@ -523,27 +565,23 @@ func checksFromProto(in []*pluginhostv1.Check) []Check {
 	return out
 }
 
-// receiveWithin receives one frame, failing when none arrives in time.
-func receiveWithin(ctx context.Context, stream Stream, d time.Duration) (*pluginhostv1.ConnectRequest, error) {
-	type result struct {
-		req *pluginhostv1.ConnectRequest
-		err error
+// receiveWithin receives one frame, failing when none arrives in time: then the stream is
+// ended (see StreamEnder), which fails the pending Receive, so no goroutine is left behind.
+func receiveWithin(stream Stream, d time.Duration) (*pluginhostv1.ConnectRequest, error) {
+	late := errs.New(errs.PluginCommunicationTimeout, "no hello within %s", d)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(d, func() {
+		timedOut.Store(true)
+		if en, ok := stream.(StreamEnder); ok {
+			en.End(late)
+		}
+	})
+	req, err := stream.Receive()
+	timer.Stop()
+	if err != nil && timedOut.Load() {
+		return nil, late
 	}
-	ch := make(chan result, 1)
-	go func() {
-		req, err := stream.Receive()
-		ch <- result{req, err}
-	}()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		return r.req, r.err
-	case <-timer.C:
-		return nil, errs.New(errs.PluginCommunicationTimeout, "no hello within %s", d)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return req, err
 }
 
 func newFrameID() string {

@@ -1,4 +1,4 @@
-package pluginhost
+package stream
 
 import (
 	"context"
@@ -6,12 +6,13 @@ import (
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/router"
 )
 
 // This file serves the requests a plugin makes over its stream besides messages: emits,
 // broadcasts, subscriptions and discovery. Each is checked against the plugin's grants.
 
-func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) {
+func (h *Sessions) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) {
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, e.GetRequestId(), err)
 		return
@@ -21,7 +22,7 @@ func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) 
 		sess.replyError(ctx, e.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
 		return
 	}
-	res, err := h.EmitEvent(ctx, EventRequest{From: Origin{Plugin: sess.pluginID}, Type: e.GetType(), Data: data})
+	res, err := h.router.EmitEvent(ctx, router.EventRequest{From: router.Origin{Plugin: sess.pluginID}, Type: e.GetType(), Data: data})
 	if err != nil {
 		sess.replyError(ctx, e.GetRequestId(), err)
 		return
@@ -30,7 +31,7 @@ func (h *Host) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Emit) 
 		RequestId: e.GetRequestId(), Id: res.ID, Recipients: res.Recipients}}})
 }
 
-func (h *Host) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.BroadcastSend) {
+func (h *Sessions) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.BroadcastSend) {
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, b.GetRequestId(), err)
 		return
@@ -40,7 +41,7 @@ func (h *Host) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.B
 		sess.replyError(ctx, b.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
 		return
 	}
-	res, err := h.Broadcast(ctx, BroadcastRequest{From: Origin{Plugin: sess.pluginID}, Type: b.GetMessageType(), Data: data,
+	res, err := h.router.Broadcast(ctx, router.BroadcastRequest{From: router.Origin{Plugin: sess.pluginID}, Type: b.GetMessageType(), Data: data,
 		Categories: b.GetTargetCategories(), Exclude: b.GetExcludePlugins()})
 	if err != nil {
 		sess.replyError(ctx, b.GetRequestId(), err)
@@ -50,34 +51,34 @@ func (h *Host) onBroadcast(ctx context.Context, sess *session, b *pluginhostv1.B
 		RequestId: b.GetRequestId(), Id: res.ID, Recipients: res.Recipients}}})
 }
 
-func (h *Host) onSubscribe(ctx context.Context, sess *session, s *pluginhostv1.Subscribe) {
+func (h *Sessions) onSubscribe(ctx context.Context, sess *session, s *pluginhostv1.Subscribe) {
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, s.GetRequestId(), err)
 		return
 	}
 	if len(s.GetAdd()) > 0 {
-		r, err := h.dir.get(ctx, sess.pluginID)
+		r, err := h.reg.Get(sess.pluginID)
 		if err != nil {
 			sess.replyError(ctx, s.GetRequestId(), err)
 			return
 		}
-		if !r.can("events:subscribe") {
+		if !r.Can("events:subscribe") {
 			sess.replyError(ctx, s.GetRequestId(), errs.New(errs.PluginPermissionDenied,
 				"plugin %s may not subscribe to events: it lacks the permission events:subscribe", sess.pluginID))
 			return
 		}
 	}
-	h.msg.subscribe(sess.pluginID, s.GetAdd(), s.GetRemove())
+	h.router.Subscribe(sess.pluginID, s.GetAdd(), s.GetRemove())
 	_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
 		RequestId: s.GetRequestId()}}})
 }
 
-func (h *Host) onDiscover(ctx context.Context, sess *session, d *pluginhostv1.Discover) {
+func (h *Sessions) onDiscover(ctx context.Context, sess *session, d *pluginhostv1.Discover) {
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, d.GetRequestId(), err)
 		return
 	}
-	providers, err := h.ListServices(ctx, d.GetService(), d.GetMessageType())
+	providers, err := h.router.ListServices(ctx, d.GetService(), d.GetMessageType())
 	if err != nil {
 		sess.replyError(ctx, d.GetRequestId(), err)
 		return
@@ -89,8 +90,9 @@ func (h *Host) onDiscover(ctx context.Context, sess *session, d *pluginhostv1.Di
 	_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: reply}})
 }
 
-// ProviderToProto converts a service provider for the wire (the API edge uses it too).
-func ProviderToProto(p ServiceProvider) *pluginv1.ServiceProvider {
+// ProviderToProto converts a service provider for the wire: the stream protocol's discovery
+// reply carries the public API's ServiceProvider message.
+func ProviderToProto(p router.ServiceProvider) *pluginv1.ServiceProvider {
 	out := &pluginv1.ServiceProvider{PluginId: p.PluginID, Name: p.Name, Version: p.Version, Category: p.Category,
 		Status: p.Status, Services: p.Services, Instances: int32(p.Instances)}
 	if out.Services == nil {
@@ -103,9 +105,4 @@ func ProviderToProto(p ServiceProvider) *pluginv1.ServiceProvider {
 		out.Endpoints = append(out.Endpoints, &pluginv1.ApiEndpoint{Path: e.Path, Methods: e.Methods, Description: e.Description})
 	}
 	return out
-}
-
-// isReservedEventType reports whether an event type belongs to the host.
-func isReservedEventType(t string) bool {
-	return len(t) >= 7 && (t[:7] == "plugin." || t[:7] == "system.")
 }

@@ -1,8 +1,14 @@
-package pluginhost
+// Package router carries messages, broadcasts and events between plugins over the bus: it
+// checks each against the plugins' grants and declared message types, matches replies to the
+// senders waiting for them, fans broadcasts and events out to their recipients, feeds the
+// event watchers, and answers service discovery. It reads plugins from the registry and
+// connected instances from presence, and never the store.
+package router
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -11,6 +17,8 @@ import (
 
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/presence"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
 )
 
 // Payload is the body of a message, broadcast, event or reply: the protobuf encoding of a
@@ -96,13 +104,28 @@ type Event struct {
 	Time             time.Time
 }
 
-// messenger routes messages, broadcasts and events over the bus, and matches replies to
-// the senders waiting for them.
-type messenger struct {
-	h    *Host
+// Options configures a Router. Registry, Presence and Bus are required.
+type Options struct {
+	Registry *registry.Registry
+	Presence *presence.Presence
+	// Bus carries the deliveries; Close closes it.
+	Bus bus.Bus
+	// BusOptions are the options the bus was built with.
+	BusOptions bus.Options
+	Logger     *slog.Logger
+}
+
+// Router routes messages, broadcasts and events over the bus, and matches replies to the
+// senders waiting for them. It is safe for concurrent use.
+type Router struct {
+	reg  *registry.Registry
+	pres *presence.Presence
+	log  *slog.Logger
 	bus  bus.Bus
 	opts bus.Options
 	wg   sync.WaitGroup // the reply reader
+	// routes are built from the registry's plugins, and rebuilt when one is replaced.
+	routes routeCache
 	// closing is set when the host shuts the messenger down.
 	closing atomic.Bool
 
@@ -124,21 +147,45 @@ type waiter struct {
 	done     func(MessageResult, error)
 }
 
-func newMessenger(h *Host, b bus.Bus, opts bus.Options) *messenger {
-	m := &messenger{h: h, bus: b, opts: opts.WithDefaults(), waiters: map[string]*waiter{}, subs: map[string]map[string]bool{}}
-	if d, ok := b.(bus.ReplyDispatcher); ok {
+// New returns a Router; Start starts its reply reader.
+func New(opts Options) *Router {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Router{reg: opts.Registry, pres: opts.Presence, log: opts.Logger, bus: opts.Bus, opts: opts.BusOptions.WithDefaults(),
+		waiters: map[string]*waiter{}, subs: map[string]map[string]bool{}, routes: newRouteCache()}
+	opts.Registry.Subscribe(m.onChange)
+	return m
+}
+
+// Start starts reading replies; Close stops it.
+func (m *Router) Start() {
+	if d, ok := m.bus.(bus.ReplyDispatcher); ok {
 		d.DispatchReplies(m.onReply)
 	}
 	m.wg.Add(1)
 	go m.readReplies()
-	return m
 }
 
-// close closes the bus, waits for the reply reader and fails the messages still waiting.
-func (m *messenger) close() {
+// BusOptions are the bus's options, with defaults applied.
+func (m *Router) BusOptions() bus.Options { return m.opts }
+
+// Bus is the bus the router publishes to (sessions consume their inboxes from it).
+func (m *Router) Bus() bus.Bus { return m.bus }
+
+// onChange forgets what the router keeps of a plugin that was disabled or removed.
+func (m *Router) onChange(c registry.Change) {
+	m.routes.forget(c)
+	if c.Disabled() {
+		m.Forget(c.ID)
+	}
+}
+
+// Close closes the bus, waits for the reply reader and fails the messages still waiting.
+func (m *Router) Close() {
 	m.closing.Store(true)
 	if err := m.bus.Close(); err != nil {
-		m.h.log.Warn("closing the message bus", "error", err)
+		m.log.Warn("closing the message bus", "error", err)
 	}
 	m.wg.Wait()
 	m.mu.Lock()
@@ -154,7 +201,7 @@ func (m *messenger) close() {
 	}
 }
 
-func (m *messenger) readReplies() {
+func (m *Router) readReplies() {
 	defer m.wg.Done()
 	for r := range m.bus.Replies() {
 		m.onReply(r)
@@ -163,7 +210,7 @@ func (m *messenger) readReplies() {
 
 // onReply hands a reply to the sender waiting for it. It never blocks (it may run on a
 // replying plugin's receive loop).
-func (m *messenger) onReply(r bus.Reply) {
+func (m *Router) onReply(r bus.Reply) {
 	m.settle(r.MessageID, func(w *waiter) (MessageResult, error) {
 		if !time.Now().Before(w.deadline) {
 			// The handler's context carries the same deadline: an answer that comes
@@ -179,7 +226,7 @@ func (m *messenger) onReply(r bus.Reply) {
 }
 
 // settle finishes a waiting message with the outcome of result, if it still waits.
-func (m *messenger) settle(id string, result func(*waiter) (MessageResult, error)) *waiter {
+func (m *Router) settle(id string, result func(*waiter) (MessageResult, error)) *waiter {
 	m.mu.Lock()
 	w := m.waiters[id]
 	delete(m.waiters, id)
@@ -192,17 +239,17 @@ func (m *messenger) settle(id string, result func(*waiter) (MessageResult, error
 	return w
 }
 
-// send checks and publishes a message; done is called once with the reply or the failure
+// Send checks and publishes a message; done is called once with the reply or the failure
 // (a timeout, a cancellation). The returned id can be passed to cancel.
-func (m *messenger) send(ctx context.Context, req MessageRequest, done func(MessageResult, error)) (string, error) {
-	from, err := m.h.dir.get(ctx, req.From)
+func (m *Router) Send(ctx context.Context, req MessageRequest, done func(MessageResult, error)) (string, error) {
+	from, err := m.routes.get(m.reg, req.From)
 	if err != nil {
 		return "", err
 	}
 	if !from.can("messages:send") {
 		return "", errs.New(errs.PluginPermissionDenied, "plugin %s may not send messages: it lacks the permission messages:send", req.From)
 	}
-	to, err := m.h.dir.get(ctx, req.Target)
+	to, err := m.routes.get(m.reg, req.Target)
 	if err != nil {
 		return "", err
 	}
@@ -219,7 +266,7 @@ func (m *messenger) send(ctx context.Context, req MessageRequest, done func(Mess
 	}
 	timeout = min(timeout, MaxMessageTimeout)
 	now := time.Now()
-	id := "msg_" + newFrameID()
+	id := "msg_" + newID()
 	w := &waiter{target: req.Target, sent: now, deadline: now.Add(timeout), done: done}
 	w.timer = time.AfterFunc(timeout, func() { m.expire(id) })
 	m.mu.Lock()
@@ -240,11 +287,11 @@ func (m *messenger) send(ctx context.Context, req MessageRequest, done func(Mess
 }
 
 // reachable checks that a plugin is enabled and has an instance connected somewhere.
-func (m *messenger) reachable(ctx context.Context, to *route) error {
+func (m *Router) reachable(ctx context.Context, to *route) error {
 	if !to.enabled {
 		return errs.New(errs.PluginUnavailable, "plugin %s is disabled", to.id)
 	}
-	if m.h.rt.connected(to.id) > 0 {
+	if m.pres.Count(to.id) > 0 {
 		return nil
 	}
 	live, err := m.bus.Live(ctx, to.id)
@@ -259,7 +306,7 @@ func (m *messenger) reachable(ctx context.Context, to *route) error {
 
 // expire ends a message whose deadline passed: the sender gets a timeout and the target's
 // handler, if it has the message, is told to stop.
-func (m *messenger) expire(id string) {
+func (m *Router) expire(id string) {
 	w := m.settle(id, func(w *waiter) (MessageResult, error) { return MessageResult{}, timeoutError(w) })
 	if w != nil {
 		m.withdraw(w, id)
@@ -270,32 +317,32 @@ func timeoutError(w *waiter) error {
 	return errs.New(errs.PluginCommunicationTimeout, "plugin %s did not answer within %s", w.target, w.deadline.Sub(w.sent).Round(time.Millisecond))
 }
 
-// cancel ends a message whose sender gave up.
-func (m *messenger) cancel(id string, cause error) {
+// Cancel ends a message whose sender gave up.
+func (m *Router) Cancel(id string, cause error) {
 	w := m.settle(id, func(*waiter) (MessageResult, error) { return MessageResult{}, cause })
 	if w != nil {
 		m.withdraw(w, id)
 	}
 }
 
-func (m *messenger) withdraw(w *waiter, id string) {
+func (m *Router) withdraw(w *waiter, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := m.bus.Cancel(ctx, w.target, id, w.deadline.Add(time.Minute)); err != nil {
-		m.h.log.Warn("could not withdraw a message", "message_id", id, "target", w.target, "error", err)
+		m.log.Warn("could not withdraw a message", "message_id", id, "target", w.target, "error", err)
 	}
 }
 
 // SendMessage sends a message from one plugin to another and waits for the reply, the
 // timeout (PLUGIN_COMMUNICATION_TIMEOUT) or the end of ctx (which withdraws the message and
 // cancels the target's handler).
-func (h *Host) SendMessage(ctx context.Context, req MessageRequest) (MessageResult, error) {
+func (m *Router) SendMessage(ctx context.Context, req MessageRequest) (MessageResult, error) {
 	type outcome struct {
 		res MessageResult
 		err error
 	}
 	ch := make(chan outcome, 1)
-	id, err := h.msg.send(ctx, req, func(res MessageResult, err error) { ch <- outcome{res, err} })
+	id, err := m.Send(ctx, req, func(res MessageResult, err error) { ch <- outcome{res, err} })
 	if err != nil {
 		return MessageResult{}, err
 	}
@@ -303,7 +350,7 @@ func (h *Host) SendMessage(ctx context.Context, req MessageRequest) (MessageResu
 	case o := <-ch:
 		return o.res, o.err
 	case <-ctx.Done():
-		h.msg.cancel(id, ctx.Err())
+		m.Cancel(id, ctx.Err())
 		o := <-ch // settled by cancel, or by the reply that won the race
 		return o.res, o.err
 	}
@@ -312,9 +359,9 @@ func (h *Host) SendMessage(ctx context.Context, req MessageRequest) (MessageResu
 // Broadcast delivers a message to every active plugin (or those of some categories), except
 // the excluded ones and the sender. A recipient whose inbox cannot take it is left out of
 // the recipients.
-func (h *Host) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastResult, error) {
+func (m *Router) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastResult, error) {
 	if req.From.Plugin != "" {
-		from, err := h.dir.get(ctx, req.From.Plugin)
+		from, err := m.routes.get(m.reg, req.From.Plugin)
 		if err != nil {
 			return BroadcastResult{}, err
 		}
@@ -323,15 +370,12 @@ func (h *Host) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastRe
 				"plugin %s may not broadcast: it lacks the permission messages:send", req.From.Plugin)
 		}
 	}
-	routes, err := h.dir.all(ctx)
-	if err != nil {
-		return BroadcastResult{}, err
-	}
+	routes := m.routes.all(m.reg)
 	now := time.Now().UTC()
-	res := BroadcastResult{ID: "bcast_" + newFrameID(), Type: req.Type, SentAt: now, Recipients: []string{}}
+	res := BroadcastResult{ID: "bcast_" + newID(), Type: req.Type, SentAt: now, Recipients: []string{}}
 	var envs []bus.Envelope
 	for _, r := range routes {
-		if !r.enabled || r.status != StatusActive || r.id == req.From.Plugin || slices.Contains(req.Exclude, r.id) {
+		if !r.enabled || r.status != registry.StatusActive || r.id == req.From.Plugin || slices.Contains(req.Exclude, r.id) {
 			continue
 		}
 		if len(req.Categories) > 0 && !slices.Contains(req.Categories, r.category) {
@@ -340,7 +384,8 @@ func (h *Host) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastRe
 		envs = append(envs, bus.Envelope{ID: res.ID, Kind: bus.KindBroadcast, Source: req.From.source(), Target: r.id,
 			Type: req.Type, Data: req.Data, SentAt: now})
 	}
-	if res.Recipients, err = h.msg.fanOut(ctx, envs); err != nil {
+	var err error
+	if res.Recipients, err = m.fanOut(ctx, envs); err != nil {
 		return BroadcastResult{}, err
 	}
 	return res, nil
@@ -348,7 +393,7 @@ func (h *Host) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastRe
 
 // fanOut publishes envelopes and returns the targets that took them. When the bus itself is
 // unavailable (nothing could be queued), it fails with PLUGIN_UNAVAILABLE.
-func (m *messenger) fanOut(ctx context.Context, envs []bus.Envelope) ([]string, error) {
+func (m *Router) fanOut(ctx context.Context, envs []bus.Envelope) ([]string, error) {
 	out := []string{}
 	if len(envs) == 0 {
 		return out, nil
@@ -359,7 +404,7 @@ func (m *messenger) fanOut(ctx context.Context, envs []bus.Envelope) ([]string, 
 			if errors.Is(err, bus.ErrUnavailable) || errors.Is(err, bus.ErrClosed) {
 				down = err
 			}
-			m.h.log.Warn("delivery not queued", "target", envs[i].Target, "kind", envs[i].Kind.String(), "id", envs[i].ID, "error", err)
+			m.log.Warn("delivery not queued", "target", envs[i].Target, "kind", envs[i].Kind.String(), "id", envs[i].ID, "error", err)
 			continue
 		}
 		out = append(out, envs[i].Target)
@@ -373,13 +418,13 @@ func (m *messenger) fanOut(ctx context.Context, envs []bus.Envelope) ([]string, 
 // EmitEvent publishes an event (whose type is not one of the host's, plugin.* and system.*)
 // into the inbox of every enabled plugin subscribed to its type
 // (holding events:subscribe), except its source, and to the watchers.
-func (h *Host) EmitEvent(ctx context.Context, req EventRequest) (EventResult, error) {
-	if isReservedEventType(req.Type) {
+func (m *Router) EmitEvent(ctx context.Context, req EventRequest) (EventResult, error) {
+	if IsReservedEventType(req.Type) {
 		return EventResult{}, errs.WithFields(errs.ValidationError, "this event type is reserved for the host",
 			[]errs.FieldViolation{{Field: "type", Description: "types starting with plugin. or system. are reserved for the host"}})
 	}
 	if req.From.Plugin != "" {
-		from, err := h.dir.get(ctx, req.From.Plugin)
+		from, err := m.routes.get(m.reg, req.From.Plugin)
 		if err != nil {
 			return EventResult{}, err
 		}
@@ -388,16 +433,13 @@ func (h *Host) EmitEvent(ctx context.Context, req EventRequest) (EventResult, er
 				"plugin %s may not emit events: it lacks the permission events:emit", req.From.Plugin)
 		}
 	}
-	return h.msg.emit(ctx, req)
+	return m.emit(ctx, req)
 }
 
-func (m *messenger) emit(ctx context.Context, req EventRequest) (EventResult, error) {
-	routes, err := m.h.dir.all(ctx)
-	if err != nil {
-		return EventResult{}, err
-	}
+func (m *Router) emit(ctx context.Context, req EventRequest) (EventResult, error) {
+	routes := m.routes.all(m.reg)
 	now := time.Now().UTC()
-	ev := bus.Envelope{ID: "evt_" + newFrameID(), Kind: bus.KindEvent, Source: req.From.source(), Type: req.Type, Data: req.Data, SentAt: now}
+	ev := bus.Envelope{ID: "evt_" + newID(), Kind: bus.KindEvent, Source: req.From.source(), Type: req.Type, Data: req.Data, SentAt: now}
 	var envs []bus.Envelope
 	for _, r := range routes {
 		if !r.enabled || r.id == req.From.Plugin || !r.can("events:subscribe") || !m.subscribed(r, req.Type) {
@@ -413,22 +455,22 @@ func (m *messenger) emit(ctx context.Context, req EventRequest) (EventResult, er
 	}
 	res := EventResult{ID: ev.ID, Type: ev.Type, At: now, Recipients: recipients}
 	if err := m.bus.Announce(ctx, ev); err != nil {
-		m.h.log.Warn("event not announced to watchers", "event_id", ev.ID, "type", ev.Type, "error", err)
+		m.log.Warn("event not announced to watchers", "event_id", ev.ID, "type", ev.Type, "error", err)
 	}
 	return res, nil
 }
 
 // subscribed reports whether a plugin's manifest or run-time subscriptions match typ.
-func (m *messenger) subscribed(r *route, typ string) bool {
+func (m *Router) subscribed(r *route, typ string) bool {
 	for _, p := range r.subscriptions {
-		if matchEvent(p, typ) {
+		if MatchEvent(p, typ) {
 			return true
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for p := range m.subs[r.id] {
-		if matchEvent(p, typ) {
+		if MatchEvent(p, typ) {
 			return true
 		}
 	}
@@ -438,9 +480,9 @@ func (m *messenger) subscribed(r *route, typ string) bool {
 // maxSubscriptions bounds a plugin's run-time subscriptions.
 const maxSubscriptions = 1024
 
-// subscribe changes a plugin's run-time subscriptions (at most maxSubscriptions; more are
+// Subscribe changes a plugin's run-time subscriptions (at most maxSubscriptions; more are
 // ignored).
-func (m *messenger) subscribe(plugin string, add, remove []string) {
+func (m *Router) Subscribe(plugin string, add, remove []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.subs[plugin]
@@ -459,31 +501,31 @@ func (m *messenger) subscribe(plugin string, add, remove []string) {
 	}
 }
 
-// forget drops a plugin's run-time subscriptions (it was disabled or uninstalled).
-func (m *messenger) forget(plugin string) {
+// Forget drops a plugin's run-time subscriptions (it was disabled or uninstalled).
+func (m *Router) Forget(plugin string) {
 	m.mu.Lock()
 	delete(m.subs, plugin)
 	m.mu.Unlock()
 }
 
-// system emits a host event (plugin lifecycle, startup, shutdown). It never fails the
+// System emits a host event (plugin lifecycle, startup, shutdown). It never fails the
 // operation that caused it.
-func (h *Host) system(ctx context.Context, typ string, data map[string]any) {
-	payload, err := encodePayload(data)
+func (m *Router) System(ctx context.Context, typ string, data map[string]any) {
+	payload, err := EncodeMap(data)
 	if err == nil {
-		_, err = h.msg.emit(context.WithoutCancel(ctx), EventRequest{From: Origin{Role: "system"}, Type: typ, Data: payload})
+		_, err = m.emit(context.WithoutCancel(ctx), EventRequest{From: Origin{Role: "system"}, Type: typ, Data: payload})
 	}
 	if err != nil {
-		h.log.Warn("system event not emitted", "type", typ, "error", err)
+		m.log.Warn("system event not emitted", "type", typ, "error", err)
 	}
 }
 
 // WatchEvents returns the events whose types match one of patterns (all when none) from
 // now on. The channel closes when ctx ends or when the watcher falls too far behind; the
 // second result then says which (nil when ctx ended).
-func (h *Host) WatchEvents(ctx context.Context, patterns []string) (<-chan Event, func() error) {
+func (m *Router) WatchEvents(ctx context.Context, patterns []string) (<-chan Event, func() error) {
 	ctx, cancel := context.WithCancel(ctx)
-	in := h.msg.bus.Watch(ctx)
+	in := m.bus.Watch(ctx)
 	out := make(chan Event, 64)
 	var lagged error
 	var mu sync.Mutex
@@ -503,7 +545,7 @@ func (h *Host) WatchEvents(ctx context.Context, patterns []string) (<-chan Event
 		if ctx.Err() == nil {
 			mu.Lock()
 			lagged = errs.New(errs.PluginUnavailable, "the event feed fell too far behind and was closed; watch again")
-			if h.msg.closing.Load() {
+			if m.closing.Load() {
 				lagged = errs.New(errs.PluginUnavailable, "the host is shutting down")
 			}
 			mu.Unlock()
@@ -521,7 +563,7 @@ func matchAny(patterns []string, typ string) bool {
 		return true
 	}
 	for _, p := range patterns {
-		if matchEvent(p, typ) {
+		if MatchEvent(p, typ) {
 			return true
 		}
 	}
@@ -533,7 +575,7 @@ type ServiceProvider struct {
 	PluginID, Name, Version, Category, Status string
 	Services                                  []string
 	MessageTypes                              []MessageTypeInfo
-	Endpoints                                 []EndpointInfo
+	Endpoints                                 []registry.Endpoint
 	Instances                                 int
 }
 
@@ -545,14 +587,11 @@ type MessageTypeInfo struct {
 // ListServices returns the active plugins serving service and handling messageType (either
 // empty matches all), ordered by plugin id. Services and message types come from the
 // manifest and from the hello of the connected instances.
-func (h *Host) ListServices(ctx context.Context, service, messageType string) ([]ServiceProvider, error) {
-	routes, err := h.dir.all(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (m *Router) ListServices(ctx context.Context, service, messageType string) ([]ServiceProvider, error) {
+	routes := m.routes.all(m.reg)
 	out := []ServiceProvider{}
 	for _, r := range routes {
-		if !r.enabled || r.status != StatusActive {
+		if !r.enabled || r.status != registry.StatusActive {
 			continue
 		}
 		p := ServiceProvider{PluginID: r.id, Name: r.name, Version: r.version, Category: r.category, Status: r.status,
@@ -561,7 +600,7 @@ func (h *Host) ListServices(ctx context.Context, service, messageType string) ([
 			mt := r.messageTypes[t]
 			p.MessageTypes = append(p.MessageTypes, MessageTypeInfo{Type: t, Description: mt.description, RequiredPermission: mt.requiredPermission})
 		}
-		services, types, n := h.rt.announced(r.id)
+		services, types, n := m.pres.Announced(r.id)
 		p.Instances = n
 		for _, s := range services {
 			if !slices.Contains(p.Services, s) {
@@ -595,14 +634,14 @@ type DeadLetter struct {
 }
 
 // DeadLetters returns up to limit of an installed plugin's dead letters, newest first.
-func (h *Host) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
-	if _, err := h.dir.get(ctx, id); err != nil {
+func (m *Router) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
+	if _, err := m.reg.Get(id); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
 		limit = 100
 	}
-	dls, err := h.msg.bus.DeadLetters(ctx, id, limit)
+	dls, err := m.bus.DeadLetters(ctx, id, limit)
 	if err != nil {
 		return nil, busError(err, id)
 	}

@@ -1,4 +1,4 @@
-package pluginhost
+package stream
 
 import (
 	"context"
@@ -13,13 +13,10 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/kv"
 )
 
-// kvSweepInterval is how often expired key-value entries are removed.
-const kvSweepInterval = time.Minute
-
 // onKV serves a key-value operation. A plugin reads its own namespace with database:read
 // and writes it with database:write; it reads another plugin's namespace with database:read
 // when that plugin shared it, and never writes it.
-func (h *Host) onKV(ctx context.Context, sess *session, req *pluginhostv1.KvRequest) {
+func (h *Sessions) onKV(ctx context.Context, sess *session, req *pluginhostv1.KvRequest) {
 	if err := h.admit(sess); err != nil {
 		sess.replyError(ctx, req.GetRequestId(), err)
 		return
@@ -33,10 +30,11 @@ func (h *Host) onKV(ctx context.Context, sess *session, req *pluginhostv1.KvRequ
 		RequestId: req.GetRequestId(), Kv: res}}})
 }
 
-func (h *Host) kvOp(ctx context.Context, caller string, req *pluginhostv1.KvRequest) (*pluginhostv1.KvResult, error) {
-	r, err := h.dir.get(ctx, caller)
+// kvAccess checks that caller may run req and returns the namespace it acts on.
+func (h *Sessions) kvAccess(ctx context.Context, caller string, req *pluginhostv1.KvRequest) (string, error) {
+	r, err := h.reg.Get(caller)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	owner := req.GetOwner()
 	if owner == "" {
@@ -47,20 +45,29 @@ func (h *Host) kvOp(ctx context.Context, caller string, req *pluginhostv1.KvRequ
 	if write {
 		need = "database:write"
 	}
-	if !r.can(need) {
-		return nil, errs.New(errs.PluginPermissionDenied, "plugin %s lacks the permission %s", caller, need)
+	if !r.Can(need) {
+		return "", errs.New(errs.PluginPermissionDenied, "plugin %s lacks the permission %s", caller, need)
 	}
-	if owner != caller {
-		if write {
-			return nil, errs.New(errs.PluginPermissionDenied, "plugin %s may only read the namespace of %s, never write it", caller, owner)
-		}
-		ok, err := h.kv.CanRead(ctx, caller, owner)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, errs.New(errs.PluginPermissionDenied, "plugin %s has not shared its key-value namespace with %s", owner, caller)
-		}
+	if owner == caller {
+		return owner, nil
+	}
+	if write {
+		return "", errs.New(errs.PluginPermissionDenied, "plugin %s may only read the namespace of %s, never write it", caller, owner)
+	}
+	ok, err := h.kv.CanRead(ctx, caller, owner)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", errs.New(errs.PluginPermissionDenied, "plugin %s has not shared its key-value namespace with %s", owner, caller)
+	}
+	return owner, nil
+}
+
+func (h *Sessions) kvOp(ctx context.Context, caller string, req *pluginhostv1.KvRequest) (*pluginhostv1.KvResult, error) {
+	owner, err := h.kvAccess(ctx, caller, req)
+	if err != nil {
+		return nil, err
 	}
 	switch op := req.GetOp().(type) {
 	case *pluginhostv1.KvRequest_Get:
@@ -141,21 +148,4 @@ func kvEntryToProto(e kv.Entry) (*pluginhostv1.KvEntry, error) {
 		out.ExpiresAt = timestamppb.New(e.ExpiresAt)
 	}
 	return out, nil
-}
-
-// sweepKV removes expired key-value entries until the host stops.
-func (h *Host) sweepKV() {
-	defer h.rt.wg.Done()
-	t := time.NewTicker(kvSweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.rt.ctx.Done():
-			return
-		case <-t.C:
-			if _, err := h.kv.Sweep(h.rt.ctx); err != nil && h.rt.ctx.Err() == nil {
-				h.log.Warn("sweeping expired key-value entries failed", "error", err)
-			}
-		}
-	}
 }

@@ -1,0 +1,299 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/supervisor"
+)
+
+// start launches a host-launched plugin, waits until it is ready, and starts its
+// supervision. On failure the plugin is left stopped, in error, and the error says why.
+func (rt *Runtime) start(ctx context.Context, r *running, p loaded) error {
+	if err := rt.launch(ctx, r, p); err != nil {
+		reason := errorMessage(err)
+		_ = rt.SetStatus(context.WithoutCancel(ctx), r.id, registry.StatusError, reason, nil)
+		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin failed to start: " + reason})
+		return err
+	}
+	r.mu.Lock()
+	stop := make(chan struct{})
+	r.stopSup = stop
+	r.mu.Unlock()
+	rt.spawn(func() { rt.supervise(r, stop) })
+	rt.spawn(func() { rt.healthLoop(r, stop) })
+	return nil
+}
+
+// launch starts the plugin process and waits for it to become ready.
+func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
+	token, tok, err := rt.tokens.Create(ctx, "runtime:"+r.id, store.RolePlugin, r.id)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "could not issue the plugin token")
+	}
+	values := p.p.Config()
+	rt.logs.SetSecrets(r.id, registry.SecretValues(values, p.man.Schema().SecretFields()))
+	home := filepath.Join(rt.dataDir, "plugin-data", r.id)
+	if err := os.MkdirAll(filepath.Join(home, "tmp"), 0o700); err != nil {
+		return errs.Wrap(errs.Internal, err, "could not create the plugin's data directory")
+	}
+	r.mu.Lock()
+	r.gen++
+	gen := r.gen
+	oldToken := r.tokenID
+	r.tokenID = tok.ID
+	r.ready = make(chan struct{})
+	ready := r.ready
+	r.stopping = false
+	r.lastLines = nil
+	r.health = healthState{}
+	r.mu.Unlock()
+	if oldToken != "" {
+		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), oldToken)
+	}
+	spec := rt.spec(r, p, token, home)
+	launched := time.Now()
+	proc, err := supervisor.Start(spec)
+	if err != nil {
+		return errs.Wrap(errs.PluginStartupFailed, err, "plugin %s could not be started: %v", r.id, err)
+	}
+	r.mu.Lock()
+	r.proc = proc
+	r.mu.Unlock()
+	timeout := time.Duration(p.man.StartTimeoutSeconds) * time.Second
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	fail := func(format string, args ...any) error {
+		return rt.startFailed(ctx, r, proc, gen, fmt.Sprintf(format, args...))
+	}
+	select {
+	case <-ready:
+	case <-proc.Done():
+		return fail("%s before it became ready", proc.Exit().String())
+	case <-timer.C:
+		return fail("not ready within %s (it must connect, say hello and pass its first health check)", timeout)
+	case <-ctx.Done():
+		return fail("the request was canceled")
+	case <-rt.ctx.Done():
+		return fail("the server is shutting down")
+	}
+	now := time.Now().UTC()
+	r.mu.Lock()
+	r.startedAt = now
+	r.overLimit = ""
+	r.mu.Unlock()
+	rt.metrics.Started(r.id, now)
+	rt.sample(r, proc, p.rec.Limits.MemoryMB)
+	if err := rt.SetStatus(context.WithoutCancel(ctx), r.id, registry.StatusActive, "", nil); err != nil {
+		return fail("could not record the plugin state: %v", err)
+	}
+	rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "INFO", Message: "Plugin active",
+		Metadata: mustJSON(map[string]any{"pid": proc.PID(), "startup_ms": now.Sub(launched).Milliseconds()})})
+	return nil
+}
+
+// spec is how a plugin's process is started: its entry point in its package directory, its
+// environment (the host to connect to, its token, its own data directory as HOME and
+// TMPDIR), its resource limits, and where its output goes.
+func (rt *Runtime) spec(r *running, p loaded, token, home string) supervisor.Spec {
+	return supervisor.Spec{
+		PluginID: r.id,
+		Dir:      rt.abs(p.rec.Dir),
+		Path:     filepath.Join(rt.abs(p.rec.Dir), filepath.FromSlash(p.man.EntryPoint)),
+		Args:     p.man.Args,
+		Env: []string{
+			"NEXUS_PLUGIN_ID=" + r.id,
+			"NEXUS_HOST=" + rt.cfg.HostURL(),
+			"NEXUS_PLUGIN_TOKEN=" + token,
+			"HOME=" + home,
+			"TMPDIR=" + filepath.Join(home, "tmp"),
+			"PATH=/usr/local/bin:/usr/bin:/bin",
+		},
+		Limits: supervisor.Limits{
+			FileHandles: p.rec.Limits.FileHandles, MemoryMB: kernelMemoryLimit(p.rec.Limits.MemoryMB), CPUPercent: p.rec.Limits.CPUPercent,
+		},
+		MaxLineBytes: rt.cfg.MaxLogLineBytes,
+		Output: func(stream, line string, truncated bool) {
+			r.mu.Lock()
+			r.lastLines = append(r.lastLines, line)
+			if len(r.lastLines) > lastLinesKept {
+				r.lastLines = r.lastLines[len(r.lastLines)-lastLinesKept:]
+			}
+			r.mu.Unlock()
+			rt.logs.AddLine(r.id, stream, line, truncated)
+		},
+	}
+}
+
+// startFailed stops a process that did not become ready and returns why, with its exit
+// status and its last output lines.
+func (rt *Runtime) startFailed(ctx context.Context, r *running, proc *supervisor.Process, gen int, reason string) error {
+	st := proc.Stop(context.WithoutCancel(ctx), rt.cfg.KillGrace)
+	r.mu.Lock()
+	if r.gen == gen {
+		r.proc = nil
+	}
+	lines := slices.Clone(r.lastLines)
+	r.mu.Unlock()
+	e := errs.New(errs.PluginStartupFailed, "plugin %s failed to start: %s", r.id, reason).
+		WithDetail("exit", st.String())
+	if len(lines) > 0 {
+		e.Message += "; last output: " + strings.Join(lines, " | ")
+		e.WithDetail("last_log_lines", lines)
+	}
+	return e
+}
+
+// MemoryEnforcement is how memory limits are enforced here: by the kernel with a cgroup
+// when the host allows it; otherwise by watching resident memory ("monitor") and stopping
+// the plugin over its limit. Address-space and data rlimits are not used: runtimes such as
+// Go's reserve far more than they use and fail at start under any useful limit.
+func MemoryEnforcement(caps supervisor.Enforcement) string {
+	if caps.Memory == supervisor.EnforcedByCgroup {
+		return supervisor.EnforcedByCgroup
+	}
+	return "monitor"
+}
+
+// kernelMemoryLimit is the memory limit handed to the supervisor: only when a cgroup
+// enforces it (see memoryEnforcement); the host watches resident memory either way.
+func kernelMemoryLimit(mb int) int {
+	if MemoryEnforcement(supervisor.Capabilities()) == supervisor.EnforcedByCgroup {
+		return mb
+	}
+	return 0
+}
+
+// sample records a running process's resource use, and stops it when it is over its
+// memory limit (the limit is enforced by watching its resident memory).
+func (rt *Runtime) sample(r *running, proc *supervisor.Process, limitMB int) {
+	u, err := proc.Usage()
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	if r.proc == proc {
+		r.usage, r.usageAt = u, now
+	}
+	r.mu.Unlock()
+	rt.metrics.ObserveResources(r.id, u.RSSBytes, u.CPUSeconds, u.OpenFiles, now)
+	if limitMB <= 0 || u.RSSBytes <= int64(limitMB)<<20 {
+		return
+	}
+	reason := fmt.Sprintf("stopped: resident memory %d MiB exceeds its limit of %d MiB", u.RSSBytes>>20, limitMB)
+	r.mu.Lock()
+	r.overLimit = reason
+	r.mu.Unlock()
+	rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+	proc.Stop(rt.ctx, rt.cfg.KillGrace)
+}
+
+// supervise waits for the plugin process to exit; an exit that nobody asked for is a
+// crash: the plugin is restarted with exponential backoff and jitter, and quarantined in
+// error after a crash loop.
+func (rt *Runtime) supervise(r *running, stop chan struct{}) {
+	for {
+		r.mu.Lock()
+		proc := r.proc
+		r.mu.Unlock()
+		if proc != nil {
+			select {
+			case <-proc.Done():
+			case <-stop:
+				return
+			case <-rt.ctx.Done():
+				return
+			}
+		}
+		r.mu.Lock()
+		if r.stopping {
+			r.mu.Unlock()
+			return
+		}
+		rt.metrics.Stopped(r.id)
+		if proc != nil && proc.Exit().OOMKilled && r.overLimit == "" {
+			r.overLimit = "stopped: " + proc.Exit().String()
+		}
+		if r.overLimit != "" {
+			reason := r.overLimit
+			r.proc = nil
+			r.mu.Unlock()
+			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
+			return
+		}
+		exit := "it did not start"
+		if proc != nil {
+			exit = proc.Exit().String()
+		}
+		now := time.Now().UTC()
+		r.proc = nil
+		r.crashes = append(r.crashes, now)
+		cut := now.Add(-rt.cfg.CrashLoopWindow)
+		r.crashes = slices.DeleteFunc(r.crashes, func(t time.Time) bool { return t.Before(cut) })
+		crashes := len(r.crashes)
+		lines := slices.Clone(r.lastLines)
+		r.backoff = nextBackoff(r.backoff, rt.cfg.BackoffMin, rt.cfg.BackoffMax)
+		delay := r.backoff
+		r.mu.Unlock()
+
+		last := ""
+		if len(lines) > 0 {
+			last = "; last output: " + strings.Join(lines, " | ")
+		}
+		if crashes >= rt.cfg.CrashLoopCount {
+			reason := fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s%s", crashes, rt.cfg.CrashLoopWindow, exit, last)
+			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
+			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+			return
+		}
+		reason := fmt.Sprintf("crashed (%s); restarting in %s", exit, delay.Round(time.Millisecond))
+		_ = rt.SetStatus(rt.ctx, r.id, registry.StatusLoading, reason, nil)
+		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason + last})
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-stop:
+			timer.Stop()
+			return
+		case <-rt.ctx.Done():
+			timer.Stop()
+			return
+		}
+		p, err := rt.load(r.id)
+		if err != nil {
+			return
+		}
+		r.mu.Lock()
+		r.restarts++
+		r.mu.Unlock()
+		rt.metrics.Restarted(r.id)
+		if err := rt.launch(rt.ctx, r, p); err != nil {
+			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Restart failed: " + errorMessage(err)})
+			r.mu.Lock()
+			r.proc = nil
+			r.mu.Unlock()
+		}
+	}
+}
+
+// nextBackoff doubles the previous delay within [min, max] and adds up to 20% jitter.
+func nextBackoff(prev, min, max time.Duration) time.Duration {
+	d := prev * 2
+	if d < min {
+		d = min
+	}
+	if d > max {
+		d = max
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
