@@ -240,7 +240,8 @@ func (m *Router) settle(id string, result func(*waiter) (MessageResult, error)) 
 }
 
 // Send checks and publishes a message; done is called once with the reply or the failure
-// (a timeout, a cancellation). The returned id can be passed to cancel.
+// (a timeout, a cancellation), and never when Send returns an error. The returned id can be
+// passed to cancel.
 func (m *Router) Send(ctx context.Context, req MessageRequest, done func(MessageResult, error)) (string, error) {
 	from, err := m.routes.get(m.reg, req.From)
 	if err != nil {
@@ -268,9 +269,12 @@ func (m *Router) Send(ctx context.Context, req MessageRequest, done func(Message
 	now := time.Now()
 	id := "msg_" + newID()
 	w := &waiter{target: req.Target, sent: now, deadline: now.Add(timeout), done: done}
-	w.timer = time.AfterFunc(timeout, func() { m.expire(id) })
+	// The timer is armed once the waiter is registered (and under the same lock, so that
+	// whoever settles it sees the timer): a timer that fired before could not expire it,
+	// and the sender would wait for good.
 	m.mu.Lock()
 	m.waiters[id] = w
+	w.timer = time.AfterFunc(timeout, func() { m.expire(id) })
 	m.mu.Unlock()
 	err = m.bus.Publish(ctx, bus.Envelope{
 		ID: id, Kind: bus.KindMessage, Source: req.From, Target: req.Target, Type: req.Type, Data: req.Data,
@@ -278,8 +282,14 @@ func (m *Router) Send(ctx context.Context, req MessageRequest, done func(Message
 	})
 	if err != nil {
 		m.mu.Lock()
+		_, waiting := m.waiters[id]
 		delete(m.waiters, id)
 		m.mu.Unlock()
+		if !waiting {
+			// The timeout (or Close) settled it during the publish and told done: that
+			// is its one outcome.
+			return id, nil
+		}
 		w.timer.Stop()
 		return "", busError(err, req.Target)
 	}
