@@ -59,15 +59,16 @@ func (h *Installer) stage(ctx context.Context, p *pkg) (string, error) {
 		return "", errs.Wrap(errs.PluginInstallationFailed, err, "could not prepare the plugin directory")
 	}
 	if _, err := archive.Extract(ctx, bytes.NewReader(p.data), dir, h.limits); err != nil {
+		removeStaged(dir)
 		return "", packageError(err)
 	}
 	if err := checkEntryPoint(dir, p.man); err != nil {
-		_ = os.RemoveAll(dir)
+		removeStaged(dir)
 		return "", err
 	}
 	// The package must be on disk before the registry says it is installed.
 	if err := syncTree(dir); err != nil {
-		_ = os.RemoveAll(dir)
+		removeStaged(dir)
 		return "", errs.Wrap(errs.PluginInstallationFailed, err, "could not write the package to disk")
 	}
 	return dir, nil
@@ -93,6 +94,13 @@ func (h *Installer) stageCopy(b store.Backup) (string, error) {
 		return "", errs.Wrap(errs.Internal, err, "could not restore the backup")
 	}
 	return dir, nil
+}
+
+// removeStaged removes a staged directory, and the plugin's directory (plugins/<id>) when
+// that is left empty: a first version that failed to stage leaves nothing.
+func removeStaged(dir string) {
+	_ = os.RemoveAll(dir)
+	_ = os.Remove(filepath.Dir(dir)) // fails, harmlessly, while other versions are there
 }
 
 // newPackageDir is a new directory for a version of a plugin's package.
