@@ -76,8 +76,9 @@ type session struct {
 	requests map[string]string
 }
 
-// helloTimeout is how long a new stream may take to say hello.
-const helloTimeout = 30 * time.Second
+// defaultHelloTimeout is how long a new stream may take to say hello, unless
+// Options.HelloTimeout says otherwise.
+const defaultHelloTimeout = 30 * time.Second
 
 // sessionSendQueue bounds the frames waiting to be sent to one plugin instance.
 const sessionSendQueue = 256
@@ -85,7 +86,8 @@ const sessionSendQueue = 256
 // send queues a frame for the plugin; it fails when the session has ended or the plugin
 // does not keep up.
 // When nothing is queued it writes the frame itself instead of waking the send pump (one
-// goroutine hand-off less on the message path); frames stay in order either way.
+// goroutine hand-off less on the message path); frames stay in order either way. That write
+// waits while the plugin does not read, whatever ctx says (see enqueue).
 func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
 	if s.queued.Load() == 0 && s.sendMu.TryLock() {
 		if s.queued.Load() == 0 {
@@ -101,6 +103,14 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 		}
 		s.sendMu.Unlock()
 	}
+	return s.enqueue(ctx, f)
+}
+
+// enqueue hands a frame to the send pump, waiting at most until ctx ends. The rest of the
+// host (presence's AskHealth, PushConfig, AskShutdown) sends with it rather than with send,
+// whose direct write waits as long as the plugin does not read its stream (flow control):
+// their deadlines hold even for a plugin that is stuck.
+func (s *session) enqueue(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
 	s.queued.Add(1)
 	select {
 	case s.out <- f:
@@ -197,7 +207,7 @@ func (s *session) End(why error) { s.end(why) }
 func (s *session) AskShutdown(ctx context.Context, reason string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Shutdown{Shutdown: &pluginhostv1.Shutdown{
+	return s.enqueue(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Shutdown{Shutdown: &pluginhostv1.Shutdown{
 		Reason: reason, TimeoutSeconds: int32(timeout / time.Second)}}})
 }
 
@@ -213,7 +223,7 @@ func (s *session) AskHealth(ctx context.Context) ([]presence.Check, error) {
 		delete(s.health, id)
 		s.mu.Unlock()
 	}()
-	if err := s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HealthCheck{
+	if err := s.enqueue(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HealthCheck{
 		HealthCheck: &pluginhostv1.HealthCheckRequest{CheckId: id}}}); err != nil {
 		return nil, err
 	}
@@ -243,7 +253,7 @@ func (s *session) PushConfig(ctx context.Context, cfg map[string]any, updated []
 		delete(s.acks, id)
 		s.mu.Unlock()
 	}()
-	if err := s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_ConfigChanged{
+	if err := s.enqueue(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_ConfigChanged{
 		ConfigChanged: &pluginhostv1.ConfigChanged{Config: st, UpdatedFields: updated, RestartRequired: restart, ChangeId: id}}}); err != nil {
 		return presence.ConfigAck{}, err
 	}
@@ -307,6 +317,12 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 		Metadata: mustJSON(map[string]any{"instance_id": sess.instanceID, "session_id": sess.id, "sdk": hello.GetSdk(), "version": hello.GetVersion()})})
 
 	recvErr := h.receiveFrames(ctx, sess, stream)
+	if recvErr != nil && !errors.Is(recvErr, errSessionClosed) {
+		// The session ends on an error (a frame that broke the protocol, a failed Receive):
+		// end the stream too, or a Send waiting for a plugin that stopped reading would hold
+		// the session, still attached, until the plugin disconnects.
+		sess.end(recvErr)
+	}
 
 	close(sess.done)
 	cancel()
@@ -334,7 +350,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 // hello receives and checks the first frame of a session: a hello from the plugin the
 // caller's token is bound to, which must be installed and enabled.
 func (h *Sessions) hello(caller SessionCaller, stream Stream) (*pluginhostv1.Hello, *registry.Plugin, error) {
-	first, err := receiveWithin(stream, helloTimeout)
+	first, err := receiveWithin(stream, h.helloTimeout)
 	if err != nil {
 		return nil, nil, err
 	}

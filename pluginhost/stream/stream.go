@@ -21,7 +21,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/router"
 )
 
-// Options configures Sessions. Every field but Logger and OnHealth is required.
+// Options configures Sessions. Every field but Logger, OnHealth and HelloTimeout is required.
 type Options struct {
 	Registry *registry.Registry
 	Presence *presence.Presence
@@ -36,6 +36,8 @@ type Options struct {
 	HealthInterval time.Duration
 	// OnHealth hears of the health reports a plugin sends unasked.
 	OnHealth func(pluginID string, checks []presence.Check)
+	// HelloTimeout is how long a new stream may take to say hello (default 30 s).
+	HelloTimeout time.Duration
 }
 
 // Sessions serves plugin sessions. It is safe for concurrent use.
@@ -52,6 +54,7 @@ type Sessions struct {
 	hostVersion    string
 	healthInterval time.Duration
 	onHealth       func(pluginID string, checks []presence.Check)
+	helloTimeout   time.Duration
 }
 
 // New returns the session server.
@@ -62,10 +65,14 @@ func New(opts Options) *Sessions {
 	if opts.OnHealth == nil {
 		opts.OnHealth = func(string, []presence.Check) {}
 	}
+	if opts.HelloTimeout <= 0 {
+		opts.HelloTimeout = defaultHelloTimeout
+	}
 	return &Sessions{
 		reg: opts.Registry, pres: opts.Presence, router: opts.Router, bus: opts.Router.Bus(), busOpts: opts.Router.BusOptions(),
 		logs: opts.Logs, kv: opts.KV, metrics: opts.Metrics, log: opts.Logger,
 		hostVersion: opts.HostVersion, healthInterval: opts.HealthInterval, onHealth: opts.OnHealth,
+		helloTimeout: opts.HelloTimeout,
 	}
 }
 
