@@ -105,7 +105,13 @@ func (rt *Runtime) healthLoop(r *running, stop chan struct{}) {
 		}
 		r.mu.Lock()
 		proc := r.proc
+		launching := r.ready != nil && !isClosed(r.ready)
 		r.mu.Unlock()
+		if launching {
+			// A restart is under way: its start timeout bounds it, and until it is ready
+			// it has no instance to ask. Misses counted now would kill it as it starts.
+			continue
+		}
 		if proc != nil {
 			limit := 0
 			if p, err := rt.load(r.id); err == nil {
@@ -125,6 +131,16 @@ func (rt *Runtime) healthLoop(r *running, stop chan struct{}) {
 				Message: fmt.Sprintf("Plugin missed %d health checks in a row; restarting it", misses)})
 			proc.Stop(rt.ctx, rt.cfg.KillGrace)
 		}
+	}
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -89,6 +89,7 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 		return registry.StatusActive, nil // already running
 	}
 	r.crashes, r.restarts, r.backoff = nil, 0, 0
+	r.stopping = false // the caller holds the lifecycle lock, which every stop holds
 	r.mu.Unlock()
 	yes := true
 	if p.man.External {

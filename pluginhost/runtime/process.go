@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -47,13 +48,19 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 		return errs.Wrap(errs.Internal, err, "could not create the plugin's data directory")
 	}
 	r.mu.Lock()
+	if r.stopping {
+		// Stopped since a restart began (a start resets stopping under the lifecycle
+		// lock, which every stop holds): the stop wins.
+		r.mu.Unlock()
+		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tok.ID)
+		return errStopped
+	}
 	r.gen++
 	gen := r.gen
 	oldToken := r.tokenID
 	r.tokenID = tok.ID
 	r.ready = make(chan struct{})
 	ready := r.ready
-	r.stopping = false
 	r.lastLines = nil
 	r.health = healthState{}
 	r.mu.Unlock()
@@ -67,8 +74,16 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 		return errs.Wrap(errs.PluginStartupFailed, err, "plugin %s could not be started: %v", r.id, err)
 	}
 	r.mu.Lock()
-	r.proc = proc
+	stopped := r.stopping
+	if !stopped {
+		r.proc = proc
+	}
 	r.mu.Unlock()
+	if stopped {
+		// Stopped while the process was being started: the stop could not see it.
+		proc.Stop(context.WithoutCancel(ctx), 0)
+		return errStopped
+	}
 	timeout := time.Duration(p.man.StartTimeoutSeconds) * time.Second
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -93,6 +108,12 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	r.mu.Unlock()
 	rt.metrics.Started(r.id, now)
 	rt.sample(r, proc, p.rec.Limits.MemoryMB)
+	r.mu.Lock()
+	overLimit := r.overLimit
+	r.mu.Unlock()
+	if overLimit != "" {
+		return fail("%s", overLimit) // sample stopped it
+	}
 	if err := rt.SetStatus(context.WithoutCancel(ctx), r.id, registry.StatusActive, "", nil); err != nil {
 		return fail("could not record the plugin state: %v", err)
 	}
@@ -100,6 +121,9 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 		Metadata: mustJSON(map[string]any{"pid": proc.PID(), "startup_ms": now.Sub(launched).Milliseconds()})})
 	return nil
 }
+
+// errStopped is returned by a restart's launch when the plugin was stopped meanwhile.
+var errStopped = errors.New("the plugin was stopped while it was restarting")
 
 // spec is how a plugin's process is started: its entry point in its package directory, its
 // environment (the host to connect to, its token, its own data directory as HOME and
@@ -277,7 +301,9 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 		r.restarts++
 		r.mu.Unlock()
 		rt.metrics.Restarted(r.id)
-		if err := rt.launch(rt.ctx, r, p); err != nil {
+		if err := rt.launch(rt.ctx, r, p); errors.Is(err, errStopped) {
+			return
+		} else if err != nil {
 			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Restart failed: " + errorMessage(err)})
 			r.mu.Lock()
 			r.proc = nil
