@@ -13,10 +13,10 @@ import (
 func (h *Installer) pluginsDir() string { return filepath.Join(h.dataDir, "plugins") }
 func (h *Installer) backupsDir() string { return filepath.Join(h.dataDir, "backups") }
 
-// Sweep creates the package and backup directories and removes what an interrupted install, uninstall or backup left on disk: package
-// and backup directories that no record references, and unfinished ".extract-*" and
-// ".tmp" directories. When a record points outside the data directory (an older layout),
-// nothing is removed.
+// Sweep creates the package and backup directories and removes what an interrupted install,
+// uninstall or backup left on disk: package and backup directories that no record
+// references, and unfinished ".extract-*" and ".tmp" directories. When a record points
+// outside the data directory (an older layout), nothing is removed.
 func (h *Installer) Sweep(ctx context.Context) error {
 	for _, d := range []string{h.pluginsDir(), h.backupsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

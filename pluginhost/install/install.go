@@ -199,7 +199,7 @@ func keepDecisions(granted, denied []string, old store.Plugin, requested []strin
 }
 
 // fetchPackage returns the bytes of a package from its source: "file" (FilePath or
-// PackageData), "repository" (name at h.hostVersion) or "url" (DownloadURL, optional SHA256).
+// PackageData), "repository" (name at Version) or "url" (DownloadURL, optional SHA256).
 func (h *Installer) fetchPackage(ctx context.Context, source, name string, req InstallRequest) ([]byte, error) {
 	switch source {
 	case "file":

@@ -21,6 +21,15 @@ import (
 // supervision. On failure the plugin is left stopped, in error, and the error says why.
 func (rt *Runtime) start(ctx context.Context, r *running, p loaded) error {
 	if err := rt.launch(ctx, r, p); err != nil {
+		// No process holds the token handed to this launch any more: it stops working now,
+		// not at the next launch.
+		r.mu.Lock()
+		tokenID := r.tokenID
+		r.tokenID = ""
+		r.mu.Unlock()
+		if tokenID != "" {
+			_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tokenID)
+		}
 		reason := errorMessage(err)
 		_ = rt.SetStatus(context.WithoutCancel(ctx), r.id, registry.StatusError, reason, nil)
 		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin failed to start: " + reason})

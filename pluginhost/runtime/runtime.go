@@ -1,3 +1,7 @@
+// Package runtime runs and supervises the host-launched plugins and tracks the state of the
+// external ones: launch and readiness, crashes with backoff and quarantine, the health loop,
+// resource limits, the escalating stop, enable, disable and restart, the start order, and the
+// per-plugin lifecycle locks that serialise every lifecycle operation of a plugin.
 package runtime
 
 import (

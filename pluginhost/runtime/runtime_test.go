@@ -160,6 +160,9 @@ func TestStartFailsWhenTheProcessExits(t *testing.T) {
 	if got := f.eventsOf("plugin.enabled", "broken-plugin"); len(got) != 0 {
 		t.Fatalf("plugin.enabled for a plugin that did not start: %v", got)
 	}
+	if tok := f.tokens.last(); !f.tokens.isRevoked(tok.ID) {
+		t.Fatalf("the token of the failed launch (%s) is still valid", tok.ID)
+	}
 	if info := f.rt.Info("broken-plugin"); info.Running {
 		t.Fatalf("info %+v", info)
 	}

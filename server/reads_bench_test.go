@@ -1,0 +1,63 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// benchPluginManifest is an external plugin with the content of a real one: endpoints,
+// events, message types, permissions and a configuration schema with a secret.
+func benchPluginManifest(i int) map[string]any {
+	return map[string]any{
+		"id": fmt.Sprintf("bench-plugin-%03d", i), "name": fmt.Sprintf("Bench plugin %03d", i), "version": "1.0.0",
+		"description": "a plugin of the read benchmark", "author": "bench", "license": "MIT",
+		"category": "testing", "tags": []string{"bench"}, "external": true, "nexus_version": ">=1.0.0",
+		"permissions": []string{"database:read", "database:write", "events:emit", "messages:send"},
+		"api_endpoints": []map[string]any{
+			{"path": "/items", "methods": []string{"GET", "POST"}, "description": "List or create items"},
+			{"path": "/items/{id}", "methods": []string{"GET", "PUT", "DELETE"}, "description": "One item"},
+		},
+		"events": map[string]any{
+			"emits":      []map[string]any{{"type": "bench.item_created", "description": "An item was created"}},
+			"subscribes": []map[string]any{{"type": "user.*", "description": "Every user event"}},
+		},
+		"message_types": []map[string]any{{"type": "item_request", "description": "Ask for an item"}},
+		"configuration": map[string]any{
+			"batch_size": map[string]any{"type": "integer", "default": 50, "min": 1, "max": 1000},
+			"mode":       map[string]any{"type": "string", "enum": []string{"fast", "safe"}, "default": "safe"},
+			"api_key":    map[string]any{"type": "string", "secret": true},
+		},
+	}
+}
+
+// BenchmarkListPlugins measures GET /api/v1/plugins with 100 installed plugins, one request
+// at a time, in process (for profiles; nexus-bench compares it with the repositories endpoint
+// under load).
+func BenchmarkListPlugins(b *testing.B) {
+	e := startServerWithLog(b, io.Discard, 0)
+	for i := 1; i <= 100; i++ {
+		m := benchPluginManifest(i)
+		if res := installFromBytes(e, pkg(b, m, nil), map[string]any{"config": map[string]any{"api_key": "secret"}}); res.Status != http.StatusOK {
+			b.Fatalf("install: %s", res.Raw)
+		}
+	}
+	for _, path := range []string{"/api/v1/plugins", "/api/v1/plugins/bench-plugin-050", "/api/v1/plugins/repositories"} {
+		b.Run(path, func(b *testing.B) {
+			req, _ := http.NewRequest("GET", e.URL+path, nil)
+			req.Header.Set("Authorization", "Bearer "+e.Admin)
+			for b.Loop() {
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
