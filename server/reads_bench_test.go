@@ -1,10 +1,19 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
+	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
 )
 
 // benchPluginManifest is an external plugin with the content of a real one: endpoints,
@@ -59,5 +68,60 @@ func BenchmarkListPlugins(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// bareListService serves one fixed list response, the way a handler that does no work
+// would: the transport's own cost of the list.
+type bareListService struct {
+	pluginv1connect.UnimplementedPluginServiceHandler
+	res *pluginv1.ListPluginsResponse
+}
+
+func (s *bareListService) ListPlugins(context.Context, *connect.Request[pluginv1.ListPluginsRequest]) (*connect.Response[pluginv1.ListPluginsResponse], error) {
+	return connect.NewResponse(s.res), nil
+}
+
+// BenchmarkListPluginsBare serves the same 100-plugin list response as BenchmarkListPlugins
+// from a bare connect-go handler behind vanguard, configured as the server configures them,
+// with no authentication, middleware or domain: what is left is the transport's cost of the
+// response (protobuf, transcoding to JSON).
+func BenchmarkListPluginsBare(b *testing.B) {
+	e := startServerWithLog(b, io.Discard, 0)
+	for i := 1; i <= 100; i++ {
+		if res := installFromBytes(e, pkg(b, benchPluginManifest(i), nil), map[string]any{"config": map[string]any{"api_key": "secret"}}); res.Status != http.StatusOK {
+			b.Fatalf("install: %s", res.Raw)
+		}
+	}
+	client := pluginv1connect.NewPluginServiceClient(http.DefaultClient, e.URL)
+	req := connect.NewRequest(&pluginv1.ListPluginsRequest{})
+	req.Header().Set("Authorization", "Bearer "+e.Admin)
+	list, err := client.ListPlugins(context.Background(), req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path, handler := pluginv1connect.NewPluginServiceHandler(&bareListService{res: list.Msg})
+	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{vanguard.NewService(path, handler, vanguard.WithTargetCodecs(vanguard.CodecProto))},
+		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
+			return &vanguard.JSONCodec{
+				MarshalOptions:   protojson.MarshalOptions{Resolver: res, UseProtoNames: true, EmitUnpopulated: true},
+				UnmarshalOptions: protojson.UnmarshalOptions{Resolver: res},
+			}
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(transcoder)
+	defer srv.Close()
+	for b.Loop() {
+		resp, err := http.Get(srv.URL + "/api/v1/plugins")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
 	}
 }
