@@ -245,3 +245,12 @@ func decodePayload(p pluginhost.Payload) (*structpb.Struct, error) {
 // encodePayload encodes an API payload for the domain. A raw Struct (see rawstruct) gives the
 // bytes it holds, uncopied.
 func encodePayload(s *structpb.Struct) (pluginhost.Payload, error) { return rawstruct.Bytes(s) }
+
+// eventToProto converts an event for the API (the MessagingService and the REST event stream).
+func eventToProto(e pluginhost.Event) (*pluginv1.Event, error) {
+	data, err := decodePayload(e.Data)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "an event's payload is unreadable")
+	}
+	return &pluginv1.Event{Id: e.ID, Type: e.Type, Source: e.Source, Data: data, Timestamp: timestamppb.New(e.Time)}, nil
+}
