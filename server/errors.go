@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"sort"
@@ -87,6 +86,7 @@ func codeFromConnect(code connect.Code) errs.Code {
 // toDomain turns any error a handler, an interceptor or connect-go produced into a domain
 // error, so that every caller sees one of the API's codes.
 func toDomain(err error) *errs.Error {
+	err = errs.WrapIfContext(err)
 	var de *errs.Error
 	if errors.As(err, &de) {
 		return de
@@ -94,12 +94,6 @@ func toDomain(err error) *errs.Error {
 	var verr *protovalidate.ValidationError
 	if errors.As(err, &verr) {
 		return validationError(verr)
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return errs.New(errs.PluginCommunicationTimeout, "the request timed out")
-	case errors.Is(err, context.Canceled):
-		return errs.New(errs.PluginUnavailable, "the request was canceled")
 	}
 	var ce *connect.Error
 	if errors.As(err, &ce) {

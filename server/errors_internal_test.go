@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -88,6 +90,12 @@ func TestToDomainClassifiesForeignErrors(t *testing.T) {
 		{connect.NewError(connect.CodeResourceExhausted, errors.New("too big")), codeRequestTooLarge},
 		{connect.NewError(connect.CodeUnauthenticated, errors.New("who")), errs.Unauthenticated},
 		{connect.NewError(connect.CodeInternal, errors.New("secret internals")), errs.Internal},
+		// Context errors, bare or wrapped (connect-go wraps them as canceled and
+		// deadline_exceeded), map through errs.WrapIfContext.
+		{context.DeadlineExceeded, errs.PluginCommunicationTimeout},
+		{fmt.Errorf("publish: %w", context.Canceled), errs.PluginUnavailable},
+		{connect.NewError(connect.CodeCanceled, context.Canceled), errs.PluginUnavailable},
+		{connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded), errs.PluginCommunicationTimeout},
 	}
 	for _, c := range cases {
 		de := toDomain(c.err)

@@ -103,7 +103,7 @@ func busError(err error, target string) error {
 	case errors.Is(err, bus.ErrUnavailable), errors.Is(err, bus.ErrClosed):
 		return errs.New(errs.PluginUnavailable, "the message bus is unavailable; try again shortly")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
+		return errs.WrapIfContext(err)
 	}
 	return errs.Wrap(errs.Internal, err, "internal error")
 }

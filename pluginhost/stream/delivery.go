@@ -286,6 +286,7 @@ func (s *session) replyError(ctx context.Context, reqID string, err error) {
 
 // errorReply is the answer to a plugin request that failed.
 func errorReply(reqID string, err error) *pluginhostv1.ConnectResponse {
+	err = errs.WrapIfContext(err)
 	code, msg := errs.Internal, "internal error"
 	var e *errs.Error
 	switch {
@@ -299,10 +300,6 @@ func errorReply(reqID string, err error) *pluginhostv1.ConnectResponse {
 			}
 			msg += f.String()
 		}
-	case errors.Is(err, context.Canceled):
-		code, msg = errs.PluginUnavailable, "the host is stopping"
-	case errors.Is(err, context.DeadlineExceeded):
-		code, msg = errs.PluginCommunicationTimeout, "the request timed out"
 	}
 	return &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
 		RequestId: reqID, ErrorCode: string(code), ErrorMessage: msg}}}
