@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -311,5 +312,71 @@ func TestMalformedConnectJSONGetsTheAPIError(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || got.Code != "invalid_argument" || len(got.Details) == 0 || got.Details[0].Debug["reason"] != "VALIDATION_ERROR" {
 			t.Errorf("%s: %d %+v", body, resp.StatusCode, got)
 		}
+	}
+}
+
+// unsized hides the length of a body, so that it is sent chunked.
+type unsized struct{ io.Reader }
+
+// TestOversizedBodiesAreRefused sends bodies over their limit, of known length and
+// chunked, over REST and Connect. The transcoder and connect-go report these with errors of
+// their own (resource_exhausted, whose text names http.MaxBytesReader); the caller must get
+// REQUEST_TOO_LARGE on every path, which also pins what vanguard answers for them.
+func TestOversizedBodiesAreRefused(t *testing.T) {
+	e := startServer(t)
+	mustInstall(e, analyticsManifest("1.2.0"))
+	// Over the 4 MiB message limit, under the 8 MiB upload limit of the test server.
+	config := `{"batch_size": 100, "padding": "` + strings.Repeat("A", 5<<20) + `"}`
+	upload := `{"source":"file","package_data":"` + strings.Repeat("A", 9<<20) + `"}`
+	cases := []struct {
+		name, method, path, body string
+		connect, chunked         bool
+	}{
+		{"REST config", "PUT", "/api/v1/plugins/analytics-plugin/config", config, false, false},
+		{"REST config chunked", "PUT", "/api/v1/plugins/analytics-plugin/config", config, false, true},
+		{"REST upload chunked", "POST", "/api/v1/plugins/install", upload, false, true},
+		{"Connect config", "POST", "/nexus.plugin.v1.PluginService/UpdatePluginConfig", `{"plugin_id":"analytics-plugin","config":` + config + `}`, true, false},
+		{"Connect config chunked", "POST", "/nexus.plugin.v1.PluginService/UpdatePluginConfig", `{"plugin_id":"analytics-plugin","config":` + config + `}`, true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var body io.Reader = strings.NewReader(c.body)
+			if c.chunked {
+				body = unsized{body}
+			}
+			req, _ := http.NewRequest(c.method, e.URL+c.path, body)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+e.Admin)
+			if c.connect {
+				req.Header.Set("Connect-Protocol-Version", "1")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var got struct {
+				Code  json.RawMessage `json:"code"` // Connect
+				Error struct {
+					Code string `json:"code"`
+				} `json:"error"` // REST
+				Details []struct {
+					Debug map[string]any `json:"debug"`
+				} `json:"details"`
+			}
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatalf("%d %.300s: %v", resp.StatusCode, raw, err)
+			}
+			if c.connect {
+				if string(got.Code) != `"resource_exhausted"` || len(got.Details) == 0 || got.Details[0].Debug["reason"] != "REQUEST_TOO_LARGE" {
+					t.Fatalf("got %d %.300s, want resource_exhausted with reason REQUEST_TOO_LARGE", resp.StatusCode, raw)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Code != "REQUEST_TOO_LARGE" {
+				t.Fatalf("got %d %.300s, want 413 REQUEST_TOO_LARGE", resp.StatusCode, raw)
+			}
+		})
 	}
 }

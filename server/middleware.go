@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"connectrpc.com/connect"
 
@@ -42,6 +44,9 @@ type callInfo struct {
 	wireStatus int
 	handlerRan bool
 	earlyBody  []byte
+	// bodyTooLarge is set when reading the body failed with *http.MaxBytesError: the
+	// caller sent more than its limit (see limitedBody).
+	bodyTooLarge bool
 }
 
 // authenticated returns what the middleware found of the caller.
@@ -71,6 +76,23 @@ func (c *callInfo) noteWireStatus(code int) bool {
 		return code >= 400
 	}
 	return false
+}
+
+// noteBodyTooLarge records that the caller sent more than the body limit.
+func (c *callInfo) noteBodyTooLarge() {
+	c.mu.Lock()
+	c.bodyTooLarge = true
+	c.mu.Unlock()
+}
+
+// refusedForSize reports whether the request was refused because its body was too large:
+// reading it hit the limit, or the transcoder or connect-go answered, before any handler
+// ran, with 413 or with 429, the status of resource_exhausted (vanguard's own buffer
+// limits, connect-go's limit on a message).
+func (c *callInfo) refusedForSize() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bodyTooLarge || c.wireStatus == http.StatusRequestEntityTooLarge || c.wireStatus == http.StatusTooManyRequests
 }
 
 func (c *callInfo) markHandlerRan() {
@@ -333,18 +355,29 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 		de := ci.getError()
 		if refused := ci.wireRefused(); de == nil || refused {
 			// The transcoder refused the request before a handler ran, or failed after.
-			de = restErrorFromBody(status, buf.body.Bytes(), refused)
+			de = restErrorFromBody(status, buf.body.Bytes(), refused, ci.refusedForSize())
 		}
 		writeEnvelopeError(w, ci.requestID, de)
 	})
 }
 
 // restErrorFromBody reads an error the transcoder produced itself (unknown route,
-// malformed JSON, bad query parameter, oversized body). refused says it did so before any
-// handler ran: then the request was at fault, whatever status the transcoder chose.
-func restErrorFromBody(status int, body []byte, refused bool) *errs.Error {
+// malformed JSON, bad query parameter, oversized body). It classifies by the HTTP status
+// and what the edge saw, never by the message, which it only passes on to the caller:
+// refused says the transcoder answered before any handler ran (then the request was at
+// fault, whatever status the transcoder chose), tooLarge that the body was over its
+// limit (callInfo.refusedForSize).
+//
+// What vanguard v0.4.0 answers before a handler runs, and so what reaches here:
+//   - no such path or method: 404 or 405, plain text;
+//   - a Content-Type it cannot decode: 415, plain text;
+//   - a query or path parameter of the wrong type: 400 (invalid_argument);
+//   - a body it cannot decode or an unknown query parameter: 500 (unknown or internal:
+//     vanguard passes the decoder's error on without a code of its own);
+//   - a body over a limit: 429 (resource_exhausted), from connect-go when the body's
+//     http.MaxBytesReader fails, or from vanguard's buffer limits.
+func restErrorFromBody(status int, body []byte, refused, tooLarge bool) *errs.Error {
 	var st struct {
-		Code    any    `json:"code"`
 		Message string `json:"message"`
 	}
 	_ = json.Unmarshal(body, &st)
@@ -354,14 +387,12 @@ func restErrorFromBody(status int, body []byte, refused bool) *errs.Error {
 		return errs.New(codeRouteNotFound, "no such API path")
 	case status == http.StatusMethodNotAllowed:
 		return errs.New(codeMethodNotAllowed, "method not allowed on this path")
-	case status == http.StatusRequestEntityTooLarge || strings.Contains(msg, "request body too large") || strings.Contains(msg, "MaxBytesReader"):
+	case tooLarge || status == http.StatusRequestEntityTooLarge:
 		return errs.New(codeRequestTooLarge, "the request body is too large")
 	case refused && status >= 500:
-		return errs.New(errs.ValidationError, "invalid request: %s", strings.TrimPrefix(msg, "proto: "))
+		return errs.New(errs.ValidationError, "invalid request: %s", decoderMessage(msg))
 	case status == http.StatusUnsupportedMediaType:
 		return errs.New(errs.ValidationError, "the request body must be JSON (Content-Type: application/json)")
-	case strings.Contains(msg, "query param") || strings.Contains(msg, "unknown field") || strings.Contains(msg, "parameter"):
-		return errs.New(errs.ValidationError, "%s", msg)
 	case status == http.StatusBadRequest:
 		if msg == "" {
 			msg = "the request is malformed"
@@ -375,6 +406,17 @@ func restErrorFromBody(status int, body []byte, refused bool) *errs.Error {
 		msg = http.StatusText(status)
 	}
 	return errs.New(errs.ValidationError, "%s", msg)
+}
+
+// decoderMessage is the message of a decoding error the transcoder passes on, for the
+// caller, without the "proto:" prefix of protobuf-go's errors. protobuf-go follows that
+// prefix with a space or a non-breaking space, chosen per binary so that no one matches
+// its text; this only tidies what the caller reads and decides nothing.
+func decoderMessage(msg string) string {
+	if rest, ok := strings.CutPrefix(msg, "proto:"); ok {
+		return strings.TrimLeftFunc(rest, unicode.IsSpace)
+	}
+	return msg
 }
 
 func writeEnvelopeError(w http.ResponseWriter, requestID string, de *errs.Error) {
@@ -480,16 +522,35 @@ func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler)
 			if r.ContentLength > limit {
 				limit = 0 // refuse at once: reading it would be wasted work
 			}
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, limit), ci: ci}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// limitedBody is a request body bounded by http.MaxBytesReader that records in the
+// request's callInfo when the caller sent more than the limit. The transcoder and
+// connect-go turn the *http.MaxBytesError into errors of their own; the record lets the
+// edge answer REQUEST_TOO_LARGE from the error's type, not from their messages.
+type limitedBody struct {
+	io.ReadCloser
+	ci *callInfo
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var tooLarge *http.MaxBytesError
+	if err != nil && errors.As(err, &tooLarge) {
+		b.ci.noteBodyTooLarge()
+	}
+	return n, err
+}
+
 // connectGuard stands between the transcoder and a Connect unary call. When the transcoder
 // refuses the request before any handler runs (a body it cannot decode), it answers with
 // its own error shape and no error code; the guard holds that answer back and writes the
-// API's error instead (VALIDATION_ERROR with ErrorInfo), in the Connect protocol.
+// API's error instead (REQUEST_TOO_LARGE for a body over its limit, VALIDATION_ERROR
+// otherwise, with ErrorInfo), in the Connect protocol.
 type connectGuard struct {
 	http.ResponseWriter
 	ci      *callInfo
@@ -540,8 +601,11 @@ func withConnectErrors(next http.Handler) http.Handler {
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(g.heldBuf.Bytes(), &st)
-		de := errs.New(errs.ValidationError, "invalid request: %s", strings.TrimPrefix(st.Message, "proto: "))
-		if st.Message == "" {
+		de := errs.New(errs.ValidationError, "invalid request: %s", decoderMessage(st.Message))
+		switch {
+		case ci.refusedForSize():
+			de = errs.New(codeRequestTooLarge, "the request body is too large")
+		case st.Message == "":
 			de = errs.New(errs.ValidationError, "the request is malformed")
 		}
 		ci.setError(de)
