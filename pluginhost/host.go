@@ -316,97 +316,20 @@ func (l *loops) stop() {
 	l.wg.Wait()
 }
 
-// Install installs a plugin package (see install.Installer.Install).
-func (h *Host) Install(ctx context.Context, req InstallRequest) (InstallResult, error) {
-	return h.inst.Install(ctx, req)
-}
+// Installer installs, updates, rolls back and uninstalls plugins.
+func (h *Host) Installer() *install.Installer { return h.inst }
 
-// Update moves a plugin to another version (see install.Installer.Update).
-func (h *Host) Update(ctx context.Context, req UpdateRequest) (UpdateResult, error) {
-	return h.inst.Update(ctx, req)
-}
+// Runtime runs, supervises, enables, disables and restarts plugins.
+func (h *Host) Runtime() *runtime.Runtime { return h.rt }
 
-// Rollback restores a plugin from one of its backups (see install.Installer.Rollback).
-func (h *Host) Rollback(ctx context.Context, id, backupID string) (UpdateResult, error) {
-	return h.inst.Rollback(ctx, id, backupID)
-}
+// Router carries messages, broadcasts and events, and answers discovery.
+func (h *Host) Router() *router.Router { return h.router }
 
-// Uninstall removes a plugin (see install.Installer.Uninstall).
-func (h *Host) Uninstall(ctx context.Context, id string, opts UninstallOptions) (UninstallResult, error) {
-	return h.inst.Uninstall(ctx, id, opts)
-}
+// Sessions serves the plugins' streams.
+func (h *Host) Sessions() *stream.Sessions { return h.sessions }
 
-// Enable enables a plugin and starts it (see runtime.Runtime.Enable).
-func (h *Host) Enable(ctx context.Context, id string, opts EnableOptions) (string, error) {
-	return h.rt.Enable(ctx, id, opts)
-}
-
-// Disable stops a plugin and keeps it disabled (see runtime.Runtime.Disable).
-func (h *Host) Disable(ctx context.Context, id string, opts DisableOptions) error {
-	return h.rt.Disable(ctx, id, opts)
-}
-
-// Restart stops and starts a plugin (see runtime.Runtime.Restart).
-func (h *Host) Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error) {
-	return h.rt.Restart(ctx, id, reason, timeout)
-}
-
-// Runtime returns the live state of a plugin.
-func (h *Host) Runtime(id string) RuntimeInfo { return h.rt.Info(id) }
-
-// CheckHealth asks a running plugin for fresh health checks.
-func (h *Host) CheckHealth(ctx context.Context, id string) (RuntimeInfo, error) {
-	return h.rt.CheckHealth(ctx, id)
-}
-
-// ServeSession runs one plugin session (see stream.Sessions.ServeSession).
-func (h *Host) ServeSession(ctx context.Context, caller SessionCaller, s Stream) error {
-	return h.sessions.ServeSession(ctx, caller, s)
-}
-
-// SendMessage sends a message from one plugin to another and waits for the reply.
-func (h *Host) SendMessage(ctx context.Context, req MessageRequest) (MessageResult, error) {
-	return h.router.SendMessage(ctx, req)
-}
-
-// Broadcast delivers a message to every active plugin (or those of some categories).
-func (h *Host) Broadcast(ctx context.Context, req BroadcastRequest) (BroadcastResult, error) {
-	return h.router.Broadcast(ctx, req)
-}
-
-// EmitEvent publishes an event to its subscribers and the watchers.
-func (h *Host) EmitEvent(ctx context.Context, req EventRequest) (EventResult, error) {
-	return h.router.EmitEvent(ctx, req)
-}
-
-// WatchEvents returns the events whose types match one of patterns from now on.
-func (h *Host) WatchEvents(ctx context.Context, patterns []string) (<-chan Event, func() error) {
-	return h.router.WatchEvents(ctx, patterns)
-}
-
-// ListServices returns the active plugins serving service and handling messageType.
-func (h *Host) ListServices(ctx context.Context, service, messageType string) ([]ServiceProvider, error) {
-	return h.router.ListServices(ctx, service, messageType)
-}
-
-// DeadLetters returns up to limit of an installed plugin's dead letters, newest first.
-func (h *Host) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
-	return h.router.DeadLetters(ctx, id, limit)
-}
-
-// Repositories lists the configured repositories with their sync state.
-func (h *Host) Repositories() []catalog.View { return h.repos.Repositories() }
-
-// SyncRepositories syncs every enabled repository now and returns their state.
-func (h *Host) SyncRepositories(ctx context.Context) []catalog.View { return h.repos.Sync(ctx) }
-
-// RunRepositorySync syncs at once and then on every interval until ctx ends.
-func (h *Host) RunRepositorySync(ctx context.Context, interval time.Duration) {
-	h.repos.RunSync(ctx, interval)
-}
-
-// Search searches the synced catalogs of the enabled repositories.
-func (h *Host) Search(q catalog.Query) ([]catalog.Entry, int, error) { return h.repos.Search(q) }
+// Catalog keeps the plugin repositories.
+func (h *Host) Catalog() *catalog.Catalog { return h.repos }
 
 // TailLogs streams an installed plugin's log records as they are stored, after up to
 // q.Backlog stored ones. The channel is closed when ctx ends.

@@ -42,19 +42,19 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 	if err := h.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Install(ctx, pluginhost.InstallRequest{Source: "file", PackageData: externalPackage(t, "leak-plugin", nil)}); err != nil {
+	if _, err := h.Installer().Install(ctx, pluginhost.InstallRequest{Source: "file", PackageData: externalPackage(t, "leak-plugin", nil)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Enable(ctx, "leak-plugin", pluginhost.EnableOptions{}); err != nil {
+	if _, err := h.Runtime().Enable(ctx, "leak-plugin", pluginhost.EnableOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	watchCtx, stopWatching := context.WithCancel(ctx)
-	events, _ := h.WatchEvents(watchCtx, nil)
+	events, _ := h.Router().WatchEvents(watchCtx, nil)
 	tail, err := h.TailLogs(watchCtx, pluginhost.TailQuery{PluginID: "leak-plugin", Backlog: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.EmitEvent(ctx, pluginhost.EventRequest{From: pluginhost.Origin{Role: "admin"}, Type: "test.done"}); err != nil {
+	if _, err := h.Router().EmitEvent(ctx, pluginhost.EventRequest{From: pluginhost.Origin{Role: "admin"}, Type: "test.done"}); err != nil {
 		t.Fatal(err)
 	}
 	select {

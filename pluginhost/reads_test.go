@@ -100,12 +100,12 @@ func TestReadsTouchNoStore(t *testing.T) {
 		if i > 0 {
 			deps = map[string]string{"read-plugin-00": ">=1.0.0"}
 		}
-		_, err := h.Install(ctx, pluginhost.InstallRequest{Source: "file", PackageData: externalPackage(t, id, deps),
+		_, err := h.Installer().Install(ctx, pluginhost.InstallRequest{Source: "file", PackageData: externalPackage(t, id, deps),
 			Config: map[string]any{"api_key": "k-" + id}})
 		if err != nil {
 			t.Fatalf("install %s: %v", id, err)
 		}
-		if _, err := h.Enable(ctx, id, pluginhost.EnableOptions{}); err != nil && i == 0 {
+		if _, err := h.Runtime().Enable(ctx, id, pluginhost.EnableOptions{}); err != nil && i == 0 {
 			t.Fatalf("enable %s: %v", id, err)
 		}
 	}
@@ -125,13 +125,13 @@ func TestReadsTouchNoStore(t *testing.T) {
 		if _, err := h.Get(ctx, "not-installed", true); err == nil {
 			t.Fatal("an unknown plugin was found")
 		}
-		if _, err := h.ListServices(ctx, "", ""); err != nil {
+		if _, err := h.Router().ListServices(ctx, "", ""); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.Broadcast(ctx, pluginhost.BroadcastRequest{From: pluginhost.Origin{Role: "admin"}, Type: "note"}); err != nil {
+		if _, err := h.Router().Broadcast(ctx, pluginhost.BroadcastRequest{From: pluginhost.Origin{Role: "admin"}, Type: "note"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.EmitEvent(ctx, pluginhost.EventRequest{From: pluginhost.Origin{Role: "admin"}, Type: "test.happened"}); err != nil {
+		if _, err := h.Router().EmitEvent(ctx, pluginhost.EventRequest{From: pluginhost.Origin{Role: "admin"}, Type: "test.happened"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nexus-platform/nexus/pluginhost/configschema"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/logsink"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
@@ -28,9 +27,10 @@ import (
 // List returns the installed plugins that pass the filter, in load order, and counts over
 // all installed plugins.
 func (h *Host) List(ctx context.Context, f ListFilter) ([]PluginView, Summary, error) {
-	all, g, err := h.loadAll(ctx)
-	if err != nil {
-		return nil, Summary{}, err
+	g := h.reg.Snapshot()
+	all := make([]loaded, 0, len(g.All()))
+	for _, p := range g.All() {
+		all = append(all, loadedOf(p))
 	}
 	var sum Summary
 	var out []PluginView
@@ -121,10 +121,7 @@ func (h *Host) Config(ctx context.Context, id string, includeSecrets bool) (Conf
 	if err != nil {
 		return ConfigView{}, err
 	}
-	values, err := h.openConfig(p)
-	if err != nil {
-		return ConfigView{}, err
-	}
+	values := p.p.Config()
 	schema := p.man.Schema()
 	if !includeSecrets {
 		values = schema.Mask(values)
@@ -140,10 +137,7 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 	if err != nil {
 		return ConfigUpdate{}, err
 	}
-	current, err := h.openConfig(p)
-	if err != nil {
-		return ConfigUpdate{}, err
-	}
+	current := p.p.Config()
 	schema := p.man.Schema()
 	merged, updated, restart, err := registry.ApplyConfig(schema, current, orEmptyMap(patch))
 	if err != nil {
@@ -156,7 +150,7 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 			return ConfigUpdate{}, err
 		}
 		h.logs.SetSecrets(id, registry.SecretValues(merged, schema.SecretFields()))
-		sealed, err := h.sealConfig(schema, merged)
+		sealed, err := h.reg.SealConfig(schema, merged)
 		if err != nil {
 			return ConfigUpdate{}, err
 		}
@@ -364,16 +358,6 @@ type loaded struct {
 
 func loadedOf(p *registry.Plugin) loaded { return loaded{rec: p.Record(), man: p.Manifest(), p: p} }
 
-// loadAll returns every installed plugin, from memory, and the snapshot they come from.
-func (h *Host) loadAll(context.Context) ([]loaded, *registry.Snapshot, error) {
-	snap := h.reg.Snapshot()
-	out := make([]loaded, 0, len(snap.All()))
-	for _, p := range snap.All() {
-		out = append(out, loadedOf(p))
-	}
-	return out, snap, nil
-}
-
 // load returns an installed plugin from memory, or PLUGIN_NOT_FOUND.
 func (h *Host) load(_ context.Context, id string) (loaded, error) {
 	p, err := h.reg.Get(id)
@@ -387,10 +371,4 @@ func (h *Host) load(_ context.Context, id string) (loaded, error) {
 // records.
 func (h *Host) write(ctx context.Context, fn func(tx store.Tx) error) error {
 	return h.reg.Update(ctx, func(tx *registry.Tx) error { return fn(tx) })
-}
-
-func (h *Host) openConfig(p loaded) (map[string]any, error) { return p.p.Config(), nil }
-
-func (h *Host) sealConfig(schema configschema.Schema, values map[string]any) ([]byte, error) {
-	return h.reg.SealConfig(schema, values)
 }

@@ -18,30 +18,21 @@ import (
 // pluginService implements nexus.plugin.v1.PluginService over the domain.
 type pluginService struct {
 	pluginv1connect.UnimplementedPluginServiceHandler
-	plugins pluginManager
+	plugins   pluginManager
+	installer pluginInstaller
+	runtime   pluginRuntime
 }
 
-// pluginManager is what pluginService needs of the host (a *pluginhost.Host): the
-// lifecycle, configuration, observation and permissions of installed plugins.
+// pluginManager is what pluginService needs of the host (a *pluginhost.Host): the views,
+// configuration, observation and permissions of installed plugins.
 type pluginManager interface {
 	List(ctx context.Context, f pluginhost.ListFilter) ([]pluginhost.PluginView, pluginhost.Summary, error)
 	Get(ctx context.Context, id string, detail bool) (pluginhost.PluginView, error)
-
-	Install(ctx context.Context, req pluginhost.InstallRequest) (pluginhost.InstallResult, error)
-	Update(ctx context.Context, req pluginhost.UpdateRequest) (pluginhost.UpdateResult, error)
-	Uninstall(ctx context.Context, id string, opts pluginhost.UninstallOptions) (pluginhost.UninstallResult, error)
-	Rollback(ctx context.Context, id, backupID string) (pluginhost.UpdateResult, error)
 	Backups(ctx context.Context, id string) ([]store.Backup, error)
 
 	Config(ctx context.Context, id string, includeSecrets bool) (pluginhost.ConfigView, error)
 	UpdateConfig(ctx context.Context, id string, patch map[string]any) (pluginhost.ConfigUpdate, error)
 
-	Enable(ctx context.Context, id string, opts pluginhost.EnableOptions) (string, error)
-	Disable(ctx context.Context, id string, opts pluginhost.DisableOptions) error
-	Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error)
-
-	Runtime(id string) pluginhost.RuntimeInfo
-	CheckHealth(ctx context.Context, id string) (pluginhost.RuntimeInfo, error)
 	MetricsSummary(id string) metrics.Summary
 	MetricsSeries(ctx context.Context, id string, start, end time.Time, resolution time.Duration, names []string) (map[string][]metrics.Point, error)
 	Logs(ctx context.Context, q pluginhost.LogQuery) ([]store.LogRecord, int, error)
@@ -49,6 +40,23 @@ type pluginManager interface {
 
 	Permissions(ctx context.Context, id string) (pluginhost.Permissions, error)
 	UpdatePermissions(ctx context.Context, id string, c pluginhost.PermissionChange) (pluginhost.Permissions, error)
+}
+
+// pluginInstaller is what the service uses of install.Installer.
+type pluginInstaller interface {
+	Install(ctx context.Context, req pluginhost.InstallRequest) (pluginhost.InstallResult, error)
+	Update(ctx context.Context, req pluginhost.UpdateRequest) (pluginhost.UpdateResult, error)
+	Uninstall(ctx context.Context, id string, opts pluginhost.UninstallOptions) (pluginhost.UninstallResult, error)
+	Rollback(ctx context.Context, id, backupID string) (pluginhost.UpdateResult, error)
+}
+
+// pluginRuntime is what the service uses of runtime.Runtime.
+type pluginRuntime interface {
+	Enable(ctx context.Context, id string, opts pluginhost.EnableOptions) (string, error)
+	Disable(ctx context.Context, id string, opts pluginhost.DisableOptions) error
+	Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error)
+	Info(id string) pluginhost.RuntimeInfo
+	CheckHealth(ctx context.Context, id string) (pluginhost.RuntimeInfo, error)
 }
 
 func (s *pluginService) ListPlugins(ctx context.Context, req *connect.Request[pluginv1.ListPluginsRequest]) (*connect.Response[pluginv1.ListPluginsResponse], error) {
@@ -91,7 +99,7 @@ func (s *pluginService) GetPlugin(ctx context.Context, req *connect.Request[plug
 
 func (s *pluginService) InstallPlugin(ctx context.Context, req *connect.Request[pluginv1.InstallPluginRequest]) (*connect.Response[pluginv1.InstallPluginResponse], error) {
 	m := req.Msg
-	res, err := s.plugins.Install(ctx, pluginhost.InstallRequest{
+	res, err := s.installer.Install(ctx, pluginhost.InstallRequest{
 		Source: m.GetSource(), FilePath: m.GetFilePath(), PackageData: m.GetPackageData(),
 		PluginName: m.GetPluginName(), Version: m.GetVersion(),
 		DownloadURL: m.GetDownloadUrl(), SHA256: m.GetSha256(),
@@ -112,7 +120,7 @@ func (s *pluginService) InstallPlugin(ctx context.Context, req *connect.Request[
 
 func (s *pluginService) UpdatePlugin(ctx context.Context, req *connect.Request[pluginv1.UpdatePluginRequest]) (*connect.Response[pluginv1.UpdatePluginResponse], error) {
 	m := req.Msg
-	res, err := s.plugins.Update(ctx, pluginhost.UpdateRequest{
+	res, err := s.installer.Update(ctx, pluginhost.UpdateRequest{
 		PluginID: m.GetPluginId(), Source: m.GetSource(), Version: m.GetVersion(), FilePath: m.GetFilePath(),
 		PackageData: m.GetPackageData(), DownloadURL: m.GetDownloadUrl(), SHA256: m.GetSha256(),
 		BackupCurrent: m.GetBackupCurrent(), RestartPlugin: m.GetRestartPlugin(), UpdateConfig: m.GetUpdateConfig(),
@@ -128,7 +136,7 @@ func (s *pluginService) UpdatePlugin(ctx context.Context, req *connect.Request[p
 
 func (s *pluginService) UninstallPlugin(ctx context.Context, req *connect.Request[pluginv1.UninstallPluginRequest]) (*connect.Response[pluginv1.UninstallPluginResponse], error) {
 	m := req.Msg
-	res, err := s.plugins.Uninstall(ctx, m.GetPluginId(), pluginhost.UninstallOptions{
+	res, err := s.installer.Uninstall(ctx, m.GetPluginId(), pluginhost.UninstallOptions{
 		Force: m.GetForce(), Backup: m.GetBackup(), CleanupData: m.GetCleanupData(),
 	})
 	if err != nil {
@@ -141,7 +149,7 @@ func (s *pluginService) UninstallPlugin(ctx context.Context, req *connect.Reques
 }
 
 func (s *pluginService) RollbackPlugin(ctx context.Context, req *connect.Request[pluginv1.RollbackPluginRequest]) (*connect.Response[pluginv1.RollbackPluginResponse], error) {
-	res, err := s.plugins.Rollback(ctx, req.Msg.GetPluginId(), req.Msg.GetBackupId())
+	res, err := s.installer.Rollback(ctx, req.Msg.GetPluginId(), req.Msg.GetBackupId())
 	if err != nil {
 		return nil, err
 	}
@@ -195,8 +203,8 @@ func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	if up.RestartRequired && req.Msg.GetRestart() && s.plugins.Runtime(req.Msg.GetPluginId()).Running {
-		if _, err := s.plugins.Restart(ctx, req.Msg.GetPluginId(), "configuration change", 30*time.Second); err != nil {
+	if up.RestartRequired && req.Msg.GetRestart() && s.runtime.Info(req.Msg.GetPluginId()).Running {
+		if _, err := s.runtime.Restart(ctx, req.Msg.GetPluginId(), "configuration change", 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -211,7 +219,7 @@ func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Req
 }
 
 func (s *pluginService) EnablePlugin(ctx context.Context, req *connect.Request[pluginv1.EnablePluginRequest]) (*connect.Response[pluginv1.EnablePluginResponse], error) {
-	status, err := s.plugins.Enable(ctx, req.Msg.GetPluginId(), pluginhost.EnableOptions{EnableDependencies: req.Msg.GetEnableDependencies()})
+	status, err := s.runtime.Enable(ctx, req.Msg.GetPluginId(), pluginhost.EnableOptions{EnableDependencies: req.Msg.GetEnableDependencies()})
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +232,7 @@ func (s *pluginService) DisablePlugin(ctx context.Context, req *connect.Request[
 	if m.TimeoutSeconds != nil {
 		timeout = time.Duration(m.GetTimeoutSeconds()) * time.Second
 	}
-	err := s.plugins.Disable(ctx, m.GetPluginId(), pluginhost.DisableOptions{
+	err := s.runtime.Disable(ctx, m.GetPluginId(), pluginhost.DisableOptions{
 		Reason: m.GetReason(), Graceful: m.GracefulShutdown == nil || m.GetGracefulShutdown(), Timeout: timeout, Force: m.GetForce(),
 	})
 	if err != nil {
@@ -239,7 +247,7 @@ func (s *pluginService) RestartPlugin(ctx context.Context, req *connect.Request[
 	if m.TimeoutSeconds != nil {
 		timeout = time.Duration(m.GetTimeoutSeconds()) * time.Second
 	}
-	status, err := s.plugins.Restart(ctx, m.GetPluginId(), m.GetReason(), timeout)
+	status, err := s.runtime.Restart(ctx, m.GetPluginId(), m.GetReason(), timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -251,10 +259,10 @@ func (s *pluginService) GetPluginHealth(ctx context.Context, req *connect.Reques
 	var info pluginhost.RuntimeInfo
 	var err error
 	if req.Msg.GetRefresh() {
-		info, err = s.plugins.CheckHealth(ctx, id)
+		info, err = s.runtime.CheckHealth(ctx, id)
 	} else {
 		_, err = s.plugins.Get(ctx, id, false)
-		info = s.plugins.Runtime(id)
+		info = s.runtime.Info(id)
 	}
 	if err != nil {
 		return nil, err

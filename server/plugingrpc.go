@@ -55,7 +55,7 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 		stream := &grpcStream{ss: ss, v: validator, ended: make(chan struct{})}
 		served := make(chan error, 1)
 		go func() {
-			served <- s.host.ServeSession(ctx, pluginhost.SessionCaller{PluginID: p.PluginID, TokenID: p.TokenID}, stream)
+			served <- s.host.Sessions().ServeSession(ctx, pluginhost.SessionCaller{PluginID: p.PluginID, TokenID: p.TokenID}, stream)
 		}()
 		select {
 		case err = <-served:

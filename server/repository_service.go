@@ -21,7 +21,7 @@ type repositoryService struct {
 type repositoryCatalog interface {
 	Search(q catalog.Query) ([]catalog.Entry, int, error)
 	Repositories() []catalog.View
-	SyncRepositories(ctx context.Context) []catalog.View
+	Sync(ctx context.Context) []catalog.View
 }
 
 func (r *repositoryService) SearchPlugins(_ context.Context, req *connect.Request[pluginv1.SearchPluginsRequest]) (*connect.Response[pluginv1.SearchPluginsResponse], error) {
@@ -67,7 +67,7 @@ func (r *repositoryService) ListRepositories(context.Context, *connect.Request[p
 }
 
 func (r *repositoryService) SyncRepositories(ctx context.Context, _ *connect.Request[pluginv1.SyncRepositoriesRequest]) (*connect.Response[pluginv1.SyncRepositoriesResponse], error) {
-	return connect.NewResponse(&pluginv1.SyncRepositoriesResponse{Repositories: repositoryViews(r.catalog.SyncRepositories(ctx))}), nil
+	return connect.NewResponse(&pluginv1.SyncRepositoriesResponse{Repositories: repositoryViews(r.catalog.Sync(ctx))}), nil
 }
 
 func repositoryViews(views []catalog.View) []*pluginv1.Repository {

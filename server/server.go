@@ -234,9 +234,9 @@ func (s *Server) buildHandler() (http.Handler, error) {
 			vanguard.WithMaxMessageBufferBytes(uint32(min(s.cfg.MaxRequestBytes, 1<<31))),
 		))
 	}
-	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host}, opts...))
-	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host}, opts...))
-	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host}, opts...))
+	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime()}, opts...))
+	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host.Catalog()}, opts...))
+	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host.Router()}, opts...))
 	// The plugin stream validates each frame itself (see frameValidator): a bad request frame
 	// fails that request, not the whole session.
 	streamInterceptors := connect.WithInterceptors(
@@ -252,7 +252,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	// plugin stream never compresses.
 	streamOpts := []connect.HandlerOption{streamInterceptors, connect.WithReadMaxBytes(int(s.cfg.MaxMessageBytes)),
 		connect.WithCompression("gzip", nil, nil)}
-	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{sessions: s.host, validator: validator}, streamOpts...))
+	add(pluginhostv1connect.NewPluginHostServiceHandler(pluginHostService{sessions: s.host.Sessions(), validator: validator}, streamOpts...))
 	s.pluginGRPC = s.newPluginGRPC(validator)
 	transcoder, err := vanguard.NewTranscoder(services, vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
 		return &vanguard.JSONCodec{
@@ -340,7 +340,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.host.RunRepositorySync(startCtx, s.cfg.RepositorySyncInterval)
+			s.host.Catalog().RunSync(startCtx, s.cfg.RepositorySyncInterval)
 		}()
 		s.host.StartEnabled(startCtx)
 		wg.Wait()

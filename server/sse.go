@@ -56,7 +56,7 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
 		writeEnvelopeError(w, ci.requestID, de)
 		return
 	}
-	events, lagged := s.host.WatchEvents(r.Context(), patterns)
+	events, lagged := s.host.Router().WatchEvents(r.Context(), patterns)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
