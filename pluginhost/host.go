@@ -81,7 +81,6 @@ type Host struct {
 	inst     *install.Installer
 	kv       *kv.Store
 	tokens   runtime.TokenIssuer
-	keep     int // log records kept per plugin
 
 	loops loops // the background loops, started by Start
 
@@ -114,7 +113,7 @@ func New(opts Options) (*Host, error) {
 	if opts.Bus == nil {
 		opts.Bus = busmem.New(opts.BusOptions)
 	}
-	h := &Host{log: opts.Logger, st: opts.Store, repos: repos, tokens: opts.Tokens, keep: opts.LogRetention}
+	h := &Host{log: opts.Logger, st: opts.Store, repos: repos, tokens: opts.Tokens}
 	h.reg = registry.New(opts.Store, opts.Secrets, opts.Logger)
 	h.logs = logsink.New(opts.Store, opts.Logger, opts.LogRetention)
 	h.metrics = metrics.New()
@@ -132,7 +131,7 @@ func New(opts Options) (*Host, error) {
 	h.inst = install.New(install.Options{
 		Registry: h.reg, Catalog: repos, Runtime: h.rt, Router: h.router, Logs: h.logs, KV: h.kv, Metrics: h.metrics,
 		Logger: opts.Logger, DataDir: opts.DataDir, Policy: opts.Policy, Limits: opts.Limits,
-		LogRetention: opts.LogRetention, HostVersion: Version,
+		HostVersion: Version,
 	})
 	h.reg.Subscribe(h.onChange)
 	return h, nil
@@ -239,25 +238,18 @@ const revocationCheckInterval = 2 * time.Second
 // watchRevocations ends the sessions whose token was revoked outside this server, until ctx
 // ends.
 func (h *Host) watchRevocations(ctx context.Context, src revocations) {
-	t := time.NewTicker(revocationCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, revocationCheckInterval, func() {
 		revoked, err := src.RevokedAmong(ctx, h.pres.TokenIDs())
 		if err != nil {
 			if ctx.Err() == nil {
 				h.log.Warn("checking the tokens of plugin sessions failed", "error", err)
 			}
-			continue
+			return
 		}
 		for _, id := range revoked {
 			h.pres.EndToken(id, errRevoked)
 		}
-	}
+	})
 }
 
 // kvSweepInterval is how often expired key-value entries are removed.
@@ -265,16 +257,23 @@ const kvSweepInterval = time.Minute
 
 // sweepKV removes expired key-value entries until ctx ends.
 func (h *Host) sweepKV(ctx context.Context) {
-	t := time.NewTicker(kvSweepInterval)
+	every(ctx, kvSweepInterval, func() {
+		if _, err := h.kv.Sweep(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("sweeping expired key-value entries failed", "error", err)
+		}
+	})
+}
+
+// every runs fn on every tick of interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := h.kv.Sweep(ctx); err != nil && ctx.Err() == nil {
-				h.log.Warn("sweeping expired key-value entries failed", "error", err)
-			}
+			fn()
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
-	"github.com/nexus-platform/nexus/pluginhost/logsink"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
@@ -160,7 +159,7 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 			if err := tx.PutPlugin(rec); err != nil {
 				return err
 			}
-			return h.appendLogs(tx, []store.LogRecord{{
+			return h.logs.AppendIn(tx, []store.LogRecord{{
 				PluginID: id, Time: now, Level: "INFO", Message: "Configuration updated",
 				Metadata: mustJSON(map[string]any{"updated_fields": updated, "restart_required": restart}),
 			}})
@@ -252,7 +251,7 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
-		return h.appendLogs(tx, []store.LogRecord{{
+		return h.logs.AppendIn(tx, []store.LogRecord{{
 			PluginID: id, Time: now, Level: "INFO", Message: "Permissions updated",
 			Metadata: mustJSON(map[string]any{"granted": rec.Granted, "denied": rec.Denied, "security_level": rec.SecurityLevel}),
 		}})
@@ -308,18 +307,6 @@ func (h *Host) Audit(ctx context.Context, e store.AuditEntry) error {
 		e.Time = time.Now().UTC()
 	}
 	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) }) // not a plugin record
-}
-
-// appendLogs appends log records in a registry transaction, trims the plugin's logs to the
-// retention bound, and tells the log sink of them once the transaction commits.
-func (h *Host) appendLogs(tx store.Tx, recs []store.LogRecord) error {
-	if err := logsink.Append(tx, recs, h.keep); err != nil {
-		return err
-	}
-	if rtx, ok := tx.(*registry.Tx); ok {
-		rtx.AfterCommit(func() { h.logs.Stored(recs) })
-	}
-	return nil
 }
 
 func randomHex(n int) string {

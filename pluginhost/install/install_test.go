@@ -100,7 +100,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { f.rt.Shutdown(context.Background(), time.Second) })
 	f.inst = install.New(install.Options{
 		Registry: f.reg, Catalog: repos, Runtime: f.rt, Router: f.router, Logs: f.logs, KV: f.kv, Metrics: met,
-		DataDir: f.dataDir, Policy: permission.DefaultPolicy(), Limits: archive.DefaultLimits(), LogRetention: 1000,
+		DataDir: f.dataDir, Policy: permission.DefaultPolicy(), Limits: archive.DefaultLimits(),
 		HostVersion: hostVersion,
 	})
 	if err := f.inst.Sweep(ctx); err != nil {

@@ -44,8 +44,6 @@ type Options struct {
 	Policy permission.Policy
 	// Limits bound package size and extraction.
 	Limits archive.Limits
-	// LogRetention is how many log records are kept per plugin.
-	LogRetention int
 	// HostVersion is the server's version, checked against manifests' nexus_version.
 	HostVersion string
 }
@@ -65,7 +63,6 @@ type Installer struct {
 	dataDir     string
 	policy      permission.Policy
 	limits      archive.Limits
-	keep        int
 	hostVersion string
 	now         func() time.Time
 }
@@ -78,7 +75,7 @@ func New(opts Options) *Installer {
 	return &Installer{
 		reg: opts.Registry, repos: opts.Catalog, rt: opts.Runtime, router: opts.Router, logs: opts.Logs, kv: opts.KV,
 		metrics: opts.Metrics, log: opts.Logger, dataDir: opts.DataDir, policy: opts.Policy, limits: opts.Limits,
-		keep: opts.LogRetention, hostVersion: opts.HostVersion, now: func() time.Time { return time.Now().UTC() },
+		hostVersion: opts.HostVersion, now: func() time.Time { return time.Now().UTC() },
 	}
 }
 
@@ -113,18 +110,6 @@ func (h *Installer) load(_ context.Context, id string) (loaded, error) {
 // write runs fn in one transaction through the registry (the single writer of records).
 func (h *Installer) write(ctx context.Context, fn func(tx store.Tx) error) error {
 	return h.reg.Update(ctx, func(tx *registry.Tx) error { return fn(tx) })
-}
-
-// appendLogs appends log records in a registry transaction and tells the log sink of them
-// once it commits.
-func (h *Installer) appendLogs(tx store.Tx, recs []store.LogRecord) error {
-	if err := logsink.Append(tx, recs, h.keep); err != nil {
-		return err
-	}
-	if rtx, ok := tx.(*registry.Tx); ok {
-		rtx.AfterCommit(func() { h.logs.Stored(recs) })
-	}
-	return nil
 }
 
 func (h *Installer) openConfig(p loaded) (map[string]any, error) { return p.p.Config(), nil }

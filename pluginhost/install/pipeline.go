@@ -124,7 +124,7 @@ func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.
 		if line.Time.IsZero() {
 			line.Time = rec.UpdatedAt
 		}
-		return h.appendLogs(tx, []store.LogRecord{line})
+		return h.logs.AppendIn(tx, []store.LogRecord{line})
 	})
 	if err != nil {
 		h.discard(h.abs(rec.Dir), backup)

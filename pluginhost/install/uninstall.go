@@ -63,7 +63,7 @@ func (h *Installer) Uninstall(ctx context.Context, id string, opts UninstallOpti
 		if opts.CleanupData {
 			return tx.DeleteLogs(id)
 		}
-		return h.appendLogs(tx, []store.LogRecord{{PluginID: id, Time: now, Level: "INFO", Message: "Plugin uninstalled (version " + p.rec.Version + ")"}})
+		return h.logs.AppendIn(tx, []store.LogRecord{{PluginID: id, Time: now, Level: "INFO", Message: "Plugin uninstalled (version " + p.rec.Version + ")"}})
 	})
 	if err != nil {
 		if backup != nil {

@@ -272,6 +272,19 @@ func Append(tx store.Tx, recs []store.LogRecord, keep int) error {
 	return nil
 }
 
+// AppendIn appends records in another writer's transaction (see Append) and, when the
+// transaction tells of its commit (registry.Tx's AfterCommit), passes them to Stored once it
+// commits.
+func (s *Sink) AppendIn(tx store.Tx, recs []store.LogRecord) error {
+	if err := Append(tx, recs, s.keep); err != nil {
+		return err
+	}
+	if c, ok := tx.(interface{ AfterCommit(func()) }); ok {
+		c.AfterCommit(func() { s.Stored(recs) })
+	}
+	return nil
+}
+
 // remember keeps the newest records of each plugin, newest first.
 func (s *Sink) remember(recs []store.LogRecord) {
 	s.mu.Lock()
