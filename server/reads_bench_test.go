@@ -75,15 +75,20 @@ func BenchmarkListPlugins(b *testing.B) {
 // would: the transport's own cost of the list.
 type bareListService struct {
 	pluginv1connect.UnimplementedPluginServiceHandler
-	res *pluginv1.ListPluginsResponse
+	res    *pluginv1.ListPluginsResponse
+	detail *pluginv1.GetPluginResponse
 }
 
 func (s *bareListService) ListPlugins(context.Context, *connect.Request[pluginv1.ListPluginsRequest]) (*connect.Response[pluginv1.ListPluginsResponse], error) {
 	return connect.NewResponse(s.res), nil
 }
 
-// BenchmarkListPluginsBare serves the same 100-plugin list response as BenchmarkListPlugins
-// from a bare connect-go handler behind vanguard, configured as the server configures them,
+func (s *bareListService) GetPlugin(context.Context, *connect.Request[pluginv1.GetPluginRequest]) (*connect.Response[pluginv1.GetPluginResponse], error) {
+	return connect.NewResponse(s.detail), nil
+}
+
+// BenchmarkListPluginsBare serves the same 100-plugin list response (and the same detail) as
+// BenchmarkListPlugins from a bare connect-go handler behind vanguard, configured as the server configures them,
 // with no authentication, middleware or domain: what is left is the transport's cost of the
 // response (protobuf, transcoding to JSON).
 func BenchmarkListPluginsBare(b *testing.B) {
@@ -100,7 +105,13 @@ func BenchmarkListPluginsBare(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	path, handler := pluginv1connect.NewPluginServiceHandler(&bareListService{res: list.Msg})
+	dreq := connect.NewRequest(&pluginv1.GetPluginRequest{PluginId: "bench-plugin-050"})
+	dreq.Header().Set("Authorization", "Bearer "+e.Admin)
+	detail, err := client.GetPlugin(context.Background(), dreq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path, handler := pluginv1connect.NewPluginServiceHandler(&bareListService{res: list.Msg, detail: detail.Msg})
 	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{vanguard.NewService(path, handler, vanguard.WithTargetCodecs(vanguard.CodecProto))},
 		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
 			return &vanguard.JSONCodec{
@@ -113,15 +124,19 @@ func BenchmarkListPluginsBare(b *testing.B) {
 	}
 	srv := httptest.NewServer(transcoder)
 	defer srv.Close()
-	for b.Loop() {
-		resp, err := http.Get(srv.URL + "/api/v1/plugins")
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("status %d", resp.StatusCode)
-		}
+	for _, path := range []string{"/api/v1/plugins", "/api/v1/plugins/bench-plugin-050"} {
+		b.Run(path, func(b *testing.B) {
+			for b.Loop() {
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
 	}
 }
