@@ -143,9 +143,9 @@ func New(opts Options) (*Host, error) {
 // StartEnabled. Start runs once.
 func (h *Host) Start(ctx context.Context) error {
 	h.mu.Lock()
-	if h.started {
+	if h.started || h.stopped {
 		h.mu.Unlock()
-		return errors.New("pluginhost: started twice")
+		return errors.New("pluginhost: started twice, or after Shutdown")
 	}
 	h.started = true
 	h.mu.Unlock()

@@ -153,10 +153,16 @@ func (h *Host) UpdateConfig(ctx context.Context, id string, patch map[string]any
 		if err != nil {
 			return ConfigUpdate{}, err
 		}
-		rec := p.rec
-		rec.Config, rec.ConfigUpdatedAt, rec.UpdatedAt = sealed, now, now
-		err = h.write(ctx, func(tx store.Tx) error {
-			if err := tx.PutPlugin(rec); err != nil {
+		err = h.reg.Update(ctx, func(tx *registry.Tx) error {
+			// The record as it is now: its status may have changed during the push (the
+			// runtime records it without this plugin's lock); only the configuration is ours.
+			cur, err := tx.Get(id)
+			if err != nil {
+				return err
+			}
+			rec := cur.Record()
+			rec.Config, rec.ConfigUpdatedAt, rec.UpdatedAt = sealed, now, now
+			if _, err := tx.Put(rec); err != nil {
 				return err
 			}
 			return h.logs.AppendIn(tx, []store.LogRecord{{
@@ -247,8 +253,16 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 	}
 	now := time.Now().UTC()
 	rec.UpdatedAt = now
-	err = h.write(ctx, func(tx store.Tx) error {
-		if err := tx.PutPlugin(rec); err != nil {
+	err = h.reg.Update(ctx, func(tx *registry.Tx) error {
+		// Only the permission fields are ours: the status may have changed meanwhile.
+		cur, err := tx.Get(id)
+		if err != nil {
+			return err
+		}
+		next := cur.Record()
+		next.Granted, next.Denied, next.UpdatedAt = rec.Granted, rec.Denied, now
+		next.SecurityLevel, next.SandboxEnabled, next.Limits = rec.SecurityLevel, rec.SandboxEnabled, rec.Limits
+		if _, err := tx.Put(next); err != nil {
 			return err
 		}
 		return h.logs.AppendIn(tx, []store.LogRecord{{
@@ -352,10 +366,4 @@ func (h *Host) load(_ context.Context, id string) (loaded, error) {
 		return loaded{}, err
 	}
 	return loadedOf(p), nil
-}
-
-// write runs fn in one store transaction through the registry, the single writer of plugin
-// records.
-func (h *Host) write(ctx context.Context, fn func(tx store.Tx) error) error {
-	return h.reg.Update(ctx, func(tx *registry.Tx) error { return fn(tx) })
 }

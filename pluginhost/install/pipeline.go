@@ -135,7 +135,7 @@ func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.
 
 // discard removes a staged directory and a backup's files that no record refers to.
 func (h *Installer) discard(dir string, backup *store.Backup) {
-	_ = os.RemoveAll(dir)
+	removeStaged(dir)
 	if backup != nil {
 		_ = os.RemoveAll(h.abs(backup.Dir))
 	}

@@ -145,6 +145,12 @@ func (h *Installer) switchVersion(ctx context.Context, old, rec store.Plugin, ba
 		h.rt.StopLocked(ctx, rec.ID, runtime.DisableOptions{Reason: "updating to " + rec.Version, Graceful: true, Timeout: 30 * time.Second})
 	}
 	if err := h.commit(ctx, rec, backup, line, "update"); err != nil {
+		if running {
+			// The old version is still the one on record: it runs again.
+			if _, serr := h.rt.StartLocked(context.WithoutCancel(ctx), rec.ID); serr != nil {
+				h.log.Error("the current version did not start again after a failed update", "plugin_id", rec.ID, "error", serr)
+			}
+		}
 		return err
 	}
 	if !running {

@@ -105,7 +105,7 @@ func (m *Router) Bus() bus.Bus { return m.bus }
 // onChange forgets what the router keeps of a plugin that was disabled or removed.
 func (m *Router) onChange(c registry.Change) {
 	m.routes.forget(c)
-	if c.Disabled() {
+	if c.Disabled() || c.Removed() {
 		m.Forget(c.ID)
 	}
 }

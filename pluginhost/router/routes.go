@@ -53,14 +53,15 @@ func newRoute(p *registry.Plugin) *route {
 	return r
 }
 
-// routeCache keeps the route of each plugin the registry holds, built once per version of the
-// plugin (the registry replaces a plugin on every change).
+// routeCache keeps the route of each installed plugin, built once per version of the plugin
+// (the registry replaces a plugin on every change): a route is used only while it was built
+// from the plugin the registry holds now.
 type routeCache struct {
 	mu     sync.RWMutex // guards routes
-	routes map[*registry.Plugin]*route
+	routes map[string]*route
 }
 
-func newRouteCache() routeCache { return routeCache{routes: map[*registry.Plugin]*route{}} }
+func newRouteCache() routeCache { return routeCache{routes: map[string]*route{}} }
 
 // get returns a plugin's route, or PLUGIN_NOT_FOUND.
 func (c *routeCache) get(reg *registry.Registry, id string) (*route, error) {
@@ -68,7 +69,7 @@ func (c *routeCache) get(reg *registry.Registry, id string) (*route, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.of(p), nil
+	return c.of(reg, p), nil
 }
 
 // all returns the routes of every installed plugin, ordered by id.
@@ -76,32 +77,37 @@ func (c *routeCache) all(reg *registry.Registry) []*route {
 	ps := reg.Snapshot().All()
 	out := make([]*route, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, c.of(p))
+		out = append(out, c.of(reg, p))
 	}
 	return out
 }
 
-func (c *routeCache) of(p *registry.Plugin) *route {
+func (c *routeCache) of(reg *registry.Registry, p *registry.Plugin) *route {
 	c.mu.RLock()
-	r := c.routes[p]
+	r := c.routes[p.ID()]
 	c.mu.RUnlock()
-	if r != nil {
+	if r != nil && r.p == p {
 		return r
 	}
 	r = newRoute(p)
+	// Kept only while p is the plugin the registry holds (a reader holding an older or a
+	// removed plugin must not store its route), one entry per id.
 	c.mu.Lock()
-	c.routes[p] = r
+	if cur, err := reg.Get(p.ID()); err == nil && cur == p {
+		c.routes[p.ID()] = r
+	}
 	c.mu.Unlock()
 	return r
 }
 
-// forget drops the route of a plugin the registry replaced or removed.
+// forget drops the route of a plugin the registry removed (a replaced one is rebuilt when
+// next used).
 func (c *routeCache) forget(ch registry.Change) {
-	if ch.Old == nil {
+	if !ch.Removed() {
 		return
 	}
 	c.mu.Lock()
-	delete(c.routes, ch.Old)
+	delete(c.routes, ch.ID)
 	c.mu.Unlock()
 }
 

@@ -29,16 +29,18 @@ func (rt *Runtime) attach(inst presence.Instance) {
 			return
 		}
 		r.mu.Lock()
-		ready := r.ready
-		r.mu.Unlock()
-		if ready != nil {
+		// Under r.mu: two instances attaching at once must not both close it.
+		if r.ready != nil {
 			select {
-			case <-ready:
+			case <-r.ready:
 			default:
-				close(ready)
+				close(r.ready)
 			}
 		}
-		if rt.isExternal(r.id) {
+		r.mu.Unlock()
+		// An external plugin becomes active with its first healthy instance, unless it is in
+		// error (stopped with its dependency, for example): that waits for an administrator.
+		if p, err := rt.load(r.id); err == nil && p.man.External && p.rec.Status != registry.StatusError {
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusActive, "", nil)
 		}
 	})

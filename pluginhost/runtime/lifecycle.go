@@ -64,6 +64,10 @@ func (rt *Runtime) enable(ctx context.Context, id string, opts EnableOptions, vi
 // StartLocked starts an enabled (or to be enabled) plugin whose lifecycle lock the caller
 // holds; its dependencies must be active already.
 func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
+	if rt.shuttingDown.Load() {
+		// Not recorded as an error: the plugin starts again with the server.
+		return "", errs.New(errs.PluginUnavailable, "the server is shutting down; plugin %s is not started", id)
+	}
 	p, err := rt.load(id)
 	if err != nil {
 		return "", err
@@ -141,7 +145,8 @@ func (rt *Runtime) Disable(ctx context.Context, id string, opts DisableOptions) 
 	if !opts.Force {
 		var active []string
 		for _, dep := range snap.Dependents(id) {
-			if p, err := snap.Get(dep); err == nil && p.Enabled() && p.Status() == registry.StatusActive {
+			// Starting (loading) counts as running: it would run without its dependency.
+			if p, err := snap.Get(dep); err == nil && p.Enabled() && (p.Status() == registry.StatusActive || p.Status() == registry.StatusLoading) {
 				active = append(active, dep)
 			}
 		}
@@ -150,7 +155,9 @@ func (rt *Runtime) Disable(ctx context.Context, id string, opts DisableOptions) 
 				WithDetail("dependents", active)
 		}
 	}
-	rt.StopDependents(ctx, id, dependents, "disabled")
+	if opts.Force {
+		rt.StopDependents(ctx, id, dependents, "disabled")
+	}
 	reason := opts.Reason
 	if reason == "" {
 		reason = "disabled"
@@ -343,24 +350,13 @@ func (rt *Runtime) Shutdown(ctx context.Context, timeout time.Duration) {
 		return
 	}
 	rt.goMu.Unlock()
-	g := rt.reg.Snapshot()
-	rt.mu.Lock()
-	ids := make([]string, 0, len(rt.plugins))
-	for id := range rt.plugins {
-		ids = append(ids, id)
-	}
-	rt.mu.Unlock()
-	sort.Slice(ids, func(i, j int) bool { return g.Order(ids[i]) > g.Order(ids[j]) })
-	for _, id := range ids {
-		unlock := rt.locks.lock(id)
-		r := rt.get(id)
-		r.mu.Lock()
-		running := r.proc != nil || rt.pres.Count(r.id) > 0
-		r.mu.Unlock()
-		if running {
-			rt.stop(ctx, r, DisableOptions{Reason: "server shutting down", Graceful: true, Timeout: timeout})
-		}
-		unlock()
+	// No plugin starts from now on; a start under way takes its plugin's lock, so the loop
+	// below waits for it and then stops it.
+	rt.shuttingDown.Store(true)
+	// Twice: a start that passed StartLocked's check just before the flag was set is stopped
+	// by the second pass.
+	for range 2 {
+		rt.stopAll(ctx, timeout)
 	}
 	rt.goMu.Lock()
 	rt.closed = true
@@ -390,4 +386,27 @@ func (rt *Runtime) ResetStatuses(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// stopAll stops every running plugin in reverse load order, each under its lifecycle lock.
+func (rt *Runtime) stopAll(ctx context.Context, timeout time.Duration) {
+	g := rt.reg.Snapshot()
+	rt.mu.Lock()
+	ids := make([]string, 0, len(rt.plugins))
+	for id := range rt.plugins {
+		ids = append(ids, id)
+	}
+	rt.mu.Unlock()
+	sort.Slice(ids, func(i, j int) bool { return g.Order(ids[i]) > g.Order(ids[j]) })
+	for _, id := range ids {
+		unlock := rt.locks.lock(id)
+		r := rt.get(id)
+		r.mu.Lock()
+		running := r.proc != nil || rt.pres.Count(r.id) > 0
+		r.mu.Unlock()
+		if running {
+			rt.stop(ctx, r, DisableOptions{Reason: "server shutting down", Graceful: true, Timeout: timeout})
+		}
+		unlock()
+	}
 }

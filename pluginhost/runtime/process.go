@@ -21,15 +21,7 @@ import (
 // supervision. On failure the plugin is left stopped, in error, and the error says why.
 func (rt *Runtime) start(ctx context.Context, r *running, p loaded) error {
 	if err := rt.launch(ctx, r, p); err != nil {
-		// No process holds the token handed to this launch any more: it stops working now,
-		// not at the next launch.
-		r.mu.Lock()
-		tokenID := r.tokenID
-		r.tokenID = ""
-		r.mu.Unlock()
-		if tokenID != "" {
-			_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tokenID)
-		}
+		rt.revokeToken(ctx, r)
 		reason := errorMessage(err)
 		_ = rt.SetStatus(context.WithoutCancel(ctx), r.id, registry.StatusError, reason, nil)
 		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin failed to start: " + reason})
@@ -261,6 +253,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 			reason := r.overLimit
 			r.proc = nil
 			r.mu.Unlock()
+			rt.revokeToken(rt.ctx, r)
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
 			return
 		}
@@ -285,6 +278,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 		}
 		if crashes >= rt.cfg.CrashLoopCount {
 			reason := fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s%s", crashes, rt.cfg.CrashLoopWindow, exit, last)
+			rt.revokeToken(rt.ctx, r)
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
 			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
 			return
@@ -317,6 +311,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 			r.mu.Lock()
 			r.proc = nil
 			r.mu.Unlock()
+			rt.revokeToken(rt.ctx, r)
 		}
 	}
 }
@@ -331,4 +326,17 @@ func nextBackoff(prev, min, max time.Duration) time.Duration {
 		d = max
 	}
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// revokeToken revokes the token of the plugin's current launch, once no process of it runs:
+// a plugin that failed to start, was quarantined or stopped over a limit keeps no valid
+// token.
+func (rt *Runtime) revokeToken(ctx context.Context, r *running) {
+	r.mu.Lock()
+	tokenID := r.tokenID
+	r.tokenID = ""
+	r.mu.Unlock()
+	if tokenID != "" {
+		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), tokenID)
+	}
 }

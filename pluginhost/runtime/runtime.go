@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -119,6 +120,8 @@ type Runtime struct {
 	wg     sync.WaitGroup // supervision, health and readiness goroutines (see spawn)
 	goMu   sync.Mutex     // guards closed, and orders wg.Add before Shutdown's wg.Wait
 	closed bool
+	// shuttingDown is set when Shutdown begins: StartLocked refuses from then on.
+	shuttingDown atomic.Bool
 
 	mu      sync.Mutex // guards plugins
 	plugins map[string]*running

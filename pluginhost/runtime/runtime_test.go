@@ -751,6 +751,14 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("goroutines left after Shutdown: %v", err)
 	}
 	f.rt.Shutdown(ctx, time.Second) // a second call returns at once
+	// After Shutdown nothing starts, and the refusal is not recorded as the plugin's error
+	// (it starts again with the server).
+	if _, err := f.enable("lone-plugin", runtime.EnableOptions{}); !errs.Is(err, errs.PluginUnavailable) {
+		t.Fatalf("Enable after Shutdown = %v; want PLUGIN_UNAVAILABLE", err)
+	}
+	if rec := f.record("lone-plugin"); rec.Status == registry.StatusError {
+		t.Fatalf("a refused start after Shutdown was recorded as an error: %q", rec.StatusReason)
+	}
 }
 
 // detail returns a list detail of an error.

@@ -166,6 +166,9 @@ type pluginSpec struct {
 	id       string
 	granted  []string
 	disabled bool
+	// inError leaves the plugin enabled, in error (quarantined, or stopped with its
+	// dependency).
+	inError bool
 	// config is the configuration; api_key is a secret field of the manifest's schema.
 	config map[string]any
 	// messageTypes are the manifest's message types, as type → required permission.
@@ -216,7 +219,7 @@ func (f *fixture) install(s pluginSpec) {
 		f.t.Fatal(err)
 	}
 	rec := store.Plugin{ID: s.id, Version: "1.0.0", Manifest: raw, Dir: "plugins/" + s.id, Source: "file",
-		Enabled: !s.disabled, Status: registry.StatusActive, Config: cfg,
+		Enabled: !s.disabled, Status: statusOf(s), Config: cfg,
 		Requested: slices.Clone(s.granted), Granted: slices.Clone(s.granted)}
 	err = f.reg.Update(context.Background(), func(tx *registry.Tx) error {
 		_, err := tx.Put(rec)
@@ -625,4 +628,11 @@ func replyFrame(deliveryID, status string, d *structpb.Struct, errMsg string) *p
 func ackFrame(deliveryID string, action pluginhostv1.AckAction, reason string) *pluginhostv1.ConnectRequest {
 	return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Ack{Ack: &pluginhostv1.Ack{
 		DeliveryId: deliveryID, Action: action, Reason: reason}}}
+}
+
+func statusOf(s pluginSpec) string {
+	if s.inError {
+		return registry.StatusError
+	}
+	return registry.StatusActive
 }

@@ -282,6 +282,9 @@ func (h *Sessions) hello(caller SessionCaller, stream Stream) (*pluginhostv1.Hel
 	if !p.Enabled() {
 		return nil, nil, errs.New(errs.PluginUnavailable, "plugin %s is disabled; enable it first", caller.PluginID)
 	}
+	if p.Status() == registry.StatusError {
+		return nil, nil, inError(p)
+	}
 	return hello, p, nil
 }
 
@@ -381,8 +384,16 @@ func (h *Sessions) admit(sess *session) error {
 		return errs.New(errs.PluginUnavailable, "plugin %s is no longer installed", sess.pluginID)
 	case !p.Enabled():
 		return errs.New(errs.PluginUnavailable, "plugin %s is disabled", sess.pluginID)
+	case p.Status() == registry.StatusError:
+		return inError(p)
 	}
 	return nil
+}
+
+// inError is the refusal of a plugin in error (quarantined, stopped with its dependency, ...):
+// it waits for an administrator to enable it again.
+func inError(p *registry.Plugin) error {
+	return errs.New(errs.PluginUnavailable, "plugin %s is in error (%s); an administrator must enable it again", p.ID(), p.StatusReason())
 }
 
 // InvalidFrame is what a Stream's Receive returns for a frame that breaks the protocol's

@@ -68,6 +68,8 @@ func TestHelloIsChecked(t *testing.T) {
 			open: func(p *plug) { p.send(helloFrame("beta-plugin")) }, wantCode: errs.PluginPermissionDenied},
 		{name: "disabled plugin", caller: "off-plugin",
 			open: func(p *plug) { p.send(helloFrame("off-plugin")) }, wantCode: errs.PluginUnavailable},
+		{name: "plugin in error", caller: "error-plugin",
+			open: func(p *plug) { p.send(helloFrame("error-plugin")) }, wantCode: errs.PluginUnavailable},
 		{name: "plugin not installed", caller: "ghost-plugin",
 			open: func(p *plug) { p.send(helloFrame("ghost-plugin")) }, wantCode: errs.PluginNotFound},
 		{name: "stream closed before hello", caller: "alpha-plugin",
@@ -81,6 +83,7 @@ func TestHelloIsChecked(t *testing.T) {
 			f.install(pluginSpec{id: "alpha-plugin"})
 			f.install(pluginSpec{id: "beta-plugin"})
 			f.install(pluginSpec{id: "off-plugin", disabled: true})
+			f.install(pluginSpec{id: "error-plugin", inError: true})
 			ignore := goleak.IgnoreCurrent()
 
 			p := f.serve(tc.caller)
