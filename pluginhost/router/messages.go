@@ -28,7 +28,7 @@ type MessageResult struct {
 	ResponseTime time.Duration
 }
 
-// waiter is a message waiting for its reply. Whoever removes it from messenger.waiters
+// waiter is a message waiting for its reply. Whoever removes it from Router.waiters
 // calls done, exactly once.
 type waiter struct {
 	target   string

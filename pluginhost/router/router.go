@@ -65,7 +65,7 @@ type Router struct {
 	wg   sync.WaitGroup // the reply reader
 	// routes are built from the registry's plugins, and rebuilt when one is replaced.
 	routes routeCache
-	// closing is set when the host shuts the messenger down.
+	// closing is set when Close begins.
 	closing atomic.Bool
 
 	mu sync.Mutex // guards waiters and subs
