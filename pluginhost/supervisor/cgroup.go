@@ -19,22 +19,37 @@ import (
 // cgroups with the memory and cpu controllers, and creates and removes the
 // per-process cgroups below it. All its methods run on the launcher
 // goroutine (see launcher), which serialises them.
+//
+// Where no cgroup v2 hierarchy delegates those controllers but cgroup v1
+// hierarchies of them are mounted (and writable), it uses those: one
+// directory per controller, created below the host's own cgroup of each.
 type cgroupManager struct {
 	probed bool
 	base   string // cgroup whose subtree_control has the controllers below enabled; "" if none is usable
 	memory bool   // the memory controller is enabled below base
 	cpu    bool   // the cpu controller is enabled below base
+	pids   bool   // the pids controller is enabled below base
 	dir    string // base/nexus-<pid>, or "" while no cgroup of ours exists
 	users  int    // cgroups of ours below dir
 	seq    uint64 // numbers the cgroups, to keep their names unique
+
+	// v1 maps each usable cgroup v1 controller (memory, cpu, pids) to the
+	// host's own cgroup in its hierarchy; empty when cgroup v2 is used.
+	v1 map[string]string
+	// disabled makes the manager use no cgroup at all (tests of the fallbacks).
+	disabled bool
 }
 
 // cgroup is the cgroup of one plugin process. Its methods other than
 // release touch only its own directory and may run on any goroutine.
 type cgroup struct {
-	path  string
+	path  string            // the cgroup v2 directory, or "" with v1
+	dirs  map[string]string // with v1: controller -> directory
 	owner *cgroupManager
 }
+
+// v1 reports whether the cgroup is made of cgroup v1 directories.
+func (c *cgroup) v1() bool { return c.path == "" }
 
 // cgroupPeriod is the cpu.max period, in microseconds.
 const cgroupPeriod = 100000
@@ -42,12 +57,15 @@ const cgroupPeriod = 100000
 // capabilities reports what the host can enforce.
 func (m *cgroupManager) capabilities() Enforcement {
 	m.probe()
-	e := Enforcement{FileHandles: EnforcedByRlimit, Memory: EnforcedByRlimit}
+	e := Enforcement{FileHandles: EnforcedByRlimit, Memory: EnforcedByRlimit, Processes: EnforcedByRlimit, Cgroup: m.version()}
 	if m.memory {
 		e.Memory = EnforcedByCgroup
 	}
 	if m.cpu {
 		e.CPU = EnforcedByCgroup
+	}
+	if m.pids {
+		e.Processes = EnforcedByCgroup
 	}
 	return e
 }
@@ -64,30 +82,40 @@ func (m *cgroupManager) plan(s *Spec) (launchPlan, Enforcement) {
 		p.nofile = uint64(s.Limits.FileHandles)
 		e.FileHandles = EnforcedByRlimit
 	}
-	memBytes := int64(s.Limits.MemoryMB) << 20
-	useMem := memBytes > 0 && m.memory
-	useCPU := s.Limits.CPUPercent > 0 && m.cpu
-	if useMem || useCPU {
-		if !useMem {
-			memBytes = 0
-		}
-		cpuPercent := 0
-		if useCPU {
-			cpuPercent = s.Limits.CPUPercent
-		}
-		if cg, err := m.create(s.PluginID, memBytes, cpuPercent); err == nil {
+	lim := cgroupLimits{memBytes: int64(s.Limits.MemoryMB) << 20, cpuPercent: s.Limits.CPUPercent, pids: s.Limits.Processes}
+	if !m.memory {
+		lim.memBytes = 0
+	}
+	if !m.cpu {
+		lim.cpuPercent = 0
+	}
+	if !m.pids {
+		lim.pids = 0
+	}
+	if lim.memBytes > 0 || lim.cpuPercent > 0 || lim.pids > 0 {
+		if cg, err := m.create(s.PluginID, lim); err == nil {
 			p.cg = cg
-			if useMem {
+			e.Cgroup = m.version()
+			if lim.memBytes > 0 {
 				e.Memory = EnforcedByCgroup
 			}
-			if useCPU {
+			if lim.cpuPercent > 0 {
 				e.CPU = EnforcedByCgroup
+			}
+			if lim.pids > 0 {
+				e.Processes = EnforcedByCgroup
 			}
 		}
 	}
 	if s.Limits.MemoryMB > 0 && e.Memory == "" {
 		p.data = uint64(s.Limits.MemoryMB) << 20
 		e.Memory = EnforcedByRlimit
+	}
+	if s.Limits.Processes > 0 && e.Processes == "" && s.Sandbox != nil && s.Sandbox.Confine.UID > 0 {
+		// RLIMIT_NPROC counts the processes of the real uid: a bound of the
+		// plugin's own only when the uid is its own.
+		p.nproc = uint64(s.Limits.Processes)
+		e.Processes = EnforcedByRlimit
 	}
 	return p, e
 }
@@ -100,36 +128,61 @@ func (m *cgroupManager) probe() {
 		return
 	}
 	m.probed = true
-	mount, own, err := ownCgroup2()
-	if err != nil {
+	if m.disabled {
 		return
 	}
-	candidates := []string{filepath.Join(mount, own)}
-	if own != "/" {
-		candidates = append(candidates, mount)
-	}
-	for _, dir := range candidates {
-		if m.memory, m.cpu = enableControllers(dir, "memory", "cpu"); m.memory || m.cpu {
-			m.base = dir
-			return
+	if mount, own, err := ownCgroup2(); err == nil {
+		candidates := []string{filepath.Join(mount, own)}
+		if own != "/" {
+			candidates = append(candidates, mount)
+		}
+		for _, dir := range candidates {
+			if m.memory, m.cpu, m.pids = enableControllers(dir, "memory", "cpu", "pids"); m.memory || m.cpu {
+				m.base = dir
+				return
+			}
 		}
 	}
+	m.v1 = ownCgroup1("memory", "cpu", "pids")
+	_, m.memory = m.v1["memory"]
+	_, m.cpu = m.v1["cpu"]
+	_, m.pids = m.v1["pids"]
+}
+
+// version is "v2" or "v1", the cgroup version in use, or "" for none.
+func (m *cgroupManager) version() string {
+	switch {
+	case m.base != "":
+		return "v2"
+	case len(m.v1) > 0:
+		return "v1"
+	}
+	return ""
+}
+
+// cgroupLimits are the limits written into a new cgroup; zero for none.
+type cgroupLimits struct {
+	memBytes   int64
+	cpuPercent int
+	pids       int
 }
 
 // create makes a cgroup for a process of plugin id with the given limits
 // (zero for none).
-func (m *cgroupManager) create(id string, memBytes int64, cpuPercent int) (*cgroup, error) {
+func (m *cgroupManager) create(id string, lim cgroupLimits) (*cgroup, error) {
+	if len(m.v1) > 0 {
+		return m.createV1(id, lim)
+	}
 	if m.dir == "" {
 		dir := filepath.Join(m.base, fmt.Sprintf("nexus-%d", os.Getpid()))
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
 		var want []string
-		if m.memory {
-			want = append(want, "memory")
-		}
-		if m.cpu {
-			want = append(want, "cpu")
+		for c, on := range map[string]bool{"memory": m.memory, "cpu": m.cpu, "pids": m.pids} {
+			if on {
+				want = append(want, c)
+			}
 		}
 		enableControllers(dir, want...)
 		m.dir = dir
@@ -149,7 +202,7 @@ func (m *cgroupManager) create(id string, memBytes int64, cpuPercent int) (*cgro
 	}
 	cg := &cgroup{path: path, owner: m}
 	m.users++
-	if err := cg.configure(memBytes, cpuPercent); err != nil {
+	if err := cg.configure(lim); err != nil {
 		cg.remove()
 		m.release()
 		return nil, err
@@ -166,6 +219,9 @@ func (m *cgroupManager) release() {
 
 // removeDirIfUnused removes dir when no cgroup of ours is left in it.
 func (m *cgroupManager) removeDirIfUnused() {
+	if m.users == 0 && len(m.v1) > 0 {
+		m.removeDirV1()
+	}
 	if m.users == 0 && m.dir != "" {
 		_ = unix.Rmdir(m.dir)
 		m.dir = ""
@@ -175,7 +231,16 @@ func (m *cgroupManager) removeDirIfUnused() {
 // configure writes the limits into the cgroup. The swap and OOM-group
 // settings are best effort: swap may be off, and an OOM kill takes the
 // whole plugin (its children included) rather than one random process.
-func (c *cgroup) configure(memBytes int64, cpuPercent int) error {
+func (c *cgroup) configure(lim cgroupLimits) error {
+	if c.v1() {
+		return c.configureV1(lim)
+	}
+	memBytes, cpuPercent := lim.memBytes, lim.cpuPercent
+	if lim.pids > 0 {
+		if err := c.write("pids.max", strconv.Itoa(lim.pids)); err != nil {
+			return err
+		}
+	}
 	if memBytes > 0 {
 		if err := c.write("memory.max", strconv.FormatInt(memBytes, 10)); err != nil {
 			return err
@@ -201,17 +266,27 @@ func (c *cgroup) open() (int, error) {
 
 // addProcess moves pid into the cgroup.
 func (c *cgroup) addProcess(pid int) error {
+	if c.v1() {
+		for _, d := range c.dirs {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	return c.write("cgroup.procs", strconv.Itoa(pid))
 }
 
 // kill kills every process in the cgroup: with cgroup.kill (Linux 5.14),
 // or else by PID, a few rounds to catch processes forked meanwhile.
 func (c *cgroup) kill() {
-	if err := c.write("cgroup.kill", "1"); err == nil {
-		return
+	if !c.v1() {
+		if err := c.write("cgroup.kill", "1"); err == nil {
+			return
+		}
 	}
 	for range 3 {
-		b, err := os.ReadFile(filepath.Join(c.path, "cgroup.procs"))
+		b, err := os.ReadFile(filepath.Join(c.procsDir(), "cgroup.procs"))
 		if err != nil || len(bytes.TrimSpace(b)) == 0 {
 			return
 		}
@@ -228,7 +303,12 @@ func (c *cgroup) kill() {
 func (c *cgroup) waitEmpty() {
 	deadline := time.Now().Add(2 * time.Second)
 	for pause := time.Millisecond; time.Now().Before(deadline); pause = min(2*pause, 50*time.Millisecond) {
-		if v, ok := c.readKey("cgroup.events", "populated"); !ok || v == 0 {
+		if c.v1() {
+			b, err := os.ReadFile(filepath.Join(c.procsDir(), "cgroup.procs"))
+			if err != nil || len(bytes.TrimSpace(b)) == 0 {
+				return
+			}
+		} else if v, ok := c.readKey("cgroup.events", "populated"); !ok || v == 0 {
 			return
 		}
 		time.Sleep(pause)
@@ -238,16 +318,50 @@ func (c *cgroup) waitEmpty() {
 // oomKilled reports whether the kernel's OOM killer killed a process of
 // the cgroup.
 func (c *cgroup) oomKilled() bool {
+	if c.v1() {
+		d, ok := c.dirs["memory"]
+		if !ok {
+			return false
+		}
+		n, _ := readKey(filepath.Join(d, "memory.oom_control"), "oom_kill")
+		return n > 0
+	}
 	n, _ := c.readKey("memory.events", "oom_kill")
 	return n > 0
+}
+
+// procsDir is a directory whose cgroup.procs lists every process of the
+// cgroup.
+func (c *cgroup) procsDir() string {
+	if !c.v1() {
+		return c.path
+	}
+	for _, name := range []string{"pids", "memory", "cpu"} {
+		if d, ok := c.dirs[name]; ok {
+			return d
+		}
+	}
+	return ""
 }
 
 // remove deletes the cgroup directory, retrying for a bounded time while
 // the kernel still holds it busy.
 func (c *cgroup) remove() {
+	if c.v1() {
+		for _, d := range c.dirs {
+			rmdirBusy(d)
+		}
+		return
+	}
+	rmdirBusy(c.path)
+}
+
+// rmdirBusy removes the cgroup directory dir, retrying for a bounded time
+// while the kernel still holds it busy.
+func rmdirBusy(dir string) {
 	deadline := time.Now().Add(time.Second)
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
-		err := unix.Rmdir(c.path)
+		err := unix.Rmdir(dir)
 		if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return
 		}
@@ -269,7 +383,12 @@ func (c *cgroup) write(name, value string) error {
 // readKey returns the number after key in a flat-keyed cgroup file such as
 // memory.events.
 func (c *cgroup) readKey(name, key string) (int64, bool) {
-	b, err := os.ReadFile(filepath.Join(c.path, name))
+	return readKey(filepath.Join(c.path, name), key)
+}
+
+// readKey returns the number after key in the flat-keyed file path.
+func readKey(path, key string) (int64, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
@@ -286,13 +405,13 @@ func (c *cgroup) readKey(name, key string) (int64, bool) {
 // enableControllers enables each wanted controller that dir offers for
 // its children, if dir is writable, and reports which of memory and cpu
 // are enabled afterwards.
-func enableControllers(dir string, want ...string) (memory, cpu bool) {
+func enableControllers(dir string, want ...string) (memory, cpu, pids bool) {
 	if unix.Access(dir, unix.W_OK) != nil {
-		return false, false
+		return false, false, false
 	}
 	available, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
-		return false, false
+		return false, false, false
 	}
 	control := filepath.Join(dir, "cgroup.subtree_control")
 	for _, w := range want {
@@ -304,9 +423,9 @@ func enableControllers(dir string, want ...string) (memory, cpu bool) {
 	}
 	enabled, err := os.ReadFile(control)
 	if err != nil {
-		return false, false
+		return false, false, false
 	}
-	return hasWord(enabled, "memory"), hasWord(enabled, "cpu")
+	return hasWord(enabled, "memory"), hasWord(enabled, "cpu"), hasWord(enabled, "pids")
 }
 
 // hasWord reports whether the space-separated list b contains w.

@@ -40,7 +40,7 @@ func TestCgroupPlacement(t *testing.T) {
 		noCgroupFD bool
 	}{
 		{"clone into cgroup", false},
-		{"cgroup.procs under ptrace", true},
+		{"cgroup.procs before the plan", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &cgroupManager{probed: true, base: base}
@@ -49,7 +49,7 @@ func TestCgroupPlacement(t *testing.T) {
 				createErr error
 			)
 			plan := func(s *Spec) (launchPlan, Enforcement) {
-				cg, err := m.create(s.PluginID, 0, 0)
+				cg, err := m.create(s.PluginID, cgroupLimits{})
 				if err != nil {
 					createErr = err
 					return launchPlan{}, Enforcement{}

@@ -3,7 +3,7 @@ package supervisor
 // How a limit is enforced, as reported in [Enforcement].
 const (
 	EnforcedByRlimit = "rlimit" // a setrlimit(2) resource limit
-	EnforcedByCgroup = "cgroup" // a cgroup v2 controller
+	EnforcedByCgroup = "cgroup" // a cgroup controller (v2, or v1 where only v1 is mounted)
 )
 
 // Enforcement says, for each of the [Limits], how it is enforced:
@@ -15,6 +15,10 @@ type Enforcement struct {
 	Memory string
 	// CPU is EnforcedByCgroup or "".
 	CPU string
+	// Processes is EnforcedByCgroup, EnforcedByRlimit or "".
+	Processes string
+	// Cgroup is the cgroup version the cgroup limits use: "v2", "v1" or "".
+	Cgroup string
 }
 
 // Capabilities reports how this host enforces each limit when a plugin

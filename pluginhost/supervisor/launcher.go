@@ -1,12 +1,16 @@
 package supervisor
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,9 +22,7 @@ import (
 // end an OS thread whenever it likes (for example one whose locked
 // goroutine returned). A plugin forked from an ordinary goroutine could
 // then be SIGKILLed while the host is perfectly healthy. Forking from a
-// thread that never exits makes the signal mean "the host died". The same
-// thread is the ptrace tracer that applies limits before the plugin runs,
-// and ptrace requests must come from the tracing thread.
+// thread that never exits makes the signal mean "the host died".
 type launcher struct {
 	once  sync.Once
 	calls chan func() // created once; never closed: serve runs until the process exits
@@ -65,19 +67,42 @@ func (l *launcher) serve() {
 type launchPlan struct {
 	nofile uint64  // RLIMIT_NOFILE to set, or 0
 	data   uint64  // RLIMIT_DATA to set, in bytes, or 0
+	nproc  uint64  // RLIMIT_NPROC to set, or 0 (meaningful only under a uid of its own)
 	cg     *cgroup // cgroup to put the process in, or nil
 	// noCgroupFD makes forkExec place the process with cgroup.procs rather
 	// than at clone time (CLONE_INTO_CGROUP); for tests of that fallback.
 	noCgroupFD bool
 }
 
-// forkExec starts path in a new process group with the parent-death signal
-// and applies plan before the program's first instruction when the kernel
-// allows ptrace (see the package documentation). It must run on the
-// launcher goroutine. On error no process is left behind.
-func forkExec(path string, argv []string, attr *syscall.ProcAttr, plan launchPlan) (int, error) {
+// selfExe is the executable the init stage runs from: the host's own, which links the
+// sandbox package (see sandbox.InitArg0).
+const selfExe = "/proc/self/exe"
+
+// forkExec starts the program of e through the sandbox init stage, in a new process group
+// with the parent-death signal. The init stage waits for its plan, which is written only
+// once the process is in its cgroup, so no instruction of the plugin runs unconfined or
+// unlimited. It must run on the launcher goroutine. On error no process is left behind.
+func forkExec(e sandbox.Exec, box *Sandbox, attr *syscall.ProcAttr, plan launchPlan) (int, error) {
+	planR, planW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer planW.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		planR.Close()
+		return 0, err
+	}
+	defer statusR.Close()
+	fork := *attr
+	fork.Dir = ""
+	fork.Env = []string{}
+	fork.Files = append(slices.Clone(attr.Files), planR.Fd(), statusW.Fd())
 	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	attr.Sys = sys
+	if box != nil {
+		sys.Cloneflags, sys.UidMappings, sys.GidMappings, sys.AmbientCaps = box.cloneAttrs()
+	}
+	fork.Sys = sys
 
 	cgroupFD := -1
 	if plan.cg != nil && !plan.noCgroupFD {
@@ -86,113 +111,55 @@ func forkExec(path string, argv []string, attr *syscall.ProcAttr, plan launchPla
 			defer unix.Close(fd)
 		}
 	}
-	mayTrace := true
+	var pid int
 	for {
 		sys.UseCgroupFD, sys.CgroupFD = cgroupFD >= 0, max(cgroupFD, 0)
-		placed := plan.cg == nil || sys.UseCgroupFD
-		sys.Ptrace = mayTrace && (plan.nofile > 0 || plan.data > 0 || !placed)
-
-		pid, err := syscall.ForkExec(path, argv, attr)
-		switch {
-		case err != nil && sys.UseCgroupFD:
-			// clone3 or CLONE_INTO_CGROUP may be unsupported (before Linux
-			// 5.7); place the process through cgroup.procs instead. An
-			// error of the program itself just happens again.
+		pid, err = syscall.ForkExec(selfExe, []string{sandbox.InitArg0}, &fork)
+		if err != nil && sys.UseCgroupFD {
+			// clone3 or CLONE_INTO_CGROUP may be unsupported (before Linux 5.7); place
+			// the process through cgroup.procs instead.
 			cgroupFD = -1
 			continue
-		case err != nil && sys.Ptrace && errors.Is(err, syscall.EPERM):
-			// PTRACE_TRACEME refused (seccomp, Yama): apply the limits
-			// right after the start instead.
-			mayTrace = false
-			continue
-		case err != nil:
-			return 0, err
 		}
-
-		if sys.Ptrace {
-			if err := waitExecStop(pid); err != nil {
-				return 0, err
-			}
-		}
-		if err := applyPlan(pid, plan, placed); err != nil {
-			killAndReap(pid)
-			return 0, err
-		}
-		if sys.Ptrace {
-			if err := unix.PtraceDetach(pid); err != nil {
-				killAndReap(pid)
-				return 0, fmt.Errorf("detach: %w", err)
-			}
-		}
-		return pid, nil
+		break
 	}
-}
-
-// waitExecStop waits until the traced child pid stops after its execve,
-// passing on any signal that stops it before. On error the child is gone
-// and reaped.
-func waitExecStop(pid int) error {
-	for {
-		var ws unix.WaitStatus
-		err := retryEINTR(func() error { _, err := unix.Wait4(pid, &ws, 0, nil); return err })
-		switch {
-		case err != nil:
+	_ = planR.Close()
+	_ = statusW.Close()
+	if err != nil {
+		return 0, err
+	}
+	if plan.cg != nil && !sys.UseCgroupFD || plan.cg != nil && plan.cg.v1() {
+		if err := plan.cg.addProcess(pid); err != nil {
 			killAndReap(pid)
-			return fmt.Errorf("wait for exec: %w", err)
-		case !ws.Stopped():
-			return fmt.Errorf("process ended before it ran (wait status %#x)", uint32(ws))
-		case ws.StopSignal() == syscall.SIGTRAP:
-			return nil
-		}
-		if err := unix.PtraceCont(pid, int(ws.StopSignal())); err != nil {
-			killAndReap(pid)
-			return fmt.Errorf("resume before exec: %w", err)
+			return 0, fmt.Errorf("join cgroup: %w", err)
 		}
 	}
+	for _, r := range []struct {
+		res int
+		v   uint64
+	}{{unix.RLIMIT_NOFILE, plan.nofile}, {unix.RLIMIT_DATA, plan.data}, {unix.RLIMIT_NPROC, plan.nproc}} {
+		if r.v > 0 {
+			e.Rlimits = append(e.Rlimits, sandbox.Rlimit{Resource: r.res, Value: r.v})
+		}
+	}
+	e.ParentPID = os.Getpid()
+	if err := json.NewEncoder(planW).Encode(e); err != nil {
+		killAndReap(pid)
+		return 0, fmt.Errorf("send the sandbox plan: %w", err)
+	}
+	_ = planW.Close()
+	// The status pipe closes on exec; anything written is why the init stage failed.
+	msg, _ := io.ReadAll(io.LimitReader(statusR, 4096))
+	if len(msg) > 0 {
+		killAndReap(pid)
+		return 0, sandbox.InitError(msg)
+	}
+	return pid, nil
 }
 
-// killAndReap kills the child pid, traced or not, and reaps it.
+// killAndReap kills the child pid and reaps it.
 func killAndReap(pid int) {
 	_ = unix.Kill(pid, syscall.SIGKILL)
-	for {
-		var ws unix.WaitStatus
-		err := retryEINTR(func() error { _, err := unix.Wait4(pid, &ws, 0, nil); return err })
-		if err != nil || !ws.Stopped() {
-			return
-		}
-	}
-}
-
-// applyPlan sets the rlimits of plan on pid and, unless it is already
-// placed, moves it into plan's cgroup.
-func applyPlan(pid int, plan launchPlan, placed bool) error {
-	if plan.nofile > 0 {
-		if err := lowerRlimit(pid, unix.RLIMIT_NOFILE, plan.nofile); err != nil {
-			return fmt.Errorf("set file handle limit: %w", err)
-		}
-	}
-	if plan.data > 0 {
-		if err := lowerRlimit(pid, unix.RLIMIT_DATA, plan.data); err != nil {
-			return fmt.Errorf("set memory limit: %w", err)
-		}
-	}
-	if !placed {
-		if err := plan.cg.addProcess(pid); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
-	}
-	return nil
-}
-
-// lowerRlimit sets both the soft and the hard limit of resource for pid to
-// limit, or to the current hard limit if that is lower already. Setting
-// the hard limit stops the plugin from raising the soft one again (as the
-// Go runtime does for RLIMIT_NOFILE at start).
-func lowerRlimit(pid, resource int, limit uint64) error {
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, resource, nil, &old); err != nil {
-		return err
-	}
-	limit = min(limit, old.Max)
-	return unix.Prlimit(pid, resource, &unix.Rlimit{Cur: limit, Max: limit}, nil)
+	var ws unix.WaitStatus
+	_ = retryEINTR(func() error { _, err := unix.Wait4(pid, &ws, 0, nil); return err })
 }

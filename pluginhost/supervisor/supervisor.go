@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,6 +43,44 @@ type Limits struct {
 	// CPUPercent is the CPU limit in percent of one CPU (200 means two
 	// CPUs), enforced only with a cgroup.
 	CPUPercent int
+	// Processes is the most processes and threads the plugin may run at
+	// once: a cgroup's pids.max, or else RLIMIT_NPROC when the plugin runs
+	// under a uid of its own.
+	Processes int
+}
+
+// Sandbox is how a process is confined; see package sandbox.
+type Sandbox struct {
+	// Confine is what the init stage applies: UID, GID, LoopbackUp,
+	// NoNewPrivs, Landlock, Seccomp. Its Path, Argv, Env, Dir and Rlimits
+	// come from the Spec.
+	Confine sandbox.Exec
+	// NewNetwork gives the process a network namespace of its own, holding
+	// only a loopback interface (LoopbackUp brings it up).
+	NewNetwork bool
+	// UserNamespace puts the process in a user namespace of its own that
+	// maps the host's uid and gid: how a host that is not root creates the
+	// network namespace. Confine.UID must then be -1.
+	UserNamespace bool
+}
+
+// cloneAttrs returns the clone flags, id mappings and ambient capabilities
+// the init stage is forked with.
+func (b *Sandbox) cloneAttrs() (flags uintptr, uids, gids []syscall.SysProcIDMap, caps []uintptr) {
+	if b.NewNetwork {
+		flags |= syscall.CLONE_NEWNET
+	}
+	if b.UserNamespace {
+		flags |= syscall.CLONE_NEWUSER
+		uids = []syscall.SysProcIDMap{{ContainerID: os.Getuid(), HostID: os.Getuid(), Size: 1}}
+		gids = []syscall.SysProcIDMap{{ContainerID: os.Getgid(), HostID: os.Getgid(), Size: 1}}
+		if b.NewNetwork {
+			// The init stage keeps the right to bring loopback up across its exec; it
+			// clears its ambient capabilities before it executes the plugin.
+			caps = []uintptr{unix.CAP_NET_ADMIN}
+		}
+	}
+	return flags, uids, gids, caps
 }
 
 // Spec describes a plugin process to start.
@@ -59,6 +98,8 @@ type Spec struct {
 	Env []string
 	// Limits are the resource limits to apply.
 	Limits Limits
+	// Sandbox, if not nil, confines the process.
+	Sandbox *Sandbox
 	// MaxLineBytes is the longest output line delivered whole; longer lines
 	// are cut. Zero means DefaultMaxLineBytes; at most 1 MiB.
 	MaxLineBytes int
@@ -214,13 +255,17 @@ func start(spec Spec, plan func(*Spec) (launchPlan, Enforcement)) (*Process, err
 		Env:   s.Env,
 		Files: []uintptr{stdin.Fd(), writeEnds[0].Fd(), writeEnds[1].Fd()},
 	}
-	argv := append([]string{s.Path}, s.Args...)
+	e := sandbox.Exec{UID: -1, GID: -1}
+	if s.Sandbox != nil {
+		e = s.Sandbox.Confine
+	}
+	e.Path, e.Argv, e.Env, e.Dir = s.Path, append([]string{s.Path}, s.Args...), s.Env, s.Dir
 
 	theLauncher.do(func() {
 		var lp launchPlan
 		lp, p.enforced = plan(&s)
 		p.cg = lp.cg
-		p.pid, err = forkExec(s.Path, argv, attr, lp)
+		p.pid, err = forkExec(e, s.Sandbox, attr, lp)
 	})
 	_ = stdin.Close()
 	_ = writeEnds[0].Close()
@@ -254,7 +299,7 @@ func (s Spec) normalized() (Spec, error) {
 		return invalid("plugin ID is empty")
 	case !filepath.IsAbs(s.Path):
 		return invalid("executable path %q is not absolute", s.Path)
-	case s.Limits.FileHandles < 0 || s.Limits.MemoryMB < 0 || s.Limits.CPUPercent < 0:
+	case s.Limits.FileHandles < 0 || s.Limits.MemoryMB < 0 || s.Limits.CPUPercent < 0 || s.Limits.Processes < 0:
 		return invalid("negative limit in %+v", s.Limits)
 	case s.MaxLineBytes < 0 || s.MaxLineBytes > maxMaxLineBytes:
 		return invalid("MaxLineBytes %d outside [0, %d]", s.MaxLineBytes, maxMaxLineBytes)
