@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/install"
@@ -47,6 +48,7 @@ type (
 	UpdateResult     = install.UpdateResult
 
 	RuntimeConfig  = runtime.Config
+	Confinement    = runtime.Confinement
 	RuntimeInfo    = runtime.Info
 	EnableOptions  = runtime.EnableOptions
 	DisableOptions = runtime.DisableOptions
@@ -151,6 +153,10 @@ type Permissions struct {
 	Limits                     store.ResourceLimits
 	// Enforcement says how this host enforces each limit that is set.
 	Enforcement LimitEnforcement
+	// Confinement is the state of every confinement mechanism and limit.
+	Confinement sandbox.Report
+	// HostLaunched is false for an external plugin, which the host cannot confine.
+	HostLaunched bool
 }
 
 // LimitEnforcement says how each resource limit is enforced on this host: "rlimit",

@@ -186,10 +186,13 @@ func (h *Host) Permissions(ctx context.Context, id string) (Permissions, error) 
 	if err != nil {
 		return Permissions{}, err
 	}
-	return permissionsOf(p.rec), nil
+	return h.permissionsOf(p.rec), nil
 }
 
-func permissionsOf(r store.Plugin) Permissions {
+// permissionsOf is the permission view of r. SandboxEnabled is reported true only when
+// the plugin's confinement is complete: host-launched, asked for, and every mechanism of
+// its profile enforced.
+func (h *Host) permissionsOf(r store.Plugin) Permissions {
 	caps := supervisor.Capabilities()
 	var e LimitEnforcement
 	if r.Limits.MemoryMB > 0 {
@@ -201,9 +204,15 @@ func permissionsOf(r store.Plugin) Permissions {
 	if r.Limits.FileHandles > 0 {
 		e.FileHandles = caps.FileHandles
 	}
+	report := h.rt.Confinement(r.ID)
+	hostLaunched := true
+	if p, err := h.reg.Get(r.ID); err == nil {
+		hostLaunched = !p.Manifest().External
+	}
 	return Permissions{
 		Requested: r.Requested, Granted: r.Granted, Denied: r.Denied,
-		SecurityLevel: r.SecurityLevel, SandboxEnabled: r.SandboxEnabled, Limits: r.Limits, Enforcement: e,
+		SecurityLevel: r.SecurityLevel, SandboxEnabled: r.SandboxEnabled && hostLaunched && report.Complete(),
+		Limits: r.Limits, Enforcement: e, Confinement: report, HostLaunched: hostLaunched,
 	}
 }
 
@@ -273,7 +282,7 @@ func (h *Host) UpdatePermissions(ctx context.Context, id string, c PermissionCha
 	if err != nil {
 		return Permissions{}, errs.Wrap(errs.Internal, err, "could not store the permissions")
 	}
-	return permissionsOf(rec), nil
+	return h.permissionsOf(rec), nil
 }
 
 // Logs returns one page of an installed plugin's logs, newest first, and the total.

@@ -75,6 +75,15 @@ type Config struct {
 	ProcessingTimeout   time.Duration
 	MaxDeliveryAttempts int64
 	MaxInbox            int64
+	// PluginUIDRange is the uids (and gids) given to host-launched plugins, one each, when
+	// the server runs as root: "FIRST-LAST".
+	PluginUIDRange string
+	// PluginMaxProcesses bounds the processes and threads of each host-launched plugin.
+	PluginMaxProcesses int64
+	// NoSandbox runs plugins unconfined, with the server's privileges (reported as such).
+	NoSandbox bool
+	// PluginReadPaths are more directories confined plugins may read and execute below.
+	PluginReadPaths []string
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -94,6 +103,8 @@ func DefaultConfig() Config {
 		ProcessingTimeout:      30 * time.Second,
 		MaxDeliveryAttempts:    5,
 		MaxInbox:               10000,
+		PluginUIDRange:         "200000-265535",
+		PluginMaxProcesses:     512,
 		HealthInterval:         10 * time.Second,
 		HealthMisses:           3,
 		CrashLoopCount:         5,
@@ -138,6 +149,10 @@ func (c *Config) settings() []setting {
 		{"processing-timeout", "how long a delivered event or broadcast may stay unacknowledged before it is delivered again (e.g. 30s)", (*durationValue)(&c.ProcessingTimeout)},
 		{"max-delivery-attempts", "deliveries of one event, broadcast or message before it is dead-lettered", (*int64Value)(&c.MaxDeliveryAttempts)},
 		{"max-inbox", "unacknowledged entries one plugin's inbox may hold; more are refused (PLUGIN_UNAVAILABLE)", (*int64Value)(&c.MaxInbox)},
+		{"plugin-uid-range", "uids and gids given to host-launched plugins, one each, when the server runs as root (FIRST-LAST)", (*stringValue)(&c.PluginUIDRange)},
+		{"plugin-max-processes", "processes and threads one host-launched plugin may run at once (0: unlimited)", (*int64Value)(&c.PluginMaxProcesses)},
+		{"plugin-read-paths", "more directories confined plugins may read and execute below, besides their package and the system's (comma-separated absolute paths)", (*listValue)(&c.PluginReadPaths)},
+		{"no-sandbox", "run host-launched plugins unconfined, with the server's privileges (true or false; the API reports every mechanism off)", (*boolValue)(&c.NoSandbox)},
 		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
 	}
 }
@@ -258,6 +273,17 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
 		problems = append(problems, "redis-url: must be a redis://, rediss:// or unix:// URL")
+	}
+	if _, _, err := c.pluginUIDs(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, p := range c.PluginReadPaths {
+		if !filepath.IsAbs(p) {
+			problems = append(problems, fmt.Sprintf("plugin-read-paths: %q is not an absolute path", p))
+		}
+	}
+	if c.PluginMaxProcesses < 0 {
+		problems = append(problems, "plugin-max-processes: must not be negative")
 	}
 	if len(problems) > 0 {
 		return errors.New("invalid configuration: " + strings.Join(problems, "; "))
@@ -426,4 +452,28 @@ func yamlRepositories(v any) ([]catalog.Config, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// pluginUIDs parses PluginUIDRange into its first uid and count.
+func (c *Config) pluginUIDs() (first, count int, err error) {
+	lo, hi, ok := strings.Cut(c.PluginUIDRange, "-")
+	a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil || a < 1000 || b < a || b > 1<<31-2 {
+		return 0, 0, fmt.Errorf("plugin-uid-range: %q is not FIRST-LAST with 1000 <= FIRST <= LAST", c.PluginUIDRange)
+	}
+	return a, b - a + 1, nil
+}
+
+type boolValue bool
+
+func (b *boolValue) String() string   { return strconv.FormatBool(bool(*b)) }
+func (b *boolValue) IsBoolFlag() bool { return true }
+func (b *boolValue) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	*b = boolValue(x)
+	return nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -173,6 +174,14 @@ func logEntry(r store.LogRecord) (*pluginv1.LogEntry, error) {
 		return nil, err
 	}
 	return &pluginv1.LogEntry{Timestamp: ts(r.Time), Level: r.Level, Message: r.Message, Metadata: s}, nil
+}
+
+func confinementView(r sandbox.Report) []*pluginv1.ConfinementState {
+	out := make([]*pluginv1.ConfinementState, len(r))
+	for i, s := range r {
+		out[i] = &pluginv1.ConfinementState{Mechanism: s.Mechanism, State: s.State, Detail: s.Detail}
+	}
+	return out
 }
 
 func enforcementView(e pluginhost.LimitEnforcement) *pluginv1.LimitEnforcement {

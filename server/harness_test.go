@@ -53,8 +53,9 @@ func startServerWithLog(t testing.TB, sink io.Writer, level slog.Level) *env {
 // startServerWith starts a server after tune adjusts its configuration.
 func startServerWith(t testing.TB, sink io.Writer, level slog.Level, tune func(*server.Config)) *env {
 	t.Helper()
-	dir := t.TempDir()
+	dir := searchableTempDir(t)
 	cfg := server.DefaultConfig()
+	cfg.PluginReadPaths = pluginReadPaths(t)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = dir
 	cfg.AdminToken = testAdminToken

@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("NEXUS_TEST_SERVE") == "1" {
 		os.Exit(serveForTest())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removePluginExe()
+	os.Exit(code)
 }
 
 func serveForTest() int {
@@ -55,7 +57,8 @@ func startProcess(t testing.TB, dataDir string) (*exec.Cmd, string) {
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "NEXUS_TEST_SERVE=1", "NEXUS_LISTEN=127.0.0.1:0",
-		"NEXUS_DATA_DIR="+dataDir, "NEXUS_ADDR_FILE="+addrFile, "NEXUS_ADMIN_TOKEN="+testAdminToken)
+		"NEXUS_DATA_DIR="+dataDir, "NEXUS_ADDR_FILE="+addrFile, "NEXUS_ADMIN_TOKEN="+testAdminToken,
+		"NEXUS_PLUGIN_READ_PATHS="+strings.Join(pluginReadPaths(t), ","))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -94,7 +97,7 @@ func TestSIGKILLDuringInstallLeavesConsistentState(t *testing.T) {
 	}, map[string]string{"bin/big": "#!/bin/sh\n", "data/blob": string(payload)}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dataDir := t.TempDir()
+	dataDir := searchableTempDir(t)
 	delays := []time.Duration{5 * time.Millisecond, 40 * time.Millisecond, 90 * time.Millisecond, 150 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond}
 	for round, delay := range delays {
 		cmd, url := startProcess(t, dataDir)
@@ -181,7 +184,7 @@ func TestServerSIGKILLLeavesNoOrphanAndPluginsComeBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts server processes")
 	}
-	dataDir := t.TempDir()
+	dataDir := searchableTempDir(t)
 	cmd, url := startProcess(t, dataDir)
 	e := &env{t: t, URL: url, DataDir: dataDir, Admin: testAdminToken}
 	installTestPlugin(e, "survivor", "healthy", nil, nil)

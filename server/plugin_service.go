@@ -368,7 +368,7 @@ func (s *pluginService) GetPluginPermissions(ctx context.Context, req *connect.R
 	set, limits := permissionsView(p)
 	return connect.NewResponse(&pluginv1.GetPluginPermissionsResponse{
 		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
-		LimitsEnforcement: enforcementView(p.Enforcement),
+		LimitsEnforcement: enforcementView(p.Enforcement), Confinement: confinementView(p.Confinement), HostLaunched: p.HostLaunched,
 	}), nil
 }
 
@@ -389,6 +389,6 @@ func (s *pluginService) UpdatePluginPermissions(ctx context.Context, req *connec
 	set, limits := permissionsView(p)
 	return connect.NewResponse(&pluginv1.UpdatePluginPermissionsResponse{
 		Permissions: set, SecurityLevel: p.SecurityLevel, SandboxEnabled: p.SandboxEnabled, ResourceLimits: limits,
-		LimitsEnforcement: enforcementView(p.Enforcement),
+		LimitsEnforcement: enforcementView(p.Enforcement), Confinement: confinementView(p.Confinement), HostLaunched: p.HostLaunched,
 	}), nil
 }

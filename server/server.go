@@ -60,6 +60,8 @@ type Server struct {
 	health   *grpchealth.StaticChecker
 	// pluginGRPC serves gRPC plugin streams with grpc-go's transport (see sniff.go).
 	pluginGRPC *grpc.Server
+	// sockets serves the host to confined plugins over Unix sockets of their own.
+	sockets hostSockets
 	// lock is held from New until Close, and released after the store is closed.
 	lock *dataDirLock
 }
@@ -95,8 +97,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	// The data directory holds secrets (the key, the token file, the database): owner only.
-	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+	// The data directory holds secrets (the key, the token file, the database), each
+	// readable by the owner only. Plugins under uids of their own (root servers) must
+	// reach their package and data directories through it: search, but no listing.
+	mode := os.FileMode(0o700)
+	if os.Geteuid() == 0 && !cfg.NoSandbox {
+		mode = 0o711
+	}
+	if err := os.Chmod(cfg.DataDir, mode); err != nil {
 		return nil, fmt.Errorf("secure data dir: %w", err)
 	}
 	// One server per data directory: a second one would launch every enabled plugin again.
@@ -142,6 +150,12 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	limits.MaxFileBytes = min(limits.MaxFileBytes, cfg.MaxUnpackedBytes)
 	limits.MaxFiles = int(cfg.MaxPackageFiles)
 	s := &Server{cfg: cfg, log: log, store: st}
+	var confine *pluginhost.Confinement
+	if !cfg.NoSandbox {
+		first, count, _ := cfg.pluginUIDs()
+		confine = &pluginhost.Confinement{FirstUID: first, UIDCount: count, HostSocket: s.sockets.forPlugin,
+			MaxProcesses: int(cfg.PluginMaxProcesses), ReadPaths: cfg.PluginReadPaths}
+	}
 	s.ids = identity.New(st)
 	busOpts := bus.Options{ProcessingTimeout: cfg.ProcessingTimeout, MaxAttempts: int(cfg.MaxDeliveryAttempts), MaxInbox: int(cfg.MaxInbox)}
 	var b bus.Bus
@@ -164,6 +178,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			HealthMisses:    int(cfg.HealthMisses),
 			CrashLoopCount:  int(cfg.CrashLoopCount),
 			CrashLoopWindow: cfg.CrashLoopWindow,
+			Confinement:     confine,
 		},
 	})
 	if err != nil {
@@ -316,14 +331,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	errc := make(chan error, 1)
-	if s.cfg.TLSCert == "" {
-		// gRPC plugin streams go to grpc-go's transport (see sniff.go); with TLS every
-		// connection goes to net/http, whose Connect handler serves plugin streams too.
-		sl := newSniffListener(ln, isGRPCPluginStream)
+	// gRPC plugin streams go to grpc-go's transport (see sniff.go); with TLS every
+	// connection goes to net/http, whose Connect handler serves plugin streams too.
+	sniff := func(l net.Listener) net.Listener {
+		sl := newSniffListener(l, isGRPCPluginStream)
 		go func() { _ = s.pluginGRPC.Serve(sl.plugins) }()
-		defer s.pluginGRPC.Stop()
-		ln = sl
+		return sl
 	}
+	defer s.pluginGRPC.Stop()
+	if s.cfg.TLSCert == "" {
+		ln = sniff(ln)
+	}
+	// Confined plugins' sockets are plaintext whatever the main listener: they are local.
+	s.sockets.start(func(l net.Listener) { go func() { _ = srv.Serve(sniff(l)) }() })
+	defer s.sockets.close()
 	if s.cfg.TLSCert != "" {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey) }()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -31,6 +34,10 @@ func testPluginMode() (string, bool) {
 }
 
 func runTestPlugin(mode string) int {
+	if mode == "probe" {
+		i := slices.Index(os.Args, testPluginArg)
+		return runProbe(os.Args[i+2:])
+	}
 	home := os.Getenv("HOME")
 	var healthCalls atomic.Int64
 	p := plugin.Plugin{
@@ -130,10 +137,7 @@ func runTestPlugin(mode string) int {
 // in the given mode.
 func testPluginPackage(t testing.TB, id, mode string, extra map[string]any) []byte {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := pluginExe(t)
 	m := map[string]any{
 		"id": id, "name": "Test plugin " + mode, "version": "1.0.0", "category": "testing",
 		"entry_point": "bin/run", "args": []string{testPluginArg, mode},
@@ -150,4 +154,77 @@ func testPluginPackage(t testing.TB, id, mode string, extra map[string]any) []by
 	}
 	script := "#!/bin/sh\nexec '" + self + "' -test.run=^$ \"$@\"\n"
 	return pkg(t, m, map[string]string{"bin/run": script})
+}
+
+var (
+	pluginExeOnce sync.Once
+	pluginExePath string
+	pluginExeErr  error
+)
+
+// pluginExe returns a copy of this test binary that confined plugins can run: in a
+// directory of its own that every uid may read (go test's build directory is the
+// builder's only), which the test servers add to their plugin-read-paths
+// (pluginReadPaths). TestMain removes it.
+func pluginExe(t testing.TB) string {
+	t.Helper()
+	pluginExeOnce.Do(func() {
+		self, err := os.Executable()
+		if err != nil {
+			pluginExeErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "nexus-test-plugin-")
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			pluginExeErr = err
+			return
+		}
+		pluginExePath = filepath.Join(dir, filepath.Base(self))
+		pluginExeErr = copyFile(self, pluginExePath, 0o755)
+	})
+	if pluginExeErr != nil {
+		t.Fatalf("copy the test binary for plugins: %v", pluginExeErr)
+	}
+	return pluginExePath
+}
+
+// pluginReadPaths is the plugin-read-paths of test servers: the test plugin's directory.
+func pluginReadPaths(t testing.TB) []string { return []string{filepath.Dir(pluginExe(t))} }
+
+// removePluginExe removes the copy pluginExe made, if any.
+func removePluginExe() {
+	if pluginExePath != "" {
+		_ = os.RemoveAll(filepath.Dir(pluginExePath))
+	}
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// searchableTempDir is t.TempDir with its parent opened for search (0711), as a data
+// directory's parents must be for plugins that run under uids of their own.
+func searchableTempDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
@@ -68,16 +69,38 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	if oldToken != "" {
 		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), oldToken)
 	}
-	spec := rt.spec(r, p, token, home)
+	conf, err := rt.confine(r.id, p, home, true)
+	if err != nil {
+		return errs.Wrap(errs.PluginStartupFailed, err, "plugin %s could not be confined: %v", r.id, err)
+	}
+	want, lim := rt.pluginWant(p.rec), rt.limitsOf(p.rec)
+	if conf.box != nil && sandbox.FailClosed(p.rec.SecurityLevel) {
+		caps := supervisor.Capabilities()
+		if predicted := limitReport(conf.report, want, caps, lim, MemoryEnforcement(caps)); !predicted.Complete() {
+			return errs.New(errs.PluginStartupFailed, "plugin %s has security level critical and this host cannot enforce: %s", r.id, predicted.Missing())
+		}
+	}
+	if conf.box != nil && conf.box.Confine.UID >= 0 {
+		if err := preparePackage(rt.abs(p.rec.Dir), conf.box.Confine.GID); err != nil {
+			return errs.Wrap(errs.PluginStartupFailed, err, "plugin %s: open its package to its uid: %v", r.id, err)
+		}
+	}
+	spec := rt.spec(r, p, token, home, conf.host)
+	spec.Sandbox = conf.box
+	if want[sandbox.Processes] {
+		spec.Limits.Processes = lim.Processes
+	}
 	launched := time.Now()
 	proc, err := supervisor.Start(spec)
 	if err != nil {
 		return errs.Wrap(errs.PluginStartupFailed, err, "plugin %s could not be started: %v", r.id, err)
 	}
+	report := limitReport(conf.report, want, proc.Enforced(), lim, MemoryEnforcement(proc.Enforced()))
 	r.mu.Lock()
 	stopped := r.stopping
 	if !stopped {
 		r.proc = proc
+		r.report = report
 	}
 	r.mu.Unlock()
 	if stopped {
@@ -129,7 +152,7 @@ var errStopped = errors.New("the plugin was stopped while it was restarting")
 // spec is how a plugin's process is started: its entry point in its package directory, its
 // environment (the host to connect to, its token, its own data directory as HOME and
 // TMPDIR), its resource limits, and where its output goes.
-func (rt *Runtime) spec(r *running, p loaded, token, home string) supervisor.Spec {
+func (rt *Runtime) spec(r *running, p loaded, token, home, hostURL string) supervisor.Spec {
 	return supervisor.Spec{
 		PluginID: r.id,
 		Dir:      rt.abs(p.rec.Dir),
@@ -137,7 +160,7 @@ func (rt *Runtime) spec(r *running, p loaded, token, home string) supervisor.Spe
 		Args:     p.man.Args,
 		Env: []string{
 			"NEXUS_PLUGIN_ID=" + r.id,
-			"NEXUS_HOST=" + rt.cfg.HostURL(),
+			"NEXUS_HOST=" + hostURL,
 			"NEXUS_PLUGIN_TOKEN=" + token,
 			"HOME=" + home,
 			"TMPDIR=" + filepath.Join(home, "tmp"),

@@ -20,6 +20,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/metrics"
 	"github.com/nexus-platform/nexus/pluginhost/presence"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/sandbox"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	KillGrace time.Duration
 	// MaxLogLineBytes cuts longer output lines (16 KiB).
 	MaxLogLineBytes int
+	// Confinement, when not nil, confines host-launched plugins; nil runs them with the
+	// host's privileges (and their reports say so).
+	Confinement *Confinement
 }
 
 func (c Config) withDefaults() Config {
@@ -112,6 +116,7 @@ type Runtime struct {
 	tokens  TokenIssuer
 	log     *slog.Logger
 	dataDir string
+	uidMu   sync.Mutex // serialises the choice of plugin uids
 	notify  func(ctx context.Context, typ string, data map[string]any)
 	locks   *lifecycleLocks
 
@@ -151,6 +156,8 @@ type running struct {
 	// every health interval), taken at usageAt: views read it instead of /proc.
 	usage   supervisor.Usage
 	usageAt time.Time
+	// report is the confinement of the current process, as it was applied.
+	report sandbox.Report
 }
 
 type healthState struct {

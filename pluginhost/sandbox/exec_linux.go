@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,6 +61,9 @@ type FSRules struct {
 	// ScopeIPC stops signals to, and abstract Unix socket connections with, processes
 	// outside the plugin's Landlock domain (ABI 6).
 	ScopeIPC bool
+	// ProcSelf allows reading the plugin's own /proc/<pid> (runtimes read their memory
+	// maps and limits there); other processes' entries stay out of reach.
+	ProcSelf bool
 }
 
 // Rlimit is one resource limit, as setrlimit(2) takes it.
@@ -203,6 +206,10 @@ func (r *FSRules) ruleset() (int, uint32, error) {
 	}
 	if len(r.ROFiles) > 0 {
 		rules = append(rules, landlock.ROFiles(r.ROFiles...).IgnoreIfMissing())
+	}
+	if r.ProcSelf {
+		// The init stage's pid is the plugin's: it executes the plugin itself.
+		rules = append(rules, landlock.RODirs(fmt.Sprintf("/proc/%d", os.Getpid())))
 	}
 	cfg := landlock.MustConfig(landlock.V7.HandledAccessFS)
 	if r.ScopeIPC {

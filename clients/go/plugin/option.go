@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -159,8 +160,8 @@ func resolve(getenv func(string) string, opts []Option) (options, error) {
 	}
 	if o.host == "" {
 		errs = append(errs, fmt.Errorf("no host: set %s or use WithHost", EnvHost))
-	} else if u, err := url.Parse(o.host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("host %q is not an http:// or https:// URL", o.host))
+	} else if u, err := url.Parse(o.host); err != nil || !validHost(u) {
+		errs = append(errs, fmt.Errorf("host %q is not an http://, https:// or unix:///path URL", o.host))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return o, fmt.Errorf("plugin: %w", err)
@@ -200,4 +201,16 @@ func resolve(getenv func(string) string, opts []Option) (options, error) {
 		o.instanceID = newInstanceID()
 	}
 	return o, nil
+}
+
+// validHost reports whether u is a host the SDK can reach: http:// or https:// with a host,
+// or unix:// with an absolute socket path (a confined plugin's way to its host).
+func validHost(u *url.URL) bool {
+	switch u.Scheme {
+	case "http", "https":
+		return u.Host != ""
+	case "unix":
+		return u.Host == "" && strings.HasPrefix(u.Path, "/")
+	}
+	return false
 }

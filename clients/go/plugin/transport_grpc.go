@@ -62,6 +62,11 @@ func newGRPCTransport(o *options) (*grpcTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin: host %q: %w", o.host, err)
 	}
+	if u.Scheme == "unix" {
+		// A Unix socket (a confined plugin's host): plaintext HTTP/2, grpc-go's own
+		// unix resolver, and the host's procedure at the root.
+		return newGRPCClient(o, "unix://"+u.Path, "localhost", insecure.NewCredentials(), "")
+	}
 	creds, port := insecure.NewCredentials(), "80"
 	if u.Scheme == "https" {
 		creds, port = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), "443"
@@ -70,10 +75,18 @@ func newGRPCTransport(o *options) (*grpcTransport, error) {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), port)
 	}
+	// passthrough hands the address to the dialer as it is, which resolves it on every
+	// dial, as net/http does.
+	return newGRPCClient(o, "passthrough:///"+addr, u.Host, creds, strings.TrimRight(u.EscapedPath(), "/"))
+}
+
+// newGRPCClient makes the transport's client for target; authority is the :authority
+// (and TLS server name) an HTTP client would send, prefix the host URL's path.
+func newGRPCClient(o *options, target, authority string, creds credentials.TransportCredentials, prefix string) (*grpcTransport, error) {
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		// The same :authority (and TLS server name) as an HTTP client would send.
-		grpc.WithAuthority(u.Host),
+		grpc.WithAuthority(authority),
 		// The host bounds the frames it sends (its max-message-bytes); like connect-go's
 		// client, the SDK takes what comes rather than guess that setting.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
@@ -92,15 +105,13 @@ func newGRPCTransport(o *options) (*grpcTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	// passthrough hands the address to the dialer as it is, which resolves it on every
-	// dial, as net/http does.
-	cc, err := grpc.NewClient("passthrough:///"+addr, dopts...)
+	cc, err := grpc.NewClient(target, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("plugin: host %q: %w", o.host, err)
 	}
 	return &grpcTransport{
 		cc:            cc,
-		method:        strings.TrimRight(u.EscapedPath(), "/") + pluginhostv1connect.PluginHostServiceConnectProcedure,
+		method:        prefix + pluginhostv1connect.PluginHostServiceConnectProcedure,
 		authorization: "Bearer " + o.token,
 		codec:         codec,
 	}, nil

@@ -4801,23 +4801,96 @@ func (x *LimitEnforcement) GetFileHandles() string {
 	return ""
 }
 
+// ConfinementState is how one confinement mechanism or resource limit applies to a plugin.
+type ConfinementState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of `identity`, `no_new_privs`, `filesystem`, `network`, `syscalls`, `ipc`,
+	// `memory`, `cpu`, `processes`, `file_handles`.
+	Mechanism string `protobuf:"bytes,1,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	// `enforced` (applied to the plugin's process, or applied at its next start when it is
+	// not running), `unavailable` (the plugin's security level asks for it and this host
+	// cannot apply it; detail says why) or `off` (not asked for; detail says why).
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// How it is enforced, or why it is unavailable or off.
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfinementState) Reset() {
+	*x = ConfinementState{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfinementState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfinementState) ProtoMessage() {}
+
+func (x *ConfinementState) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfinementState.ProtoReflect.Descriptor instead.
+func (*ConfinementState) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ConfinementState) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *ConfinementState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConfinementState) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // GetPluginPermissionsResponse holds a plugin's permissions and security settings.
 type GetPluginPermissionsResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Permissions *PermissionSet         `protobuf:"bytes,1,opt,name=permissions,proto3" json:"permissions,omitempty"`
 	// One of `low`, `medium`, `high`, `critical`.
-	SecurityLevel  string          `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
+	SecurityLevel string `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
+	// True only when the plugin's security profile is fully enforced on this host; false
+	// for external plugins, which run outside the host's reach.
 	SandboxEnabled bool            `protobuf:"varint,3,opt,name=sandbox_enabled,json=sandboxEnabled,proto3" json:"sandbox_enabled,omitempty"`
 	ResourceLimits *ResourceLimits `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
 	// How this host enforces each limit.
 	LimitsEnforcement *LimitEnforcement `protobuf:"bytes,5,opt,name=limits_enforcement,json=limitsEnforcement,proto3" json:"limits_enforcement,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Every confinement mechanism and resource limit, in a fixed order.
+	Confinement []*ConfinementState `protobuf:"bytes,6,rep,name=confinement,proto3" json:"confinement,omitempty"`
+	// False for an external plugin: it is started elsewhere, and the host cannot confine it.
+	HostLaunched  bool `protobuf:"varint,7,opt,name=host_launched,json=hostLaunched,proto3" json:"host_launched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +4902,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +4915,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -4880,6 +4953,20 @@ func (x *GetPluginPermissionsResponse) GetLimitsEnforcement() *LimitEnforcement 
 	return nil
 }
 
+func (x *GetPluginPermissionsResponse) GetConfinement() []*ConfinementState {
+	if x != nil {
+		return x.Confinement
+	}
+	return nil
+}
+
+func (x *GetPluginPermissionsResponse) GetHostLaunched() bool {
+	if x != nil {
+		return x.HostLaunched
+	}
+	return false
+}
+
 // UpdatePluginPermissionsRequest changes a plugin's permissions.
 type UpdatePluginPermissionsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -4890,7 +4977,8 @@ type UpdatePluginPermissionsRequest struct {
 	Revoke []string `protobuf:"bytes,3,rep,name=revoke,proto3" json:"revoke,omitempty"`
 	// One of `low`, `medium`, `high`, `critical`; unchanged when absent.
 	SecurityLevel string `protobuf:"bytes,4,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
-	// Unchanged when absent.
+	// Whether the plugin is to be confined at all; unchanged when absent. The response's
+	// sandbox_enabled says whether the confinement is complete.
 	SandboxEnabled *bool `protobuf:"varint,5,opt,name=sandbox_enabled,json=sandboxEnabled,proto3,oneof" json:"sandbox_enabled,omitempty"`
 	// Unchanged when absent.
 	ResourceLimits *ResourceLimits `protobuf:"bytes,6,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
@@ -4900,7 +4988,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4912,7 +5000,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4925,7 +5013,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -4972,20 +5060,24 @@ func (x *UpdatePluginPermissionsRequest) GetResourceLimits() *ResourceLimits {
 
 // UpdatePluginPermissionsResponse holds the permissions after the change.
 type UpdatePluginPermissionsResponse struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Permissions    *PermissionSet         `protobuf:"bytes,1,opt,name=permissions,proto3" json:"permissions,omitempty"`
-	SecurityLevel  string                 `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
-	SandboxEnabled bool                   `protobuf:"varint,3,opt,name=sandbox_enabled,json=sandboxEnabled,proto3" json:"sandbox_enabled,omitempty"`
-	ResourceLimits *ResourceLimits        `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Permissions   *PermissionSet         `protobuf:"bytes,1,opt,name=permissions,proto3" json:"permissions,omitempty"`
+	SecurityLevel string                 `protobuf:"bytes,2,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
+	// As in GetPluginPermissionsResponse.
+	SandboxEnabled bool            `protobuf:"varint,3,opt,name=sandbox_enabled,json=sandboxEnabled,proto3" json:"sandbox_enabled,omitempty"`
+	ResourceLimits *ResourceLimits `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
 	// How this host enforces each limit.
 	LimitsEnforcement *LimitEnforcement `protobuf:"bytes,5,opt,name=limits_enforcement,json=limitsEnforcement,proto3" json:"limits_enforcement,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// As in GetPluginPermissionsResponse (applied at the plugin's next start).
+	Confinement   []*ConfinementState `protobuf:"bytes,6,rep,name=confinement,proto3" json:"confinement,omitempty"`
+	HostLaunched  bool                `protobuf:"varint,7,opt,name=host_launched,json=hostLaunched,proto3" json:"host_launched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5089,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5102,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5046,6 +5138,20 @@ func (x *UpdatePluginPermissionsResponse) GetLimitsEnforcement() *LimitEnforceme
 		return x.LimitsEnforcement
 	}
 	return nil
+}
+
+func (x *UpdatePluginPermissionsResponse) GetConfinement() []*ConfinementState {
+	if x != nil {
+		return x.Confinement
+	}
+	return nil
+}
+
+func (x *UpdatePluginPermissionsResponse) GetHostLaunched() bool {
+	if x != nil {
+		return x.HostLaunched
+	}
+	return false
 }
 
 var File_nexus_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -5468,13 +5574,19 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tmemory_mb\x18\x01 \x01(\tR\bmemoryMb\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x01(\tR\n" +
 	"cpuPercent\x12!\n" +
-	"\ffile_handles\x18\x03 \x01(\tR\vfileHandles\"\xcc\x02\n" +
+	"\ffile_handles\x18\x03 \x01(\tR\vfileHandles\"^\n" +
+	"\x10ConfinementState\x12\x1c\n" +
+	"\tmechanism\x18\x01 \x01(\tR\tmechanism\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xb6\x03\n" +
 	"\x1cGetPluginPermissionsResponse\x12@\n" +
 	"\vpermissions\x18\x01 \x01(\v2\x1e.nexus.plugin.v1.PermissionSetR\vpermissions\x12%\n" +
 	"\x0esecurity_level\x18\x02 \x01(\tR\rsecurityLevel\x12'\n" +
 	"\x0fsandbox_enabled\x18\x03 \x01(\bR\x0esandboxEnabled\x12H\n" +
 	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\x12P\n" +
-	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement\"\x94\x04\n" +
+	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement\x12C\n" +
+	"\vconfinement\x18\x06 \x03(\v2!.nexus.plugin.v1.ConfinementStateR\vconfinement\x12#\n" +
+	"\rhost_launched\x18\a \x01(\bR\fhostLaunched\"\x94\x04\n" +
 	"\x1eUpdatePluginPermissionsRequest\x12l\n" +
 	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x12S\n" +
 	"\x05grant\x18\x02 \x03(\tB=\xbaH:\x92\x017\x10\x80\x01\"2r02.^([a-z][a-z0-9_-]*|\\*):([a-z][a-z0-9_.-]*|\\*)$R\x05grant\x12U\n" +
@@ -5482,13 +5594,15 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0esecurity_level\x18\x04 \x01(\tB%\xbaH\"\xd8\x01\x01r\x1dR\x03lowR\x06mediumR\x04highR\bcriticalR\rsecurityLevel\x12,\n" +
 	"\x0fsandbox_enabled\x18\x05 \x01(\bH\x00R\x0esandboxEnabled\x88\x01\x01\x12H\n" +
 	"\x0fresource_limits\x18\x06 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimitsB\x12\n" +
-	"\x10_sandbox_enabled\"\xcf\x02\n" +
+	"\x10_sandbox_enabled\"\xb9\x03\n" +
 	"\x1fUpdatePluginPermissionsResponse\x12@\n" +
 	"\vpermissions\x18\x01 \x01(\v2\x1e.nexus.plugin.v1.PermissionSetR\vpermissions\x12%\n" +
 	"\x0esecurity_level\x18\x02 \x01(\tR\rsecurityLevel\x12'\n" +
 	"\x0fsandbox_enabled\x18\x03 \x01(\bR\x0esandboxEnabled\x12H\n" +
 	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\x12P\n" +
-	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement2\xa9\x14\n" +
+	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement\x12C\n" +
+	"\vconfinement\x18\x06 \x03(\v2!.nexus.plugin.v1.ConfinementStateR\vconfinement\x12#\n" +
+	"\rhost_launched\x18\a \x01(\bR\fhostLaunched2\xa9\x14\n" +
 	"\rPluginService\x12t\n" +
 	"\vListPlugins\x12#.nexus.plugin.v1.ListPluginsRequest\x1a$.nexus.plugin.v1.ListPluginsResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/plugins\x90\x02\x01\x12z\n" +
 	"\tGetPlugin\x12!.nexus.plugin.v1.GetPluginRequest\x1a\".nexus.plugin.v1.GetPluginResponse\"&\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/plugins/{plugin_id}\x90\x02\x01\x12\x82\x01\n" +
@@ -5521,7 +5635,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -5590,74 +5704,75 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PermissionSet)(nil),                   // 64: nexus.plugin.v1.PermissionSet
 	(*ResourceLimits)(nil),                  // 65: nexus.plugin.v1.ResourceLimits
 	(*LimitEnforcement)(nil),                // 66: nexus.plugin.v1.LimitEnforcement
-	(*GetPluginPermissionsResponse)(nil),    // 67: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 68: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 69: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 70: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 71: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 72: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 73: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 74: nexus.plugin.v1.Pagination
+	(*ConfinementState)(nil),                // 67: nexus.plugin.v1.ConfinementState
+	(*GetPluginPermissionsResponse)(nil),    // 68: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 69: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 70: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 71: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 72: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 73: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 74: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 75: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,   // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	70,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	71,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	71,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	72,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,   // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,   // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	72,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	73,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,   // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	73,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	73,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	74,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	74,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
 	7,   // 9: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
 	7,   // 10: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	72,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	72,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	73,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	73,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
 	10,  // 13: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
 	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
 	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	73,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	74,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
 	1,   // 17: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
 	6,   // 18: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
 	8,   // 19: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
 	9,   // 20: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
 	13,  // 21: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
 	14,  // 22: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	73,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	73,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	74,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	74,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
 	16,  // 25: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
-	73,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
+	74,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
 	5,   // 27: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
 	17,  // 28: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
 	15,  // 29: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	72,  // 30: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	73,  // 31: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	73,  // 30: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	74,  // 31: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
 	23,  // 32: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
 	24,  // 33: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	73,  // 34: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	74,  // 34: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
 	27,  // 35: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	73,  // 36: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	74,  // 36: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
 	30,  // 37: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	73,  // 38: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	74,  // 38: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
 	33,  // 39: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	73,  // 40: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	74,  // 40: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
 	36,  // 41: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	72,  // 42: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	72,  // 43: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	73,  // 44: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	72,  // 45: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	72,  // 46: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	73,  // 47: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	73,  // 48: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	73,  // 49: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	73,  // 50: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	73,  // 51: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	73,  // 42: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	73,  // 43: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	74,  // 44: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	73,  // 45: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	73,  // 46: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	74,  // 47: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	74,  // 48: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	74,  // 49: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	74,  // 50: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	74,  // 51: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
 	49,  // 52: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
 	50,  // 53: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
 	51,  // 54: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	73,  // 55: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	73,  // 56: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	73,  // 57: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	74,  // 55: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	74,  // 56: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	74,  // 57: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
 	54,  // 58: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
 	54,  // 59: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
 	54,  // 60: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
@@ -5665,65 +5780,67 @@ var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	54,  // 62: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
 	54,  // 63: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
 	54,  // 64: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	73,  // 65: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	73,  // 66: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	74,  // 65: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	74,  // 66: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
 	56,  // 67: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
 	55,  // 68: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	73,  // 69: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	73,  // 70: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	73,  // 71: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	72,  // 72: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	74,  // 69: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	74,  // 70: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	74,  // 71: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	73,  // 72: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
 	59,  // 73: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	74,  // 74: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	75,  // 74: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
 	59,  // 75: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
 	64,  // 76: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
 	65,  // 77: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
 	66,  // 78: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	65,  // 79: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	64,  // 80: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	65,  // 81: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	66,  // 82: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	18,  // 83: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	20,  // 84: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	22,  // 85: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	26,  // 86: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	29,  // 87: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	32,  // 88: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	35,  // 89: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	38,  // 90: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	40,  // 91: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	42,  // 92: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	44,  // 93: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	46,  // 94: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	48,  // 95: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	53,  // 96: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	58,  // 97: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	61,  // 98: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	63,  // 99: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	68,  // 100: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	19,  // 101: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	21,  // 102: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	25,  // 103: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	28,  // 104: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	31,  // 105: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	34,  // 106: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	37,  // 107: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	39,  // 108: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	41,  // 109: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	43,  // 110: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	45,  // 111: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	47,  // 112: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	52,  // 113: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	57,  // 114: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	60,  // 115: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	62,  // 116: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	67,  // 117: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	69,  // 118: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	101, // [101:119] is the sub-list for method output_type
-	83,  // [83:101] is the sub-list for method input_type
-	83,  // [83:83] is the sub-list for extension type_name
-	83,  // [83:83] is the sub-list for extension extendee
-	0,   // [0:83] is the sub-list for field type_name
+	67,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	65,  // 80: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	64,  // 81: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	65,  // 82: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	66,  // 83: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	67,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	18,  // 85: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	20,  // 86: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	22,  // 87: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	26,  // 88: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	29,  // 89: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	32,  // 90: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	35,  // 91: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	38,  // 92: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	40,  // 93: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	42,  // 94: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	44,  // 95: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	46,  // 96: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	48,  // 97: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	53,  // 98: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	58,  // 99: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	61,  // 100: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	63,  // 101: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	69,  // 102: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	19,  // 103: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	21,  // 104: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	25,  // 105: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	28,  // 106: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	31,  // 107: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	34,  // 108: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	37,  // 109: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	39,  // 110: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	41,  // 111: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	43,  // 112: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	45,  // 113: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	47,  // 114: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	52,  // 115: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	57,  // 116: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	60,  // 117: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	62,  // 118: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	68,  // 119: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	70,  // 120: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	103, // [103:121] is the sub-list for method output_type
+	85,  // [85:103] is the sub-list for method input_type
+	85,  // [85:85] is the sub-list for extension type_name
+	85,  // [85:85] is the sub-list for extension extendee
+	0,   // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -5737,14 +5854,14 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 	file_nexus_plugin_v1_plugin_proto_msgTypes[44].OneofWrappers = []any{}
 	file_nexus_plugin_v1_plugin_proto_msgTypes[46].OneofWrappers = []any{}
 	file_nexus_plugin_v1_plugin_proto_msgTypes[49].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[68].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[69].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   72,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
