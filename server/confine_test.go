@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,6 +76,13 @@ func runProbe(args []string) int {
 	try("signal server", func() error { return unix.Kill(os.Getppid(), 0) })
 	try("write home", func() error { return os.WriteFile(filepath.Join(os.Getenv("HOME"), "mine"), []byte("x"), 0o600) })
 	try("write tmpdir", func() error { return os.WriteFile(filepath.Join(os.Getenv("TMPDIR"), "mine"), []byte("x"), 0o600) })
+	try("exec from home", func() error {
+		script := filepath.Join(os.Getenv("HOME"), "dropped.sh")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			return err
+		}
+		return exec.Command(script).Run()
+	})
 	b, _ := json.Marshal(res)
 	if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "probe.json"), b, 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
@@ -167,7 +175,7 @@ func TestConfinedPluginCannotReachTheHostsSecrets(t *testing.T) {
 	}
 	mustFail("read admin-token", "read secret.key", "write nexus.db", "list data dir",
 		"list other plugin's package", "list other plugin's data", "read server environ", "read /etc/shadow")
-	mustWork("write home", "write tmpdir")
+	mustWork("write home", "write tmpdir", "exec from home") // medium: no write-xor-execute
 	if enforced("identity") && os.Geteuid() == 0 && r.UID == 0 {
 		t.Errorf("identity is reported enforced, but the plugin runs as root")
 	}
@@ -186,7 +194,7 @@ func TestConfinedPluginCannotReachTheHostsSecrets(t *testing.T) {
 	if os.Geteuid() == 0 && unix.Access("/sys/fs/cgroup", unix.W_OK) == nil {
 		// The machines this project runs on (and CI) have Landlock, seccomp, namespaces
 		// and cgroups: there, the whole profile must be enforced.
-		for _, m := range []string{"identity", "no_new_privs", "filesystem", "network", "syscalls", "memory", "cpu", "processes", "file_handles"} {
+		for _, m := range []string{"identity", "no_new_privs", "filesystem", "network", "syscalls", "ipc", "memory", "cpu", "processes", "file_handles"} {
 			if !enforced(m) {
 				t.Errorf("%s is %s here: %s", m, mech[m]["state"], mech[m]["detail"])
 			}
@@ -210,8 +218,9 @@ func TestExternalNetworkPermissionKeepsTheNetwork(t *testing.T) {
 	addr := strings.TrimPrefix(e.URL, "http://")
 	installTestPlugin(e, "other-plugin", "serve", nil, nil)
 	installTestPlugin(e, "net-plugin", "probe", map[string]any{
-		"args":        []string{testPluginArg, "probe", e.DataDir, addr, "other-plugin"},
-		"permissions": []string{"http:external"},
+		"args":           []string{testPluginArg, "probe", e.DataDir, addr, "other-plugin"},
+		"permissions":    []string{"http:external"},
+		"security_level": "high",
 	}, nil)
 	e.mustREST(http.MethodPut, "/api/v1/plugins/net-plugin/permissions", e.Admin, map[string]any{"grant": []string{"http:external"}})
 	e.mustREST(http.MethodPost, "/api/v1/plugins/net-plugin/enable", e.Admin, nil)
@@ -223,8 +232,17 @@ func TestExternalNetworkPermissionKeepsTheNetwork(t *testing.T) {
 	if err := r.Attempts["connect server tcp"]; err != "" {
 		t.Errorf("with http:external the plugin could not reach the server over TCP: %s", err)
 	}
-	// The filesystem confinement stays.
-	if mech["filesystem"]["state"] == "enforced" && r.Attempts["read admin-token"] == "" {
-		t.Error("the plugin read the admin token")
+	// The filesystem confinement stays, and at the high level what the plugin writes it
+	// cannot execute.
+	if mech["filesystem"]["state"] == "enforced" {
+		if r.Attempts["read admin-token"] == "" {
+			t.Error("the plugin read the admin token")
+		}
+		if !strings.Contains(mech["filesystem"]["detail"].(string), "nothing it can write is executable") {
+			t.Errorf("filesystem detail at the high level: %v", mech["filesystem"]["detail"])
+		}
+		if r.Attempts["exec from home"] == "" {
+			t.Error("at the high level the plugin executed a file it wrote")
+		}
 	}
 }

@@ -125,7 +125,12 @@ func (rt *Runtime) confine(id string, p loaded, home string, apply bool) (confin
 			RWFiles:   deviceFiles,
 			ProcSelf:  true,
 		}
-		set(sandbox.Filesystem, sandbox.Enforced, fmt.Sprintf("Landlock ABI %d: read and execute in its package directory and the system's library and certificate paths, read and write in its data directory (HOME and TMPDIR), nothing else", h.LandlockABI))
+		detail := fmt.Sprintf("Landlock ABI %d: read and execute in its package directory and the system's library and certificate paths, read and write in its data directory (HOME and TMPDIR), nothing else", h.LandlockABI)
+		if want[sandbox.WriteXorExecute] {
+			box.Confine.Landlock.NoExecWrite = true
+			detail += "; nothing it can write is executable"
+		}
+		set(sandbox.Filesystem, sandbox.Enforced, detail)
 	}
 
 	// network
@@ -168,7 +173,7 @@ func (rt *Runtime) confine(id string, p loaded, home string, apply bool) (confin
 	// ipc
 	switch {
 	case !want[sandbox.IPC]:
-		set(sandbox.IPC, sandbox.Off, "security level "+p.rec.SecurityLevel+" does not scope signals and abstract sockets")
+		set(sandbox.IPC, sandbox.Off, "security level "+p.rec.SecurityLevel+" does not scope signals and abstract Unix sockets")
 	case box.Confine.Landlock == nil:
 		set(sandbox.IPC, sandbox.Unavailable, "needs Landlock, which confines the filesystem too: "+c.report.Get(sandbox.Filesystem).Detail)
 	case h.LandlockABI < 6:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
 
 // helperArg, as the first argument, switches the test binary into a helper process that
@@ -41,6 +43,10 @@ func TestMain(m *testing.M) {
 		// runtime's, so GORACE cannot turn that off.
 		syscall.Exit(runHelper(os.Args[2], os.Args[3:]))
 	}
+	// The runtime's own tests enforce limits without cgroups, as on a host without usable
+	// ones (the host's watching of memory, rlimits); the server's tests run the same
+	// plugins under cgroups.
+	supervisor.DisableCgroups()
 	os.Exit(m.Run())
 }
 
@@ -66,6 +72,27 @@ func runHelper(mode string, args []string) int {
 	case "stubborn": // ignores the shutdown frame and SIGTERM: only SIGKILL ends it
 		signal.Ignore(syscall.SIGTERM, syscall.SIGUSR1)
 		ready()
+		select {}
+	case "fork-hog": // ready, then forks a child that allocates memory as fast as it can
+		ready()
+		child := exec.Command(os.Args[0], helperArg, "hog-child")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "fork:", err)
+			return 1
+		}
+		fmt.Printf("child pid=%d\n", child.Process.Pid)
+		select {}
+	case "hog-child": // touches 16 MiB blocks up to 1 GiB, then holds them
+		var keep [][]byte
+		for range 64 {
+			b := make([]byte, 16<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("holding 1 GiB")
 		select {}
 	case "exit": // exits with args[0] before it is ready, after a few lines
 		code, _ := strconv.Atoi(args[0])
@@ -640,4 +667,25 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// waitUntil polls cond until it holds or d passes.
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logLines returns the messages of the plugin's recent log records.
+func (f *fixture) logLines(id string) []string {
+	var out []string
+	for _, r := range f.logs.Recent(id) {
+		out = append(out, r.Message)
+	}
+	return out
 }

@@ -108,6 +108,9 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 		proc.Stop(context.WithoutCancel(ctx), 0)
 		return errStopped
 	}
+	if limit := p.rec.Limits.MemoryMB; limit > 0 && MemoryEnforcement(proc.Enforced()) == "monitor" {
+		rt.spawn(func() { rt.watchMemory(r, proc, limit) })
+	}
 	timeout := time.Duration(p.man.StartTimeoutSeconds) * time.Second
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -219,6 +222,47 @@ func kernelMemoryLimit(mb int) int {
 		return mb
 	}
 	return 0
+}
+
+// memoryWatchInterval is how often the host measures the memory of a plugin whose limit no
+// cgroup enforces: a process cannot fault in much more than a few GiB a second, so a
+// 64 MiB plugin is stopped long before it holds 1 GiB.
+const memoryWatchInterval = 50 * time.Millisecond
+
+// watchMemory enforces a memory limit without a cgroup: it measures the resident memory of
+// the plugin's whole process tree (children included) every memoryWatchInterval and kills
+// the plugin at once when it is over its limit.
+func (rt *Runtime) watchMemory(r *running, proc *supervisor.Process, limitMB int) {
+	tick := time.NewTicker(memoryWatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-proc.Done():
+			return
+		case <-rt.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rss, err := proc.TreeRSS()
+		if err != nil {
+			return
+		}
+		if rss <= int64(limitMB)<<20 {
+			continue
+		}
+		reason := fmt.Sprintf("stopped: resident memory of its process tree %d MiB exceeds its limit of %d MiB", rss>>20, limitMB)
+		r.mu.Lock()
+		current := r.proc == proc
+		if current {
+			r.overLimit = reason
+		}
+		r.mu.Unlock()
+		if current {
+			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
+		}
+		proc.Stop(rt.ctx, 0)
+		return
+	}
 }
 
 // sample records a running process's resource use, and stops it when it is over its

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -355,6 +356,39 @@ func TestMemoryLimit(t *testing.T) {
 			t.Fatalf("process %d still runs", inst.pid)
 		}
 	}
+}
+
+// Without a cgroup, the memory limit covers the plugin's whole process tree and is checked
+// often: a plugin whose forked child allocates as fast as it can up to 1 GiB is stopped,
+// child included, long before the child holds it.
+func TestMemoryLimitWithoutCgroupCoversForkedChildren(t *testing.T) {
+	if runtime.MemoryEnforcement(supervisor.Capabilities()) != "monitor" {
+		t.Fatalf("cgroups are in use in the runtime's tests: %+v", supervisor.Capabilities())
+	}
+	f := newFixture(t, runtime.Config{KillGrace: 2 * time.Second})
+	f.install(spec{id: "forking-plugin", mode: "fork-hog", limits: store.ResourceLimits{MemoryMB: 64}})
+	f.mustEnable("forking-plugin")
+	waitUntil(t, "the plugin stopped over its limit", 20*time.Second, func() bool {
+		return f.record("forking-plugin").Status == registry.StatusError
+	})
+	reason := f.record("forking-plugin").StatusReason
+	var mib, limit int
+	if _, err := fmt.Sscanf(reason[strings.Index(reason, "resident memory"):], "resident memory of its process tree %d MiB exceeds its limit of %d MiB", &mib, &limit); err != nil {
+		t.Fatalf("reason %q: %v", reason, err)
+	}
+	if limit != 64 || mib >= 1024 {
+		t.Fatalf("stopped at %d MiB (limit %d): the tree reached 1 GiB first", mib, limit)
+	}
+	for _, line := range f.logLines("forking-plugin") {
+		if strings.Contains(line, "holding 1 GiB") {
+			t.Fatalf("the child got to hold 1 GiB: %q", line)
+		}
+		if pid, ok := strings.CutPrefix(line, "child pid="); ok {
+			n, _ := strconv.Atoi(pid)
+			waitUntil(t, "the child gone", 5*time.Second, func() bool { return gone(n) })
+		}
+	}
+	t.Logf("stopped: %s", reason)
 }
 
 // A configuration pushed to a running plugin is acknowledged or rejected by its instances;

@@ -14,6 +14,7 @@ import (
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,12 +56,15 @@ type Exec struct {
 // FSRules are the Landlock rules of a plugin.
 type FSRules struct {
 	ReadExec  []string // directories to read and execute below
-	ReadWrite []string // directories to read, write and execute below
+	ReadWrite []string // directories to read, write and (unless NoExecWrite) execute below
 	RWFiles   []string // single files to read and write (devices such as /dev/null)
 	ROFiles   []string // single files to read
 	// ScopeIPC stops signals to, and abstract Unix socket connections with, processes
 	// outside the plugin's Landlock domain (ABI 6).
 	ScopeIPC bool
+	// NoExecWrite takes execute away from ReadWrite: what the plugin can write it cannot
+	// execute (nor map executable).
+	NoExecWrite bool
 	// ProcSelf allows reading the plugin's own /proc/<pid> (runtimes read their memory
 	// maps and limits there); other processes' entries stay out of reach.
 	ProcSelf bool
@@ -199,7 +203,11 @@ func (r *FSRules) ruleset() (int, uint32, error) {
 		rules = append(rules, landlock.RODirs(r.ReadExec...).IgnoreIfMissing())
 	}
 	if len(r.ReadWrite) > 0 {
-		rules = append(rules, landlock.RWDirs(r.ReadWrite...).WithRefer().IgnoreIfMissing())
+		rw := landlock.RWDirs(r.ReadWrite...)
+		if r.NoExecWrite {
+			rw = landlock.PathAccess(landlock.V7.HandledAccessFS&^landlock.AccessFSSet(llsys.AccessFSExecute), r.ReadWrite...)
+		}
+		rules = append(rules, rw.WithRefer().IgnoreIfMissing())
 	}
 	if len(r.RWFiles) > 0 {
 		rules = append(rules, landlock.RWFiles(r.RWFiles...).IgnoreIfMissing())

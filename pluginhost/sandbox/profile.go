@@ -44,8 +44,10 @@ type Want map[string]bool
 //
 //   - low: identity, no_new_privs, network (when the plugin lacks http:external) and the
 //     resource limits that are set;
-//   - medium (the default): low, plus filesystem (Landlock) and syscalls (seccomp);
-//   - high: medium, plus ipc (Landlock scoping of signals and abstract Unix sockets);
+//   - medium (the default): low, plus filesystem (Landlock), syscalls (seccomp) and ipc
+//     (Landlock scoping of signals and abstract Unix sockets);
+//   - high: medium, and what the plugin can write it cannot execute (its data directory
+//     loses the execute right);
 //   - critical: high, and the plugin is not started unless every one is enforced.
 //
 // sandbox false (an administrator's choice) turns every confinement mechanism off; the
@@ -63,13 +65,17 @@ func Profile(level string, sandbox, externalNetwork bool, limits Limits) Want {
 	w[Identity], w[NoNewPrivs] = true, true
 	w[Network] = !externalNetwork
 	if level != LevelLow {
-		w[Filesystem], w[Syscalls] = true, true
+		w[Filesystem], w[Syscalls], w[IPC] = true, true, true
 	}
 	if level == LevelHigh || level == LevelCritical {
-		w[IPC] = true
+		w[WriteXorExecute] = true
 	}
 	return w
 }
+
+// WriteXorExecute is the key of Want that takes execute away from what a plugin can write
+// (a refinement of the filesystem mechanism, reported in its detail).
+const WriteXorExecute = "write_xor_execute"
 
 // FailClosed reports whether a level refuses to start a plugin whose profile is not fully
 // enforced.

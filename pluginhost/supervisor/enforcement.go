@@ -34,3 +34,12 @@ func Capabilities() Enforcement {
 	})
 	return e
 }
+
+// DisableCgroups makes every later start enforce its limits without cgroups (rlimits, and
+// the host's own watching for memory), as on a host without usable cgroups. It must be
+// called before the first start or Capabilities call; it is for tests of those fallbacks.
+func DisableCgroups() {
+	theLauncher.do(func() {
+		theLauncher.cgroups = cgroupManager{disabled: true}
+	})
+}
