@@ -78,6 +78,13 @@ type Tx interface {
 	// DeleteBackup removes a backup record (ErrNotFound when absent).
 	DeleteBackup(id string) error
 
+	// PutVersionSwitch records an update in flight, replacing the plugin's earlier one.
+	PutVersionSwitch(s VersionSwitch) error
+	// VersionSwitches returns every update in flight, ordered by plugin id.
+	VersionSwitches() ([]VersionSwitch, error)
+	// DeleteVersionSwitch removes the plugin's update in flight (ErrNotFound when absent).
+	DeleteVersionSwitch(pluginID string) error
+
 	// Setting returns a server-level setting, or ErrNotFound.
 	Setting(key string) ([]byte, error)
 	// PutSetting stores a server-level setting.
@@ -238,6 +245,22 @@ type Backup struct {
 	SizeBytes int64
 	// Plugin is the plugin record at the time of the backup.
 	Plugin Plugin
+}
+
+// VersionSwitch is an update in flight: the plugin's record already names the new
+// version, which has not proven itself yet (it is starting). While the switch is stored,
+// the update is undone when the server starts (Old is put back, the backup the update made
+// is dropped); deleting it commits the update.
+type VersionSwitch struct {
+	PluginID string
+	// Old is the record the update replaced: the version to go back to, with its package
+	// directory and configuration.
+	Old Plugin
+	// NewVersion and NewDir are the version switched to and its package directory.
+	NewVersion, NewDir string
+	// BackupID is the backup the update made ("" for none).
+	BackupID  string
+	StartedAt time.Time
 }
 
 // KVEntry is one key-value entry of a plugin.

@@ -123,6 +123,16 @@ CREATE TABLE kv_shares (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX kv_shares_reader_id ON kv_shares (reader_id);
 `},
+		{version: 3, name: "updates in flight", sql: `
+CREATE TABLE version_switches (
+	plugin_id   TEXT NOT NULL PRIMARY KEY,
+	old         TEXT NOT NULL,
+	new_version TEXT NOT NULL,
+	new_dir     TEXT NOT NULL,
+	backup_id   TEXT NOT NULL,
+	started_at  INTEGER
+) STRICT;
+`},
 	}
 }
 

@@ -705,7 +705,8 @@ func integrityCheck(t *testing.T, path string) {
 }
 
 // TestUpgradeFromVersion1 opens a database as the first release left it (schema version 1,
-// with data) and checks that Open adds the key-value tables and keeps the data.
+// with data) and checks that Open adds the key-value and version switch tables and keeps
+// the data.
 func TestUpgradeFromVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nexus.db")
 	s, err := storesqlite.Open(t.Context(), path)
@@ -720,7 +721,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	db := rawDB(t, path)
 	for _, q := range []string{
-		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DELETE FROM schema_migrations WHERE version > 1`,
+		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DROP TABLE version_switches`, `DELETE FROM schema_migrations WHERE version > 1`,
 	} {
 		if _, err := db.ExecContext(t.Context(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -735,13 +736,16 @@ func TestUpgradeFromVersion1(t *testing.T) {
 		if _, err := tx.Plugin("p1"); err != nil {
 			return err
 		}
+		if err := tx.PutVersionSwitch(store.VersionSwitch{PluginID: "p1", Old: store.Plugin{ID: "p1"}}); err != nil {
+			return err
+		}
 		return tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1})
 	})
 	if err != nil {
 		t.Fatalf("Write after the upgrade: %v", err)
 	}
 	rows := migrationRows(t, path)
-	if len(rows) < 2 || rows[1].version != 2 {
+	if len(rows) < 3 || rows[1].version != 2 || rows[2].version != 3 {
 		t.Errorf("schema_migrations after the upgrade: %+v", rows)
 	}
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Logs", testLogs},
 		{"TrimAndDeleteLogs", testTrimAndDeleteLogs},
 		{"Backups", testBackups},
+		{"VersionSwitches", testVersionSwitches},
 		{"Settings", testSettings},
 		{"KV", testKV},
 		{"KVList", testKVList},
@@ -187,6 +188,12 @@ func normBackup(b store.Backup) store.Backup {
 	b.CreatedAt = normTime(b.CreatedAt)
 	b.Plugin = normPlugin(b.Plugin)
 	return b
+}
+
+func normSwitch(s store.VersionSwitch) store.VersionSwitch {
+	s.StartedAt = normTime(s.StartedAt)
+	s.Old = normPlugin(s.Old)
+	return s
 }
 
 // normAll applies norm to every element.

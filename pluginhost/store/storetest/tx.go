@@ -188,6 +188,9 @@ func testReadOnly(t *testing.T, s store.Store) {
 		}},
 		{"PutBackup", func(tx store.Tx) error { return tx.PutBackup(store.Backup{ID: "b1", PluginID: "p1", CreatedAt: at}) }},
 		{"PutSetting", func(tx store.Tx) error { return tx.PutSetting("k", []byte("v")) }},
+		{"PutVersionSwitch", func(tx store.Tx) error {
+			return tx.PutVersionSwitch(store.VersionSwitch{PluginID: "p1", StartedAt: at})
+		}},
 		{"PutKV", func(tx store.Tx) error {
 			return tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1, UpdatedAt: at})
 		}},
