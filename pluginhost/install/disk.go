@@ -13,11 +13,17 @@ import (
 func (h *Installer) pluginsDir() string { return filepath.Join(h.dataDir, "plugins") }
 func (h *Installer) backupsDir() string { return filepath.Join(h.dataDir, "backups") }
 
-// Sweep creates the package and backup directories and removes what an interrupted install,
-// uninstall or backup left on disk: package and backup directories that no record
-// references, and unfinished ".extract-*" and ".tmp" directories. When a record points
-// outside the data directory (an older layout), nothing is removed.
+// Sweep finishes or undoes what a server stopped in the middle of a pipeline left: it runs
+// as the server starts, after the registry is loaded and before any plugin starts. First it
+// undoes the updates still in flight (their new version had not proven itself: the old
+// record is put back, see switchVersion); then it creates the package and backup
+// directories and removes package and backup directories that no record references, and
+// unfinished ".extract-*" and ".tmp" directories. When a record points outside the data
+// directory (an older layout), no directory is removed.
 func (h *Installer) Sweep(ctx context.Context) error {
+	if err := h.undoSwitches(ctx); err != nil {
+		return err
+	}
 	for _, d := range []string{h.pluginsDir(), h.backupsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("install: create %s: %w", d, err)

@@ -43,10 +43,12 @@ func (h *Installer) Install(ctx context.Context, req InstallRequest) (InstallRes
 	if err != nil {
 		return InstallResult{}, err
 	}
+	h.step("install", "fetched")
 	p, err := h.inspect(data)
 	if err != nil {
 		return InstallResult{}, err
 	}
+	h.step("install", "inspected")
 	m := p.man
 	unlock := sync.OnceFunc(h.rt.Lock(append(m.DependencyIDs(), m.ID)...))
 	defer unlock()
@@ -54,10 +56,12 @@ func (h *Installer) Install(ctx context.Context, req InstallRequest) (InstallRes
 	if err != nil {
 		return InstallResult{}, err
 	}
+	h.step("install", "planned")
 	dir, err := h.stage(ctx, p)
 	if err != nil {
 		return InstallResult{}, err
 	}
+	h.step("install", "staged")
 	rec.Dir = h.rel(dir)
 	var backup *store.Backup
 	verb := "installed"
@@ -69,14 +73,17 @@ func (h *Installer) Install(ctx context.Context, req InstallRequest) (InstallRes
 			return InstallResult{}, err
 		}
 		backup = &b
+		h.step("install", "backed-up")
 	}
 	line := store.LogRecord{Level: "INFO", Message: fmt.Sprintf("Plugin %s (version %s)", verb, m.Version),
 		Metadata: mustJSON(map[string]any{"source": req.Source, "sha256": p.sha, "granted": rec.Granted, "denied": rec.Denied})}
-	if err := h.commit(ctx, rec, backup, line, "installation"); err != nil {
+	if err := h.commit(ctx, rec, backup, nil, line, "installation"); err != nil {
 		return InstallResult{}, err
 	}
+	h.step("install", "committed")
 	if existing != nil {
 		h.removeReplaced(existing.rec.Dir, rec.Dir)
+		h.step("install", "cleaned")
 	}
 	h.log.Info("plugin installed", "plugin_id", m.ID, "version", m.Version, "source", req.Source, "granted", rec.Granted, "denied", rec.Denied)
 	h.router.System(ctx, "plugin.installed", map[string]any{"plugin_id": m.ID, "version": m.Version, "source": req.Source})

@@ -45,8 +45,8 @@ const hostVersion = "1.0.0"
 
 // fixture is an installer wired as the host wires it: a registry over SQLite, the catalog,
 // the log sink (its writer running), metrics, key-value data, presence, a router over the
-// in-memory bus and a runtime. No plugin process is ever launched: the plugins these tests
-// enable are external.
+// in-memory bus and a runtime. The plugins most tests enable are external; the tests of
+// killed updates (crash_test.go) launch shell-script plugins and play their streams.
 type fixture struct {
 	dataDir string
 	st      store.Store
@@ -55,22 +55,54 @@ type fixture struct {
 	kv      *kv.Store
 	bus     *busmem.Bus
 	router  *router.Router
+	pres    *presence.Presence
 	rt      *runtime.Runtime
 	inst    *install.Installer
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, fixtureOptions{})
+}
+
+// fixtureOptions change what newFixtureWith builds.
+type fixtureOptions struct {
+	// dataDir and dbPath reopen a server's state (a restart); new ones when empty.
+	dataDir, dbPath string
+	// key seals secrets; a random one when nil.
+	key []byte
+	// tokens issues plugin tokens (launched plugins need one); noTokens when nil.
+	tokens runtime.TokenIssuer
+	// onStep is the installer's Options.OnStep.
+	onStep func(op, step string)
+}
+
+// newFixtureWith builds a fixture and starts it as the host starts: the registry loaded,
+// the installer's sweep, the statuses of plugins that ran reset.
+func newFixtureWith(t *testing.T, opts fixtureOptions) *fixture {
+	t.Helper()
 	ctx := context.Background()
-	f := &fixture{dataDir: t.TempDir()}
-	st, err := storesqlite.Open(ctx, filepath.Join(t.TempDir(), "nexus.db")) // outside the data directory
+	if opts.dataDir == "" {
+		opts.dataDir = t.TempDir()
+	}
+	if opts.dbPath == "" {
+		opts.dbPath = filepath.Join(t.TempDir(), "nexus.db") // outside the data directory
+	}
+	if opts.tokens == nil {
+		opts.tokens = noTokens{}
+	}
+	f := &fixture{dataDir: opts.dataDir}
+	st, err := storesqlite.Open(ctx, opts.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	f.st = st
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
+	key := opts.key
+	if key == nil {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+	}
 	box, err := secrets.New(key)
 	if err != nil {
 		t.Fatal(err)
@@ -95,15 +127,19 @@ func newFixture(t *testing.T) *fixture {
 	f.router = router.New(router.Options{Registry: f.reg, Presence: pres, Bus: f.bus})
 	f.router.Start()
 	t.Cleanup(f.router.Close)
-	f.rt = runtime.New(runtime.Options{Registry: f.reg, Presence: pres, Logs: f.logs, Metrics: met, Tokens: noTokens{},
+	f.pres = pres
+	f.rt = runtime.New(runtime.Options{Registry: f.reg, Presence: pres, Logs: f.logs, Metrics: met, Tokens: opts.tokens,
 		DataDir: f.dataDir, Notify: f.router.System})
 	t.Cleanup(func() { f.rt.Shutdown(context.Background(), time.Second) })
 	f.inst = install.New(install.Options{
 		Registry: f.reg, Catalog: repos, Runtime: f.rt, Router: f.router, Logs: f.logs, KV: f.kv, Metrics: met,
 		DataDir: f.dataDir, Policy: permission.DefaultPolicy(), Limits: archive.DefaultLimits(),
-		HostVersion: hostVersion,
+		HostVersion: hostVersion, OnStep: opts.onStep,
 	})
 	if err := f.inst.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.ResetStatuses(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -46,6 +46,10 @@ type Options struct {
 	Limits archive.Limits
 	// HostVersion is the server's version, checked against manifests' nexus_version.
 	HostVersion string
+	// OnStep, when set, is called as a pipeline reaches each of its steps, with the
+	// pipeline ("install", "update", "rollback") and the step's name (see pipeline.go).
+	// Tests use it to stop the server at every step; nil in production.
+	OnStep func(op, step string)
 }
 
 // Installer runs the install, update, rollback and uninstall pipelines. It is safe for
@@ -64,6 +68,7 @@ type Installer struct {
 	policy      permission.Policy
 	limits      archive.Limits
 	hostVersion string
+	onStep      func(op, step string)
 	now         func() time.Time
 }
 
@@ -75,7 +80,7 @@ func New(opts Options) *Installer {
 	return &Installer{
 		reg: opts.Registry, repos: opts.Catalog, rt: opts.Runtime, router: opts.Router, logs: opts.Logs, kv: opts.KV,
 		metrics: opts.Metrics, log: opts.Logger, dataDir: opts.DataDir, policy: opts.Policy, limits: opts.Limits,
-		hostVersion: opts.HostVersion, now: func() time.Time { return time.Now().UTC() },
+		hostVersion: opts.HostVersion, onStep: opts.OnStep, now: func() time.Time { return time.Now().UTC() },
 	}
 }
 
@@ -122,6 +127,13 @@ func (h *Installer) sealConfig(schema configschema.Schema, values map[string]any
 // registry.CarryConfig).
 func (h *Installer) carryConfig(old loaded, schema configschema.Schema, patch map[string]any) (map[string]any, error) {
 	return registry.CarryConfig(old.p.Config(), schema, patch)
+}
+
+// step tells Options.OnStep that pipeline op reached step.
+func (h *Installer) step(op, step string) {
+	if h.onStep != nil {
+		h.onStep(op, step)
+	}
 }
 
 func randomHex(n int) string {

@@ -22,6 +22,19 @@ import (
 //     stageCopy), so a crash never leaves half a plugin;
 //  5. commit: the record, its backup and a log line in one transaction (commit);
 //  6. activate: start the plugin when asked, switching versions safely (switchVersion).
+//
+// Nothing is removed that a stored record refers to, and a failed pipeline leaves nothing
+// behind: no record, no package directory (not even an empty plugins/<id>/), no backup.
+// A server stopped in the middle of a pipeline leaves either the old state or the new one
+// once it starts again: directories no record refers to are removed by Sweep, and an
+// update whose new version had not proven itself yet is undone (see switchVersion).
+//
+// The steps reported to Options.OnStep, in order: "fetched", "inspected", "planned",
+// "staged", "backed-up" (when a backup is made), then for an install or a switch that
+// needs no start "committed"; for the switch of a running plugin "stopped", "switched"
+// (the new record and its version switch stored), "started" (the new version active),
+// "committed" (the switch deleted), or, when the new version failed, "start-failed" and
+// "restored"; and last "cleaned" (the replaced version's files removed).
 
 // pkg is a fetched and inspected package.
 type pkg struct {
@@ -90,7 +103,7 @@ func (h *Installer) stageCopy(b store.Backup) (string, error) {
 	}
 	if err != nil {
 		_ = os.RemoveAll(tmp)
-		_ = os.RemoveAll(dir)
+		removeStaged(dir)
 		return "", errs.Wrap(errs.Internal, err, "could not restore the backup")
 	}
 	return dir, nil
@@ -108,15 +121,21 @@ func (h *Installer) newPackageDir(id, version string) string {
 	return filepath.Join(h.pluginsDir(), id, version+"-"+randomHex(6))
 }
 
-// commit records rec, its backup (when not nil) and a log line in one transaction. When it
-// fails, the staged directory and the backup's files are removed: nothing refers to them.
-func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.Backup, line store.LogRecord, what string) error {
+// commit records rec, its backup and its version switch (each when not nil) and a log line
+// in one transaction. When it fails, the staged directory and the backup's files are
+// removed: nothing refers to them.
+func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.Backup, sw *store.VersionSwitch, line store.LogRecord, what string) error {
 	err := h.write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
 			return err
 		}
 		if backup != nil {
 			if err := tx.PutBackup(*backup); err != nil {
+				return err
+			}
+		}
+		if sw != nil {
+			if err := tx.PutVersionSwitch(*sw); err != nil {
 				return err
 			}
 		}
@@ -133,11 +152,12 @@ func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.
 	return nil
 }
 
-// discard removes a staged directory and a backup's files that no record refers to.
+// discard removes a staged directory and a backup's files that no record refers to, and
+// the plugin's directories under plugins/ and backups/ when that leaves them empty.
 func (h *Installer) discard(dir string, backup *store.Backup) {
 	removeStaged(dir)
 	if backup != nil {
-		_ = os.RemoveAll(h.abs(backup.Dir))
+		removeStaged(h.abs(backup.Dir))
 	}
 }
 

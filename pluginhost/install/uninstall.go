@@ -112,6 +112,7 @@ func (h *Installer) copyToBackup(rec store.Plugin, reason string, now time.Time)
 	}
 	if err != nil {
 		_ = os.RemoveAll(tmp)
+		_ = os.Remove(filepath.Dir(dir)) // the plugin's first backup leaves no empty backups/<id>/
 		return store.Backup{}, errs.Wrap(errs.Internal, err, "could not create the backup")
 	}
 	return store.Backup{ID: id, PluginID: rec.ID, Version: rec.Version, Reason: reason, CreatedAt: now, Dir: h.rel(dir), SizeBytes: size, Plugin: rec}, nil
