@@ -137,10 +137,11 @@ func New(opts Options) (*Host, error) {
 	return h, nil
 }
 
-// Start loads the registry and the catalogs' last good copies, removes what an interrupted
-// operation left on disk, marks every plugin as not running, and starts the background loops
-// (log writer, reply reader, key-value expiry, token revocations). Plugins are started by
-// StartEnabled. Start runs once.
+// Start loads the registry and the catalogs' last good copies, undoes the updates a stopped
+// server left in flight (the old version is put back: see install.Installer.Sweep), removes
+// what an interrupted operation left on disk, marks every plugin as not running, and starts
+// the background loops (log writer, reply reader, key-value expiry, token revocations).
+// Plugins are started by StartEnabled. Start runs once.
 func (h *Host) Start(ctx context.Context) error {
 	h.mu.Lock()
 	if h.started || h.stopped {
