@@ -353,15 +353,19 @@ func checkEntryPoint(dir string, m *manifest.Manifest) error {
 		return nil
 	}
 	st, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(m.EntryPoint)))
+	problem := ""
 	switch {
 	case err != nil:
-		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not in the package", m.EntryPoint)
+		problem = "is not in the package"
 	case !st.Mode().IsRegular():
-		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not a regular file", m.EntryPoint)
+		problem = "is not a regular file"
 	case st.Mode().Perm()&0o111 == 0:
-		return errs.New(errs.PluginInstallationFailed, "the entry point %s is not executable", m.EntryPoint)
+		problem = "is not executable"
+	default:
+		return nil
 	}
-	return nil
+	return errs.WithFields(errs.PluginInstallationFailed, fmt.Sprintf("the entry point %s %s", m.EntryPoint, problem),
+		[]errs.FieldViolation{{Field: "entry_point", Description: problem}})
 }
 
 func checkPlatform(m *manifest.Manifest) error {

@@ -21,8 +21,8 @@ func TestFailuresLeaveNoDirectory(t *testing.T) {
 		f := newFixture(t)
 		_, err := f.inst.Install(ctx, install.InstallRequest{Source: "file", PackageData: build(t, manifest("new-plugin", "1.0.0", notExecutable), withTool)})
 		e := wantCode(t, err, errs.PluginInstallationFailed)
-		if msg := errs.MessageOf(e); msg != "the entry point bin/tool is not executable" {
-			t.Fatalf("message %q", msg)
+		if msg := errs.MessageOf(e); msg != "the entry point bin/tool is not executable" || len(e.Fields) != 1 || e.Fields[0].Field != "entry_point" {
+			t.Fatalf("message %q, fields %+v; want the entry point named, and the field entry_point", msg, e.Fields)
 		}
 		f.wantAbsent(t, "plugins/new-plugin")
 		f.wantContents(t)
