@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,10 +39,11 @@ type Sink struct {
 	in      chan entry    // bounded queue to the writer
 	stopped chan struct{} // closed when Run has returned
 
-	mu      sync.Mutex // guards the fields below
-	secrets map[string][]string
-	dropped map[string]int
-	tails   map[string]map[*tail]struct{}
+	mu sync.Mutex // guards the fields below
+	// redactors hide each plugin's secret values (none when a plugin has none).
+	redactors map[string]*redactor
+	dropped   map[string]int
+	tails     map[string]map[*tail]struct{}
 	// recent are each plugin's newest stored records, newest first.
 	recent map[string][]store.LogRecord
 }
@@ -70,7 +70,7 @@ func New(st store.Store, log *slog.Logger, keep int) *Sink {
 	return &Sink{
 		st: st, log: log, keep: keep,
 		in: make(chan entry, queueSize), stopped: make(chan struct{}),
-		secrets: map[string][]string{}, dropped: map[string]int{}, tails: map[string]map[*tail]struct{}{},
+		redactors: map[string]*redactor{}, dropped: map[string]int{}, tails: map[string]map[*tail]struct{}{},
 		recent: map[string][]store.LogRecord{},
 	}
 }
@@ -94,36 +94,41 @@ func (s *Sink) Prime(ctx context.Context, pluginIDs []string) error {
 	return nil
 }
 
-// SetSecrets sets the secret values that must never appear in a plugin's stored logs.
+// SetSecrets sets the secret values that must never appear in a plugin's stored logs (nor in
+// what Redact returns), replacing those set before. Values shorter than 4 bytes are not
+// treated as secrets. Each value is hidden as it is and in the forms JSON encoders give it
+// (quotes and backslashes escaped; <, > and & as \u003c, \u003e and \u0026 the way Go
+// writes them; / as \/; characters beyond ASCII as \uXXXX), also in a JSON document
+// carried inside a JSON string.
 func (s *Sink) SetSecrets(pluginID string, values []string) {
-	var keep []string
-	for _, v := range values {
-		if len(v) >= 4 {
-			keep = append(keep, v)
-		}
-	}
-	// Longest first, so a secret containing another is replaced whole.
-	sort.Slice(keep, func(i, j int) bool { return len(keep[i]) > len(keep[j]) })
+	r := newRedactor(values)
 	s.mu.Lock()
-	s.secrets[pluginID] = keep
+	if r == nil {
+		delete(s.redactors, pluginID)
+	} else {
+		s.redactors[pluginID] = r
+	}
 	s.mu.Unlock()
 }
 
-func (s *Sink) redact(pluginID, text string) string {
+// Redact hides the plugin's secrets (see SetSecrets) in text, as its log records have them
+// hidden.
+func (s *Sink) Redact(pluginID, text string) string {
+	return s.redactor(pluginID).text(text)
+}
+
+func (s *Sink) redactor(pluginID string) *redactor {
 	s.mu.Lock()
-	secrets := s.secrets[pluginID]
-	s.mu.Unlock()
-	for _, v := range secrets {
-		text = strings.ReplaceAll(text, v, "***hidden***")
-	}
-	return text
+	defer s.mu.Unlock()
+	return s.redactors[pluginID]
 }
 
 // Add queues a record; it never blocks. Records that do not fit are counted as dropped.
+// The plugin's secrets are hidden in its message and anywhere in its metadata first.
 func (s *Sink) Add(r store.LogRecord) {
-	r.Message = s.redact(r.PluginID, r.Message)
-	if len(r.Metadata) > 0 {
-		r.Metadata = []byte(s.redact(r.PluginID, string(r.Metadata)))
+	if rd := s.redactor(r.PluginID); rd != nil {
+		r.Message = rd.text(r.Message)
+		r.Metadata = rd.json(r.Metadata)
 	}
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
@@ -249,7 +254,7 @@ func (s *Sink) purge(pluginID string) error {
 	err := s.st.Write(context.Background(), func(tx store.Tx) error { return tx.DeleteLogs(pluginID) })
 	s.mu.Lock()
 	delete(s.recent, pluginID)
-	delete(s.secrets, pluginID)
+	delete(s.redactors, pluginID)
 	delete(s.dropped, pluginID)
 	s.mu.Unlock()
 	return err
