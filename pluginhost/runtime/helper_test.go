@@ -94,6 +94,22 @@ func runHelper(mode string, args []string) int {
 		}
 		fmt.Println("holding 1 GiB")
 		select {}
+	case "leak": // prints the secret args[0] as text and in a JSON line, then exits with code 3 before it is ready
+		fmt.Println("connecting with password " + args[0])
+		b, _ := json.Marshal(map[string]any{"event": "login", "password": args[0]})
+		fmt.Fprintln(os.Stderr, string(b))
+		return 3
+	case "leaky-serve": // as serve, but SIGUSR2 prints the secret args[0] before the crash
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGUSR1, syscall.SIGUSR2)
+		ready()
+		if <-c == syscall.SIGUSR1 {
+			return 0
+		}
+		b, _ := json.Marshal(map[string]any{"msg": "giving up", "password": args[0]})
+		fmt.Println(string(b))
+		fmt.Fprintln(os.Stderr, "panic: wrong password "+args[0])
+		return 3
 	case "exit": // exits with args[0] before it is ready, after a few lines
 		code, _ := strconv.Atoi(args[0])
 		fmt.Println("loading configuration")
@@ -234,7 +250,10 @@ type spec struct {
 	status       string // the recorded status (inactive when empty)
 	// configuration is the manifest's configuration schema, as JSON.
 	configuration string
-	limits        store.ResourceLimits
+	// config is the plugin's configuration; the fields configuration marks secret are
+	// sealed.
+	config map[string]any
+	limits store.ResourceLimits
 }
 
 // install writes the record of a plugin whose entry point is this test binary, linked into
@@ -281,6 +300,27 @@ func (f *fixture) install(s spec) *fakePlugin {
 	}
 	rec := store.Plugin{ID: s.id, Version: "1.0.0", Manifest: man, Dir: rel, Source: "file",
 		Enabled: s.enabled, Status: orDefault(s.status, registry.StatusInactive), SecurityLevel: "medium", Limits: s.limits}
+	if s.config != nil {
+		var schema map[string]struct {
+			Secret bool `json:"secret"`
+		}
+		if err := json.Unmarshal([]byte(s.configuration), &schema); err != nil {
+			f.t.Fatal(err)
+		}
+		var secret []string
+		for name, field := range schema {
+			if field.Secret {
+				secret = append(secret, name)
+			}
+		}
+		sealed, err := f.box.SealFields(s.config, secret)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if rec.Config, err = json.Marshal(sealed); err != nil {
+			f.t.Fatal(err)
+		}
+	}
 	err = f.reg.Update(context.Background(), func(tx *registry.Tx) error {
 		_, err := tx.Put(rec)
 		return err

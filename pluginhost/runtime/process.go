@@ -175,7 +175,7 @@ func (rt *Runtime) spec(r *running, p loaded, token, home, hostURL string) super
 		MaxLineBytes: rt.cfg.MaxLogLineBytes,
 		Output: func(stream, line string, truncated bool) {
 			r.mu.Lock()
-			r.lastLines = append(r.lastLines, line)
+			r.lastLines = append(r.lastLines, rt.logs.Redact(r.id, line)) // they reach failure reasons
 			if len(r.lastLines) > lastLinesKept {
 				r.lastLines = r.lastLines[len(r.lastLines)-lastLinesKept:]
 			}
@@ -195,13 +195,36 @@ func (rt *Runtime) startFailed(ctx context.Context, r *running, proc *supervisor
 	}
 	lines := slices.Clone(r.lastLines)
 	r.mu.Unlock()
-	e := errs.New(errs.PluginStartupFailed, "plugin %s failed to start: %s", r.id, reason).
+	e := errs.New(errs.PluginStartupFailed, "%s", withOutput(fmt.Sprintf("plugin %s failed to start: %s", r.id, reason), lines)).
 		WithDetail("exit", st.String())
 	if len(lines) > 0 {
-		e.Message += "; last output: " + strings.Join(lines, " | ")
 		e.WithDetail("last_log_lines", lines)
 	}
 	return e
+}
+
+// outputMark begins the part of a failure reason that holds the plugin's last output lines
+// (see withOutput).
+const outputMark = "; last output: "
+
+// withOutput appends a plugin's last output lines to a failure reason. The lines are the
+// plugin's own words, its secrets hidden as they were captured: administrators see them
+// (in the recorded reason, the start's error, the logs); users and events get the reason
+// without them (see PublicReason).
+func withOutput(reason string, lines []string) string {
+	if len(lines) == 0 {
+		return reason
+	}
+	return reason + outputMark + strings.Join(lines, " | ")
+}
+
+// PublicReason returns a status reason without the plugin's output lines that a failure
+// reason carries (see withOutput): what users and events are shown. The reason is cut
+// before the first mark, and what precedes it is always the host's own words, so nothing
+// of the plugin's output is left whatever the plugin printed.
+func PublicReason(reason string) string {
+	before, _, _ := strings.Cut(reason, outputMark)
+	return before
 }
 
 // MemoryEnforcement is how memory limits are enforced here: by the kernel with a cgroup
@@ -339,12 +362,8 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 		delay := r.backoff
 		r.mu.Unlock()
 
-		last := ""
-		if len(lines) > 0 {
-			last = "; last output: " + strings.Join(lines, " | ")
-		}
 		if crashes >= rt.cfg.CrashLoopCount {
-			reason := fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s%s", crashes, rt.cfg.CrashLoopWindow, exit, last)
+			reason := withOutput(fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s", crashes, rt.cfg.CrashLoopWindow, exit), lines)
 			rt.revokeToken(rt.ctx, r)
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
 			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
@@ -352,7 +371,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 		}
 		reason := fmt.Sprintf("crashed (%s); restarting in %s", exit, delay.Round(time.Millisecond))
 		_ = rt.SetStatus(rt.ctx, r.id, registry.StatusLoading, reason, nil)
-		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason + last})
+		rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + withOutput(reason, lines)})
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:

@@ -214,7 +214,8 @@ func (rt *Runtime) Forget(id string) {
 }
 
 // SetStatus records a plugin's status and reason (and enabled, when not nil). Entering the
-// error status emits plugin.error.
+// error status emits plugin.error, with the reason as PublicReason gives it: events reach
+// users and other plugins, never the plugin's output.
 func (rt *Runtime) SetStatus(ctx context.Context, id, status, reason string, enabled *bool) error {
 	var was string
 	_, err := rt.reg.Modify(ctx, id, func(rec *store.Plugin) error {
@@ -226,7 +227,7 @@ func (rt *Runtime) SetStatus(ctx context.Context, id, status, reason string, ena
 		return nil
 	})
 	if err == nil && status == registry.StatusError && was != registry.StatusError {
-		rt.notify(ctx, "plugin.error", map[string]any{"plugin_id": id, "reason": reason})
+		rt.notify(ctx, "plugin.error", map[string]any{"plugin_id": id, "reason": PublicReason(reason)})
 	}
 	return err
 }
