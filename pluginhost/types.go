@@ -117,6 +117,11 @@ type PluginView struct {
 	Permissions                                                                []string
 	Endpoints                                                                  []EndpointInfo
 	Emits, Subscribes                                                          []EventInfo
+	// StatusReason is in the host's words only, for everyone: a failure reason's last
+	// output lines of the plugin are cut off (see runtime.PublicReason).
+	// StatusReasonWithOutput is the reason as recorded, with those lines (the plugin's
+	// secrets hidden): for administrators only.
+	StatusReasonWithOutput string
 	// Schema is the configuration schema as given in the manifest.
 	Schema map[string]any
 	// Config is the current configuration, secrets masked.

@@ -91,7 +91,8 @@ func (h *Host) view(p loaded, g *registry.Snapshot) (PluginView, error) {
 	v := PluginView{
 		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
-		Status: p.rec.Status, StatusReason: p.rec.StatusReason, Enabled: p.rec.Enabled,
+		Status: p.rec.Status, StatusReason: runtime.PublicReason(p.rec.StatusReason), StatusReasonWithOutput: p.rec.StatusReason,
+		Enabled: p.rec.Enabled,
 		Runtime: h.rt.Info(p.rec.ID), LoadOrder: g.Order(p.rec.ID),
 		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,

@@ -93,7 +93,9 @@ func eventDescriptions(events []pluginhost.EventInfo) []*pluginv1.EventDescripti
 	return out
 }
 
-func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
+// detailView converts a plugin's detail view. Only an admin (admin) sees the plugin's
+// output lines in its error reason.
+func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, error) {
 	m := v.Metrics
 	schema, err := toStruct(v.Schema)
 	if err != nil {
@@ -146,7 +148,7 @@ func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
 		Logs:        logs,
 		InstalledAt: ts(v.InstalledAt),
 		LastUpdated: ts(v.UpdatedAt),
-		Error:       errorReason(v),
+		Error:       errorReason(v, admin),
 		Runtime: &pluginv1.RuntimeState{
 			Pid: int32(v.Runtime.PID), Instances: int32(v.Runtime.Instances), Restarts: int32(v.Runtime.Restarts),
 			BackoffSeconds: v.Runtime.Backoff.Seconds(), StartedAt: ts(v.Runtime.StartedAt),
@@ -154,11 +156,16 @@ func detailView(v pluginhost.PluginView) (*pluginv1.PluginDetail, error) {
 	}, nil
 }
 
-func errorReason(v pluginhost.PluginView) string {
-	if v.Status == pluginhost.StatusError {
-		return v.StatusReason
+// errorReason is why a plugin is in error: with the plugin's last output lines for an
+// admin, in the host's words only for everyone else.
+func errorReason(v pluginhost.PluginView, admin bool) string {
+	switch {
+	case v.Status != pluginhost.StatusError:
+		return ""
+	case admin:
+		return v.StatusReasonWithOutput
 	}
-	return ""
+	return v.StatusReason
 }
 
 func logEntry(r store.LogRecord) (*pluginv1.LogEntry, error) {

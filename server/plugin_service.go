@@ -90,7 +90,8 @@ func (s *pluginService) GetPlugin(ctx context.Context, req *connect.Request[plug
 	if err != nil {
 		return nil, err
 	}
-	d, err := detailView(v)
+	caller, _ := principalFrom(ctx)
+	d, err := detailView(v, caller.IsAdmin())
 	if err != nil {
 		return nil, err
 	}

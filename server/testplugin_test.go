@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -48,6 +50,13 @@ func runTestPlugin(mode string) int {
 			if secret, _ := s.Config()["secret_token"].(string); secret != "" {
 				fmt.Println("stdout line carrying the secret " + secret)
 				s.Logger().Info("log frame carrying the secret " + secret)
+				// As fields: a JSON line's (nested, and a JSON document inside a string) and
+				// a log frame's.
+				body, _ := json.Marshal(map[string]any{"token": secret})
+				b, _ := json.Marshal(map[string]any{"level": "info", "msg": "stdout line with the secret as a field",
+					"token": secret, "auth": map[string]any{"tokens": []any{secret}}, "body": string(body)})
+				fmt.Println(string(b))
+				s.Logger().Info("log frame with the secret as a field", "token", secret, slog.Group("auth", "token", secret))
 			}
 			return nil
 		},
@@ -77,6 +86,16 @@ func runTestPlugin(mode string) int {
 		},
 	}
 	switch mode {
+	case "leak-at-start":
+		// Prints its secret (as text and as a JSON field) and exits before it is ready.
+		p.OnStart = func(ctx context.Context, s *plugin.Session) error {
+			secret, _ := s.Config()["secret_token"].(string)
+			fmt.Println("connecting with " + secret)
+			b, _ := json.Marshal(map[string]any{"event": "login", "token": secret})
+			fmt.Fprintln(os.Stderr, string(b))
+			os.Exit(3)
+			return nil
+		}
 	case "crash-loop":
 		fmt.Fprintln(os.Stderr, "boom: the test plugin crashes at once")
 		return 3
