@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,5 +245,99 @@ func TestExternalNetworkPermissionKeepsTheNetwork(t *testing.T) {
 		if r.Attempts["exec from home"] == "" {
 			t.Error("at the high level the plugin executed a file it wrote")
 		}
+	}
+}
+
+// TestUnprivilegedServerConfinesPlugins runs the server as nobody: plugins then get a user
+// namespace instead of a uid of their own (so the server's files are theirs by owner, and
+// only Landlock keeps them out), the network namespace through it, and the limits that need
+// no root. The probe's attacks must fail all the same; the report must say what is missing
+// (no cgroup a non-root server may write here: cpu and the process count are unavailable,
+// memory is watched by the host), sandbox_enabled must be false, and a critical plugin must
+// not start.
+func TestUnprivilegedServerConfinesPlugins(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the server already runs unprivileged in the other confinement tests")
+	}
+	const nobody = 65534
+	base, err := os.MkdirTemp("", "nexus-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	dataDir, runDir := filepath.Join(base, "data"), filepath.Join(base, "run")
+	for _, d := range []string{dataDir, runDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, url := startProcessAs(t, dataDir, filepath.Join(runDir, "addr"), &syscall.Credential{Uid: nobody, Gid: nobody})
+	e := &env{t: t, URL: url, DataDir: dataDir, Admin: testAdminToken}
+	if err := os.WriteFile(filepath.Join(dataDir, "admin-token"), []byte(testAdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dataDir, "admin-token"), nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(url, "http://")
+	installTestPlugin(e, "other-plugin", "serve", nil, nil)
+	e.mustREST(http.MethodPost, "/api/v1/plugins/other-plugin/enable", e.Admin, nil)
+	installTestPlugin(e, "probe-plugin", "probe", map[string]any{
+		"args":            []string{testPluginArg, "probe", dataDir, addr, "other-plugin"},
+		"resource_limits": map[string]any{"memory_mb": 512, "cpu_percent": 100},
+	}, nil)
+	e.mustREST(http.MethodPost, "/api/v1/plugins/probe-plugin/enable", e.Admin, nil)
+	r := readProbe(e, "probe-plugin")
+	mech, perms := confinement(e, "probe-plugin")
+	for _, m := range []string{"identity", "no_new_privs", "filesystem", "network", "syscalls", "ipc", "memory", "cpu", "processes", "file_handles"} {
+		t.Logf("%-13s %-11s %s", m, mech[m]["state"], mech[m]["detail"])
+	}
+	for _, m := range []string{"identity", "no_new_privs", "filesystem", "network", "syscalls", "ipc", "memory"} {
+		if mech[m]["state"] != "enforced" {
+			t.Errorf("%s is %v: %v", m, mech[m]["state"], mech[m]["detail"])
+		}
+	}
+	if d := mech["identity"]["detail"].(string); !strings.Contains(d, "user namespace") {
+		t.Errorf("identity detail %q", d)
+	}
+	if d := mech["memory"]["detail"].(string); !strings.Contains(d, "process tree") {
+		t.Errorf("memory detail %q: want the host's watching", d)
+	}
+	if mech["cpu"]["state"] != "unavailable" {
+		t.Errorf("cpu is %v without a writable cgroup", mech["cpu"])
+	}
+	if perms["sandbox_enabled"] != false {
+		t.Errorf("sandbox_enabled = %v with mechanisms unavailable", perms["sandbox_enabled"])
+	}
+	if r.UID != nobody {
+		t.Errorf("the plugin runs as uid %d inside its user namespace, want the server's %d", r.UID, nobody)
+	}
+	for _, a := range []string{"read admin-token", "read secret.key", "write nexus.db", "list data dir",
+		"list other plugin's package", "list other plugin's data", "read server environ", "read /etc/shadow",
+		"write /tmp", "connect server tcp", "connect outside", "ptrace server", "unshare user namespace", "signal server"} {
+		if err, ok := r.Attempts[a]; !ok || err == "" {
+			t.Errorf("the plugin of an unprivileged server could %s", a)
+		}
+	}
+	for _, a := range []string{"write home", "write tmpdir"} {
+		if err := r.Attempts[a]; err != "" {
+			t.Errorf("could not %s: %s", a, err)
+		}
+	}
+
+	// critical refuses to start what it cannot fully confine.
+	installTestPlugin(e, "critical-plugin", "serve", map[string]any{
+		"security_level":  "critical",
+		"resource_limits": map[string]any{"cpu_percent": 50},
+	}, nil)
+	res := e.rest(http.MethodPost, "/api/v1/plugins/critical-plugin/enable", e.Admin, nil)
+	if res.errorCode() != "PLUGIN_STARTUP_FAILED" || !strings.Contains(string(res.Raw), "cpu") {
+		t.Errorf("enable of a critical plugin this host cannot fully confine: %d %s", res.Status, res.Raw)
 	}
 }

@@ -54,8 +54,20 @@ func serveForTest() int {
 // startProcess starts the test binary as a server on dataDir and waits until it is ready.
 func startProcess(t testing.TB, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
-	addrFile := filepath.Join(t.TempDir(), "addr")
+	return startProcessAs(t, dataDir, filepath.Join(t.TempDir(), "addr"), nil)
+}
+
+// startProcessAs is startProcess with the server's address written to addrFile and, when
+// cred is not nil, the server running as cred's user (from the copy of the test binary
+// every user can run).
+func startProcessAs(t testing.TB, dataDir, addrFile string, cred *syscall.Credential) (*exec.Cmd, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if cred != nil {
+		cmd = exec.Command(pluginExe(t), "-test.run=^$")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Dir = filepath.Dir(dataDir)
+	}
 	cmd.Env = append(os.Environ(), "NEXUS_TEST_SERVE=1", "NEXUS_LISTEN=127.0.0.1:0",
 		"NEXUS_DATA_DIR="+dataDir, "NEXUS_ADDR_FILE="+addrFile, "NEXUS_ADMIN_TOKEN="+testAdminToken,
 		"NEXUS_PLUGIN_READ_PATHS="+strings.Join(pluginReadPaths(t), ","))

@@ -275,11 +275,15 @@ func (rt *Runtime) pluginUID(id, home string, apply bool) (int, error) {
 }
 
 // reachable checks that uid can reach each of dirs: search permission on every directory
-// above it (the package directory is opened to its group by preparePackage).
+// above it that exists (the host creates the others searchable, and preparePackage opens
+// the package directory to the plugin's group).
 func reachable(uid int, dirs []string) error {
 	for _, d := range dirs {
 		for p := filepath.Dir(d); ; p = filepath.Dir(p) {
 			st, err := os.Stat(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // created at launch, searchable
+			}
 			if err != nil {
 				return err
 			}
