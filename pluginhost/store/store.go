@@ -178,8 +178,15 @@ type Token struct {
 	PluginID  string
 	Hash      []byte
 	CreatedAt time.Time
-	// RevokedAt is zero while the token is valid.
+	// RevokedAt is zero while the token is not revoked.
 	RevokedAt time.Time
+	// ExpiresAt is when the token stops being valid; zero means never.
+	ExpiresAt time.Time
+}
+
+// Expired reports whether the token has an expiry and it is not after now.
+func (t Token) Expired(now time.Time) bool {
+	return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
 }
 
 // AuditEntry records one state-changing call.

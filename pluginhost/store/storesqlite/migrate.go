@@ -133,6 +133,9 @@ CREATE TABLE version_switches (
 	started_at  INTEGER
 ) STRICT;
 `},
+		{version: 4, name: "token expiry", sql: `
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+`},
 	}
 }
 

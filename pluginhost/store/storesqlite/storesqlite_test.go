@@ -721,7 +721,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	db := rawDB(t, path)
 	for _, q := range []string{
-		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DROP TABLE version_switches`, `DELETE FROM schema_migrations WHERE version > 1`,
+		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DROP TABLE version_switches`, `ALTER TABLE tokens DROP COLUMN expires_at`,
+		`DELETE FROM schema_migrations WHERE version > 1`,
 	} {
 		if _, err := db.ExecContext(t.Context(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -746,6 +747,62 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	rows := migrationRows(t, path)
 	if len(rows) < 3 || rows[1].version != 2 || rows[2].version != 3 {
+		t.Errorf("schema_migrations after the upgrade: %+v", rows)
+	}
+}
+
+// TestUpgradeFromVersion3 opens a database as schema version 3 left it, with a token, and
+// checks that Open adds token expiry and that the old token has none (it never expires).
+func TestUpgradeFromVersion3(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nexus.db")
+	s, err := storesqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	db := rawDB(t, path)
+	for _, q := range []string{
+		`ALTER TABLE tokens DROP COLUMN expires_at`,
+		`DELETE FROM schema_migrations WHERE version > 3`,
+		`INSERT INTO tokens (id, name, role, plugin_id, hash, created_at, revoked_at) VALUES ('tok-old', 'old', 'user', '', x'01', 1, NULL)`,
+	} {
+		if _, err := db.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	s = open(t, path)
+	expires := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	err = s.Write(t.Context(), func(tx store.Tx) error {
+		old, err := tx.TokenByHash([]byte{1})
+		if err != nil {
+			return err
+		}
+		if old.ID != "tok-old" || !old.ExpiresAt.IsZero() {
+			t.Errorf("token from version 3: %+v, want tok-old without expiry", old)
+		}
+		return tx.PutToken(store.Token{ID: "tok-new", Role: store.RoleUser, Hash: []byte{2}, ExpiresAt: expires})
+	})
+	if err != nil {
+		t.Fatalf("Write after the upgrade: %v", err)
+	}
+	err = s.Read(t.Context(), func(tx store.Tx) error {
+		tok, err := tx.TokenByHash([]byte{2})
+		if err == nil && !tok.ExpiresAt.Equal(expires) {
+			t.Errorf("ExpiresAt after the upgrade = %v, want %v", tok.ExpiresAt, expires)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Read after the upgrade: %v", err)
+	}
+	rows := migrationRows(t, path)
+	if len(rows) < 3 || rows[2].version != 3 {
 		t.Errorf("schema_migrations after the upgrade: %+v", rows)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
-const tokenColumns = `id, name, role, plugin_id, hash, created_at, revoked_at`
+const tokenColumns = `id, name, role, plugin_id, hash, created_at, revoked_at, expires_at`
 
 // PutToken implements store.Tx. A token needs an ID and a non-empty Hash.
 func (t *tx) PutToken(tok store.Token) error {
@@ -31,8 +31,12 @@ func (t *tx) PutToken(tok store.Token) error {
 	if err != nil {
 		return fmt.Errorf("storesqlite: %s %q: revoked at: %w", op, tok.ID, err)
 	}
-	_, err = t.exec(op, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		tok.ID, tok.Name, string(tok.Role), tok.PluginID, tok.Hash, createdAt, revokedAt)
+	expiresAt, err := timeValue(tok.ExpiresAt)
+	if err != nil {
+		return fmt.Errorf("storesqlite: %s %q: expires at: %w", op, tok.ID, err)
+	}
+	_, err = t.exec(op, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		tok.ID, tok.Name, string(tok.Role), tok.PluginID, tok.Hash, createdAt, revokedAt, expiresAt)
 	return err
 }
 
@@ -122,16 +126,17 @@ func (t *tx) DeletePluginTokens(pluginID string) error {
 // scanToken reads one row of tokenColumns.
 func scanToken(r rowScanner) (store.Token, error) {
 	var (
-		tok                  store.Token
-		role                 string
-		createdAt, revokedAt sql.NullInt64
+		tok                             store.Token
+		role                            string
+		createdAt, revokedAt, expiresAt sql.NullInt64
 	)
-	if err := r.Scan(&tok.ID, &tok.Name, &role, &tok.PluginID, &tok.Hash, &createdAt, &revokedAt); err != nil {
+	if err := r.Scan(&tok.ID, &tok.Name, &role, &tok.PluginID, &tok.Hash, &createdAt, &revokedAt, &expiresAt); err != nil {
 		return store.Token{}, err
 	}
 	tok.Role = store.Role(role)
 	tok.CreatedAt = timeFrom(createdAt)
 	tok.RevokedAt = timeFrom(revokedAt)
+	tok.ExpiresAt = timeFrom(expiresAt)
 	return tok, nil
 }
 

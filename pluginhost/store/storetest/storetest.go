@@ -169,6 +169,7 @@ func normToken(tok store.Token) store.Token {
 	tok.Hash = normBytes(tok.Hash)
 	tok.CreatedAt = normTime(tok.CreatedAt)
 	tok.RevokedAt = normTime(tok.RevokedAt)
+	tok.ExpiresAt = normTime(tok.ExpiresAt)
 	return tok
 }
 

@@ -26,7 +26,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 		t.Run(tc.name, func(t *testing.T) {
 			id := fmt.Sprintf("t%d", i)
 			p := store.Plugin{ID: id, ConfigUpdatedAt: tc.at, InstalledAt: tc.at, UpdatedAt: tc.at}
-			tok := store.Token{ID: id, Role: store.RoleUser, Hash: []byte(id), CreatedAt: tc.at, RevokedAt: tc.at}
+			tok := store.Token{ID: id, Role: store.RoleUser, Hash: []byte(id), CreatedAt: tc.at, RevokedAt: tc.at, ExpiresAt: tc.at}
 			e := store.AuditEntry{ID: id, Time: tc.at, Target: id}
 			rec := store.LogRecord{PluginID: id, Time: tc.at, Level: "INFO", Message: id}
 			bk := store.Backup{ID: id, PluginID: id, CreatedAt: tc.at, Plugin: p}
@@ -83,7 +83,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 					return err
 				}
 				got = []time.Time{
-					gp.ConfigUpdatedAt, gp.InstalledAt, gp.UpdatedAt, gt.CreatedAt, gt.RevokedAt,
+					gp.ConfigUpdatedAt, gp.InstalledAt, gp.UpdatedAt, gt.CreatedAt, gt.RevokedAt, gt.ExpiresAt,
 					ge[0].Time, gl[0].Time, gb.CreatedAt, gb.Plugin.ConfigUpdatedAt,
 					gb.Plugin.InstalledAt, gb.Plugin.UpdatedAt, gk.ExpiresAt, gk.UpdatedAt,
 				}
@@ -91,7 +91,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 			})
 			names := []string{
 				"Plugin.ConfigUpdatedAt", "Plugin.InstalledAt", "Plugin.UpdatedAt",
-				"Token.CreatedAt", "Token.RevokedAt", "AuditEntry.Time", "LogRecord.Time",
+				"Token.CreatedAt", "Token.RevokedAt", "Token.ExpiresAt", "AuditEntry.Time", "LogRecord.Time",
 				"Backup.CreatedAt", "Backup.Plugin.ConfigUpdatedAt", "Backup.Plugin.InstalledAt",
 				"Backup.Plugin.UpdatedAt", "KVEntry.ExpiresAt", "KVEntry.UpdatedAt",
 			}

@@ -12,9 +12,9 @@ import (
 func sampleTokens(at time.Time) []store.Token {
 	return []store.Token{
 		{ID: "tok-admin", Name: "root", Role: store.RoleAdmin, Hash: []byte("hash-admin"), CreatedAt: at},
-		{ID: "tok-user", Name: "alice", Role: store.RoleUser, Hash: []byte("hash-user"), CreatedAt: at.Add(time.Second)},
+		{ID: "tok-user", Name: "alice", Role: store.RoleUser, Hash: []byte("hash-user"), CreatedAt: at.Add(time.Second), ExpiresAt: at.Add(24*time.Hour + 123456789)},
 		{ID: "tok-p1", Name: "p1", Role: store.RolePlugin, PluginID: "p1", Hash: []byte{0, 1, 2, 0xff}, CreatedAt: at.Add(2 * time.Second)},
-		{ID: "tok-p2", Name: "p2", Role: store.RolePlugin, PluginID: "p2", Hash: []byte("hash-p2"), CreatedAt: at.Add(3 * time.Second)},
+		{ID: "tok-p2", Name: "p2", Role: store.RolePlugin, PluginID: "p2", Hash: []byte("hash-p2"), CreatedAt: at.Add(3 * time.Second), ExpiresAt: at.Add(-time.Hour)},
 		{ID: "tok-p1b", Name: "p1 second", Role: store.RolePlugin, PluginID: "p1", Hash: []byte("hash-p1b"), CreatedAt: at.Add(4 * time.Second)},
 	}
 }
@@ -47,6 +47,15 @@ func testTokens(t *testing.T, s store.Store) {
 			return fmt.Errorf("Tokens: %w", err)
 		}
 		checkAll(t, "Tokens newest first", all, []store.Token{toks[4], toks[3], toks[2], toks[1], toks[0]}, normToken)
+		// Expiry is kept as stored (a past one too): the store does not judge it.
+		for _, got := range all {
+			if got.ID == "tok-user" && !got.ExpiresAt.Equal(toks[1].ExpiresAt) {
+				t.Errorf("tok-user ExpiresAt %v, want %v", got.ExpiresAt, toks[1].ExpiresAt)
+			}
+			if got.ID == "tok-admin" && !got.ExpiresAt.IsZero() {
+				t.Errorf("tok-admin has no expiry, got ExpiresAt %v", got.ExpiresAt)
+			}
+		}
 		return nil
 	})
 
