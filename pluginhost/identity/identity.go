@@ -61,7 +61,8 @@ func Hash(token string) []byte {
 }
 
 // Authenticate returns the principal a bearer token belongs to. Unknown, malformed and
-// revoked tokens all fail with UNAUTHENTICATED and the same message.
+// revoked tokens all fail with UNAUTHENTICATED and the same message; an expired token fails
+// with UNAUTHENTICATED and a message saying when it expired (only its holder can learn it).
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
 	denied := errs.New(errs.Unauthenticated, "invalid or revoked token")
 	if token == "" || len(token) > 512 {
@@ -83,14 +84,31 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if subtle.ConstantTimeCompare(tok.Hash, hash) != 1 || !tok.RevokedAt.IsZero() {
 		return Principal{}, denied
 	}
+	if tok.Expired(s.now()) {
+		return Principal{}, errs.New(errs.Unauthenticated, "the token expired at %s", tok.ExpiresAt.UTC().Format(time.RFC3339))
+	}
 	return Principal{TokenID: tok.ID, Name: tok.Name, Role: tok.Role, PluginID: tok.PluginID}, nil
 }
 
-// Create issues a token and returns it in clear (the only time it is available) with its
-// record.
+// MaxTTL is the longest lifetime a token can be given; a token meant to last longer is
+// created without one (it never expires).
+const MaxTTL = 100 * 365 * 24 * time.Hour
+
+// Create issues a token that never expires and returns it in clear (the only time it is
+// available) with its record.
 func (s *Service) Create(ctx context.Context, name string, role store.Role, pluginID string) (string, store.Token, error) {
+	return s.CreateWithTTL(ctx, name, role, pluginID, 0)
+}
+
+// CreateWithTTL issues a token that expires ttl from now (never when ttl is 0) and returns
+// it in clear (the only time it is available) with its record. A negative ttl, or one over
+// MaxTTL, is refused with VALIDATION_ERROR.
+func (s *Service) CreateWithTTL(ctx context.Context, name string, role store.Role, pluginID string, ttl time.Duration) (string, store.Token, error) {
 	if err := checkRole(role, pluginID); err != nil {
 		return "", store.Token{}, err
+	}
+	if ttl < 0 || ttl > MaxTTL {
+		return "", store.Token{}, errs.New(errs.ValidationError, "ttl must be positive and at most %s, not %s", MaxTTL, ttl)
 	}
 	if name == "" {
 		name = string(role)
@@ -102,7 +120,11 @@ func (s *Service) Create(ctx context.Context, name string, role store.Role, plug
 	if err != nil {
 		return "", store.Token{}, err
 	}
-	tok := store.Token{ID: newID(), Name: name, Role: role, PluginID: pluginID, Hash: Hash(plain), CreatedAt: s.now()}
+	now := s.now()
+	tok := store.Token{ID: newID(), Name: name, Role: role, PluginID: pluginID, Hash: Hash(plain), CreatedAt: now}
+	if ttl > 0 {
+		tok.ExpiresAt = now.Add(ttl)
+	}
 	err = s.store.Write(ctx, func(tx store.Tx) error {
 		if pluginID != "" {
 			if _, err := tx.Plugin(pluginID); errors.Is(err, store.ErrNotFound) {
@@ -137,14 +159,52 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 		return fmt.Errorf("no token with id %q", id)
 	}
 	if err == nil {
-		s.mu.Lock()
-		hooks := slices.Clone(s.onRevoke)
-		s.mu.Unlock()
+		s.announce([]string{id})
+	}
+	return err
+}
+
+// RevokeNamed revokes every token of the role whose name starts with prefix (which must
+// not be empty) and that is not revoked yet, in one transaction, and returns their ids.
+func (s *Service) RevokeNamed(ctx context.Context, role store.Role, prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("identity: RevokeNamed needs a name prefix")
+	}
+	var ids []string
+	err := s.store.Write(ctx, func(tx store.Tx) error {
+		ids = ids[:0]
+		all, err := tx.Tokens()
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for _, t := range all {
+			if t.Role == role && strings.HasPrefix(t.Name, prefix) && t.RevokedAt.IsZero() {
+				if err := tx.RevokeToken(t.ID, now); err != nil {
+					return err
+				}
+				ids = append(ids, t.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.announce(ids)
+	return ids, nil
+}
+
+// announce calls the OnRevoke hooks with each revoked token id.
+func (s *Service) announce(ids []string) {
+	s.mu.Lock()
+	hooks := slices.Clone(s.onRevoke)
+	s.mu.Unlock()
+	for _, id := range ids {
 		for _, fn := range hooks {
 			fn(id)
 		}
 	}
-	return err
 }
 
 // OnRevoke registers fn to be called with the id of every token this service revokes, once
@@ -156,16 +216,17 @@ func (s *Service) OnRevoke(fn func(tokenID string)) {
 	s.mu.Unlock()
 }
 
-// RevokedAmong returns which of the token ids are revoked or no longer exist.
+// RevokedAmong returns which of the token ids are revoked, expired or no longer exist.
 func (s *Service) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	valid := map[string]bool{}
+	now := s.now()
 	err := s.store.Read(ctx, func(tx store.Tx) error {
 		toks, err := tx.Tokens()
 		for _, t := range toks {
-			valid[t.ID] = t.RevokedAt.IsZero()
+			valid[t.ID] = t.RevokedAt.IsZero() && !t.Expired(now)
 		}
 		return err
 	})
@@ -198,9 +259,9 @@ func (s *Service) Bootstrap(ctx context.Context, envToken, tokenFile string) (ge
 		return "", s.store.Write(ctx, func(tx store.Tx) error {
 			tok, err := tx.TokenByHash(hash)
 			switch {
-			case err == nil && tok.Role == store.RoleAdmin && tok.RevokedAt.IsZero():
+			case err == nil && tok.Role == store.RoleAdmin && tok.RevokedAt.IsZero() && !tok.Expired(s.now()):
 			case err == nil:
-				return fmt.Errorf("NEXUS_ADMIN_TOKEN matches a token that is revoked or not an admin token")
+				return fmt.Errorf("NEXUS_ADMIN_TOKEN matches a token that is revoked, expired or not an admin token")
 			case !errors.Is(err, store.ErrNotFound):
 				return err
 			default:
@@ -229,7 +290,7 @@ func (s *Service) Bootstrap(ctx context.Context, envToken, tokenFile string) (ge
 		return "", err
 	}
 	for _, t := range tokens {
-		if t.Role == store.RoleAdmin && t.RevokedAt.IsZero() {
+		if t.Role == store.RoleAdmin && t.RevokedAt.IsZero() && !t.Expired(s.now()) {
 			return "", nil
 		}
 	}

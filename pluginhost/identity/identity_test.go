@@ -2,10 +2,12 @@ package identity_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
@@ -136,5 +138,83 @@ func TestBootstrapTokenRotationAndLength(t *testing.T) {
 	}
 	if _, err := ids.Authenticate(ctx, "nxt_second-admin-token-02"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTokenExpiry(t *testing.T) {
+	ids, st, _ := newService(t)
+	ctx := context.Background()
+	plain, tok, err := ids.CreateWithTTL(ctx, "ci", store.RoleUser, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.ExpiresAt.Sub(tok.CreatedAt); got != time.Hour {
+		t.Fatalf("ExpiresAt is %s after CreatedAt, want 1h", got)
+	}
+	if _, err := ids.Authenticate(ctx, plain); err != nil {
+		t.Fatalf("a token before its expiry: %v", err)
+	}
+	// A token whose expiry has passed, written as the store holds it.
+	const expired = "nxt_expired-token-0123456789abcdef"
+	past := time.Now().UTC().Add(-time.Second)
+	if err := st.Write(ctx, func(tx store.Tx) error {
+		return tx.PutToken(store.Token{ID: "tok_expired", Name: "old", Role: store.RoleAdmin, Hash: identity.Hash(expired),
+			CreatedAt: past.Add(-time.Hour), ExpiresAt: past})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ids.Authenticate(ctx, expired)
+	if !errs.Is(err, errs.Unauthenticated) || !strings.Contains(errs.MessageOf(err), "expired at "+past.Format(time.RFC3339)) {
+		t.Fatalf("an expired token: %v", err)
+	}
+	ended, err := ids.RevokedAmong(ctx, []string{tok.ID, "tok_expired"})
+	if err != nil || len(ended) != 1 || ended[0] != "tok_expired" {
+		t.Fatalf("RevokedAmong = %v (%v), want the expired token only", ended, err)
+	}
+	// An expired admin token does not count as the admin token that makes Bootstrap skip.
+	if _, err := ids.Bootstrap(ctx, expired, ""); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("NEXUS_ADMIN_TOKEN naming an expired token: %v", err)
+	}
+
+	for _, ttl := range []time.Duration{-time.Second, identity.MaxTTL + time.Second} {
+		if _, _, err := ids.CreateWithTTL(ctx, "bad", store.RoleUser, "", ttl); !errs.Is(err, errs.ValidationError) {
+			t.Errorf("ttl %s: %v, want VALIDATION_ERROR", ttl, err)
+		}
+	}
+	_, never, err := ids.Create(ctx, "forever", store.RoleUser, "")
+	if err != nil || !never.ExpiresAt.IsZero() {
+		t.Fatalf("Create: %+v %v, want no expiry", never, err)
+	}
+}
+
+func TestRevokeNamed(t *testing.T) {
+	ids, st, _ := newService(t)
+	ctx := context.Background()
+	if err := st.Write(ctx, func(tx store.Tx) error { return tx.PutPlugin(store.Plugin{ID: "p1"}) }); err != nil {
+		t.Fatal(err)
+	}
+	launch, _, _ := ids.Create(ctx, "runtime:p1", store.RolePlugin, "p1")
+	_, revokedBefore, _ := ids.Create(ctx, "runtime:p1", store.RolePlugin, "p1")
+	if err := ids.Revoke(ctx, revokedBefore.ID); err != nil {
+		t.Fatal(err)
+	}
+	other, _, _ := ids.Create(ctx, "p1 by hand", store.RolePlugin, "p1")
+	user, _, _ := ids.Create(ctx, "runtime:looks-alike", store.RoleUser, "")
+	var announced []string
+	ids.OnRevoke(func(id string) { announced = append(announced, id) })
+	revoked, err := ids.RevokeNamed(ctx, store.RolePlugin, "runtime:")
+	if err != nil || len(revoked) != 1 || fmt.Sprint(announced) != fmt.Sprint(revoked) {
+		t.Fatalf("RevokeNamed = %v (%v), announced %v; want one token, announced", revoked, err, announced)
+	}
+	if _, err := ids.Authenticate(ctx, launch); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("the launch token is still valid: %v", err)
+	}
+	for _, keep := range []string{other, user} {
+		if _, err := ids.Authenticate(ctx, keep); err != nil {
+			t.Errorf("a token RevokeNamed must keep: %v", err)
+		}
+	}
+	if _, err := ids.RevokeNamed(ctx, store.RolePlugin, ""); err == nil {
+		t.Error("RevokeNamed with an empty prefix succeeded")
 	}
 }
