@@ -139,9 +139,10 @@ func New(opts Options) (*Host, error) {
 
 // Start loads the registry and the catalogs' last good copies, undoes the updates a stopped
 // server left in flight (the old version is put back: see install.Installer.Sweep), removes
-// what an interrupted operation left on disk, marks every plugin as not running, and starts
-// the background loops (log writer, reply reader, key-value expiry, token revocations).
-// Plugins are started by StartEnabled. Start runs once.
+// what an interrupted operation left on disk, marks every plugin as not running, revokes the
+// launch tokens of plugin processes from an earlier run, and starts the background loops
+// (log writer, reply reader, key-value expiry, token revocations and expiry). Plugins are
+// started by StartEnabled. Start runs once.
 func (h *Host) Start(ctx context.Context) error {
 	h.mu.Lock()
 	if h.started || h.stopped {
@@ -167,6 +168,9 @@ func (h *Host) Start(ctx context.Context) error {
 		return err
 	}
 	if err := h.rt.ResetStatuses(ctx); err != nil {
+		return err
+	}
+	if err := h.revokeLaunchTokens(ctx); err != nil {
 		return err
 	}
 	h.router.Start()
@@ -221,8 +225,40 @@ func (h *Host) onChange(c registry.Change) {
 	h.pres.EndPlugin(c.ID, why)
 }
 
-// errRevoked is why a session whose token was revoked ends.
-var errRevoked = errs.New(errs.Unauthenticated, "the token of this session was revoked")
+// errRevoked is why a session whose token was revoked (or, found by watchRevocations, has
+// expired) ends.
+var errRevoked = errs.New(errs.Unauthenticated, "the token of this session was revoked or has expired")
+
+// launchTokenPrefix starts the name of every token the runtime issues for a plugin launch
+// ("runtime:" and the plugin id, see runtime's launch). The admin CLI refuses the prefix for
+// the tokens it creates.
+const launchTokenPrefix = "runtime:"
+
+// namedRevoker is implemented by a token issuer that can revoke tokens by name.
+type namedRevoker interface {
+	RevokeNamed(ctx context.Context, role store.Role, prefix string) ([]string, error)
+}
+
+// revokeLaunchTokens revokes the launch tokens still valid from an earlier run of the
+// server. The runtime revokes a launch token when its process ends, but a server that
+// crashed (or lost its store mid-stop) could not; no process of that run is this server's
+// to supervise, so none of its tokens may stay valid (a process that outlived its server
+// could otherwise keep acting as its plugin). Plugins started from now on get new tokens.
+// With replicas sharing one store this would have to be limited to this replica's tokens.
+func (h *Host) revokeLaunchTokens(ctx context.Context) error {
+	r, ok := h.tokens.(namedRevoker)
+	if !ok {
+		return nil
+	}
+	revoked, err := r.RevokeNamed(ctx, store.RolePlugin, launchTokenPrefix)
+	if err != nil {
+		return fmt.Errorf("pluginhost: revoke the launch tokens of the previous run: %w", err)
+	}
+	if len(revoked) > 0 {
+		h.log.Info("revoked the launch tokens left valid by the previous run", "count", len(revoked))
+	}
+	return nil
+}
 
 // revocations is implemented by a token issuer that tells of revoked tokens.
 type revocations interface {
@@ -233,11 +269,12 @@ type revocations interface {
 }
 
 // revocationCheckInterval is how often the tokens of open sessions are checked for
-// revocations made outside this server (the CLI's `nexus token revoke`).
+// revocations made outside this server (the CLI's `nexus token revoke`) and for expiry: a
+// session whose token expires is ended within this interval of the expiry.
 const revocationCheckInterval = 2 * time.Second
 
-// watchRevocations ends the sessions whose token was revoked outside this server, until ctx
-// ends.
+// watchRevocations ends the sessions whose token was revoked outside this server or has
+// expired, until ctx ends.
 func (h *Host) watchRevocations(ctx context.Context, src revocations) {
 	every(ctx, revocationCheckInterval, func() {
 		revoked, err := src.RevokedAmong(ctx, h.pres.TokenIDs())
