@@ -361,6 +361,9 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 		r.backoff = nextBackoff(r.backoff, rt.cfg.BackoffMin, rt.cfg.BackoffMax)
 		delay := r.backoff
 		r.mu.Unlock()
+		// The crashed process is gone: its token goes with it, not only when (or if) the
+		// restart launches the next one.
+		rt.revokeToken(rt.ctx, r)
 
 		if crashes >= rt.cfg.CrashLoopCount {
 			reason := withOutput(fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s", crashes, rt.cfg.CrashLoopWindow, exit), lines)
