@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/identity"
 	"github.com/nexus-platform/nexus/pluginhost/repository"
+	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
 	"github.com/nexus-platform/nexus/server"
 )
@@ -57,6 +59,83 @@ func TestTokenCreateListRevoke(t *testing.T) {
 	row := strings.Fields(strings.Split(list, "\n")[1])
 	if revoked := row[len(row)-1]; revoked == "-" || !strings.HasPrefix(revoked, time.Now().UTC().Format("2006-01-02")) {
 		t.Fatalf("revoked token not shown as revoked: %q", list)
+	}
+}
+
+func TestTokenTTL(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storesqlite.Open(context.Background(), filepath.Join(dir, "nexus.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token whose expiry has passed, as the store holds it.
+	past := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	err = st.Write(context.Background(), func(tx store.Tx) error {
+		return tx.PutToken(store.Token{ID: "tok_old", Name: "old-ci", Role: store.RoleUser, Hash: identity.Hash("nxt_old"),
+			CreatedAt: past.Add(-time.Hour), ExpiresAt: past})
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, bad := range []struct{ ttl, want string }{
+		{"soon", "not a duration"},
+		{"0s", "must be positive"},
+		{"-1h", "must be positive"},
+		{"1000000h", "at most"},
+	} {
+		_, errOut, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "user", "--ttl", bad.ttl)
+		if code == 0 || !strings.Contains(errOut, "--ttl") || !strings.Contains(errOut, bad.want) {
+			t.Errorf("--ttl %s: exit %d, %q; want an error naming --ttl (%s)", bad.ttl, code, errOut, bad.want)
+		}
+	}
+	if _, errOut, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "user", "--name", "runtime:fake"); code == 0 || !strings.Contains(errOut, "reserved") {
+		t.Errorf("a token named runtime:...: exit %d %q", code, errOut)
+	}
+
+	before := time.Now().UTC()
+	out, errOut, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "user", "--name", "ci-day", "--ttl", "24h")
+	if code != 0 || !strings.HasPrefix(out, "nxt_") || !strings.Contains(errOut, "expires 20") {
+		t.Fatalf("create --ttl 24h: %d %q %q", code, out, errOut)
+	}
+	if _, _, code := runCLI(t, "token", "create", "--data-dir", dir, "--role", "user", "--name", "forever"); code != 0 {
+		t.Fatal("create without --ttl failed")
+	}
+	list, _, code := runCLI(t, "token", "list", "--data-dir", dir)
+	if code != 0 {
+		t.Fatalf("list: %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(list), "\n")
+	header := strings.Fields(lines[0])
+	col := func(name string) int {
+		for i, h := range header {
+			if h == name {
+				return i
+			}
+		}
+		t.Fatalf("no %s column in %q", name, lines[0])
+		return -1
+	}
+	rows := map[string][]string{}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		rows[f[col("NAME")]] = f
+	}
+	day := rows["ci-day"]
+	expires, err := time.Parse(time.RFC3339, day[col("EXPIRES")])
+	if err != nil || expires.Location() != time.UTC || expires.Before(before.Add(24*time.Hour-time.Second)) || expires.After(time.Now().Add(24*time.Hour)) {
+		t.Errorf("ci-day expires %q (%v), want about 24h from now, in UTC", day[col("EXPIRES")], err)
+	}
+	for name, want := range map[string][2]string{
+		"ci-day":  {"valid", day[col("EXPIRES")]},
+		"forever": {"valid", "never"},
+		"old-ci":  {"expired", "2025-01-02T03:04:05Z"},
+	} {
+		r := rows[name]
+		if r == nil || r[col("STATUS")] != want[0] || r[col("EXPIRES")] != want[1] {
+			t.Errorf("%s: row %q, want status %s and expiry %s", name, r, want[0], want[1])
+		}
 	}
 }
 

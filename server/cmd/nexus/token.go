@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,13 +21,50 @@ import (
 )
 
 const tokenUsage = `Usage:
-  nexus token create --role admin|user|plugin [--name NAME] [--plugin ID] [--data-dir DIR]
+  nexus token create --role admin|user|plugin [--name NAME] [--plugin ID] [--ttl DURATION] [--data-dir DIR]
   nexus token list [--data-dir DIR]
   nexus token revoke [--data-dir DIR] TOKEN_ID
 
 Tokens are kept (hashed) in the server's data directory (default .nexus-data, or
 NEXUS_DATA_DIR); these commands work while the server runs. A new token is printed once.
+--ttl makes a token expire after that long (a Go duration: 30m, 24h, 2160h); without it a
+token never expires. An expired token is refused like a revoked one, on every call. token
+list shows each token's STATUS (valid, expired or revoked) and EXPIRES (RFC 3339, UTC, or
+never). Names starting with "runtime:" are reserved for the tokens of launched plugins.
 `
+
+// reservedTokenPrefix names the tokens the server issues to the plugin processes it
+// launches; the server revokes them all when it starts, so the CLI does not hand it out.
+const reservedTokenPrefix = "runtime:"
+
+// parseTTL reads --ttl: empty means no expiry; otherwise a positive Go duration.
+func parseTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("--ttl %q is not a duration: use a number with a unit, e.g. 30m, 24h or 2160h", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("--ttl must be positive, not %s (leave --ttl out for a token that never expires)", s)
+	}
+	if d > identity.MaxTTL {
+		return 0, fmt.Errorf("--ttl must be at most %s, not %s (leave --ttl out for a token that never expires)", identity.MaxTTL, s)
+	}
+	return d, nil
+}
+
+// tokenStatus is how token list describes a token at now.
+func tokenStatus(t store.Token, now time.Time) string {
+	switch {
+	case !t.RevokedAt.IsZero():
+		return "revoked"
+	case t.Expired(now):
+		return "expired"
+	}
+	return "valid"
+}
 
 func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -39,8 +77,16 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	role := fs.String("role", "", "admin, user or plugin (create)")
 	name := fs.String("name", "", "a name to recognise the token by (create)")
 	plugin := fs.String("plugin", "", "the plugin a plugin token is bound to (create)")
+	ttlFlag := fs.String("ttl", "", "how long the token stays valid, e.g. 24h or 30m; never expires when left out (create)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	ttl, err := parseTTL(*ttlFlag)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(*name, reservedTokenPrefix) {
+		return fmt.Errorf("--name %q: names starting with %q are reserved for the tokens of launched plugins", *name, reservedTokenPrefix)
 	}
 	ctx := context.Background()
 	st, err := openDataStore(ctx, *dataDir)
@@ -54,28 +100,31 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		if *role == "" {
 			return fmt.Errorf("--role is required (admin, user or plugin)")
 		}
-		plain, tok, err := ids.Create(ctx, *name, store.Role(*role), *plugin)
+		plain, tok, err := ids.CreateWithTTL(ctx, *name, store.Role(*role), *plugin, ttl)
 		if err != nil {
 			return err
 		}
-		if err := auditCLI(ctx, st, "token create", tok.ID, map[string]any{"name": tok.Name, "role": tok.Role, "plugin_id": tok.PluginID}); err != nil {
+		details := map[string]any{"name": tok.Name, "role": tok.Role, "plugin_id": tok.PluginID, "expires_at": expiresText(tok)}
+		if err := auditCLI(ctx, st, "token create", tok.ID, details); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "created token %s (%s, role %s); it is shown only now:\n", tok.ID, tok.Name, tok.Role)
+		fmt.Fprintf(stderr, "created token %s (%s, role %s, expires %s); it is shown only now:\n", tok.ID, tok.Name, tok.Role, expiresText(tok))
 		fmt.Fprintln(stdout, plain)
 	case "list":
 		tokens, err := ids.List(ctx)
 		if err != nil {
 			return err
 		}
+		now := time.Now().UTC()
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tROLE\tPLUGIN\tCREATED\tREVOKED")
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tPLUGIN\tSTATUS\tCREATED\tEXPIRES\tREVOKED")
 		for _, t := range tokens {
 			revoked := "-"
 			if !t.RevokedAt.IsZero() {
-				revoked = t.RevokedAt.Format(time.RFC3339)
+				revoked = t.RevokedAt.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, dash(t.PluginID), t.CreatedAt.Format(time.RFC3339), revoked)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, dash(t.PluginID), tokenStatus(t, now),
+				t.CreatedAt.UTC().Format(time.RFC3339), expiresText(t), revoked)
 		}
 		return tw.Flush()
 	case "revoke":
@@ -93,6 +142,14 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown token command %q\n\n%s", args[0], tokenUsage)
 	}
 	return nil
+}
+
+// expiresText is when a token expires, in RFC 3339 UTC, or "never".
+func expiresText(t store.Token) string {
+	if t.ExpiresAt.IsZero() {
+		return "never"
+	}
+	return t.ExpiresAt.UTC().Format(time.RFC3339)
 }
 
 func envOr(key, def string) string {
