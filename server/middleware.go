@@ -450,10 +450,11 @@ func writeEnvelope(w http.ResponseWriter, status int, body envelope) {
 
 func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
-// bodyLimits bounds request bodies by who calls and what: unauthenticated callers get
-// little (the token is checked before any body is decoded), package uploads by admins the
-// most, everything else a message-sized amount. The plugin stream is bounded per message
-// by the handler instead (its body is the whole session).
+// bodyLimits bounds request bodies by who calls and what: package uploads by admins get the
+// most, everything else a message-sized amount. Callers without a valid token are refused
+// before their body is read (withAuthentication); unauthenticated bounds what one could send
+// should that ever change. The plugin stream is bounded per message by the handler instead
+// (its body is the whole session).
 type bodyLimits struct {
 	unauthenticated, message, upload int64
 }
@@ -490,9 +491,13 @@ func isOpenPath(path string) bool {
 	return strings.HasPrefix(path, "/grpc.reflection.") || strings.HasPrefix(path, "/grpc.health.")
 }
 
-// withAuthentication checks the bearer token before anything reads the body, records the
-// caller (or why it was refused) for the interceptors, and bounds the body accordingly.
+// withAuthentication checks the bearer token from the request's headers before anything
+// reads the body, records the caller for the interceptors, and bounds the body by who calls.
+// A caller without a valid token (none, unknown, revoked or expired) is answered here, on
+// every transport, and its body is never read: it gets UNAUTHENTICATED whatever it sent, not
+// an error about the body it should not have been able to make the server read.
 func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler) http.Handler {
+	rpcErrors := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isOpenPath(r.URL.Path) {
 			next.ServeHTTP(w, r)
@@ -511,10 +516,14 @@ func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler)
 		ci.mu.Lock()
 		ci.principal, ci.authErr, ci.authDone = principal, authErr, true
 		ci.mu.Unlock()
+		if authErr != nil {
+			refuseUnauthenticated(w, r, rpcErrors, ci, authErr)
+			return
+		}
 		if r.URL.Path != pluginStreamPath {
 			limit := limits.message
 			switch {
-			case principal == nil:
+			case principal == nil: // refused above; kept so that the bound holds regardless
 				limit = limits.unauthenticated
 			case principal.IsAdmin() && isUploadPath(r.Method, r.URL.Path):
 				limit = limits.upload
@@ -526,6 +535,23 @@ func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler)
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseUnauthenticated answers a request whose token was refused, in its own protocol: the
+// REST envelope on REST paths, a Connect, gRPC or gRPC-Web error (with ErrorInfo) for RPCs,
+// the envelope for anything else. The body is left unread; net/http discards what remains of
+// it (or closes the connection when that is too much).
+func refuseUnauthenticated(w http.ResponseWriter, r *http.Request, rpcErrors *connect.ErrorWriter, ci *callInfo, err error) {
+	de := toDomain(err)
+	ci.setError(de)
+	if de.Code == errs.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="nexus"`)
+	}
+	if !isREST(r.URL.Path) && rpcErrors.IsSupported(r) {
+		_ = rpcErrors.Write(w, r, toConnect(de))
+		return
+	}
+	writeEnvelopeError(w, ci.requestID, de)
 }
 
 // limitedBody is a request body bounded by http.MaxBytesReader that records in the
