@@ -243,7 +243,8 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		ctx := withCallInfo(r.Context(), &callInfo{requestID: id, body: r.Body})
+		ci := &callInfo{requestID: id, body: r.Body}
+		ctx := withCallInfo(r.Context(), ci)
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -258,6 +259,10 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 						http.Error(rec, "internal error", http.StatusInternalServerError)
 					}
 				}
+			}
+			if _, authErr, _ := ci.authenticated(); authErr != nil && errs.Is(authErr, errs.Internal) {
+				// Refused before any interceptor ran (withAuthentication): logged here.
+				log.ErrorContext(ctx, "could not authenticate the request", "path", r.URL.Path, "error", authErr)
 			}
 			log.InfoContext(ctx, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000, "protocol", r.Proto)
