@@ -25,21 +25,28 @@
 //
 // # Limits
 //
-// [Limits] are applied before the plugin executes its first instruction:
-// the launcher thread forks the child with PTRACE_TRACEME, the child stops
-// right after execve, the launcher sets the rlimits and the cgroup
-// membership, and detaches. If the kernel refuses ptrace (seccomp, Yama),
-// the limits are set right after the start instead, which leaves the plugin
-// a few microseconds of unlimited life. Setuid bits on a plugin executable
-// are ignored under ptrace; plugins must not rely on them.
+// [Limits] are applied before the plugin executes its first instruction.
+// The launcher thread does not start the plugin directly: it starts this
+// executable as the sandbox init stage (see package sandbox), with the
+// parent-death signal, in a new process group and, when the Spec has a
+// [Sandbox], in the namespaces it asks for. The init stage waits for its
+// plan; the launcher first puts it in the plugin's cgroup (at clone time
+// with CLONE_INTO_CGROUP on cgroup v2, else through cgroup.procs), then
+// sends the plan (the rlimits, the confinement, the program). The init
+// stage applies it on one thread and executes the plugin from that thread.
 //
 //   - FileHandles: RLIMIT_NOFILE, soft and hard.
-//   - MemoryMB: the cgroup v2 memory.max of a per-process cgroup when the
-//     host lets us create one with the memory controller; otherwise
-//     RLIMIT_DATA. RLIMIT_AS is deliberately not used: the Go runtime
-//     reserves about a gigabyte of address space at start, so any Go plugin
-//     fails to start under an address-space limit below that.
-//   - CPUPercent: cgroup v2 cpu.max; not enforced without a usable cgroup.
+//   - MemoryMB: memory.max of a cgroup v2 of the process's own where the
+//     host delegates the memory controller, else memory.limit_in_bytes of a
+//     cgroup v1 where that hierarchy is mounted and writable; otherwise
+//     RLIMIT_DATA (and the caller watches [Process.TreeRSS]). RLIMIT_AS is
+//     deliberately not used: the Go runtime reserves about a gigabyte of
+//     address space at start, so any Go plugin fails to start under an
+//     address-space limit below that.
+//   - CPUPercent: cpu.max (v2) or cpu.cfs_quota_us (v1); not enforced
+//     without a usable cgroup.
+//   - Processes: pids.max (v2 or v1), else RLIMIT_NPROC when the plugin
+//     runs under a uid of its own.
 //
 // [Capabilities] reports what the host can enforce and [Process.Enforced]
 // what was applied to one process. A limit that cannot be enforced never
@@ -48,8 +55,10 @@
 // Cgroups are created as <cgroup2 mount>/<host cgroup>/nexus-<host pid>/
 // <plugin id>-<n>, or directly under the cgroup2 mount when the host's own
 // cgroup cannot delegate controllers (cgroup v2 forbids enabling
-// controllers for children of a non-root cgroup that holds processes).
-// They are removed when the process is gone.
+// controllers for children of a non-root cgroup that holds processes);
+// with cgroup v1, as <controller mount>/<host cgroup>/nexus-<host pid>/
+// <plugin id>-<n> in each of the memory, cpu and pids hierarchies. They are
+// removed when the process is gone.
 //
 // # Output
 //

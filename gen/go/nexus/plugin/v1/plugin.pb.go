@@ -5068,7 +5068,8 @@ type UpdatePluginPermissionsResponse struct {
 	ResourceLimits *ResourceLimits `protobuf:"bytes,4,opt,name=resource_limits,json=resourceLimits,proto3" json:"resource_limits,omitempty"`
 	// How this host enforces each limit.
 	LimitsEnforcement *LimitEnforcement `protobuf:"bytes,5,opt,name=limits_enforcement,json=limitsEnforcement,proto3" json:"limits_enforcement,omitempty"`
-	// As in GetPluginPermissionsResponse (applied at the plugin's next start).
+	// As in GetPluginPermissionsResponse: a running plugin keeps the confinement it started
+	// with until it restarts, and this reports that one.
 	Confinement   []*ConfinementState `protobuf:"bytes,6,rep,name=confinement,proto3" json:"confinement,omitempty"`
 	HostLaunched  bool                `protobuf:"varint,7,opt,name=host_launched,json=hostLaunched,proto3" json:"host_launched,omitempty"`
 	unknownFields protoimpl.UnknownFields

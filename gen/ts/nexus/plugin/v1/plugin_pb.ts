@@ -2732,7 +2732,8 @@ export type UpdatePluginPermissionsResponse = Message<"nexus.plugin.v1.UpdatePlu
   limitsEnforcement?: LimitEnforcement | undefined;
 
   /**
-   * As in GetPluginPermissionsResponse (applied at the plugin's next start).
+   * As in GetPluginPermissionsResponse: a running plugin keeps the confinement it started
+   * with until it restarts, and this reports that one.
    *
    * @generated from field: repeated nexus.plugin.v1.ConfinementState confinement = 6;
    */
