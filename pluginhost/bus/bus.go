@@ -14,8 +14,8 @@
 // keys: publishing the same ID to the same inbox twice within DedupeWindow stores it once.
 //
 // Memory is bounded: an inbox holds at most MaxInbox entries that are not yet acknowledged
-// (delivered or not); Publish beyond that fails with ErrInboxFull instead of growing without
-// bound or dropping entries. Trimming only ever removes acknowledged entries. A consumer holds
+// (delivered or not), of at most MaxInboxBytes in all (see Envelope.Size); Publish beyond
+// either bound fails with ErrInboxFull instead of growing without bound or dropping entries. Trimming only ever removes acknowledged entries. A consumer holds
 // at most Prefetch unsettled deliveries; Next blocks until one is settled.
 package bus
 
@@ -71,6 +71,13 @@ type Envelope struct {
 	ReplyTo string
 	// SentAt is when the envelope was published.
 	SentAt time.Time
+}
+
+// Size is what the envelope counts for against MaxInboxBytes: the bytes of its payload and
+// of its strings. Every implementation counts the same, so that one bound means the same on
+// each.
+func (e Envelope) Size() int {
+	return len(e.Data) + len(e.ID) + len(e.Source) + len(e.Target) + len(e.Type) + len(e.ReplyTo)
 }
 
 // Expired reports whether the envelope has a deadline that has passed at now.
@@ -133,7 +140,8 @@ const (
 
 // Errors the bus returns; implementations wrap them with context, so test with errors.Is.
 var (
-	// ErrInboxFull means the target's inbox holds MaxInbox unacknowledged entries.
+	// ErrInboxFull means the target's inbox holds MaxInbox unacknowledged entries, or has no
+	// room left for the envelope's Size within MaxInboxBytes.
 	ErrInboxFull = errors.New("bus: inbox full")
 	// ErrUnavailable means the bus cannot reach its backend (e.g. Redis is down). Calls
 	// fail fast with it rather than hang; the bus reconnects by itself.
@@ -145,6 +153,9 @@ var (
 	ErrUnknownDelivery = errors.New("bus: unknown delivery")
 )
 
+// DefaultMaxInboxBytes is the default of Options.MaxInboxBytes.
+const DefaultMaxInboxBytes = 64 << 20
+
 // Options tune a bus. Zero values take the defaults.
 type Options struct {
 	// ProcessingTimeout is how long a delivery may stay unsettled before it is delivered
@@ -154,6 +165,9 @@ type Options struct {
 	MaxAttempts int
 	// MaxInbox bounds the unacknowledged entries of one inbox. Default 10000.
 	MaxInbox int
+	// MaxInboxBytes bounds the sum of the Sizes of the unacknowledged entries of one inbox:
+	// an envelope that would take it past the bound is refused. Default 64 MiB.
+	MaxInboxBytes int64
 	// MaxDeadLetters bounds each plugin's dead-letter list (oldest dropped first, approximately).
 	// Default 1000.
 	MaxDeadLetters int
@@ -178,6 +192,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.MaxInbox <= 0 {
 		o.MaxInbox = 10000
+	}
+	if o.MaxInboxBytes <= 0 {
+		o.MaxInboxBytes = DefaultMaxInboxBytes
 	}
 	if o.MaxDeadLetters <= 0 {
 		o.MaxDeadLetters = 1000

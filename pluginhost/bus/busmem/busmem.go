@@ -25,6 +25,8 @@
 //     a Cancel is remembered until its until argument, at most DedupeWindow, so a Publish
 //     of the cancelled ID that arrives after the Cancel stores nothing either.
 //   - Envelopes with an empty ID are never deduplicated and cannot be cancelled.
+//   - The dead letters, held in the host's memory like the inbox, are bounded in bytes as
+//     well as in count: to MaxInboxBytes (the sum of their Sizes), oldest dropped first.
 //   - DeadLetters with limit <= 0 returns every dead letter.
 //   - Reply knows only this bus's own Replica address; any other fails with
 //     bus.ErrUnavailable.

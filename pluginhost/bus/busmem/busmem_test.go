@@ -614,3 +614,37 @@ func TestDedupeMemoryIsCapped(t *testing.T) {
 		t.Fatalf("a recent duplicate was stored (depth %d)", n)
 	}
 }
+
+// TestDeadLettersBoundedInBytes: the dead letters the in-memory bus keeps in the host's
+// memory are bounded by MaxInboxBytes as well as by MaxDeadLetters, oldest dropped first.
+func TestDeadLettersBoundedInBytes(t *testing.T) {
+	big := func(id string) bus.Envelope {
+		e := env("dead-bytes", id)
+		e.Data = make([]byte, 4000)
+		return e
+	}
+	size := int64(big("d0").Size())
+	b := newBus(t, bus.Options{ProcessingTimeout: time.Minute, MaxDeadLetters: 1000, MaxInboxBytes: 3*size + size/2})
+	c := consume(t, b, "dead-bytes", "i")
+	for i := range 6 {
+		publish(t, b, big(fmt.Sprintf("d%d", i)))
+		d, err := next(t, c, time.Second)
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if err := c.DeadLetter(t.Context(), d.Tag, "test"); err != nil {
+			t.Fatalf("DeadLetter: %v", err)
+		}
+	}
+	dl, err := b.DeadLetters(t.Context(), "dead-bytes", 0)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	var ids []string
+	for _, d := range dl {
+		ids = append(ids, d.ID)
+	}
+	if fmt.Sprint(ids) != "[d5 d4 d3]" {
+		t.Fatalf("dead letters %v; want the newest three, [d5 d4 d3]", ids)
+	}
+}

@@ -57,6 +57,7 @@ type inbox struct {
 	ready     ring[*entry]             // entries waiting for delivery, oldest first, plus tombstones
 	tombs     int                      // settled entries still in ready
 	live      int                      // unacknowledged entries: ready (not tombstones) and in flight
+	bytes     int64                    // the sum of their Sizes (bus.Envelope.Size)
 	inflight  map[string]*entry        // in-flight entries by tag (each also in its owner's timeouts)
 	byID      map[string]*entry        // unsettled entries by envelope ID (the latest one), for Cancel
 	seen      map[string]time.Duration // envelope IDs stored within DedupeWindow → when to forget them (since epoch)
@@ -70,6 +71,7 @@ type inbox struct {
 	// one): a full inbox is swept for expired entries only once it has passed.
 	minDeadline time.Time
 	dead        ring[bus.DeadLetter] // oldest first, at most MaxDeadLetters
+	deadBytes   int64                // the sum of the Sizes of dead, at most MaxInboxBytes
 	consumers   []*consumer          // open consumers, a few: one per plugin instance
 }
 
@@ -101,9 +103,10 @@ func (ib *inbox) publish(env bus.Envelope, now time.Time) error {
 		ib.remember(env.ID, mono)
 		return nil
 	}
-	if ib.live >= ib.opts.MaxInbox {
+	size := int64(env.Size())
+	if ib.full(size) {
 		ib.sweepExpired(now)
-		if ib.live >= ib.opts.MaxInbox {
+		if ib.full(size) {
 			return fmt.Errorf("busmem: publish to %q: %w", ib.plugin, bus.ErrInboxFull)
 		}
 	}
@@ -117,6 +120,7 @@ func (ib *inbox) publish(env bus.Envelope, now time.Time) error {
 	e := &entry{env: env, seq: ib.seq, tag: strconv.FormatUint(ib.seq, 10), hidx: -1}
 	ib.ready.pushBack(e)
 	ib.live++
+	ib.bytes += size
 	if env.ID != "" {
 		ib.byID[env.ID] = e
 	}
@@ -127,6 +131,11 @@ func (ib *inbox) publish(env bus.Envelope, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// full reports whether the inbox has no room for an envelope of size bytes.
+func (ib *inbox) full(size int64) bool {
+	return ib.live >= ib.opts.MaxInbox || ib.bytes+size > ib.opts.MaxInboxBytes
 }
 
 // take hands c its next delivery: the in-flight entry whose processing timeout expired
@@ -258,18 +267,22 @@ func (ib *inbox) settle(e *entry) {
 func (ib *inbox) forget(e *entry) {
 	e.state = stateSettled
 	ib.live--
+	ib.bytes -= int64(e.env.Size())
 	if e.env.ID != "" && ib.byID[e.env.ID] == e {
 		delete(ib.byID, e.env.ID)
 	}
 }
 
-// deadLetter settles e onto the dead-letter list.
+// deadLetter settles e onto the dead-letter list. The list is held in the host's memory, so
+// it is bounded in bytes too: to MaxInboxBytes, oldest dropped first, like its count.
 func (ib *inbox) deadLetter(e *entry, reason string, now time.Time) {
 	ib.settle(e)
-	if ib.dead.len() >= ib.opts.MaxDeadLetters {
-		ib.dead.popFront()
+	size := int64(e.env.Size())
+	for ib.dead.len() > 0 && (ib.dead.len() >= ib.opts.MaxDeadLetters || ib.deadBytes+size > ib.opts.MaxInboxBytes) {
+		ib.deadBytes -= int64(ib.dead.popFront().Size())
 	}
 	ib.dead.pushBack(bus.DeadLetter{Envelope: e.env, Attempts: e.attempt, Reason: reason, At: now})
+	ib.deadBytes += size
 }
 
 // requeue hands c's in-flight entries back, oldest first at the front of the queue, with
@@ -423,6 +436,7 @@ func (ib *inbox) clear() {
 	ib.ready.reset()
 	ib.tombs = 0
 	ib.live = 0
+	ib.bytes = 0
 	ib.inflight = make(map[string]*entry)
 	ib.byID = make(map[string]*entry)
 	ib.seen = make(map[string]time.Duration)
@@ -432,6 +446,7 @@ func (ib *inbox) clear() {
 	ib.cancelSweep = 0
 	ib.minDeadline = time.Time{}
 	ib.dead.reset()
+	ib.deadBytes = 0
 	for _, c := range ib.consumers {
 		c.signal()
 	}

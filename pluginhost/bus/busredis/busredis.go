@@ -309,12 +309,13 @@ func (b *Bus) publishArgs(env *bus.Envelope, now time.Time) ([]string, []any, er
 	if env.SentAt.IsZero() {
 		env.SentAt = now
 	}
-	keys := []string{b.keys.inbox(env.Target), b.keys.sweep(env.Target)}
+	keys := []string{b.keys.inbox(env.Target), b.keys.sweep(env.Target), b.keys.bytes(env.Target)}
 	if env.ID != "" {
 		keys = append(keys, b.keys.dedupe(env.Target, env.ID))
 	}
 	rec := appendEnvelope(make([]byte, 0, 64+len(env.ID)+len(env.Type)+len(env.Data)), env)
-	args := []any{group, b.opts.DedupeWindow.Milliseconds(), b.opts.MaxInbox, rec, unixMilli(env.Deadline), now.UnixMilli()}
+	args := []any{group, b.opts.DedupeWindow.Milliseconds(), b.opts.MaxInbox, rec, unixMilli(env.Deadline), now.UnixMilli(),
+		env.Size(), b.opts.MaxInboxBytes}
 	return keys, args, nil
 }
 
@@ -401,7 +402,7 @@ func (b *Bus) Cancel(ctx context.Context, target, messageID string, until time.T
 	}
 	b.applyCancel(target, messageID, until, now)
 	rec := appendNotice(nil, bus.NoticeCancel, &bus.Envelope{ID: messageID, Target: target, Source: b.replica, Deadline: until})
-	keys := []string{b.keys.inbox(target), b.keys.dedupe(target, messageID), b.keys.notices()}
+	keys := []string{b.keys.inbox(target), b.keys.dedupe(target, messageID), b.keys.notices(), b.keys.bytes(target)}
 	remember := max(until.Sub(now).Milliseconds(), 0)
 	err := scriptCancel.Run(ctx, b.rdb, keys, group, remember, rec, noticesMaxLen).Err()
 	return b.wrapErr("cancel", err)
@@ -485,7 +486,8 @@ func (b *Bus) Purge(ctx context.Context, plugin string) error {
 	if b.closed.Load() {
 		return bus.ErrClosed
 	}
-	if err := b.rdb.Del(ctx, b.keys.inbox(plugin), b.keys.dead(plugin), b.keys.sweep(plugin)).Err(); err != nil {
+	// The inbox and its byte count go together (DEL of several keys is atomic).
+	if err := b.rdb.Del(ctx, b.keys.inbox(plugin), b.keys.bytes(plugin), b.keys.dead(plugin), b.keys.sweep(plugin)).Err(); err != nil {
 		return b.wrapErr("purge", err)
 	}
 	for _, c := range b.localConsumers(plugin) {

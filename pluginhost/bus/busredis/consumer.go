@@ -25,6 +25,7 @@ type Consumer struct {
 	rname     string // the Redis consumer name: name@replica
 	key       string // in Bus.consumers
 	inbox     string
+	bytes     string // the inbox's byte count
 	dead      string
 	live      string
 	cancelled chan string   // buffered Prefetch; sent to without blocking, never closed
@@ -77,6 +78,7 @@ func newConsumer(b *Bus, plugin, name string) *Consumer {
 		rname:     name + "@" + b.replica,
 		key:       plugin + "\x00" + name,
 		inbox:     b.keys.inbox(plugin),
+		bytes:     b.keys.bytes(plugin),
 		dead:      b.keys.dead(plugin),
 		live:      b.keys.live(plugin),
 		cancelled: make(chan string, b.opts.Prefetch),
@@ -178,7 +180,7 @@ func (c *Consumer) Ack(ctx context.Context, tag string) error {
 	if err := c.holding(tag, "ack"); err != nil {
 		return err
 	}
-	n, err := scriptAck.Run(ctx, c.b.rdb, []string{c.inbox}, group, c.rname, tag).Int64()
+	n, err := scriptAck.Run(ctx, c.b.rdb, []string{c.inbox, c.bytes}, group, c.rname, tag).Int64()
 	return c.settled(tag, "ack", n, err)
 }
 
@@ -206,7 +208,7 @@ func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) er
 		}
 		return err
 	}
-	keys := []string{c.inbox, c.b.keys.reply(to)}
+	keys := []string{c.inbox, c.b.keys.reply(to), c.bytes}
 	n, err := scriptAckReply.Run(ctx, c.b.rdb, keys, group, c.rname, tag, appendReply(nil, &r),
 		replyMaxLen, replyTTL.Milliseconds()).Int64()
 	return c.settled(tag, "ack", n, err)
@@ -256,7 +258,7 @@ func (c *Consumer) DeadLetter(ctx context.Context, tag, reason string) error {
 	if err := c.holding(tag, "dead-letter"); err != nil {
 		return err
 	}
-	keys := []string{c.inbox, c.dead}
+	keys := []string{c.inbox, c.dead, c.bytes}
 	n, err := scriptDeadLetter.Run(ctx, c.b.rdb, keys, group, c.rname, tag, reason,
 		time.Now().UnixMilli(), c.b.opts.MaxDeadLetters).Int64()
 	return c.settled(tag, "dead-letter", n, err)
@@ -439,7 +441,7 @@ func (c *Consumer) kickLoop() {
 // many entries it claimed (dead-lettered and expired ones included).
 func (c *Consumer) claim(mode, start string, count int) (string, int, error) {
 	o := c.b.opts
-	res, err := scriptClaim.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead}, group, c.rname, mode,
+	res, err := scriptClaim.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead, c.bytes}, group, c.rname, mode,
 		o.ProcessingTimeout.Milliseconds(), start, count, o.MaxAttempts, time.Now().UnixMilli(), o.MaxDeadLetters).Slice()
 	if err != nil {
 		return start, 0, err
@@ -492,7 +494,7 @@ func (c *Consumer) add(id, raw string, attempt int, now time.Time) {
 	env, err := decodeEnvelope([]byte(raw))
 	if err != nil {
 		c.b.log.Warn("busredis: undecodable inbox entry; dead-lettering it", "plugin", c.plugin, "id", id)
-		err = scriptDeadLetter.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead}, group, c.rname, id,
+		err = scriptDeadLetter.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead, c.bytes}, group, c.rname, id,
 			"undecodable entry", now.UnixMilli(), c.b.opts.MaxDeadLetters).Err()
 		if err != nil {
 			c.b.log.Warn("busredis: dead-lettering an undecodable entry failed", "plugin", c.plugin, "id", id, "err", err)
@@ -595,12 +597,15 @@ func (c *Consumer) touch(ctx context.Context, ids []string, idles []int64) ([]bo
 	return held, nil
 }
 
-// settleSkipped acknowledges entries Next skipped (expired or cancelled).
+// settleSkipped acknowledges entries Next skipped (expired or cancelled), in one round trip
+// (see scriptSkip).
 func (c *Consumer) settleSkipped(ctx context.Context, tags []string) {
-	pipe := c.b.rdb.Pipeline()
-	pipe.XAck(ctx, c.inbox, group, tags...)
-	pipe.XDel(ctx, c.inbox, tags...)
-	if _, err := pipe.Exec(ctx); err != nil {
+	args := make([]any, 0, 1+len(tags))
+	args = append(args, group)
+	for _, t := range tags {
+		args = append(args, t)
+	}
+	if err := scriptSkip.Run(ctx, c.b.rdb, []string{c.inbox, c.bytes}, args...).Err(); err != nil {
 		// They stay pending, time out, and are skipped again by whoever claims them.
 		c.b.log.Debug("busredis: acknowledging skipped entries failed", "plugin", c.plugin, "err", err)
 	}

@@ -6,8 +6,12 @@
 // With the default prefix "nexus:":
 //
 //	nexus:inbox:{plugin}        stream, the plugin's inbox, read through one consumer group
-//	                            ("nexus"); entry fields e (the envelope) and, for envelopes
-//	                            with a deadline, d (the deadline in Unix ms)
+//	                            ("nexus"); entry fields e (the envelope), s (its size,
+//	                            bus.Envelope.Size) and, for envelopes with a deadline, d (the
+//	                            deadline in Unix ms)
+//	nexus:bytes:{plugin}        string, the sum of the s fields of the inbox's entries
+//	                            (MaxInboxBytes is enforced on it), kept exact by the scripts
+//	                            that add and delete entries (see Trimming)
 //	nexus:dead:{plugin}         stream of dead letters (MAXLEN ~ MaxDeadLetters); fields e,
 //	                            n (attempts), r (reason), t (Unix ms)
 //	nexus:dedupe:{plugin}:{id}  string, an envelope ID seen within DedupeWindow (PX); its
@@ -66,14 +70,23 @@
 //     once all its entries are deleted). Deleting ids at or below the group's
 //     last-delivered id leaves Redis's accounting of the group intact.
 //   - As a safety net for entries acknowledged outside the bus, a Publish that finds the
-//     inbox full first trims it with XTRIM MINID at the acknowledged boundary: the smaller
-//     of the group's oldest pending id (XPENDING summary) and the entry after its
-//     last-delivered id. Every entry below both was delivered and is no longer pending,
-//     that is acknowledged; MINID removes entries below the boundary only. Then it drops
-//     undelivered entries whose deadline passed (at most once a second: that scan is as
-//     long as the backlog), and only then refuses with bus.ErrInboxFull.
+//     inbox full (by count or by bytes) first deletes the entries below the acknowledged
+//     boundary: the smaller of the group's oldest pending id (XPENDING summary) and the
+//     entry after its last-delivered id. Every entry below both was delivered and is no
+//     longer pending, that is acknowledged. Then it drops undelivered entries whose
+//     deadline passed (at most once a second: that scan is as long as the backlog), and
+//     only then refuses with bus.ErrInboxFull.
+//   - Every deletion of an entry, in all of the scripts above, goes through one Lua
+//     function that subtracts the entry's s field from the bytes key when XDEL did delete
+//     it; Publish adds it in the script that adds the entry. So the count is exact at every
+//     moment, and survives what the stream survives: a host restart, and a Redis restart
+//     with the append-only file (the scripts' effects are logged together). Purge deletes
+//     the two keys in one DEL. Should the count be missing while the stream is not (deleted
+//     by hand, say), the next Publish counts the entries once and keeps the result.
 //
-// So the hot path of Publish is O(1): EXISTS of the dedupe key, XLEN, XADD, SET.
+// So the hot path of Publish is O(1): EXISTS of the dedupe key, XLEN, GET of the count,
+// XADD, INCRBY, SET; and a settlement reads the size of its entry (XRANGE of one id) before
+// deleting it.
 //
 // # Round trips
 //

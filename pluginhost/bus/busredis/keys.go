@@ -8,6 +8,10 @@ type keys struct {
 // inbox is the stream of plugin's inbox, read through the consumer group.
 func (k keys) inbox(plugin string) string { return k.prefix + "inbox:" + plugin }
 
+// bytes is the counter of the sizes (bus.Envelope.Size) of the entries in plugin's inbox,
+// kept by the scripts that add and delete them.
+func (k keys) bytes(plugin string) string { return k.prefix + "bytes:" + plugin }
+
 // dead is the stream of plugin's dead letters.
 func (k keys) dead(plugin string) string { return k.prefix + "dead:" + plugin }
 

@@ -62,13 +62,47 @@ local function xclaim(inbox, group, consumer, ids, ...)
   return redis.call(unpack(args))
 end
 
+-- entrysize is the size an entry counts for in its inbox's byte count (field s; entries
+-- written before the count existed have none and count 0, in and out alike).
+local function entrysize(fields)
+  return tonumber(field(fields, 's') or '0')
+end
+
+-- drop deletes entry id of inbox and takes its size off the inbox's byte count, if it was
+-- still there. size is the entry's size when the caller has read the entry already (nil:
+-- read it here). Every deletion of an inbox entry goes through drop, so that the count is
+-- always the sum of the sizes of the entries in the stream.
+local function drop(inbox, bytes, id, size)
+  if not size then
+    local r = redis.call('XRANGE', inbox, id, id)
+    if #r == 0 then return 0 end
+    size = entrysize(r[1][2])
+  end
+  local n = redis.call('XDEL', inbox, id)
+  if n == 1 and size > 0 then redis.call('DECRBY', bytes, size) end
+  return n
+end
+
+-- usedbytes returns the byte count of inbox. Without a count yet (a new inbox, or one
+-- whose count was lost), it counts the entries once and keeps the result.
+local function usedbytes(inbox, bytes)
+  local v = redis.call('GET', bytes)
+  if v then return tonumber(v) end
+  local n = 0
+  if redis.call('EXISTS', inbox) == 1 then
+    for _, e in ipairs(redis.call('XRANGE', inbox, '-', '+')) do n = n + entrysize(e[2]) end
+  end
+  redis.call('SET', bytes, n)
+  return n
+end
+
 -- settle acknowledges id and deletes it: an acknowledged entry is of no use, and deleting
 -- it at once keeps the stream as short as its unacknowledged entries even while an old
 -- entry is held (XTRIM MINID cannot trim past that one). The deleted id is at or below the
--- group's last-delivered id, so Redis keeps track of the group's lag.
-local function settle(inbox, group, id)
+-- group's last-delivered id, so Redis keeps track of the group's lag. size is as for drop.
+local function settle(inbox, bytes, group, id, size)
   local n = redis.call('XACK', inbox, group, id)
-  redis.call('XDEL', inbox, id)
+  drop(inbox, bytes, id, size)
   return n
 end
 
@@ -80,27 +114,34 @@ end
 `
 
 // scriptPublish stores an envelope unless its ID was seen, or refuses it when the inbox is
-// full.
+// full: it holds max inbox entries, or the envelope's size would take its byte count past
+// max bytes.
 //
 // Every acknowledgement deletes its entry in the same script (settle), and so do the
 // cancellation of an undelivered message and the sweep of expired ones: the stream holds
-// exactly the unacknowledged entries, and XLEN (O(1)) is their count. Only when that count
-// reaches the limit does the script trim, as a safety net for entries acknowledged outside
-// the bus: XTRIM MINID (exact) at the acknowledged boundary, the smaller of the group's
+// exactly the unacknowledged entries, XLEN (O(1)) is their count and the bytes key (a
+// counter kept by the same scripts, see drop) the sum of their sizes. Only when the inbox
+// is full does the script trim, as a safety net for entries acknowledged outside the bus:
+// it deletes the entries below the acknowledged boundary, the smaller of the group's
 // oldest pending id and the entry after its last-delivered id; every entry below both was
 // delivered and is no longer pending. Then, if the inbox is still full, it deletes the
 // undelivered entries whose deadline passed (at most once a second per inbox, marked by the
-// sweep key: that scan is as long as the backlog) and counts again.
+// sweep key: that scan is as long as the backlog) and looks again.
 //
-// KEYS: inbox, sweep marker, [dedupe key]. ARGV: group, dedupe window ms, max inbox,
-// envelope record, deadline ms (0: none), now ms.
+// KEYS: inbox, sweep marker, bytes, [dedupe key]. ARGV: group, dedupe window ms, max inbox,
+// envelope record, deadline ms (0: none), now ms, envelope size, max bytes.
 // Returns 1 stored, 2 duplicate, 0 full.
 var scriptPublish = newScript(luaPrelude + `
-local inbox, marker, dedupe = KEYS[1], KEYS[2], KEYS[3]
+local inbox, marker, bytes, dedupe = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, max, now = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[6])
+local size, maxBytes = tonumber(ARGV[7]), tonumber(ARGV[8])
 if dedupe and redis.call('EXISTS', dedupe) == 1 then return 2 end
 
-if redis.call('XLEN', inbox) >= max then
+local function full()
+  return redis.call('XLEN', inbox) >= max or usedbytes(inbox, bytes) + size > maxBytes
+end
+
+if full() then
   local pending, last = groupstate(inbox, group)
   if pending then
     local bms, bseq = splitid(last)
@@ -109,24 +150,28 @@ if redis.call('XLEN', inbox) >= max then
       local oms, oseq = splitid(redis.call('XPENDING', inbox, group)[2])
       if idlt(oms, oseq, bms, bseq) then bms, bseq = oms, oseq end
     end
-    redis.call('XTRIM', inbox, 'MINID', string.format('%.0f-%.0f', bms, bseq))
+    local boundary = string.format('(%.0f-%.0f', bms, bseq)
+    for _, e in ipairs(redis.call('XRANGE', inbox, '-', boundary)) do
+      drop(inbox, bytes, e[1], entrysize(e[2]))
+    end
   end
-  if redis.call('XLEN', inbox) >= max then
+  if full() then
     if not redis.call('SET', marker, '1', 'NX', 'PX', 1000) then return 0 end
     for _, e in ipairs(undelivered(inbox, last or '0-0')) do
       local d = tonumber(field(e[2], 'd') or '0')
-      if d > 0 and d <= now then redis.call('XDEL', inbox, e[1]) end
+      if d > 0 and d <= now then drop(inbox, bytes, e[1], entrysize(e[2])) end
     end
-    if redis.call('XLEN', inbox) >= max then return 0 end
+    if full() then return 0 end
   end
 end
 
 local id
 if ARGV[5] ~= '0' then
-  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 'd', ARGV[5])
+  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 's', ARGV[7], 'd', ARGV[5])
 else
-  id = redis.call('XADD', inbox, '*', 'e', ARGV[4])
+  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 's', ARGV[7])
 end
+redis.call('INCRBY', bytes, size)
 if dedupe then redis.call('SET', dedupe, id, 'PX', ARGV[2]) end
 return 1
 `)
@@ -140,12 +185,12 @@ return 1
 // acknowledged, and entries past max attempts go to the dead-letter stream and are
 // acknowledged, in the same step.
 //
-// KEYS: inbox, dead. ARGV: group, consumer, mode, min idle ms, start, count, max attempts,
-// now ms, max dead letters.
+// KEYS: inbox, dead, bytes. ARGV: group, consumer, mode, min idle ms, start, count, max
+// attempts, now ms, max dead letters.
 // Returns {next start ('0-0' when there are no more), {id, envelope record, delivery
 // count, ...}, number of entries claimed (dead-lettered ones included)}.
 var scriptClaim = newScript(luaPrelude + `
-local inbox, dead = KEYS[1], KEYS[2]
+local inbox, dead, bytes = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, count, maxAttempts = ARGV[1], ARGV[2], tonumber(ARGV[6]), tonumber(ARGV[7])
 local p
 if ARGV[3] == 'idle' then
@@ -168,10 +213,10 @@ for _, e in ipairs(entries) do
   local n = redis.call('XPENDING', inbox, group, id, id, 1)[1][4]
   local deadline = tonumber(field(e[2], 'd') or '0')
   if deadline > 0 and deadline <= now then
-    settle(inbox, group, id) -- expired: settled, not dead
+    settle(inbox, bytes, group, id, entrysize(e[2])) -- expired: settled, not dead
   elseif n > maxAttempts then
     redis.call('XADD', dead, 'MAXLEN', '~', ARGV[9], '*', 'e', raw, 'n', n - 1, 'r', 'max attempts exceeded', 't', ARGV[8])
-    settle(inbox, group, id)
+    settle(inbox, bytes, group, id, entrysize(e[2]))
   else
     out[#out + 1] = id
     out[#out + 1] = raw
@@ -213,22 +258,33 @@ return n
 
 // scriptAck acknowledges an entry if the consumer holds it.
 //
-// KEYS: inbox. ARGV: group, consumer, id. Returns 1, or 0 when the consumer does not hold it.
+// KEYS: inbox, bytes. ARGV: group, consumer, id. Returns 1, or 0 when the consumer does not
+// hold it.
 var scriptAck = newScript(luaPrelude + `
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-return settle(KEYS[1], ARGV[1], ARGV[3])
+return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
+`)
+
+// scriptSkip acknowledges entries a consumer skipped (expired or cancelled).
+//
+// KEYS: inbox, bytes. ARGV: group, then the ids. Returns the number acknowledged.
+var scriptSkip = newScript(luaPrelude + `
+local n = 0
+for i = 2, #ARGV do n = n + settle(KEYS[1], KEYS[2], ARGV[1], ARGV[i]) end
+return n
 `)
 
 // scriptAckReply sends a reply and acknowledges the message it answers if the consumer
 // holds it (the reply goes either way: the work is done).
 //
-// KEYS: inbox, reply stream. ARGV: group, consumer, id, reply record, reply stream max
-// length, reply stream TTL ms. Returns 1, or 0 when the consumer does not hold the entry.
+// KEYS: inbox, reply stream, bytes. ARGV: group, consumer, id, reply record, reply stream
+// max length, reply stream TTL ms. Returns 1, or 0 when the consumer does not hold the
+// entry.
 var scriptAckReply = newScript(luaPrelude + `
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-return settle(KEYS[1], ARGV[1], ARGV[3])
+return settle(KEYS[1], KEYS[3], ARGV[1], ARGV[3])
 `)
 
 // scriptTouch sets the idle time of entries the consumer holds (XCLAIM IDLE JUSTID to
@@ -253,18 +309,18 @@ return out
 // scriptDeadLetter moves an entry the consumer holds to the dead-letter stream and
 // acknowledges it.
 //
-// KEYS: inbox, dead. ARGV: group, consumer, id, reason, now ms, max dead letters, fallback
-// envelope record (used when the entry is gone). Returns 1, or 0 when the consumer does not
-// hold it.
+// KEYS: inbox, dead, bytes. ARGV: group, consumer, id, reason, now ms, max dead letters,
+// fallback envelope record (used when the entry is gone). Returns 1, or 0 when the consumer
+// does not hold it.
 var scriptDeadLetter = newScript(luaPrelude + `
 local inbox, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local ok, p = pcall(redis.call, 'XPENDING', inbox, group, id, id, 1, consumer)
 if not ok or #p == 0 then return 0 end
-local raw = ARGV[7]
+local raw, size = ARGV[7], 0
 local r = redis.call('XRANGE', inbox, id, id)
-if #r > 0 then raw = field(r[1][2], 'e') or raw end
+if #r > 0 then raw, size = field(r[1][2], 'e') or raw, entrysize(r[1][2]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', raw, 'n', p[1][4], 'r', ARGV[4], 't', ARGV[5])
-settle(inbox, group, id)
+settle(inbox, KEYS[3], group, id, size)
 return 1
 `)
 
@@ -303,10 +359,10 @@ return n
 // later publish stores nothing. Then a notice tells every replica (consumers skip the ID and
 // report it when in flight).
 //
-// KEYS: inbox, dedupe key, notices. ARGV: group, remember ms (0: do not), notice record,
-// notices max length. Returns 1.
+// KEYS: inbox, dedupe key, notices, bytes. ARGV: group, remember ms (0: do not), notice
+// record, notices max length. Returns 1.
 var scriptCancel = newScript(luaPrelude + `
-local inbox, dedupe = KEYS[1], KEYS[2]
+local inbox, dedupe, bytes = KEYS[1], KEYS[2], KEYS[4]
 local eid = redis.call('GET', dedupe)
 if eid then
   local ems, eseq = splitid(eid)
@@ -314,7 +370,7 @@ if eid then
     local pending, last = groupstate(inbox, ARGV[1])
     if pending then
       local lms, lseq = splitid(last)
-      if idlt(lms, lseq, ems, eseq) then redis.call('XDEL', inbox, eid) end
+      if idlt(lms, lseq, ems, eseq) then drop(inbox, bytes, eid) end
     end
   end
 elseif tonumber(ARGV[2]) > 0 then
@@ -338,6 +394,6 @@ func (s script) load(ctx context.Context, pipe redis.Pipeliner) { pipe.ScriptLoa
 
 // allScripts are loaded at start, so that pipelines can use EVALSHA.
 var allScripts = []script{
-	scriptPublish, scriptClaim, scriptAdopt, scriptAck, scriptAckReply,
+	scriptPublish, scriptClaim, scriptAdopt, scriptAck, scriptSkip, scriptAckReply,
 	scriptTouch, scriptDeadLetter, scriptHandback, scriptCancel,
 }

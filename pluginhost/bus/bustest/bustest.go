@@ -76,6 +76,7 @@ func Run(t *testing.T, newBus func(t *testing.T, opts bus.Options) bus.Bus) {
 		{"FanOut", testFanOut},
 		{"Prefetch", testPrefetch},
 		{"InboxFull", testInboxFull},
+		{"InboxBytes", testInboxBytes},
 		{"Trimming", testTrimming},
 		{"CancelBeforeDelivery", testCancelBeforeDelivery},
 		{"CancelInFlight", testCancelInFlight},

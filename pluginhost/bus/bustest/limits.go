@@ -231,6 +231,74 @@ func testInboxFull(t *testing.T, open opener) {
 	depth(t, b, p, 0)
 }
 
+// testInboxBytes checks MaxInboxBytes: Publish fails with ErrInboxFull when the envelope's
+// Size would take the Sizes of the inbox's unacknowledged entries (delivered or not) past
+// the bound, up to it exactly, whatever MaxInbox allows; every way an entry is settled
+// (Ack, DeadLetter, cancellation before delivery) and Purge make room again.
+func testInboxBytes(t *testing.T, open opener) {
+	p, q := pluginID(t, "bytes-p"), pluginID(t, "bytes-q")
+	msg := func(target, id string, n int) bus.Envelope {
+		return bus.Envelope{ID: id, Kind: bus.KindMessage, Source: "system", Target: target, Type: "test.big",
+			Data: bytes.Repeat([]byte("x"), n), SentAt: time.Now()}
+	}
+	big := func(id string) bus.Envelope { return msg(p, id, 4000) }
+	small := func(id string) bus.Envelope { return msg(p, id, 100) }
+	bigSize, smallSize := int64(big("b0").Size()), int64(small("s0").Size())
+	b := open(bus.Options{ProcessingTimeout: noTimeout, MaxInbox: 1000, MaxInboxBytes: 4*bigSize + smallSize})
+	full := func(env bus.Envelope, when string) {
+		t.Helper()
+		if err := b.Publish(t.Context(), env); !errors.Is(err, bus.ErrInboxFull) {
+			t.Fatalf("Publish of %s %s: %v; want %v", env.ID, when, err, bus.ErrInboxFull)
+		}
+	}
+
+	for i := range 4 {
+		publish(t, b, big(fmt.Sprintf("b%d", i)))
+	}
+	full(big("b4"), "beyond the byte bound")
+	publish(t, b, small("s0")) // up to the bound exactly
+	full(small("s1"), "beyond the byte bound")
+	errs := b.PublishAll(t.Context(), []bus.Envelope{big("b4"), msg(q, "fine", 4000)})
+	if len(errs) != 2 || !errors.Is(errs[0], bus.ErrInboxFull) || errs[1] != nil {
+		t.Fatalf("PublishAll = %v; want [%v <nil>]", errs, bus.ErrInboxFull)
+	}
+	depth(t, b, p, 5)
+
+	// Cancelling a message before it is delivered makes its room free.
+	if err := b.Cancel(t.Context(), p, "b3", time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	publish(t, b, big("b4")) // not remembered when refused: stored now
+	full(small("s1"), "after the room was taken again")
+
+	c := consume(t, b, p, "i")
+	d := next(t, c)
+	full(big("b5"), "with an unacknowledged delivery") // in flight still counts
+	ack(t, c, d.Tag)
+	publish(t, b, big("b5"))
+	full(small("s1"), "after the room was taken again")
+
+	d = next(t, c)
+	if err := c.DeadLetter(t.Context(), d.Tag, "test"); err != nil {
+		t.Fatalf("DeadLetter: %v", err)
+	}
+	publish(t, b, big("b6"))
+	full(small("s1"), "after the room was taken again")
+	depth(t, b, p, 5)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	if err := b.Purge(t.Context(), p); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	for i := range 4 {
+		publish(t, b, big(fmt.Sprintf("after-purge-%d", i)))
+	}
+	full(big("after-purge-4"), "beyond the byte bound after Purge")
+	depth(t, b, p, 4)
+}
+
 // testTrimming checks that entries far more than MaxInbox can pass through an inbox, and
 // that trimming never loses an entry that is not acknowledged.
 func testTrimming(t *testing.T, open opener) {
