@@ -12,12 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/presence"
+	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
@@ -46,8 +48,10 @@ type session struct {
 	// tokenID is the token the session was opened with.
 	tokenID     string
 	connectedAt time.Time
-	out         chan *pluginhostv1.ConnectResponse
-	done        chan struct{} // closed when the session ends
+	out         chan queuedFrame
+	// outBytes bounds the bytes of the frames in out (sessionSendBytes).
+	outBytes sendBudget
+	done     chan struct{} // closed when the session ends
 
 	// services and messageTypes are what the instance announced in its hello; set once.
 	services, messageTypes []string
@@ -80,8 +84,100 @@ type session struct {
 // Options.HelloTimeout says otherwise.
 const defaultHelloTimeout = 30 * time.Second
 
-// sessionSendQueue bounds the frames waiting to be sent to one plugin instance.
-const sessionSendQueue = 256
+// sessionSendQueue bounds the frames waiting to be sent to one plugin instance, and
+// sessionSendBytes their size (see frameBytes): a plugin that stops reading its stream holds
+// at most that much of the host's memory in its queue, whatever its frames carry. A frame
+// larger than sessionSendBytes is queued alone.
+const (
+	sessionSendQueue = 256
+	sessionSendBytes = 16 << 20
+)
+
+// queuedFrame is a frame waiting in a session's queue, with what it counts for there.
+type queuedFrame struct {
+	f     *pluginhostv1.ConnectResponse
+	bytes int64
+}
+
+// sendBudget counts the bytes of the frames in a session's queue against sessionSendBytes.
+type sendBudget struct {
+	mu   sync.Mutex
+	used int64
+	// freed is non-nil while a take waits for room; give closes it.
+	freed chan struct{}
+}
+
+// tryTake takes n bytes of room if there is that much (or the queue is empty).
+func (b *sendBudget) tryTake(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used > 0 && b.used+n > sessionSendBytes {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// take waits for n bytes of room and takes it; it gives up when ctx ends or done is closed,
+// with errSessionClosed for done.
+func (b *sendBudget) take(ctx context.Context, done <-chan struct{}, n int64) error {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= sessionSendBytes {
+			b.used += n
+			b.mu.Unlock()
+			return nil
+		}
+		if b.freed == nil {
+			b.freed = make(chan struct{})
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-done:
+			return errSessionClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// give returns n bytes of room.
+func (b *sendBudget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	if b.freed != nil {
+		close(b.freed)
+		b.freed = nil
+	}
+	b.mu.Unlock()
+}
+
+// frameBytes is what a frame counts for in its session's queue: for the frames that carry a
+// payload, which the host holds raw (see framePayload), the payload's length, found without
+// encoding, plus a fixed allowance for the rest; for the others their encoded size.
+func frameBytes(f *pluginhostv1.ConnectResponse) int64 {
+	const headers = 512
+	var data *structpb.Struct
+	switch x := f.GetFrame().(type) {
+	case *pluginhostv1.ConnectResponse_Deliver:
+		data = x.Deliver.GetData()
+	case *pluginhostv1.ConnectResponse_Reply:
+		r := x.Reply
+		if r.GetKv() != nil || len(r.GetProviders()) > 0 || len(r.GetRecipients()) > 0 {
+			return int64(proto.Size(f))
+		}
+		data = r.GetData()
+	default:
+		return int64(proto.Size(f))
+	}
+	b, err := rawstruct.Bytes(data)
+	if err != nil {
+		return int64(proto.Size(f))
+	}
+	return headers + int64(len(b))
+}
 
 // send queues a frame for the plugin; it fails when the session has ended or the plugin
 // does not keep up.
@@ -111,15 +207,25 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 // whose direct write waits as long as the plugin does not read its stream (flow control):
 // their deadlines hold even for a plugin that is stuck.
 func (s *session) enqueue(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
+	n := frameBytes(f)
 	s.queued.Add(1)
+	if err := s.outBytes.take(ctx, s.done, n); err != nil {
+		s.queued.Add(-1)
+		if errors.Is(err, errSessionClosed) {
+			return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+		}
+		return err
+	}
 	select {
-	case s.out <- f:
+	case s.out <- queuedFrame{f: f, bytes: n}:
 		return nil
 	case <-s.done:
 		s.queued.Add(-1)
+		s.outBytes.give(n)
 		return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 	case <-ctx.Done():
 		s.queued.Add(-1)
+		s.outBytes.give(n)
 		return ctx.Err()
 	}
 }
@@ -136,20 +242,27 @@ func yieldToWriter() { runtime.Gosched() }
 
 // deliverNow queues a frame for the plugin without waiting: the reply router must never wait
 // for one plugin's stream, or a plugin that stops reading would hold up every other
-// plugin's replies. A plugin whose queue is full does not keep up: its session is ended
-// (it reconnects, and what it was handed is delivered again).
+// plugin's replies. A plugin whose queue is full, in frames or in bytes, does not keep up:
+// its session is ended (it reconnects, and what it was handed is delivered again).
 func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
+	n := frameBytes(f)
 	s.queued.Add(1)
-	select {
-	case s.out <- f:
-	case <-s.done:
-		s.queued.Add(-1)
-	default:
-		s.queued.Add(-1)
-		s.fail(errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID))
-		if s.abort != nil {
-			s.abort()
+	if s.outBytes.tryTake(n) {
+		select {
+		case s.out <- queuedFrame{f: f, bytes: n}:
+			return
+		case <-s.done:
+			s.queued.Add(-1)
+			s.outBytes.give(n)
+			return
+		default:
+			s.outBytes.give(n)
 		}
+	}
+	s.queued.Add(-1)
+	s.fail(errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID))
+	if s.abort != nil {
+		s.abort()
 	}
 }
 
@@ -296,7 +409,7 @@ func newSession(caller SessionCaller, hello *pluginhostv1.Hello, stream Stream) 
 	}
 	return &session{
 		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: caller.PluginID, tokenID: caller.TokenID, connectedAt: time.Now().UTC(),
-		out: make(chan *pluginhostv1.ConnectResponse, sessionSendQueue), done: make(chan struct{}),
+		out: make(chan queuedFrame, sessionSendQueue), done: make(chan struct{}),
 		health: map[string]chan []presence.Check{}, acks: map[string]chan presence.ConfigAck{},
 		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
 		services: slices.Clone(hello.GetServices()), messageTypes: slices.Clone(hello.GetMessageTypes()),
@@ -340,11 +453,12 @@ func (h *Sessions) welcome(sess *session, p *registry.Plugin) *pluginhostv1.Conn
 func (s *session) sendPump(ctx context.Context, failed chan<- error) {
 	for {
 		select {
-		case f := <-s.out:
+		case q := <-s.out:
 			s.sendMu.Lock()
-			err := s.stream.Send(f)
+			err := s.stream.Send(q.f)
 			s.queued.Add(-1)
 			s.sendMu.Unlock()
+			s.outBytes.give(q.bytes)
 			yieldToWriter()
 			if err != nil {
 				failed <- err
