@@ -75,6 +75,9 @@ type (
 	TailQuery = logsink.TailQuery
 )
 
+// MaxPayloadBytes bounds a payload (encoded) on every path.
+const MaxPayloadBytes = router.MaxPayloadBytes
+
 // The bounds of a message's timeout.
 const (
 	DefaultMessageTimeout = router.DefaultMessageTimeout

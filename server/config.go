@@ -15,6 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nexus-platform/nexus/pluginhost"
+	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/catalog"
 )
 
@@ -71,10 +73,12 @@ type Config struct {
 	RedisPrefix string
 	// ProcessingTimeout is how long a delivery may stay unacknowledged before it is
 	// delivered again; MaxDeliveryAttempts bounds deliveries before dead-lettering;
-	// MaxInbox bounds the unacknowledged entries of one plugin's inbox.
+	// MaxInbox bounds the unacknowledged entries of one plugin's inbox, and MaxInboxBytes
+	// their size (payloads and headers) in bytes.
 	ProcessingTimeout   time.Duration
 	MaxDeliveryAttempts int64
 	MaxInbox            int64
+	MaxInboxBytes       int64
 	// PluginUIDRange is the uids (and gids) given to host-launched plugins, one each, when
 	// the server runs as root: "FIRST-LAST".
 	PluginUIDRange string
@@ -103,6 +107,7 @@ func DefaultConfig() Config {
 		ProcessingTimeout:      30 * time.Second,
 		MaxDeliveryAttempts:    5,
 		MaxInbox:               10000,
+		MaxInboxBytes:          bus.DefaultMaxInboxBytes,
 		PluginUIDRange:         "200000-265535",
 		PluginMaxProcesses:     512,
 		HealthInterval:         10 * time.Second,
@@ -149,6 +154,7 @@ func (c *Config) settings() []setting {
 		{"processing-timeout", "how long a delivered event or broadcast may stay unacknowledged before it is delivered again (e.g. 30s)", (*durationValue)(&c.ProcessingTimeout)},
 		{"max-delivery-attempts", "deliveries of one event, broadcast or message before it is dead-lettered", (*int64Value)(&c.MaxDeliveryAttempts)},
 		{"max-inbox", "unacknowledged entries one plugin's inbox may hold; more are refused (PLUGIN_UNAVAILABLE)", (*int64Value)(&c.MaxInbox)},
+		{"max-inbox-bytes", "bytes of unacknowledged entries (payloads and headers) one plugin's inbox may hold; more are refused (PLUGIN_UNAVAILABLE)", (*int64Value)(&c.MaxInboxBytes)},
 		{"plugin-uid-range", "uids and gids given to host-launched plugins, one each, when the server runs as root (FIRST-LAST)", (*stringValue)(&c.PluginUIDRange)},
 		{"plugin-max-processes", "processes and threads one host-launched plugin may run at once (0: unlimited)", (*int64Value)(&c.PluginMaxProcesses)},
 		{"plugin-read-paths", "more directories confined plugins may read and execute below, besides their package and the system's (comma-separated absolute paths)", (*listValue)(&c.PluginReadPaths)},
@@ -238,6 +244,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	return cfg, cfg.Validate()
 }
 
+// minInboxBytes is the least max-inbox-bytes: twice the largest payload, so that an inbox
+// takes the largest payload (with its headers) even while it holds another.
+const minInboxBytes = 2 * pluginhost.MaxPayloadBytes
+
 // Validate checks the configuration once.
 func (c *Config) Validate() error {
 	var problems []string
@@ -270,6 +280,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProcessingTimeout < 100*time.Millisecond || c.MaxDeliveryAttempts < 1 || c.MaxInbox < 1 {
 		problems = append(problems, "processing-timeout (at least 100ms), max-delivery-attempts and max-inbox must be positive")
+	}
+	if c.MaxInboxBytes < minInboxBytes {
+		problems = append(problems, fmt.Sprintf("max-inbox-bytes: must be at least %d (twice the largest payload)", minInboxBytes))
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
 		problems = append(problems, "redis-url: must be a redis://, rediss:// or unix:// URL")

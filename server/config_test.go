@@ -51,6 +51,8 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"tls half":        {"--tls-cert", "c.pem"},
 		"extra argument":  {"stray"},
 		"tiny body limit": {"--max-request-bytes", "10"},
+		"tiny inbox":      {"--max-inbox-bytes", "1048576"},
+		"no inbox bytes":  {"--max-inbox-bytes", "0"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -74,7 +76,7 @@ func TestServeHelpDocumentsEverySetting(t *testing.T) {
 		t.Fatal("--help did not stop parsing")
 	}
 	for _, s := range []string{"listen", "data-dir", "log-level", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
-		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "addr-file", "config"} {
+		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "addr-file", "config"} {
 		if !strings.Contains(out.String(), "-"+s) {
 			t.Errorf("help lacks --%s", s)
 		}

@@ -148,8 +148,9 @@ func (s *messagingService) ListDeadLetters(ctx context.Context, req *connect.Req
 	return connect.NewResponse(out), nil
 }
 
-// maxPayloadBytes bounds the data of one message, broadcast or event.
-const maxPayloadBytes = 1 << 20
+// maxPayloadBytes bounds the data of one message, broadcast or event: the limit the plugin
+// stream applies too.
+const maxPayloadBytes = pluginhost.MaxPayloadBytes
 
 // checkPayload refuses payloads larger than maxPayloadBytes (encoded).
 func checkPayload(data *structpb.Struct) error {

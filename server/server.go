@@ -157,7 +157,8 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			MaxProcesses: int(cfg.PluginMaxProcesses), ReadPaths: cfg.PluginReadPaths}
 	}
 	s.ids = identity.New(st)
-	busOpts := bus.Options{ProcessingTimeout: cfg.ProcessingTimeout, MaxAttempts: int(cfg.MaxDeliveryAttempts), MaxInbox: int(cfg.MaxInbox)}
+	busOpts := bus.Options{ProcessingTimeout: cfg.ProcessingTimeout, MaxAttempts: int(cfg.MaxDeliveryAttempts), MaxInbox: int(cfg.MaxInbox),
+		MaxInboxBytes: cfg.MaxInboxBytes}
 	var b bus.Bus
 	if cfg.RedisURL != "" {
 		rb, err := busredis.New(ctx, busredis.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Options: busOpts, Logger: log})

@@ -22,6 +22,11 @@ import (
 // the API edge encode and decode it, so a payload is copied as bytes, never re-encoded.
 type Payload = []byte
 
+// MaxPayloadBytes bounds a payload (encoded) on every path one takes into the host: the
+// API's messages, broadcasts and events, and a plugin's sends, emits, broadcasts and
+// replies on its stream.
+const MaxPayloadBytes = 1 << 20
+
 // Origin says who sends a broadcast or an event.
 type Origin struct {
 	// Plugin is the sending plugin; empty when an administrator, a user or the host sends.
