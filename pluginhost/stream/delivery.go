@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,6 +15,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 	"github.com/nexus-platform/nexus/pluginhost/router"
+	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
 // This file is the stream side of messaging: it hands a session's deliveries to its plugin,
@@ -142,8 +144,15 @@ func (h *Sessions) onReply(ctx context.Context, sess *session, r *pluginhostv1.D
 	if in.d.Kind == bus.KindMessage {
 		data, encErr := encodeStruct(r.GetData())
 		reply := bus.Reply{MessageID: in.d.ID, Status: r.GetStatus(), Data: data, ErrorMessage: r.GetErrorMessage()}
-		if encErr != nil {
+		switch {
+		case encErr != nil:
 			reply = bus.Reply{MessageID: in.d.ID, Status: "error", ErrorMessage: "the reply could not be encoded"}
+		case len(data) > router.MaxPayloadBytes:
+			// The plugin has no request to answer: its log says why its reply did not go.
+			why := fmt.Sprintf("the reply was too large: %d bytes encoded, at most %d", len(data), router.MaxPayloadBytes)
+			h.logs.Add(store.LogRecord{PluginID: sess.pluginID, Level: "WARNING", Message: "Reply refused: " + why,
+				Metadata: mustJSON(map[string]any{"message_id": in.d.ID, "delivery_id": in.d.Tag})})
+			reply = bus.Reply{MessageID: in.d.ID, Status: "error", ErrorMessage: why}
 		}
 		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), r.GetStatus() != "success")
 		if ra, ok := sess.cons.(bus.ReplyAcker); ok {
@@ -225,9 +234,9 @@ func (h *Sessions) onSend(ctx context.Context, sess *session, s *pluginhostv1.Se
 		sess.replyError(ctx, reqID, err)
 		return
 	}
-	data, err := encodeStruct(s.GetData())
+	data, err := requestPayload("send.data", s.GetData())
 	if err != nil {
-		sess.replyError(ctx, reqID, errs.New(errs.ValidationError, "data: %v", err))
+		sess.replyError(ctx, reqID, err)
 		return
 	}
 	done := func(res router.MessageResult, err error) {
@@ -331,6 +340,20 @@ func deliveryKind(k bus.Kind) pluginhostv1.DeliveryKind {
 		return pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT
 	}
 	return pluginhostv1.DeliveryKind_DELIVERY_KIND_UNSPECIFIED
+}
+
+// requestPayload is the payload of a plugin's request as the router takes it, refused with
+// the API's error (VALIDATION_ERROR naming field) when it is larger than the API accepts.
+func requestPayload(field string, s *structpb.Struct) (router.Payload, error) {
+	data, err := encodeStruct(s)
+	if err != nil {
+		return nil, errs.New(errs.ValidationError, "%s: %v", field, err)
+	}
+	if n := len(data); n > router.MaxPayloadBytes {
+		return nil, errs.WithFields(errs.ValidationError, "the payload is too large",
+			[]errs.FieldViolation{{Field: field, Description: fmt.Sprintf("is %d bytes encoded, at most %d", n, router.MaxPayloadBytes)}})
+	}
+	return data, nil
 }
 
 // encodeStruct turns a payload into its wire bytes (nil for an empty one). A raw Struct

@@ -17,9 +17,9 @@ func (h *Sessions) onEmit(ctx context.Context, sess *session, e *pluginhostv1.Em
 		sess.replyError(ctx, e.GetRequestId(), err)
 		return
 	}
-	data, err := encodeStruct(e.GetData())
+	data, err := requestPayload("emit.data", e.GetData())
 	if err != nil {
-		sess.replyError(ctx, e.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
+		sess.replyError(ctx, e.GetRequestId(), err)
 		return
 	}
 	res, err := h.router.EmitEvent(ctx, router.EventRequest{From: router.Origin{Plugin: sess.pluginID}, Type: e.GetType(), Data: data})
@@ -36,9 +36,9 @@ func (h *Sessions) onBroadcast(ctx context.Context, sess *session, b *pluginhost
 		sess.replyError(ctx, b.GetRequestId(), err)
 		return
 	}
-	data, err := encodeStruct(b.GetData())
+	data, err := requestPayload("broadcast.data", b.GetData())
 	if err != nil {
-		sess.replyError(ctx, b.GetRequestId(), errs.New(errs.ValidationError, "data: %v", err))
+		sess.replyError(ctx, b.GetRequestId(), err)
 		return
 	}
 	res, err := h.router.Broadcast(ctx, router.BroadcastRequest{From: router.Origin{Plugin: sess.pluginID}, Type: b.GetMessageType(), Data: data,
