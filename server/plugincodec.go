@@ -35,11 +35,30 @@ var requestPayloads = rawstruct.Paths{2: 3, 3: 4, 4: 3, 8: 3}
 // the frame and its request message are two levels above it.
 const payloadDepth = protowire.DefaultRecursionLimit - 2
 
+// frameBox is what grpcStream.Receive decodes a frame into: the frame, and why it could not
+// be decoded. grpc-go turns a codec's error into codes.Internal, a fault of the server's,
+// while a frame that is not valid protobuf (invalid UTF-8 in a string, nesting past the
+// recursion limit, a truncated field) is the plugin's: with the box, the codec succeeds and
+// hands the failure to Receive, which answers it as the Connect transport does
+// (invalid_argument).
+type frameBox struct {
+	req *pluginhostv1.ConnectRequest
+	err error
+}
+
 func (c pluginCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	req, ok := v.(*pluginhostv1.ConnectRequest)
-	if !ok {
-		return c.proto.Unmarshal(data, v)
+	switch m := v.(type) {
+	case *frameBox:
+		m.err = c.unmarshalFrame(data, m.req)
+		return nil
+	case *pluginhostv1.ConnectRequest:
+		return c.unmarshalFrame(data, m)
 	}
+	return c.proto.Unmarshal(data, v)
+}
+
+// unmarshalFrame decodes a frame into req, its payload kept raw.
+func (c pluginCodec) unmarshalFrame(data mem.BufferSlice, req *pluginhostv1.ConnectRequest) error {
 	// The payload keeps pointing into b, so b must be ours: Materialize copies out of
 	// grpc-go's pooled buffers.
 	b := data.Materialize()

@@ -132,10 +132,14 @@ func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 		// outlive it (they fail once the stream ends), no new ones start.
 		return nil, errStreamEnded
 	}
-	req := &pluginhostv1.ConnectRequest{}
-	if err := g.ss.RecvMsg(req); err != nil {
+	box := frameBox{req: &pluginhostv1.ConnectRequest{}}
+	if err := g.ss.RecvMsg(&box); err != nil {
 		return nil, err
 	}
+	if box.err != nil {
+		return nil, errs.New(errs.ValidationError, "a frame could not be decoded: %v", box.err)
+	}
+	req := box.req
 	if err := validateFrame(g.v, req); err != nil {
 		return nil, err
 	}
