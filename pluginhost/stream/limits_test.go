@@ -43,7 +43,9 @@ func TestPayloadLimitOnTheStream(t *testing.T) {
 		{"send", func(id string, d *structpb.Struct) *pluginhostv1.ConnectRequest {
 			return sendFrame(id, "beta-plugin", "order.lookup", d, 10)
 		}, "send.data"},
-		{"emit", func(id string, d *structpb.Struct) *pluginhostv1.ConnectRequest { return emitFrame(id, "order.created", d) }, "emit.data"},
+		{"emit", func(id string, d *structpb.Struct) *pluginhostv1.ConnectRequest {
+			return emitFrame(id, "order.created", d)
+		}, "emit.data"},
 		{"broadcast", func(id string, d *structpb.Struct) *pluginhostv1.ConnectRequest {
 			return broadcastFrame(id, "cache.flush", d)
 		}, "broadcast.data"},
