@@ -56,13 +56,36 @@ func stringValue(s string) []byte {
 	return protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), s)
 }
 
-// nestedStruct encodes a Struct nested levels deep: {"a": {"a": ... {"a": null}}}.
+// nestedStruct encodes a Struct nested levels deep: {"a": {"a": ... {"a": null}}}. It
+// writes the bytes outside in, in one pass (wrapping inside out would copy them once per
+// level), from the lengths it works out inside out first.
 func nestedStruct(levels int) []byte {
-	value := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 0) // null_value
-	for range levels - 1 {
-		value = protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), structOf("a", value)) // struct_value
+	entryLen := func(value int) int { return 3 + 1 + protowire.SizeVarint(uint64(value)) + value } // key "a", value
+	structLen := func(value int) int { e := entryLen(value); return 1 + protowire.SizeVarint(uint64(e)) + e }
+	// values[i] is the length of the Value i levels above the innermost (null) one.
+	values := make([]int, levels)
+	values[0] = 2
+	for i := 1; i < levels; i++ {
+		s := structLen(values[i-1])
+		values[i] = 1 + protowire.SizeVarint(uint64(s)) + s
 	}
-	return structOf("a", value)
+	var b []byte
+	// structHead writes a Struct holding a Value of length value, up to that Value.
+	structHead := func(value int) {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(entryLen(value)))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, "a")
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(value))
+	}
+	structHead(values[levels-1])
+	for i := levels - 1; i >= 1; i-- {
+		b = protowire.AppendTag(b, 5, protowire.BytesType) // struct_value
+		b = protowire.AppendVarint(b, uint64(structLen(values[i-1])))
+		structHead(values[i-1])
+	}
+	return protowire.AppendVarint(protowire.AppendTag(b, 1, protowire.VarintType), 0) // null_value
 }
 
 // TestMalformedFrameEndsTheSessionAsInvalidArgumentOnBothTransports: a frame that is not
@@ -110,6 +133,11 @@ func TestMalformedFrameEndsTheSessionAsInvalidArgumentOnBothTransports(t *testin
 				if code != connect.CodeInvalidArgument || reason != "VALIDATION_ERROR" {
 					t.Fatalf("the session ended with %v (code %v, reason %q); want invalid_argument, VALIDATION_ERROR", end, code, reason)
 				}
+				// The next subtest connects the same instance: wait until this one is gone.
+				waitFor(t, "the instance to be detached", 10*time.Second, func() bool {
+					_, p := status(e, "frame-plugin")
+					return p["runtime"].(map[string]any)["instances"] == 0.0
+				})
 			})
 		}
 	}
