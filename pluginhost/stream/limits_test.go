@@ -137,9 +137,10 @@ func TestQueueOfAPluginThatDoesNotReadIsBoundedInBytes(t *testing.T) {
 	if err := a.wait(); !errs.Is(err, errs.PluginUnavailable) || errs.MessageOf(err) != why {
 		t.Fatalf("ServeSession returned %v, want %q", err, why)
 	}
-	// What the stream's window took, what the queue's bytes hold, one being sent, and the
-	// one refused.
-	if most := pipeWindow + stream.SessionSendBytes/replyBytes + 2; replied > most {
+	// What the stream's window took, what the queue's bytes hold, one being sent, the one
+	// refused, and a few that beta answered while the session was ending (far fewer than
+	// the frames the queue holds: 256).
+	if most := pipeWindow + stream.SessionSendBytes/replyBytes + 8; replied > most {
 		t.Fatalf("ended after %d replies of %d KiB; at most %d fit the window and the queue's %d MiB",
 			replied, replyBytes>>10, most, stream.SessionSendBytes>>20)
 	}
