@@ -53,6 +53,12 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"tiny body limit": {"--max-request-bytes", "10"},
 		"tiny inbox":      {"--max-inbox-bytes", "1048576"},
 		"no inbox bytes":  {"--max-inbox-bytes", "0"},
+		"uid range order": {"--plugin-uid-range", "300000-200000"},
+		"uid range root":  {"--plugin-uid-range", "0-100"},
+		"uid range text":  {"--plugin-uid-range", "many"},
+		"relative read":   {"--plugin-read-paths", "opt/python"},
+		"negative procs":  {"--plugin-max-processes", "-1"},
+		"bad no-sandbox":  {"--no-sandbox=perhaps"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -76,7 +82,7 @@ func TestServeHelpDocumentsEverySetting(t *testing.T) {
 		t.Fatal("--help did not stop parsing")
 	}
 	for _, s := range []string{"listen", "data-dir", "log-level", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
-		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "addr-file", "config"} {
+		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "plugin-uid-range", "plugin-max-processes", "plugin-read-paths", "no-sandbox", "addr-file", "config"} {
 		if !strings.Contains(out.String(), "-"+s) {
 			t.Errorf("help lacks --%s", s)
 		}
