@@ -83,10 +83,7 @@ func TestExpiredTokenIsRefusedEverywhere(t *testing.T) {
 // token it was launched with to launch-token in its data directory, so the test can use it.
 func launchTokenPackage(t *testing.T, id string) []byte {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := pluginExe(t)
 	m := map[string]any{
 		"id": id, "name": "Launch token " + id, "version": "1.0.0", "category": "testing",
 		"entry_point": "bin/run", "args": []string{testPluginArg, "healthy"}, "start_timeout_seconds": 10,
