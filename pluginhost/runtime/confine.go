@@ -72,118 +72,157 @@ func (rt *Runtime) limitsOf(rec store.Plugin) sandbox.Limits {
 // only predicts the report (for views of a plugin that is not running) and changes nothing.
 func (rt *Runtime) confine(id string, p loaded, home string, apply bool) (confinement, error) {
 	c := confinement{host: rt.cfg.HostURL()}
-	if rt.cfg.Confinement == nil {
+	switch {
+	case rt.cfg.Confinement == nil:
 		c.report = sandbox.OffReport("confinement is turned off in this host's configuration")
 		return c, nil
-	}
-	want := rt.pluginWant(p.rec)
-	if !p.rec.SandboxEnabled {
+	case !p.rec.SandboxEnabled:
 		c.report = sandbox.OffReport("sandbox_enabled is false for this plugin")
 		return c, nil
 	}
-	h := sandbox.Probe()
-	pkg := rt.abs(p.rec.Dir)
-	box := &supervisor.Sandbox{Confine: sandbox.Exec{UID: -1, GID: -1, NoNewPrivs: true}}
-	set := func(m, state, detail string) {
-		c.report = append(c.report, sandbox.State{Mechanism: m, State: state, Detail: detail})
-	}
-
-	// identity
-	uid, gid := -1, -1
-	switch {
-	case h.Root:
-		u, err := rt.pluginUID(id, home, apply)
-		if err == nil {
-			err = reachable(u, []string{pkg, home})
-		}
-		if err != nil {
-			set(sandbox.Identity, sandbox.Unavailable, err.Error())
-			break
-		}
-		uid, gid = u, u
-		box.Confine.UID, box.Confine.GID = uid, gid
-		set(sandbox.Identity, sandbox.Enforced, fmt.Sprintf("uid %d and gid %d of its own; the host's files and other plugins' directories are not readable by it", uid, gid))
-	case h.UserNSErr == "":
-		box.UserNamespace = true
-		set(sandbox.Identity, sandbox.Enforced, fmt.Sprintf("a user namespace of its own (the server is not root, so outside it the plugin keeps the server's uid %d; Landlock keeps it off the server's files)", os.Getuid()))
-	default:
-		set(sandbox.Identity, sandbox.Unavailable, h.UserNSErr)
-	}
-	set(sandbox.NoNewPrivs, sandbox.Enforced, "no_new_privs: setuid programs and file capabilities cannot raise its privileges")
-
-	// filesystem
-	switch {
-	case !want[sandbox.Filesystem]:
-		set(sandbox.Filesystem, sandbox.Off, "security level "+p.rec.SecurityLevel+" does not restrict the filesystem")
-	case h.LandlockABI == 0:
-		set(sandbox.Filesystem, sandbox.Unavailable, h.LandlockErr)
-	default:
-		box.Confine.Landlock = &sandbox.FSRules{
-			ReadExec:  append(append([]string{pkg}, systemReadExec...), rt.cfg.Confinement.ReadPaths...),
-			ReadWrite: []string{home},
-			ROFiles:   systemReadFiles,
-			RWFiles:   deviceFiles,
-			ProcSelf:  true,
-		}
-		detail := fmt.Sprintf("Landlock ABI %d: read and execute in its package directory and the system's library and certificate paths, read and write in its data directory (HOME and TMPDIR), nothing else", h.LandlockABI)
-		if want[sandbox.WriteXorExecute] {
-			box.Confine.Landlock.NoExecWrite = true
-			detail += "; nothing it can write is executable"
-		}
-		set(sandbox.Filesystem, sandbox.Enforced, detail)
-	}
-
-	// network
-	switch {
-	case !want[sandbox.Network]:
-		set(sandbox.Network, sandbox.Off, "granted http:external: the host's network")
-	case h.NetNSErr != "":
-		set(sandbox.Network, sandbox.Unavailable, h.NetNSErr)
-	case rt.cfg.Confinement.HostSocket == nil:
-		set(sandbox.Network, sandbox.Unavailable, "the host serves no Unix socket for plugins")
-	default:
-		box.NewNetwork, box.Confine.LoopbackUp = true, true
-		if !h.Root {
-			box.UserNamespace = true
-		}
-		set(sandbox.Network, sandbox.Enforced, "a network namespace with only loopback; the host is reached over a Unix socket")
-	}
-	// Every confined plugin reaches the host over its own socket when it can.
-	if rt.cfg.Confinement.HostSocket != nil && apply {
-		u, err := rt.cfg.Confinement.HostSocket(id, uid, gid)
+	pl := &planner{rt: rt, conf: rt.cfg.Confinement, id: id, level: p.rec.SecurityLevel, home: home,
+		pkg: rt.abs(p.rec.Dir), apply: apply, want: rt.pluginWant(p.rec), h: sandbox.Probe(),
+		box: &supervisor.Sandbox{Confine: sandbox.Exec{UID: -1, GID: -1, NoNewPrivs: true}}}
+	pl.identity()
+	pl.set(sandbox.NoNewPrivs, sandbox.Enforced, "no_new_privs: setuid programs and file capabilities cannot raise its privileges")
+	pl.filesystem()
+	pl.network()
+	if pl.conf.HostSocket != nil && apply {
+		// Every confined plugin reaches the host over its own socket when it can.
+		u, err := pl.conf.HostSocket(id, pl.box.Confine.UID, pl.box.Confine.GID)
 		switch {
 		case err == nil:
 			c.host = u
-		case box.NewNetwork:
+		case pl.box.NewNetwork:
 			return c, fmt.Errorf("serve the host's socket for the plugin: %w", err)
 		}
 	}
-
-	// syscalls
-	switch {
-	case !want[sandbox.Syscalls]:
-		set(sandbox.Syscalls, sandbox.Off, "security level "+p.rec.SecurityLevel+" does not filter system calls")
-	case h.SeccompErr != "":
-		set(sandbox.Syscalls, sandbox.Unavailable, h.SeccompErr)
-	default:
-		box.Confine.Seccomp = true
-		set(sandbox.Syscalls, sandbox.Enforced, "seccomp: ptrace, mount, bpf, kexec, keyctl, module loading, namespace creation and io_uring are refused")
-	}
-
-	// ipc
-	switch {
-	case !want[sandbox.IPC]:
-		set(sandbox.IPC, sandbox.Off, "security level "+p.rec.SecurityLevel+" does not scope signals and abstract Unix sockets")
-	case box.Confine.Landlock == nil:
-		set(sandbox.IPC, sandbox.Unavailable, "needs Landlock, which confines the filesystem too: "+c.report.Get(sandbox.Filesystem).Detail)
-	case h.LandlockABI < 6:
-		set(sandbox.IPC, sandbox.Unavailable, fmt.Sprintf("needs Landlock ABI 6 (Linux 6.12); this kernel has %d", h.LandlockABI))
-	default:
-		box.Confine.Landlock.ScopeIPC = true
-		set(sandbox.IPC, sandbox.Enforced, "Landlock scoping: no signals to, and no abstract Unix sockets of, processes outside its sandbox")
-	}
-	c.box = box
+	pl.syscalls()
+	pl.ipc()
+	c.box, c.report = pl.box, pl.report
 	return c, nil
+}
+
+// planner builds one launch's sandbox and its report, a mechanism at a time.
+type planner struct {
+	rt        *Runtime
+	conf      *Confinement
+	id, level string
+	home, pkg string
+	apply     bool
+	want      sandbox.Want
+	h         sandbox.Host
+	box       *supervisor.Sandbox
+	report    sandbox.Report
+}
+
+func (pl *planner) set(m, state, detail string) {
+	pl.report = append(pl.report, sandbox.State{Mechanism: m, State: state, Detail: detail})
+}
+
+// off reports mechanism m as not asked for by the plugin's security level.
+func (pl *planner) off(m, what string) {
+	pl.set(m, sandbox.Off, "security level "+pl.level+" does not "+what)
+}
+
+// identity: a uid of the plugin's own when the host is root, else a user namespace.
+func (pl *planner) identity() {
+	switch {
+	case pl.h.Root:
+		uid, err := pl.rt.pluginUID(pl.id, pl.home, pl.apply)
+		if err == nil {
+			err = reachable(uid, []string{pl.pkg, pl.home})
+		}
+		if err != nil {
+			pl.set(sandbox.Identity, sandbox.Unavailable, err.Error())
+			return
+		}
+		pl.box.Confine.UID, pl.box.Confine.GID = uid, uid
+		pl.set(sandbox.Identity, sandbox.Enforced, fmt.Sprintf("uid %d and gid %d of its own; the host's files and other plugins' directories are not readable by it", uid, uid))
+	case pl.h.UserNSErr == "":
+		pl.box.UserNamespace = true
+		detail := fmt.Sprintf("a user namespace of its own (the server is not root, so outside it the plugin keeps the server's uid %d", os.Getuid())
+		if pl.want[sandbox.Filesystem] && pl.h.LandlockABI > 0 {
+			detail += "; Landlock keeps it off the server's files)"
+		} else {
+			detail += "; at this security level nothing keeps it off the server's files)"
+		}
+		pl.set(sandbox.Identity, sandbox.Enforced, detail)
+	default:
+		pl.set(sandbox.Identity, sandbox.Unavailable, pl.h.UserNSErr)
+	}
+}
+
+// filesystem: Landlock rules for the package, the system paths and the data directory.
+func (pl *planner) filesystem() {
+	switch {
+	case !pl.want[sandbox.Filesystem]:
+		pl.off(sandbox.Filesystem, "restrict the filesystem")
+		return
+	case pl.h.LandlockABI == 0:
+		pl.set(sandbox.Filesystem, sandbox.Unavailable, pl.h.LandlockErr)
+		return
+	}
+	pl.box.Confine.Landlock = &sandbox.FSRules{
+		ReadExec:  append(append([]string{pl.pkg}, systemReadExec...), pl.conf.ReadPaths...),
+		ReadWrite: []string{pl.home},
+		ROFiles:   systemReadFiles,
+		RWFiles:   deviceFiles,
+		ProcSelf:  true,
+	}
+	detail := fmt.Sprintf("Landlock ABI %d: read and execute in its package directory and the system's library and certificate paths, read and write in its data directory (HOME and TMPDIR), nothing else", pl.h.LandlockABI)
+	if pl.want[sandbox.WriteXorExecute] {
+		pl.box.Confine.Landlock.NoExecWrite = true
+		detail += "; nothing it can write is executable"
+	}
+	pl.set(sandbox.Filesystem, sandbox.Enforced, detail)
+}
+
+// network: without http:external, a network namespace with only loopback.
+func (pl *planner) network() {
+	switch {
+	case !pl.want[sandbox.Network]:
+		pl.set(sandbox.Network, sandbox.Off, "granted http:external: the host's network")
+	case pl.h.NetNSErr != "":
+		pl.set(sandbox.Network, sandbox.Unavailable, pl.h.NetNSErr)
+	case pl.conf.HostSocket == nil:
+		pl.set(sandbox.Network, sandbox.Unavailable, "the host serves no Unix socket for plugins")
+	default:
+		pl.box.NewNetwork, pl.box.Confine.LoopbackUp = true, true
+		if !pl.h.Root {
+			pl.box.UserNamespace = true
+		}
+		pl.set(sandbox.Network, sandbox.Enforced, "a network namespace with only loopback; the host is reached over a Unix socket")
+	}
+}
+
+// syscalls: the seccomp deny list.
+func (pl *planner) syscalls() {
+	switch {
+	case !pl.want[sandbox.Syscalls]:
+		pl.off(sandbox.Syscalls, "filter system calls")
+	case pl.h.SeccompErr != "":
+		pl.set(sandbox.Syscalls, sandbox.Unavailable, pl.h.SeccompErr)
+	default:
+		pl.box.Confine.Seccomp = true
+		pl.set(sandbox.Syscalls, sandbox.Enforced, "seccomp: ptrace, mount, bpf, kexec, keyctl, module loading, namespace creation and io_uring are refused")
+	}
+}
+
+// ipc: Landlock scoping of signals and abstract Unix sockets (it needs the Landlock domain
+// the filesystem rules create).
+func (pl *planner) ipc() {
+	switch {
+	case !pl.want[sandbox.IPC]:
+		pl.off(sandbox.IPC, "scope signals and abstract Unix sockets")
+	case pl.box.Confine.Landlock == nil:
+		pl.set(sandbox.IPC, sandbox.Unavailable, "needs Landlock, which confines the filesystem too: "+pl.report.Get(sandbox.Filesystem).Detail)
+	case pl.h.LandlockABI < 6:
+		pl.set(sandbox.IPC, sandbox.Unavailable, fmt.Sprintf("needs Landlock ABI 6 (Linux 6.12); this kernel has %d", pl.h.LandlockABI))
+	default:
+		pl.box.Confine.Landlock.ScopeIPC = true
+		pl.set(sandbox.IPC, sandbox.Enforced, "Landlock scoping: no signals to, and no abstract Unix sockets of, processes outside its sandbox")
+	}
 }
 
 // limitReport adds the state of each resource limit to r: how e (what the supervisor
