@@ -40,8 +40,11 @@ type Sink struct {
 	stopped chan struct{} // closed when Run has returned
 
 	mu sync.Mutex // guards the fields below
-	// redactors hide each plugin's secret values (none when a plugin has none).
+	// redactors hide each plugin's secret values (none when a plugin has none): its secret
+	// configuration values (secrets) and the token of its current launch (tokens).
 	redactors map[string]*redactor
+	secrets   map[string][]string
+	tokens    map[string]string
 	dropped   map[string]int
 	tails     map[string]map[*tail]struct{}
 	// recent are each plugin's newest stored records, newest first.
@@ -70,7 +73,7 @@ func New(st store.Store, log *slog.Logger, keep int) *Sink {
 	return &Sink{
 		st: st, log: log, keep: keep,
 		in: make(chan entry, queueSize), stopped: make(chan struct{}),
-		redactors: map[string]*redactor{}, dropped: map[string]int{}, tails: map[string]map[*tail]struct{}{},
+		redactors: map[string]*redactor{}, secrets: map[string][]string{}, tokens: map[string]string{}, dropped: map[string]int{}, tails: map[string]map[*tail]struct{}{},
 		recent: map[string][]store.LogRecord{},
 	}
 }
@@ -101,14 +104,35 @@ func (s *Sink) Prime(ctx context.Context, pluginIDs []string) error {
 // writes them; / as \/; characters beyond ASCII as \uXXXX), also in a JSON document
 // carried inside a JSON string.
 func (s *Sink) SetSecrets(pluginID string, values []string) {
-	r := newRedactor(values)
 	s.mu.Lock()
-	if r == nil {
+	defer s.mu.Unlock()
+	s.secrets[pluginID] = slices.Clone(values)
+	s.rebuildLocked(pluginID)
+}
+
+// SetLaunchToken sets the token the plugin's current process was launched with, hidden like
+// its secrets (replacing the previous launch's; "" for none): anyone who may read the
+// plugin's logs could otherwise act as the plugin while it runs.
+func (s *Sink) SetLaunchToken(pluginID, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[pluginID] = token
+	s.rebuildLocked(pluginID)
+}
+
+// rebuildLocked rebuilds the plugin's redactor from its secrets and launch token.
+func (s *Sink) rebuildLocked(pluginID string) {
+	values := s.secrets[pluginID]
+	if t := s.tokens[pluginID]; t != "" {
+		values = append(slices.Clone(values), t)
+	}
+	if r := newRedactor(values); r == nil {
 		delete(s.redactors, pluginID)
+		delete(s.secrets, pluginID)
+		delete(s.tokens, pluginID)
 	} else {
 		s.redactors[pluginID] = r
 	}
-	s.mu.Unlock()
 }
 
 // Redact hides the plugin's secrets (see SetSecrets) in text, as its log records have them
@@ -255,6 +279,8 @@ func (s *Sink) purge(pluginID string) error {
 	s.mu.Lock()
 	delete(s.recent, pluginID)
 	delete(s.redactors, pluginID)
+	delete(s.secrets, pluginID)
+	delete(s.tokens, pluginID)
 	delete(s.dropped, pluginID)
 	s.mu.Unlock()
 	return err

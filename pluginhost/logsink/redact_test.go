@@ -248,3 +248,18 @@ func FuzzRedaction(f *testing.F) {
 		}
 	})
 }
+
+// The launch token is hidden like a secret, and a configuration change (SetSecrets) does
+// not drop it; the next launch's token replaces it.
+func TestLaunchTokenIsHidden(t *testing.T) {
+	s, _ := newSink(t)
+	s.SetLaunchToken("t-plugin", "nxt_launch-one")
+	s.SetSecrets("t-plugin", []string{"config-secret"})
+	if got := s.Redact("t-plugin", "token nxt_launch-one and config-secret"); got != "token ***hidden*** and ***hidden***" {
+		t.Errorf("Redact = %q", got)
+	}
+	s.SetLaunchToken("t-plugin", "nxt_launch-two")
+	if got := s.Redact("t-plugin", "nxt_launch-one nxt_launch-two"); got != "nxt_launch-one ***hidden***" {
+		t.Errorf("after a new launch: %q", got)
+	}
+}

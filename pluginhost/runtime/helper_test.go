@@ -56,6 +56,10 @@ func TestMain(m *testing.M) {
 // when it sees that line. SIGUSR1 is the fake's shutdown frame.
 func runHelper(mode string, args []string) int {
 	ready := func() {
+		// The token goes to a file: the host hides it in the plugin's output.
+		if err := os.WriteFile(filepath.Join(os.Getenv("HOME"), "launch-token"), []byte(os.Getenv("NEXUS_PLUGIN_TOKEN")), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "write the token:", err)
+		}
 		fmt.Printf("ready pid=%d plugin=%s token=%s\n", os.Getpid(), os.Getenv("NEXUS_PLUGIN_ID"), os.Getenv("NEXUS_PLUGIN_TOKEN"))
 	}
 	switch mode {
@@ -447,7 +451,7 @@ func (p *fakePlugin) connect() {
 		if info.PID == 0 || slices.ContainsFunc(p.all(), func(i *fakeInstance) bool { return i.pid == info.PID }) {
 			continue
 		}
-		token, ok := readyLine(info.LastOutput, info.PID, p.id)
+		token, ok := readyLine(info.LastOutput, info.PID, p.id, filepath.Join(p.f.dir, "plugin-data", p.id, "launch-token"))
 		if !ok {
 			continue
 		}
@@ -469,12 +473,14 @@ func (p *fakePlugin) connect() {
 }
 
 // readyLine finds the ready line of process pid among a plugin's last output lines and
-// returns the token it was launched with.
-func readyLine(lines []string, pid int, pluginID string) (token string, ok bool) {
+// returns the token it was launched with, from tokenFile (in the output the host hides it:
+// the line must say ***hidden***).
+func readyLine(lines []string, pid int, pluginID, tokenFile string) (token string, ok bool) {
 	prefix := fmt.Sprintf("ready pid=%d plugin=%s token=", pid, pluginID)
 	for _, l := range lines {
-		if rest, ok := strings.CutPrefix(l, prefix); ok {
-			return rest, true
+		if rest, ok := strings.CutPrefix(l, prefix); ok && rest == "***hidden***" {
+			b, err := os.ReadFile(tokenFile)
+			return string(b), err == nil && len(b) > 0
 		}
 	}
 	return "", false

@@ -45,6 +45,7 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	}
 	values := p.p.Config()
 	rt.logs.SetSecrets(r.id, registry.SecretValues(values, p.man.Schema().SecretFields()))
+	rt.logs.SetLaunchToken(r.id, token)
 	home := filepath.Join(rt.dataDir, "plugin-data", r.id)
 	if err := os.MkdirAll(filepath.Join(home, "tmp"), 0o700); err != nil {
 		return errs.Wrap(errs.Internal, err, "could not create the plugin's data directory")
