@@ -144,6 +144,7 @@ func (m *cgroupManager) probe() {
 		}
 	}
 	m.v1 = ownCgroup1("memory", "cpu", "pids")
+	m.sweepStaleV1()
 	_, m.memory = m.v1["memory"]
 	_, m.cpu = m.v1["cpu"]
 	_, m.pids = m.v1["pids"]

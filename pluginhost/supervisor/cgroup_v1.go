@@ -86,6 +86,30 @@ func (m *cgroupManager) removeDirV1() {
 	}
 }
 
+// sweepStaleV1 removes the nexus-<pid> cgroups that hosts which are gone (killed, so they
+// could not remove them) left in the v1 hierarchies: their plugins died with them (the
+// parent-death signal), so the directories are empty; a busy one is left alone.
+func (m *cgroupManager) sweepStaleV1() {
+	for _, base := range m.v1 {
+		entries, _ := os.ReadDir(base)
+		for _, e := range entries {
+			n, ok := strings.CutPrefix(e.Name(), "nexus-")
+			pid, err := strconv.Atoi(n)
+			if !ok || err != nil || pid == os.Getpid() || unix.Kill(pid, 0) == nil || !e.IsDir() {
+				continue
+			}
+			dir := filepath.Join(base, e.Name())
+			children, _ := os.ReadDir(dir)
+			for _, c := range children {
+				if c.IsDir() {
+					_ = unix.Rmdir(filepath.Join(dir, c.Name()))
+				}
+			}
+			_ = unix.Rmdir(dir)
+		}
+	}
+}
+
 // ownCgroup1 returns, for each of the wanted controllers that has a writable cgroup v1
 // hierarchy, the host process's own cgroup directory in it.
 func ownCgroup1(want ...string) map[string]string {
