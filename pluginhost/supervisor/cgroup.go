@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -455,26 +456,15 @@ func ownCgroup2() (mount, own string, err error) {
 	if !strings.HasPrefix(path, "/") {
 		return "", "", errors.New("not in a cgroup v2 hierarchy")
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := readMounts()
 	if err != nil {
 		return "", "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, fl := range fields {
-			if fl == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
+	for _, m := range mounts {
+		if m.fstype != "cgroup2" {
 			continue
 		}
-		root, point := unescapeMount(fields[3]), unescapeMount(fields[4])
+		root, point := m.root, m.point
 		rel, ok := strings.CutPrefix(path, root)
 		if root == "/" {
 			rel, ok = path, true
@@ -486,10 +476,35 @@ func ownCgroup2() (mount, own string, err error) {
 			return point, filepath.Clean("/" + rel), nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return "", "", err
-	}
 	return "", "", errors.New("no cgroup v2 mount holds this process's cgroup")
+}
+
+// mountInfo is one line of /proc/self/mountinfo.
+type mountInfo struct {
+	root, point, fstype string
+	superOpts           []string
+}
+
+// readMounts reads the mounts of /proc/self/mountinfo.
+func readMounts() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountInfo
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ID parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		sep := slices.Index(fields, "-")
+		if sep < 5 || sep+3 >= len(fields) {
+			continue
+		}
+		out = append(out, mountInfo{root: unescapeMount(fields[3]), point: unescapeMount(fields[4]),
+			fstype: fields[sep+1], superOpts: strings.Split(fields[sep+3], ",")})
+	}
+	return out, sc.Err()
 }
 
 // unescapeMount undoes the octal escapes (\040 for a space) of a path in

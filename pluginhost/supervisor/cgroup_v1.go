@@ -1,12 +1,12 @@
 package supervisor
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -126,30 +126,19 @@ func ownCgroup1(want ...string) map[string]string {
 			}
 		}
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := readMounts()
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
 	found := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, fl := range fields {
-			if fl == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+3 >= len(fields) || fields[sep+1] != "cgroup" {
+	for _, m := range mounts {
+		if m.fstype != "cgroup" {
 			continue
 		}
-		root, point := unescapeMount(fields[3]), unescapeMount(fields[4])
-		opts := strings.Split(fields[sep+3], ",")
+		root, point, opts := m.root, m.point, m.superOpts
 		for _, w := range want {
 			path, ok := own[w]
-			if !ok || !contains(opts, w) {
+			if !ok || !slices.Contains(opts, w) {
 				continue
 			}
 			rel, ok := strings.CutPrefix(path, root)
@@ -166,13 +155,4 @@ func ownCgroup1(want ...string) map[string]string {
 		}
 	}
 	return found
-}
-
-func contains(list []string, w string) bool {
-	for _, s := range list {
-		if s == w {
-			return true
-		}
-	}
-	return false
 }
