@@ -77,7 +77,9 @@ func (f optionFunc) apply(o *options) { f(o) }
 // WithHost sets the host's base URL (e.g. "http://127.0.0.1:8080"), instead of NEXUS_HOST.
 // An http:// host is reached over HTTP/2 without TLS, an https:// host over TLS, verified
 // against the system's roots (for other TLS settings, see WithHTTPClient). A path in the
-// URL prefixes the stream's path, for a proxy that routes on it.
+// URL prefixes the stream's path, for a proxy that routes on it. A unix:///path host is
+// reached over that Unix socket (HTTP/2 without TLS): how the host gives a plugin it confines
+// to a network namespace of its own its way back.
 func WithHost(baseURL string) Option { return optionFunc(func(o *options) { o.host = baseURL }) }
 
 // WithToken sets the plugin token, instead of NEXUS_PLUGIN_TOKEN.
