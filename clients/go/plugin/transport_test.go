@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -366,6 +368,43 @@ func TestGRPCTransport(t *testing.T) {
 		h.serve(ln)
 		if n := receive(t, welcomed, "a welcome after the host came back"); n != 2 {
 			t.Errorf("stream %d welcomed, want 2", n)
+		}
+	})
+
+	t.Run("unix socket", func(t *testing.T) {
+		// A confined plugin's host: NEXUS_HOST=unix:///path.
+		t.Parallel()
+		sock := filepath.Join(t.TempDir(), "host.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		methods := make(chan string, 1)
+		h := &grpcHost{t: t, addr: sock, URL: "unix://" + sock, script: func(s *grpcHostStream) error {
+			methods <- s.method
+			s.welcome()
+			return s.drainEOF()
+		}}
+		h.serve(ln)
+		t.Cleanup(h.stop)
+		started := make(chan struct{})
+		startPlugin(t, h, plugin.Plugin{OnStart: func(context.Context, *plugin.Session) error {
+			close(started)
+			return nil
+		}})
+		receive(t, started, "OnStart")
+		if got := receive(t, methods, "a call"); got != pluginhostv1connect.PluginHostServiceConnectProcedure {
+			t.Errorf("call to %q", got)
+		}
+	})
+
+	t.Run("bad hosts", func(t *testing.T) {
+		t.Parallel()
+		for _, host := range []string{"unix://relative/host.sock", "unix:host.sock", "ftp://127.0.0.1:21", "http://"} {
+			err := plugin.Run(context.Background(), plugin.Plugin{}, plugin.WithHost(host), plugin.WithToken(testToken), plugin.WithPluginID(testPluginID))
+			if err == nil || !strings.Contains(err.Error(), "unix:///path") {
+				t.Errorf("host %q: %v", host, err)
+			}
 		}
 	})
 
