@@ -132,7 +132,15 @@ func (d *decoder) endpoints(raw json.RawMessage, path string) []APIEndpoint {
 			{"path", func(r json.RawMessage, p string) { e.Path = d.str(r, p) }},
 			{"methods", func(r json.RawMessage, p string) { e.Methods = d.strs(r, p) }},
 			{"description", func(r json.RawMessage, p string) { e.Description = d.str(r, p) }},
+			{"auth", func(r json.RawMessage, p string) { e.Auth = d.str(r, p) }},
+			{"timeout_seconds", func(r json.RawMessage, p string) { e.TimeoutSeconds = d.integer(r, p) }},
 		})
+		if e.Auth == "" {
+			e.Auth = AuthToken
+		}
+		if e.TimeoutSeconds == 0 {
+			e.TimeoutSeconds = DefaultEndpointTimeoutSeconds
+		}
 	}
 	return out
 }

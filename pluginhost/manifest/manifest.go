@@ -130,11 +130,39 @@ type Dependencies struct {
 
 // APIEndpoint is an HTTP endpoint the plugin serves.
 type APIEndpoint struct {
-	// Path starts with "/".
+	// Path starts with "/"; it may hold wildcards as Go's http.ServeMux patterns read them
+	// ("/api/v1/auth/users/{id}", "/files/{path...}").
 	Path string `json:"path"`
 	// Methods are upper-case HTTP methods.
 	Methods     []string `json:"methods"`
 	Description string   `json:"description,omitempty"`
+	// Auth says who may call it: AuthPublic (anyone), AuthToken (any valid Nexus token, the
+	// default) or a permission (resource:action) the caller must hold.
+	Auth string `json:"auth,omitempty"`
+	// TimeoutSeconds bounds one call, from the request to the end of the response (default
+	// DefaultEndpointTimeoutSeconds, at most MaxEndpointTimeoutSeconds).
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+}
+
+// Who may call an endpoint, besides a permission.
+const (
+	AuthPublic = "public"
+	AuthToken  = "token"
+)
+
+// Endpoint call timeouts, in seconds.
+const (
+	DefaultEndpointTimeoutSeconds = 30
+	MaxEndpointTimeoutSeconds     = 300
+)
+
+// Patterns returns the endpoint's http.ServeMux patterns, one per method ("GET /path").
+func (e APIEndpoint) Patterns() []string {
+	out := make([]string, len(e.Methods))
+	for i, m := range e.Methods {
+		out[i] = m + " " + e.Path
+	}
+	return out
 }
 
 // Events lists the event types a plugin emits and subscribes to. In plugin.json each entry

@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"net/http"
 	"net/mail"
 	"net/url"
 	"regexp"
@@ -259,6 +260,7 @@ func (c *checker) dependencies(m *Manifest) {
 }
 
 func (c *checker) endpoints(endpoints []APIEndpoint) {
+	before := len(c.problems)
 	firstPath := make(map[string]int, len(endpoints))
 	for i, e := range endpoints {
 		base := index("api_endpoints", i)
@@ -288,7 +290,75 @@ func (c *checker) endpoints(endpoints []APIEndpoint) {
 			}
 		})
 		c.text(base+".description", e.Description, maxDescriptionLen, false, true)
+		if e.Auth != AuthPublic && e.Auth != AuthToken && !permissionRE.MatchString(e.Auth) {
+			c.add(base+".auth", `must be "public", "token" or a permission such as "users:read"`)
+		}
+		if e.TimeoutSeconds < 1 || e.TimeoutSeconds > MaxEndpointTimeoutSeconds {
+			c.add(base+".timeout_seconds", "must be between 1 and %d", MaxEndpointTimeoutSeconds)
+		}
 	}
+	if before == len(c.problems) {
+		// Only once paths, methods and duplicates are well formed, each on its own.
+		c.patterns(endpoints)
+	}
+}
+
+// patterns checks that the endpoints' method and path pairs are http.ServeMux patterns that
+// do not conflict with one another (ServeMux refuses two patterns that match the same
+// requests with neither more specific).
+func (c *checker) patterns(endpoints []APIEndpoint) {
+	type seen struct {
+		pattern string
+		at      int
+	}
+	var done []seen
+	for i, e := range endpoints {
+		for _, p := range e.Patterns() {
+			if err := register(http.NewServeMux(), p); err != nil {
+				c.add(index("api_endpoints", i)+".path", "is not a valid pattern: %s", firstLine(err.Error()))
+				return
+			}
+			for _, d := range done {
+				mux := http.NewServeMux()
+				_ = register(mux, d.pattern)
+				if err := register(mux, p); err != nil {
+					c.add(index("api_endpoints", i)+".path", "conflicts with %s (%s): %s", index("api_endpoints", d.at), d.pattern, example(err.Error()))
+					return
+				}
+			}
+			done = append(done, seen{p, i})
+		}
+	}
+}
+
+// firstLine is the first line of ServeMux's message, without where it was called from.
+func firstLine(msg string) string {
+	msg, _, _ = strings.Cut(msg, "\n")
+	return strings.TrimSpace(registeredAt.ReplaceAllString(msg, ""))
+}
+
+// example is the line of ServeMux's conflict message that names a path both patterns match.
+func example(msg string) string {
+	for line := range strings.Lines(msg) {
+		if strings.Contains(line, "both match") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return firstLine(msg)
+}
+
+var registeredAt = regexp.MustCompile(` \(registered at [^)]*\)`)
+
+// register adds pattern to mux, turning ServeMux's panic on a bad or conflicting pattern
+// into an error.
+func register(mux *http.ServeMux, pattern string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	mux.Handle(pattern, http.NotFoundHandler())
+	return nil
 }
 
 func (c *checker) events(path string, events []Event, re *regexp.Regexp, syntax string) {

@@ -182,6 +182,21 @@ func TestParseRules(t *testing.T) {
 			m["api_endpoints"] = []any{map[string]any{"path": "/x", "method": "GET", "methods": []any{"GET"}}}
 		}, []string{"api_endpoints[0].method: unknown field"}},
 		{"endpoint not an object", func(m map[string]any) { m["api_endpoints"] = []any{"/x"} }, []string{"api_endpoints[0]: must be an object"}},
+		{"endpoint bad auth", func(m map[string]any) {
+			m["api_endpoints"] = []any{map[string]any{"path": "/x", "methods": []any{"GET"}, "auth": "everyone"}}
+		}, []string{`api_endpoints[0].auth: must be "public", "token" or a permission`}},
+		{"endpoint timeout too long", func(m map[string]any) {
+			m["api_endpoints"] = []any{map[string]any{"path": "/x", "methods": []any{"GET"}, "timeout_seconds": 301}}
+		}, []string{"api_endpoints[0].timeout_seconds: must be between 1 and 300"}},
+		{"endpoint bad wildcard", func(m map[string]any) {
+			m["api_endpoints"] = []any{map[string]any{"path": "/users/{id", "methods": []any{"GET"}}}
+		}, []string{"api_endpoints[0].path: is not a valid pattern: parsing "}},
+		{"endpoints in conflict", func(m map[string]any) {
+			m["api_endpoints"] = []any{
+				map[string]any{"path": "/users/{id}/x", "methods": []any{"GET"}},
+				map[string]any{"path": "/users/a/{name}", "methods": []any{"GET"}},
+			}
+		}, []string{`api_endpoints[1].path: conflicts with api_endpoints[0] (GET /users/{id}/x): GET /users/a/{name} and GET /users/{id}/x both match some paths, like "/users/a/x".`}},
 		// events
 		{"emits wildcard", func(m map[string]any) { m["events"] = map[string]any{"emits": []any{"user.*"}} }, []string{"events.emits[0].type: must be an event type such as"}},
 		{"emits object without type", func(m map[string]any) {
