@@ -122,7 +122,7 @@ func New(opts Options) (*Host, error) {
 	h.router = router.New(router.Options{Registry: h.reg, Presence: h.pres, Bus: opts.Bus, BusOptions: opts.BusOptions, Logger: opts.Logger})
 	h.rt = runtime.New(runtime.Options{
 		Config: opts.Runtime, Registry: h.reg, Presence: h.pres, Logs: h.logs, Metrics: h.metrics, Tokens: opts.Tokens,
-		Logger: opts.Logger, DataDir: opts.DataDir, Notify: h.router.System,
+		Logger: opts.Logger, DataDir: opts.DataDir, Notify: h.router.System, EndpointConflict: h.router.EndpointConflict,
 	})
 	h.sessions = stream.New(stream.Options{
 		Registry: h.reg, Presence: h.pres, Router: h.router, Logs: h.logs, KV: h.kv, Metrics: h.metrics, Logger: opts.Logger,

@@ -44,6 +44,7 @@ var errorTable = map[errs.Code]wireCode{
 	errs.PluginUnavailable:          {http.StatusServiceUnavailable, connect.CodeUnavailable},
 	errs.ValidationError:            {http.StatusBadRequest, connect.CodeInvalidArgument},
 	errs.Unauthenticated:            {http.StatusUnauthorized, connect.CodeUnauthenticated},
+	errs.PluginRouteConflict:        {http.StatusConflict, connect.CodeAlreadyExists},
 	errs.Unimplemented:              {http.StatusNotImplemented, connect.CodeUnimplemented},
 	errs.Internal:                   {http.StatusInternalServerError, connect.CodeInternal},
 	codeRouteNotFound:               {http.StatusNotFound, connect.CodeNotFound},

@@ -30,6 +30,7 @@ func TestErrorTable(t *testing.T) {
 		"PLUGIN_UNAVAILABLE":           {503, connect.CodeUnavailable},
 		"VALIDATION_ERROR":             {400, connect.CodeInvalidArgument},
 		"UNAUTHENTICATED":              {401, connect.CodeUnauthenticated},
+		"PLUGIN_ROUTE_CONFLICT":        {409, connect.CodeAlreadyExists},
 		"UNIMPLEMENTED":                {501, connect.CodeUnimplemented},
 		"INTERNAL_ERROR":               {500, connect.CodeInternal},
 	}

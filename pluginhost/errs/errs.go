@@ -26,6 +26,9 @@ const (
 	PluginUnavailable          Code = "PLUGIN_UNAVAILABLE"
 	ValidationError            Code = "VALIDATION_ERROR"
 	Unauthenticated            Code = "UNAUTHENTICATED"
+	// PluginRouteConflict refuses a plugin whose HTTP endpoint claims a path of Nexus's own
+	// API or one another active plugin serves.
+	PluginRouteConflict Code = "PLUGIN_ROUTE_CONFLICT"
 	// Unimplemented marks an operation whose capability has not been built yet.
 	Unimplemented Code = "UNIMPLEMENTED"
 	// Internal marks a fault of the host itself; its message never carries internals.
@@ -37,7 +40,7 @@ var Codes = []Code{
 	PluginNotFound, PluginAlreadyInstalled, PluginDependencyError, PluginPermissionDenied,
 	PluginInstallationFailed, PluginStartupFailed, PluginIncompatible, PluginConfigurationError,
 	PluginCommunicationTimeout, PluginUnavailable, ValidationError, Unauthenticated,
-	Unimplemented, Internal,
+	PluginRouteConflict, Unimplemented, Internal,
 }
 
 // FieldViolation is one problem with one field of the input.

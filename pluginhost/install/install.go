@@ -124,6 +124,9 @@ func (h *Installer) planInstall(ctx context.Context, p *pkg, req InstallRequest)
 	if err := checkDependencies(m, all); err != nil {
 		return store.Plugin{}, nil, err
 	}
+	if err := h.router.EndpointConflict(m.ID, m.APIEndpoints); err != nil {
+		return store.Plugin{}, nil, err
+	}
 	schema := m.Schema()
 	var cfg map[string]any
 	if existing == nil {

@@ -117,6 +117,9 @@ func (h *Installer) planUpdate(ctx context.Context, p *pkg, req UpdateRequest) (
 	if err := checkDependents(m, all); err != nil {
 		return store.Plugin{}, store.Plugin{}, false, err
 	}
+	if err := h.router.EndpointConflict(req.PluginID, m.APIEndpoints); err != nil {
+		return store.Plugin{}, store.Plugin{}, false, err
+	}
 	running := h.rt.Info(req.PluginID).Running
 	if running && !req.RestartPlugin {
 		return store.Plugin{}, store.Plugin{}, false, errs.New(errs.ValidationError,

@@ -72,6 +72,7 @@ type plugin struct {
 	types      []map[string]any // message_types entries
 	subscribes []string
 	services   []string
+	endpoints  []map[string]any // api_endpoints entries
 }
 
 func (p plugin) manifest() []byte {
@@ -90,6 +91,9 @@ func (p plugin) manifest() []byte {
 	}
 	if len(p.services) > 0 {
 		m["services"] = p.services
+	}
+	if len(p.endpoints) > 0 {
+		m["api_endpoints"] = p.endpoints
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

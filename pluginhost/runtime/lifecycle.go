@@ -86,6 +86,9 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 	if problems := p.man.Schema().Validate(values); len(problems) > 0 {
 		return "", errs.WithFields(errs.PluginConfigurationError, "plugin "+id+" cannot start: "+problemsText(problems), problems)
 	}
+	if err := rt.endpointConflict(id, p.man.APIEndpoints); err != nil {
+		return "", err
+	}
 	r := rt.get(id)
 	r.mu.Lock()
 	if r.proc != nil && !r.stopping {

@@ -101,6 +101,10 @@ type Options struct {
 	// Notify emits a host event (plugin.enabled, plugin.error, ...); it must not fail the
 	// operation that caused it.
 	Notify func(ctx context.Context, typ string, data map[string]any)
+	// EndpointConflict, if not nil, says why a plugin may not serve its HTTP endpoints
+	// (a path of Nexus's own API, or one another active plugin serves): such a plugin is
+	// not started.
+	EndpointConflict func(id string, endpoints []manifest.APIEndpoint) error
 }
 
 // Runtime runs and supervises plugins: launch, readiness, crashes and backoff, quarantine,
@@ -117,6 +121,8 @@ type Runtime struct {
 	log     *slog.Logger
 	dataDir string
 	uidMu   sync.Mutex // serialises the choice of plugin uids
+	// endpointConflict is Options.EndpointConflict, or a check that finds none.
+	endpointConflict func(id string, endpoints []manifest.APIEndpoint) error
 	notify  func(ctx context.Context, typ string, data map[string]any)
 	locks   *lifecycleLocks
 
@@ -177,11 +183,14 @@ func New(opts Options) *Runtime {
 	if opts.Notify == nil {
 		opts.Notify = func(context.Context, string, map[string]any) {}
 	}
+	if opts.EndpointConflict == nil {
+		opts.EndpointConflict = func(string, []manifest.APIEndpoint) error { return nil }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
 		cfg: opts.Config.withDefaults(), reg: opts.Registry, pres: opts.Presence, logs: opts.Logs, metrics: opts.Metrics,
 		tokens: opts.Tokens, log: opts.Logger, dataDir: opts.DataDir, notify: opts.Notify, locks: newLifecycleLocks(),
-		ctx: ctx, cancel: cancel, plugins: map[string]*running{},
+		ctx: ctx, cancel: cancel, plugins: map[string]*running{}, endpointConflict: opts.EndpointConflict,
 	}
 	opts.Presence.OnAttach(rt.attach)
 	opts.Presence.OnDetach(rt.detach)
