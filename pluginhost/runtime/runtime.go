@@ -123,8 +123,8 @@ type Runtime struct {
 	uidMu   sync.Mutex // serialises the choice of plugin uids
 	// endpointConflict is Options.EndpointConflict, or a check that finds none.
 	endpointConflict func(id string, endpoints []manifest.APIEndpoint) error
-	notify  func(ctx context.Context, typ string, data map[string]any)
-	locks   *lifecycleLocks
+	notify           func(ctx context.Context, typ string, data map[string]any)
+	locks            *lifecycleLocks
 
 	ctx    context.Context // the runtime's lifetime, ended by Shutdown
 	cancel context.CancelFunc
