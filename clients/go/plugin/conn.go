@@ -59,7 +59,7 @@ type conn struct {
 	// goroutine starts.
 	processingTimeout time.Duration
 
-	// mu guards requests and handlers.
+	// mu guards requests, handlers and calls.
 	mu sync.Mutex
 	// requests holds the plugin's requests waiting for the host's reply, by request id.
 	// Each channel has room for the one reply.
@@ -67,6 +67,8 @@ type conn struct {
 	// handlers holds, by delivery id, the cancel functions of the message handlers that
 	// run for deliveries of this connection, for the host's cancel frames.
 	handlers map[string]context.CancelCauseFunc
+	// calls holds the HTTP calls served on this connection, by request id.
+	calls map[string]*httpCall
 
 	// wg tracks the receive side (one goroutine at a time holds it).
 	wg sync.WaitGroup
@@ -84,6 +86,7 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, log
 		recvDone: make(chan struct{}),
 		requests: map[string]chan *pluginhostv1.RequestReply{},
 		handlers: map[string]context.CancelCauseFunc{},
+		calls:    map[string]*httpCall{},
 	}
 }
 

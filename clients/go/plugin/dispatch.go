@@ -101,6 +101,19 @@ func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) (run func(
 		if !c.cancelMessage(f.Cancel) {
 			r.log.Debug("plugin: ignoring a cancel for a message no longer handled", "delivery_id", f.Cancel.GetDeliveryId())
 		}
+	case *pluginhostv1.ConnectResponse_HttpRequest:
+		r.httpRequest(c, f.HttpRequest)
+	case *pluginhostv1.ConnectResponse_HttpRequestBody:
+		b := f.HttpRequestBody
+		c.httpFrame(b.GetRequestId(), func(call *httpCall) { call.body.push(b.GetChunk(), b.GetDone()) })
+	case *pluginhostv1.ConnectResponse_HttpResponseWindow:
+		wf := f.HttpResponseWindow
+		c.httpFrame(wf.GetRequestId(), func(call *httpCall) { call.grant(wf.GetBytes()) })
+	case *pluginhostv1.ConnectResponse_HttpCancel:
+		hc := f.HttpCancel
+		c.httpFrame(hc.GetRequestId(), func(call *httpCall) {
+			call.cancel(fmt.Errorf("plugin: the host ended the HTTP call: %s", hc.GetReason()))
+		})
 	case *pluginhostv1.ConnectResponse_Welcome:
 		r.log.Warn("plugin: ignoring a second welcome on the same stream")
 	default:

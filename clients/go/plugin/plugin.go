@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 )
 
@@ -58,6 +59,15 @@ type Plugin struct {
 	// finished (or the grace period has run out). Its context ends shortly before the host's
 	// grace period does; it may already be done when the deliveries used all of it.
 	OnShutdown func(ctx context.Context, reason string)
+
+	// HTTP serves the plugin's HTTP endpoints (the manifest's api_endpoints), which the host
+	// serves on its own listener and carries to one connected instance: an ordinary
+	// net/http handler (any router). The request's context ends when the caller goes away,
+	// the endpoint's timeout passes or the connection to the host is lost; CallerOf tells who
+	// called; PathValue reads the pattern's wildcards. Bodies stream both ways: the
+	// ResponseWriter is an http.Flusher (Server-Sent Events, large downloads), and the
+	// request body arrives as it is sent. Nil answers every call with 501.
+	HTTP http.Handler
 }
 
 // Message is a request from another plugin (or an administrator, a user, the system) that

@@ -155,6 +155,9 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Kv
 	//	*ConnectRequest_Discover
 	//	*ConnectRequest_CancelSend
+	//	*ConnectRequest_HttpResponse
+	//	*ConnectRequest_HttpResponseBody
+	//	*ConnectRequest_HttpWindow
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -314,6 +317,33 @@ func (x *ConnectRequest) GetCancelSend() *CancelSend {
 	return nil
 }
 
+func (x *ConnectRequest) GetHttpResponse() *HttpResponse {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_HttpResponse); ok {
+			return x.HttpResponse
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHttpResponseBody() *HttpBody {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_HttpResponseBody); ok {
+			return x.HttpResponseBody
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHttpWindow() *HttpWindow {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_HttpWindow); ok {
+			return x.HttpWindow
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -384,6 +414,21 @@ type ConnectRequest_CancelSend struct {
 	CancelSend *CancelSend `protobuf:"bytes,13,opt,name=cancel_send,json=cancelSend,proto3,oneof"`
 }
 
+type ConnectRequest_HttpResponse struct {
+	// The status and headers of the answer to an `http_request` (and its first bytes).
+	HttpResponse *HttpResponse `protobuf:"bytes,14,opt,name=http_response,json=httpResponse,proto3,oneof"`
+}
+
+type ConnectRequest_HttpResponseBody struct {
+	// More bytes of the answer to an `http_request`.
+	HttpResponseBody *HttpBody `protobuf:"bytes,15,opt,name=http_response_body,json=httpResponseBody,proto3,oneof"`
+}
+
+type ConnectRequest_HttpWindow struct {
+	// Lets the host send more bytes of a request body.
+	HttpWindow *HttpWindow `protobuf:"bytes,16,opt,name=http_window,json=httpWindow,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Reply) isConnectRequest_Frame() {}
@@ -410,6 +455,12 @@ func (*ConnectRequest_Discover) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_CancelSend) isConnectRequest_Frame() {}
 
+func (*ConnectRequest_HttpResponse) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_HttpResponseBody) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_HttpWindow) isConnectRequest_Frame() {}
+
 // ConnectResponse is a frame from the host to the plugin.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -422,6 +473,10 @@ type ConnectResponse struct {
 	//	*ConnectResponse_ConfigChanged
 	//	*ConnectResponse_Shutdown
 	//	*ConnectResponse_Cancel
+	//	*ConnectResponse_HttpRequest
+	//	*ConnectResponse_HttpRequestBody
+	//	*ConnectResponse_HttpResponseWindow
+	//	*ConnectResponse_HttpCancel
 	Frame         isConnectResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -527,6 +582,42 @@ func (x *ConnectResponse) GetCancel() *Cancel {
 	return nil
 }
 
+func (x *ConnectResponse) GetHttpRequest() *HttpRequest {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_HttpRequest); ok {
+			return x.HttpRequest
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetHttpRequestBody() *HttpBody {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_HttpRequestBody); ok {
+			return x.HttpRequestBody
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetHttpResponseWindow() *HttpWindow {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_HttpResponseWindow); ok {
+			return x.HttpResponseWindow
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetHttpCancel() *HttpCancel {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_HttpCancel); ok {
+			return x.HttpCancel
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Frame interface {
 	isConnectResponse_Frame()
 }
@@ -568,6 +659,27 @@ type ConnectResponse_Cancel struct {
 	Cancel *Cancel `protobuf:"bytes,7,opt,name=cancel,proto3,oneof"`
 }
 
+type ConnectResponse_HttpRequest struct {
+	// A call to one of the plugin's HTTP endpoints (`api_endpoints`).
+	HttpRequest *HttpRequest `protobuf:"bytes,8,opt,name=http_request,json=httpRequest,proto3,oneof"`
+}
+
+type ConnectResponse_HttpRequestBody struct {
+	// More bytes of a request body.
+	HttpRequestBody *HttpBody `protobuf:"bytes,9,opt,name=http_request_body,json=httpRequestBody,proto3,oneof"`
+}
+
+type ConnectResponse_HttpResponseWindow struct {
+	// Lets the plugin send more bytes of a response body.
+	HttpResponseWindow *HttpWindow `protobuf:"bytes,10,opt,name=http_response_window,json=httpResponseWindow,proto3,oneof"`
+}
+
+type ConnectResponse_HttpCancel struct {
+	// The caller of an `http_request` went away or its deadline passed: the handler should
+	// stop, and nothing more of its answer is read.
+	HttpCancel *HttpCancel `protobuf:"bytes,11,opt,name=http_cancel,json=httpCancel,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Deliver) isConnectResponse_Frame() {}
@@ -581,6 +693,14 @@ func (*ConnectResponse_ConfigChanged) isConnectResponse_Frame() {}
 func (*ConnectResponse_Shutdown) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Cancel) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_HttpRequest) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_HttpRequestBody) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_HttpResponseWindow) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_HttpCancel) isConnectResponse_Frame() {}
 
 // Hello introduces a plugin instance.
 type Hello struct {
@@ -2657,11 +2777,550 @@ func (x *Shutdown) GetTimeoutSeconds() int32 {
 	return 0
 }
 
+// HttpRequest is a call to one of the plugin's HTTP endpoints.
+type HttpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifies the call in every frame of it.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The request method (GET, POST, ...).
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// The request path, as the caller sent it (escaped).
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// The endpoint's pattern that matched, method included ("GET /api/v1/users/{id}").
+	Pattern string `protobuf:"bytes,4,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// The pattern's wildcards and the values they matched.
+	PathParams map[string]string `protobuf:"bytes,5,rep,name=path_params,json=pathParams,proto3" json:"path_params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The raw query, without "?".
+	Query string `protobuf:"bytes,6,opt,name=query,proto3" json:"query,omitempty"`
+	// The request headers, without hop-by-hop headers and without Authorization.
+	Headers []*HttpHeader `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Who calls.
+	Caller *HttpCaller `protobuf:"bytes,8,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The first bytes of the body.
+	Body []byte `protobuf:"bytes,9,opt,name=body,proto3" json:"body,omitempty"`
+	// No `http_request_body` frame follows.
+	BodyDone bool `protobuf:"varint,10,opt,name=body_done,json=bodyDone,proto3" json:"body_done,omitempty"`
+	// When the host stops waiting for the answer.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The request's Host header.
+	Host string `protobuf:"bytes,12,opt,name=host,proto3" json:"host,omitempty"`
+	// The client's address, as the host saw it.
+	RemoteAddr    string `protobuf:"bytes,13,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpRequest) Reset() {
+	*x = HttpRequest{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpRequest) ProtoMessage() {}
+
+func (x *HttpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpRequest.ProtoReflect.Descriptor instead.
+func (*HttpRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *HttpRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetPathParams() map[string]string {
+	if x != nil {
+		return x.PathParams
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetHeaders() []*HttpHeader {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetCaller() *HttpCaller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetBodyDone() bool {
+	if x != nil {
+		return x.BodyDone
+	}
+	return false
+}
+
+func (x *HttpRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *HttpRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HttpRequest) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+// HttpHeader is one header field with all its values.
+type HttpHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values        []string               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpHeader) Reset() {
+	*x = HttpHeader{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpHeader) ProtoMessage() {}
+
+func (x *HttpHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpHeader.ProtoReflect.Descriptor instead.
+func (*HttpHeader) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *HttpHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HttpHeader) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// HttpCaller is who called an endpoint: never the token itself.
+type HttpCaller struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False for a call without a token to a public endpoint; the fields below are then empty.
+	Authenticated bool `protobuf:"varint,1,opt,name=authenticated,proto3" json:"authenticated,omitempty"`
+	// The id of the token the caller presented.
+	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// The token's name.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// admin, user or plugin.
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// For a plugin token, the plugin it belongs to.
+	PluginId      string `protobuf:"bytes,5,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpCaller) Reset() {
+	*x = HttpCaller{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpCaller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpCaller) ProtoMessage() {}
+
+func (x *HttpCaller) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpCaller.ProtoReflect.Descriptor instead.
+func (*HttpCaller) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *HttpCaller) GetAuthenticated() bool {
+	if x != nil {
+		return x.Authenticated
+	}
+	return false
+}
+
+func (x *HttpCaller) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *HttpCaller) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HttpCaller) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *HttpCaller) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+// HttpBody is a chunk of a request or response body.
+type HttpBody struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Chunk     []byte                 `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// The body ends with this chunk.
+	Done          bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpBody) Reset() {
+	*x = HttpBody{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpBody) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpBody) ProtoMessage() {}
+
+func (x *HttpBody) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpBody.ProtoReflect.Descriptor instead.
+func (*HttpBody) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *HttpBody) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HttpBody) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *HttpBody) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// HttpWindow grants the other side more bytes of a call's body.
+type HttpWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Bytes         int64                  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpWindow) Reset() {
+	*x = HttpWindow{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpWindow) ProtoMessage() {}
+
+func (x *HttpWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpWindow.ProtoReflect.Descriptor instead.
+func (*HttpWindow) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *HttpWindow) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HttpWindow) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// HttpResponse starts the answer to an `http_request`.
+type HttpResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The HTTP status code.
+	Status int32 `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	// The response headers; hop-by-hop headers are dropped by the host.
+	Headers []*HttpHeader `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
+	// The first bytes of the body.
+	Body []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	// No `http_response_body` frame follows.
+	Done          bool `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpResponse) Reset() {
+	*x = HttpResponse{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpResponse) ProtoMessage() {}
+
+func (x *HttpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpResponse.ProtoReflect.Descriptor instead.
+func (*HttpResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *HttpResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HttpResponse) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *HttpResponse) GetHeaders() []*HttpHeader {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *HttpResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *HttpResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// HttpCancel ends a call from the host's side.
+type HttpCancel struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Why, for the plugin's logs.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpCancel) Reset() {
+	*x = HttpCancel{}
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpCancel) ProtoMessage() {}
+
+func (x *HttpCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpCancel.ProtoReflect.Descriptor instead.
+func (*HttpCancel) Descriptor() ([]byte, []int) {
+	return file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *HttpCancel) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *HttpCancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_nexus_pluginhost_v1_pluginhost_proto protoreflect.FileDescriptor
 
 const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\n" +
-	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fnexus/plugin/v1/messaging.proto\"\x90\x06\n" +
+	"$nexus/pluginhost/v1/pluginhost.proto\x12\x13nexus.pluginhost.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fnexus/plugin/v1/messaging.proto\"\xed\a\n" +
 	"\x0eConnectRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.nexus.pluginhost.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\x05reply\x18\x02 \x01(\v2\".nexus.pluginhost.v1.DeliveryReplyH\x00R\x05reply\x12/\n" +
@@ -2678,8 +3337,12 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\x02kv\x18\v \x01(\v2\x1e.nexus.pluginhost.v1.KvRequestH\x00R\x02kv\x12;\n" +
 	"\bdiscover\x18\f \x01(\v2\x1d.nexus.pluginhost.v1.DiscoverH\x00R\bdiscover\x12B\n" +
 	"\vcancel_send\x18\r \x01(\v2\x1f.nexus.pluginhost.v1.CancelSendH\x00R\n" +
-	"cancelSendB\x0e\n" +
-	"\x05frame\x12\x05\xbaH\x02\b\x01\"\xd8\x03\n" +
+	"cancelSend\x12H\n" +
+	"\rhttp_response\x18\x0e \x01(\v2!.nexus.pluginhost.v1.HttpResponseH\x00R\fhttpResponse\x12M\n" +
+	"\x12http_response_body\x18\x0f \x01(\v2\x1d.nexus.pluginhost.v1.HttpBodyH\x00R\x10httpResponseBody\x12B\n" +
+	"\vhttp_window\x18\x10 \x01(\v2\x1f.nexus.pluginhost.v1.HttpWindowH\x00R\n" +
+	"httpWindowB\x0e\n" +
+	"\x05frame\x12\x05\xbaH\x02\b\x01\"\x85\x06\n" +
 	"\x0fConnectResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.nexus.pluginhost.v1.WelcomeH\x00R\awelcome\x128\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1c.nexus.pluginhost.v1.DeliverH\x00R\adeliver\x129\n" +
@@ -2687,7 +3350,13 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\fhealth_check\x18\x04 \x01(\v2'.nexus.pluginhost.v1.HealthCheckRequestH\x00R\vhealthCheck\x12K\n" +
 	"\x0econfig_changed\x18\x05 \x01(\v2\".nexus.pluginhost.v1.ConfigChangedH\x00R\rconfigChanged\x12;\n" +
 	"\bshutdown\x18\x06 \x01(\v2\x1d.nexus.pluginhost.v1.ShutdownH\x00R\bshutdown\x125\n" +
-	"\x06cancel\x18\a \x01(\v2\x1b.nexus.pluginhost.v1.CancelH\x00R\x06cancelB\a\n" +
+	"\x06cancel\x18\a \x01(\v2\x1b.nexus.pluginhost.v1.CancelH\x00R\x06cancel\x12E\n" +
+	"\fhttp_request\x18\b \x01(\v2 .nexus.pluginhost.v1.HttpRequestH\x00R\vhttpRequest\x12K\n" +
+	"\x11http_request_body\x18\t \x01(\v2\x1d.nexus.pluginhost.v1.HttpBodyH\x00R\x0fhttpRequestBody\x12S\n" +
+	"\x14http_response_window\x18\n" +
+	" \x01(\v2\x1f.nexus.pluginhost.v1.HttpWindowH\x00R\x12httpResponseWindow\x12B\n" +
+	"\vhttp_cancel\x18\v \x01(\v2\x1f.nexus.pluginhost.v1.HttpCancelH\x00R\n" +
+	"httpCancelB\a\n" +
 	"\x05frame\"\xea\x02\n" +
 	"\x05Hello\x12B\n" +
 	"\tplugin_id\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$R\bpluginId\x12)\n" +
@@ -2880,7 +3549,62 @@ const file_nexus_pluginhost_v1_pluginhost_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05error\"K\n" +
 	"\bShutdown\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12'\n" +
-	"\x0ftimeout_seconds\x18\x02 \x01(\x05R\x0etimeoutSeconds*~\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\x05R\x0etimeoutSeconds\"\xac\x04\n" +
+	"\vHttpRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x18\n" +
+	"\apattern\x18\x04 \x01(\tR\apattern\x12Q\n" +
+	"\vpath_params\x18\x05 \x03(\v20.nexus.pluginhost.v1.HttpRequest.PathParamsEntryR\n" +
+	"pathParams\x12\x14\n" +
+	"\x05query\x18\x06 \x01(\tR\x05query\x129\n" +
+	"\aheaders\x18\a \x03(\v2\x1f.nexus.pluginhost.v1.HttpHeaderR\aheaders\x127\n" +
+	"\x06caller\x18\b \x01(\v2\x1f.nexus.pluginhost.v1.HttpCallerR\x06caller\x12\x12\n" +
+	"\x04body\x18\t \x01(\fR\x04body\x12\x1b\n" +
+	"\tbody_done\x18\n" +
+	" \x01(\bR\bbodyDone\x126\n" +
+	"\bdeadline\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x12\n" +
+	"\x04host\x18\f \x01(\tR\x04host\x12\x1f\n" +
+	"\vremote_addr\x18\r \x01(\tR\n" +
+	"remoteAddr\x1a=\n" +
+	"\x0fPathParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\n" +
+	"HttpHeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\"\x92\x01\n" +
+	"\n" +
+	"HttpCaller\x12$\n" +
+	"\rauthenticated\x18\x01 \x01(\bR\rauthenticated\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x1b\n" +
+	"\tplugin_id\x18\x05 \x01(\tR\bpluginId\"g\n" +
+	"\bHttpBody\x12&\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\trequestId\x12\x1f\n" +
+	"\x05chunk\x18\x02 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x05chunk\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\"S\n" +
+	"\n" +
+	"HttpWindow\x12&\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\trequestId\x12\x1d\n" +
+	"\x05bytes\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x05bytes\"\xc8\x01\n" +
+	"\fHttpResponse\x12&\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\trequestId\x12\"\n" +
+	"\x06status\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe7\a(dR\x06status\x129\n" +
+	"\aheaders\x18\x03 \x03(\v2\x1f.nexus.pluginhost.v1.HttpHeaderR\aheaders\x12\x1d\n" +
+	"\x04body\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04body\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\"C\n" +
+	"\n" +
+	"HttpCancel\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*~\n" +
 	"\fDeliveryKind\x12\x1d\n" +
 	"\x19DELIVERY_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DELIVERY_KIND_MESSAGE\x10\x01\x12\x1b\n" +
@@ -2907,7 +3631,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_rawDescGZIP() []byte {
 }
 
 var file_nexus_pluginhost_v1_pluginhost_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_nexus_pluginhost_v1_pluginhost_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(DeliveryKind)(0),             // 0: nexus.pluginhost.v1.DeliveryKind
 	(AckAction)(0),                // 1: nexus.pluginhost.v1.AckAction
@@ -2941,10 +3665,18 @@ var file_nexus_pluginhost_v1_pluginhost_proto_goTypes = []any{
 	(*ConfigChanged)(nil),         // 29: nexus.pluginhost.v1.ConfigChanged
 	(*ConfigAck)(nil),             // 30: nexus.pluginhost.v1.ConfigAck
 	(*Shutdown)(nil),              // 31: nexus.pluginhost.v1.Shutdown
-	(*structpb.Struct)(nil),       // 32: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 34: google.protobuf.Value
-	(*v1.ServiceProvider)(nil),    // 35: nexus.plugin.v1.ServiceProvider
+	(*HttpRequest)(nil),           // 32: nexus.pluginhost.v1.HttpRequest
+	(*HttpHeader)(nil),            // 33: nexus.pluginhost.v1.HttpHeader
+	(*HttpCaller)(nil),            // 34: nexus.pluginhost.v1.HttpCaller
+	(*HttpBody)(nil),              // 35: nexus.pluginhost.v1.HttpBody
+	(*HttpWindow)(nil),            // 36: nexus.pluginhost.v1.HttpWindow
+	(*HttpResponse)(nil),          // 37: nexus.pluginhost.v1.HttpResponse
+	(*HttpCancel)(nil),            // 38: nexus.pluginhost.v1.HttpCancel
+	nil,                           // 39: nexus.pluginhost.v1.HttpRequest.PathParamsEntry
+	(*structpb.Struct)(nil),       // 40: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 42: google.protobuf.Value
+	(*v1.ServiceProvider)(nil),    // 43: nexus.plugin.v1.ServiceProvider
 }
 var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	4,  // 0: nexus.pluginhost.v1.ConnectRequest.hello:type_name -> nexus.pluginhost.v1.Hello
@@ -2960,46 +3692,58 @@ var file_nexus_pluginhost_v1_pluginhost_proto_depIdxs = []int32{
 	13, // 10: nexus.pluginhost.v1.ConnectRequest.kv:type_name -> nexus.pluginhost.v1.KvRequest
 	21, // 11: nexus.pluginhost.v1.ConnectRequest.discover:type_name -> nexus.pluginhost.v1.Discover
 	22, // 12: nexus.pluginhost.v1.ConnectRequest.cancel_send:type_name -> nexus.pluginhost.v1.CancelSend
-	5,  // 13: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
-	6,  // 14: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
-	24, // 15: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
-	25, // 16: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
-	29, // 17: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
-	31, // 18: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
-	23, // 19: nexus.pluginhost.v1.ConnectResponse.cancel:type_name -> nexus.pluginhost.v1.Cancel
-	32, // 20: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
-	0,  // 21: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
-	32, // 22: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
-	33, // 23: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
-	32, // 24: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
-	32, // 25: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
-	32, // 26: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
-	32, // 27: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
-	1,  // 28: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
-	14, // 29: nexus.pluginhost.v1.KvRequest.get:type_name -> nexus.pluginhost.v1.KvGet
-	15, // 30: nexus.pluginhost.v1.KvRequest.put:type_name -> nexus.pluginhost.v1.KvPut
-	16, // 31: nexus.pluginhost.v1.KvRequest.delete:type_name -> nexus.pluginhost.v1.KvDelete
-	17, // 32: nexus.pluginhost.v1.KvRequest.list:type_name -> nexus.pluginhost.v1.KvList
-	18, // 33: nexus.pluginhost.v1.KvRequest.share:type_name -> nexus.pluginhost.v1.KvShare
-	34, // 34: nexus.pluginhost.v1.KvPut.value:type_name -> google.protobuf.Value
-	34, // 35: nexus.pluginhost.v1.KvEntry.value:type_name -> google.protobuf.Value
-	33, // 36: nexus.pluginhost.v1.KvEntry.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 37: nexus.pluginhost.v1.KvEntry.updated_at:type_name -> google.protobuf.Timestamp
-	19, // 38: nexus.pluginhost.v1.KvResult.entries:type_name -> nexus.pluginhost.v1.KvEntry
-	32, // 39: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
-	20, // 40: nexus.pluginhost.v1.RequestReply.kv:type_name -> nexus.pluginhost.v1.KvResult
-	35, // 41: nexus.pluginhost.v1.RequestReply.providers:type_name -> nexus.plugin.v1.ServiceProvider
-	26, // 42: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
-	33, // 43: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
-	32, // 44: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
-	32, // 45: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
-	2,  // 46: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
-	3,  // 47: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
-	47, // [47:48] is the sub-list for method output_type
-	46, // [46:47] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	37, // 13: nexus.pluginhost.v1.ConnectRequest.http_response:type_name -> nexus.pluginhost.v1.HttpResponse
+	35, // 14: nexus.pluginhost.v1.ConnectRequest.http_response_body:type_name -> nexus.pluginhost.v1.HttpBody
+	36, // 15: nexus.pluginhost.v1.ConnectRequest.http_window:type_name -> nexus.pluginhost.v1.HttpWindow
+	5,  // 16: nexus.pluginhost.v1.ConnectResponse.welcome:type_name -> nexus.pluginhost.v1.Welcome
+	6,  // 17: nexus.pluginhost.v1.ConnectResponse.deliver:type_name -> nexus.pluginhost.v1.Deliver
+	24, // 18: nexus.pluginhost.v1.ConnectResponse.reply:type_name -> nexus.pluginhost.v1.RequestReply
+	25, // 19: nexus.pluginhost.v1.ConnectResponse.health_check:type_name -> nexus.pluginhost.v1.HealthCheckRequest
+	29, // 20: nexus.pluginhost.v1.ConnectResponse.config_changed:type_name -> nexus.pluginhost.v1.ConfigChanged
+	31, // 21: nexus.pluginhost.v1.ConnectResponse.shutdown:type_name -> nexus.pluginhost.v1.Shutdown
+	23, // 22: nexus.pluginhost.v1.ConnectResponse.cancel:type_name -> nexus.pluginhost.v1.Cancel
+	32, // 23: nexus.pluginhost.v1.ConnectResponse.http_request:type_name -> nexus.pluginhost.v1.HttpRequest
+	35, // 24: nexus.pluginhost.v1.ConnectResponse.http_request_body:type_name -> nexus.pluginhost.v1.HttpBody
+	36, // 25: nexus.pluginhost.v1.ConnectResponse.http_response_window:type_name -> nexus.pluginhost.v1.HttpWindow
+	38, // 26: nexus.pluginhost.v1.ConnectResponse.http_cancel:type_name -> nexus.pluginhost.v1.HttpCancel
+	40, // 27: nexus.pluginhost.v1.Welcome.config:type_name -> google.protobuf.Struct
+	0,  // 28: nexus.pluginhost.v1.Deliver.kind:type_name -> nexus.pluginhost.v1.DeliveryKind
+	40, // 29: nexus.pluginhost.v1.Deliver.data:type_name -> google.protobuf.Struct
+	41, // 30: nexus.pluginhost.v1.Deliver.deadline:type_name -> google.protobuf.Timestamp
+	40, // 31: nexus.pluginhost.v1.DeliveryReply.data:type_name -> google.protobuf.Struct
+	40, // 32: nexus.pluginhost.v1.Send.data:type_name -> google.protobuf.Struct
+	40, // 33: nexus.pluginhost.v1.Emit.data:type_name -> google.protobuf.Struct
+	40, // 34: nexus.pluginhost.v1.BroadcastSend.data:type_name -> google.protobuf.Struct
+	1,  // 35: nexus.pluginhost.v1.Ack.action:type_name -> nexus.pluginhost.v1.AckAction
+	14, // 36: nexus.pluginhost.v1.KvRequest.get:type_name -> nexus.pluginhost.v1.KvGet
+	15, // 37: nexus.pluginhost.v1.KvRequest.put:type_name -> nexus.pluginhost.v1.KvPut
+	16, // 38: nexus.pluginhost.v1.KvRequest.delete:type_name -> nexus.pluginhost.v1.KvDelete
+	17, // 39: nexus.pluginhost.v1.KvRequest.list:type_name -> nexus.pluginhost.v1.KvList
+	18, // 40: nexus.pluginhost.v1.KvRequest.share:type_name -> nexus.pluginhost.v1.KvShare
+	42, // 41: nexus.pluginhost.v1.KvPut.value:type_name -> google.protobuf.Value
+	42, // 42: nexus.pluginhost.v1.KvEntry.value:type_name -> google.protobuf.Value
+	41, // 43: nexus.pluginhost.v1.KvEntry.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 44: nexus.pluginhost.v1.KvEntry.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 45: nexus.pluginhost.v1.KvResult.entries:type_name -> nexus.pluginhost.v1.KvEntry
+	40, // 46: nexus.pluginhost.v1.RequestReply.data:type_name -> google.protobuf.Struct
+	20, // 47: nexus.pluginhost.v1.RequestReply.kv:type_name -> nexus.pluginhost.v1.KvResult
+	43, // 48: nexus.pluginhost.v1.RequestReply.providers:type_name -> nexus.plugin.v1.ServiceProvider
+	26, // 49: nexus.pluginhost.v1.HealthReport.checks:type_name -> nexus.pluginhost.v1.Check
+	41, // 50: nexus.pluginhost.v1.Log.timestamp:type_name -> google.protobuf.Timestamp
+	40, // 51: nexus.pluginhost.v1.Log.metadata:type_name -> google.protobuf.Struct
+	40, // 52: nexus.pluginhost.v1.ConfigChanged.config:type_name -> google.protobuf.Struct
+	39, // 53: nexus.pluginhost.v1.HttpRequest.path_params:type_name -> nexus.pluginhost.v1.HttpRequest.PathParamsEntry
+	33, // 54: nexus.pluginhost.v1.HttpRequest.headers:type_name -> nexus.pluginhost.v1.HttpHeader
+	34, // 55: nexus.pluginhost.v1.HttpRequest.caller:type_name -> nexus.pluginhost.v1.HttpCaller
+	41, // 56: nexus.pluginhost.v1.HttpRequest.deadline:type_name -> google.protobuf.Timestamp
+	33, // 57: nexus.pluginhost.v1.HttpResponse.headers:type_name -> nexus.pluginhost.v1.HttpHeader
+	2,  // 58: nexus.pluginhost.v1.PluginHostService.Connect:input_type -> nexus.pluginhost.v1.ConnectRequest
+	3,  // 59: nexus.pluginhost.v1.PluginHostService.Connect:output_type -> nexus.pluginhost.v1.ConnectResponse
+	59, // [59:60] is the sub-list for method output_type
+	58, // [58:59] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_nexus_pluginhost_v1_pluginhost_proto_init() }
@@ -3021,6 +3765,9 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 		(*ConnectRequest_Kv)(nil),
 		(*ConnectRequest_Discover)(nil),
 		(*ConnectRequest_CancelSend)(nil),
+		(*ConnectRequest_HttpResponse)(nil),
+		(*ConnectRequest_HttpResponseBody)(nil),
+		(*ConnectRequest_HttpWindow)(nil),
 	}
 	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -3030,6 +3777,10 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 		(*ConnectResponse_ConfigChanged)(nil),
 		(*ConnectResponse_Shutdown)(nil),
 		(*ConnectResponse_Cancel)(nil),
+		(*ConnectResponse_HttpRequest)(nil),
+		(*ConnectResponse_HttpRequestBody)(nil),
+		(*ConnectResponse_HttpResponseWindow)(nil),
+		(*ConnectResponse_HttpCancel)(nil),
 	}
 	file_nexus_pluginhost_v1_pluginhost_proto_msgTypes[11].OneofWrappers = []any{
 		(*KvRequest_Get)(nil),
@@ -3046,7 +3797,7 @@ func file_nexus_pluginhost_v1_pluginhost_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc), len(file_nexus_pluginhost_v1_pluginhost_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file nexus/pluginhost/v1/pluginhost.proto.
  */
 export const file_nexus_pluginhost_v1_pluginhost: GenFile = /*@__PURE__*/
-  fileDesc("CiRuZXh1cy9wbHVnaW5ob3N0L3YxL3BsdWdpbmhvc3QucHJvdG8SE25leHVzLnBsdWdpbmhvc3QudjEiowUKDkNvbm5lY3RSZXF1ZXN0EisKBWhlbGxvGAEgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5IZWxsb0gAEjMKBXJlcGx5GAIgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5EZWxpdmVyeVJlcGx5SAASKQoEc2VuZBgDIAEoCzIZLm5leHVzLnBsdWdpbmhvc3QudjEuU2VuZEgAEikKBGVtaXQYBCABKAsyGS5uZXh1cy5wbHVnaW5ob3N0LnYxLkVtaXRIABInCgNhY2sYBSABKAsyGC5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0gAEjoKDWhlYWx0aF9yZXBvcnQYBiABKAsyIS5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aFJlcG9ydEgAEicKA2xvZxgHIAEoCzIYLm5leHVzLnBsdWdpbmhvc3QudjEuTG9nSAASNwoJYnJvYWRjYXN0GAggASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Ccm9hZGNhc3RTZW5kSAASMwoJc3Vic2NyaWJlGAkgASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5TdWJzY3JpYmVIABI0Cgpjb25maWdfYWNrGAogASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdBY2tIABIsCgJrdhgLIAEoCzIeLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZSZXF1ZXN0SAASMQoIZGlzY292ZXIYDCABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLkRpc2NvdmVySAASNgoLY2FuY2VsX3NlbmQYDSABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNhbmNlbFNlbmRIAEIOCgVmcmFtZRIFukgCCAEikQMKD0Nvbm5lY3RSZXNwb25zZRIvCgd3ZWxjb21lGAEgASgLMhwubmV4dXMucGx1Z2luaG9zdC52MS5XZWxjb21lSAASLwoHZGVsaXZlchgCIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlckgAEjIKBXJlcGx5GAMgASgLMiEubmV4dXMucGx1Z2luaG9zdC52MS5SZXF1ZXN0UmVwbHlIABI/CgxoZWFsdGhfY2hlY2sYBCABKAsyJy5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aENoZWNrUmVxdWVzdEgAEjwKDmNvbmZpZ19jaGFuZ2VkGAUgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdDaGFuZ2VkSAASMQoIc2h1dGRvd24YBiABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLlNodXRkb3duSAASLQoGY2FuY2VsGAcgASgLMhsubmV4dXMucGx1Z2luaG9zdC52MS5DYW5jZWxIAEIHCgVmcmFtZSKfAgoFSGVsbG8SOAoJcGx1Z2luX2lkGAEgASgJQiW6SCJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEh0KC2luc3RhbmNlX2lkGAIgASgJQgi6SAVyAxiAARIZCgd2ZXJzaW9uGAMgASgJQgi6SAVyAxiAARIVCgNzZGsYBCABKAlCCLpIBXIDGIABEiEKCHNlcnZpY2VzGAUgAygJQg+6SAySAQkQQCIFcgMYgAESJwoNbWVzc2FnZV90eXBlcxgGIAMoCUIQukgNkgEKEIACIgVyAxiAARI/Cg1zdWJzY3JpcHRpb25zGAcgAygJQii6SCWSASIQgAIiHXIbMhleW0EtWmEtejAtOV8qLjotXXsxLDEyOH0kIu8BCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSJwoGY29uZmlnGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNncmFudGVkX3Blcm1pc3Npb25zGAQgAygJEhQKDGhvc3RfdmVyc2lvbhgFIAEoCRIlCh1oZWFsdGhfY2hlY2tfaW50ZXJ2YWxfc2Vjb25kcxgGIAEoBRIiChpwcm9jZXNzaW5nX3RpbWVvdXRfc2Vjb25kcxgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUi3wEKB0RlbGl2ZXISEwoLZGVsaXZlcnlfaWQYASABKAkSLwoEa2luZBgCIAEoDjIhLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlcnlLaW5kEgoKAmlkGAMgASgJEg4KBnNvdXJjZRgEIAEoCRIMCgR0eXBlGAUgASgJEiUKBGRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKCGRlYWRsaW5lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAggASgFIpwBCg1EZWxpdmVyeVJlcGx5EhwKC2RlbGl2ZXJ5X2lkGAEgASgJQge6SARyAhABEiUKBnN0YXR1cxgCIAEoCUIVukgSchBSB3N1Y2Nlc3NSBWVycm9yEiUKBGRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eh8KDWVycm9yX21lc3NhZ2UYBCABKAlCCLpIBXIDGIAgIu8BCgRTZW5kEh4KCnJlcXVlc3RfaWQYASABKAlCCrpIB3IFEAEYgAESPAoNdGFyZ2V0X3BsdWdpbhgCIAEoCUIlukgiciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBI9CgxtZXNzYWdlX3R5cGUYAyABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjCg90aW1lb3V0X3NlY29uZHMYBSABKAVCCrpIBxoFGKwCKAAifAoERW1pdBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEi0KBHR5cGUYAiABKAlCH7pIHHIaMhheW0EtWmEtejAtOV8uOi1dezEsMTI4fSQSJQoEZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi3gEKDUJyb2FkY2FzdFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI9CgxtZXNzYWdlX3R5cGUYAiABKAlCJ7pIJHIiMiBeW0EtWmEtel1bQS1aYS16MC05Xy46LV17MCwxMjd9JBIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIjChF0YXJnZXRfY2F0ZWdvcmllcxgEIAMoCUIIukgFkgECEEASIgoPZXhjbHVkZV9wbHVnaW5zGAUgAygJQgm6SAaSAQMQgAIinAEKCVN1YnNjcmliZRIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjUKA2FkZBgCIAMoCUIoukglkgEiEIACIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JBI4CgZyZW1vdmUYAyADKAlCKLpIJZIBIhCAAiIdchsyGV5bQS1aYS16MC05XyouOi1dezEsMTI4fSQinQEKA0FjaxIcCgtkZWxpdmVyeV9pZBgBIAEoCUIHukgEcgIQARI6CgZhY3Rpb24YAiABKA4yHi5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0FjdGlvbkIKukgHggEEEAEgABIiCg5leHRlbmRfc2Vjb25kcxgDIAEoBUIKukgHGgUY2AQoABIYCgZyZWFzb24YBCABKAlCCLpIBXIDGIAgItQCCglLdlJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI3CgVvd25lchgCIAEoCUIoukgl2AEBciAyHl5bYS16XVthLXowLTktXXsxLDYyfVthLXowLTldJBIpCgNnZXQYAyABKAsyGi5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2R2V0SAASKQoDcHV0GAQgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5LdlB1dEgAEi8KBmRlbGV0ZRgFIAEoCzIdLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZEZWxldGVIABIrCgRsaXN0GAYgASgLMhsubmV4dXMucGx1Z2luaG9zdC52MS5Ldkxpc3RIABItCgVzaGFyZRgHIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZTaGFyZUgAQgsKAm9wEgW6SAIIASIgCgVLdkdldBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAIirwEKBUt2UHV0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAAhItCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIGukgDyAEBEiEKC3R0bF9zZWNvbmRzGAMgASgFQgy6SAkaBxiAmp4BKAASJgoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoA0IHukgEIgIoAEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkYKCEt2RGVsZXRlEhcKA2tleRgBIAEoCUIKukgHcgUQARiAAhIhChBleHBlY3RlZF92ZXJzaW9uGAIgASgDQge6SAQiAigAIlYKBkt2TGlzdBIYCgZwcmVmaXgYASABKAlCCLpIBXIDGIACEhcKBWFmdGVyGAIgASgJQgi6SAVyAxiAAhIZCgVsaW1pdBgDIAEoBUIKukgHGgUY6AcoACJICgdLdlNoYXJlEj0KB3JlYWRlcnMYASADKAlCLLpIKZIBJhBAIiJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kIq4BCgdLdkVudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgd2ZXJzaW9uGAMgASgDEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIngKCEt2UmVzdWx0Eg0KBWZvdW5kGAEgASgIEi0KB2VudHJpZXMYAiADKAsyHC5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2RW50cnkSDAoEbmV4dBgDIAEoCRIPCgdzd2FwcGVkGAQgASgIEg8KB3JlYWRlcnMYBSADKAkiZQoIRGlzY292ZXISHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARIZCgdzZXJ2aWNlGAIgASgJQgi6SAVyAxiAARIeCgxtZXNzYWdlX3R5cGUYAyABKAlCCLpIBXIDGIABIiwKCkNhbmNlbFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASI5CgZDYW5jZWwSEwoLZGVsaXZlcnlfaWQYASABKAkSCgoCaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIpgCCgxSZXF1ZXN0UmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoCRISCgplcnJvcl9jb2RlGAIgASgJEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSEgoKbWVzc2FnZV9pZBgEIAEoCRIOCgZzdGF0dXMYBSABKAkSJQoEZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCgoCaWQYByABKAkSEgoKcmVjaXBpZW50cxgIIAMoCRIpCgJrdhgJIAEoCzIdLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZSZXN1bHQSMwoJcHJvdmlkZXJzGAogAygLMiAubmV4dXMucGx1Z2luLnYxLlNlcnZpY2VQcm92aWRlciImChJIZWFsdGhDaGVja1JlcXVlc3QSEAoIY2hlY2tfaWQYASABKAkilgIKBUNoZWNrEhgKBG5hbWUYASABKAlCCrpIB3IFEAEYgAESKgoGc3RhdHVzGAIgASgJQhq6SBdyFVIEcGFzc1IHd2FybmluZ1IEZmFpbBIdChByZXNwb25zZV90aW1lX21zGAMgASgBSACIAQESHgoHZGV0YWlscxgEIAEoCUIIukgFcgMYgCBIAYgBARISCgV2YWx1ZRgFIAEoAUgCiAEBEhYKCXRocmVzaG9sZBgGIAEoAUgDiAEBEhoKBHVuaXQYByABKAlCB7pIBHICGCBIBIgBAUITChFfcmVzcG9uc2VfdGltZV9tc0IKCghfZGV0YWlsc0IICgZfdmFsdWVCDAoKX3RocmVzaG9sZEIHCgVfdW5pdCJWCgxIZWFsdGhSZXBvcnQSEAoIY2hlY2tfaWQYASABKAkSNAoGY2hlY2tzGAIgAygLMhoubmV4dXMucGx1Z2luaG9zdC52MS5DaGVja0IIukgFkgECEEAirgEKA0xvZxItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKBWxldmVsGAIgASgJQiK6SB9yHVIFREVCVUdSBElORk9SB1dBUk5JTkdSBUVSUk9SEhoKB21lc3NhZ2UYAyABKAlCCbpIBnIEGICABBIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QifQoNQ29uZmlnQ2hhbmdlZBInCgZjb25maWcYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDnVwZGF0ZWRfZmllbGRzGAIgAygJEhgKEHJlc3RhcnRfcmVxdWlyZWQYAyABKAgSEQoJY2hhbmdlX2lkGAQgASgJIlIKCUNvbmZpZ0FjaxIaCgljaGFuZ2VfaWQYASABKAlCB7pIBHICEAESEAoIYWNjZXB0ZWQYAiABKAgSFwoFZXJyb3IYAyABKAlCCLpIBXIDGIAgIjMKCFNodXRkb3duEg4KBnJlYXNvbhgBIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAiABKAUqfgoMRGVsaXZlcnlLaW5kEh0KGURFTElWRVJZX0tJTkRfVU5TUEVDSUZJRUQQABIZChVERUxJVkVSWV9LSU5EX01FU1NBR0UQARIbChdERUxJVkVSWV9LSU5EX0JST0FEQ0FTVBACEhcKE0RFTElWRVJZX0tJTkRfRVZFTlQQAypvCglBY2tBY3Rpb24SGgoWQUNLX0FDVElPTl9VTlNQRUNJRklFRBAAEhMKD0FDS19BQ1RJT05fRE9ORRABEhUKEUFDS19BQ1RJT05fRVhURU5EEAISGgoWQUNLX0FDVElPTl9ERUFEX0xFVFRFUhADMm0KEVBsdWdpbkhvc3RTZXJ2aWNlElgKB0Nvbm5lY3QSIy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNvbm5lY3RSZXF1ZXN0GiQubmV4dXMucGx1Z2luaG9zdC52MS5Db25uZWN0UmVzcG9uc2UoATABQklaR2dpdGh1Yi5jb20vbmV4dXMtcGxhdGZvcm0vbmV4dXMvZ2VuL2dvL25leHVzL3BsdWdpbmhvc3QvdjE7cGx1Z2luaG9zdHYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_struct, file_google_protobuf_timestamp, file_nexus_plugin_v1_messaging]);
+  fileDesc("CiRuZXh1cy9wbHVnaW5ob3N0L3YxL3BsdWdpbmhvc3QucHJvdG8SE25leHVzLnBsdWdpbmhvc3QudjEi1AYKDkNvbm5lY3RSZXF1ZXN0EisKBWhlbGxvGAEgASgLMhoubmV4dXMucGx1Z2luaG9zdC52MS5IZWxsb0gAEjMKBXJlcGx5GAIgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5EZWxpdmVyeVJlcGx5SAASKQoEc2VuZBgDIAEoCzIZLm5leHVzLnBsdWdpbmhvc3QudjEuU2VuZEgAEikKBGVtaXQYBCABKAsyGS5uZXh1cy5wbHVnaW5ob3N0LnYxLkVtaXRIABInCgNhY2sYBSABKAsyGC5uZXh1cy5wbHVnaW5ob3N0LnYxLkFja0gAEjoKDWhlYWx0aF9yZXBvcnQYBiABKAsyIS5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aFJlcG9ydEgAEicKA2xvZxgHIAEoCzIYLm5leHVzLnBsdWdpbmhvc3QudjEuTG9nSAASNwoJYnJvYWRjYXN0GAggASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Ccm9hZGNhc3RTZW5kSAASMwoJc3Vic2NyaWJlGAkgASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5TdWJzY3JpYmVIABI0Cgpjb25maWdfYWNrGAogASgLMh4ubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdBY2tIABIsCgJrdhgLIAEoCzIeLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZSZXF1ZXN0SAASMQoIZGlzY292ZXIYDCABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLkRpc2NvdmVySAASNgoLY2FuY2VsX3NlbmQYDSABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNhbmNlbFNlbmRIABI6Cg1odHRwX3Jlc3BvbnNlGA4gASgLMiEubmV4dXMucGx1Z2luaG9zdC52MS5IdHRwUmVzcG9uc2VIABI7ChJodHRwX3Jlc3BvbnNlX2JvZHkYDyABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBCb2R5SAASNgoLaHR0cF93aW5kb3cYECABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBXaW5kb3dIAEIOCgVmcmFtZRIFukgCCAEigAUKD0Nvbm5lY3RSZXNwb25zZRIvCgd3ZWxjb21lGAEgASgLMhwubmV4dXMucGx1Z2luaG9zdC52MS5XZWxjb21lSAASLwoHZGVsaXZlchgCIAEoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuRGVsaXZlckgAEjIKBXJlcGx5GAMgASgLMiEubmV4dXMucGx1Z2luaG9zdC52MS5SZXF1ZXN0UmVwbHlIABI/CgxoZWFsdGhfY2hlY2sYBCABKAsyJy5uZXh1cy5wbHVnaW5ob3N0LnYxLkhlYWx0aENoZWNrUmVxdWVzdEgAEjwKDmNvbmZpZ19jaGFuZ2VkGAUgASgLMiIubmV4dXMucGx1Z2luaG9zdC52MS5Db25maWdDaGFuZ2VkSAASMQoIc2h1dGRvd24YBiABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLlNodXRkb3duSAASLQoGY2FuY2VsGAcgASgLMhsubmV4dXMucGx1Z2luaG9zdC52MS5DYW5jZWxIABI4CgxodHRwX3JlcXVlc3QYCCABKAsyIC5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBSZXF1ZXN0SAASOgoRaHR0cF9yZXF1ZXN0X2JvZHkYCSABKAsyHS5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBCb2R5SAASPwoUaHR0cF9yZXNwb25zZV93aW5kb3cYCiABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBXaW5kb3dIABI2CgtodHRwX2NhbmNlbBgLIAEoCzIfLm5leHVzLnBsdWdpbmhvc3QudjEuSHR0cENhbmNlbEgAQgcKBWZyYW1lIp8CCgVIZWxsbxI4CglwbHVnaW5faWQYASABKAlCJbpIInIgMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSQSHQoLaW5zdGFuY2VfaWQYAiABKAlCCLpIBXIDGIABEhkKB3ZlcnNpb24YAyABKAlCCLpIBXIDGIABEhUKA3NkaxgEIAEoCUIIukgFcgMYgAESIQoIc2VydmljZXMYBSADKAlCD7pIDJIBCRBAIgVyAxiAARInCg1tZXNzYWdlX3R5cGVzGAYgAygJQhC6SA2SAQoQgAIiBXIDGIABEj8KDXN1YnNjcmlwdGlvbnMYByADKAlCKLpIJZIBIhCAAiIdchsyGV5bQS1aYS16MC05XyouOi1dezEsMTI4fSQi7wEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRInCgZjb25maWcYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhsKE2dyYW50ZWRfcGVybWlzc2lvbnMYBCADKAkSFAoMaG9zdF92ZXJzaW9uGAUgASgJEiUKHWhlYWx0aF9jaGVja19pbnRlcnZhbF9zZWNvbmRzGAYgASgFEiIKGnByb2Nlc3NpbmdfdGltZW91dF9zZWNvbmRzGAcgASgFEhQKDG1heF9hdHRlbXB0cxgIIAEoBSLfAQoHRGVsaXZlchITCgtkZWxpdmVyeV9pZBgBIAEoCRIvCgRraW5kGAIgASgOMiEubmV4dXMucGx1Z2luaG9zdC52MS5EZWxpdmVyeUtpbmQSCgoCaWQYAyABKAkSDgoGc291cmNlGAQgASgJEgwKBHR5cGUYBSABKAkSJQoEZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2F0dGVtcHQYCCABKAUinAEKDURlbGl2ZXJ5UmVwbHkSHAoLZGVsaXZlcnlfaWQYASABKAlCB7pIBHICEAESJQoGc3RhdHVzGAIgASgJQhW6SBJyEFIHc3VjY2Vzc1IFZXJyb3ISJQoEZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHwoNZXJyb3JfbWVzc2FnZRgEIAEoCUIIukgFcgMYgCAi7wEKBFNlbmQSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAARI8Cg10YXJnZXRfcGx1Z2luGAIgASgJQiW6SCJyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEj0KDG1lc3NhZ2VfdHlwZRgDIAEoCUInukgkciIyIF5bQS1aYS16XVtBLVphLXowLTlfLjotXXswLDEyN30kEiUKBGRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiMKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBUIKukgHGgUYrAIoACJ8CgRFbWl0Eh4KCnJlcXVlc3RfaWQYASABKAlCCrpIB3IFEAEYgAESLQoEdHlwZRgCIAEoCUIfukgcchoyGF5bQS1aYS16MC05Xy46LV17MSwxMjh9JBIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLeAQoNQnJvYWRjYXN0U2VuZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEj0KDG1lc3NhZ2VfdHlwZRgCIAEoCUInukgkciIyIF5bQS1aYS16XVtBLVphLXowLTlfLjotXXswLDEyN30kEiUKBGRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiMKEXRhcmdldF9jYXRlZ29yaWVzGAQgAygJQgi6SAWSAQIQQBIiCg9leGNsdWRlX3BsdWdpbnMYBSADKAlCCbpIBpIBAxCAAiKcAQoJU3Vic2NyaWJlEh4KCnJlcXVlc3RfaWQYASABKAlCCrpIB3IFEAEYgAESNQoDYWRkGAIgAygJQii6SCWSASIQgAIiHXIbMhleW0EtWmEtejAtOV8qLjotXXsxLDEyOH0kEjgKBnJlbW92ZRgDIAMoCUIoukglkgEiEIACIh1yGzIZXltBLVphLXowLTlfKi46LV17MSwxMjh9JCKdAQoDQWNrEhwKC2RlbGl2ZXJ5X2lkGAEgASgJQge6SARyAhABEjoKBmFjdGlvbhgCIAEoDjIeLm5leHVzLnBsdWdpbmhvc3QudjEuQWNrQWN0aW9uQgq6SAeCAQQQASAAEiIKDmV4dGVuZF9zZWNvbmRzGAMgASgFQgq6SAcaBRjYBCgAEhgKBnJlYXNvbhgEIAEoCUIIukgFcgMYgCAi1AIKCUt2UmVxdWVzdBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjcKBW93bmVyGAIgASgJQii6SCXYAQFyIDIeXlthLXpdW2EtejAtOS1dezEsNjJ9W2EtejAtOV0kEikKA2dldBgDIAEoCzIaLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZHZXRIABIpCgNwdXQYBCABKAsyGi5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2UHV0SAASLwoGZGVsZXRlGAUgASgLMh0ubmV4dXMucGx1Z2luaG9zdC52MS5LdkRlbGV0ZUgAEisKBGxpc3QYBiABKAsyGy5uZXh1cy5wbHVnaW5ob3N0LnYxLkt2TGlzdEgAEi0KBXNoYXJlGAcgASgLMhwubmV4dXMucGx1Z2luaG9zdC52MS5LdlNoYXJlSABCCwoCb3ASBbpIAggBIiAKBUt2R2V0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAAiKvAQoFS3ZQdXQSFwoDa2V5GAEgASgJQgq6SAdyBRABGIACEi0KBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlQga6SAPIAQESIQoLdHRsX3NlY29uZHMYAyABKAVCDLpICRoHGICangEoABImChBleHBlY3RlZF92ZXJzaW9uGAQgASgDQge6SAQiAigASACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iRgoIS3ZEZWxldGUSFwoDa2V5GAEgASgJQgq6SAdyBRABGIACEiEKEGV4cGVjdGVkX3ZlcnNpb24YAiABKANCB7pIBCICKAAiVgoGS3ZMaXN0EhgKBnByZWZpeBgBIAEoCUIIukgFcgMYgAISFwoFYWZ0ZXIYAiABKAlCCLpIBXIDGIACEhkKBWxpbWl0GAMgASgFQgq6SAcaBRjoBygAIkgKB0t2U2hhcmUSPQoHcmVhZGVycxgBIAMoCUIsukgpkgEmEEAiInIgMh5eW2Etel1bYS16MC05LV17MSw2Mn1bYS16MC05XSQirgEKB0t2RW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3ZlcnNpb24YAyABKAMSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieAoIS3ZSZXN1bHQSDQoFZm91bmQYASABKAgSLQoHZW50cmllcxgCIAMoCzIcLm5leHVzLnBsdWdpbmhvc3QudjEuS3ZFbnRyeRIMCgRuZXh0GAMgASgJEg8KB3N3YXBwZWQYBCABKAgSDwoHcmVhZGVycxgFIAMoCSJlCghEaXNjb3ZlchIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEhkKB3NlcnZpY2UYAiABKAlCCLpIBXIDGIABEh4KDG1lc3NhZ2VfdHlwZRgDIAEoCUIIukgFcgMYgAEiLAoKQ2FuY2VsU2VuZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABIjkKBkNhbmNlbBITCgtkZWxpdmVyeV9pZBgBIAEoCRIKCgJpZBgCIAEoCRIOCgZyZWFzb24YAyABKAkimAIKDFJlcXVlc3RSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmVycm9yX2NvZGUYAiABKAkSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCRISCgptZXNzYWdlX2lkGAQgASgJEg4KBnN0YXR1cxgFIAEoCRIlCgRkYXRhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIKCgJpZBgHIAEoCRISCgpyZWNpcGllbnRzGAggAygJEikKAmt2GAkgASgLMh0ubmV4dXMucGx1Z2luaG9zdC52MS5LdlJlc3VsdBIzCglwcm92aWRlcnMYCiADKAsyIC5uZXh1cy5wbHVnaW4udjEuU2VydmljZVByb3ZpZGVyIiYKEkhlYWx0aENoZWNrUmVxdWVzdBIQCghjaGVja19pZBgBIAEoCSKWAgoFQ2hlY2sSGAoEbmFtZRgBIAEoCUIKukgHcgUQARiAARIqCgZzdGF0dXMYAiABKAlCGrpIF3IVUgRwYXNzUgd3YXJuaW5nUgRmYWlsEh0KEHJlc3BvbnNlX3RpbWVfbXMYAyABKAFIAIgBARIeCgdkZXRhaWxzGAQgASgJQgi6SAVyAxiAIEgBiAEBEhIKBXZhbHVlGAUgASgBSAKIAQESFgoJdGhyZXNob2xkGAYgASgBSAOIAQESGgoEdW5pdBgHIAEoCUIHukgEcgIYIEgEiAEBQhMKEV9yZXNwb25zZV90aW1lX21zQgoKCF9kZXRhaWxzQggKBl92YWx1ZUIMCgpfdGhyZXNob2xkQgcKBV91bml0IlYKDEhlYWx0aFJlcG9ydBIQCghjaGVja19pZBgBIAEoCRI0CgZjaGVja3MYAiADKAsyGi5uZXh1cy5wbHVnaW5ob3N0LnYxLkNoZWNrQgi6SAWSAQIQQCKuAQoDTG9nEi0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoFbGV2ZWwYAiABKAlCIrpIH3IdUgVERUJVR1IESU5GT1IHV0FSTklOR1IFRVJST1ISGgoHbWVzc2FnZRgDIAEoCUIJukgGcgQYgIAEEikKCG1ldGFkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ9Cg1Db25maWdDaGFuZ2VkEicKBmNvbmZpZxgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFgoOdXBkYXRlZF9maWVsZHMYAiADKAkSGAoQcmVzdGFydF9yZXF1aXJlZBgDIAEoCBIRCgljaGFuZ2VfaWQYBCABKAkiUgoJQ29uZmlnQWNrEhoKCWNoYW5nZV9pZBgBIAEoCUIHukgEcgIQARIQCghhY2NlcHRlZBgCIAEoCBIXCgVlcnJvchgDIAEoCUIIukgFcgMYgCAiMwoIU2h1dGRvd24SDgoGcmVhc29uGAEgASgJEhcKD3RpbWVvdXRfc2Vjb25kcxgCIAEoBSKuAwoLSHR0cFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZtZXRob2QYAiABKAkSDAoEcGF0aBgDIAEoCRIPCgdwYXR0ZXJuGAQgASgJEkUKC3BhdGhfcGFyYW1zGAUgAygLMjAubmV4dXMucGx1Z2luaG9zdC52MS5IdHRwUmVxdWVzdC5QYXRoUGFyYW1zRW50cnkSDQoFcXVlcnkYBiABKAkSMAoHaGVhZGVycxgHIAMoCzIfLm5leHVzLnBsdWdpbmhvc3QudjEuSHR0cEhlYWRlchIvCgZjYWxsZXIYCCABKAsyHy5uZXh1cy5wbHVnaW5ob3N0LnYxLkh0dHBDYWxsZXISDAoEYm9keRgJIAEoDBIRCglib2R5X2RvbmUYCiABKAgSLAoIZGVhZGxpbmUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGhvc3QYDCABKAkSEwoLcmVtb3RlX2FkZHIYDSABKAkaMQoPUGF0aFBhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKgoKSHR0cEhlYWRlchIMCgRuYW1lGAEgASgJEg4KBnZhbHVlcxgCIAMoCSJkCgpIdHRwQ2FsbGVyEhUKDWF1dGhlbnRpY2F0ZWQYASABKAgSEAoIdG9rZW5faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIMCgRyb2xlGAQgASgJEhEKCXBsdWdpbl9pZBgFIAEoCSJPCghIdHRwQm9keRIbCgpyZXF1ZXN0X2lkGAEgASgJQge6SARyAhABEhgKBWNodW5rGAIgASgMQgm6SAZ6BBiAgAQSDAoEZG9uZRgDIAEoCCJBCgpIdHRwV2luZG93EhsKCnJlcXVlc3RfaWQYASABKAlCB7pIBHICEAESFgoFYnl0ZXMYAiABKANCB7pIBCICIAAioAEKDEh0dHBSZXNwb25zZRIbCgpyZXF1ZXN0X2lkGAEgASgJQge6SARyAhABEhoKBnN0YXR1cxgCIAEoBUIKukgHGgUY5wcoZBIwCgdoZWFkZXJzGAMgAygLMh8ubmV4dXMucGx1Z2luaG9zdC52MS5IdHRwSGVhZGVyEhcKBGJvZHkYBCABKAxCCbpIBnoEGICABBIMCgRkb25lGAUgASgIIjAKCkh0dHBDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkqfgoMRGVsaXZlcnlLaW5kEh0KGURFTElWRVJZX0tJTkRfVU5TUEVDSUZJRUQQABIZChVERUxJVkVSWV9LSU5EX01FU1NBR0UQARIbChdERUxJVkVSWV9LSU5EX0JST0FEQ0FTVBACEhcKE0RFTElWRVJZX0tJTkRfRVZFTlQQAypvCglBY2tBY3Rpb24SGgoWQUNLX0FDVElPTl9VTlNQRUNJRklFRBAAEhMKD0FDS19BQ1RJT05fRE9ORRABEhUKEUFDS19BQ1RJT05fRVhURU5EEAISGgoWQUNLX0FDVElPTl9ERUFEX0xFVFRFUhADMm0KEVBsdWdpbkhvc3RTZXJ2aWNlElgKB0Nvbm5lY3QSIy5uZXh1cy5wbHVnaW5ob3N0LnYxLkNvbm5lY3RSZXF1ZXN0GiQubmV4dXMucGx1Z2luaG9zdC52MS5Db25uZWN0UmVzcG9uc2UoATABQklaR2dpdGh1Yi5jb20vbmV4dXMtcGxhdGZvcm0vbmV4dXMvZ2VuL2dvL25leHVzL3BsdWdpbmhvc3QvdjE7cGx1Z2luaG9zdHYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_struct, file_google_protobuf_timestamp, file_nexus_plugin_v1_messaging]);
 
 /**
  * ConnectRequest is a frame from the plugin to the host.
@@ -131,6 +131,30 @@ export type ConnectRequest = Message<"nexus.pluginhost.v1.ConnectRequest"> & {
      */
     value: CancelSend;
     case: "cancelSend";
+  } | {
+    /**
+     * The status and headers of the answer to an `http_request` (and its first bytes).
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpResponse http_response = 14;
+     */
+    value: HttpResponse;
+    case: "httpResponse";
+  } | {
+    /**
+     * More bytes of the answer to an `http_request`.
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpBody http_response_body = 15;
+     */
+    value: HttpBody;
+    case: "httpResponseBody";
+  } | {
+    /**
+     * Lets the host send more bytes of a request body.
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpWindow http_window = 16;
+     */
+    value: HttpWindow;
+    case: "httpWindow";
   } | { case: undefined; value?: undefined };
 };
 
@@ -208,6 +232,39 @@ export type ConnectResponse = Message<"nexus.pluginhost.v1.ConnectResponse"> & {
      */
     value: Cancel;
     case: "cancel";
+  } | {
+    /**
+     * A call to one of the plugin's HTTP endpoints (`api_endpoints`).
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpRequest http_request = 8;
+     */
+    value: HttpRequest;
+    case: "httpRequest";
+  } | {
+    /**
+     * More bytes of a request body.
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpBody http_request_body = 9;
+     */
+    value: HttpBody;
+    case: "httpRequestBody";
+  } | {
+    /**
+     * Lets the plugin send more bytes of a response body.
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpWindow http_response_window = 10;
+     */
+    value: HttpWindow;
+    case: "httpResponseWindow";
+  } | {
+    /**
+     * The caller of an `http_request` went away or its deadline passed: the handler should
+     * stop, and nothing more of its answer is read.
+     *
+     * @generated from field: nexus.pluginhost.v1.HttpCancel http_cancel = 11;
+     */
+    value: HttpCancel;
+    case: "httpCancel";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1318,6 +1375,312 @@ export type Shutdown = Message<"nexus.pluginhost.v1.Shutdown"> & {
  */
 export const ShutdownSchema: GenMessage<Shutdown> = /*@__PURE__*/
   messageDesc(file_nexus_pluginhost_v1_pluginhost, 29);
+
+/**
+ * HttpRequest is a call to one of the plugin's HTTP endpoints.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpRequest
+ */
+export type HttpRequest = Message<"nexus.pluginhost.v1.HttpRequest"> & {
+  /**
+   * Identifies the call in every frame of it.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The request method (GET, POST, ...).
+   *
+   * @generated from field: string method = 2;
+   */
+  method: string;
+
+  /**
+   * The request path, as the caller sent it (escaped).
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * The endpoint's pattern that matched, method included ("GET /api/v1/users/{id}").
+   *
+   * @generated from field: string pattern = 4;
+   */
+  pattern: string;
+
+  /**
+   * The pattern's wildcards and the values they matched.
+   *
+   * @generated from field: map<string, string> path_params = 5;
+   */
+  pathParams: { [key: string]: string };
+
+  /**
+   * The raw query, without "?".
+   *
+   * @generated from field: string query = 6;
+   */
+  query: string;
+
+  /**
+   * The request headers, without hop-by-hop headers and without Authorization.
+   *
+   * @generated from field: repeated nexus.pluginhost.v1.HttpHeader headers = 7;
+   */
+  headers: HttpHeader[];
+
+  /**
+   * Who calls.
+   *
+   * @generated from field: nexus.pluginhost.v1.HttpCaller caller = 8;
+   */
+  caller?: HttpCaller | undefined;
+
+  /**
+   * The first bytes of the body.
+   *
+   * @generated from field: bytes body = 9;
+   */
+  body: Uint8Array;
+
+  /**
+   * No `http_request_body` frame follows.
+   *
+   * @generated from field: bool body_done = 10;
+   */
+  bodyDone: boolean;
+
+  /**
+   * When the host stops waiting for the answer.
+   *
+   * @generated from field: google.protobuf.Timestamp deadline = 11;
+   */
+  deadline?: Timestamp | undefined;
+
+  /**
+   * The request's Host header.
+   *
+   * @generated from field: string host = 12;
+   */
+  host: string;
+
+  /**
+   * The client's address, as the host saw it.
+   *
+   * @generated from field: string remote_addr = 13;
+   */
+  remoteAddr: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpRequest.
+ * Use `create(HttpRequestSchema)` to create a new message.
+ */
+export const HttpRequestSchema: GenMessage<HttpRequest> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 30);
+
+/**
+ * HttpHeader is one header field with all its values.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpHeader
+ */
+export type HttpHeader = Message<"nexus.pluginhost.v1.HttpHeader"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated string values = 2;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpHeader.
+ * Use `create(HttpHeaderSchema)` to create a new message.
+ */
+export const HttpHeaderSchema: GenMessage<HttpHeader> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 31);
+
+/**
+ * HttpCaller is who called an endpoint: never the token itself.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpCaller
+ */
+export type HttpCaller = Message<"nexus.pluginhost.v1.HttpCaller"> & {
+  /**
+   * False for a call without a token to a public endpoint; the fields below are then empty.
+   *
+   * @generated from field: bool authenticated = 1;
+   */
+  authenticated: boolean;
+
+  /**
+   * The id of the token the caller presented.
+   *
+   * @generated from field: string token_id = 2;
+   */
+  tokenId: string;
+
+  /**
+   * The token's name.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * admin, user or plugin.
+   *
+   * @generated from field: string role = 4;
+   */
+  role: string;
+
+  /**
+   * For a plugin token, the plugin it belongs to.
+   *
+   * @generated from field: string plugin_id = 5;
+   */
+  pluginId: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpCaller.
+ * Use `create(HttpCallerSchema)` to create a new message.
+ */
+export const HttpCallerSchema: GenMessage<HttpCaller> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 32);
+
+/**
+ * HttpBody is a chunk of a request or response body.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpBody
+ */
+export type HttpBody = Message<"nexus.pluginhost.v1.HttpBody"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: bytes chunk = 2;
+   */
+  chunk: Uint8Array;
+
+  /**
+   * The body ends with this chunk.
+   *
+   * @generated from field: bool done = 3;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpBody.
+ * Use `create(HttpBodySchema)` to create a new message.
+ */
+export const HttpBodySchema: GenMessage<HttpBody> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 33);
+
+/**
+ * HttpWindow grants the other side more bytes of a call's body.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpWindow
+ */
+export type HttpWindow = Message<"nexus.pluginhost.v1.HttpWindow"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: int64 bytes = 2;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpWindow.
+ * Use `create(HttpWindowSchema)` to create a new message.
+ */
+export const HttpWindowSchema: GenMessage<HttpWindow> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 34);
+
+/**
+ * HttpResponse starts the answer to an `http_request`.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpResponse
+ */
+export type HttpResponse = Message<"nexus.pluginhost.v1.HttpResponse"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The HTTP status code.
+   *
+   * @generated from field: int32 status = 2;
+   */
+  status: number;
+
+  /**
+   * The response headers; hop-by-hop headers are dropped by the host.
+   *
+   * @generated from field: repeated nexus.pluginhost.v1.HttpHeader headers = 3;
+   */
+  headers: HttpHeader[];
+
+  /**
+   * The first bytes of the body.
+   *
+   * @generated from field: bytes body = 4;
+   */
+  body: Uint8Array;
+
+  /**
+   * No `http_response_body` frame follows.
+   *
+   * @generated from field: bool done = 5;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpResponse.
+ * Use `create(HttpResponseSchema)` to create a new message.
+ */
+export const HttpResponseSchema: GenMessage<HttpResponse> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 35);
+
+/**
+ * HttpCancel ends a call from the host's side.
+ *
+ * @generated from message nexus.pluginhost.v1.HttpCancel
+ */
+export type HttpCancel = Message<"nexus.pluginhost.v1.HttpCancel"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Why, for the plugin's logs.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message nexus.pluginhost.v1.HttpCancel.
+ * Use `create(HttpCancelSchema)` to create a new message.
+ */
+export const HttpCancelSchema: GenMessage<HttpCancel> = /*@__PURE__*/
+  messageDesc(file_nexus_pluginhost_v1_pluginhost, 36);
 
 /**
  * DeliveryKind says what a delivery is.
