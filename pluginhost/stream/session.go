@@ -78,6 +78,8 @@ type session struct {
 	// requests maps the request_id of each of the plugin's waiting sends to its message id
 	// ("" until the message is published).
 	requests map[string]string
+	// calls are the HTTP calls carried to this instance and not answered, by request id.
+	calls map[string]*httpCall
 }
 
 // defaultHelloTimeout is how long a new stream may take to say hello, unless
@@ -604,6 +606,15 @@ func (h *Sessions) receiveFrames(ctx context.Context, sess *session, stream Stre
 			sess.async(ctx, func() { h.onKV(ctx, sess, f.Kv) })
 		case *pluginhostv1.ConnectRequest_Discover:
 			sess.async(ctx, func() { h.onDiscover(ctx, sess, f.Discover) })
+		case *pluginhostv1.ConnectRequest_HttpResponse:
+			r := f.HttpResponse
+			sess.httpFrame(r.GetRequestId(), func(c *httpCall) { c.deliver(r, r.GetBody(), r.GetDone()) })
+		case *pluginhostv1.ConnectRequest_HttpResponseBody:
+			b := f.HttpResponseBody
+			sess.httpFrame(b.GetRequestId(), func(c *httpCall) { c.deliver(nil, b.GetChunk(), b.GetDone()) })
+		case *pluginhostv1.ConnectRequest_HttpWindow:
+			wf := f.HttpWindow
+			sess.httpFrame(wf.GetRequestId(), func(c *httpCall) { c.grant(wf.GetBytes()) })
 		case *pluginhostv1.ConnectRequest_Hello:
 			return errs.New(errs.ValidationError, "hello may only be the first frame")
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/bus"
@@ -55,6 +56,8 @@ type Sessions struct {
 	healthInterval time.Duration
 	onHealth       func(pluginID string, checks []presence.Check)
 	helloTimeout   time.Duration
+	// rr spreads HTTP calls over a plugin's instances.
+	rr atomic.Uint64
 }
 
 // New returns the session server.
