@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -127,3 +128,108 @@ func matches(mux *http.ServeMux, method, path string) bool {
 	_, pattern := mux.Handler(req)
 	return pattern != ""
 }
+
+// EndpointMatch is the plugin endpoint a request is for.
+type EndpointMatch struct {
+	PluginID string
+	Endpoint manifest.APIEndpoint
+	// Pattern is the method and path pattern that matched, and Params its wildcards'
+	// values.
+	Pattern string
+	Params  map[string]string
+}
+
+// endpointTable serves the endpoints of the active plugins of one registry snapshot.
+type endpointTable struct {
+	snap *registry.Snapshot
+	mux  *http.ServeMux
+}
+
+// endpointHandler marks a pattern of the table: serving it records the match.
+type endpointHandler struct {
+	match EndpointMatch
+	names []string // the pattern's wildcards
+}
+
+type matchKey struct{}
+
+func (h endpointHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
+	m := h.match
+	m.Params = make(map[string]string, len(h.names))
+	for _, n := range h.names {
+		m.Params[n] = r.PathValue(n)
+	}
+	*r.Context().Value(matchKey{}).(*EndpointMatch) = m
+}
+
+// Endpoint returns the endpoint of an active plugin that serves method and path (escaped,
+// as in the request line), if any: the most specific pattern wins, as in http.ServeMux.
+func (r *Router) Endpoint(method, path string) (EndpointMatch, bool) {
+	t := r.endpointTable()
+	probe, err := http.NewRequest(method, "http://nexus"+path, nil)
+	if err != nil {
+		return EndpointMatch{}, false
+	}
+	if _, pattern := t.mux.Handler(probe); pattern == "" {
+		return EndpointMatch{}, false
+	}
+	var m EndpointMatch
+	probe = probe.WithContext(context.WithValue(probe.Context(), matchKey{}, &m))
+	t.mux.ServeHTTP(discard{}, probe)
+	return m, m.PluginID != ""
+}
+
+// endpointTable returns the table of the current snapshot, building it on the first use
+// after a change.
+func (r *Router) endpointTable() *endpointTable {
+	snap := r.reg.Snapshot()
+	if t := r.endpoints.Load(); t != nil && t.snap == snap {
+		return t
+	}
+	t := &endpointTable{snap: snap, mux: http.NewServeMux()}
+	for _, p := range snap.All() {
+		if p.Status() != registry.StatusActive {
+			continue
+		}
+		for _, e := range p.Manifest().APIEndpoints {
+			for _, pattern := range e.Patterns() {
+				h := endpointHandler{match: EndpointMatch{PluginID: p.ID(), Endpoint: e, Pattern: pattern}, names: wildcardNames(pattern)}
+				// Conflicts were refused at install, update and enable; one that slipped
+				// through (two plugins enabled at once) keeps the first.
+				_ = register(t.mux, pattern, h)
+			}
+		}
+	}
+	r.endpoints.Store(t)
+	return t
+}
+
+// wildcardNames lists a pattern's wildcard names ("{id}", "{path...}").
+func wildcardNames(pattern string) []string {
+	var names []string
+	for _, w := range wildcard.FindAllString(pattern, -1) {
+		n := strings.TrimSuffix(strings.Trim(w, "{}"), "...")
+		if n != "$" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// register adds pattern to mux, turning ServeMux's panic on a conflict into an error.
+func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+// discard is a ResponseWriter that keeps nothing.
+type discard struct{}
+
+func (discard) Header() http.Header         { return http.Header{} }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"github.com/nexus-platform/nexus/pluginhost/store"
 	"strings"
 	"testing"
 
@@ -53,5 +54,35 @@ func TestEndpointConflict(t *testing.T) {
 	// The plugin that holds a path may keep serving it (an update, a restart).
 	if err := f.r.EndpointConflict("auth-plugin", []manifest.APIEndpoint{endpoint("/api/v1/auth/users/{id}", "GET")}); err != nil {
 		t.Fatalf("the holder itself: %v", err)
+	}
+}
+
+// Requests find the endpoint of the active plugin that serves them, with the wildcards'
+// values; a plugin that is not active serves nothing, and the table follows the registry.
+func TestEndpointLookup(t *testing.T) {
+	f := newFixture(t, bus.Options{})
+	f.install(t,
+		plugin{id: "auth-plugin", endpoints: []map[string]any{
+			{"path": "/api/v1/auth/users/{id}", "methods": []string{"GET"}},
+			{"path": "/api/v1/auth/files/{path...}", "methods": []string{"GET", "PUT"}, "auth": "public", "timeout_seconds": 5},
+		}},
+		plugin{id: "idle-plugin", status: registry.StatusInactive, endpoints: []map[string]any{{"path": "/api/v1/idle", "methods": []string{"GET"}}}},
+	)
+	m, ok := f.r.Endpoint("GET", "/api/v1/auth/users/42")
+	if !ok || m.PluginID != "auth-plugin" || m.Pattern != "GET /api/v1/auth/users/{id}" || m.Params["id"] != "42" || m.Endpoint.Auth != "token" {
+		t.Fatalf("users: %+v %v", m, ok)
+	}
+	m, ok = f.r.Endpoint("PUT", "/api/v1/auth/files/a/b%20c")
+	if !ok || m.Params["path"] != "a/b c" || m.Endpoint.Auth != "public" || m.Endpoint.TimeoutSeconds != 5 {
+		t.Fatalf("files: %+v %v", m, ok)
+	}
+	for _, c := range [][2]string{{"GET", "/api/v1/idle"}, {"DELETE", "/api/v1/auth/users/42"}, {"GET", "/api/v1/nothing"}} {
+		if m, ok := f.r.Endpoint(c[0], c[1]); ok {
+			t.Errorf("%s %s matched %+v", c[0], c[1], m)
+		}
+	}
+	f.modify(t, "idle-plugin", func(rec *store.Plugin) { rec.Status = registry.StatusActive })
+	if m, ok := f.r.Endpoint("GET", "/api/v1/idle"); !ok || m.PluginID != "idle-plugin" {
+		t.Fatalf("after activation: %+v %v", m, ok)
 	}
 }

@@ -70,6 +70,8 @@ type Router struct {
 	wg   sync.WaitGroup // the reply reader
 	// routes are built from the registry's plugins, and rebuilt when one is replaced.
 	routes routeCache
+	// endpoints serves the active plugins' HTTP endpoints, rebuilt for each new snapshot.
+	endpoints atomic.Pointer[endpointTable]
 	// closing is set when Close begins.
 	closing atomic.Bool
 
