@@ -362,6 +362,15 @@ func (h *Host) Runtime() *runtime.Runtime { return h.rt }
 // Router carries messages, broadcasts and events, and answers discovery.
 func (h *Host) Router() *router.Router { return h.router }
 
+// Granted returns the permissions granted to plugin id (none when it is not installed).
+func (h *Host) Granted(id string) []string {
+	p, err := h.reg.Get(id)
+	if err != nil {
+		return nil
+	}
+	return p.Record().Granted
+}
+
 // Sessions serves the plugins' streams.
 func (h *Host) Sessions() *stream.Sessions { return h.sessions }
 

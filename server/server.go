@@ -309,7 +309,9 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
-	var h http.Handler = withRequestContext(s.log, withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, withConnectErrors(mux))))
+	api := withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, withConnectErrors(mux)))
+	var h http.Handler = withRequestContext(s.log, withPluginEndpoints(s.host.Router(), s.host.Sessions(), s.ids, s.host.Granted,
+		newEndpointMetrics(s.registry), api))
 	if len(s.cfg.CORSOrigins) > 0 {
 		h = withCORS(s.cfg.CORSOrigins, h)
 	}

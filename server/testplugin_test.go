@@ -145,6 +145,7 @@ func runTestPlugin(mode string) int {
 		fmt.Println(strings.Repeat("x", 1<<20)) // one oversized line
 		fmt.Println(`{"level":"WARNING","message":"flood done","lines":200000}`)
 	}
+	p.HTTP = testHTTPHandler()
 	if err := plugin.Run(context.Background(), p); err != nil {
 		fmt.Fprintln(os.Stderr, "test plugin:", err)
 		return 1

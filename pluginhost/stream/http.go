@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -123,15 +124,28 @@ func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall,
 	if !bodyDone {
 		go c.pumpBody(ctx, call.Body)
 	}
+	start := time.Now()
 	wrote, err := c.answer(ctx, w)
 	finished = err == nil
+	c.mu.Lock()
+	status := 0
+	if c.head != nil {
+		status = int(c.head.GetStatus())
+	}
+	c.mu.Unlock()
+	who := call.Caller.TokenID
+	if who == "" {
+		who, _, _ = strings.Cut(call.RemoteAddr, ":")
+		who = "anonymous@" + who
+	}
+	h.metrics.ObserveRequest(pluginID, who, time.Since(start), err != nil || status >= 500)
 	switch {
 	case err == nil:
 		return nil
 	case wrote:
 		return err
-	case errors.Is(err, context.DeadlineExceeded):
-		return errs.New(errs.PluginCommunicationTimeout, "plugin %s did not answer %s %s in time", pluginID, call.Method, call.Path)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return errs.New(errs.PluginCommunicationTimeout, "plugin %s did not answer %s %s in time: %v", pluginID, call.Method, call.Path, context.Cause(ctx))
 	}
 	return err
 }

@@ -253,6 +253,12 @@ func (w *httpResponse) finish() {
 // flushChunk sends the first n buffered bytes, with the status and headers if they are not
 // sent yet; done ends the answer.
 func (w *httpResponse) flushChunk(n int, done bool) error {
+	if err := context.Cause(w.call.ctx); err != nil {
+		// The host gave up on the call (its deadline, the caller gone): nothing more of
+		// the answer is wanted.
+		w.err = err
+		return err
+	}
 	if err := w.call.take(int64(n)); err != nil {
 		w.err = err
 		return err

@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/identity"
+	"github.com/nexus-platform/nexus/pluginhost/manifest"
+	"github.com/nexus-platform/nexus/pluginhost/permission"
+	"github.com/nexus-platform/nexus/pluginhost/router"
+	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/stream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// endpointMetrics count and time the calls to plugins' HTTP endpoints, by plugin, route
+// pattern (never the raw path) and status class.
+type endpointMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newEndpointMetrics(reg prometheus.Registerer) *endpointMetrics {
+	m := &endpointMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nexus_plugin_http_requests_total",
+			Help: "Calls to plugins' HTTP endpoints by plugin, route pattern and status class (2xx, 4xx, 5xx, ...).",
+		}, []string{"plugin_id", "route", "status_class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nexus_plugin_http_request_duration_seconds",
+			Help:    "Latency of calls to plugins' HTTP endpoints, until the answer ended, by plugin, route pattern and status class.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"plugin_id", "route", "status_class"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// endpointCaller carries calls to plugins' endpoints; the server's host implements it.
+type endpointCaller interface {
+	CallHTTP(ctx context.Context, pluginID string, call stream.HTTPCall, w http.ResponseWriter) error
+}
+
+// endpointRoutes finds the plugin endpoint of a request.
+type endpointRoutes interface {
+	Endpoint(method, path string) (router.EndpointMatch, bool)
+}
+
+// withPluginEndpoints serves the HTTP endpoints of the active plugins (api_endpoints):
+// a request whose method and path one of them declares is checked against the endpoint's
+// auth, carried to one connected instance of the plugin with its deadline, and answered
+// with what the plugin writes, streamed. Every other request goes to next.
+// Bodies are not bounded here: they stream through in chunks within the plugin's window,
+// so the host holds a bounded part of each, and the plugin's handler decides how much it
+// takes.
+func withPluginEndpoints(routes endpointRoutes, calls endpointCaller, ids authenticator, grants func(pluginID string) []string, m *endpointMetrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		match, ok := routes.Endpoint(r.Method, r.URL.EscapedPath())
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ci := callInfoFrom(r.Context())
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			class := strconv.Itoa(max(sw.status, 0)/100) + "xx"
+			m.requests.WithLabelValues(match.PluginID, match.Pattern, class).Inc()
+			m.duration.WithLabelValues(match.PluginID, match.Pattern, class).Observe(time.Since(start).Seconds())
+		}()
+		caller, err := endpointCallerOf(r, ids, match.Endpoint, grants)
+		if err != nil {
+			ci.setError(toDomain(err))
+			writeEnvelopeError(sw, ci.requestID, toDomain(err))
+			return
+		}
+		ctx, cancel := context.WithTimeoutCause(r.Context(), time.Duration(match.Endpoint.TimeoutSeconds)*time.Second,
+			fmt.Errorf("the endpoint's timeout of %ds passed", match.Endpoint.TimeoutSeconds))
+		defer cancel()
+		var body io.Reader = r.Body
+		if r.ContentLength == 0 {
+			body = http.NoBody
+		}
+		err = calls.CallHTTP(ctx, match.PluginID, stream.HTTPCall{
+			Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Host: r.Host, RemoteAddr: r.RemoteAddr,
+			Pattern: match.Pattern, PathParams: match.Params, Header: r.Header, Caller: caller, Body: body,
+		}, sw)
+		if err == nil || sw.status != 0 {
+			return // answered, or cut short: the caller has what was written
+		}
+		de := toDomain(err)
+		status := wireOf(de.Code).HTTP
+		switch {
+		case errs.Is(err, errs.PluginCommunicationTimeout):
+			status = http.StatusGatewayTimeout
+		case errors.Is(err, stream.ErrCallFailed):
+			de = errs.New(errs.PluginUnavailable, "plugin %s failed while answering %s %s: %v", match.PluginID, r.Method, r.URL.Path, err)
+			status = http.StatusBadGateway
+		}
+		ci.setError(de)
+		writeEnvelope(sw, status, envelope{Error: errorBody(de), Timestamp: nowRFC3339(), RequestID: ci.requestID})
+	})
+}
+
+// endpointCallerOf authenticates the caller of an endpoint as its auth asks: none for a
+// public endpoint (a token, when sent, must be valid and identifies the caller), a valid
+// token, or a token whose holder has the endpoint's permission: admins hold every
+// permission, plugins their grants, users the read permissions (`*:read`).
+func endpointCallerOf(r *http.Request, ids authenticator, e manifest.APIEndpoint, grants func(string) []string) (stream.HTTPCaller, error) {
+	token, sent := identity.BearerToken(r.Header.Get("Authorization"))
+	if !sent {
+		if e.Auth == manifest.AuthPublic {
+			return stream.HTTPCaller{}, nil
+		}
+		return stream.HTTPCaller{}, errs.New(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token>")
+	}
+	p, err := ids.Authenticate(r.Context(), token)
+	if err != nil {
+		return stream.HTTPCaller{}, err
+	}
+	caller := stream.HTTPCaller{Authenticated: true, TokenID: p.TokenID, Name: p.Name, Role: string(p.Role), Plugin: p.PluginID}
+	if e.Auth == manifest.AuthPublic || e.Auth == manifest.AuthToken {
+		return caller, nil
+	}
+	var held []string
+	switch p.Role {
+	case store.RoleAdmin:
+		held = []string{"*:*"}
+	case store.RolePlugin:
+		held = grants(p.PluginID)
+	case store.RoleUser:
+		held = []string{"*:read"}
+	}
+	if !permission.Allowed(held, e.Auth) {
+		return stream.HTTPCaller{}, errs.New(errs.PluginPermissionDenied, "this endpoint needs the permission %s, which a %s token does not hold", e.Auth, p.Role)
+	}
+	return caller, nil
+}
+
+// statusWriter records the status written to a ResponseWriter (0 while none is).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets the plugin's streamed answers through (Server-Sent Events).
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

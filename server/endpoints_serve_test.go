@@ -1,0 +1,237 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+)
+
+// testEndpoints are the api_endpoints of the test plugin's HTTP handler (testHTTPHandler).
+func testEndpoints() []map[string]any {
+	return []map[string]any{
+		{"path": "/api/v1/test/{name}", "methods": []string{"GET"}},
+		{"path": "/api/v1/test-public", "methods": []string{"GET"}, "auth": "public"},
+		{"path": "/api/v1/test-admin", "methods": []string{"GET"}, "auth": "settings:write"},
+		{"path": "/api/v1/test-read", "methods": []string{"GET"}, "auth": "reports:read"},
+		{"path": "/api/v1/test-sse", "methods": []string{"GET"}},
+		{"path": "/api/v1/test-upload", "methods": []string{"POST"}},
+		{"path": "/api/v1/test-slow", "methods": []string{"GET"}, "timeout_seconds": 1},
+		{"path": "/api/v1/test-crash", "methods": []string{"GET"}},
+	}
+}
+
+// testHTTPHandler is the test plugin's HTTP handler.
+func testHTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	hello := func(w http.ResponseWriter, r *http.Request) {
+		c, _ := plugin.CallerOf(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"name": r.PathValue("name"), "query": r.URL.Query().Get("q"), "header": r.Header.Get("X-Test"),
+			"authorization": r.Header.Get("Authorization"), "caller": c, "pid": os.Getpid(),
+		})
+	}
+	mux.HandleFunc("GET /api/v1/test/{name}", hello)
+	mux.HandleFunc("GET /api/v1/test-public", hello)
+	mux.HandleFunc("GET /api/v1/test-admin", hello)
+	mux.HandleFunc("GET /api/v1/test-read", hello)
+	mux.HandleFunc("GET /api/v1/test-sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: tick %d\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("POST /api/v1/test-upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
+	})
+	mux.HandleFunc("GET /api/v1/test-slow", func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		_ = os.WriteFile(filepath.Join(os.Getenv("HOME"), "cancelled-"+r.URL.Query().Get("mark")), []byte(context.Cause(r.Context()).Error()), 0o600)
+	})
+	mux.HandleFunc("GET /api/v1/test-crash", func(w http.ResponseWriter, r *http.Request) {
+		os.Exit(3)
+	})
+	return mux
+}
+
+// getWith calls the server with token ("" for none).
+func getWith(t *testing.T, e *env, method, path, token string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("X-Test", "passed")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}
+
+// The api_endpoints of an active plugin are served on the main listener and answered by
+// the plugin's own net/http handler: auth modes, the caller's identity without its token,
+// streamed answers, an upload, the endpoint's timeout (the handler is cancelled), a client
+// that goes away, a plugin that crashes mid-request, and the plugin's metrics.
+func TestPluginEndpointsAreServed(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "web-plugin", "healthy", map[string]any{"api_endpoints": testEndpoints(), "permissions": []string{"reports:read"}}, nil)
+	if res, b := getWith(t, e, "GET", "/api/v1/test/alice", e.Admin, nil); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("before the plugin is active: %d %s", res.StatusCode, b)
+	}
+	e.mustREST(http.MethodPost, "/api/v1/plugins/web-plugin/enable", e.Admin, nil)
+	pluginTok := e.token("plugin", "web-plugin")
+
+	// Auth modes.
+	for _, c := range []struct {
+		path, token string
+		status      int
+	}{
+		{"/api/v1/test/alice?q=1", "", 401},
+		{"/api/v1/test/alice?q=1", "nxt_not-a-token", 401},
+		{"/api/v1/test/alice?q=1", e.User, 200},
+		{"/api/v1/test-public", "", 200},
+		{"/api/v1/test-public", "nxt_not-a-token", 401},
+		{"/api/v1/test-admin", e.User, 403},
+		{"/api/v1/test-admin", pluginTok, 403},
+		{"/api/v1/test-admin", e.Admin, 200},
+		{"/api/v1/test-read", e.User, 200},
+		{"/api/v1/test-read", pluginTok, 200},
+	} {
+		res, b := getWith(t, e, "GET", c.path, c.token, nil)
+		if res.StatusCode != c.status {
+			t.Errorf("GET %s with %q: %d %s, want %d", c.path, c.token, res.StatusCode, b, c.status)
+		}
+	}
+	res, b := getWith(t, e, "GET", "/api/v1/test/alice?q=1", e.User, nil)
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	caller := got["caller"].(map[string]any)
+	if got["name"] != "alice" || got["query"] != "1" || got["header"] != "passed" || got["authorization"] != "" ||
+		caller["Role"] != "user" || caller["Authenticated"] != true || caller["TokenID"] == "" {
+		t.Errorf("the plugin saw %v", got)
+	}
+
+	// A streamed answer (Server-Sent Events) arrives event by event.
+	req, _ := http.NewRequest("GET", e.URL+"/api/v1/test-sse", nil)
+	req.Header.Set("Authorization", "Bearer "+e.User)
+	sse, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(sse.Body)
+	var events []string
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "data: ") {
+			events = append(events, l)
+		}
+	}
+	sse.Body.Close()
+	if sse.Header.Get("Content-Type") != "text/event-stream" || len(events) != 3 || events[2] != "data: tick 2" {
+		t.Errorf("SSE: %v %v", sse.Header, events)
+	}
+
+	// A 10 MiB upload, streamed through.
+	upload := bytes.Repeat([]byte("0123456789abcdef"), (10<<20)/16)
+	// The server (in this process) holds a bounded part of it at any time: its live heap
+	// never grows by the upload's size (sampled after a collection, while it flows).
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	peak := make(chan uint64, 1)
+	stop := make(chan struct{})
+	go func() {
+		var max uint64
+		var ms runtime.MemStats
+		for {
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > before.HeapInuse && ms.HeapInuse-before.HeapInuse > max {
+				max = ms.HeapInuse - before.HeapInuse
+			}
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	res, b = getWith(t, e, "POST", "/api/v1/test-upload", e.User, bytes.NewReader(upload))
+	close(stop)
+	sum := sha256.Sum256(upload)
+	if want := fmt.Sprintf("%d %s", len(upload), hex.EncodeToString(sum[:])); res.StatusCode != 200 || string(b) != want {
+		t.Errorf("upload: %d %q", res.StatusCode, b)
+	}
+	if p := <-peak; p >= uint64(len(upload)) {
+		t.Errorf("the server's heap grew by %d MiB during a %d MiB upload", p>>20, len(upload)>>20)
+	} else {
+		t.Logf("heap growth during the 10 MiB upload: at most %.1f MiB", float64(p)/(1<<20))
+	}
+
+	// The endpoint's timeout: 504, and the handler is cancelled.
+	res, b = getWith(t, e, "GET", "/api/v1/test-slow?mark=timeout", e.User, nil)
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(b), "PLUGIN_COMMUNICATION_TIMEOUT") {
+		t.Errorf("past the timeout: %d %s", res.StatusCode, b)
+	}
+	home := filepath.Join(e.DataDir, "plugin-data", "web-plugin")
+	waitFor(t, "the handler cancelled by the timeout", 5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(home, "cancelled-timeout"))
+		return err == nil
+	})
+	// A client that goes away cancels the handler.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", e.URL+"/api/v1/test-slow?mark=client", nil)
+	req.Header.Set("Authorization", "Bearer "+e.User)
+	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Error("the cancelled request succeeded")
+	}
+	waitFor(t, "the handler cancelled by the client", 5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(home, "cancelled-client"))
+		return err == nil
+	})
+
+	// A plugin that crashes mid-request: 502.
+	res, b = getWith(t, e, "GET", "/api/v1/test-crash", e.User, nil)
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "PLUGIN_UNAVAILABLE") {
+		t.Errorf("crash mid-request: %d %s", res.StatusCode, b)
+	}
+
+	// Metrics: every call counted, with its callers.
+	m := e.mustREST(http.MethodGet, "/api/v1/plugins/web-plugin", e.Admin, nil)["plugin"].(map[string]any)
+	t.Logf("metrics after the calls: %v", m["metrics"])
+	prom, pb := getWith(t, e, "GET", "/metrics", "", nil)
+	if prom.StatusCode != 200 || !strings.Contains(string(pb), `nexus_plugin_http_requests_total{plugin_id="web-plugin",route="GET /api/v1/test/{name}",status_class="2xx"}`) {
+		t.Errorf("prometheus: no nexus_plugin_http_requests_total by route pattern")
+	}
+}
