@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
+	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
 // testEndpoints are the api_endpoints of the test plugin's HTTP handler (testHTTPHandler).
@@ -233,5 +234,39 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 	prom, pb := getWith(t, e, "GET", "/metrics", "", nil)
 	if prom.StatusCode != 200 || !strings.Contains(string(pb), `nexus_plugin_http_requests_total{plugin_id="web-plugin",route="GET /api/v1/test/{name}",status_class="2xx"}`) {
 		t.Errorf("prometheus: no nexus_plugin_http_requests_total by route pattern")
+	}
+}
+
+// Calls are spread over a plugin's connected instances (here two external ones).
+func TestPluginEndpointCallsAreSpreadOverInstances(t *testing.T) {
+	e := startRuntimeServer(t)
+	installTestPlugin(e, "shared-plugin", "healthy", map[string]any{"external": true, "entry_point": nil, "args": nil,
+		"api_endpoints": []map[string]any{{"path": "/api/v1/shared/who", "methods": []string{"GET"}}}}, nil)
+	e.mustREST(http.MethodPost, "/api/v1/plugins/shared-plugin/enable", e.Admin, nil)
+	token := e.token(store.RolePlugin, "shared-plugin")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, name := range []string{"one", "two"} {
+		go func() {
+			_ = plugin.Run(ctx, plugin.Plugin{Version: "1.0.0", HTTP: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, name)
+			})}, plugin.WithHost(e.URL), plugin.WithToken(token), plugin.WithPluginID("shared-plugin"),
+				plugin.WithInstanceID("instance-"+name), plugin.WithStderr(io.Discard))
+		}()
+	}
+	waitFor(t, "both instances connected", 10*time.Second, func() bool {
+		st, p := status(e, "shared-plugin")
+		return st == "active" && p["runtime"].(map[string]any)["instances"] == 2.0
+	})
+	seen := map[string]int{}
+	for range 20 {
+		res, b := getWith(t, e, "GET", "/api/v1/shared/who", e.User, nil)
+		if res.StatusCode != 200 {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		seen[string(b)]++
+	}
+	if seen["one"] == 0 || seen["two"] == 0 {
+		t.Fatalf("answers by instance: %v", seen)
 	}
 }
