@@ -47,11 +47,12 @@ var errNoHTTPHandler = errors.New("this plugin serves no HTTP endpoints")
 
 // httpCall is one HTTP call the host carries to this instance.
 type httpCall struct {
-	id     string
-	c      *conn
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	body   *httpBody
+	id      string
+	c       *conn
+	session *Session
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	body    *httpBody
 
 	// mu guards credit; grants signal more.
 	mu     sync.Mutex
@@ -67,7 +68,7 @@ func (r *runner) httpRequest(c *conn, req *pluginhostv1.HttpRequest) {
 	}
 	ctx, cancelCall := context.WithCancelCause(parent)
 	cancel := func(cause error) { cancelCall(cause); stopDeadline() }
-	call := &httpCall{id: req.GetRequestId(), c: c, ctx: ctx, cancel: cancel, credit: httpWindowBytes, grants: make(chan struct{}, 1)}
+	call := &httpCall{id: req.GetRequestId(), c: c, session: r.session, ctx: ctx, cancel: cancel, credit: httpWindowBytes, grants: make(chan struct{}, 1)}
 	call.body = newHTTPBody(call, req.GetBody(), req.GetBodyDone())
 	c.mu.Lock()
 	c.calls[call.id] = call
@@ -137,6 +138,7 @@ func httpRequestOf(call *httpCall, req *pluginhostv1.HttpRequest) (*http.Request
 	c := req.GetCaller()
 	ctx := context.WithValue(call.ctx, callerKey{}, Caller{Authenticated: c.GetAuthenticated(), TokenID: c.GetTokenId(),
 		Name: c.GetName(), Role: c.GetRole(), PluginID: c.GetPluginId()})
+	ctx = context.WithValue(ctx, sessionKey{}, call.session)
 	hr, err := http.NewRequestWithContext(ctx, req.GetMethod(), u.String(), call.body)
 	if err != nil {
 		return nil, err

@@ -91,6 +91,10 @@ func TestHTTPHandler(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/things/{id}", func(w http.ResponseWriter, r *http.Request) {
 		c, _ := plugin.CallerOf(r.Context())
+		if plugin.SessionFromContext(r.Context()) == nil {
+			http.Error(w, "no session in the handler's context", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("X-Reply", "yes")
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, "id=%s q=%s h=%v caller=%s/%s/%s host=%s remote=%s pattern=%s\n", r.PathValue("id"), r.URL.Query().Get("q"),

@@ -64,7 +64,7 @@ type Plugin struct {
 	// serves on its own listener and carries to one connected instance: an ordinary
 	// net/http handler (any router). The request's context ends when the caller goes away,
 	// the endpoint's timeout passes or the connection to the host is lost; CallerOf tells who
-	// called; PathValue reads the pattern's wildcards. Bodies stream both ways: the
+	// called, SessionFromContext gives the session; PathValue reads the pattern's wildcards. Bodies stream both ways: the
 	// ResponseWriter is an http.Flusher (Server-Sent Events, large downloads), and the
 	// request body arrives as it is sent. Nil answers every call with 501.
 	HTTP http.Handler

@@ -13,6 +13,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,11 +36,14 @@ type stats struct {
 	users   map[string]*activity
 	pending []map[string]any // events not yet flushed
 	flushed int
+	// watchers are the live feeds (GET /api/v1/analytics/live), each fed the events recorded.
+	watchers map[chan []byte]struct{}
 }
 
 func main() {
-	s := &stats{users: map[string]*activity{}}
+	s := &stats{users: map[string]*activity{}, watchers: map[chan []byte]struct{}{}}
 	err := plugin.Run(context.Background(), plugin.Plugin{
+		HTTP:         s.httpHandler(),
 		Version:      "1.2.0",
 		Services:     []string{"analytics"},
 		MessageTypes: []string{"data_request", "user_stats_request"},
@@ -110,7 +115,16 @@ func (s *stats) record(e plugin.Event) {
 	user, _ := e.Data["user_id"].(string)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending = append(s.pending, map[string]any{"type": e.Type, "user_id": user, "data": e.Data})
+	entry := map[string]any{"type": e.Type, "user_id": user, "data": e.Data}
+	s.pending = append(s.pending, entry)
+	if b, err := json.Marshal(entry); err == nil {
+		for ch := range s.watchers {
+			select {
+			case ch <- b:
+			default: // a watcher that does not keep up misses events rather than holding the plugin up
+			}
+		}
+	}
 	if user == "" {
 		return
 	}
@@ -244,4 +258,51 @@ func number(cfg map[string]any, key string, def float64) float64 {
 		return v
 	}
 	return def
+}
+
+// httpHandler serves the plugin's endpoints: GET /api/v1/analytics/report (?user_id= for one
+// user's activity, else a summary) and GET /api/v1/analytics/live, a Server-Sent Events feed
+// of the events the plugin records.
+func (s *stats) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/analytics/report", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if user := r.URL.Query().Get("user_id"); user != "" {
+			_ = json.NewEncoder(w).Encode(s.report(user))
+			return
+		}
+		s.mu.Lock()
+		summary := map[string]any{"users": len(s.users), "pending_events": len(s.pending), "flushed_batches": s.flushed}
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(summary)
+	})
+	mux.HandleFunc("GET /api/v1/analytics/live", func(w http.ResponseWriter, r *http.Request) {
+		ch := make(chan []byte, 64)
+		s.mu.Lock()
+		s.watchers[ch] = struct{}{}
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.watchers, ch)
+			s.mu.Unlock()
+		}()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		fmt.Fprint(w, ": live analytics events\n\n")
+		w.(http.Flusher).Flush()
+		keepAlive := time.NewTicker(15 * time.Second)
+		defer keepAlive.Stop()
+		for {
+			select {
+			case b := <-ch:
+				fmt.Fprintf(w, "event: activity\ndata: %s\n\n", b)
+			case <-keepAlive.C:
+				fmt.Fprint(w, ": keep-alive\n\n")
+			case <-r.Context().Done():
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	})
+	return mux
 }
