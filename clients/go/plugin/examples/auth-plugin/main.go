@@ -20,8 +20,8 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"sync"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
