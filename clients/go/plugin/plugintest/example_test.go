@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -280,4 +282,26 @@ func (t *exampleTB) cleanup() {
 	for i := len(fs) - 1; i >= 0; i-- {
 		fs[i]()
 	}
+}
+
+// A plugin's HTTP endpoints are an ordinary net/http handler (plugin.Plugin.HTTP); the test
+// host carries requests to it over the stream, as the real host carries calls to the
+// endpoints it serves.
+func ExampleHost_HTTP() {
+	runExample(func(t testing.TB) {
+		h := plugintest.NewHost(t, plugintest.Options{PluginID: "hello-plugin"})
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /api/v1/hello/{name}", func(w http.ResponseWriter, r *http.Request) {
+			caller, _ := plugin.CallerOf(r.Context())
+			fmt.Fprintf(w, "hello %s, from %s (%s)", r.PathValue("name"), caller.Name, caller.Role)
+		})
+		h.Start(plugin.Plugin{HTTP: mux})
+
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/hello/ada", nil)
+		h.HTTP(plugin.Caller{Authenticated: true, Name: "ci", Role: "user"}).ServeHTTP(rec, req)
+		fmt.Println(rec.Code, rec.Body.String())
+	})
+	// Output:
+	// 200 hello ada, from ci (user)
 }

@@ -89,6 +89,9 @@ type Host struct {
 	calls sync.WaitGroup
 	work  sync.WaitGroup
 
+	// http routes the frames of HTTP calls (see HTTP).
+	http httpCalls
+
 	// mu guards the fields below.
 	mu      sync.Mutex
 	closed  bool

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -691,5 +693,24 @@ func TestNoGoroutineLeak(t *testing.T) {
 			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), baseline, buf.String())
 		}
 		<-tick.C
+	}
+}
+
+// The test host carries uploads and downloads larger than the window, both ways.
+func TestHTTPLargeBodies(t *testing.T) {
+	h := plugintest.NewHost(t, plugintest.Options{PluginID: "files-plugin"})
+	h.Start(plugin.Plugin{HTTP: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, _ = w.Write(bytes.Repeat(b, 2))
+	})})
+	upload := bytes.Repeat([]byte("abcdefgh"), (1<<20)/8)
+	rec := httptest.NewRecorder()
+	h.HTTP(plugin.Caller{}).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/echo", bytes.NewReader(upload)))
+	if rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), bytes.Repeat(upload, 2)) {
+		t.Fatalf("%d, %d bytes", rec.Code, rec.Body.Len())
 	}
 }

@@ -174,6 +174,12 @@ func (s *session) serve(ctx context.Context) error {
 			h.onKV(s, fr.Kv)
 		case *pluginhostv1.ConnectRequest_Discover:
 			h.onDiscover(s, fr.Discover)
+		case *pluginhostv1.ConnectRequest_HttpResponse:
+			h.http.route(fr.HttpResponse.GetRequestId(), f, s.done)
+		case *pluginhostv1.ConnectRequest_HttpResponseBody:
+			h.http.route(fr.HttpResponseBody.GetRequestId(), f, s.done)
+		case *pluginhostv1.ConnectRequest_HttpWindow:
+			h.http.route(fr.HttpWindow.GetRequestId(), f, s.done)
 		case *pluginhostv1.ConnectRequest_Hello:
 			return refusal(codeValidation, "hello may only be the first frame")
 		}
