@@ -47,11 +47,34 @@ type Service struct {
 
 	mu       sync.Mutex // guards onRevoke
 	onRevoke []func(tokenID string)
+
+	// cache holds the tokens found in the last cacheTTL, by hash: a call checks its token
+	// against memory instead of the store (a store read was most of the cost of a small
+	// authenticated call). Revocations through this Service drop their entries at once; a
+	// token revoked by another process (the CLI beside a running server) is refused within
+	// cacheTTL. Expiry is checked on every call, cached or not.
+	cmu      sync.Mutex
+	cache    map[string]cachedToken
+	cacheTTL time.Duration
 }
+
+// cachedToken is a token as the store had it at a time.
+type cachedToken struct {
+	tok store.Token
+	at  time.Time
+}
+
+// Cache bounds: how long a token found in the store is trusted without reading it again,
+// and how many are kept (the cache is emptied when it is full).
+const (
+	defaultCacheTTL = time.Second
+	maxCachedTokens = 4096
+)
 
 // New returns a Service over st.
 func New(st store.Store) *Service {
-	return &Service{store: st, now: func() time.Time { return time.Now().UTC() }}
+	return &Service{store: st, now: func() time.Time { return time.Now().UTC() },
+		cache: map[string]cachedToken{}, cacheTTL: defaultCacheTTL}
 }
 
 // Hash returns the stored form of a token.
@@ -69,12 +92,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 		return Principal{}, denied
 	}
 	hash := Hash(token)
-	var tok store.Token
-	err := s.store.Read(ctx, func(tx store.Tx) error {
-		var err error
-		tok, err = tx.TokenByHash(hash)
-		return err
-	})
+	tok, err := s.lookup(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return Principal{}, denied
 	}
@@ -88,6 +106,46 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 		return Principal{}, errs.New(errs.Unauthenticated, "the token expired at %s", tok.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	return Principal{TokenID: tok.ID, Name: tok.Name, Role: tok.Role, PluginID: tok.PluginID}, nil
+}
+
+// lookup returns the stored token with hash, from the cache when it was read within
+// cacheTTL.
+func (s *Service) lookup(ctx context.Context, hash []byte) (store.Token, error) {
+	now := s.now()
+	key := string(hash)
+	s.cmu.Lock()
+	c, ok := s.cache[key]
+	s.cmu.Unlock()
+	if ok && now.Sub(c.at) < s.cacheTTL && !now.Before(c.at) {
+		return c.tok, nil
+	}
+	var tok store.Token
+	err := s.store.Read(ctx, func(tx store.Tx) error {
+		var err error
+		tok, err = tx.TokenByHash(hash)
+		return err
+	})
+	if err != nil {
+		return tok, err
+	}
+	s.cmu.Lock()
+	if len(s.cache) >= maxCachedTokens {
+		clear(s.cache)
+	}
+	s.cache[key] = cachedToken{tok: tok, at: now}
+	s.cmu.Unlock()
+	return tok, nil
+}
+
+// forget drops the cached tokens with the ids.
+func (s *Service) forget(ids []string) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	for k, c := range s.cache {
+		if slices.Contains(ids, c.tok.ID) {
+			delete(s.cache, k)
+		}
+	}
 }
 
 // MaxTTL is the longest lifetime a token can be given; a token meant to last longer is
@@ -195,8 +253,10 @@ func (s *Service) RevokeNamed(ctx context.Context, role store.Role, prefix strin
 	return ids, nil
 }
 
-// announce calls the OnRevoke hooks with each revoked token id.
+// announce drops the revoked tokens from the cache and calls the OnRevoke hooks with each
+// revoked token id.
 func (s *Service) announce(ids []string) {
+	s.forget(ids)
 	s.mu.Lock()
 	hooks := slices.Clone(s.onRevoke)
 	s.mu.Unlock()

@@ -218,3 +218,44 @@ func TestRevokeNamed(t *testing.T) {
 		t.Error("RevokeNamed with an empty prefix succeeded")
 	}
 }
+
+// A token read from the store is trusted for the cache's TTL: a revocation through the
+// Service is seen at once, one made by another process (straight in the store, as the CLI
+// does beside a running server) once the TTL has passed.
+func TestAuthenticateCache(t *testing.T) {
+	ctx := context.Background()
+	for _, ttl := range []time.Duration{time.Hour, 0} {
+		svc, st, _ := newService(t)
+		identity.SetCacheTTL(svc, ttl)
+		plain, tok, err := svc.Create(ctx, "ci", store.RoleUser, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Authenticate(ctx, plain); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Write(ctx, func(tx store.Tx) error { return tx.RevokeToken(tok.ID, time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
+		_, err = svc.Authenticate(ctx, plain)
+		if ttl > 0 && err != nil {
+			t.Fatalf("ttl %s: a token revoked elsewhere was refused within the TTL (the cache is not used): %v", ttl, err)
+		}
+		if ttl == 0 && !errs.Is(err, errs.Unauthenticated) {
+			t.Fatalf("ttl 0: a revoked token was accepted: %v", err)
+		}
+		plain2, tok2, err := svc.Create(ctx, "ci-2", store.RoleUser, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Authenticate(ctx, plain2); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.Revoke(ctx, tok2.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Authenticate(ctx, plain2); !errs.Is(err, errs.Unauthenticated) {
+			t.Fatalf("ttl %s: a token revoked through the service was accepted: %v", ttl, err)
+		}
+	}
+}
