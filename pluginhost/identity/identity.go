@@ -299,6 +299,9 @@ func (s *Service) RevokedAmong(ctx context.Context, ids []string) ([]string, err
 			out = append(out, id)
 		}
 	}
+	// What this finds revoked (by another process) is refused from now on, not only once
+	// the cache forgets it.
+	s.forget(out)
 	return out, nil
 }
 
