@@ -66,6 +66,7 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	ready := r.ready
 	r.lastLines = nil
 	r.health = healthState{}
+	r.overLimit = ""
 	r.mu.Unlock()
 	if oldToken != "" {
 		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), oldToken)
@@ -121,6 +122,12 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	select {
 	case <-ready:
 	case <-proc.Done():
+		r.mu.Lock()
+		overLimit := r.overLimit
+		r.mu.Unlock()
+		if overLimit != "" {
+			return fail("%s", overLimit) // the memory watch stopped it
+		}
 		return fail("%s before it became ready", proc.Exit().String())
 	case <-timer.C:
 		return fail("not ready within %s (it must connect, say hello and pass its first health check)", timeout)
