@@ -68,6 +68,7 @@ func testHTTPHandler() http.Handler {
 		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
 	})
 	mux.HandleFunc("GET /api/v1/test-slow", func(w http.ResponseWriter, r *http.Request) {
+		_ = os.WriteFile(filepath.Join(os.Getenv("HOME"), "started-"+r.URL.Query().Get("mark")), nil, 0o600)
 		<-r.Context().Done()
 		_ = os.WriteFile(filepath.Join(os.Getenv("HOME"), "cancelled-"+r.URL.Query().Get("mark")), []byte(context.Cause(r.Context()).Error()), 0o600)
 	})
@@ -213,7 +214,17 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ = http.NewRequestWithContext(ctx, "GET", e.URL+"/api/v1/test-slow?mark=client", nil)
 	req.Header.Set("Authorization", "Bearer "+e.User)
-	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+	go func() {
+		// Once the handler runs, the client gives up.
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(filepath.Join(home, "started-client")); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
 	if _, err := http.DefaultClient.Do(req); err == nil {
 		t.Error("the cancelled request succeeded")
 	}
