@@ -138,9 +138,10 @@ func TestQueueOfAPluginThatDoesNotReadIsBoundedInBytes(t *testing.T) {
 		t.Fatalf("ServeSession returned %v, want %q", err, why)
 	}
 	// What the stream's window took, what the queue's bytes hold, one being sent, the one
-	// refused, and a few that beta answered while the session was ending (far fewer than
-	// the frames the queue holds: 256).
-	if most := pipeWindow + stream.SessionSendBytes/replyBytes + 8; replied > most {
+	// refused, and those beta answered while the session was ending: under load up to a
+	// few dozen (one over +8 was seen with four test binaries on two cores), far fewer than
+	// the frames a count-only bound would queue (256).
+	if most := pipeWindow + stream.SessionSendBytes/replyBytes + 32; replied > most {
 		t.Fatalf("ended after %d replies of %d KiB; at most %d fit the window and the queue's %d MiB",
 			replied, replyBytes>>10, most, stream.SessionSendBytes>>20)
 	}
