@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -118,7 +119,10 @@ func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall,
 			if ctx.Err() != nil {
 				reason = context.Cause(ctx).Error()
 			}
-			_ = sess.enqueue(context.WithoutCancel(ctx), httpCancel(c.id, reason))
+			// Bounded: a plugin that does not read its stream must not hold the caller.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = sess.enqueue(cctx, httpCancel(c.id, reason))
+			cancel()
 		}
 	}()
 	if !bodyDone {
@@ -135,8 +139,11 @@ func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall,
 	c.mu.Unlock()
 	who := call.Caller.TokenID
 	if who == "" {
-		who, _, _ = strings.Cut(call.RemoteAddr, ":")
-		who = "anonymous@" + who
+		host, _, err := net.SplitHostPort(call.RemoteAddr)
+		if err != nil {
+			host = call.RemoteAddr
+		}
+		who = "anonymous@" + host
 	}
 	h.metrics.ObserveRequest(pluginID, who, time.Since(start), err != nil || status >= 500)
 	switch {
