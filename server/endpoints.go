@@ -68,7 +68,7 @@ func withPluginEndpoints(routes endpointRoutes, calls endpointCaller, ids authen
 		}
 		ci := callInfoFrom(r.Context())
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			class := strconv.Itoa(max(sw.status, 0)/100) + "xx"
 			m.requests.WithLabelValues(match.PluginID, match.Pattern, class).Inc()
@@ -142,33 +142,3 @@ func endpointCallerOf(r *http.Request, ids authenticator, e manifest.APIEndpoint
 	}
 	return caller, nil
 }
-
-// statusWriter records the status written to a ResponseWriter (0 while none is).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Flush lets the plugin's streamed answers through (Server-Sent Events).
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the connection's writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
