@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -10,17 +9,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	nexus "github.com/nexus-platform/nexus/clients/go"
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
-	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
-	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
-	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/server"
 )
 
@@ -51,35 +44,8 @@ func TestStalledSubscriberHoldsAtMostMaxInboxBytes(t *testing.T) {
 		defer cancel()
 
 		// The plugin says hello on a gRPC stream with a small fixed window, and never reads
-		// after the welcome.
-		u, err := url.Parse(e.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token(store.RolePlugin, "stalled-plugin"))
-		cs, err := conn.NewStream(callCtx, &grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true},
-			pluginhostv1connect.PluginHostServiceConnectProcedure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{Hello: &pluginhostv1.Hello{
-			PluginId: "stalled-plugin", InstanceId: "s1", Version: "1.0.0", Sdk: "raw-grpc-test"}}}); err != nil {
-			t.Fatal(err)
-		}
-		var welcome pluginhostv1.ConnectResponse
-		if err := cs.RecvMsg(&welcome); err != nil || welcome.GetWelcome() == nil {
-			t.Fatalf("no welcome: %v %v", &welcome, err)
-		}
-		waitFor(t, "the stalled plugin to be connected", 10*time.Second, func() bool {
-			_, p := status(e, "stalled-plugin")
-			return p["runtime"].(map[string]any)["instances"] == 1.0
-		})
+		// after the welcome (the stream stays open until the test ends).
+		openStalledSession(t, ctx, e)
 
 		client := pluginv1connect.NewMessagingServiceClient(nexus.DefaultHTTPClient(), e.URL)
 		payload, err := structpb.NewStruct(map[string]any{"pad": strings.Repeat("x", eventBytes)})

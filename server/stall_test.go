@@ -43,35 +43,7 @@ func TestPluginThatStopsReadingLosesItsSession(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u, err := url.Parse(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A fixed 64 KiB window (no BDP growth), so that the host's sends block soon.
-	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token(store.RolePlugin, "stalled-plugin"))
-	cs, err := conn.NewStream(callCtx, &grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true},
-		pluginhostv1connect.PluginHostServiceConnectProcedure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{Hello: &pluginhostv1.Hello{
-		PluginId: "stalled-plugin", InstanceId: "s1", Version: "1.0.0", Sdk: "raw-grpc-test"}}}); err != nil {
-		t.Fatal(err)
-	}
-	var welcome pluginhostv1.ConnectResponse
-	if err := cs.RecvMsg(&welcome); err != nil || welcome.GetWelcome() == nil {
-		t.Fatalf("no welcome: %v %v", &welcome, err)
-	}
-	waitFor(t, "the stalled plugin to be connected", 10*time.Second, func() bool {
-		_, p := status(e, "stalled-plugin")
-		return p["runtime"].(map[string]any)["instances"] == 1.0
-	})
+	cs := openStalledSession(t, ctx, e)
 
 	// 1000 messages (under the 1024 a session may have waiting), each reply about 600
 	// bytes: far more than the window and the host's queue for the stream hold.
@@ -107,4 +79,41 @@ func TestPluginThatStopsReadingLosesItsSession(t *testing.T) {
 	if err != nil || reply.Data["n"] != 1.0 {
 		t.Fatalf("another plugin's message: %+v %v", reply, err)
 	}
+}
+
+// openStalledSession connects an instance of stalled-plugin on a raw gRPC stream whose
+// flow-control window is a fixed 64 KiB (no BDP growth, so the host's sends block soon),
+// says hello, reads the welcome and waits until the instance is attached. The caller
+// decides what it sends and whether it ever reads again.
+func openStalledSession(t *testing.T, ctx context.Context, e *env) grpc.ClientStream {
+	t.Helper()
+	u, err := url.Parse(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token(store.RolePlugin, "stalled-plugin"))
+	cs, err := conn.NewStream(callCtx, &grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true},
+		pluginhostv1connect.PluginHostServiceConnectProcedure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{Hello: &pluginhostv1.Hello{
+		PluginId: "stalled-plugin", InstanceId: "s1", Version: "1.0.0", Sdk: "raw-grpc-test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var welcome pluginhostv1.ConnectResponse
+	if err := cs.RecvMsg(&welcome); err != nil || welcome.GetWelcome() == nil {
+		t.Fatalf("no welcome: %v %v", &welcome, err)
+	}
+	waitFor(t, "the stalled plugin to be connected", 10*time.Second, func() bool {
+		_, p := status(e, "stalled-plugin")
+		return p["runtime"].(map[string]any)["instances"] == 1.0
+	})
+	return cs
 }

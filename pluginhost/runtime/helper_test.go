@@ -715,18 +715,6 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// waitUntil polls cond until it holds or d passes.
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // logLines returns the messages of the plugin's recent log records.
 func (f *fixture) logLines(id string) []string {
 	var out []string

@@ -368,9 +368,9 @@ func TestMemoryLimitWithoutCgroupCoversForkedChildren(t *testing.T) {
 	f := newFixture(t, runtime.Config{KillGrace: 2 * time.Second})
 	f.install(spec{id: "forking-plugin", mode: "fork-hog", limits: store.ResourceLimits{MemoryMB: 64}})
 	f.mustEnable("forking-plugin")
-	waitUntil(t, "the plugin stopped over its limit", 20*time.Second, func() bool {
+	eventually(t, 20*time.Second, func() bool {
 		return f.record("forking-plugin").Status == registry.StatusError
-	})
+	}, "the plugin stopped over its limit")
 	reason := f.record("forking-plugin").StatusReason
 	var mib, limit int
 	if _, err := fmt.Sscanf(reason[strings.Index(reason, "resident memory"):], "resident memory of its process tree %d MiB exceeds its limit of %d MiB", &mib, &limit); err != nil {
@@ -385,7 +385,7 @@ func TestMemoryLimitWithoutCgroupCoversForkedChildren(t *testing.T) {
 		}
 		if pid, ok := strings.CutPrefix(line, "child pid="); ok {
 			n, _ := strconv.Atoi(pid)
-			waitUntil(t, "the child gone", 5*time.Second, func() bool { return gone(n) })
+			eventually(t, 5*time.Second, func() bool { return gone(n) }, "the child gone")
 		}
 	}
 	t.Logf("stopped: %s", reason)
