@@ -24,7 +24,7 @@ func TestEndpointPathConflictsAreRefused(t *testing.T) {
 	e.mustREST(http.MethodPost, "/api/v1/plugins/holder-plugin/enable", e.Admin, nil)
 
 	res = e.rest(http.MethodPost, "/api/v1/plugins/second-plugin/enable", e.Admin, nil)
-	if res.Status != http.StatusConflict || res.errorCode() != "PLUGIN_ROUTE_CONFLICT" || !strings.Contains(string(res.Raw), "active plugin holder-plugin serves GET /api/v1/reports/{name}") {
+	if res.Status != http.StatusConflict || res.errorCode() != "PLUGIN_ROUTE_CONFLICT" || !strings.Contains(string(res.Raw), "enabled plugin holder-plugin serves GET /api/v1/reports/{name}") {
 		t.Fatalf("enable over an active plugin's path: %d %s", res.Status, res.Raw)
 	}
 	res = installFromBytes(e, testPluginPackage(t, "third-plugin", "serve", eps("/api/v1/reports/{name}")), nil)

@@ -303,3 +303,25 @@ type ReplyAcker interface {
 type ReplyDispatcher interface {
 	DispatchReplies(fn func(Reply))
 }
+
+// Relay is implemented by buses shared by several host replicas: it carries frames of work
+// that must run on another replica, such as a call to a plugin's HTTP endpoint that lands on
+// a replica where the plugin has no connected instance. Frames between two replicas arrive
+// in the order they were sent. The bus never looks inside them.
+type Relay interface {
+	// Hold records that this replica has a connected instance of plugin (one more); Release
+	// that it has one less. Neither blocks: the bus tells the other replicas in the
+	// background, and keeps telling them while the plugin is held.
+	Hold(plugin string)
+	Release(plugin string)
+	// Holders returns the other replicas that hold plugin, in no particular order.
+	Holders(ctx context.Context, plugin string) ([]string, error)
+	// Alive reports whether the replica at address replica is running: a replica that stops
+	// without closing its bus (SIGKILL) stops being alive within seconds.
+	Alive(ctx context.Context, replica string) (bool, error)
+	// SendFrame sends frame to the replica at address to.
+	SendFrame(ctx context.Context, to string, frame []byte) error
+	// ReceiveFrames hands every frame sent to this replica to fn, on the bus's reader
+	// goroutine: fn must not block. Frames that arrive before it is called are dropped.
+	ReceiveFrames(fn func(frame []byte))
+}

@@ -22,8 +22,8 @@ var ReservedPaths = []string{
 }
 
 // EndpointConflict returns why plugin id may not serve endpoints: one claims a reserved
-// path, or overlaps (matches some request in common with) an endpoint of another active
-// plugin. The error is PLUGIN_ROUTE_CONFLICT, naming the endpoint in the manifest's words
+// path, or overlaps (matches some request in common with) an endpoint of another enabled
+// plugin (enabled plugins hold their paths whether or not an instance is connected here). The error is PLUGIN_ROUTE_CONFLICT, naming the endpoint in the manifest's words
 // and the plugin that holds the path; nil when there is none.
 func (r *Router) EndpointConflict(id string, endpoints []manifest.APIEndpoint) error {
 	for i, e := range endpoints {
@@ -35,14 +35,14 @@ func (r *Router) EndpointConflict(id string, endpoints []manifest.APIEndpoint) e
 					[]errs.FieldViolation{{Field: field, Description: "claims " + reserved + ", a path of Nexus's own API"}})
 			}
 			for _, other := range r.reg.Snapshot().All() {
-				if other.ID() == id || other.Status() != registry.StatusActive {
+				if other.ID() == id || !other.Enabled() {
 					continue
 				}
 				for _, oe := range other.Manifest().APIEndpoints {
 					for _, op := range oe.Patterns() {
 						if overlap(p, op) {
 							return errs.WithFields(errs.PluginRouteConflict,
-								fmt.Sprintf("plugin %s cannot serve %s: active plugin %s serves %s", id, p, other.ID(), op),
+								fmt.Sprintf("plugin %s cannot serve %s: enabled plugin %s serves %s", id, p, other.ID(), op),
 								[]errs.FieldViolation{{Field: field, Description: fmt.Sprintf("overlaps %s of plugin %s", op, other.ID())}}).
 								WithDetail("holder", other.ID())
 						}
@@ -139,7 +139,7 @@ type EndpointMatch struct {
 	Params  map[string]string
 }
 
-// endpointTable serves the endpoints of the active plugins of one registry snapshot.
+// endpointTable serves the endpoints of the enabled plugins of one registry snapshot.
 type endpointTable struct {
 	snap *registry.Snapshot
 	mux  *http.ServeMux
@@ -162,7 +162,7 @@ func (h endpointHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
 	*r.Context().Value(matchKey{}).(*EndpointMatch) = m
 }
 
-// Endpoint returns the endpoint of an active plugin that serves method and path (escaped,
+// Endpoint returns the endpoint of an enabled plugin that serves method and path (escaped,
 // as in the request line), if any: the most specific pattern wins, as in http.ServeMux.
 func (r *Router) Endpoint(method, path string) (EndpointMatch, bool) {
 	t := r.endpointTable()
@@ -188,7 +188,10 @@ func (r *Router) endpointTable() *endpointTable {
 	}
 	t := &endpointTable{snap: snap, mux: http.NewServeMux()}
 	for _, p := range snap.All() {
-		if p.Status() != registry.StatusActive {
+		// Enabled, not only active here: with several servers, the instance may be
+		// connected to another one (the call is relayed), and a plugin that is starting or
+		// restarting answers 503 rather than 404.
+		if !p.Enabled() {
 			continue
 		}
 		for _, e := range p.Manifest().APIEndpoints {

@@ -16,12 +16,12 @@ func endpoint(path string, methods ...string) manifest.APIEndpoint {
 }
 
 // A plugin may not claim a path of Nexus's own API, by its literal path or by a wildcard
-// that matches one, nor overlap an endpoint of another active plugin.
+// that matches one, nor overlap an endpoint of another enabled plugin.
 func TestEndpointConflict(t *testing.T) {
 	f := newFixture(t, bus.Options{})
 	f.install(t,
 		plugin{id: "auth-plugin", endpoints: []map[string]any{{"path": "/api/v1/auth/users/{id}", "methods": []string{"GET"}}}},
-		plugin{id: "idle-plugin", status: registry.StatusInactive, endpoints: []map[string]any{{"path": "/api/v1/idle", "methods": []string{"GET"}}}},
+		plugin{id: "idle-plugin", disabled: true, status: registry.StatusInactive, endpoints: []map[string]any{{"path": "/api/v1/idle", "methods": []string{"GET"}}}},
 	)
 	for _, tc := range []struct {
 		name     string
@@ -36,10 +36,10 @@ func TestEndpointConflict(t *testing.T) {
 		{"metrics", []manifest.APIEndpoint{endpoint("/metrics", "GET")}, "/metrics is a path"},
 		{"grpc service", []manifest.APIEndpoint{endpoint("/nexus.plugin.v1.PluginService/ListPlugins", "POST")}, "/nexus. is a path"},
 		{"console", []manifest.APIEndpoint{endpoint("/ui/plugins", "GET")}, "/ui is a path"},
-		{"same path of an active plugin", []manifest.APIEndpoint{endpoint("/api/v1/auth/users/{user}", "GET")}, "active plugin auth-plugin serves GET /api/v1/auth/users/{id}"},
+		{"same path of an active plugin", []manifest.APIEndpoint{endpoint("/api/v1/auth/users/{user}", "GET")}, "enabled plugin auth-plugin serves GET /api/v1/auth/users/{id}"},
 		{"more specific path of an active plugin", []manifest.APIEndpoint{endpoint("/api/v1/auth/users/me", "GET")}, "auth-plugin"},
 		{"other method", []manifest.APIEndpoint{endpoint("/api/v1/auth/users/{id}", "DELETE")}, ""},
-		{"inactive plugin's path", []manifest.APIEndpoint{endpoint("/api/v1/idle", "GET")}, ""},
+		{"disabled plugin's path", []manifest.APIEndpoint{endpoint("/api/v1/idle", "GET")}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := f.r.EndpointConflict("new-plugin", tc.eps)
@@ -57,8 +57,8 @@ func TestEndpointConflict(t *testing.T) {
 	}
 }
 
-// Requests find the endpoint of the active plugin that serves them, with the wildcards'
-// values; a plugin that is not active serves nothing, and the table follows the registry.
+// Requests find the endpoint of the enabled plugin that serves them, with the wildcards'
+// values; a disabled plugin serves nothing, and the table follows the registry.
 func TestEndpointLookup(t *testing.T) {
 	f := newFixture(t, bus.Options{})
 	f.install(t,
@@ -66,7 +66,7 @@ func TestEndpointLookup(t *testing.T) {
 			{"path": "/api/v1/auth/users/{id}", "methods": []string{"GET"}},
 			{"path": "/api/v1/auth/files/{path...}", "methods": []string{"GET", "PUT"}, "auth": "public", "timeout_seconds": 5},
 		}},
-		plugin{id: "idle-plugin", status: registry.StatusInactive, endpoints: []map[string]any{{"path": "/api/v1/idle", "methods": []string{"GET"}}}},
+		plugin{id: "idle-plugin", disabled: true, status: registry.StatusInactive, endpoints: []map[string]any{{"path": "/api/v1/idle", "methods": []string{"GET"}}}},
 	)
 	m, ok := f.r.Endpoint("GET", "/api/v1/auth/users/42")
 	if !ok || m.PluginID != "auth-plugin" || m.Pattern != "GET /api/v1/auth/users/{id}" || m.Params["id"] != "42" || m.Endpoint.Auth != "token" {
@@ -81,8 +81,8 @@ func TestEndpointLookup(t *testing.T) {
 			t.Errorf("%s %s matched %+v", c[0], c[1], m)
 		}
 	}
-	f.modify(t, "idle-plugin", func(rec *store.Plugin) { rec.Status = registry.StatusActive })
+	f.modify(t, "idle-plugin", func(rec *store.Plugin) { rec.Enabled = true })
 	if m, ok := f.r.Endpoint("GET", "/api/v1/idle"); !ok || m.PluginID != "idle-plugin" {
-		t.Fatalf("after activation: %+v %v", m, ok)
+		t.Fatalf("after enabling: %+v %v", m, ok)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -53,10 +54,12 @@ var ErrCallFailed = errors.New("the plugin instance failed during the call")
 var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// httpCall is the host's side of one call on a session.
+// httpCall is the host's side of one call: carried to an instance of the plugin over its
+// session, or to another replica that has one (relay.go).
 type httpCall struct {
 	id   string
-	sess *session
+	peer callPeer
+	who  string // "plugin x", for errors
 
 	mu       sync.Mutex
 	head     *pluginhostv1.HttpResponse // the answer's start, once it came
@@ -70,73 +73,35 @@ type httpCall struct {
 	grants chan struct{} // signalled when credit grows
 }
 
+// callPeer is where a call's frames go: a plugin instance's session (sessionPeer), or a
+// replica that has one (replicaPeer). Its answers come back through httpCall's deliver,
+// grant and fail.
+type callPeer interface {
+	// attach makes the peer's answers to c reach it; detach stops them.
+	attach(c *httpCall)
+	detach(c *httpCall)
+	start(ctx context.Context, req *pluginhostv1.HttpRequest) error
+	sendBody(ctx context.Context, b *pluginhostv1.HttpBody) error
+	sendWindow(ctx context.Context, w *pluginhostv1.HttpWindow) error
+	// cancel ends the call on the peer's side; it gives up after a second.
+	cancel(ctx context.Context, id, reason string)
+	// gone is closed when the peer can answer no more, for the reason goneErr gives.
+	gone() <-chan struct{}
+	goneErr() error
+}
+
 var callSeq atomic.Uint64
 
-// CallHTTP carries call to one connected instance of plugin pluginID and writes its answer
-// to w as it comes. It returns an error for the caller (PLUGIN_UNAVAILABLE with no
-// instance, PLUGIN_COMMUNICATION_TIMEOUT when ctx's deadline passes first, ErrCallFailed
-// when the instance goes away) only while nothing is written to w; after that the answer
-// is cut short and the error is ErrCallFailed or ctx's. The plugin's handler is cancelled
-// when ctx ends.
+// CallHTTP carries call to one connected instance of plugin pluginID, on this replica or
+// through the bus's relay on another one, and writes its answer to w as it comes. It
+// returns an error for the caller (PLUGIN_UNAVAILABLE with no instance anywhere,
+// PLUGIN_COMMUNICATION_TIMEOUT when ctx's deadline passes first, ErrCallFailed when the
+// instance goes away) only while nothing is written to w; after that the answer is cut
+// short and the error is ErrCallFailed or ctx's. The plugin's handler is cancelled when ctx
+// ends. The call counts in the plugin's metrics here, where it was received.
 func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall, w http.ResponseWriter) error {
-	sess := h.pickSession(pluginID)
-	if sess == nil {
-		return errs.New(errs.PluginUnavailable, "plugin %s has no connected instance to answer %s %s", pluginID, call.Method, call.Path)
-	}
-	c := &httpCall{id: fmt.Sprintf("http_%s_%d", newFrameID(), callSeq.Add(1)), sess: sess,
-		signal: make(chan struct{}, 1), grants: make(chan struct{}, 1)}
-	c.credit.Store(httpWindowBytes)
-	sess.mu.Lock()
-	if sess.calls == nil {
-		sess.calls = map[string]*httpCall{}
-	}
-	sess.calls[c.id] = c
-	sess.mu.Unlock()
-	defer func() {
-		sess.mu.Lock()
-		delete(sess.calls, c.id)
-		sess.mu.Unlock()
-	}()
-
-	first, bodyDone, err := readChunk(call.Body)
-	if err != nil {
-		return errs.Wrap(errs.ValidationError, err, "reading the request body failed")
-	}
-	c.credit.Add(-int64(len(first)))
-	req := requestFrame(c.id, call, first, bodyDone)
-	if d, ok := ctx.Deadline(); ok {
-		req.Deadline = timestamppb.New(d)
-	}
-	if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpRequest{HttpRequest: req}}); err != nil {
-		return err
-	}
-	finished := false
-	defer func() {
-		if !finished {
-			// The caller went away, the deadline passed or the instance broke: the
-			// plugin's handler stops.
-			reason := "the call ended"
-			if ctx.Err() != nil {
-				reason = context.Cause(ctx).Error()
-			}
-			// Bounded: a plugin that does not read its stream must not hold the caller.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = sess.enqueue(cctx, httpCancel(c.id, reason))
-			cancel()
-		}
-	}()
-	if !bodyDone {
-		go c.pumpBody(ctx, call.Body)
-	}
 	start := time.Now()
-	wrote, err := c.answer(ctx, w)
-	finished = err == nil
-	c.mu.Lock()
-	status := 0
-	if c.head != nil {
-		status = int(c.head.GetStatus())
-	}
-	c.mu.Unlock()
+	status, wrote, err := h.routeCall(ctx, pluginID, call, w)
 	who := call.Caller.TokenID
 	if who == "" {
 		host, _, err := net.SplitHostPort(call.RemoteAddr)
@@ -157,7 +122,78 @@ func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall,
 	return err
 }
 
-// pickSession returns one connected instance of the plugin, in turn.
+// routeCall carries the call to an instance on this replica, or else to a replica that
+// has one; when that replica has none any more (and the request can be sent again: its
+// body came whole in the first chunk), to the next.
+func (h *Sessions) routeCall(ctx context.Context, pluginID string, call HTTPCall, w http.ResponseWriter) (status int, wrote bool, err error) {
+	first, bodyDone, err := readChunk(call.Body)
+	if err != nil {
+		return 0, false, errs.Wrap(errs.ValidationError, err, "reading the request body failed")
+	}
+	if sess := h.pickSession(pluginID); sess != nil {
+		return h.carry(ctx, sessionPeer{sess}, pluginID, call, first, bodyDone, w)
+	}
+	unavailable := errs.New(errs.PluginUnavailable, "plugin %s has no connected instance to answer %s %s", pluginID, call.Method, call.Path)
+	if h.relay == nil {
+		return 0, false, unavailable
+	}
+	holders, err := h.relay.Holders(ctx, pluginID)
+	if err != nil {
+		return 0, false, errs.Wrap(errs.PluginUnavailable, err, "plugin %s has no connected instance on this server, and the other servers could not be asked", pluginID)
+	}
+	rand.Shuffle(len(holders), func(i, j int) { holders[i], holders[j] = holders[j], holders[i] })
+	for _, to := range holders {
+		status, wrote, err = h.carry(ctx, h.replicaPeer(to, pluginID), pluginID, call, first, bodyDone, w)
+		if err == nil || wrote || !bodyDone || !errors.Is(err, errNotHeld) {
+			return status, wrote, err
+		}
+	}
+	return 0, false, unavailable
+}
+
+// carry carries one call to peer: the request (with the first chunk of its body), the
+// rest of the body within the peer's window, and the answer to w. It cancels the call on
+// the peer's side unless the answer came whole.
+func (h *Sessions) carry(ctx context.Context, peer callPeer, pluginID string, call HTTPCall, first []byte, bodyDone bool, w http.ResponseWriter) (status int, wrote bool, err error) {
+	c := &httpCall{id: fmt.Sprintf("http_%s_%d", newFrameID(), callSeq.Add(1)), peer: peer, who: "plugin " + pluginID,
+		signal: make(chan struct{}, 1), grants: make(chan struct{}, 1)}
+	c.credit.Store(httpWindowBytes - int64(len(first)))
+	peer.attach(c)
+	defer peer.detach(c)
+
+	req := requestFrame(c.id, call, first, bodyDone)
+	if d, ok := ctx.Deadline(); ok {
+		req.Deadline = timestamppb.New(d)
+	}
+	if err := peer.start(ctx, req); err != nil {
+		return 0, false, err
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			// The caller went away, the deadline passed or the instance broke: the
+			// plugin's handler stops.
+			reason := "the call ended"
+			if ctx.Err() != nil {
+				reason = context.Cause(ctx).Error()
+			}
+			peer.cancel(ctx, c.id, reason)
+		}
+	}()
+	if !bodyDone {
+		go c.pumpBody(ctx, call.Body)
+	}
+	wrote, err = c.answer(ctx, w)
+	finished = err == nil
+	c.mu.Lock()
+	if c.head != nil {
+		status = int(c.head.GetStatus())
+	}
+	c.mu.Unlock()
+	return status, wrote, err
+}
+
+// pickSession returns one connected instance of the plugin on this replica, in turn.
 func (h *Sessions) pickSession(pluginID string) *session {
 	insts := h.pres.Instances(pluginID)
 	if len(insts) == 0 {
@@ -188,7 +224,7 @@ func readChunk(body io.Reader) ([]byte, bool, error) {
 	return buf[:n], false, nil
 }
 
-// pumpBody sends the rest of the request body within the plugin's window.
+// pumpBody sends the rest of the request body within the peer's window.
 func (c *httpCall) pumpBody(ctx context.Context, body io.Reader) {
 	for {
 		chunk, done, err := readChunk(body)
@@ -201,14 +237,12 @@ func (c *httpCall) pumpBody(ctx context.Context, body io.Reader) {
 			case <-c.grants:
 			case <-ctx.Done():
 				return
-			case <-c.sess.done:
+			case <-c.peer.gone():
 				return
 			}
 		}
 		c.credit.Add(-int64(len(chunk)))
-		f := &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpRequestBody{HttpRequestBody: &pluginhostv1.HttpBody{
-			RequestId: c.id, Chunk: chunk, Done: done}}}
-		if err := c.sess.send(ctx, f); err != nil || done {
+		if err := c.peer.sendBody(ctx, &pluginhostv1.HttpBody{RequestId: c.id, Chunk: chunk, Done: done}); err != nil || done {
 			return
 		}
 	}
@@ -252,9 +286,7 @@ func (c *httpCall) answer(ctx context.Context, w http.ResponseWriter) (wrote boo
 			return wrote, nil
 		}
 		if n > 0 {
-			grant := &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpResponseWindow{HttpResponseWindow: &pluginhostv1.HttpWindow{
-				RequestId: c.id, Bytes: int64(n)}}}
-			if err := c.sess.send(ctx, grant); err != nil {
+			if err := c.peer.sendWindow(ctx, &pluginhostv1.HttpWindow{RequestId: c.id, Bytes: int64(n)}); err != nil {
 				if ctx.Err() != nil {
 					return wrote, context.Cause(ctx)
 				}
@@ -265,8 +297,8 @@ func (c *httpCall) answer(ctx context.Context, w http.ResponseWriter) (wrote boo
 		case <-c.signal:
 		case <-ctx.Done():
 			return wrote, context.Cause(ctx)
-		case <-c.sess.done:
-			return wrote, fmt.Errorf("%w: plugin %s disconnected", ErrCallFailed, c.sess.pluginID)
+		case <-c.peer.gone():
+			return wrote, c.peer.goneErr()
 		}
 	}
 }
@@ -278,9 +310,9 @@ func (c *httpCall) deliver(head *pluginhostv1.HttpResponse, chunk []byte, done b
 	switch {
 	case c.done || c.err != nil:
 	case head != nil && c.head != nil:
-		c.err = fmt.Errorf("%w: plugin %s answered the call twice", ErrCallFailed, c.sess.pluginID)
+		c.err = fmt.Errorf("%w: %s answered the call twice", ErrCallFailed, c.who)
 	case head == nil && c.head == nil:
-		c.err = fmt.Errorf("%w: plugin %s sent body before its answer's status", ErrCallFailed, c.sess.pluginID)
+		c.err = fmt.Errorf("%w: %s sent body before its answer's status", ErrCallFailed, c.who)
 	default:
 		if head != nil {
 			c.head = head
@@ -291,7 +323,7 @@ func (c *httpCall) deliver(head *pluginhostv1.HttpResponse, chunk []byte, done b
 		}
 		c.done = done
 		if c.buffered > httpWindowBytes {
-			c.err = fmt.Errorf("%w: plugin %s sent more than its window", ErrCallFailed, c.sess.pluginID)
+			c.err = fmt.Errorf("%w: %s sent more than its window", ErrCallFailed, c.who)
 		}
 	}
 	c.mu.Unlock()
@@ -321,6 +353,49 @@ func (c *httpCall) grant(n int64) {
 	case c.grants <- struct{}{}:
 	default:
 	}
+}
+
+// sessionPeer carries calls to a plugin instance connected to this replica.
+type sessionPeer struct{ s *session }
+
+func (p sessionPeer) attach(c *httpCall) {
+	p.s.mu.Lock()
+	if p.s.calls == nil {
+		p.s.calls = map[string]*httpCall{}
+	}
+	p.s.calls[c.id] = c
+	p.s.mu.Unlock()
+}
+
+func (p sessionPeer) detach(c *httpCall) {
+	p.s.mu.Lock()
+	delete(p.s.calls, c.id)
+	p.s.mu.Unlock()
+}
+
+func (p sessionPeer) start(ctx context.Context, req *pluginhostv1.HttpRequest) error {
+	return p.s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpRequest{HttpRequest: req}})
+}
+
+func (p sessionPeer) sendBody(ctx context.Context, b *pluginhostv1.HttpBody) error {
+	return p.s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpRequestBody{HttpRequestBody: b}})
+}
+
+func (p sessionPeer) sendWindow(ctx context.Context, w *pluginhostv1.HttpWindow) error {
+	return p.s.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_HttpResponseWindow{HttpResponseWindow: w}})
+}
+
+func (p sessionPeer) cancel(ctx context.Context, id, reason string) {
+	// Bounded: a plugin that does not read its stream must not hold the caller.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = p.s.enqueue(cctx, httpCancel(id, reason))
+}
+
+func (p sessionPeer) gone() <-chan struct{} { return p.s.done }
+
+func (p sessionPeer) goneErr() error {
+	return fmt.Errorf("%w: plugin %s disconnected", ErrCallFailed, p.s.pluginID)
 }
 
 // httpFrame hands a frame of the plugin to its call, if the call still waits.

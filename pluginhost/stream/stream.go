@@ -58,6 +58,10 @@ type Sessions struct {
 	helloTimeout   time.Duration
 	// rr spreads HTTP calls over a plugin's instances.
 	rr atomic.Uint64
+	// relay, when the bus is shared by several replicas, carries HTTP calls to the
+	// replicas that hold the plugin (relay.go); relayed are those calls.
+	relay   bus.Relay
+	relayed *relayCalls
 }
 
 // New returns the session server.
@@ -71,12 +75,14 @@ func New(opts Options) *Sessions {
 	if opts.HelloTimeout <= 0 {
 		opts.HelloTimeout = defaultHelloTimeout
 	}
-	return &Sessions{
+	h := &Sessions{
 		reg: opts.Registry, pres: opts.Presence, router: opts.Router, bus: opts.Router.Bus(), busOpts: opts.Router.BusOptions(),
 		logs: opts.Logs, kv: opts.KV, metrics: opts.Metrics, log: opts.Logger,
 		hostVersion: opts.HostVersion, healthInterval: opts.HealthInterval, onHealth: opts.OnHealth,
 		helloTimeout: opts.HelloTimeout,
 	}
+	h.useRelay(h.bus)
+	return h
 }
 
 func mustJSON(v any) []byte {

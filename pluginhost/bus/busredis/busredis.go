@@ -52,7 +52,7 @@ const (
 	// closeTimeout bounds each Redis call made while closing.
 	closeTimeout = 3 * time.Second
 	// blockingPoolSize bounds the connections of the blocking-read client: one per open
-	// consumer, and two for the readers.
+	// consumer, and three for the readers.
 	blockingPoolSize = 10000
 )
 
@@ -107,6 +107,8 @@ type Bus struct {
 	cancels  map[string]time.Time // cancelled messages (cancelKey) → when to forget them
 
 	watchers *bus.Watchers
+
+	relay *relay // the relay between replicas (relay.go)
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -170,6 +172,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.noticeConn = &blockConn{rdb: b.blk}
 	b.replyDone = make(chan struct{})
 	b.noticeDone = make(chan struct{})
+	b.relay = newRelay(b.blk)
 
 	// One round trip: check Redis, load the scripts (so that pipelines can use EVALSHA) and
 	// find where the notices stream ends (the notice reader starts there).
@@ -189,10 +192,12 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.wg.Add(3)
+	b.wg.Add(5)
 	go b.replyLoop()
 	go b.noticeLoop()
 	go b.housekeep()
+	go b.relayLoop()
+	go b.holdLoop()
 	return b, nil
 }
 
@@ -547,7 +552,14 @@ func (b *Bus) Close() error {
 	// A reader may be in a blocking read (it ends by itself within readerBlock anyway).
 	interrupt(b.replyConn, b.replyDone, closeTimeout)
 	interrupt(b.noticeConn, b.noticeDone, closeTimeout)
+	interrupt(b.relay.conn, b.relay.loopDone, closeTimeout)
 	b.wg.Wait()
+	// After the hold loop ended, so that it cannot add this replica back.
+	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), closeTimeout)
+	if err := b.leaveRelay(leaveCtx); err != nil {
+		b.log.Warn("busredis: leaving the relay failed; the other replicas see this one gone within seconds", "err", err)
+	}
+	leaveCancel()
 	close(b.replies)
 	b.watchers.Close()
 	errs = append(errs, b.rdb.Close(), b.blk.Close())

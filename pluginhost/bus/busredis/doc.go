@@ -25,6 +25,14 @@
 //	nexus:notices               stream every replica reads (MAXLEN ~ 10000): announced events,
 //	                            cancellations, and hand-backs of closing consumers
 //	nexus:sweep:{plugin}        marker limiting the sweep of a full inbox to once a second
+//	nexus:replicas              sorted set of the live replicas scored by when they stop
+//	                            counting (refreshed every 3s, 10s of grace): bus.Relay's Alive
+//	nexus:holders:{plugin}      sorted set of the replicas where the plugin has connected
+//	                            instances, scored the same way (bus.Relay's Holders); updated
+//	                            at once when the first instance attaches or the last detaches
+//	nexus:relay:{replica}       stream of relay frames to one replica (field f); the replica
+//	                            deletes what it read, and the stream expires 5 minutes after
+//	                            its last frame (MAXLEN ~ 100000 as a safety net)
 //
 // Values are compact binary records (codec.go), one field each; Data stays opaque bytes.
 //
@@ -113,7 +121,7 @@
 //
 // # Connections
 //
-// Blocking reads (one per consumer loop, one each for the reply and notice readers) use a
+// Blocking reads (one per consumer loop, one each for the reply, notice and relay readers) use a
 // second go-redis client of their own, each reader holding one connection, so that
 // CLIENT UNBLOCK from another connection ends a read at once (Close, or a hand-back to
 // pick up) and so that they never starve the pool of ordinary calls. That pool is

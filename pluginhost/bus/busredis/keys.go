@@ -30,3 +30,13 @@ func (k keys) reply(replica string) string { return k.prefix + "reply:" + replic
 
 // notices is the stream every replica reads: announced events, cancellations, hand-backs.
 func (k keys) notices() string { return k.prefix + "notices" }
+
+// replicas is the sorted set of the live replicas, scored by when they stop counting.
+func (k keys) replicas() string { return k.prefix + "replicas" }
+
+// holders is the sorted set of the replicas where plugin has connected instances, scored
+// by when they stop counting.
+func (k keys) holders(plugin string) string { return k.prefix + "holders:" + plugin }
+
+// relay is the stream of the relay frames to a replica.
+func (k keys) relay(replica string) string { return k.prefix + "relay:" + replica }

@@ -179,6 +179,11 @@ func (b *Bus) noticeLoop() {
 // entry to handle (which returns false to stop). It survives Redis going away: it retries
 // with backoff on a fresh connection, from the last entry it handled.
 func (b *Bus) readLoop(what string, bc *blockConn, stream, last string, handle func(redis.XMessage) bool) {
+	b.readLoopBatch(what, bc, stream, last, handle, func() {})
+}
+
+// readLoopBatch is readLoop calling batchDone after each batch of entries it handled.
+func (b *Bus) readLoopBatch(what string, bc *blockConn, stream, last string, handle func(redis.XMessage) bool, batchDone func()) {
 	defer bc.reset()
 	var bo backoff
 	for b.ctx.Err() == nil {
@@ -213,6 +218,7 @@ func (b *Bus) readLoop(what string, bc *blockConn, stream, last string, handle f
 				}
 			}
 		}
+		batchDone()
 	}
 }
 
