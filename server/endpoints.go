@@ -62,6 +62,15 @@ type endpointRoutes interface {
 func withPluginEndpoints(routes endpointRoutes, calls endpointCaller, ids authenticator, grants func(pluginID string) []string, m *endpointMetrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		match, ok := routes.Endpoint(r.Method, r.URL.EscapedPath())
+		if !ok && match.Allow != "" {
+			// A plugin serves the path, with other methods.
+			ci := callInfoFrom(r.Context())
+			de := errs.New(codeMethodNotAllowed, "%s is served with %s, not %s", r.URL.Path, match.Allow, r.Method)
+			ci.setError(de)
+			w.Header().Set("Allow", match.Allow)
+			writeEnvelope(w, http.StatusMethodNotAllowed, envelope{Error: errorBody(de), Timestamp: nowRFC3339(), RequestID: ci.requestID})
+			return
+		}
 		if !ok {
 			next.ServeHTTP(w, r)
 			return

@@ -142,6 +142,12 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 		t.Errorf("the plugin saw %v", got)
 	}
 
+	// A declared path with a method it is not declared with: 405, with the methods it has.
+	res, b = getWith(t, e, "DELETE", "/api/v1/test/alice", e.User, nil)
+	if res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD" || !strings.Contains(string(b), "METHOD_NOT_ALLOWED") {
+		t.Errorf("DELETE of a GET endpoint: %d %v %s", res.StatusCode, res.Header, b)
+	}
+
 	// A streamed answer (Server-Sent Events) arrives event by event.
 	req, _ := http.NewRequest("GET", e.URL+"/api/v1/test-sse", nil)
 	req.Header.Set("Authorization", "Bearer "+e.User)

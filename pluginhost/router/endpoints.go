@@ -137,6 +137,9 @@ type EndpointMatch struct {
 	// values.
 	Pattern string
 	Params  map[string]string
+	// Allow, when Endpoint finds no endpoint for the method but some for the path, lists
+	// their methods ("GET, HEAD"): the caller answers 405 rather than 404.
+	Allow string
 }
 
 // endpointTable serves the endpoints of the enabled plugins of one registry snapshot.
@@ -164,13 +167,20 @@ func (h endpointHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
 
 // Endpoint returns the endpoint of an enabled plugin that serves method and path (escaped,
 // as in the request line), if any: the most specific pattern wins, as in http.ServeMux.
+// When endpoints serve the path with other methods only, the match has just Allow.
 func (r *Router) Endpoint(method, path string) (EndpointMatch, bool) {
 	t := r.endpointTable()
 	probe, err := http.NewRequest(method, "http://nexus"+path, nil)
 	if err != nil {
 		return EndpointMatch{}, false
 	}
-	if _, pattern := t.mux.Handler(probe); pattern == "" {
+	if h, pattern := t.mux.Handler(probe); pattern == "" {
+		// No pattern: ServeMux's 404, or its 405 naming the methods that would match.
+		var rec allowRecorder
+		h.ServeHTTP(&rec, probe)
+		if rec.status == http.StatusMethodNotAllowed {
+			return EndpointMatch{Allow: rec.header.Get("Allow")}, false
+		}
 		return EndpointMatch{}, false
 	}
 	var m EndpointMatch
@@ -229,6 +239,21 @@ func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	mux.Handle(pattern, h)
 	return nil
 }
+
+// allowRecorder keeps the status and headers ServeMux's own handlers write.
+type allowRecorder struct {
+	header http.Header
+	status int
+}
+
+func (a *allowRecorder) Header() http.Header {
+	if a.header == nil {
+		a.header = http.Header{}
+	}
+	return a.header
+}
+func (a *allowRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (a *allowRecorder) WriteHeader(status int)      { a.status = status }
 
 // discard is a ResponseWriter that keeps nothing.
 type discard struct{}

@@ -81,6 +81,12 @@ func TestEndpointLookup(t *testing.T) {
 			t.Errorf("%s %s matched %+v", c[0], c[1], m)
 		}
 	}
+	if m, ok := f.r.Endpoint("DELETE", "/api/v1/auth/files/x"); ok || m.Allow != "GET, HEAD, PUT" {
+		t.Errorf("a declared path with another method: %+v %v, want Allow GET, HEAD, PUT", m, ok)
+	}
+	if m, _ := f.r.Endpoint("GET", "/api/v1/nothing"); m.Allow != "" {
+		t.Errorf("an undeclared path: Allow %q", m.Allow)
+	}
 	f.modify(t, "idle-plugin", func(rec *store.Plugin) { rec.Enabled = true })
 	if m, ok := f.r.Endpoint("GET", "/api/v1/idle"); !ok || m.PluginID != "idle-plugin" {
 		t.Fatalf("after enabling: %+v %v", m, ok)
