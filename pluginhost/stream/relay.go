@@ -384,8 +384,10 @@ type relayWriter struct {
 	header http.Header
 	status int
 	buf    []byte
-	// started says the answer's head was sent.
+	// started says the answer's head was sent; err is the first failure to send, after
+	// which nothing more is sent.
 	started bool
+	err     error
 
 	credit atomic.Int64
 	grants chan struct{}
@@ -404,7 +406,7 @@ func (w *relayWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	w.buf = append(w.buf, p...)
-	for len(w.buf) >= httpChunkBytes {
+	for len(w.buf) >= httpChunkBytes || w.err != nil {
 		if err := w.sendChunk(false); err != nil {
 			return 0, err
 		}
@@ -439,6 +441,9 @@ func (w *relayWriter) finish() error {
 
 // sendChunk sends the head (first) and up to one chunk of the answer, within the window.
 func (w *relayWriter) sendChunk(done bool) error {
+	if w.err != nil {
+		return w.err
+	}
 	n := min(len(w.buf), httpChunkBytes)
 	for w.credit.Load() < int64(n) {
 		select {
@@ -459,7 +464,8 @@ func (w *relayWriter) sendChunk(done bool) error {
 		f.Frame = &relayv1.Frame_Response{Response: &pluginhostv1.HttpResponse{RequestId: w.id, Status: int32(w.status), Headers: hs, Body: chunk, Done: done}}
 		w.started = true
 	}
-	return w.send(f)
+	w.err = w.send(f)
+	return w.err
 }
 
 // grant adds response credit from the caller's side.
