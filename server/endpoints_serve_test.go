@@ -217,8 +217,14 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 	}
 
 	// Metrics: every call counted, with its callers.
+	// Counted: every call that reached the plugin (not the 401s); failed: the timeout and
+	// the crash, not the client that went away; callers: the user, the admin, the plugin
+	// and the anonymous caller of the public endpoint.
 	m := e.mustREST(http.MethodGet, "/api/v1/plugins/web-plugin", e.Admin, nil)["plugin"].(map[string]any)
-	t.Logf("metrics after the calls: %v", m["metrics"])
+	usage := m["metrics"].(map[string]any)["usage"].(map[string]any)
+	if usage["total_requests"] != 11.0 || usage["failed_requests"] != 2.0 || usage["unique_users"] != 4.0 {
+		t.Errorf("metrics after the calls: %v", m["metrics"])
+	}
 	prom, pb := getWith(t, e, "GET", "/metrics", "", nil)
 	if prom.StatusCode != 200 || !strings.Contains(string(pb), `nexus_plugin_http_requests_total{plugin_id="web-plugin",route="GET /api/v1/test/{name}",status_class="2xx"}`) {
 		t.Errorf("prometheus: no nexus_plugin_http_requests_total by route pattern")

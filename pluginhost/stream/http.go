@@ -110,7 +110,9 @@ func (h *Sessions) CallHTTP(ctx context.Context, pluginID string, call HTTPCall,
 		}
 		who = "anonymous@" + host
 	}
-	h.metrics.ObserveRequest(pluginID, who, time.Since(start), err != nil || status >= 500)
+	// A failure is a 5xx answer, or none, unless the caller went away first.
+	failed := status >= 500 || (err != nil && !errors.Is(ctx.Err(), context.Canceled))
+	h.metrics.ObserveRequest(pluginID, who, time.Since(start), failed)
 	switch {
 	case err == nil:
 		return nil
