@@ -16,8 +16,9 @@ var errNoMessageHandler = errors.New("plugin: this plugin does not handle messag
 // hands each to its handler without waiting for author code. When it ends, the requests
 // still waiting for a reply on c fail, and new ones wait for the next connection.
 //
-// A delivery that can run at once (OnStart is done and a worker slot is free) is handled
-// by the goroutine that read it, after it has started a successor to read on: the handler
+// A delivery that can run at once (OnStart is done and a worker slot is free), and an HTTP
+// call once OnStart is done, is handled by the goroutine that read it, after it has started
+// a successor to read on: the handler
 // starts without a scheduler wake-up, the successor's start is off the message's path, and
 // the successor inherits the receive side (the duty to end it).
 func (r *runner) receive(c *conn) {
@@ -70,8 +71,8 @@ func (r *runner) worker(job func()) {
 	}
 }
 
-// dispatch hands a frame to its handler. For a delivery that can run at once it returns
-// the work instead, for the caller to run (see receive).
+// dispatch hands a frame to its handler. For a delivery or an HTTP call that can run at
+// once it returns the work instead, for the caller to run (see receive).
 func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) (run func()) {
 	switch f := res.GetFrame().(type) {
 	case *pluginhostv1.ConnectResponse_Deliver:
@@ -102,7 +103,7 @@ func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) (run func(
 			r.log.Debug("plugin: ignoring a cancel for a message no longer handled", "delivery_id", f.Cancel.GetDeliveryId())
 		}
 	case *pluginhostv1.ConnectResponse_HttpRequest:
-		r.httpRequest(c, f.HttpRequest)
+		return r.httpRequest(c, f.HttpRequest)
 	case *pluginhostv1.ConnectResponse_HttpRequestBody:
 		b := f.HttpRequestBody
 		c.httpFrame(b.GetRequestId(), func(call *httpCall) { call.body.push(b.GetChunk(), b.GetDone()) })

@@ -83,7 +83,8 @@ func httpRequest(id, method, path string, body []byte, done bool) *pluginhostv1.
 
 // The plugin's net/http handler answers calls the host carries over the stream: the
 // request as the caller made it (path values, query, headers, caller), the answer streamed
-// in chunks within the host's window, uploads read as they come with windows granted back,
+// in chunks within the host's window (or in one frame with its Content-Length when the
+// handler returns without flushing), uploads read as they come with windows granted back,
 // cancellation reaching the handler, and 501 without a handler.
 func TestHTTPHandler(t *testing.T) {
 	t.Parallel()
@@ -131,7 +132,7 @@ func TestHTTPHandler(t *testing.T) {
 			}
 			head, rest, _ := bytes.Cut(a.body, []byte("\n"))
 			if want := "id=42 q=a b h=[one two] caller=ci/user/tok_1 host=nexus.test remote=192.0.2.7:5555 pattern=GET /api/v1/things/{id}"; a.status != 202 || string(head) != want ||
-				a.headers["X-Reply"][0] != "yes" || len(rest) != 1<<20 {
+				a.headers["X-Reply"][0] != "yes" || len(rest) != 1<<20 || a.headers["Content-Length"] != nil {
 				return fmt.Errorf("GET answered %d %v %q (+%d bytes)", a.status, a.headers, head, len(rest))
 			}
 			// An upload in chunks: the host sends within the window the plugin grants.
@@ -159,8 +160,10 @@ func TestHTTPHandler(t *testing.T) {
 				return err
 			}
 			sum := sha256.Sum256(upload)
-			if a := <-answer; a.status != 200 || string(a.body) != fmt.Sprintf("%d %s", len(upload), hex.EncodeToString(sum[:])) {
-				return fmt.Errorf("upload answered %d %q", a.status, a.body)
+			// An answer its handler did not flush comes whole, with its length.
+			if a := <-answer; a.status != 200 || string(a.body) != fmt.Sprintf("%d %s", len(upload), hex.EncodeToString(sum[:])) ||
+				fmt.Sprint(a.headers["Content-Length"]) != fmt.Sprintf("[%d]", len(a.body)) {
+				return fmt.Errorf("upload answered %d %v %q", a.status, a.headers, a.body)
 			}
 			// A cancel reaches the handler's context (a call cancelled before its handler
 			// starts is dropped without running it).

@@ -32,6 +32,9 @@ import (
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 )
 
+// flowWindowBytes is the HTTP/2 flow-control window of the stream and of the connection.
+const flowWindowBytes = 4 << 20
+
 // minKeepalive is the shortest ping interval grpc-go allows; shorter ones are raised to it.
 const minKeepalive = 10 * time.Second
 
@@ -95,6 +98,14 @@ func newGRPCClient(o *options, target, authority string, creds credentials.Trans
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.Config{
 			BaseDelay: o.backoffInitial, Multiplier: 2, Jitter: 0.2, MaxDelay: o.backoffMax,
 		}}),
+		// Fixed flow-control windows, which turn grpc-go's BDP estimation off: with it,
+		// each frame from the host that finds no estimate under way (in request-reply
+		// traffic, nearly every one) made the SDK send a PING and a WINDOW_UPDATE, and the
+		// host write the PING's ACK, which the SDK then read: a write and a read more, with
+		// their wake-ups, for every HTTP call (see BenchmarkPluginEndpoint). One window
+		// holds the largest frame the host sends by default (its max-message-bytes, 4 MiB).
+		grpc.WithInitialWindowSize(flowWindowBytes),
+		grpc.WithInitialConnWindowSize(flowWindowBytes),
 	}
 	if o.keepalive > 0 {
 		dopts = append(dopts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
