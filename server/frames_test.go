@@ -27,7 +27,20 @@ func TestHandCheckedFramesAgreeWithProtovalidate(t *testing.T) {
 	send := func(id, target, typ string, timeout int32) *pluginhostv1.ConnectRequest {
 		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{RequestId: id, TargetPlugin: target, MessageType: typ, TimeoutSeconds: timeout}}}
 	}
+	resp := func(id string, status int32, body int) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HttpResponse{HttpResponse: &pluginhostv1.HttpResponse{
+			RequestId: id, Status: status, Body: make([]byte, body), Headers: []*pluginhostv1.HttpHeader{{Name: "X", Values: []string{"1"}}}}}}
+	}
+	body := func(id string, n int) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HttpResponseBody{HttpResponseBody: &pluginhostv1.HttpBody{RequestId: id, Chunk: make([]byte, n), Done: true}}}
+	}
+	window := func(id string, n int64) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HttpWindow{HttpWindow: &pluginhostv1.HttpWindow{RequestId: id, Bytes: n}}}
+	}
 	frames := []*pluginhostv1.ConnectRequest{
+		resp("h1", 200, 10), resp("", 200, 0), resp("h1", 99, 0), resp("h1", 100, 0), resp("h1", 999, 65536), resp("h1", 1000, 0), resp("h1", 200, 65537),
+		body("h1", 65536), body("h1", 65537), body("", 0), body("h1", 0),
+		window("h1", 1), window("h1", 0), window("h1", -5), window("", 10),
 		reply("d1", "success", ""), reply("d1", "error", "boom"), reply("", "success", ""), reply("d1", "ok", ""),
 		reply("d1", "error", long), reply("d1", "error", strings.Repeat("é", 4096)),
 		ack("d1", pluginhostv1.AckAction_ACK_ACTION_DONE, 0, ""), ack("", pluginhostv1.AckAction_ACK_ACTION_DONE, 0, ""),

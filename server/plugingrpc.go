@@ -30,6 +30,13 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
 		// Payloads pass through undecoded (plugincodec.go).
 		grpc.ForceServerCodecV2(newPluginCodec()),
+		// Fixed flow-control windows: with the default dynamic sizing (BDP estimation) nearly
+		// every frame received made grpc-go send a PING and a WINDOW_UPDATE, two writes and
+		// reads more on the path of every plugin HTTP call (BenchmarkPluginEndpoint: 6.4
+		// writes per call against 4.2 without; p50 ratio 1.39 -> 1.25). 4 MiB is at most what
+		// a plugin may have in flight unread; BDP would grow to 16 MiB.
+		grpc.InitialWindowSize(4<<20),
+		grpc.InitialConnWindowSize(4<<20),
 		// The SDK pings idle connections to find dead ones; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Connections are routed by their first request: one that opened a gRPC plugin

@@ -170,23 +170,22 @@ func (h endpointHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
 // When endpoints serve the path with other methods only, the match has just Allow.
 func (r *Router) Endpoint(method, path string) (EndpointMatch, bool) {
 	t := r.endpointTable()
-	probe, err := http.NewRequest(method, "http://nexus"+path, nil)
+	// One pass through the table's ServeMux: a pattern's handler records the match;
+	// otherwise ServeMux answers 404, or 405 naming the methods that would match.
+	var m EndpointMatch
+	probe, err := http.NewRequestWithContext(context.WithValue(context.Background(), matchKey{}, &m), method, "http://nexus"+path, nil)
 	if err != nil {
 		return EndpointMatch{}, false
 	}
-	if h, pattern := t.mux.Handler(probe); pattern == "" {
-		// No pattern: ServeMux's 404, or its 405 naming the methods that would match.
-		var rec allowRecorder
-		h.ServeHTTP(&rec, probe)
-		if rec.status == http.StatusMethodNotAllowed {
-			return EndpointMatch{Allow: rec.header.Get("Allow")}, false
-		}
-		return EndpointMatch{}, false
+	var rec allowRecorder
+	t.mux.ServeHTTP(&rec, probe)
+	switch {
+	case m.PluginID != "":
+		return m, true
+	case rec.status == http.StatusMethodNotAllowed:
+		return EndpointMatch{Allow: rec.header.Get("Allow")}, false
 	}
-	var m EndpointMatch
-	probe = probe.WithContext(context.WithValue(probe.Context(), matchKey{}, &m))
-	t.mux.ServeHTTP(discard{}, probe)
-	return m, m.PluginID != ""
+	return EndpointMatch{}, false
 }
 
 // endpointTable returns the table of the current snapshot, building it on the first use
@@ -240,7 +239,8 @@ func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	return nil
 }
 
-// allowRecorder keeps the status and headers ServeMux's own handlers write.
+// allowRecorder keeps the status and headers ServeMux's own handlers write (none when a
+// pattern's handler ran).
 type allowRecorder struct {
 	header http.Header
 	status int
@@ -254,10 +254,3 @@ func (a *allowRecorder) Header() http.Header {
 }
 func (a *allowRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (a *allowRecorder) WriteHeader(status int)      { a.status = status }
-
-// discard is a ResponseWriter that keeps nothing.
-type discard struct{}
-
-func (discard) Header() http.Header         { return http.Header{} }
-func (discard) Write(b []byte) (int, error) { return len(b), nil }
-func (discard) WriteHeader(int)             {}

@@ -281,11 +281,13 @@ func (c *httpCall) answer(ctx context.Context, w http.ResponseWriter) (wrote boo
 			}
 			n += len(b)
 		}
+		if done {
+			// Not flushed: net/http then sends a whole small answer with its length, in
+			// one write.
+			return wrote, nil
+		}
 		if wrote && flusher != nil {
 			flusher.Flush()
-		}
-		if done {
-			return wrote, nil
 		}
 		if n > 0 {
 			if err := c.peer.sendWindow(ctx, &pluginhostv1.HttpWindow{RequestId: c.id, Bytes: int64(n)}); err != nil {
