@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -52,25 +51,8 @@ func TestPluginEndpointsAreServedFromAnotherServer(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"name": r.PathValue("name"), "query": r.URL.RawQuery, "caller": c,
 			"authorization": r.Header.Get("Authorization"), "header": r.Header.Get("X-Test")})
 	})
-	mux.HandleFunc("GET /api/v1/relay/events", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := range 3 {
-			fmt.Fprintf(w, "data: tick %d\n\n", i)
-			w.(http.Flusher).Flush()
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-	mux.HandleFunc("POST /api/v1/relay/upload", func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		// An answer as large as the upload goes back in chunks too.
-		_, _ = io.Copy(w, io.LimitReader(zeros{}, n))
-		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
-	})
+	mux.HandleFunc("GET /api/v1/relay/events", serveTicks(50*time.Millisecond))
+	mux.HandleFunc("POST /api/v1/relay/upload", serveUpload(true))
 	mux.HandleFunc("GET /api/v1/relay/slow", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		cancelled <- r.URL.RawQuery

@@ -49,23 +49,8 @@ func testHTTPHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/test-public", hello)
 	mux.HandleFunc("GET /api/v1/test-admin", hello)
 	mux.HandleFunc("GET /api/v1/test-read", hello)
-	mux.HandleFunc("GET /api/v1/test-sse", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := range 3 {
-			fmt.Fprintf(w, "data: tick %d\n\n", i)
-			w.(http.Flusher).Flush()
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-	mux.HandleFunc("POST /api/v1/test-upload", func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
-	})
+	mux.HandleFunc("GET /api/v1/test-sse", serveTicks(20*time.Millisecond))
+	mux.HandleFunc("POST /api/v1/test-upload", serveUpload(false))
 	mux.HandleFunc("GET /api/v1/test-slow", func(w http.ResponseWriter, r *http.Request) {
 		_ = os.WriteFile(filepath.Join(os.Getenv("HOME"), "started-"+r.URL.Query().Get("mark")), nil, 0o600)
 		<-r.Context().Done()
@@ -75,6 +60,35 @@ func testHTTPHandler() http.Handler {
 		os.Exit(3)
 	})
 	return mux
+}
+
+// serveTicks answers three Server-Sent Events, flushed one by one, gap apart.
+func serveTicks(gap time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: tick %d\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(gap)
+		}
+	}
+}
+
+// serveUpload answers the length and sha256 of the body it read; with echo, after as many
+// zero bytes (a download as large as the upload).
+func serveUpload(echo bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if echo {
+			_, _ = io.Copy(w, io.LimitReader(zeros{}, n))
+		}
+		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
+	}
 }
 
 // getWith calls the server with token ("" for none).
