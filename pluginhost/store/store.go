@@ -3,8 +3,9 @@
 // the plugins' key-value entries.
 //
 // A Store runs every change in one transaction (Write) so that writes that belong together
-// land together or not at all. Implementations: storesqlite (the default, one SQLite file).
-// Every implementation passes the conformance suite in storetest.
+// land together or not at all. Implementations: storesqlite (the default, one SQLite file
+// for one server) and storepg (PostgreSQL, shared by several servers). Every implementation
+// passes the conformance suite in storetest.
 package store
 
 import (
