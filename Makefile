@@ -106,7 +106,7 @@ lint: tools $(GOLANGCI) ## buf lint, buf format, buf breaking (against main), go
 test: checkgenerate lint test-go test-fuzz test-ts test-readme ## Every test: generation, lint, Go (race), fuzz, TypeScript, README examples.
 
 .PHONY: test-go
-test-go: redis-server ## Go tests with the race detector.
+test-go: redis-server postgresql ## Go tests with the race detector.
 	$(GO) test $(GOTESTFLAGS) ./...
 
 .PHONY: redis-server
@@ -116,6 +116,14 @@ redis-server: ## Make sure redis-server is installed (the messaging tests start 
 			echo "installing redis-server (apt)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 		else echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2; exit 1; fi; }
+
+.PHONY: postgresql
+postgresql: ## Make sure PostgreSQL (initdb, postgres) is installed (the store tests start their own).
+	@{ command -v initdb && command -v postgres; } >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing postgresql (apt)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+		else echo "PostgreSQL is missing: install it (e.g. apt-get install postgresql)" >&2; exit 1; fi; }
 
 FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./pluginhost/archive:FuzzExtract \
@@ -147,7 +155,7 @@ test-readme: build demo-repo grpcurl ## Run the README's examples against a fres
 BENCHFLAGS ?=
 
 .PHONY: bench
-bench: build redis-server ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
+bench: build redis-server postgresql ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./server/cmd/nexus-bench -nexus $(BIN) $(BENCHFLAGS)
 
