@@ -26,8 +26,13 @@ import (
 type Config struct {
 	// Listen is the address of the one listener (HTTP/1.1 and h2c, or TLS).
 	Listen string
-	// DataDir holds the database, installed plugins, backups and keys.
+	// DataDir holds the database (unless DatabaseURL is set), installed plugins, backups and
+	// keys.
 	DataDir string
+	// DatabaseURL, when set, keeps the server's state (plugins, configuration, tokens,
+	// audit, logs, key-value entries) in PostgreSQL (postgres://user:password@host:5432/db),
+	// which several servers can share; otherwise a SQLite file in DataDir does (one server).
+	DatabaseURL string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 	// TLSCert and TLSKey enable TLS when both are set.
@@ -130,6 +135,7 @@ func (c *Config) settings() []setting {
 	return []setting{
 		{"listen", "address to listen on for every protocol (gRPC, gRPC-Web, Connect, REST)", (*stringValue)(&c.Listen)},
 		{"data-dir", "directory for the database, installed plugins, backups and keys", (*stringValue)(&c.DataDir)},
+		{"database-url", "PostgreSQL for the state, which several servers can share (postgres://user:password@host:5432/nexus; put a password in the env var or the config file, not the flag, which ps shows); empty: a SQLite file in the data directory, one server", (*stringValue)(&c.DatabaseURL)},
 		{"log-level", "log level: debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"tls-cert", "TLS certificate file (PEM); with tls-key, serves TLS instead of h2c", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
@@ -283,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInboxBytes < minInboxBytes {
 		problems = append(problems, fmt.Sprintf("max-inbox-bytes: must be at least %d (twice the largest payload)", minInboxBytes))
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		problems = append(problems, "database-url: must be a postgres:// or postgresql:// URL")
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
 		problems = append(problems, "redis-url: must be a redis://, rediss:// or unix:// URL")

@@ -59,6 +59,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"relative read":   {"--plugin-read-paths", "opt/python"},
 		"negative procs":  {"--plugin-max-processes", "-1"},
 		"bad no-sandbox":  {"--no-sandbox=perhaps"},
+		"not postgres":    {"--database-url", "mysql://db.example/nexus"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -75,13 +76,42 @@ func TestConfigRejectsBadValues(t *testing.T) {
 	}
 }
 
+func TestConfigDatabaseURL(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nexus.yaml")
+	if err := os.WriteFile(file, []byte("database-url: postgres://file@db/nexus\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"default", nil, nil, ""},
+		{"file", []string{"--config", file}, nil, "postgres://file@db/nexus"},
+		{"env over file", []string{"--config", file}, map[string]string{"NEXUS_DATABASE_URL": "postgresql://env@db/nexus"}, "postgresql://env@db/nexus"},
+		{"flag over env", []string{"--database-url", "postgres://flag@db/nexus"}, map[string]string{"NEXUS_DATABASE_URL": "postgres://env@db/nexus"}, "postgres://flag@db/nexus"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := server.ParseConfig(append([]string{"--data-dir", dir}, tc.args...), func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.DatabaseURL != tc.want {
+				t.Errorf("DatabaseURL = %q, want %q", cfg.DatabaseURL, tc.want)
+			}
+		})
+	}
+}
+
 func TestServeHelpDocumentsEverySetting(t *testing.T) {
 	var out bytes.Buffer
 	_, err := server.ParseConfig([]string{"--help"}, func(string) string { return "" }, &out)
 	if err == nil {
 		t.Fatal("--help did not stop parsing")
 	}
-	for _, s := range []string{"listen", "data-dir", "log-level", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
+	for _, s := range []string{"listen", "data-dir", "log-level", "database-url", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
 		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "plugin-uid-range", "plugin-max-processes", "plugin-read-paths", "no-sandbox", "addr-file", "config"} {
 		if !strings.Contains(out.String(), "-"+s) {
 			t.Errorf("help lacks --%s", s)

@@ -43,6 +43,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
 )
 
@@ -108,22 +109,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("secure data dir: %w", err)
 	}
 	// One server per data directory: a second one would launch every enabled plugin again.
+	// With --database-url too: servers sharing a database each have a data directory of
+	// their own (their unpacked packages, keys and backups).
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	dbPath := filepath.Join(cfg.DataDir, "nexus.db")
-	st, err := storesqlite.Open(ctx, dbPath)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		lock.Close()
 		return nil, err
-	}
-	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
-		if err := os.Chmod(f, 0o600); err != nil && !os.IsNotExist(err) {
-			st.Close()
-			lock.Close()
-			return nil, fmt.Errorf("secure %s: %w", f, err)
-		}
 	}
 	s, err := newServer(ctx, cfg, log, st)
 	if err != nil {
@@ -133,6 +128,30 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.lock = lock
 	return s, nil
+}
+
+// openStore opens the store cfg names: PostgreSQL at cfg.DatabaseURL, or the SQLite file
+// nexus.db in the data directory (readable by the owner only).
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, error) {
+	if cfg.DatabaseURL != "" {
+		st, err := storepg.Open(ctx, cfg.DatabaseURL, storepg.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("open the database (--database-url): %w", err)
+		}
+		return st, nil
+	}
+	dbPath := filepath.Join(cfg.DataDir, "nexus.db")
+	st, err := storesqlite.Open(ctx, dbPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !os.IsNotExist(err) {
+			st.Close()
+			return nil, fmt.Errorf("secure %s: %w", f, err)
+		}
+	}
+	return st, nil
 }
 
 func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (*Server, error) {
@@ -355,7 +374,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() { errc <- srv.Serve(ln) }()
 	}
 	s.setListenAddr(ln.Addr())
-	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir)
+	storeName := "sqlite"
+	if s.cfg.DatabaseURL != "" {
+		storeName = "postgresql"
+	}
+	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir, "store", storeName)
 	startCtx, stopStarting := context.WithCancel(ctx)
 	started := make(chan struct{})
 	go func() {

@@ -2,7 +2,7 @@
 // subcommands administer it.
 //
 //	nexus serve [flags]                 run the server (see nexus serve --help)
-//	nexus token create|list|revoke      manage access tokens in the data directory
+//	nexus token create|list|revoke      manage access tokens in the server's database
 //	nexus plugins list|get|install|uninstall|config|permissions
 //	                                    call the API of a running server
 //	nexus package DIR [-o FILE]         build a plugin package

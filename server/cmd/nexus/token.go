@@ -17,16 +17,19 @@ import (
 
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
 )
 
 const tokenUsage = `Usage:
-  nexus token create --role admin|user|plugin [--name NAME] [--plugin ID] [--ttl DURATION] [--data-dir DIR]
-  nexus token list [--data-dir DIR]
-  nexus token revoke [--data-dir DIR] TOKEN_ID
+  nexus token create --role admin|user|plugin [--name NAME] [--plugin ID] [--ttl DURATION] [--data-dir DIR | --database-url URL]
+  nexus token list [--data-dir DIR | --database-url URL]
+  nexus token revoke [--data-dir DIR | --database-url URL] TOKEN_ID
 
-Tokens are kept (hashed) in the server's data directory (default .nexus-data, or
-NEXUS_DATA_DIR); these commands work while the server runs. A new token is printed once.
+Tokens are kept (hashed) in the server's database: the SQLite file in its data directory
+(default .nexus-data, or NEXUS_DATA_DIR), or the PostgreSQL database of --database-url (or
+NEXUS_DATABASE_URL) when the server runs with one; these commands work while the server
+runs. A new token is printed once.
 --ttl makes a token expire after that long (a Go duration: 30m, 24h, 2160h); without it a
 token never expires. An expired token is refused like a revoked one, on every call. token
 list shows each token's STATUS (valid, expired or revoked) and EXPIRES (RFC 3339, UTC, or
@@ -74,6 +77,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nexus token "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", envOr("NEXUS_DATA_DIR", ".nexus-data"), "the server's data directory [env NEXUS_DATA_DIR]")
+	databaseURL := fs.String("database-url", os.Getenv("NEXUS_DATABASE_URL"), databaseURLHelp)
 	role := fs.String("role", "", "admin, user or plugin (create)")
 	name := fs.String("name", "", "a name to recognise the token by (create)")
 	plugin := fs.String("plugin", "", "the plugin a plugin token is bound to (create)")
@@ -89,7 +93,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--name %q: names starting with %q are reserved for the tokens of launched plugins", *name, reservedTokenPrefix)
 	}
 	ctx := context.Background()
-	st, err := openDataStore(ctx, *dataDir)
+	st, err := openDataStore(ctx, *dataDir, *databaseURL)
 	if err != nil {
 		return err
 	}
@@ -186,7 +190,7 @@ func auditCLI(ctx context.Context, st store.Store, action, target string, detail
 	})
 }
 
-const auditUsage = `Usage: nexus audit [--data-dir DIR] [--plugin ID] [--limit N]
+const auditUsage = `Usage: nexus audit [--data-dir DIR | --database-url URL] [--plugin ID] [--limit N]
 
 Prints the audit log (newest first): every state-changing call and CLI action, with who,
 what, the target, the outcome and the request id.
@@ -197,13 +201,14 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, auditUsage); fs.PrintDefaults() }
 	dataDir := fs.String("data-dir", envOr("NEXUS_DATA_DIR", ".nexus-data"), "the server's data directory [env NEXUS_DATA_DIR]")
+	databaseURL := fs.String("database-url", os.Getenv("NEXUS_DATABASE_URL"), databaseURLHelp)
 	plugin := fs.String("plugin", "", "only entries about this plugin")
 	limit := fs.Int("limit", 50, "at most this many entries")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx := context.Background()
-	st, err := openDataStore(ctx, *dataDir)
+	st, err := openDataStore(ctx, *dataDir, *databaseURL)
 	if err != nil {
 		return err
 	}
@@ -225,8 +230,16 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 	return tw.Flush()
 }
 
-// openDataStore opens the store of an existing data directory (also while the server runs).
-func openDataStore(ctx context.Context, dataDir string) (store.Store, error) {
+// databaseURLHelp documents --database-url of the commands that open the server's store.
+const databaseURLHelp = "the server's PostgreSQL database (postgres://...), when it runs with one; otherwise the data directory's SQLite file is used [env NEXUS_DATABASE_URL]"
+
+// openDataStore opens the server's store (also while the server runs): the PostgreSQL
+// database at databaseURL when it is set, otherwise the SQLite file of an existing data
+// directory.
+func openDataStore(ctx context.Context, dataDir, databaseURL string) (store.Store, error) {
+	if databaseURL != "" {
+		return storepg.Open(ctx, databaseURL)
+	}
 	dbPath := filepath.Join(dataDir, "nexus.db")
 	if _, err := os.Stat(dbPath); err != nil {
 		return nil, fmt.Errorf("no Nexus database at %s (start the server once, or pass --data-dir)", dbPath)
