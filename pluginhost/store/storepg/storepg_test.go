@@ -741,3 +741,30 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("Read after the restart: %v", err)
 	}
 }
+
+// TestSearchPath: a URL's search_path puts the tables in a schema of their own, so two
+// deployments can share a database.
+func TestSearchPath(t *testing.T) {
+	url := shared.NewDatabase(t)
+	if _, err := rawConn(t, url).Exec(t.Context(), `CREATE SCHEMA one; CREATE SCHEMA two`); err != nil {
+		t.Fatal(err)
+	}
+	one, two := open(t, url+"&search_path=one"), open(t, url+"&search_path=two")
+	if err := one.Write(t.Context(), func(tx store.Tx) error { return tx.PutSetting("k", []byte("one")) }); err != nil {
+		t.Fatal(err)
+	}
+	err := two.Read(t.Context(), func(tx store.Tx) error {
+		_, err := tx.Setting("k")
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a setting of schema one seen in schema two: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rawConn(t, url).QueryRow(t.Context(), `SELECT count(*) FROM one.settings`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("one.settings holds %d rows (%v), want 1", n, err)
+	}
+}
