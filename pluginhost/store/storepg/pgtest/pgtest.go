@@ -18,7 +18,8 @@
 // cluster's directory belongs to that user.
 //
 // Databases belong to the role Role, which is not a superuser, so what passes here does not
-// depend on superuser rights. The server is tuned for tests, not durability: fsync is off,
+// depend on superuser rights. PostgreSQL 13 or later is needed (DROP DATABASE ... WITH
+// (FORCE)); Debian 12 ships 15. The server is tuned for tests, not durability: fsync is off,
 // so a crash of the machine (not of the server) may lose committed transactions.
 package pgtest
 
