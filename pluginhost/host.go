@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/bus/busmem"
 	"github.com/nexus-platform/nexus/pluginhost/catalog"
+	"github.com/nexus-platform/nexus/pluginhost/configschema"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/install"
 	"github.com/nexus-platform/nexus/pluginhost/kv"
@@ -180,7 +183,33 @@ func (h *Host) Start(ctx context.Context) error {
 		src.OnRevoke(func(tokenID string) { h.pres.EndToken(tokenID, errRevoked) })
 		h.loops.start(func(ctx context.Context) { h.watchRevocations(ctx, src) })
 	}
+	if feed, ok := h.st.(store.Feed); ok {
+		// Servers sharing the store: what another one commits reaches this one's views.
+		h.loops.start(func(ctx context.Context) { feed.Follow(ctx, func(c store.Change) { h.onStoreChange(ctx, c) }) })
+	}
 	return nil
+}
+
+// onStoreChange applies a change another server committed to the shared store (see
+// store.Feed): the registry reads the plugin's record again (all of them after a gap), and a
+// token revoked elsewhere stops authenticating here and ends its sessions at once.
+func (h *Host) onStoreChange(ctx context.Context, c store.Change) {
+	var err error
+	switch c.Kind {
+	case store.ChangeAny:
+		err = h.reg.Refresh(ctx)
+	case store.ChangePlugin:
+		err = h.reg.Refresh(ctx, c.ID)
+	case store.ChangeTokenRevoked:
+		if src, ok := h.tokens.(revocations); ok {
+			src.RevokedElsewhere([]string{c.ID}) // its OnRevoke hook ends the sessions
+		} else {
+			h.pres.EndToken(c.ID, errRevoked)
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		h.log.Warn("reading what another server changed failed", "change", c, "error", err)
+	}
 }
 
 // StartEnabled announces the start (system.startup) and starts every enabled plugin in
@@ -215,6 +244,9 @@ func (h *Host) Shutdown(ctx context.Context, timeout time.Duration) {
 // onChange ends the sessions of a plugin that was disabled or uninstalled: from then on it
 // may not act through the host.
 func (h *Host) onChange(c registry.Change) {
+	if c.Remote {
+		h.onRemoteChange(c)
+	}
 	if !c.Disabled() {
 		return
 	}
@@ -223,6 +255,61 @@ func (h *Host) onChange(c registry.Change) {
 		why = errs.New(errs.PluginUnavailable, "plugin %s was uninstalled", c.ID)
 	}
 	h.pres.EndPlugin(c.ID, why)
+}
+
+// remoteStopTimeout bounds the stop of a process this server runs for a plugin disabled
+// through another server.
+const remoteStopTimeout = 10 * time.Second
+
+// onRemoteChange does on this server what a change made through another one asks of it:
+// a plugin disabled or uninstalled there stops here too (its sessions end at once, in
+// onChange; its process, if this server runs one, is stopped), and a new configuration
+// reaches the instances connected here. It runs on the registry's writer: the slow work
+// goes to the background.
+func (h *Host) onRemoteChange(c registry.Change) {
+	switch {
+	case c.Disabled():
+		h.loops.start(func(ctx context.Context) {
+			defer h.rt.Lock(c.ID)()
+			h.rt.StopLocked(ctx, c.ID, runtime.DisableOptions{Reason: "disabled through another server", Timeout: remoteStopTimeout})
+		})
+	case c.Old != nil && c.New != nil && c.New.Enabled() && string(c.Old.Record().Config) != string(c.New.Record().Config):
+		cfg := c.New.Config()
+		updated, restart := changedFields(c.New.Schema(), c.Old.Config(), cfg)
+		if len(updated) == 0 {
+			return
+		}
+		h.logs.SetSecrets(c.ID, registry.SecretValues(cfg, c.New.Schema().SecretFields()))
+		h.loops.start(func(ctx context.Context) {
+			// Stored already: an instance that rejects it is told again when it reconnects,
+			// as any instance is; the rejection is only logged here.
+			if err := h.rt.PushConfig(ctx, c.ID, cfg, updated, restart); err != nil && ctx.Err() == nil {
+				h.log.Warn("an instance did not take the configuration set through another server", "plugin_id", c.ID, "error", err)
+			}
+		})
+	}
+}
+
+// changedFields lists the configuration fields whose values differ, sorted, and whether one
+// of them needs a restart.
+func changedFields(schema configschema.Schema, old, cur map[string]any) (updated []string, restart bool) {
+	for k, v := range cur {
+		if ov, ok := old[k]; !ok || !reflect.DeepEqual(ov, v) {
+			updated = append(updated, k)
+		}
+	}
+	for k := range old {
+		if _, ok := cur[k]; !ok {
+			updated = append(updated, k)
+		}
+	}
+	slices.Sort(updated)
+	for _, k := range updated {
+		if f, ok := schema.Field(k); ok && f.RestartRequired {
+			restart = true
+		}
+	}
+	return updated, restart
 }
 
 // errRevoked is why a session whose token was revoked (or, found by watchRevocations, has
@@ -266,6 +353,8 @@ type revocations interface {
 	OnRevoke(fn func(tokenID string))
 	// RevokedAmong finds tokens revoked elsewhere (another process on the same store).
 	RevokedAmong(ctx context.Context, ids []string) ([]string, error)
+	// RevokedElsewhere forgets what it knows of tokens another server revoked.
+	RevokedElsewhere(ids []string)
 }
 
 // revocationCheckInterval is how often the tokens of open sessions are checked for

@@ -276,6 +276,11 @@ func (s *Service) OnRevoke(fn func(tokenID string)) {
 	s.mu.Unlock()
 }
 
+// RevokedElsewhere drops tokens revoked by another server sharing the store from the cache
+// (so they stop authenticating at once, not when their cache entry expires) and calls the
+// OnRevoke hooks with each.
+func (s *Service) RevokedElsewhere(ids []string) { s.announce(ids) }
+
 // RevokedAmong returns which of the token ids are revoked, expired or no longer exist.
 func (s *Service) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
 	if len(ids) == 0 {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -148,6 +149,114 @@ func (r *Registry) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	return nil
 }
 
+// Refresh reads the records of the plugins ids (all of them when ids is empty) from the
+// store again, for the changes another server sharing it committed: those that differ from
+// the registry's copies replace them, and subscribers hear of each as a Remote change. A
+// record the registry could not serve (an unreadable manifest, a secret it cannot open) is
+// left as it was, and Refresh reports it.
+func (r *Registry) Refresh(ctx context.Context, ids ...string) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	base := r.snap.Load()
+	found := map[string]store.Plugin{}
+	if err := r.st.Read(ctx, func(tx store.Tx) error {
+		clear(found)
+		if len(ids) == 0 {
+			recs, err := tx.Plugins()
+			for _, rec := range recs {
+				found[rec.ID] = rec
+			}
+			return err
+		}
+		for _, id := range ids {
+			rec, err := tx.Plugin(id)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				return err
+			default:
+				found[id] = rec
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("registry: refresh: %w", err)
+	}
+	if len(ids) == 0 {
+		for id := range base.byID {
+			ids = append(ids, id)
+		}
+		for id := range found {
+			if base.byID[id] == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	sort.Strings(ids)
+	byID := maps.Clone(base.byID)
+	var changes []Change
+	var problems []error
+	for _, id := range slices.Compact(ids) {
+		old := base.byID[id]
+		rec, ok := found[id]
+		switch {
+		case !ok && old == nil:
+			continue
+		case !ok:
+			delete(byID, id)
+			changes = append(changes, Change{ID: id, Old: old, Remote: true})
+			continue
+		case old != nil && sameRecord(old.rec, rec):
+			continue
+		}
+		p, err := r.newPlugin(rec, old)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		byID[id] = p
+		changes = append(changes, Change{ID: id, Old: old, New: p, Remote: true})
+	}
+	if len(changes) > 0 {
+		r.snap.Store(newSnapshot(byID))
+		r.subMu.Lock()
+		subs := slices.Clone(r.subs)
+		r.subMu.Unlock()
+		for _, c := range changes {
+			for _, fn := range subs {
+				fn(c)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("registry: refresh: %w", errors.Join(problems...))
+	}
+	return nil
+}
+
+// sameRecord reports whether two records hold the same values: times compared as instants,
+// an empty list as a missing one, as a store may give either back.
+func sameRecord(a, b store.Plugin) bool {
+	norm := func(p store.Plugin) []byte {
+		p.ConfigUpdatedAt, p.InstalledAt, p.UpdatedAt = p.ConfigUpdatedAt.UTC(), p.InstalledAt.UTC(), p.UpdatedAt.UTC()
+		for _, l := range []*[]string{&p.Requested, &p.Granted, &p.Denied} {
+			if len(*l) == 0 {
+				*l = nil
+			}
+		}
+		if len(p.Config) == 0 {
+			p.Config = nil
+		}
+		j, err := json.Marshal(p)
+		if err != nil {
+			return nil
+		}
+		return j
+	}
+	ja, jb := norm(a), norm(b)
+	return ja != nil && string(ja) == string(jb)
+}
+
 // Modify changes one plugin's record in its own transaction: fn gets a copy of the current
 // record to change. It returns the plugin as stored, or PLUGIN_NOT_FOUND.
 func (r *Registry) Modify(ctx context.Context, id string, fn func(rec *store.Plugin) error) (*Plugin, error) {
@@ -250,6 +359,9 @@ func (t *Tx) note(id string, p *Plugin) {
 type Change struct {
 	ID       string
 	Old, New *Plugin
+	// Remote says the change was committed by another server sharing the store, and found
+	// by Refresh.
+	Remote bool
 }
 
 // Installed reports whether the change added the plugin.

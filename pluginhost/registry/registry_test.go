@@ -299,3 +299,67 @@ func TestTransactionSeesItsOwnWrites(t *testing.T) {
 		t.Fatal("put then delete left the plugin")
 	}
 }
+
+// Two registries over one store stand for two servers sharing it: Refresh brings what the
+// other committed (an install, a change, an uninstall) and announces it as remote; a
+// record that did not change is not announced, nor is a server's own write seen again.
+func TestRefreshFollowsAnotherServer(t *testing.T) {
+	f := newFixture(t)
+	other := registry.New(f.st, f.box, nil)
+	if err := other.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var heard []registry.Change
+	other.Subscribe(func(c registry.Change) { heard = append(heard, c) })
+	ctx := context.Background()
+
+	f.put(t, f.record(t, "alpha-plugin", nil, map[string]any{"token": "s3cret"}), f.record(t, "beta-plugin", nil, nil))
+	if err := other.Refresh(ctx, "alpha-plugin"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := other.Get("alpha-plugin"); err != nil || p.Config()["token"] != "s3cret" {
+		t.Fatalf("alpha after refresh: %v %v", p, err)
+	}
+	if _, err := other.Get("beta-plugin"); err == nil {
+		t.Fatal("beta seen before its refresh")
+	}
+	if len(heard) != 1 || !heard[0].Installed() || !heard[0].Remote {
+		t.Fatalf("heard %+v", heard)
+	}
+
+	// Nothing new: nothing announced, for one plugin or for all.
+	heard = nil
+	if err := other.Refresh(ctx, "alpha-plugin"); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 0 {
+		t.Fatalf("an unchanged record announced: %+v", heard)
+	}
+	if err := f.reg.Refresh(ctx); err != nil || len(f.reg.Snapshot().All()) != 2 {
+		t.Fatalf("the writer's own refresh: %v", err)
+	}
+
+	// Enabled on one, deleted on one: all of it found by a refresh of everything.
+	if _, err := f.reg.Modify(ctx, "alpha-plugin", func(rec *store.Plugin) error { rec.Enabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := other.Get("alpha-plugin"); !p.Enabled() {
+		t.Fatal("enable not seen")
+	}
+	heard = nil
+	if err := f.reg.Update(ctx, func(tx *registry.Tx) error { return tx.Delete("alpha-plugin") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Get("alpha-plugin"); err == nil {
+		t.Fatal("the uninstall not seen")
+	}
+	if len(heard) != 1 || !heard[0].Removed() || !heard[0].Disabled() || !heard[0].Remote {
+		t.Fatalf("heard %+v", heard)
+	}
+}

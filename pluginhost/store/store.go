@@ -299,3 +299,34 @@ func LevelRank(level string) int {
 	}
 	return 0
 }
+
+// Change is a change committed to a store that several servers share, as its Feed tells it.
+type Change struct {
+	Kind ChangeKind
+	// ID is the plugin of ChangePlugin and the token of ChangeTokenRevoked.
+	ID string
+}
+
+// ChangeKind says what changed.
+type ChangeKind uint8
+
+const (
+	// ChangeAny means that changes may have been missed (the feed started, or lost its
+	// connection for a while): whatever a server keeps of the store should be read again.
+	ChangeAny ChangeKind = iota
+	// ChangePlugin is a plugin record written or deleted.
+	ChangePlugin
+	// ChangeTokenRevoked is a token revoked.
+	ChangeTokenRevoked
+)
+
+// Feed is implemented by stores that several servers share (storepg): it tells each server
+// of the changes committed by all of them, so that their in-memory views follow.
+type Feed interface {
+	// Follow calls fn with each change committed from now on, by any server sharing the
+	// store (this one included), on one goroutine, in commit order, until ctx ends. It
+	// first calls fn with ChangeAny once it listens, and again after every gap (a lost
+	// connection), since changes committed meanwhile are not told. It returns when ctx
+	// ends.
+	Follow(ctx context.Context, fn func(Change))
+}

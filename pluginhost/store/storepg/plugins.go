@@ -76,6 +76,9 @@ ON CONFLICT (id) DO UPDATE SET
 	limit_file_handles = excluded.limit_file_handles,
 	installed_at = excluded.installed_at,
 	updated_at = excluded.updated_at`, args...)
+	if err == nil {
+		t.notify(noticePlugin + p.ID)
+	}
 	return err
 }
 
@@ -92,6 +95,7 @@ func (t *tx) DeletePlugin(id string) error {
 	if n == 0 {
 		return notFound("plugin", id)
 	}
+	t.notify(noticePlugin + id)
 	return nil
 }
 

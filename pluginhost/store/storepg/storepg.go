@@ -87,6 +87,10 @@ type Store struct {
 	pool *pgxpool.Pool
 	// schema is what Open found or left: assigned once.
 	schema Schema
+	// channel is the notification channel of the change feed (feed.go); log gets what the
+	// feed cannot return. Assigned once.
+	channel string
+	log     *slog.Logger
 
 	// closeOnce makes Close idempotent.
 	closeOnce sync.Once
@@ -165,7 +169,12 @@ func open(ctx context.Context, url string, ms []migration, opts []Option) (*Stor
 		pool.Close()
 		return nil, fmt.Errorf("storepg: open %s: %w", target, err)
 	}
-	return &Store{pool: pool, schema: schema}, nil
+	var current string
+	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&current); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("storepg: open %s: %w", target, err)
+	}
+	return &Store{pool: pool, schema: schema, channel: channelFor(current), log: o.log}, nil
 }
 
 // Schema returns the schema versions Open found or left.
@@ -228,6 +237,10 @@ func (s *Store) Write(ctx context.Context, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		rollback(ctx, pgTx)
 		return fmt.Errorf("storepg: commit: %w", err)
+	}
+	if err := t.sendNotices(s.channel); err != nil {
+		rollback(ctx, pgTx)
+		return fmt.Errorf("storepg: commit: notify the other servers: %w", err)
 	}
 	if err := pgTx.Commit(ctx); err != nil {
 		rollback(ctx, pgTx)

@@ -98,6 +98,7 @@ func (t *tx) RevokeToken(id string, at time.Time) error {
 	if n == 0 {
 		return notFound("token", id)
 	}
+	t.notify(noticeToken + id)
 	return nil
 }
 

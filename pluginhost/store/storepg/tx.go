@@ -23,6 +23,8 @@ type tx struct {
 	// done is set when the function the tx was passed to returns; from then on every
 	// method fails. Atomic so that a stray goroutine's late call is not a data race.
 	done atomic.Bool
+	// notices are the change feed's notifications to send before the commit (feed.go).
+	notices []string
 }
 
 var _ store.Tx = (*tx)(nil)

@@ -1,0 +1,137 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
+	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
+	"github.com/nexus-platform/nexus/server"
+)
+
+// startReplicas starts two servers on one PostgreSQL database and one Redis, sharing the
+// secrets key (as the README asks replicas to).
+func startReplicas(t *testing.T) (a, b *env) {
+	t.Helper()
+	pg := pgtest.Start(t, pgtest.Options{})
+	dbURL := pg.NewDatabase(t)
+	rs := redistest.Start(t, redistest.Options{})
+	tune := func(dir string) func(*server.Config) {
+		return func(c *server.Config) {
+			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-replicas:"
+			c.HealthInterval = 300 * time.Millisecond
+			if dir != "" {
+				c.DataDir = dir
+			}
+		}
+	}
+	a = startServerWith(t, testLogSink(), slog.LevelDebug, tune(""))
+	dir := searchableTempDir(t)
+	key, err := os.ReadFile(filepath.Join(a.DataDir, "secret.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b = startServerWith(t, testLogSink(), slog.LevelDebug, tune(dir))
+	return a, b
+}
+
+// A change made through one server is seen by the other at once: an install, a new
+// configuration (which reaches the instance connected to the other server), a token
+// revoked (its session there ends), a disable, an uninstall.
+func TestChangesReachEveryReplica(t *testing.T) {
+	a, b := startReplicas(t)
+	seen := func(e *env, what string, cond func() bool) {
+		t.Helper()
+		start := time.Now()
+		waitFor(t, what, 5*time.Second, cond)
+		t.Logf("%s after %s", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	m := map[string]any{
+		"id": "shared-plugin", "name": "Shared", "version": "1.0.0", "category": "testing", "external": true, "nexus_version": ">=1.0.0",
+		"configuration": map[string]any{"greeting": map[string]any{"type": "string", "default": "hello"}, "api_key": map[string]any{"type": "string", "secret": true}},
+	}
+	if res := installFromBytes(a, pkg(t, m, nil), map[string]any{"config": map[string]any{"api_key": "k1"}}); res.Status != http.StatusOK {
+		t.Fatalf("install through A: %d %s", res.Status, res.Raw)
+	}
+	seen(b, "the install on B", func() bool {
+		return b.rest("GET", "/api/v1/plugins/shared-plugin", b.Admin, nil).Status == http.StatusOK
+	})
+	a.mustREST(http.MethodPost, "/api/v1/plugins/shared-plugin/enable", a.Admin, nil)
+	seen(b, "the enable on B", func() bool {
+		p := b.mustREST("GET", "/api/v1/plugins/shared-plugin", b.Admin, nil)["plugin"].(map[string]any)
+		return p["enabled"] == true
+	})
+
+	// An instance connected to B hears of a configuration set through A.
+	changes := make(chan plugin.ConfigChange, 4)
+	token := a.token("plugin", "shared-plugin")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() {
+		stopped <- plugin.Run(ctx, plugin.Plugin{Version: "1.0.0", OnConfigChange: func(_ context.Context, c plugin.ConfigChange) error {
+			changes <- c
+			return nil
+		}}, plugin.WithHost(b.URL), plugin.WithToken(token), plugin.WithPluginID("shared-plugin"), plugin.WithInstanceID("on-b"))
+	}()
+	waitFor(t, "the instance on B", 10*time.Second, func() bool { st, _ := status(b, "shared-plugin"); return st == "active" })
+	a.mustREST(http.MethodPut, "/api/v1/plugins/shared-plugin/config", a.Admin, map[string]any{"greeting": "bonjour"})
+	select {
+	case c := <-changes:
+		if c.Config["greeting"] != "bonjour" || c.Config["api_key"] != "k1" || len(c.UpdatedFields) != 1 || c.UpdatedFields[0] != "greeting" {
+			t.Errorf("the instance on B got %+v", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the configuration set through A never reached the instance on B")
+	}
+	cfg := b.mustREST("GET", "/api/v1/plugins/shared-plugin/config", b.Admin, nil)["configuration"].(map[string]any)
+	if cfg["greeting"] != "bonjour" {
+		t.Errorf("B's view of the configuration: %v", cfg)
+	}
+
+	// Disabled through A: the session on B ends, and B says disabled.
+	a.mustREST(http.MethodPost, "/api/v1/plugins/shared-plugin/disable", a.Admin, map[string]any{"reason": "maintenance"})
+	seen(b, "the disable on B", func() bool {
+		p := b.mustREST("GET", "/api/v1/plugins/shared-plugin", b.Admin, nil)["plugin"].(map[string]any)
+		return p["enabled"] == false && p["runtime"].(map[string]any)["instances"] == 0.0
+	})
+	cancel()
+	<-stopped
+
+	// A user token revoked through A no longer works on B.
+	user := a.token("user", "")
+	if res := b.rest("GET", "/api/v1/plugins", user, nil); res.Status != http.StatusOK {
+		t.Fatalf("a user token on B: %d", res.Status)
+	}
+	id := tokenID(t, a, user)
+	if err := a.srv.Identity().Revoke(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	seen(b, "the revocation on B", func() bool { return b.rest("GET", "/api/v1/plugins", user, nil).Status == http.StatusUnauthorized })
+
+	// Uninstalled through B: gone from A.
+	b.mustREST(http.MethodDelete, "/api/v1/plugins/shared-plugin", b.Admin, nil)
+	seen(a, "the uninstall on A", func() bool {
+		return a.rest("GET", "/api/v1/plugins/shared-plugin", a.Admin, nil).Status == http.StatusNotFound
+	})
+}
+
+// tokenID is the id of a token in clear.
+func tokenID(t *testing.T, e *env, token string) string {
+	t.Helper()
+	p, err := e.srv.Identity().Authenticate(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.TokenID
+}
