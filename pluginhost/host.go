@@ -176,6 +176,9 @@ func (h *Host) Start(ctx context.Context) error {
 	if err := h.revokeLaunchTokens(ctx); err != nil {
 		return err
 	}
+	if err := h.router.ReloadSubscriptions(ctx); err != nil {
+		return fmt.Errorf("pluginhost: %w", err)
+	}
 	h.router.Start()
 	h.loops.start(h.logs.Run)
 	h.loops.start(h.sweepKV)
@@ -191,15 +194,20 @@ func (h *Host) Start(ctx context.Context) error {
 }
 
 // onStoreChange applies a change another server committed to the shared store (see
-// store.Feed): the registry reads the plugin's record again (all of them after a gap), and a
-// token revoked elsewhere stops authenticating here and ends its sessions at once.
+// store.Feed): the registry reads the plugin's record again, the router a plugin's run-time
+// event subscriptions (all of both after a gap), and a token revoked elsewhere stops
+// authenticating here and ends its sessions at once.
 func (h *Host) onStoreChange(ctx context.Context, c store.Change) {
 	var err error
 	switch c.Kind {
 	case store.ChangeAny:
-		err = h.reg.Refresh(ctx)
+		err = errors.Join(h.reg.Refresh(ctx), h.router.ReloadSubscriptions(ctx))
 	case store.ChangePlugin:
 		err = h.reg.Refresh(ctx, c.ID)
+	case store.ChangeSetting:
+		if plugin, ok := router.SubscriptionsPlugin(c.ID); ok {
+			err = h.router.ReloadSubscriptions(ctx, plugin)
+		}
 	case store.ChangeTokenRevoked:
 		if src, ok := h.tokens.(revocations); ok {
 			src.RevokedElsewhere([]string{c.ID}) // its OnRevoke hook ends the sessions

@@ -44,9 +44,9 @@ func startReplicas(t *testing.T) (a, b *env) {
 	return a, b
 }
 
-// A change made through one server is seen by the other at once: an install, a new
-// configuration (which reaches the instance connected to the other server), a token
-// revoked (its session there ends), a disable, an uninstall.
+// A change made through one server is seen by the other at once: an install, a run-time
+// event subscription, a new configuration (which reaches the instance connected to the
+// other server), a disable (its session there ends), a token revoked, an uninstall.
 func TestChangesReachEveryReplica(t *testing.T) {
 	a, b := startReplicas(t)
 	seen := func(e *env, what string, cond func() bool) {
@@ -58,6 +58,7 @@ func TestChangesReachEveryReplica(t *testing.T) {
 
 	m := map[string]any{
 		"id": "shared-plugin", "name": "Shared", "version": "1.0.0", "category": "testing", "external": true, "nexus_version": ">=1.0.0",
+		"permissions": []string{"events:subscribe"},
 		"configuration": map[string]any{"greeting": map[string]any{"type": "string", "default": "hello"}, "api_key": map[string]any{"type": "string", "secret": true}},
 	}
 	if res := installFromBytes(a, pkg(t, m, nil), map[string]any{"config": map[string]any{"api_key": "k1"}}); res.Status != http.StatusOK {
@@ -74,17 +75,41 @@ func TestChangesReachEveryReplica(t *testing.T) {
 
 	// An instance connected to B hears of a configuration set through A.
 	changes := make(chan plugin.ConfigChange, 4)
+	events := make(chan plugin.Event, 4)
+	sessions := make(chan *plugin.Session, 1)
 	token := a.token("plugin", "shared-plugin")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopped := make(chan error, 1)
 	go func() {
-		stopped <- plugin.Run(ctx, plugin.Plugin{Version: "1.0.0", OnConfigChange: func(_ context.Context, c plugin.ConfigChange) error {
-			changes <- c
-			return nil
-		}}, plugin.WithHost(b.URL), plugin.WithToken(token), plugin.WithPluginID("shared-plugin"), plugin.WithInstanceID("on-b"))
+		stopped <- plugin.Run(ctx, plugin.Plugin{Version: "1.0.0",
+			OnStart: func(_ context.Context, s *plugin.Session) error { sessions <- s; return nil },
+			OnConfigChange: func(_ context.Context, c plugin.ConfigChange) error {
+				changes <- c
+				return nil
+			},
+			OnEvent: func(_ context.Context, e plugin.Event) error { events <- e; return nil },
+		}, plugin.WithHost(b.URL), plugin.WithToken(token), plugin.WithPluginID("shared-plugin"), plugin.WithInstanceID("on-b"))
 	}()
 	waitFor(t, "the instance on B", 10*time.Second, func() bool { st, _ := status(b, "shared-plugin"); return st == "active" })
+
+	// A subscription made at run time through B routes the events emitted through A.
+	sess := <-sessions
+	if err := sess.Subscribe(ctx, "order.*"); err != nil {
+		t.Fatal(err)
+	}
+	seen(a, "the subscription on A", func() bool {
+		res := a.mustREST(http.MethodPost, "/api/v1/events", a.Admin, map[string]any{"type": "order.created", "data": map[string]any{"n": 1}})
+		return len(res["recipients"].([]any)) == 1
+	})
+	select {
+	case e := <-events:
+		if e.Type != "order.created" {
+			t.Errorf("the instance on B got %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event emitted through A never reached the instance on B")
+	}
 	a.mustREST(http.MethodPut, "/api/v1/plugins/shared-plugin/config", a.Admin, map[string]any{"greeting": "bonjour"})
 	select {
 	case c := <-changes:

@@ -2,14 +2,19 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
 // BroadcastRequest is a message for many plugins.
@@ -160,9 +165,118 @@ func (m *Router) subscribed(r *route, typ string) bool {
 			return true
 		}
 	}
+	return m.Subscribed(r.id, typ)
+}
+
+// maxSubscriptions bounds a plugin's run-time subscriptions.
+const maxSubscriptions = 1024
+
+// subscriptionsKey is the store setting that keeps a plugin's run-time subscriptions (a JSON
+// array of patterns), so that every server sharing the store routes events by them.
+func subscriptionsKey(plugin string) string { return "event-subscriptions/" + plugin }
+
+// Subscribe changes a plugin's run-time subscriptions (at most maxSubscriptions; more are
+// ignored). They are kept in the store, so that every server sharing it delivers the
+// plugin's events (see ReloadSubscriptions), in one write that reads the current set first:
+// changes made through two servers at once both count.
+func (m *Router) Subscribe(ctx context.Context, plugin string, add, remove []string) error {
+	var patterns []string
+	err := m.reg.Store().Write(ctx, func(tx store.Tx) error {
+		cur, err := readSubscriptions(tx, plugin)
+		if err != nil {
+			return err
+		}
+		set := map[string]bool{}
+		for _, p := range cur {
+			set[p] = true
+		}
+		for _, p := range add {
+			if len(set) >= maxSubscriptions {
+				break
+			}
+			set[p] = true
+		}
+		for _, p := range remove {
+			delete(set, p)
+		}
+		patterns = slices.Sorted(maps.Keys(set))
+		raw, err := json.Marshal(patterns)
+		if err != nil {
+			return err
+		}
+		return tx.PutSetting(subscriptionsKey(plugin), raw)
+	})
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "could not store the subscriptions of plugin %s", plugin)
+	}
+	m.setSubscriptions(plugin, patterns)
+	return nil
+}
+
+// readSubscriptions reads a plugin's run-time subscriptions from the store.
+func readSubscriptions(tx store.Tx, plugin string) ([]string, error) {
+	raw, err := tx.Setting(subscriptionsKey(plugin))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var patterns []string
+	if err := json.Unmarshal(raw, &patterns); err != nil {
+		return nil, fmt.Errorf("the stored subscriptions of plugin %s are unreadable: %w", plugin, err)
+	}
+	return patterns, nil
+}
+
+func (m *Router) setSubscriptions(plugin string, patterns []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for p := range m.subs[r.id] {
+	if len(patterns) == 0 {
+		delete(m.subs, plugin)
+		return
+	}
+	set := make(map[string]bool, len(patterns))
+	for _, p := range patterns {
+		set[p] = true
+	}
+	m.subs[plugin] = set
+}
+
+// ReloadSubscriptions reads the run-time subscriptions of the plugins (every installed one
+// when none is named) from the store again: when the server starts, and when another server
+// sharing the store changed them.
+func (m *Router) ReloadSubscriptions(ctx context.Context, plugins ...string) error {
+	if len(plugins) == 0 {
+		for _, p := range m.reg.Snapshot().All() {
+			plugins = append(plugins, p.ID())
+		}
+	}
+	found := make(map[string][]string, len(plugins))
+	err := m.reg.Store().Read(ctx, func(tx store.Tx) error {
+		for _, id := range plugins {
+			patterns, err := readSubscriptions(tx, id)
+			if err != nil {
+				return err
+			}
+			found[id] = patterns
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("router: read the event subscriptions: %w", err)
+	}
+	for id, patterns := range found {
+		m.setSubscriptions(id, patterns)
+	}
+	return nil
+}
+
+// Subscribed reports whether one of a plugin's run-time subscriptions matches an event type.
+func (m *Router) Subscribed(plugin, typ string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range m.subs[plugin] {
 		if MatchEvent(p, typ) {
 			return true
 		}
@@ -170,35 +284,32 @@ func (m *Router) subscribed(r *route, typ string) bool {
 	return false
 }
 
-// maxSubscriptions bounds a plugin's run-time subscriptions.
-const maxSubscriptions = 1024
-
-// Subscribe changes a plugin's run-time subscriptions (at most maxSubscriptions; more are
-// ignored).
-func (m *Router) Subscribe(plugin string, add, remove []string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.subs[plugin]
-	if s == nil {
-		s = map[string]bool{}
-		m.subs[plugin] = s
-	}
-	for _, p := range add {
-		if len(s) >= maxSubscriptions {
-			break
-		}
-		s[p] = true
-	}
-	for _, p := range remove {
-		delete(s, p)
-	}
+// SubscriptionsPlugin returns the plugin whose run-time subscriptions a store setting
+// keeps, if key is such a setting.
+func SubscriptionsPlugin(key string) (string, bool) {
+	return strings.CutPrefix(key, subscriptionsKey(""))
 }
 
-// Forget drops a plugin's run-time subscriptions (it was disabled or uninstalled).
-func (m *Router) Forget(plugin string) {
-	m.mu.Lock()
-	delete(m.subs, plugin)
-	m.mu.Unlock()
+// Forget drops a plugin's run-time subscriptions (it was disabled or uninstalled). When the
+// change was made on this server (local), it drops them from the store too, before a new
+// Subscribe can store new ones; the servers that hear of the change from the store only
+// drop their copies.
+func (m *Router) Forget(plugin string, local bool) {
+	m.setSubscriptions(plugin, nil)
+	if !local {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := m.reg.Store().Write(ctx, func(tx store.Tx) error {
+		if _, err := tx.Setting(subscriptionsKey(plugin)); errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return tx.PutSetting(subscriptionsKey(plugin), []byte("[]"))
+	})
+	if err != nil {
+		m.log.Warn("could not drop the stored event subscriptions of a disabled plugin", "plugin_id", plugin, "error", err)
+	}
 }
 
 // System emits a host event (plugin lifecycle, startup, shutdown). It never fails the

@@ -113,7 +113,7 @@ func (m *Router) Bus() bus.Bus { return m.bus }
 func (m *Router) onChange(c registry.Change) {
 	m.routes.forget(c)
 	if c.Disabled() || c.Removed() {
-		m.Forget(c.ID)
+		m.Forget(c.ID, !c.Remote)
 	}
 }
 

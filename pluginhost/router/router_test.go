@@ -32,6 +32,7 @@ const bound = 10 * time.Second
 // fixture is a router over a real registry (SQLite in a temp dir), the in-memory bus and a
 // presence to which the tests attach fake instances.
 type fixture struct {
+	box  *secrets.Box
 	reg  *registry.Registry
 	pres *presence.Presence
 	bus  *busmem.Bus
@@ -52,7 +53,7 @@ func newFixture(t *testing.T, opts bus.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{reg: registry.New(st, box, nil), pres: presence.New(), bus: busmem.New(opts)}
+	f := &fixture{reg: registry.New(st, box, nil), pres: presence.New(), bus: busmem.New(opts), box: box}
 	if err := f.reg.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -625,7 +626,7 @@ func subscribers(t *testing.T, f *fixture) {
 		plugin{id: "off-watcher", granted: sub, subscribes: []string{"*"}, disabled: true},
 		plugin{id: "idle-watcher", granted: sub, subscribes: []string{"user.*"}, status: registry.StatusInactive},
 	)
-	f.r.Subscribe("runtime-watcher", []string{"order.*", "billing.paid"}, nil)
+	mustSubscribe(t, f, "runtime-watcher", []string{"order.*", "billing.paid"}, nil)
 }
 
 func TestEmitEventRecipients(t *testing.T) {
@@ -677,7 +678,7 @@ func TestEmitEventRecipients(t *testing.T) {
 		})
 	}
 	// Subscriptions removed at run time no longer match.
-	f.r.Subscribe("runtime-watcher", nil, []string{"billing.paid"})
+	mustSubscribe(t, f, "runtime-watcher", nil, []string{"billing.paid"})
 	res, err := f.r.EmitEvent(context.Background(), router.EventRequest{From: router.Origin{Plugin: "emitter-plugin"}, Type: "billing.paid"})
 	if err != nil || len(res.Recipients) != 0 {
 		t.Fatalf("after the unsubscribe: %v, %v", res.Recipients, err)
@@ -976,8 +977,8 @@ func TestForgetOnDisable(t *testing.T) {
 		return fmt.Sprint(res.Recipients)
 	}
 	subscribe := func() {
-		f.r.Subscribe("runtime-watcher", []string{"user.*"}, nil)
-		f.r.Subscribe("other-watcher", []string{"user.login"}, nil)
+		mustSubscribe(t, f, "runtime-watcher", []string{"user.*"}, nil)
+		mustSubscribe(t, f, "other-watcher", []string{"user.login"}, nil)
 	}
 	subscribe()
 	if got := recipients(); got != "[other-watcher runtime-watcher]" {
@@ -1001,10 +1002,22 @@ func TestForgetOnDisable(t *testing.T) {
 	if got := recipients(); got != "[runtime-watcher]" {
 		t.Fatalf("recipients after an uninstall and a reinstall: %s", got)
 	}
+	// Another server on the same store (a router over a second registry) routes by the
+	// subscriptions made through this one once it reads them, and forgets them with the store.
+	other := router.New(router.Options{Registry: registry.New(f.reg.Store(), f.box, nil), Presence: presence.New(), Bus: f.bus})
+	if err := other.ReloadSubscriptions(context.Background(), "runtime-watcher", "other-watcher"); err != nil {
+		t.Fatal(err)
+	}
+	if !other.Subscribed("runtime-watcher", "user.login") || other.Subscribed("other-watcher", "user.login") {
+		t.Fatal("the other server does not see the stored subscriptions")
+	}
 	// Forget, called directly.
-	f.r.Forget("runtime-watcher")
+	f.r.Forget("runtime-watcher", true)
 	if got := recipients(); got != "[]" {
 		t.Fatalf("recipients after Forget: %s", got)
+	}
+	if err := other.ReloadSubscriptions(context.Background(), "runtime-watcher"); err != nil || other.Subscribed("runtime-watcher", "user.login") {
+		t.Fatalf("the other server after Forget: %v", err)
 	}
 }
 
@@ -1091,7 +1104,7 @@ func TestFullInboxAndClosedBus(t *testing.T) {
 	if err != nil || fmt.Sprint(b.Recipients) != "[roomy-plugin]" {
 		t.Fatalf("broadcast into a full inbox: %v, %v", b.Recipients, err)
 	}
-	f.r.Subscribe("sender-plugin", []string{"*"}, nil) // without events:subscribe: no effect
+	mustSubscribe(t, f, "sender-plugin", []string{"*"}, nil) // without events:subscribe: no effect
 	e, err := f.r.EmitEvent(ctx, router.EventRequest{From: router.Origin{Role: "admin"}, Type: "third"})
 	if err != nil || fmt.Sprint(e.Recipients) != "[]" {
 		t.Fatalf("event into full inboxes: %v, %v", e.Recipients, err)
@@ -1103,4 +1116,12 @@ func TestFullInboxAndClosedBus(t *testing.T) {
 	wantCode(t, err, errs.PluginUnavailable)
 	_, err = f.r.DeadLetters(ctx, "full-plugin", 10)
 	wantCode(t, err, errs.PluginUnavailable)
+}
+
+// mustSubscribe changes a plugin's run-time subscriptions.
+func mustSubscribe(t *testing.T, f *fixture, plugin string, add, remove []string) {
+	t.Helper()
+	if err := f.r.Subscribe(context.Background(), plugin, add, remove); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -303,7 +303,8 @@ func LevelRank(level string) int {
 // Change is a change committed to a store that several servers share, as its Feed tells it.
 type Change struct {
 	Kind ChangeKind
-	// ID is the plugin of ChangePlugin and the token of ChangeTokenRevoked.
+	// ID is the plugin of ChangePlugin, the token of ChangeTokenRevoked and the key of
+	// ChangeSetting.
 	ID string
 }
 
@@ -318,6 +319,8 @@ const (
 	ChangePlugin
 	// ChangeTokenRevoked is a token revoked.
 	ChangeTokenRevoked
+	// ChangeSetting is a setting stored.
+	ChangeSetting
 )
 
 // Feed is implemented by stores that several servers share (storepg): it tells each server

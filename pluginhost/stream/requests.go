@@ -68,7 +68,10 @@ func (h *Sessions) onSubscribe(ctx context.Context, sess *session, s *pluginhost
 			return
 		}
 	}
-	h.router.Subscribe(sess.pluginID, s.GetAdd(), s.GetRemove())
+	if err := h.router.Subscribe(ctx, sess.pluginID, s.GetAdd(), s.GetRemove()); err != nil {
+		sess.replyError(ctx, s.GetRequestId(), err)
+		return
+	}
 	_ = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
 		RequestId: s.GetRequestId()}}})
 }

@@ -311,7 +311,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 		return err
 	}
 	sess := newSession(caller, hello, stream)
-	h.subscribeFromHello(p, hello.GetSubscriptions())
+	h.subscribeFromHello(ctx, p, hello.GetSubscriptions())
 	cons, err := h.bus.Consume(ctx, sess.pluginID, sess.instanceID)
 	if err != nil {
 		if errors.Is(err, bus.ErrUnavailable) || errors.Is(err, bus.ErrClosed) {
@@ -421,7 +421,7 @@ func newSession(caller SessionCaller, hello *pluginhostv1.Hello, stream Stream) 
 
 // subscribeFromHello applies the subscriptions an instance asked for in its hello, when the
 // plugin may subscribe.
-func (h *Sessions) subscribeFromHello(p *registry.Plugin, subs []string) {
+func (h *Sessions) subscribeFromHello(ctx context.Context, p *registry.Plugin, subs []string) {
 	if len(subs) == 0 {
 		return
 	}
@@ -431,7 +431,10 @@ func (h *Sessions) subscribeFromHello(p *registry.Plugin, subs []string) {
 			Metadata: mustJSON(map[string]any{"subscriptions": subs})})
 		return
 	}
-	h.router.Subscribe(p.ID(), subs, nil)
+	if err := h.router.Subscribe(ctx, p.ID(), subs, nil); err != nil {
+		h.logs.Add(store.LogRecord{PluginID: p.ID(), Level: "ERROR", Message: "Subscriptions in hello not applied: " + errs.MessageOf(err),
+			Metadata: mustJSON(map[string]any{"subscriptions": subs})})
+	}
 }
 
 // welcome is the frame that accepts a session: its ids, the configuration, the grants and

@@ -13,7 +13,7 @@ import (
 )
 
 // The change feed (store.Feed) is PostgreSQL's LISTEN/NOTIFY: a Write that changes a plugin
-// record or revokes a token sends one notification per change on the store's channel just
+// record, revokes a token or stores a setting sends one notification per change on the store's channel just
 // before it commits; PostgreSQL delivers them to every listening session once, and only if,
 // the transaction commits, in commit order. Each Follow listens on a connection of its own.
 
@@ -21,8 +21,9 @@ var _ store.Feed = (*Store)(nil)
 
 // Payloads of the notifications: a kind prefix and the id.
 const (
-	noticePlugin = "plugin:"
-	noticeToken  = "token:"
+	noticePlugin  = "plugin:"
+	noticeToken   = "token:"
+	noticeSetting = "setting:"
 )
 
 // followRetry bounds the wait before Follow connects again after losing its connection.
@@ -97,6 +98,8 @@ func (s *Store) listen(ctx context.Context, fn func(store.Change)) error {
 			fn(store.Change{Kind: store.ChangePlugin, ID: strings.TrimPrefix(p, noticePlugin)})
 		case strings.HasPrefix(p, noticeToken):
 			fn(store.Change{Kind: store.ChangeTokenRevoked, ID: strings.TrimPrefix(p, noticeToken)})
+		case strings.HasPrefix(p, noticeSetting):
+			fn(store.Change{Kind: store.ChangeSetting, ID: strings.TrimPrefix(p, noticeSetting)})
 		}
 	}
 }

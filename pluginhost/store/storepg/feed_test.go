@@ -45,7 +45,7 @@ func expectNoChange(t *testing.T, got <-chan store.Change) {
 }
 
 // TestFeed: a server hears, through its store's Follow, the plugin records written and
-// deleted and the tokens revoked by another server on the same database, once committed;
+// deleted, the settings stored and the tokens revoked by another server on the same database, once committed;
 // nothing of a rolled-back write, nor of another deployment's schema; and a lost
 // connection is followed by ChangeAny once it listens again.
 func TestFeed(t *testing.T) {
@@ -65,11 +65,15 @@ func TestFeed(t *testing.T) {
 		if err := tx.PutPlugin(store.Plugin{ID: "p1", Version: "1.0.0", Manifest: []byte(`{}`), InstalledAt: at, UpdatedAt: at}); err != nil {
 			return err
 		}
+		if err := tx.PutSetting("k", []byte("v")); err != nil {
+			return err
+		}
 		return tx.PutToken(store.Token{ID: "t1", Name: "n", Role: store.RoleUser, Hash: []byte("h1"), CreatedAt: at})
 	}); err != nil {
 		t.Fatal(err)
 	}
 	expectChange(t, got, store.Change{Kind: store.ChangePlugin, ID: "p1"})
+	expectChange(t, got, store.Change{Kind: store.ChangeSetting, ID: "k"})
 
 	boom := errors.New("boom")
 	if err := writer.Write(ctx, func(tx store.Tx) error {

@@ -31,5 +31,8 @@ func (t *tx) PutSetting(key string, value []byte) error {
 	}
 	_, err := t.exec(op, `INSERT INTO settings (key, value) VALUES ($1, $2)
 	ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err == nil {
+		t.notify(noticeSetting + key)
+	}
 	return err
 }
