@@ -58,7 +58,7 @@ func TestChangesReachEveryReplica(t *testing.T) {
 
 	m := map[string]any{
 		"id": "shared-plugin", "name": "Shared", "version": "1.0.0", "category": "testing", "external": true, "nexus_version": ">=1.0.0",
-		"permissions": []string{"events:subscribe"},
+		"permissions":   []string{"events:subscribe"},
 		"configuration": map[string]any{"greeting": map[string]any{"type": "string", "default": "hello"}, "api_key": map[string]any{"type": "string", "secret": true}},
 	}
 	if res := installFromBytes(a, pkg(t, m, nil), map[string]any{"config": map[string]any{"api_key": "k1"}}); res.Status != http.StatusOK {
