@@ -248,7 +248,9 @@ func TestHealthCheckTimeoutRestartsPlugin(t *testing.T) {
 
 func TestPluginOutputIsCapturedBoundedAndRedacted(t *testing.T) {
 	e := startRuntimeServer(t)
-	installTestPlugin(e, "noisy", "flood", nil, map[string]any{"secret_token": "s3cr3t-value-42"})
+	// 200,000 lines before it connects: under a loaded machine (-race, tests beside it) that
+	// takes longer than the test plugins' usual 5 s start timeout.
+	installTestPlugin(e, "noisy", "flood", map[string]any{"start_timeout_seconds": 60}, map[string]any{"secret_token": "s3cr3t-value-42"})
 	e.mustREST("POST", "/api/v1/plugins/noisy/enable", e.Admin, map[string]any{})
 	waitFor(t, "the flood to end", 30*time.Second, func() bool {
 		logs := e.mustREST("GET", "/api/v1/plugins/noisy/logs?search=flood+done", e.Admin, nil)["logs"].([]any)
