@@ -126,6 +126,8 @@ func New(opts Options) (*Host, error) {
 	h.rt = runtime.New(runtime.Options{
 		Config: opts.Runtime, Registry: h.reg, Presence: h.pres, Logs: h.logs, Metrics: h.metrics, Tokens: opts.Tokens,
 		Logger: opts.Logger, DataDir: opts.DataDir, Notify: h.router.System, EndpointConflict: h.router.EndpointConflict,
+		// h.inst is set below, before anything starts.
+		EnsurePackage: func(ctx context.Context, rec store.Plugin) error { return h.inst.EnsurePackage(ctx, rec) },
 	})
 	h.sessions = stream.New(stream.Options{
 		Registry: h.reg, Presence: h.pres, Router: h.router, Logs: h.logs, KV: h.kv, Metrics: h.metrics, Logger: opts.Logger,

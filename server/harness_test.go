@@ -93,7 +93,7 @@ func startServerWith(t testing.TB, sink io.Writer, level slog.Level, tune func(*
 		}
 		srv.Close()
 	})
-	e := &env{t: t, URL: "http://" + ln.Addr().String(), DataDir: dir, Admin: testAdminToken, srv: srv}
+	e := &env{t: t, URL: "http://" + ln.Addr().String(), DataDir: cfg.DataDir, Admin: testAdminToken, srv: srv}
 	e.User = e.token(store.RoleUser, "")
 	return e
 }

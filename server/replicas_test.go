@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
 	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
@@ -15,12 +18,12 @@ import (
 	"github.com/nexus-platform/nexus/server"
 )
 
-// startReplicas starts two servers on one PostgreSQL database and one Redis, sharing the
-// secrets key (as the README asks replicas to).
-func startReplicas(t *testing.T) (a, b *env) {
+// startReplicas starts two servers on one PostgreSQL database (at dbURL) and one Redis,
+// sharing the secrets key (as the README asks replicas to).
+func startReplicas(t *testing.T) (a, b *env, dbURL string) {
 	t.Helper()
 	pg := pgtest.Start(t, pgtest.Options{})
-	dbURL := pg.NewDatabase(t)
+	dbURL = pg.NewDatabase(t)
 	rs := redistest.Start(t, redistest.Options{})
 	tune := func(dir string) func(*server.Config) {
 		return func(c *server.Config) {
@@ -41,14 +44,14 @@ func startReplicas(t *testing.T) (a, b *env) {
 		t.Fatal(err)
 	}
 	b = startServerWith(t, testLogSink(), slog.LevelDebug, tune(dir))
-	return a, b
+	return a, b, dbURL
 }
 
 // A change made through one server is seen by the other at once: an install, a run-time
 // event subscription, a new configuration (which reaches the instance connected to the
 // other server), a disable (its session there ends), a token revoked, an uninstall.
 func TestChangesReachEveryReplica(t *testing.T) {
-	a, b := startReplicas(t)
+	a, b, _ := startReplicas(t)
 	seen := func(e *env, what string, cond func() bool) {
 		t.Helper()
 		start := time.Now()
@@ -159,4 +162,43 @@ func tokenID(t *testing.T, e *env, token string) string {
 		t.Fatal(err)
 	}
 	return p.TokenID
+}
+
+// A host-launched plugin installed through A starts through B, whose data directory never
+// had its files: B unpacks the package file the shared store keeps, checked against the
+// sha256 on record (a tampered file is refused).
+func TestPluginInstalledThroughAnotherReplicaStarts(t *testing.T) {
+	a, b, dbURL := startReplicas(t)
+	installTestPlugin(a, "moving-plugin", "healthy", nil, nil)
+	waitFor(t, "the install on B", 5*time.Second, func() bool {
+		return b.rest("GET", "/api/v1/plugins/moving-plugin", b.Admin, nil).Status == http.StatusOK
+	})
+	if dirs := pluginDirs(t, b.DataDir); len(dirs) != 0 {
+		t.Fatalf("B has the plugin's files before it starts it: %v", dirs)
+	}
+	b.mustREST(http.MethodPost, "/api/v1/plugins/moving-plugin/enable", b.Admin, nil)
+	if st, _ := status(b, "moving-plugin"); st != "active" {
+		t.Fatalf("status on B: %s", st)
+	}
+	if dirs := pluginDirs(t, b.DataDir); len(dirs) != 1 {
+		t.Fatalf("B's plugin directories: %v", dirs)
+	}
+	b.mustREST(http.MethodPost, "/api/v1/plugins/moving-plugin/disable", b.Admin, nil)
+
+	// The stored package file no longer matches the record: B refuses to start it.
+	if err := os.RemoveAll(filepath.Join(b.DataDir, "plugins", "moving-plugin")); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), `UPDATE packages SET data = 'not the package'`); err != nil {
+		t.Fatal(err)
+	}
+	res := b.rest(http.MethodPost, "/api/v1/plugins/moving-plugin/enable", b.Admin, nil)
+	if res.Status < 500 || !strings.Contains(string(res.Raw), "sha256") {
+		t.Fatalf("enable with a tampered package: %d %s", res.Status, res.Raw)
+	}
 }

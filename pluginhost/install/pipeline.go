@@ -84,6 +84,10 @@ func (h *Installer) stage(ctx context.Context, p *pkg) (string, error) {
 		removeStaged(dir)
 		return "", errs.Wrap(errs.PluginInstallationFailed, err, "could not write the package to disk")
 	}
+	if err := h.keepPackage(ctx, p); err != nil {
+		removeStaged(dir)
+		return "", err
+	}
 	return dir, nil
 }
 
@@ -127,6 +131,9 @@ func (h *Installer) newPackageDir(id, version string) string {
 func (h *Installer) commit(ctx context.Context, rec store.Plugin, backup *store.Backup, sw *store.VersionSwitch, line store.LogRecord, what string) error {
 	err := h.write(ctx, func(tx store.Tx) error {
 		if err := tx.PutPlugin(rec); err != nil {
+			return err
+		}
+		if err := prunePackages(tx); err != nil {
 			return err
 		}
 		if backup != nil {

@@ -52,6 +52,9 @@ func (h *Installer) Uninstall(ctx context.Context, id string, opts UninstallOpti
 		if err := tx.DeletePlugin(id); err != nil {
 			return err
 		}
+		if err := prunePackages(tx); err != nil {
+			return err
+		}
 		if err := tx.DeletePluginTokens(id); err != nil {
 			return err
 		}

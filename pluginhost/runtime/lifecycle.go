@@ -107,6 +107,9 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 		rt.notify(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 		return rt.externalStatus(r), nil
 	}
+	if err := rt.ensurePackage(ctx, p.rec); err != nil {
+		return "", err
+	}
 	if err := rt.SetStatus(ctx, id, registry.StatusLoading, "", &yes); err != nil {
 		return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}

@@ -105,6 +105,10 @@ type Options struct {
 	// (a path of Nexus's own API, or one another active plugin serves): such a plugin is
 	// not started.
 	EndpointConflict func(id string, endpoints []manifest.APIEndpoint) error
+	// EnsurePackage, if not nil, makes sure a host-launched plugin's files are in the data
+	// directory before it starts (a plugin installed through another server sharing the
+	// store is unpacked from the store's copy of its package).
+	EnsurePackage func(ctx context.Context, rec store.Plugin) error
 }
 
 // Runtime runs and supervises plugins: launch, readiness, crashes and backoff, quarantine,
@@ -124,6 +128,7 @@ type Runtime struct {
 	// endpointConflict is Options.EndpointConflict, or a check that finds none.
 	endpointConflict func(id string, endpoints []manifest.APIEndpoint) error
 	notify           func(ctx context.Context, typ string, data map[string]any)
+	ensurePackage    func(ctx context.Context, rec store.Plugin) error
 	locks            *lifecycleLocks
 
 	ctx    context.Context // the runtime's lifetime, ended by Shutdown
@@ -186,11 +191,15 @@ func New(opts Options) *Runtime {
 	if opts.EndpointConflict == nil {
 		opts.EndpointConflict = func(string, []manifest.APIEndpoint) error { return nil }
 	}
+	if opts.EnsurePackage == nil {
+		opts.EnsurePackage = func(context.Context, store.Plugin) error { return nil }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
 		cfg: opts.Config.withDefaults(), reg: opts.Registry, pres: opts.Presence, logs: opts.Logs, metrics: opts.Metrics,
 		tokens: opts.Tokens, log: opts.Logger, dataDir: opts.DataDir, notify: opts.Notify, locks: newLifecycleLocks(),
 		ctx: ctx, cancel: cancel, plugins: map[string]*running{}, endpointConflict: opts.EndpointConflict,
+		ensurePackage: opts.EnsurePackage,
 	}
 	opts.Presence.OnAttach(rt.attach)
 	opts.Presence.OnDetach(rt.detach)

@@ -333,3 +333,18 @@ type Feed interface {
 	// ends.
 	Follow(ctx context.Context, fn func(Change))
 }
+
+// PackageTx is implemented by the transactions of stores that several servers share
+// (storepg): they keep the package files of the installed plugins, so that a server can
+// unpack a plugin installed through another one.
+type PackageTx interface {
+	// PutPackage stores a package file (once: a file stored already is kept) and returns
+	// its sha256 in hex.
+	PutPackage(data []byte) (sha256 string, err error)
+	// Package returns the package file with the sha256, or ErrNotFound.
+	Package(sha256 string) ([]byte, error)
+	// PrunePackages removes the package files stored before storedBefore that no plugin,
+	// backup or update in flight refers to, and returns how many. (A file stored just now
+	// for an install that is not committed yet is not referred to either.)
+	PrunePackages(storedBefore time.Time) (int, error)
+}

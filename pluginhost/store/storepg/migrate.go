@@ -166,6 +166,13 @@ CREATE TABLE version_switches (
 	started_at  bigint
 );
 `},
+		{version: 2, name: "package files", compatibleFrom: 1, sql: `
+CREATE TABLE packages (
+	sha256    text COLLATE "C" PRIMARY KEY,
+	data      bytea NOT NULL,
+	stored_at bigint NOT NULL
+);
+`},
 	}
 }
 
