@@ -41,6 +41,11 @@ type Registry struct {
 
 	subMu sync.Mutex // guards subs
 	subs  []func(Change)
+
+	// shared says the store is shared with other servers (it is a store.Feed): a
+	// transaction then reads the records it works on from the store, not from memory,
+	// since another server may have committed a newer one.
+	shared bool
 }
 
 // New returns an empty registry over st; [Registry.Load] fills it. box opens and seals the
@@ -49,7 +54,8 @@ func New(st store.Store, box *secrets.Box, log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{st: st, box: box, log: log}
+	_, shared := st.(store.Feed)
+	r := &Registry{st: st, box: box, log: log, shared: shared}
 	r.snap.Store(newSnapshot(map[string]*Plugin{}))
 	return r
 }
@@ -106,7 +112,7 @@ func (r *Registry) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	base := r.snap.Load()
 	var t *Tx
 	err := r.st.Write(ctx, func(stx store.Tx) error {
-		t = &Tx{Tx: stx, r: r, base: base, pending: map[string]*Plugin{}}
+		t = &Tx{Tx: stx, r: r, base: base, pending: map[string]*Plugin{}, fresh: map[string]*Plugin{}}
 		return fn(t)
 	})
 	if err != nil {
@@ -124,9 +130,25 @@ func (r *Registry) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	for id, p := range base.byID {
 		byID[id] = p
 	}
-	changes := make([]Change, 0, len(t.order))
+	changes := make([]Change, 0, len(t.order)+len(t.fresh))
+	// What the transaction found newer in the store (committed by another server) and did
+	// not write over comes first, as Refresh would have announced it.
+	for _, id := range slices.Sorted(maps.Keys(t.fresh)) {
+		old, now := base.byID[id], t.fresh[id]
+		if old == now {
+			continue
+		}
+		if now == nil {
+			delete(byID, id)
+		} else {
+			byID[id] = now
+		}
+		if _, written := t.pending[id]; !written {
+			changes = append(changes, Change{ID: id, Old: old, New: now, Remote: true})
+		}
+	}
 	for _, id := range t.order {
-		old, now := base.byID[id], t.pending[id]
+		old, now := t.prev(id), t.pending[id]
 		if old == nil && now == nil {
 			continue // written and deleted in one transaction
 		}
@@ -286,6 +308,9 @@ type Tx struct {
 	// ids in the order first written.
 	pending map[string]*Plugin
 	order   []string
+	// fresh are the plugins read from a shared store in this transaction (nil: not
+	// installed), before it wrote them.
+	fresh map[string]*Plugin
 	// after are run once the transaction commits.
 	after []func()
 }
@@ -294,7 +319,9 @@ type Tx struct {
 // visible (it does not run when the transaction fails).
 func (t *Tx) AfterCommit(fn func()) { t.after = append(t.after, fn) }
 
-// Get returns a plugin as this transaction sees it.
+// Get returns a plugin as this transaction sees it: as it wrote it, or else as committed,
+// read from the store when the store is shared (the write lock makes that the latest), and
+// from memory otherwise (this registry is the store's only writer).
 func (t *Tx) Get(id string) (*Plugin, error) {
 	if p, ok := t.pending[id]; ok {
 		if p == nil {
@@ -302,7 +329,50 @@ func (t *Tx) Get(id string) (*Plugin, error) {
 		}
 		return p, nil
 	}
-	return t.base.Get(id)
+	if !t.r.shared {
+		return t.base.Get(id)
+	}
+	p, err := t.committed(id)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, notFound(id)
+	}
+	return p, nil
+}
+
+// committed returns the plugin as the shared store holds it (nil when not installed).
+func (t *Tx) committed(id string) (*Plugin, error) {
+	if p, ok := t.fresh[id]; ok {
+		return p, nil
+	}
+	old := t.base.byID[id]
+	rec, err := t.Tx.Plugin(id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		t.fresh[id] = nil
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case old != nil && sameRecord(old.rec, rec):
+		t.fresh[id] = old
+		return old, nil
+	}
+	p, err := t.r.newPlugin(rec, old)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "internal error")
+	}
+	t.fresh[id] = p
+	return p, nil
+}
+
+// prev is the plugin as committed before this transaction wrote it.
+func (t *Tx) prev(id string) *Plugin {
+	if p, ok := t.fresh[id]; ok {
+		return p
+	}
+	return t.base.byID[id]
 }
 
 // Put writes a plugin record. Its manifest and configuration must be readable: a record the

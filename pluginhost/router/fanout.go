@@ -180,6 +180,10 @@ func subscriptionsKey(plugin string) string { return "event-subscriptions/" + pl
 // plugin's events (see ReloadSubscriptions), in one write that reads the current set first:
 // changes made through two servers at once both count.
 func (m *Router) Subscribe(ctx context.Context, plugin string, add, remove []string) error {
+	// The store's order is memory's: a reload or another Subscribe does not set memory
+	// between this write and its copy.
+	m.subsMu.Lock()
+	defer m.subsMu.Unlock()
 	var patterns []string
 	err := m.reg.Store().Write(ctx, func(tx store.Tx) error {
 		cur, err := readSubscriptions(tx, plugin)
@@ -252,6 +256,8 @@ func (m *Router) ReloadSubscriptions(ctx context.Context, plugins ...string) err
 			plugins = append(plugins, p.ID())
 		}
 	}
+	m.subsMu.Lock()
+	defer m.subsMu.Unlock()
 	found := make(map[string][]string, len(plugins))
 	err := m.reg.Store().Read(ctx, func(tx store.Tx) error {
 		for _, id := range plugins {
@@ -295,6 +301,8 @@ func SubscriptionsPlugin(key string) (string, bool) {
 // Subscribe can store new ones; the servers that hear of the change from the store only
 // drop their copies.
 func (m *Router) Forget(plugin string, local bool) {
+	m.subsMu.Lock()
+	defer m.subsMu.Unlock()
 	m.setSubscriptions(plugin, nil)
 	if !local {
 		return

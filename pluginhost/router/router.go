@@ -81,6 +81,9 @@ type Router struct {
 	// subs are the event patterns plugins subscribed to at run time, per plugin; they last
 	// until the plugin is disabled or uninstalled (the SDK subscribes again on reconnect).
 	subs map[string]map[string]bool
+	// subsMu orders the changes of subs with the store's (Subscribe, ReloadSubscriptions,
+	// Forget); it is taken before mu.
+	subsMu sync.Mutex
 }
 
 // New returns a Router; Start starts its reply reader.

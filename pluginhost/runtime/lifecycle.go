@@ -382,7 +382,11 @@ func (rt *Runtime) StopLocked(ctx context.Context, id string, opts DisableOption
 func (rt *Runtime) ResetStatuses(ctx context.Context) error {
 	return rt.reg.Update(ctx, func(tx *registry.Tx) error {
 		for _, p := range rt.reg.Snapshot().All() {
-			rec := p.Record()
+			cur, err := tx.Get(p.ID()) // as committed: another server may have changed it
+			if err != nil {
+				continue // uninstalled meanwhile
+			}
+			rec := cur.Record()
 			if rec.Status == registry.StatusActive || rec.Status == registry.StatusLoading {
 				rec.Status, rec.StatusReason = registry.StatusInactive, "the server restarted"
 				if _, err := tx.Put(rec); err != nil {

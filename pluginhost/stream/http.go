@@ -244,7 +244,13 @@ func (c *httpCall) pumpBody(ctx context.Context, body io.Reader) {
 			}
 		}
 		c.credit.Add(-int64(len(chunk)))
-		if err := c.peer.sendBody(ctx, &pluginhostv1.HttpBody{RequestId: c.id, Chunk: chunk, Done: done}); err != nil || done {
+		if err := c.peer.sendBody(ctx, &pluginhostv1.HttpBody{RequestId: c.id, Chunk: chunk, Done: done}); err != nil {
+			if ctx.Err() == nil {
+				c.fail(fmt.Errorf("%w: the request body could not be passed on: %v", ErrCallFailed, errs.MessageOf(err)))
+			}
+			return
+		}
+		if done {
 			return
 		}
 	}

@@ -217,7 +217,11 @@ func (h *Sessions) startServed(f *relayv1.Frame, st *relayv1.Start) {
 	}
 	sc := &servedCall{key: f.GetFrom() + "/" + f.GetCallId(), id: f.GetCallId(), from: f.GetFrom(), cancel: cancel}
 	sc.body = newRelayBody(ctx, func(n int64) {
-		_ = h.sendRelay(ctx, sc, &relayv1.Frame{Frame: &relayv1.Frame_RequestWindow{RequestWindow: &pluginhostv1.HttpWindow{RequestId: sc.id, Bytes: n}}})
+		err := h.sendRelay(ctx, sc, &relayv1.Frame{Frame: &relayv1.Frame_RequestWindow{RequestWindow: &pluginhostv1.HttpWindow{RequestId: sc.id, Bytes: n}}})
+		if err != nil {
+			// Without the grant the caller's side sends no more body: the call cannot go on.
+			sc.cancel(fmt.Errorf("the window for more of the body could not be sent back: %w", err))
+		}
 	}, req.GetBody(), req.GetBodyDone())
 	sc.out = &relayWriter{ctx: ctx, send: func(fr *relayv1.Frame) error { return h.sendRelay(ctx, sc, fr) }, id: sc.id,
 		header: http.Header{}, grants: make(chan struct{}, 1)}

@@ -115,7 +115,10 @@ func (b *Bus) SendFrame(ctx context.Context, to string, frame []byte) error {
 		return bus.ErrClosed
 	}
 	key := b.keys.relay(to)
-	pipe := b.rdb.Pipeline()
+	// On the client that never retries: a retry after a lost answer would append the frame
+	// twice, and the frames of a call are not idempotent (a body chunk would be written
+	// twice). A failed send fails the call instead.
+	pipe := b.blk.Pipeline()
 	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: relayMaxLen, Approx: true, Values: []any{"f", frame}})
 	pipe.PExpire(ctx, key, replyTTL)
 	_, err := pipe.Exec(ctx)

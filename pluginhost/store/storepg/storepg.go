@@ -91,6 +91,10 @@ type Store struct {
 	// feed cannot return. Assigned once.
 	channel string
 	log     *slog.Logger
+	// writer admits one Write of this process at a time to the pool: Writes queued for the
+	// database's write lock would otherwise hold every pooled connection, and Reads wait
+	// behind them.
+	writer chan struct{}
 
 	// closeOnce makes Close idempotent.
 	closeOnce sync.Once
@@ -155,6 +159,12 @@ func open(ctx context.Context, url string, ms []migration, opts []Option) (*Stor
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "nexus"
 	}
+	// A server cut off from the database in the middle of a Write must not hold the write
+	// lock, which every server waits for, until TCP gives up on it (hours): PostgreSQL ends a
+	// session idle in a transaction after this long. Writes are short round trips.
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60s"
+	}
 	target := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -174,7 +184,7 @@ func open(ctx context.Context, url string, ms []migration, opts []Option) (*Stor
 		pool.Close()
 		return nil, fmt.Errorf("storepg: open %s: %w", target, err)
 	}
-	return &Store{pool: pool, schema: schema, channel: channelFor(current), log: o.log}, nil
+	return &Store{pool: pool, schema: schema, channel: channelFor(current), log: o.log, writer: make(chan struct{}, 1)}, nil
 }
 
 // Schema returns the schema versions Open found or left.
@@ -207,6 +217,12 @@ func (s *Store) Read(ctx context.Context, fn func(store.Tx) error) error {
 func (s *Store) Write(ctx context.Context, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storepg: begin write: %w", err)
+	}
+	select {
+	case s.writer <- struct{}{}:
+		defer func() { <-s.writer }()
+	case <-ctx.Done():
+		return fmt.Errorf("storepg: begin write: wait for this server's other writes: %w", ctx.Err())
 	}
 	pgTx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite})
 	if err != nil {
@@ -242,7 +258,11 @@ func (s *Store) Write(ctx context.Context, fn func(store.Tx) error) error {
 		rollback(ctx, pgTx)
 		return fmt.Errorf("storepg: commit: notify the other servers: %w", err)
 	}
-	if err := pgTx.Commit(ctx); err != nil {
+	// ctx was checked above: the commit itself is not cut short by it, since a COMMIT whose
+	// connection is closed half-way may have committed, and Write would report otherwise.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	if err := pgTx.Commit(cctx); err != nil {
 		rollback(ctx, pgTx)
 		return fmt.Errorf("storepg: commit: %w", err)
 	}
