@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,9 @@ type Host struct {
 	tokens   runtime.TokenIssuer
 
 	loops loops // the background loops, started by Start
+	// refreshAgain is set when a change of the shared store could not be applied: every
+	// record is read again (retryRefresh).
+	refreshAgain atomic.Bool
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -191,6 +195,7 @@ func (h *Host) Start(ctx context.Context) error {
 	if feed, ok := h.st.(store.Feed); ok {
 		// Servers sharing the store: what another one commits reaches this one's views.
 		h.loops.start(func(ctx context.Context) { feed.Follow(ctx, func(c store.Change) { h.onStoreChange(ctx, c) }) })
+		h.loops.start(h.retryRefresh)
 	}
 	return nil
 }
@@ -218,8 +223,25 @@ func (h *Host) onStoreChange(ctx context.Context, c store.Change) {
 		}
 	}
 	if err != nil && ctx.Err() == nil {
-		h.log.Warn("reading what another server changed failed", "change", c, "error", err)
+		// Not lost: everything is read again (retryRefresh) until that succeeds.
+		h.refreshAgain.Store(true)
+		h.log.Warn("reading what another server changed failed; reading everything again shortly", "change", c, "error", err)
 	}
+}
+
+// refreshRetryInterval is how often retryRefresh tries again after a failed read.
+const refreshRetryInterval = 2 * time.Second
+
+// retryRefresh reads every plugin record and subscription again while the last attempt to
+// apply a change of the shared store failed, until ctx ends.
+func (h *Host) retryRefresh(ctx context.Context) {
+	every(ctx, refreshRetryInterval, func() {
+		if !h.refreshAgain.Load() {
+			return
+		}
+		h.refreshAgain.Store(false)
+		h.onStoreChange(ctx, store.Change{Kind: store.ChangeAny})
+	})
 }
 
 // StartEnabled announces the start (system.startup) and starts every enabled plugin in

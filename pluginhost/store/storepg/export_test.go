@@ -1,6 +1,9 @@
 package storepg
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Migration is a schema step, for tests that open a database with other steps.
 type Migration = migration
@@ -29,3 +32,11 @@ func (m migration) Version() int { return m.version }
 
 // CompatibleFrom is the step's compatibleFrom.
 func (m migration) CompatibleFrom() int { return m.compatibleFrom }
+
+// SetFollowPing sets how long Follow waits for a notification before it pings, until the
+// test ends.
+func SetFollowPing(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := followPing
+	followPing = d
+	t.Cleanup(func() { followPing = old })
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"time"
 
@@ -26,8 +27,12 @@ const (
 	noticeSetting = "setting:"
 )
 
-// followRetry bounds the wait before Follow connects again after losing its connection.
+// followRetry bounds the wait before Follow connects again after losing its connection;
+// followPing is how long it waits for a notification before it checks that the connection
+// still answers (a dead network is otherwise noticed only by TCP keepalives, minutes later).
 const followRetry = time.Second
+
+var followPing = 15 * time.Second // a variable for the tests
 
 // channelFor is the notification channel of the store in schema: one per schema, so that
 // deployments kept apart by search_path do not hear each other. A channel name is an
@@ -57,7 +62,14 @@ func (t *tx) sendNotices(channel string) error {
 func (s *Store) Follow(ctx context.Context, fn func(store.Change)) {
 	var failing bool
 	for ctx.Err() == nil {
-		err := s.listen(ctx, fn)
+		listening := false
+		err := s.listen(ctx, func(c store.Change) {
+			if !listening && failing {
+				s.log.Info("storepg: following the changes of other servers again")
+			}
+			listening, failing = true, false
+			fn(c)
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -89,7 +101,18 @@ func (s *Store) listen(ctx context.Context, fn func(store.Change)) error {
 	}
 	fn(store.Change{Kind: store.ChangeAny})
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, followPing)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			// Quiet for a while: make sure the connection still answers.
+			pctx, cancel := context.WithTimeout(ctx, followPing)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			return err
 		}

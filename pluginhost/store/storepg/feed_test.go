@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/store"
+	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 )
 
 // follow runs s.Follow until the test ends and returns the changes it tells.
@@ -104,4 +105,20 @@ func TestFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectChange(t, got, store.Change{Kind: store.ChangeAny})
+}
+
+// TestFeedOverQuietTimes: a feed with nothing to tell for longer than its ping interval
+// checks its connection and keeps listening on it.
+func TestFeedOverQuietTimes(t *testing.T) {
+	storepg.SetFollowPing(t, 100*time.Millisecond)
+	url := shared.NewDatabase(t)
+	writer, reader := open(t, url), open(t, url)
+	got := follow(t, reader)
+	expectChange(t, got, store.Change{Kind: store.ChangeAny})
+	time.Sleep(500 * time.Millisecond) // several pings
+	if err := writer.Write(t.Context(), func(tx store.Tx) error { return tx.PutSetting("k", nil) }); err != nil {
+		t.Fatal(err)
+	}
+	expectChange(t, got, store.Change{Kind: store.ChangeSetting, ID: "k"})
+	expectNoChange(t, got) // no reconnection (it would say ChangeAny)
 }
