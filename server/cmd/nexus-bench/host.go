@@ -28,15 +28,32 @@ const (
 	senderPluginID = "bench-sender"
 	// echoMessageType is the message type bench-sender sends and bench-echo answers.
 	echoMessageType = "echo"
+	// secretKeyFile is the server's secrets key in its data directory.
+	secretKeyFile = "secret.key"
 )
 
 // hostServer is a running `nexus serve`.
 type hostServer struct {
-	url     string // http://127.0.0.1:PORT
-	dataDir string
-	admin   string // the admin token (NEXUS_ADMIN_TOKEN)
-	logPath string // the server's stderr
-	proc    *proc
+	name        string // in error messages: "nexus serve", "nexus serve A", ...
+	url         string // http://127.0.0.1:PORT
+	dataDir     string
+	databaseURL string // its PostgreSQL database; empty: SQLite in dataDir
+	admin       string // the admin token (NEXUS_ADMIN_TOKEN)
+	logPath     string // the server's stderr
+	proc        *proc
+}
+
+// hostOptions say how to start a `nexus serve`.
+type hostOptions struct {
+	name        string // hostServer.name; "nexus serve" when empty
+	redisURL    string // --redis-url; empty: the in-memory bus
+	databaseURL string // --database-url; empty: SQLite in the data directory
+	// admin is its NEXUS_ADMIN_TOKEN; a random one when empty. Servers sharing a database
+	// must share it: a server starting with another bootstrap token revokes the previous one.
+	admin string
+	// secretKey, when set, is written to the data directory as secret.key before the first
+	// start, as replicas sharing a database must share it.
+	secretKey []byte
 }
 
 // runHostMemory runs the host scenario on the in-memory bus.
@@ -60,7 +77,7 @@ func (b *bench) runHostRedis(ctx context.Context) (Measurement, error) {
 func (b *bench) runHost(ctx context.Context, redisURL string) (m Measurement, err error) {
 	ps := newProcs(b.stderr)
 	defer ps.stopAll()
-	h, err := b.startHost(ctx, ps, redisURL)
+	h, err := b.startHost(ctx, ps, hostOptions{redisURL: redisURL})
 	if err != nil {
 		return m, err
 	}
@@ -69,28 +86,43 @@ func (b *bench) runHost(ctx context.Context, redisURL string) (m Measurement, er
 			err = fmt.Errorf("%w%s", err, h.logTail())
 		}
 	}()
+	return b.runPlugins(ctx, ps, h, h)
+}
+
+// runPlugins installs and enables bench-echo and bench-sender through sender's server,
+// waits until echo's server sees them enabled (a replica sharing sender's database), runs
+// bench-echo connected to echo and bench-sender connected to sender, and returns
+// bench-sender's measurement. sender and echo may be the same server.
+func (b *bench) runPlugins(ctx context.Context, ps *procs, sender, echo *hostServer) (m Measurement, err error) {
 	tokens := map[string]string{}
 	for _, id := range []string{echoPluginID, senderPluginID} {
-		if err := h.installExternal(ctx, id); err != nil {
+		if err := sender.installExternal(ctx, id); err != nil {
 			return m, err
 		}
-		if tokens[id], err = h.pluginToken(ctx, b.cfg.nexus, id); err != nil {
+		if tokens[id], err = sender.pluginToken(ctx, b.cfg.nexus, id); err != nil {
 			return m, err
+		}
+	}
+	if echo != sender {
+		for _, id := range []string{echoPluginID, senderPluginID} {
+			if err := echo.waitEnabled(ctx, id); err != nil {
+				return m, err
+			}
 		}
 	}
 
-	echo, err := ps.start(echoPluginID, b.pluginCmd(rolePluginEcho, h, echoPluginID, tokens[echoPluginID]), stopGrace)
+	echoProc, err := ps.start(echoPluginID, b.pluginCmd(rolePluginEcho, echo, echoPluginID, tokens[echoPluginID]), stopGrace)
 	if err != nil {
 		return m, err
 	}
-	if err := echo.readJSON(ctx, readyTimeout, &ready{}); err != nil {
+	if err := echoProc.readJSON(ctx, readyTimeout, &ready{}); err != nil {
 		return m, err
 	}
-	sender, err := ps.start(senderPluginID, b.pluginCmd(rolePluginSender, h, senderPluginID, tokens[senderPluginID], b.loadArgs()...), stopGrace)
+	senderProc, err := ps.start(senderPluginID, b.pluginCmd(rolePluginSender, sender, senderPluginID, tokens[senderPluginID], b.loadArgs()...), stopGrace)
 	if err != nil {
 		return m, err
 	}
-	if err := sender.readJSON(ctx, b.measureTimeout(), &m); err != nil {
+	if err := senderProc.readJSON(ctx, b.measureTimeout(), &m); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -106,20 +138,38 @@ func (b *bench) pluginCmd(role string, h *hostServer, id, token string, args ...
 
 // startHost starts `nexus serve` on a free loopback port with a fresh data directory and
 // waits until it is ready.
-func (b *bench) startHost(ctx context.Context, ps *procs, redisURL string) (*hostServer, error) {
+func (b *bench) startHost(ctx context.Context, ps *procs, opts hostOptions) (*hostServer, error) {
 	dir, err := os.MkdirTemp(b.tmp, "host-")
 	if err != nil {
 		return nil, err
 	}
-	admin, err := randomToken()
-	if err != nil {
-		return nil, err
+	admin := opts.admin
+	if admin == "" {
+		if admin, err = randomToken(); err != nil {
+			return nil, err
+		}
 	}
-	h := &hostServer{dataDir: filepath.Join(dir, "data"), admin: admin, logPath: filepath.Join(dir, "nexus.log")}
+	name := opts.name
+	if name == "" {
+		name = "nexus serve"
+	}
+	h := &hostServer{name: name, dataDir: filepath.Join(dir, "data"), databaseURL: opts.databaseURL, admin: admin, logPath: filepath.Join(dir, "nexus.log")}
+	if opts.secretKey != nil {
+		if err := os.MkdirAll(h.dataDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(h.dataDir, secretKeyFile), opts.secretKey, 0o600); err != nil {
+			return nil, err
+		}
+	}
 	addrFile := filepath.Join(dir, "addr")
 	args := []string{"serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile, "--data-dir", h.dataDir, "--log-level", "warn"}
-	if redisURL != "" {
-		args = append(args, "--redis-url", redisURL)
+	if opts.redisURL != "" {
+		args = append(args, "--redis-url", opts.redisURL)
+	}
+	if opts.databaseURL != "" {
+		// pgtest's URLs carry no password (trust authentication), so ps shows nothing secret.
+		args = append(args, "--database-url", opts.databaseURL)
 	}
 	logFile, err := os.Create(h.logPath)
 	if err != nil {
@@ -129,7 +179,7 @@ func (b *bench) startHost(ctx context.Context, ps *procs, redisURL string) (*hos
 	cmd := exec.Command(b.cfg.nexus, args...)
 	cmd.Env = childEnv("NEXUS_ADMIN_TOKEN=" + admin)
 	cmd.Stderr = logFile
-	if h.proc, err = ps.start("nexus", cmd, serverStopGrace); err != nil {
+	if h.proc, err = ps.start(name, cmd, serverStopGrace); err != nil {
 		return nil, err
 	}
 
@@ -141,10 +191,10 @@ func (b *bench) startHost(ctx context.Context, ps *procs, redisURL string) (*hos
 			break
 		}
 		if !h.proc.running() {
-			return nil, fmt.Errorf("nexus serve exited: %s%s", exitText(h.proc.waitErr), h.logTail())
+			return nil, fmt.Errorf("%s exited: %s%s", name, exitText(h.proc.waitErr), h.logTail())
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("nexus serve did not listen within %v%s", readyTimeout, h.logTail())
+			return nil, fmt.Errorf("%s did not listen within %v%s", name, readyTimeout, h.logTail())
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return nil, err
@@ -156,7 +206,7 @@ func (b *bench) startHost(ctx context.Context, ps *procs, redisURL string) (*hos
 			return h, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("nexus serve not ready within %v (last: %v %s)%s", readyTimeout, err, res.raw, h.logTail())
+			return nil, fmt.Errorf("%s not ready within %v (last: %v %s)%s", name, readyTimeout, err, res.raw, h.logTail())
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return nil, err
@@ -185,10 +235,36 @@ func (h *hostServer) installExternal(ctx context.Context, id string) error {
 	return nil
 }
 
-// pluginToken creates a plugin token with `nexus token create`.
+// waitEnabled waits until h sees plugin id installed and enabled (a replica learns of a
+// change made through another from the shared database).
+func (h *hostServer) waitEnabled(ctx context.Context, id string) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		var detail struct {
+			Plugin struct {
+				Enabled bool `json:"enabled"`
+			} `json:"plugin"`
+		}
+		err := h.getData(ctx, "/api/v1/plugins/"+id, &detail)
+		if err == nil && detail.Plugin.Enabled {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not see %s enabled within %v (last: %v)", h.name, id, readyTimeout, err)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// pluginToken creates a plugin token with `nexus token create`, in h's database.
 func (h *hostServer) pluginToken(ctx context.Context, nexus, id string) (string, error) {
-	cmd := exec.CommandContext(ctx, nexus, "token", "create", "--data-dir", h.dataDir,
-		"--role", "plugin", "--plugin", id, "--name", "nexus-bench "+id)
+	args := []string{"token", "create", "--data-dir", h.dataDir, "--role", "plugin", "--plugin", id, "--name", "nexus-bench " + id}
+	if h.databaseURL != "" {
+		args = append(args, "--database-url", h.databaseURL)
+	}
+	cmd := exec.CommandContext(ctx, nexus, args...)
 	cmd.Env = childEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -263,7 +339,7 @@ func (h *hostServer) logTail() string {
 	if len(b) > max {
 		b = b[len(b)-max:]
 	}
-	return "\nnexus serve log (tail):\n" + string(b)
+	return "\n" + h.name + " log (tail):\n" + string(b)
 }
 
 // manifestPackage is a plugin package (.tar.gz) holding only plugin.json.

@@ -1,5 +1,6 @@
 // Command nexus-bench measures plugin-to-plugin messaging routed by the Nexus host, in
-// memory and over Redis, beside two baselines measured in the same run on the same payload,
+// memory and over Redis (the two plugins on one server, and on two replicas sharing
+// PostgreSQL and Redis), beside two baselines measured in the same run on the same payload,
 // and the REST API's plugin reads beside a baseline endpoint of the same server, and prints
 // a Markdown report (or JSON with -json). It is a command, not a timed test: its figures are
 // a report, and it exits 0 even when a target is missed (non-zero only when a scenario fails
@@ -38,6 +39,17 @@
 //     every message with its data; bench-sender sends with Session.Send and waits for the
 //     reply. The path is sender -> host -> echo -> host -> sender, over the plugins' streams.
 //   - host, over Redis: the same with `nexus serve --redis-url` (a redis-server of its own).
+//   - host, over Redis, two replicas (replicas.go): the same plugins and payload, but two
+//     `nexus serve` processes, replicas A and B, on one PostgreSQL database (--database-url)
+//     and one redis-server, each of the scenario's own (PostgreSQL started by pgtest's
+//     StartServer, as the tests start theirs), with the same --redis-prefix, the same
+//     secrets key (secret.key, copied into B's data directory before its first start) and
+//     the same bootstrap admin token. The plugins are installed, enabled and given their
+//     tokens through A only; B sees them through the shared database (the run waits until
+//     it does). bench-sender connects to A and bench-echo to B: a message goes sender -> A
+//     -> B's inbox in Redis -> B -> echo, and its reply echo -> B -> A's reply stream in
+//     Redis -> A -> sender (on one server, the reply goes to its waiter in process). A
+//     missing PostgreSQL fails the scenario, as a missing Redis does; -skip-redis skips it.
 //
 // # Payload
 //
@@ -68,7 +80,8 @@
 //
 // The targets compare the host with the baselines: in memory, p50 within 1.5x of the raw
 // relay and throughput at least 60% of it; over Redis, p50 within 1.5x of the raw relay's
-// p50 plus the raw Redis round trip's p50.
+// p50 plus the raw Redis round trip's p50. The two-replica row has no target: its p50 and
+// throughput are given as ratios to the same-replica over-Redis row of the same round.
 //
 // # REST reads
 //
@@ -201,9 +214,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: nexus-bench [flags]\n\n"+
 			"Round-trip latency (p50, p99; 1 in flight) and throughput (%d in flight) of plugin-to-plugin\n"+
-			"messages routed by the Nexus host, in memory and over Redis, beside a raw grpc-go relay and a\n"+
-			"raw go-redis Streams round trip; and the REST reads of the plugin list (%d plugins installed)\n"+
-			"and a plugin's detail beside the repository list of the same server (%d in flight).\n"+
+			"messages routed by the Nexus host, in memory and over Redis (on one server and across two\n"+
+			"replicas sharing PostgreSQL and Redis), beside a raw grpc-go relay and a raw go-redis\n"+
+			"Streams round trip; and the REST reads of the plugin list (%d plugins installed) and a\n"+
+			"plugin's detail beside the repository list of the same server (%d in flight).\n"+
 			"Prints a Markdown report.\n\nFlags:\n", concurrency, readPlugins, readConcurrency)
 		fs.PrintDefaults()
 	}
@@ -212,7 +226,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.duration, "duration", defaultDuration, "duration of each measurement (latency, throughput)")
 	fs.DurationVar(&cfg.warmup, "warmup", defaultWarmup, "warm-up before the measurements of each scenario")
 	fs.IntVar(&cfg.payload, "payload", defaultPayload, "payload bytes carried each way")
-	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline and host over Redis)")
+	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline, host over Redis, and two replicas on PostgreSQL and Redis)")
 	fs.StringVar(&cfg.only, "only", "", "run only the messaging scenarios (\""+onlyMessaging+"\") or only the REST reads (\""+onlyReads+"\")")
 	fs.BoolVar(&cfg.skipReads, "skip-reads", false, "skip the REST reads scenario")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
@@ -315,7 +329,9 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 		}
 		scenarios = append(scenarios, oneRow(keyHostMem, "host, in memory (sender → nexus → echo)", b.runHostMemory))
 		if !cfg.skipRedis {
-			scenarios = append(scenarios, oneRow(keyHostRedis, "host, over Redis (sender → nexus → Redis → nexus → echo)", b.runHostRedis))
+			scenarios = append(scenarios,
+				oneRow(keyHostRedis, "host, over Redis (sender → nexus → Redis → nexus → echo)", b.runHostRedis),
+				oneRow(keyHostReplicas, "host, over Redis, two replicas (sender → nexus A → Redis → nexus B → echo)", b.runHostReplicas))
 		}
 	}
 	if cfg.runsReads() {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -121,5 +122,56 @@ func TestReportRatios(t *testing.T) {
 	r.computeRatios()
 	if cell := r.ratioCell(keyHostMem); !strings.Contains(cell, "p50 ÷ relay p50 n/a (target ≤ 1.5)") {
 		t.Errorf("ratio cell without a baseline: %q", cell)
+	}
+}
+
+// The two-replica row carries its ratios to the same-replica over-Redis row, within each
+// round and without a target; they are n/a when the same-replica row failed.
+func TestReportReplicasRatios(t *testing.T) {
+	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 2})
+	m := func(p50, tput float64) Measurement {
+		return Measurement{P50us: p50, P99us: 2 * p50, Samples: 10, Throughput: tput, RoundTrips: int(tput)}
+	}
+	r.add(keyHostRedis, "same replica", []Measurement{m(500, 4000), m(600, 3000)}, nil)
+	r.add(keyHostReplicas, "two replicas", []Measurement{m(700, 2000), m(900, 3000)}, nil)
+	r.computeRatios()
+
+	// Rounds: p50 700/500 = 1.4 and 900/600 = 1.5; throughput 0.5 and 1.
+	want := map[string]float64{
+		"host-redis-replicas p50 / host-redis p50":               1.45,
+		"host-redis-replicas throughput / host-redis throughput": 0.75,
+	}
+	found := 0
+	for _, q := range r.Ratios {
+		w, ok := want[q.Name]
+		if !ok {
+			continue
+		}
+		found++
+		if q.Value == nil || math.Abs(*q.Value-w) > 1e-9 || q.Op != "" || q.Met || len(q.PerRound) != 2 {
+			t.Errorf("%s = %v (op %q, met %v, rounds %v), want %v with no target", q.Name, q.Value, q.Op, q.Met, q.PerRound, w)
+		}
+	}
+	if found != len(want) {
+		t.Errorf("%d of the %d replica ratios in %+v", found, len(want), r.Ratios)
+	}
+
+	var b strings.Builder
+	if err := r.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	row := "| two replicas | 800 | 1600 | 10 | 2500 | 2500 | p50 ÷ same-replica p50 = 1.45 (rounds 1.40–1.50), no target; " +
+		"throughput ÷ same-replica throughput = 0.75 (rounds 0.50–1.00), no target |"
+	if !strings.Contains(b.String(), row) {
+		t.Errorf("the Markdown report lacks %q:\n%s", row, b.String())
+	}
+
+	// Without the same-replica row, the ratios are not available.
+	r = newReport(config{payload: 256, duration: time.Second})
+	r.add(keyHostRedis, "same replica", nil, errors.New("no redis"))
+	r.add(keyHostReplicas, "two replicas", []Measurement{m(700, 2000)}, nil)
+	r.computeRatios()
+	if cell := r.ratioCell(keyHostReplicas); cell != "p50 ÷ same-replica p50 n/a; throughput ÷ same-replica throughput n/a" {
+		t.Errorf("ratio cell without the same-replica row: %q", cell)
 	}
 }

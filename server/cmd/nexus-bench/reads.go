@@ -67,7 +67,7 @@ func readRows() []row {
 func (b *bench) runReads(ctx context.Context) (ms []Measurement, err error) {
 	ps := newProcs(b.stderr)
 	defer ps.stopAll()
-	h, err := b.startHost(ctx, ps, "")
+	h, err := b.startHost(ctx, ps, hostOptions{})
 	if err != nil {
 		return nil, err
 	}

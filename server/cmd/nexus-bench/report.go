@@ -23,6 +23,9 @@ const (
 	keyRedis      = "raw_redis_streams"
 	keyHostMem    = "host_memory"
 	keyHostRedis  = "host_redis"
+	// keyHostReplicas is the host over Redis with the two plugins on two replicas
+	// (replicas.go); its ratios to keyHostRedis have no target.
+	keyHostReplicas = "host_redis_replicas"
 	// The REST reads (reads.go); keyReadRepos is their baseline.
 	keyReadRepos  = "rest_repositories"
 	keyReadList   = "rest_plugin_list"
@@ -210,7 +213,7 @@ func (r *report) failed() []string {
 // within every round, then their median.
 func (r *report) computeRatios() {
 	relay, rds, protoRelay := r.runs(keyRelay), r.runs(keyRedis), r.runs(keyProtoRelay)
-	mem, hostRedis := r.runs(keyHostMem), r.runs(keyHostRedis)
+	mem, hostRedis, replicas := r.runs(keyHostMem), r.runs(keyHostRedis), r.runs(keyHostReplicas)
 	add := func(row, label, name, op string, target float64, value func(round int) (float64, bool), scenarios ...[]Measurement) {
 		q := ratio{Name: name, Op: op, Target: target, row: row, label: label}
 		rounds := -1
@@ -253,6 +256,12 @@ func (r *report) computeRatios() {
 	if r.hasScenario(keyHostRedis) {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
 			func(i int) (float64, bool) { return div(hostRedis[i].P50us, relay[i].P50us+rds[i].P50us) }, hostRedis, relay, rds)
+	}
+	if r.hasScenario(keyHostReplicas) {
+		add(keyHostReplicas, "p50 ÷ same-replica p50", "host-redis-replicas p50 / host-redis p50", "", 0,
+			func(i int) (float64, bool) { return div(replicas[i].P50us, hostRedis[i].P50us) }, replicas, hostRedis)
+		add(keyHostReplicas, "throughput ÷ same-replica throughput", "host-redis-replicas throughput / host-redis throughput", "", 0,
+			func(i int) (float64, bool) { return div(replicas[i].Throughput, hostRedis[i].Throughput) }, replicas, hostRedis)
 	}
 	repos := r.runs(keyReadRepos)
 	for _, q := range []struct {
