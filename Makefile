@@ -110,7 +110,7 @@ test-go: redis-server postgresql ## Go tests with the race detector.
 	$(GO) test $(GOTESTFLAGS) ./...
 
 .PHONY: redis-server
-redis-server: ## Make sure redis-server is installed (the messaging tests start their own).
+redis-server: ## Make sure redis-server is installed (the messaging tests and nexus-bench start their own).
 	@command -v redis-server >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing redis-server (apt)"; \
@@ -118,7 +118,7 @@ redis-server: ## Make sure redis-server is installed (the messaging tests start 
 		else echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2; exit 1; fi; }
 
 .PHONY: postgresql
-postgresql: ## Make sure PostgreSQL (initdb, postgres) is installed (the store tests start their own).
+postgresql: ## Make sure PostgreSQL (initdb, postgres) is installed (the store tests and nexus-bench's two-replica scenario start their own).
 	@{ command -v initdb && command -v postgres; } >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing postgresql (apt)"; \
@@ -155,7 +155,7 @@ test-readme: build demo-repo grpcurl ## Run the README's examples against a fres
 BENCHFLAGS ?=
 
 .PHONY: bench
-bench: build redis-server postgresql ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
+bench: build redis-server postgresql ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host (in memory, over Redis on one server and across two replicas) vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./server/cmd/nexus-bench -nexus $(BIN) $(BENCHFLAGS)
 
