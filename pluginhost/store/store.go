@@ -1,6 +1,6 @@
 // Package store defines how Nexus keeps its state: installed plugins (with their
-// configuration and permissions), access tokens, the audit log, plugin logs, backups and
-// the plugins' key-value entries.
+// configuration and permissions), access tokens, the audit log, plugin logs, backups, the
+// plugins' key-value entries and the replicas (the servers sharing the store).
 //
 // A Store runs every change in one transaction (Write) so that writes that belong together
 // land together or not at all. Implementations: storesqlite (the default, one SQLite file
@@ -116,6 +116,13 @@ type Tx interface {
 	// PutKVReaders replaces the plugin's reader list (an empty list shares with no one).
 	// Readers listed twice are kept once; empty ids are refused.
 	PutKVReaders(pluginID string, readers []string) error
+
+	// PutReplica inserts or replaces the replica with r's ID, which must be non-empty.
+	PutReplica(r Replica) error
+	// Replicas returns every recorded replica, ordered by id.
+	Replicas() ([]Replica, error)
+	// DeleteReplica removes the replica's record (ErrNotFound when absent).
+	DeleteReplica(id string) error
 }
 
 // Plugin is an installed plugin.
@@ -283,6 +290,24 @@ type KVEntry struct {
 	ExpiresAt time.Time
 	// UpdatedAt is when the entry was last written.
 	UpdatedAt time.Time
+}
+
+// Replica is a server sharing the store, as it last recorded itself (see package
+// pluginhost/cluster, which writes and reads these records).
+type Replica struct {
+	// ID is the replica's id (a short slug, unique among the servers of the store).
+	ID string
+	// AdvertiseURL is where other replicas and users reach the replica.
+	AdvertiseURL string
+	// Version is the Nexus version the replica runs.
+	Version string
+	// StartedAt is when the replica started; HeartbeatAt when it last recorded itself.
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+	// HeartbeatInterval is how often the replica records itself.
+	HeartbeatInterval time.Duration
+	// Instances is how many plugin instances were connected to the replica at HeartbeatAt.
+	Instances int
 }
 
 // LevelRank orders log levels: DEBUG < INFO < WARNING < ERROR. Unknown levels rank 0.

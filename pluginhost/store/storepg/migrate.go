@@ -173,6 +173,18 @@ CREATE TABLE packages (
 	stored_at bigint NOT NULL
 );
 `},
+		{version: 3, name: "replicas", compatibleFrom: 1, sql: `
+CREATE TABLE replicas (
+	id                 text COLLATE "C" PRIMARY KEY,
+	advertise_url      text NOT NULL,
+	version            text NOT NULL,
+	started_at         bigint,
+	heartbeat_at       bigint,
+	-- nanoseconds
+	heartbeat_interval bigint NOT NULL,
+	instances          bigint NOT NULL
+);
+`},
 	}
 }
 

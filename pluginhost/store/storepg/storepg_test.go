@@ -138,9 +138,10 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 func TestConcurrentOpen(t *testing.T) {
 	const servers = 6
 	url := shared.NewDatabase(t)
-	known := len(storepg.Migrations())
-	ms := append(storepg.Migrations(),
-		storepg.NewMigration(known+1, "slow additive step", 1, `SELECT pg_sleep(0.2); CREATE TABLE extra (id int)`))
+	ms := storepg.Migrations()
+	slow := len(ms) + 1
+	ms = append(ms, storepg.NewMigration(slow, "slow additive step", ms[len(ms)-1].CompatibleFrom(),
+		`SELECT pg_sleep(0.2); CREATE TABLE extra (id int)`))
 	var (
 		wg   sync.WaitGroup
 		errs = make([]error, servers)
@@ -162,8 +163,13 @@ func TestConcurrentOpen(t *testing.T) {
 		}
 	}
 	rows := migrationRows(t, url)
-	if len(rows) != known+1 || rows[0].version != 1 || rows[known].version != known+1 {
-		t.Errorf("nexus_schema_migrations: %+v, want versions 1 to %d once each", rows, known+1)
+	if len(rows) != slow {
+		t.Errorf("nexus_schema_migrations: %+v, want versions 1 to %d once each", rows, slow)
+	}
+	for i, r := range rows {
+		if r.version != i+1 {
+			t.Errorf("nexus_schema_migrations[%d] is version %d, want %d", i, r.version, i+1)
+		}
 	}
 }
 

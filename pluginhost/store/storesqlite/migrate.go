@@ -18,8 +18,8 @@ type migration struct {
 
 // migrations returns every schema step in order.
 //
-// Times are INTEGER nanoseconds since the Unix epoch, UTC (NULL for the zero time); lists
-// of strings are JSON arrays in TEXT columns; booleans are 0 or 1.
+// Times are INTEGER nanoseconds since the Unix epoch, UTC (NULL for the zero time), and so
+// are durations; lists of strings are JSON arrays in TEXT columns; booleans are 0 or 1.
 func migrations() []migration {
 	return []migration{
 		{version: 1, name: "initial schema", sql: `
@@ -135,6 +135,17 @@ CREATE TABLE version_switches (
 `},
 		{version: 4, name: "token expiry", sql: `
 ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+`},
+		{version: 5, name: "replicas", sql: `
+CREATE TABLE replicas (
+	id                 TEXT NOT NULL PRIMARY KEY,
+	advertise_url      TEXT NOT NULL,
+	version            TEXT NOT NULL,
+	started_at         INTEGER,
+	heartbeat_at       INTEGER,
+	heartbeat_interval INTEGER NOT NULL,
+	instances          INTEGER NOT NULL
+) STRICT;
 `},
 	}
 }

@@ -722,7 +722,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	db := rawDB(t, path)
 	for _, q := range []string{
 		`DROP TABLE kv`, `DROP TABLE kv_shares`, `DROP TABLE version_switches`, `ALTER TABLE tokens DROP COLUMN expires_at`,
-		`DELETE FROM schema_migrations WHERE version > 1`,
+		`DROP TABLE replicas`, `DELETE FROM schema_migrations WHERE version > 1`,
 	} {
 		if _, err := db.ExecContext(t.Context(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -764,7 +764,7 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	}
 	db := rawDB(t, path)
 	for _, q := range []string{
-		`ALTER TABLE tokens DROP COLUMN expires_at`,
+		`ALTER TABLE tokens DROP COLUMN expires_at`, `DROP TABLE replicas`,
 		`DELETE FROM schema_migrations WHERE version > 3`,
 		`INSERT INTO tokens (id, name, role, plugin_id, hash, created_at, revoked_at) VALUES ('tok-old', 'old', 'user', '', x'01', 1, NULL)`,
 	} {

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KVExpired", testKVExpired},
 		{"KVReaders", testKVReaders},
 		{"DeletePluginKV", testDeletePluginKV},
+		{"Replicas", testReplicas},
 		{"TimeRoundTrip", testTimeRoundTrip},
 		{"Rollback", testRollback},
 		{"FailedCallKeepsTransaction", testFailedCallKeepsTransaction},

@@ -31,6 +31,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 			rec := store.LogRecord{PluginID: id, Time: tc.at, Level: "INFO", Message: id}
 			bk := store.Backup{ID: id, PluginID: id, CreatedAt: tc.at, Plugin: p}
 			kv := store.KVEntry{PluginID: id, Key: id, Version: 1, ExpiresAt: tc.at, UpdatedAt: tc.at}
+			rep := store.Replica{ID: id, StartedAt: tc.at, HeartbeatAt: tc.at}
 			write(t, s, func(tx store.Tx) error {
 				if err := tx.PutPlugin(p); err != nil {
 					return err
@@ -47,7 +48,10 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				if err := tx.PutBackup(bk); err != nil {
 					return err
 				}
-				return tx.PutKV(kv)
+				if err := tx.PutKV(kv); err != nil {
+					return err
+				}
+				return tx.PutReplica(rep)
 			})
 
 			var got []time.Time
@@ -82,10 +86,20 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				if err != nil {
 					return err
 				}
+				reps, err := tx.Replicas()
+				if err != nil {
+					return err
+				}
+				var gr store.Replica
+				for _, r := range reps {
+					if r.ID == id {
+						gr = r
+					}
+				}
 				got = []time.Time{
 					gp.ConfigUpdatedAt, gp.InstalledAt, gp.UpdatedAt, gt.CreatedAt, gt.RevokedAt, gt.ExpiresAt,
 					ge[0].Time, gl[0].Time, gb.CreatedAt, gb.Plugin.ConfigUpdatedAt,
-					gb.Plugin.InstalledAt, gb.Plugin.UpdatedAt, gk.ExpiresAt, gk.UpdatedAt,
+					gb.Plugin.InstalledAt, gb.Plugin.UpdatedAt, gk.ExpiresAt, gk.UpdatedAt, gr.StartedAt, gr.HeartbeatAt,
 				}
 				return nil
 			})
@@ -93,7 +107,7 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 				"Plugin.ConfigUpdatedAt", "Plugin.InstalledAt", "Plugin.UpdatedAt",
 				"Token.CreatedAt", "Token.RevokedAt", "Token.ExpiresAt", "AuditEntry.Time", "LogRecord.Time",
 				"Backup.CreatedAt", "Backup.Plugin.ConfigUpdatedAt", "Backup.Plugin.InstalledAt",
-				"Backup.Plugin.UpdatedAt", "KVEntry.ExpiresAt", "KVEntry.UpdatedAt",
+				"Backup.Plugin.UpdatedAt", "KVEntry.ExpiresAt", "KVEntry.UpdatedAt", "Replica.StartedAt", "Replica.HeartbeatAt",
 			}
 			for i, g := range got {
 				if !g.Equal(tc.at) || g.IsZero() != tc.at.IsZero() {

@@ -74,6 +74,13 @@ func emptyStore(t *testing.T, s store.Store, keep ...string) {
 		if len(rs) != 0 {
 			t.Errorf("p1 shares its kv entries with %q, want no one", rs)
 		}
+		reps, err := tx.Replicas()
+		if err != nil {
+			return fmt.Errorf("Replicas: %w", err)
+		}
+		if len(reps) != 0 {
+			t.Errorf("store holds %d replicas, want none", len(reps))
+		}
 		return nil
 	})
 }
@@ -101,7 +108,10 @@ func putEverything(tx store.Tx, at time.Time) error {
 	if err := tx.PutKV(store.KVEntry{PluginID: "p1", Key: "k", Value: []byte(`1`), Version: 1, UpdatedAt: at}); err != nil {
 		return err
 	}
-	return tx.PutKVReaders("p1", []string{"p2"})
+	if err := tx.PutKVReaders("p1", []string{"p2"}); err != nil {
+		return err
+	}
+	return tx.PutReplica(store.Replica{ID: "r1", StartedAt: at, HeartbeatAt: at, HeartbeatInterval: time.Second})
 }
 
 func testRollback(t *testing.T, s store.Store) {
@@ -201,6 +211,8 @@ func testReadOnly(t *testing.T, s store.Store) {
 		}},
 		{"DeletePluginKV", func(tx store.Tx) error { return tx.DeletePluginKV("p1") }},
 		{"PutKVReaders", func(tx store.Tx) error { return tx.PutKVReaders("p1", []string{"p2"}) }},
+		{"PutReplica", func(tx store.Tx) error { return tx.PutReplica(store.Replica{ID: "r1", HeartbeatAt: at}) }},
+		{"DeleteReplica", func(tx store.Tx) error { return tx.DeleteReplica("r1") }},
 	}
 	for _, w := range writes {
 		t.Run(w.name, func(t *testing.T) {
