@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -73,7 +74,17 @@ type Config struct {
 	// Logger receives what the bus cannot return to a caller (a reader losing Redis, a
 	// record it cannot decode). Nil discards.
 	Logger *slog.Logger
+	// Replica is this bus's replica address (Replica), which names its reply and relay
+	// streams and its consumers: at most 64 letters, digits, '-' and '_', unique among the
+	// live replicas of the bus. A server gives its replica id, the same across its
+	// restarts (see the package documentation for what a restarted replica finds). Empty:
+	// 16 random hex digits, new for each bus.
+	Replica string
 }
+
+// validReplica is the form of Config.Replica: it is part of Redis keys and of consumer
+// names ("{instance}@{replica}", which scriptAdopt takes apart).
+var validReplica = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Bus is the Redis Streams bus.Bus. It is safe for concurrent use.
 type Bus struct {
@@ -99,6 +110,7 @@ type Bus struct {
 	replyDone    chan struct{} // closed when the reply reader exits
 	noticeDone   chan struct{} // closed when the notice reader exits
 	noticeLastID string        // where the notice reader starts; set by New
+	replyLastID  string        // where the reply reader starts; set by New
 
 	mu        sync.Mutex           // guards consumers
 	consumers map[string]*Consumer // open consumers of this replica by Consumer.key
@@ -148,6 +160,11 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Replica == "" {
+		cfg.Replica = newReplicaID()
+	} else if !validReplica.MatchString(cfg.Replica) {
+		return nil, fmt.Errorf("busredis: Config.Replica %q: want 1 to 64 letters, digits, '-' or '_'", cfg.Replica)
+	}
 	opts := cfg.Options.WithDefaults()
 
 	blkOpt := *opt
@@ -161,7 +178,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		rdb:       redis.NewClient(opt),
 		blk:       redis.NewClient(&blkOpt),
 		keys:      keys{prefix: cfg.Prefix},
-		replica:   newReplicaID(),
+		replica:   cfg.Replica,
 		timing:    newTiming(opts.ProcessingTimeout),
 		replies:   make(chan bus.Reply, repliesBuffer),
 		consumers: make(map[string]*Consumer),
@@ -175,20 +192,26 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.relay = newRelay(b.blk)
 
 	// One round trip: check Redis, load the scripts (so that pipelines can use EVALSHA) and
-	// find where the notices stream ends (the notice reader starts there).
+	// find where the notices stream and this replica's reply stream end (their readers
+	// start there: a reply already in the stream was sent to an earlier bus with the same
+	// Replica, and nothing of this one waits for it).
 	pipe := b.rdb.Pipeline()
 	for _, s := range allScripts {
 		s.load(ctx, pipe)
 	}
-	last := pipe.XRevRangeN(ctx, b.keys.notices(), "+", "-", 1)
+	lastNotice := pipe.XRevRangeN(ctx, b.keys.notices(), "+", "-", 1)
+	lastReply := pipe.XRevRangeN(ctx, b.keys.reply(b.replica), "+", "-", 1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		_ = b.rdb.Close()
 		_ = b.blk.Close()
 		return nil, b.wrapErr("connect", err)
 	}
-	b.noticeLastID = "0-0"
-	if msgs := last.Val(); len(msgs) > 0 {
+	b.noticeLastID, b.replyLastID = "0-0", "0-0"
+	if msgs := lastNotice.Val(); len(msgs) > 0 {
 		b.noticeLastID = msgs[0].ID
+	}
+	if msgs := lastReply.Val(); len(msgs) > 0 {
+		b.replyLastID = msgs[0].ID
 	}
 
 	b.ctx, b.cancel = context.WithCancel(context.Background())

@@ -36,6 +36,33 @@
 //
 // Values are compact binary records (codec.go), one field each; Data stays opaque bytes.
 //
+// # Replica addresses
+//
+// {replica} is the bus's replica address, Config.Replica: a server's replica id, which
+// stays the same across its restarts, or a random one for each bus. What a bus finds of an
+// earlier life at the same address, and why it is harmless:
+//
+//   - Its reply stream: replies to messages the earlier life sent. The reply reader starts
+//     after the last reply in the stream when the bus starts; replies that arrive later for
+//     the earlier life are handed over as any reply, and the host drops them (no message
+//     of this life has their random message id).
+//   - Its relay stream: frames sent to the earlier life that it did not read. They are
+//     read: a call started there is answered as any (PLUGIN_UNAVAILABLE while no instance
+//     of the plugin is connected here, and the caller tries another replica if it can); the other
+//     frames belong to calls this life does not know (random call ids) and are dropped.
+//   - Its consumers "{instance}@{replica}": an instance that connects again here finds the
+//     deliveries its earlier session held and takes them at once as its own pending
+//     entries (with a random address they were taken over the same way, by scriptAdopt).
+//   - Its membership of the replicas and holders sets: the replicas set keeps counting it
+//     (Alive) without a gap, and holders sets may name it for plugins it no longer holds
+//     until their scores pass (liveTTL); a call relayed here for one is answered
+//     PLUGIN_UNAVAILABLE at once. A call another replica was serving for the earlier life is
+//     no longer cancelled by the caller's death (Alive stays true): it ends at its own
+//     deadline (every endpoint has a timeout), and its answer is dropped here.
+//
+// Two live buses must never share an address: they would split the frames of the relay
+// stream between them.
+//
 // # Consumers
 //
 // Each plugin instance is a consumer of its plugin's group, named "{instance}@{replica}".

@@ -129,7 +129,7 @@ func (b *Bus) replyLoop() {
 	defer b.wg.Done()
 	defer close(b.replyDone)
 	key := b.keys.reply(b.replica)
-	b.readLoop("reply", b.replyConn, key, "0-0", func(m redis.XMessage) bool {
+	b.readLoop("reply", b.replyConn, key, b.replyLastID, func(m redis.XMessage) bool {
 		rep, err := decodeReply([]byte(stringField(m.Values, "r")))
 		if err != nil {
 			b.log.Warn("busredis: undecodable reply", "id", m.ID)

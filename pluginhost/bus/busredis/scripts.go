@@ -229,7 +229,9 @@ return {cursor, out, #p}
 // scriptAdopt moves to a consumer the pending entries of the earlier sessions of the same
 // instance (consumers named "<name>@<replica>" on other replicas, or dead ones), without
 // counting a delivery, and deletes those consumers. The consumer then reads them as its
-// own pending entries (scriptClaim mode "own").
+// own pending entries (scriptClaim mode "own"). A replica address is what Config.Replica
+// allows (letters, digits, '-', '_'), so a consumer of another instance whose name starts
+// with "<name>@" ("<name>@x@<replica>") does not match.
 //
 // KEYS: inbox. ARGV: group, consumer, name (the instance name, without "@replica").
 // Returns the number of entries adopted.
@@ -240,7 +242,7 @@ if not ok then return 0 end
 local n = 0
 for _, c in ipairs(consumers) do
   local cname = field(c, 'name')
-  if cname ~= me and string.sub(cname, 1, #name) == name and string.match(string.sub(cname, #name + 1), '^%x+$') then
+  if cname ~= me and string.sub(cname, 1, #name) == name and string.match(string.sub(cname, #name + 1), '^[%w_-]+$') then
     while true do
       local p = redis.call('XPENDING', inbox, group, '-', '+', 100, cname)
       if #p == 0 then break end
