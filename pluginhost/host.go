@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -348,33 +349,37 @@ func changedFields(schema configschema.Schema, old, cur map[string]any) (updated
 // expired) ends.
 var errRevoked = errs.New(errs.Unauthenticated, "the token of this session was revoked or has expired")
 
-// launchTokenPrefix starts the name of every token the runtime issues for a plugin launch
-// ("runtime:" and the plugin id, see runtime's launch). The admin CLI refuses the prefix for
-// the tokens it creates.
-const launchTokenPrefix = "runtime:"
-
 // namedRevoker is implemented by a token issuer that can revoke tokens by name.
 type namedRevoker interface {
-	RevokeNamed(ctx context.Context, role store.Role, prefix string) ([]string, error)
+	RevokeMatching(ctx context.Context, role store.Role, match func(name string) bool) ([]string, error)
 }
 
-// revokeLaunchTokens revokes the launch tokens still valid from an earlier run of the
+// revokeLaunchTokens revokes the launch tokens still valid from an earlier run of this
 // server. The runtime revokes a launch token when its process ends, but a server that
 // crashed (or lost its store mid-stop) could not; no process of that run is this server's
 // to supervise, so none of its tokens may stay valid (a process that outlived its server
 // could otherwise keep acting as its plugin). Plugins started from now on get new tokens.
-// With replicas sharing one store this would have to be limited to this replica's tokens.
+//
+// Servers sharing the store each revoke only their own: the tokens named with this
+// replica's id (runtime.LaunchTokenPrefix), which the plugins other replicas run do not
+// carry. Tokens named before launch tokens carried a replica id ("runtime:<plugin id>")
+// are revoked too: the servers that issued them could not share a store (each revoked
+// every launch token when it started), so they belong to an earlier run.
 func (h *Host) revokeLaunchTokens(ctx context.Context) error {
 	r, ok := h.tokens.(namedRevoker)
 	if !ok {
 		return nil
 	}
-	revoked, err := r.RevokeNamed(ctx, store.RolePlugin, launchTokenPrefix)
+	replica := h.rt.Replica()
+	prefix := runtime.LaunchTokenPrefix(replica)
+	revoked, err := r.RevokeMatching(ctx, store.RolePlugin, func(name string) bool {
+		return strings.HasPrefix(name, prefix) || runtime.IsUnscopedLaunchToken(name)
+	})
 	if err != nil {
 		return fmt.Errorf("pluginhost: revoke the launch tokens of the previous run: %w", err)
 	}
 	if len(revoked) > 0 {
-		h.log.Info("revoked the launch tokens left valid by the previous run", "count", len(revoked))
+		h.log.Info("revoked the launch tokens left valid by the previous run", "count", len(revoked), "replica", replica)
 	}
 	return nil
 }

@@ -228,6 +228,12 @@ func (s *Service) RevokeNamed(ctx context.Context, role store.Role, prefix strin
 	if prefix == "" {
 		return nil, errors.New("identity: RevokeNamed needs a name prefix")
 	}
+	return s.RevokeMatching(ctx, role, func(name string) bool { return strings.HasPrefix(name, prefix) })
+}
+
+// RevokeMatching revokes every token of the role whose name match accepts and that is not
+// revoked yet, in one transaction, and returns their ids.
+func (s *Service) RevokeMatching(ctx context.Context, role store.Role, match func(name string) bool) ([]string, error) {
 	var ids []string
 	err := s.store.Write(ctx, func(tx store.Tx) error {
 		ids = ids[:0]
@@ -237,7 +243,7 @@ func (s *Service) RevokeNamed(ctx context.Context, role store.Role, prefix strin
 		}
 		now := s.now()
 		for _, t := range all {
-			if t.Role == role && strings.HasPrefix(t.Name, prefix) && t.RevokedAt.IsZero() {
+			if t.Role == role && t.RevokedAt.IsZero() && match(t.Name) {
 				if err := tx.RevokeToken(t.ID, now); err != nil {
 					return err
 				}

@@ -39,7 +39,7 @@ func (rt *Runtime) start(ctx context.Context, r *running, p loaded) error {
 
 // launch starts the plugin process and waits for it to become ready.
 func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
-	token, tok, err := rt.tokens.Create(ctx, "runtime:"+r.id, store.RolePlugin, r.id)
+	token, tok, err := rt.tokens.Create(ctx, LaunchTokenName(rt.cfg.Replica, r.id), store.RolePlugin, r.id)
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "could not issue the plugin token")
 	}

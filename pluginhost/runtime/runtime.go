@@ -50,6 +50,33 @@ type Config struct {
 	// Confinement, when not nil, confines host-launched plugins; nil runs them with the
 	// host's privileges (and their reports say so).
 	Confinement *Confinement
+	// Replica is the id of this server among the servers sharing its store ("local"): it
+	// names the launch tokens (LaunchTokenName) and the replica of the connected instances
+	// (Info.Connected).
+	Replica string
+}
+
+// DefaultReplica is the replica id of a Runtime configured without one.
+const DefaultReplica = "local"
+
+// LaunchTokenRoot starts the name of every token issued for a plugin launch; the admin CLI
+// refuses it for the tokens it creates.
+const LaunchTokenRoot = "runtime:"
+
+// LaunchTokenName is the name of the token of a launch of plugin pluginID by replica:
+// "runtime:<replica>:<plugin id>". Replica ids hold no ':', so the names of one replica's
+// tokens start with LaunchTokenPrefix(replica) and no other replica's do.
+func LaunchTokenName(replica, pluginID string) string { return LaunchTokenPrefix(replica) + pluginID }
+
+// LaunchTokenPrefix starts the names of replica's launch tokens.
+func LaunchTokenPrefix(replica string) string { return LaunchTokenRoot + replica + ":" }
+
+// IsUnscopedLaunchToken reports whether name is a launch token named before launch tokens
+// were scoped by replica ("runtime:<plugin id>": plugin ids hold no ':'). Only a server
+// alone on its store issued those.
+func IsUnscopedLaunchToken(name string) bool {
+	rest, ok := strings.CutPrefix(name, LaunchTokenRoot)
+	return ok && rest != "" && !strings.Contains(rest, ":")
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HostURL == nil {
 		c.HostURL = func() string { return "http://127.0.0.1:8080" }
+	}
+	if c.Replica == "" {
+		c.Replica = DefaultReplica
 	}
 	return c
 }
@@ -208,6 +238,9 @@ func New(opts Options) *Runtime {
 
 // HealthInterval is how often running plugins are asked for their health.
 func (rt *Runtime) HealthInterval() time.Duration { return rt.cfg.HealthInterval }
+
+// Replica is the id of this server among the replicas (Config.Replica).
+func (rt *Runtime) Replica() string { return rt.cfg.Replica }
 
 // Lock takes the lifecycle locks of the given plugins, in lock order, and returns the
 // function that releases them (see lifecycleLocks).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/identity"
+	"github.com/nexus-platform/nexus/pluginhost/runtime"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
@@ -36,9 +37,10 @@ list shows each token's STATUS (valid, expired or revoked) and EXPIRES (RFC 3339
 never). Names starting with "runtime:" are reserved for the tokens of launched plugins.
 `
 
-// reservedTokenPrefix names the tokens the server issues to the plugin processes it
-// launches; the server revokes them all when it starts, so the CLI does not hand it out.
-const reservedTokenPrefix = "runtime:"
+// reservedTokenPrefix starts the names of the tokens servers issue to the plugin processes
+// they launch ("runtime:<replica id>:<plugin id>"); a server revokes its own when it starts,
+// so the CLI does not hand the prefix out.
+const reservedTokenPrefix = runtime.LaunchTokenRoot
 
 // parseTTL reads --ttl: empty means no expiry; otherwise a positive Go duration.
 func parseTTL(s string) (time.Duration, error) {
