@@ -131,6 +131,17 @@ func (p *Presence) Count(pluginID string) int {
 	return len(p.byPlugin[pluginID])
 }
 
+// Total returns how many instances, of every plugin, are connected.
+func (p *Presence) Total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, m := range p.byPlugin {
+		n += len(m)
+	}
+	return n
+}
+
 // Announced returns the services and message types the connected instances of a plugin
 // announced (each once), and how many instances are connected.
 func (p *Presence) Announced(pluginID string) (services, messageTypes []string, n int) {

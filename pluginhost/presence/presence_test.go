@@ -67,6 +67,9 @@ func TestAttachDetachAndListeners(t *testing.T) {
 	if n := p.Count("alpha-plugin"); n != 2 {
 		t.Fatalf("Count = %d, want 2", n)
 	}
+	if n := p.Total(); n != 3 {
+		t.Fatalf("Total = %d, want 3", n)
+	}
 	ids := []string{}
 	for _, i := range p.Instances("alpha-plugin") {
 		ids = append(ids, i.SessionID())
@@ -79,6 +82,9 @@ func TestAttachDetachAndListeners(t *testing.T) {
 	}
 	if left := p.Detach(b); left != 0 || p.Count("alpha-plugin") != 0 || len(p.Instances("alpha-plugin")) != 0 {
 		t.Fatalf("after the last detach: left %d, count %d", left, p.Count("alpha-plugin"))
+	}
+	if n := p.Total(); n != 1 {
+		t.Fatalf("Total after the detaches = %d, want 1", n)
 	}
 	want := []string{"attach s2", "attach s1", "attach s3", "detach s2", "detach s1"}
 	if !slices.Equal(events, want) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -187,6 +188,9 @@ type Info struct {
 	Restarts   int
 	Backoff    time.Duration
 	Instances  int
+	// Connected are the instances connected to this replica, ordered by instance id (the
+	// instances connected to other replicas are not known here).
+	Connected  []ConnectedInstance
 	Health     string
 	LastCheck  time.Time
 	Checks     []presence.Check
@@ -196,14 +200,21 @@ type Info struct {
 	LastOutput []string
 }
 
+// ConnectedInstance is an instance of a plugin and the replica it is connected to.
+type ConnectedInstance struct {
+	InstanceID string
+	Replica    string
+}
+
 // Info returns the live state of a plugin.
 func (rt *Runtime) Info(id string) Info {
 	r := rt.get(id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	info := Info{Restarts: r.restarts, Backoff: r.backoff, Instances: rt.pres.Count(id),
+	info := Info{Restarts: r.restarts, Backoff: r.backoff, Connected: rt.connected(id),
 		Health: r.health.status, LastCheck: r.health.lastCheck, Checks: slices.Clone(r.health.checks),
 		StartedAt: r.startedAt, LastOutput: slices.Clone(r.lastLines)}
+	info.Instances = len(info.Connected)
 	if info.Health == "" {
 		info.Health = HealthUnknown
 	}
@@ -223,6 +234,17 @@ func (rt *Runtime) Info(id string) Info {
 		info.Uptime = time.Since(r.startedAt)
 	}
 	return info
+}
+
+// connected lists the instances of plugin id connected to this replica.
+func (rt *Runtime) connected(id string) []ConnectedInstance {
+	insts := rt.pres.Instances(id)
+	out := make([]ConnectedInstance, len(insts))
+	for i, inst := range insts {
+		out[i] = ConnectedInstance{InstanceID: inst.InstanceID(), Replica: rt.cfg.Replica}
+	}
+	slices.SortStableFunc(out, func(a, b ConnectedInstance) int { return strings.Compare(a.InstanceID, b.InstanceID) })
+	return out
 }
 
 // CheckHealth asks a running plugin for fresh health checks.
