@@ -14,10 +14,10 @@ import (
 
 // ReservedPaths are the paths of Nexus's own API: no plugin endpoint may serve one of them
 // or any path below them. They cover the REST API and its /v1 alias, the event feed, the
-// gRPC, gRPC-Web and Connect service paths (/nexus.*, /grpc.*), the operational endpoints
-// and the web console.
+// cluster view, the gRPC, gRPC-Web and Connect service paths (/nexus.*, /grpc.*), the
+// operational endpoints and the web console.
 var ReservedPaths = []string{
-	"/api/v1/plugins", "/api/v1/events", "/api/v1/services", "/v1",
+	"/api/v1/plugins", "/api/v1/events", "/api/v1/services", "/api/v1/cluster", "/v1",
 	"/metrics", "/healthz", "/readyz", "/ui", "/nexus.", "/grpc.",
 }
 

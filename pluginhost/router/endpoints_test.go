@@ -33,6 +33,8 @@ func TestEndpointConflict(t *testing.T) {
 		{"wildcard over the plugins API", []manifest.APIEndpoint{endpoint("/api/v1/{what}", "GET")}, "/api/v1/plugins is a path"},
 		{"catch-all", []manifest.APIEndpoint{endpoint("/", "POST")}, "is a path of Nexus's own API"},
 		{"v1 alias", []manifest.APIEndpoint{endpoint("/v1/reports", "GET")}, "/v1 is a path"},
+		{"cluster view", []manifest.APIEndpoint{endpoint("/api/v1/cluster", "GET")}, "/api/v1/cluster is a path of Nexus's own API"},
+		{"below the cluster view", []manifest.APIEndpoint{endpoint("/api/v1/cluster/{node}", "POST")}, "/api/v1/cluster is a path"},
 		{"metrics", []manifest.APIEndpoint{endpoint("/metrics", "GET")}, "/metrics is a path"},
 		{"grpc service", []manifest.APIEndpoint{endpoint("/nexus.plugin.v1.PluginService/ListPlugins", "POST")}, "/nexus. is a path"},
 		{"console", []manifest.APIEndpoint{endpoint("/ui/plugins", "GET")}, "/ui is a path"},
