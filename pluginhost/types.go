@@ -47,12 +47,14 @@ type (
 	UpdateRequest    = install.UpdateRequest
 	UpdateResult     = install.UpdateResult
 
-	RuntimeConfig  = runtime.Config
-	Confinement    = runtime.Confinement
-	RuntimeInfo    = runtime.Info
-	EnableOptions  = runtime.EnableOptions
-	DisableOptions = runtime.DisableOptions
-	Check          = presence.Check
+	RuntimeConfig = runtime.Config
+	Confinement   = runtime.Confinement
+	RuntimeInfo   = runtime.Info
+	// ConnectedInstance is a connected instance of a plugin and its replica.
+	ConnectedInstance = runtime.ConnectedInstance
+	EnableOptions     = runtime.EnableOptions
+	DisableOptions    = runtime.DisableOptions
+	Check             = presence.Check
 
 	Payload          = router.Payload
 	Origin           = router.Origin

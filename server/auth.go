@@ -66,6 +66,9 @@ var accessRules = map[string]rule{
 	pluginv1connect.MessagingServiceListServicesProcedure: {admin: true, user: true, plugin: true},
 	// Dead letters hold payloads: the admin's and the plugin's own business only.
 	pluginv1connect.MessagingServiceListDeadLettersProcedure: {admin: true, plugin: true, ownField: "plugin_id"},
+	// Which servers run, where, and how many plugin instances each holds: for operators and
+	// users, like the plugin list; not for plugins.
+	pluginv1connect.ClusterServiceListReplicasProcedure: readAll,
 	// The plugin stream: the handler checks that hello names the token's plugin.
 	pluginhostv1connect.PluginHostServiceConnectProcedure: pluginSelfOnly,
 }

@@ -79,6 +79,7 @@ func rpcCalls(t *testing.T, c *nexus.Client, matrixPkg []byte) map[string]call {
 		"EmitEvent":       unary(c.Messaging.EmitEvent, &pluginv1.EmitEventRequest{Type: "matrix.checked"}),
 		"ListServices":    unary(c.Messaging.ListServices, &pluginv1.ListServicesRequest{}),
 		"ListDeadLetters": unary(c.Messaging.ListDeadLetters, &pluginv1.ListDeadLettersRequest{PluginId: "analytics-plugin"}),
+		"ListReplicas":    unary(c.Cluster.ListReplicas, &pluginv1.ListReplicasRequest{}),
 		"Connect": func(ctx context.Context, c *nexus.Client) error {
 			stream := c.PluginHost.Connect(ctx)
 			if err := stream.Send(&pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{
@@ -122,6 +123,7 @@ var allowed = map[string][]store.Role{
 	"EmitEvent":               {store.RoleAdmin, store.RoleUser, store.RolePlugin},
 	"ListServices":            {store.RoleAdmin, store.RoleUser, store.RolePlugin},
 	"ListDeadLetters":         {store.RoleAdmin, store.RolePlugin},
+	"ListReplicas":            {store.RoleAdmin, store.RoleUser},
 	"Connect":                 {store.RolePlugin},
 }
 
@@ -147,8 +149,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"admin", store.RoleAdmin, e.Admin},
 	}
 	// The count of RPCs is checked so that a new RPC cannot skip the matrix.
-	if n := len(rpcCalls(t, nexus.New(e.URL), matrixPkg)); n != len(allowed) || n != 28 {
-		t.Fatalf("matrix covers %d RPCs, table %d; want 28", n, len(allowed))
+	if n := len(rpcCalls(t, nexus.New(e.URL), matrixPkg)); n != len(allowed) || n != 29 {
+		t.Fatalf("matrix covers %d RPCs, table %d; want 29", n, len(allowed))
 	}
 	for _, caller := range callers {
 		client := nexus.New(e.URL, nexus.WithToken(caller.token))

@@ -18,6 +18,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/catalog"
+	"github.com/nexus-platform/nexus/pluginhost/cluster"
 )
 
 // Config is the configuration of `nexus serve`. Every setting has a flag, an environment
@@ -33,6 +34,16 @@ type Config struct {
 	// audit, logs, key-value entries) in PostgreSQL (postgres://user:password@host:5432/db),
 	// which several servers can share; otherwise a SQLite file in DataDir does (one server).
 	DatabaseURL string
+	// ReplicaID names this server among the servers sharing a database (letters, digits,
+	// '-' and '_', at most 64); empty: generated on the first start and kept in
+	// DataDir/replica-id, so that the server keeps it across restarts.
+	ReplicaID string
+	// AdvertiseURL is where other replicas and users reach this server (an absolute
+	// http(s) URL); empty: derived from the address listened on (see advertiseURL).
+	AdvertiseURL string
+	// HeartbeatInterval is how often this server records itself in the replicas table; a
+	// replica silent for three of its intervals counts as down.
+	HeartbeatInterval time.Duration
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 	// TLSCert and TLSKey enable TLS when both are set.
@@ -100,6 +111,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:                 "127.0.0.1:8080",
 		DataDir:                ".nexus-data",
+		HeartbeatInterval:      cluster.DefaultInterval,
 		LogLevel:               "info",
 		MaxRequestBytes:        96 << 20,
 		MaxMessageBytes:        4 << 20,
@@ -136,6 +148,9 @@ func (c *Config) settings() []setting {
 		{"listen", "address to listen on for every protocol (gRPC, gRPC-Web, Connect, REST)", (*stringValue)(&c.Listen)},
 		{"data-dir", "directory for the database, installed plugins, backups and keys", (*stringValue)(&c.DataDir)},
 		{"database-url", "PostgreSQL for the state, which several servers can share (postgres://user:password@host:5432/nexus; put a password in the env var or the config file, not the flag, which ps shows); empty: a SQLite file in the data directory, one server", (*stringValue)(&c.DatabaseURL)},
+		{"replica-id", "this server's id among the servers sharing a database: letters, digits, - and _, at most 64; empty: generated on the first start and kept in DATA_DIR/replica-id", (*stringValue)(&c.ReplicaID)},
+		{"advertise-url", "the URL other replicas and users reach this server at (http://host:port or https://...); empty: the listen address (the machine's hostname when it listens on every interface; https with tls-cert)", (*stringValue)(&c.AdvertiseURL)},
+		{"heartbeat-interval", "how often this server records itself in the replicas table (e.g. 5s); a replica silent for three of its intervals is listed as down", (*durationValue)(&c.HeartbeatInterval)},
 		{"log-level", "log level: debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"tls-cert", "TLS certificate file (PEM); with tls-key, serves TLS instead of h2c", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
@@ -262,6 +277,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		problems = append(problems, "data-dir: must not be empty")
+	}
+	if c.ReplicaID != "" && !validReplicaID(c.ReplicaID) {
+		problems = append(problems, fmt.Sprintf("replica-id: %q is not 1 to 64 letters, digits, - or _", c.ReplicaID))
+	}
+	if c.AdvertiseURL != "" {
+		if err := checkAdvertiseURL(c.AdvertiseURL); err != nil {
+			problems = append(problems, "advertise-url: "+err.Error())
+		}
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond {
+		problems = append(problems, "heartbeat-interval: must be at least 100ms")
 	}
 	if _, err := c.slogLevel(); err != nil {
 		problems = append(problems, err.Error())

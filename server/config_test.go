@@ -45,21 +45,30 @@ func TestConfigPrecedenceFlagsEnvFileDefaults(t *testing.T) {
 
 func TestConfigRejectsBadValues(t *testing.T) {
 	cases := map[string][]string{
-		"bad listen":      {"--listen", "nowhere"},
-		"bad level":       {"--log-level", "loud"},
-		"bad duration":    {"--shutdown-timeout", "soon"},
-		"tls half":        {"--tls-cert", "c.pem"},
-		"extra argument":  {"stray"},
-		"tiny body limit": {"--max-request-bytes", "10"},
-		"tiny inbox":      {"--max-inbox-bytes", "1048576"},
-		"no inbox bytes":  {"--max-inbox-bytes", "0"},
-		"uid range order": {"--plugin-uid-range", "300000-200000"},
-		"uid range root":  {"--plugin-uid-range", "0-100"},
-		"uid range text":  {"--plugin-uid-range", "many"},
-		"relative read":   {"--plugin-read-paths", "opt/python"},
-		"negative procs":  {"--plugin-max-processes", "-1"},
-		"bad no-sandbox":  {"--no-sandbox=perhaps"},
-		"not postgres":    {"--database-url", "mysql://db.example/nexus"},
+		"bad listen":       {"--listen", "nowhere"},
+		"bad level":        {"--log-level", "loud"},
+		"bad duration":     {"--shutdown-timeout", "soon"},
+		"tls half":         {"--tls-cert", "c.pem"},
+		"extra argument":   {"stray"},
+		"tiny body limit":  {"--max-request-bytes", "10"},
+		"tiny inbox":       {"--max-inbox-bytes", "1048576"},
+		"no inbox bytes":   {"--max-inbox-bytes", "0"},
+		"uid range order":  {"--plugin-uid-range", "300000-200000"},
+		"uid range root":   {"--plugin-uid-range", "0-100"},
+		"uid range text":   {"--plugin-uid-range", "many"},
+		"relative read":    {"--plugin-read-paths", "opt/python"},
+		"negative procs":   {"--plugin-max-processes", "-1"},
+		"bad no-sandbox":   {"--no-sandbox=perhaps"},
+		"not postgres":     {"--database-url", "mysql://db.example/nexus"},
+		"replica colon":    {"--replica-id", "a:b"},
+		"replica at":       {"--replica-id", "a@b"},
+		"replica long":     {"--replica-id", strings.Repeat("r", 65)},
+		"advertise rel":    {"--advertise-url", "/nexus"},
+		"advertise ftp":    {"--advertise-url", "ftp://a.example:21"},
+		"advertise nohost": {"--advertise-url", "http://:8080"},
+		"advertise user":   {"--advertise-url", "http://me:pw@a.example:8080"},
+		"advertise query":  {"--advertise-url", "http://a.example:8080/?x=1"},
+		"tiny heartbeat":   {"--heartbeat-interval", "10ms"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -105,6 +114,25 @@ func TestConfigDatabaseURL(t *testing.T) {
 	}
 }
 
+func TestConfigReplica(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"NEXUS_REPLICA_ID": "node_A-1", "NEXUS_ADVERTISE_URL": "https://nexus-a.example:8443/"}
+	cfg, err := server.ParseConfig([]string{"--data-dir", dir, "--heartbeat-interval", "250ms"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReplicaID != "node_A-1" || cfg.AdvertiseURL != "https://nexus-a.example:8443/" || cfg.HeartbeatInterval != 250*time.Millisecond {
+		t.Errorf("replica settings: %q %q %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval)
+	}
+	cfg, err = server.ParseConfig([]string{"--data-dir", dir}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReplicaID != "" || cfg.AdvertiseURL != "" || cfg.HeartbeatInterval != 5*time.Second {
+		t.Errorf("replica defaults: %q %q %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval)
+	}
+}
+
 func TestServeHelpDocumentsEverySetting(t *testing.T) {
 	var out bytes.Buffer
 	_, err := server.ParseConfig([]string{"--help"}, func(string) string { return "" }, &out)
@@ -112,7 +140,7 @@ func TestServeHelpDocumentsEverySetting(t *testing.T) {
 		t.Fatal("--help did not stop parsing")
 	}
 	for _, s := range []string{"listen", "data-dir", "log-level", "database-url", "tls-cert", "tls-key", "max-request-bytes", "max-package-bytes",
-		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "plugin-uid-range", "plugin-max-processes", "plugin-read-paths", "no-sandbox", "addr-file", "config"} {
+		"max-unpacked-bytes", "max-package-files", "log-retention", "health-interval", "health-misses", "crash-loop-count", "crash-loop-window", "shutdown-timeout", "permission-grant", "permission-deny", "cors-origins", "repository", "repository-sync-interval", "redis-url", "redis-prefix", "processing-timeout", "max-delivery-attempts", "max-inbox", "max-inbox-bytes", "replica-id", "advertise-url", "heartbeat-interval", "plugin-uid-range", "plugin-max-processes", "plugin-read-paths", "no-sandbox", "addr-file", "config"} {
 		if !strings.Contains(out.String(), "-"+s) {
 			t.Errorf("help lacks --%s", s)
 		}

@@ -152,8 +152,18 @@ func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, er
 		Runtime: &pluginv1.RuntimeState{
 			Pid: int32(v.Runtime.PID), Instances: int32(v.Runtime.Instances), Restarts: int32(v.Runtime.Restarts),
 			BackoffSeconds: v.Runtime.Backoff.Seconds(), StartedAt: ts(v.Runtime.StartedAt),
+			ConnectedInstances: connectedInstances(v.Runtime.Connected),
 		},
 	}, nil
+}
+
+// connectedInstances lists the connected instances of a plugin with their replica.
+func connectedInstances(in []pluginhost.ConnectedInstance) []*pluginv1.ConnectedInstance {
+	out := make([]*pluginv1.ConnectedInstance, len(in))
+	for i, c := range in {
+		out[i] = &pluginv1.ConnectedInstance{InstanceId: c.InstanceID, ReplicaId: c.Replica}
+	}
+	return out
 }
 
 // errorReason is why a plugin is in error: with the plugin's last output lines for an

@@ -62,6 +62,12 @@ func startProcess(t testing.TB, dataDir string) (*exec.Cmd, string) {
 // every user can run).
 func startProcessAs(t testing.TB, dataDir, addrFile string, cred *syscall.Credential) (*exec.Cmd, string) {
 	t.Helper()
+	return startProcessWith(t, dataDir, addrFile, cred, nil)
+}
+
+// startProcessWith is startProcessAs with more environment variables (NEXUS_* settings).
+func startProcessWith(t testing.TB, dataDir, addrFile string, cred *syscall.Credential, env []string) (*exec.Cmd, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	if cred != nil {
 		cmd = exec.Command(pluginExe(t), "-test.run=^$")
@@ -71,6 +77,7 @@ func startProcessAs(t testing.TB, dataDir, addrFile string, cred *syscall.Creden
 	cmd.Env = append(os.Environ(), "NEXUS_TEST_SERVE=1", "NEXUS_LISTEN=127.0.0.1:0",
 		"NEXUS_DATA_DIR="+dataDir, "NEXUS_ADDR_FILE="+addrFile, "NEXUS_ADMIN_TOKEN="+testAdminToken,
 		"NEXUS_PLUGIN_READ_PATHS="+strings.Join(pluginReadPaths(t), ","))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/archive"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/bus/busredis"
+	"github.com/nexus-platform/nexus/pluginhost/cluster"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/secrets"
@@ -59,6 +60,11 @@ type Server struct {
 	ready    atomic.Bool
 	url      atomic.Value // string: the base URL plugins connect to, set once listening
 	health   *grpchealth.StaticChecker
+	// advertised is the URL derived from the address listened on (string), set once
+	// listening; see advertiseURL.
+	advertised atomic.Value
+	// cluster is this server's membership of the replicas; set once by newServer.
+	cluster *cluster.Membership
 	// pluginGRPC serves gRPC plugin streams with grpc-go's transport (see sniff.go).
 	pluginGRPC *grpc.Server
 	// sockets serves the host to confined plugins over Unix sockets of their own.
@@ -90,6 +96,7 @@ func (s *Server) setListenAddr(addr net.Addr) {
 		scheme = "https"
 	}
 	s.url.Store(scheme + "://" + net.JoinHostPort(host, port))
+	s.advertised.Store(s.listenURL(addr.String(), hostnameOrLoopback))
 }
 
 // New locks the data directory against a second server, opens it and builds the server.
@@ -115,12 +122,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	replica, err := replicaID(cfg)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		lock.Close()
 		return nil, err
 	}
-	s, err := newServer(ctx, cfg, log, st)
+	s, err := newServer(ctx, cfg, log, st, replica)
 	if err != nil {
 		st.Close()
 		lock.Close()
@@ -154,7 +166,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, 
 	return st, nil
 }
 
-func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (*Server, error) {
+func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store, replica string) (*Server, error) {
 	key, err := secrets.LoadOrCreateKey(filepath.Join(cfg.DataDir, "secret.key"))
 	if err != nil {
 		return nil, fmt.Errorf("load the secrets key: %w", err)
@@ -180,7 +192,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 		MaxInboxBytes: cfg.MaxInboxBytes}
 	var b bus.Bus
 	if cfg.RedisURL != "" {
-		rb, err := busredis.New(ctx, busredis.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Options: busOpts, Logger: log})
+		rb, err := busredis.New(ctx, busredis.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Options: busOpts, Logger: log, Replica: replica})
 		if err != nil {
 			return nil, fmt.Errorf("connect to redis: %w", err)
 		}
@@ -199,12 +211,22 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			CrashLoopCount:  int(cfg.CrashLoopCount),
 			CrashLoopWindow: cfg.CrashLoopWindow,
 			Confinement:     confine,
+			Replica:         replica,
 		},
 	})
 	if err != nil {
 		if b != nil {
 			_ = b.Close()
 		}
+		return nil, err
+	}
+	s.cluster, err = cluster.New(cluster.Config{Store: st, ID: replica, AdvertiseURL: s.advertiseURL, Version: pluginhost.Version,
+		Interval: cfg.HeartbeatInterval, Instances: host.InstancesConnected, Logger: log})
+	if err == nil {
+		err = s.checkReplicas(ctx)
+	}
+	if err != nil {
+		host.Shutdown(ctx, time.Second)
 		return nil, err
 	}
 	if err := host.Start(ctx); err != nil {
@@ -251,6 +273,7 @@ var serviceNames = []string{
 	pluginv1connect.PluginServiceName,
 	pluginv1connect.RepositoryServiceName,
 	pluginv1connect.MessagingServiceName,
+	pluginv1connect.ClusterServiceName,
 	pluginhostv1connect.PluginHostServiceName,
 }
 
@@ -272,6 +295,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime()}, opts...))
 	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host.Catalog()}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host.Router()}, opts...))
+	add(pluginv1connect.NewClusterServiceHandler(&clusterService{cluster: s.cluster}, opts...))
 	// The plugin stream validates each frame itself (see frameValidator): a bad request frame
 	// fails that request, not the whole session.
 	streamInterceptors := connect.WithInterceptors(
@@ -378,7 +402,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.DatabaseURL != "" {
 		storeName = "postgresql"
 	}
-	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir, "store", storeName)
+	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir, "store", storeName,
+		"replica", s.cluster.ID(), "advertise_url", s.advertiseURL())
+	// The record goes when Serve returns (deferred: after the plugins and the listener
+	// stopped), so that the others list this server while it still holds instances.
+	leave := s.joinCluster(ctx)
+	defer leave()
 	startCtx, stopStarting := context.WithCancel(ctx)
 	started := make(chan struct{})
 	go func() {

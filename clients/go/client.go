@@ -40,6 +40,8 @@ type Client struct {
 	Plugins      pluginv1connect.PluginServiceClient
 	Repositories pluginv1connect.RepositoryServiceClient
 	Messaging    pluginv1connect.MessagingServiceClient
+	// Cluster lists the replicas (the servers sharing one database).
+	Cluster pluginv1connect.ClusterServiceClient
 	// PluginHost is the plugin stream endpoint (used by the plugin SDK).
 	PluginHost pluginhostv1connect.PluginHostServiceClient
 }
@@ -102,6 +104,7 @@ func New(baseURL string, opts ...Option) *Client {
 		Plugins:      pluginv1connect.NewPluginServiceClient(o.httpClient, baseURL, copts...),
 		Repositories: pluginv1connect.NewRepositoryServiceClient(o.httpClient, baseURL, copts...),
 		Messaging:    pluginv1connect.NewMessagingServiceClient(o.httpClient, baseURL, copts...),
+		Cluster:      pluginv1connect.NewClusterServiceClient(o.httpClient, baseURL, copts...),
 		PluginHost:   pluginhostv1connect.NewPluginHostServiceClient(o.httpClient, baseURL, copts...),
 	}
 }

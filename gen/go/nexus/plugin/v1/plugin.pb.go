@@ -1374,9 +1374,12 @@ type RuntimeState struct {
 	// The delay before the next restart after a crash, in seconds.
 	BackoffSeconds float64 `protobuf:"fixed64,4,opt,name=backoff_seconds,json=backoffSeconds,proto3" json:"backoff_seconds,omitempty"`
 	// When the current process became active.
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// The instances connected to the replica that answered, ordered by instance id (the
+	// instances connected to other replicas are not listed yet).
+	ConnectedInstances []*ConnectedInstance `protobuf:"bytes,6,rep,name=connected_instances,json=connectedInstances,proto3" json:"connected_instances,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RuntimeState) Reset() {
@@ -1444,6 +1447,68 @@ func (x *RuntimeState) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RuntimeState) GetConnectedInstances() []*ConnectedInstance {
+	if x != nil {
+		return x.ConnectedInstances
+	}
+	return nil
+}
+
+// ConnectedInstance is one connected instance of a plugin.
+type ConnectedInstance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id the instance connected with.
+	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// The replica (server) it is connected to.
+	ReplicaId     string `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectedInstance) Reset() {
+	*x = ConnectedInstance{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectedInstance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectedInstance) ProtoMessage() {}
+
+func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectedInstance.ProtoReflect.Descriptor instead.
+func (*ConnectedInstance) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConnectedInstance) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *ConnectedInstance) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
 // PluginsSummary counts the installed plugins by state.
 type PluginsSummary struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1459,7 +1524,7 @@ type PluginsSummary struct {
 
 func (x *PluginsSummary) Reset() {
 	*x = PluginsSummary{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1536,7 @@ func (x *PluginsSummary) String() string {
 func (*PluginsSummary) ProtoMessage() {}
 
 func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1549,7 @@ func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsSummary.ProtoReflect.Descriptor instead.
 func (*PluginsSummary) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PluginsSummary) GetTotal() int32 {
@@ -1539,7 +1604,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1616,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1629,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPluginsRequest) GetStatus() string {
@@ -1607,7 +1672,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1684,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1697,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
@@ -1659,7 +1724,7 @@ type GetPluginRequest struct {
 
 func (x *GetPluginRequest) Reset() {
 	*x = GetPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1736,7 @@ func (x *GetPluginRequest) String() string {
 func (*GetPluginRequest) ProtoMessage() {}
 
 func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1749,7 @@ func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPluginRequest) GetPluginId() string {
@@ -1704,7 +1769,7 @@ type GetPluginResponse struct {
 
 func (x *GetPluginResponse) Reset() {
 	*x = GetPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1781,7 @@ func (x *GetPluginResponse) String() string {
 func (*GetPluginResponse) ProtoMessage() {}
 
 func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1794,7 @@ func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPluginResponse) GetPlugin() *PluginDetail {
@@ -1768,7 +1833,7 @@ type InstallPluginRequest struct {
 
 func (x *InstallPluginRequest) Reset() {
 	*x = InstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1845,7 @@ func (x *InstallPluginRequest) String() string {
 func (*InstallPluginRequest) ProtoMessage() {}
 
 func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1858,7 @@ func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*InstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InstallPluginRequest) GetSource() string {
@@ -1881,7 +1946,7 @@ type Installation struct {
 
 func (x *Installation) Reset() {
 	*x = Installation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1958,7 @@ func (x *Installation) String() string {
 func (*Installation) ProtoMessage() {}
 
 func (x *Installation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1971,7 @@ func (x *Installation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Installation.ProtoReflect.Descriptor instead.
 func (*Installation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Installation) GetPluginId() string {
@@ -1958,7 +2023,7 @@ type PluginBrief struct {
 
 func (x *PluginBrief) Reset() {
 	*x = PluginBrief{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2035,7 @@ func (x *PluginBrief) String() string {
 func (*PluginBrief) ProtoMessage() {}
 
 func (x *PluginBrief) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2048,7 @@ func (x *PluginBrief) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginBrief.ProtoReflect.Descriptor instead.
 func (*PluginBrief) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PluginBrief) GetId() string {
@@ -2032,7 +2097,7 @@ type InstallPluginResponse struct {
 
 func (x *InstallPluginResponse) Reset() {
 	*x = InstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2109,7 @@ func (x *InstallPluginResponse) String() string {
 func (*InstallPluginResponse) ProtoMessage() {}
 
 func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2122,7 @@ func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*InstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InstallPluginResponse) GetInstallation() *Installation {
@@ -2102,7 +2167,7 @@ type UpdatePluginRequest struct {
 
 func (x *UpdatePluginRequest) Reset() {
 	*x = UpdatePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2179,7 @@ func (x *UpdatePluginRequest) String() string {
 func (*UpdatePluginRequest) ProtoMessage() {}
 
 func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2192,7 @@ func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdatePluginRequest) GetPluginId() string {
@@ -2217,7 +2282,7 @@ type PluginUpdate struct {
 
 func (x *PluginUpdate) Reset() {
 	*x = PluginUpdate{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2294,7 @@ func (x *PluginUpdate) String() string {
 func (*PluginUpdate) ProtoMessage() {}
 
 func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2307,7 @@ func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginUpdate.ProtoReflect.Descriptor instead.
 func (*PluginUpdate) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PluginUpdate) GetPluginId() string {
@@ -2297,7 +2362,7 @@ type UpdatePluginResponse struct {
 
 func (x *UpdatePluginResponse) Reset() {
 	*x = UpdatePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2374,7 @@ func (x *UpdatePluginResponse) String() string {
 func (*UpdatePluginResponse) ProtoMessage() {}
 
 func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2387,7 @@ func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdatePluginResponse) GetUpdate() *PluginUpdate {
@@ -2348,7 +2413,7 @@ type UninstallPluginRequest struct {
 
 func (x *UninstallPluginRequest) Reset() {
 	*x = UninstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2425,7 @@ func (x *UninstallPluginRequest) String() string {
 func (*UninstallPluginRequest) ProtoMessage() {}
 
 func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2438,7 @@ func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*UninstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UninstallPluginRequest) GetPluginId() string {
@@ -2421,7 +2486,7 @@ type Uninstallation struct {
 
 func (x *Uninstallation) Reset() {
 	*x = Uninstallation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2498,7 @@ func (x *Uninstallation) String() string {
 func (*Uninstallation) ProtoMessage() {}
 
 func (x *Uninstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2511,7 @@ func (x *Uninstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Uninstallation.ProtoReflect.Descriptor instead.
 func (*Uninstallation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Uninstallation) GetPluginId() string {
@@ -2501,7 +2566,7 @@ type UninstallPluginResponse struct {
 
 func (x *UninstallPluginResponse) Reset() {
 	*x = UninstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2578,7 @@ func (x *UninstallPluginResponse) String() string {
 func (*UninstallPluginResponse) ProtoMessage() {}
 
 func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2591,7 @@ func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*UninstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UninstallPluginResponse) GetUninstallation() *Uninstallation {
@@ -2547,7 +2612,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2624,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2637,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RollbackPluginRequest) GetPluginId() string {
@@ -2605,7 +2670,7 @@ type Rollback struct {
 
 func (x *Rollback) Reset() {
 	*x = Rollback{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +2682,7 @@ func (x *Rollback) String() string {
 func (*Rollback) ProtoMessage() {}
 
 func (x *Rollback) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +2695,7 @@ func (x *Rollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
 func (*Rollback) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Rollback) GetPluginId() string {
@@ -2685,7 +2750,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2762,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2775,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackPluginResponse) GetRollback() *Rollback {
@@ -2730,7 +2795,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2807,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2820,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListBackupsRequest) GetPluginId() string {
@@ -2781,7 +2846,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2858,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2871,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Backup) GetBackupId() string {
@@ -2861,7 +2926,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +2938,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +2951,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -2910,7 +2975,7 @@ type GetPluginConfigRequest struct {
 
 func (x *GetPluginConfigRequest) Reset() {
 	*x = GetPluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +2987,7 @@ func (x *GetPluginConfigRequest) String() string {
 func (*GetPluginConfigRequest) ProtoMessage() {}
 
 func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3000,7 @@ func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetPluginConfigRequest) GetPluginId() string {
@@ -2972,7 +3037,7 @@ type GetPluginConfigResponse struct {
 
 func (x *GetPluginConfigResponse) Reset() {
 	*x = GetPluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3049,7 @@ func (x *GetPluginConfigResponse) String() string {
 func (*GetPluginConfigResponse) ProtoMessage() {}
 
 func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3062,7 @@ func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetPluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3035,7 +3100,7 @@ type UpdatePluginConfigRequest struct {
 
 func (x *UpdatePluginConfigRequest) Reset() {
 	*x = UpdatePluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3112,7 @@ func (x *UpdatePluginConfigRequest) String() string {
 func (*UpdatePluginConfigRequest) ProtoMessage() {}
 
 func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3125,7 @@ func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdatePluginConfigRequest) GetPluginId() string {
@@ -3100,7 +3165,7 @@ type UpdatePluginConfigResponse struct {
 
 func (x *UpdatePluginConfigResponse) Reset() {
 	*x = UpdatePluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3177,7 @@ func (x *UpdatePluginConfigResponse) String() string {
 func (*UpdatePluginConfigResponse) ProtoMessage() {}
 
 func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3190,7 @@ func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdatePluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3168,7 +3233,7 @@ type EnablePluginRequest struct {
 
 func (x *EnablePluginRequest) Reset() {
 	*x = EnablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3245,7 @@ func (x *EnablePluginRequest) String() string {
 func (*EnablePluginRequest) ProtoMessage() {}
 
 func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3258,7 @@ func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginRequest.ProtoReflect.Descriptor instead.
 func (*EnablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EnablePluginRequest) GetPluginId() string {
@@ -3222,7 +3287,7 @@ type EnablePluginResponse struct {
 
 func (x *EnablePluginResponse) Reset() {
 	*x = EnablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3299,7 @@ func (x *EnablePluginResponse) String() string {
 func (*EnablePluginResponse) ProtoMessage() {}
 
 func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3312,7 @@ func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginResponse.ProtoReflect.Descriptor instead.
 func (*EnablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EnablePluginResponse) GetPluginId() string {
@@ -3289,7 +3354,7 @@ type DisablePluginRequest struct {
 
 func (x *DisablePluginRequest) Reset() {
 	*x = DisablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3301,7 +3366,7 @@ func (x *DisablePluginRequest) String() string {
 func (*DisablePluginRequest) ProtoMessage() {}
 
 func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3314,7 +3379,7 @@ func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginRequest.ProtoReflect.Descriptor instead.
 func (*DisablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DisablePluginRequest) GetPluginId() string {
@@ -3365,7 +3430,7 @@ type DisablePluginResponse struct {
 
 func (x *DisablePluginResponse) Reset() {
 	*x = DisablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3442,7 @@ func (x *DisablePluginResponse) String() string {
 func (*DisablePluginResponse) ProtoMessage() {}
 
 func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3455,7 @@ func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginResponse.ProtoReflect.Descriptor instead.
 func (*DisablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DisablePluginResponse) GetPluginId() string {
@@ -3434,7 +3499,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3511,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3524,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RestartPluginRequest) GetPluginId() string {
@@ -3496,7 +3561,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +3573,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +3586,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RestartPluginResponse) GetPluginId() string {
@@ -3564,7 +3629,7 @@ type GetPluginHealthRequest struct {
 
 func (x *GetPluginHealthRequest) Reset() {
 	*x = GetPluginHealthRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3641,7 @@ func (x *GetPluginHealthRequest) String() string {
 func (*GetPluginHealthRequest) ProtoMessage() {}
 
 func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3654,7 @@ func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetPluginHealthRequest) GetPluginId() string {
@@ -3623,7 +3688,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3700,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3713,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -3713,7 +3778,7 @@ type HealthMetrics struct {
 
 func (x *HealthMetrics) Reset() {
 	*x = HealthMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3790,7 @@ func (x *HealthMetrics) String() string {
 func (*HealthMetrics) ProtoMessage() {}
 
 func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3803,7 @@ func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthMetrics.ProtoReflect.Descriptor instead.
 func (*HealthMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *HealthMetrics) GetRequestsPerMinute() float64 {
@@ -3784,7 +3849,7 @@ type PluginHealth struct {
 
 func (x *PluginHealth) Reset() {
 	*x = PluginHealth{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3861,7 @@ func (x *PluginHealth) String() string {
 func (*PluginHealth) ProtoMessage() {}
 
 func (x *PluginHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3874,7 @@ func (x *PluginHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginHealth.ProtoReflect.Descriptor instead.
 func (*PluginHealth) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PluginHealth) GetStatus() string {
@@ -3857,7 +3922,7 @@ type GetPluginHealthResponse struct {
 
 func (x *GetPluginHealthResponse) Reset() {
 	*x = GetPluginHealthResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3869,7 +3934,7 @@ func (x *GetPluginHealthResponse) String() string {
 func (*GetPluginHealthResponse) ProtoMessage() {}
 
 func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3882,7 +3947,7 @@ func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetPluginHealthResponse) GetHealth() *PluginHealth {
@@ -3910,7 +3975,7 @@ type GetPluginMetricsRequest struct {
 
 func (x *GetPluginMetricsRequest) Reset() {
 	*x = GetPluginMetricsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3922,7 +3987,7 @@ func (x *GetPluginMetricsRequest) String() string {
 func (*GetPluginMetricsRequest) ProtoMessage() {}
 
 func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3935,7 +4000,7 @@ func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetPluginMetricsRequest) GetPluginId() string {
@@ -3984,7 +4049,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3996,7 +4061,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4009,7 +4074,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MetricPoint) GetTimestamp() *timestamppb.Timestamp {
@@ -4042,7 +4107,7 @@ type MetricSeries struct {
 
 func (x *MetricSeries) Reset() {
 	*x = MetricSeries{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4054,7 +4119,7 @@ func (x *MetricSeries) String() string {
 func (*MetricSeries) ProtoMessage() {}
 
 func (x *MetricSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4067,7 +4132,7 @@ func (x *MetricSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricSeries.ProtoReflect.Descriptor instead.
 func (*MetricSeries) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *MetricSeries) GetRequestsPerMinute() []*MetricPoint {
@@ -4131,7 +4196,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4143,7 +4208,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4156,7 +4221,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -4191,7 +4256,7 @@ type GetPluginMetricsResponse struct {
 
 func (x *GetPluginMetricsResponse) Reset() {
 	*x = GetPluginMetricsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4203,7 +4268,7 @@ func (x *GetPluginMetricsResponse) String() string {
 func (*GetPluginMetricsResponse) ProtoMessage() {}
 
 func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4216,7 +4281,7 @@ func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetPluginMetricsResponse) GetTimeRange() *TimeRange {
@@ -4253,7 +4318,7 @@ type GetPluginLogsRequest struct {
 
 func (x *GetPluginLogsRequest) Reset() {
 	*x = GetPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4265,7 +4330,7 @@ func (x *GetPluginLogsRequest) String() string {
 func (*GetPluginLogsRequest) ProtoMessage() {}
 
 func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4278,7 +4343,7 @@ func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetPluginLogsRequest) GetPluginId() string {
@@ -4345,7 +4410,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4422,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4435,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *LogEntry) GetTimestamp() *timestamppb.Timestamp {
@@ -4412,7 +4477,7 @@ type GetPluginLogsResponse struct {
 
 func (x *GetPluginLogsResponse) Reset() {
 	*x = GetPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4424,7 +4489,7 @@ func (x *GetPluginLogsResponse) String() string {
 func (*GetPluginLogsResponse) ProtoMessage() {}
 
 func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4437,7 +4502,7 @@ func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetPluginLogsResponse) GetLogs() []*LogEntry {
@@ -4470,7 +4535,7 @@ type TailPluginLogsRequest struct {
 
 func (x *TailPluginLogsRequest) Reset() {
 	*x = TailPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4482,7 +4547,7 @@ func (x *TailPluginLogsRequest) String() string {
 func (*TailPluginLogsRequest) ProtoMessage() {}
 
 func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4495,7 +4560,7 @@ func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *TailPluginLogsRequest) GetPluginId() string {
@@ -4536,7 +4601,7 @@ type TailPluginLogsResponse struct {
 
 func (x *TailPluginLogsResponse) Reset() {
 	*x = TailPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4548,7 +4613,7 @@ func (x *TailPluginLogsResponse) String() string {
 func (*TailPluginLogsResponse) ProtoMessage() {}
 
 func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4561,7 +4626,7 @@ func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *TailPluginLogsResponse) GetEntry() *LogEntry {
@@ -4581,7 +4646,7 @@ type GetPluginPermissionsRequest struct {
 
 func (x *GetPluginPermissionsRequest) Reset() {
 	*x = GetPluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4593,7 +4658,7 @@ func (x *GetPluginPermissionsRequest) String() string {
 func (*GetPluginPermissionsRequest) ProtoMessage() {}
 
 func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4606,7 +4671,7 @@ func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetPluginPermissionsRequest) GetPluginId() string {
@@ -4628,7 +4693,7 @@ type PermissionSet struct {
 
 func (x *PermissionSet) Reset() {
 	*x = PermissionSet{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4640,7 +4705,7 @@ func (x *PermissionSet) String() string {
 func (*PermissionSet) ProtoMessage() {}
 
 func (x *PermissionSet) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4653,7 +4718,7 @@ func (x *PermissionSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionSet.ProtoReflect.Descriptor instead.
 func (*PermissionSet) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PermissionSet) GetRequested() []string {
@@ -4689,7 +4754,7 @@ type ResourceLimits struct {
 
 func (x *ResourceLimits) Reset() {
 	*x = ResourceLimits{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4701,7 +4766,7 @@ func (x *ResourceLimits) String() string {
 func (*ResourceLimits) ProtoMessage() {}
 
 func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4714,7 +4779,7 @@ func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceLimits.ProtoReflect.Descriptor instead.
 func (*ResourceLimits) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ResourceLimits) GetMemoryMb() int32 {
@@ -4752,7 +4817,7 @@ type LimitEnforcement struct {
 
 func (x *LimitEnforcement) Reset() {
 	*x = LimitEnforcement{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4764,7 +4829,7 @@ func (x *LimitEnforcement) String() string {
 func (*LimitEnforcement) ProtoMessage() {}
 
 func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4777,7 +4842,7 @@ func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitEnforcement.ProtoReflect.Descriptor instead.
 func (*LimitEnforcement) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *LimitEnforcement) GetMemoryMb() string {
@@ -4819,7 +4884,7 @@ type ConfinementState struct {
 
 func (x *ConfinementState) Reset() {
 	*x = ConfinementState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4831,7 +4896,7 @@ func (x *ConfinementState) String() string {
 func (*ConfinementState) ProtoMessage() {}
 
 func (x *ConfinementState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4844,7 +4909,7 @@ func (x *ConfinementState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfinementState.ProtoReflect.Descriptor instead.
 func (*ConfinementState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ConfinementState) GetMechanism() string {
@@ -4890,7 +4955,7 @@ type GetPluginPermissionsResponse struct {
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4902,7 +4967,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4915,7 +4980,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -4988,7 +5053,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5000,7 +5065,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5013,7 +5078,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -5078,7 +5143,7 @@ type UpdatePluginPermissionsResponse struct {
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5090,7 +5155,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5103,7 +5168,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5285,14 +5350,20 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\finstalled_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x12=\n" +
 	"\flast_updated\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\tR\x05error\x127\n" +
-	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\"\xbe\x01\n" +
+	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\"\x93\x02\n" +
 	"\fRuntimeState\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\x05R\tinstances\x12\x1a\n" +
 	"\brestarts\x18\x03 \x01(\x05R\brestarts\x12'\n" +
 	"\x0fbackoff_seconds\x18\x04 \x01(\x01R\x0ebackoffSeconds\x129\n" +
 	"\n" +
-	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x8c\x01\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12S\n" +
+	"\x13connected_instances\x18\x06 \x03(\v2\".nexus.plugin.v1.ConnectedInstanceR\x12connectedInstances\"S\n" +
+	"\x11ConnectedInstance\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"\x8c\x01\n" +
 	"\x0ePluginsSummary\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x05R\x05total\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x1a\n" +
@@ -5636,7 +5707,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -5655,193 +5726,195 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*LogLine)(nil),                         // 14: nexus.plugin.v1.LogLine
 	(*PluginDetail)(nil),                    // 15: nexus.plugin.v1.PluginDetail
 	(*RuntimeState)(nil),                    // 16: nexus.plugin.v1.RuntimeState
-	(*PluginsSummary)(nil),                  // 17: nexus.plugin.v1.PluginsSummary
-	(*ListPluginsRequest)(nil),              // 18: nexus.plugin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),             // 19: nexus.plugin.v1.ListPluginsResponse
-	(*GetPluginRequest)(nil),                // 20: nexus.plugin.v1.GetPluginRequest
-	(*GetPluginResponse)(nil),               // 21: nexus.plugin.v1.GetPluginResponse
-	(*InstallPluginRequest)(nil),            // 22: nexus.plugin.v1.InstallPluginRequest
-	(*Installation)(nil),                    // 23: nexus.plugin.v1.Installation
-	(*PluginBrief)(nil),                     // 24: nexus.plugin.v1.PluginBrief
-	(*InstallPluginResponse)(nil),           // 25: nexus.plugin.v1.InstallPluginResponse
-	(*UpdatePluginRequest)(nil),             // 26: nexus.plugin.v1.UpdatePluginRequest
-	(*PluginUpdate)(nil),                    // 27: nexus.plugin.v1.PluginUpdate
-	(*UpdatePluginResponse)(nil),            // 28: nexus.plugin.v1.UpdatePluginResponse
-	(*UninstallPluginRequest)(nil),          // 29: nexus.plugin.v1.UninstallPluginRequest
-	(*Uninstallation)(nil),                  // 30: nexus.plugin.v1.Uninstallation
-	(*UninstallPluginResponse)(nil),         // 31: nexus.plugin.v1.UninstallPluginResponse
-	(*RollbackPluginRequest)(nil),           // 32: nexus.plugin.v1.RollbackPluginRequest
-	(*Rollback)(nil),                        // 33: nexus.plugin.v1.Rollback
-	(*RollbackPluginResponse)(nil),          // 34: nexus.plugin.v1.RollbackPluginResponse
-	(*ListBackupsRequest)(nil),              // 35: nexus.plugin.v1.ListBackupsRequest
-	(*Backup)(nil),                          // 36: nexus.plugin.v1.Backup
-	(*ListBackupsResponse)(nil),             // 37: nexus.plugin.v1.ListBackupsResponse
-	(*GetPluginConfigRequest)(nil),          // 38: nexus.plugin.v1.GetPluginConfigRequest
-	(*GetPluginConfigResponse)(nil),         // 39: nexus.plugin.v1.GetPluginConfigResponse
-	(*UpdatePluginConfigRequest)(nil),       // 40: nexus.plugin.v1.UpdatePluginConfigRequest
-	(*UpdatePluginConfigResponse)(nil),      // 41: nexus.plugin.v1.UpdatePluginConfigResponse
-	(*EnablePluginRequest)(nil),             // 42: nexus.plugin.v1.EnablePluginRequest
-	(*EnablePluginResponse)(nil),            // 43: nexus.plugin.v1.EnablePluginResponse
-	(*DisablePluginRequest)(nil),            // 44: nexus.plugin.v1.DisablePluginRequest
-	(*DisablePluginResponse)(nil),           // 45: nexus.plugin.v1.DisablePluginResponse
-	(*RestartPluginRequest)(nil),            // 46: nexus.plugin.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),           // 47: nexus.plugin.v1.RestartPluginResponse
-	(*GetPluginHealthRequest)(nil),          // 48: nexus.plugin.v1.GetPluginHealthRequest
-	(*HealthCheck)(nil),                     // 49: nexus.plugin.v1.HealthCheck
-	(*HealthMetrics)(nil),                   // 50: nexus.plugin.v1.HealthMetrics
-	(*PluginHealth)(nil),                    // 51: nexus.plugin.v1.PluginHealth
-	(*GetPluginHealthResponse)(nil),         // 52: nexus.plugin.v1.GetPluginHealthResponse
-	(*GetPluginMetricsRequest)(nil),         // 53: nexus.plugin.v1.GetPluginMetricsRequest
-	(*MetricPoint)(nil),                     // 54: nexus.plugin.v1.MetricPoint
-	(*MetricSeries)(nil),                    // 55: nexus.plugin.v1.MetricSeries
-	(*TimeRange)(nil),                       // 56: nexus.plugin.v1.TimeRange
-	(*GetPluginMetricsResponse)(nil),        // 57: nexus.plugin.v1.GetPluginMetricsResponse
-	(*GetPluginLogsRequest)(nil),            // 58: nexus.plugin.v1.GetPluginLogsRequest
-	(*LogEntry)(nil),                        // 59: nexus.plugin.v1.LogEntry
-	(*GetPluginLogsResponse)(nil),           // 60: nexus.plugin.v1.GetPluginLogsResponse
-	(*TailPluginLogsRequest)(nil),           // 61: nexus.plugin.v1.TailPluginLogsRequest
-	(*TailPluginLogsResponse)(nil),          // 62: nexus.plugin.v1.TailPluginLogsResponse
-	(*GetPluginPermissionsRequest)(nil),     // 63: nexus.plugin.v1.GetPluginPermissionsRequest
-	(*PermissionSet)(nil),                   // 64: nexus.plugin.v1.PermissionSet
-	(*ResourceLimits)(nil),                  // 65: nexus.plugin.v1.ResourceLimits
-	(*LimitEnforcement)(nil),                // 66: nexus.plugin.v1.LimitEnforcement
-	(*ConfinementState)(nil),                // 67: nexus.plugin.v1.ConfinementState
-	(*GetPluginPermissionsResponse)(nil),    // 68: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 69: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 70: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 71: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 72: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 73: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 74: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 75: nexus.plugin.v1.Pagination
+	(*ConnectedInstance)(nil),               // 17: nexus.plugin.v1.ConnectedInstance
+	(*PluginsSummary)(nil),                  // 18: nexus.plugin.v1.PluginsSummary
+	(*ListPluginsRequest)(nil),              // 19: nexus.plugin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),             // 20: nexus.plugin.v1.ListPluginsResponse
+	(*GetPluginRequest)(nil),                // 21: nexus.plugin.v1.GetPluginRequest
+	(*GetPluginResponse)(nil),               // 22: nexus.plugin.v1.GetPluginResponse
+	(*InstallPluginRequest)(nil),            // 23: nexus.plugin.v1.InstallPluginRequest
+	(*Installation)(nil),                    // 24: nexus.plugin.v1.Installation
+	(*PluginBrief)(nil),                     // 25: nexus.plugin.v1.PluginBrief
+	(*InstallPluginResponse)(nil),           // 26: nexus.plugin.v1.InstallPluginResponse
+	(*UpdatePluginRequest)(nil),             // 27: nexus.plugin.v1.UpdatePluginRequest
+	(*PluginUpdate)(nil),                    // 28: nexus.plugin.v1.PluginUpdate
+	(*UpdatePluginResponse)(nil),            // 29: nexus.plugin.v1.UpdatePluginResponse
+	(*UninstallPluginRequest)(nil),          // 30: nexus.plugin.v1.UninstallPluginRequest
+	(*Uninstallation)(nil),                  // 31: nexus.plugin.v1.Uninstallation
+	(*UninstallPluginResponse)(nil),         // 32: nexus.plugin.v1.UninstallPluginResponse
+	(*RollbackPluginRequest)(nil),           // 33: nexus.plugin.v1.RollbackPluginRequest
+	(*Rollback)(nil),                        // 34: nexus.plugin.v1.Rollback
+	(*RollbackPluginResponse)(nil),          // 35: nexus.plugin.v1.RollbackPluginResponse
+	(*ListBackupsRequest)(nil),              // 36: nexus.plugin.v1.ListBackupsRequest
+	(*Backup)(nil),                          // 37: nexus.plugin.v1.Backup
+	(*ListBackupsResponse)(nil),             // 38: nexus.plugin.v1.ListBackupsResponse
+	(*GetPluginConfigRequest)(nil),          // 39: nexus.plugin.v1.GetPluginConfigRequest
+	(*GetPluginConfigResponse)(nil),         // 40: nexus.plugin.v1.GetPluginConfigResponse
+	(*UpdatePluginConfigRequest)(nil),       // 41: nexus.plugin.v1.UpdatePluginConfigRequest
+	(*UpdatePluginConfigResponse)(nil),      // 42: nexus.plugin.v1.UpdatePluginConfigResponse
+	(*EnablePluginRequest)(nil),             // 43: nexus.plugin.v1.EnablePluginRequest
+	(*EnablePluginResponse)(nil),            // 44: nexus.plugin.v1.EnablePluginResponse
+	(*DisablePluginRequest)(nil),            // 45: nexus.plugin.v1.DisablePluginRequest
+	(*DisablePluginResponse)(nil),           // 46: nexus.plugin.v1.DisablePluginResponse
+	(*RestartPluginRequest)(nil),            // 47: nexus.plugin.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),           // 48: nexus.plugin.v1.RestartPluginResponse
+	(*GetPluginHealthRequest)(nil),          // 49: nexus.plugin.v1.GetPluginHealthRequest
+	(*HealthCheck)(nil),                     // 50: nexus.plugin.v1.HealthCheck
+	(*HealthMetrics)(nil),                   // 51: nexus.plugin.v1.HealthMetrics
+	(*PluginHealth)(nil),                    // 52: nexus.plugin.v1.PluginHealth
+	(*GetPluginHealthResponse)(nil),         // 53: nexus.plugin.v1.GetPluginHealthResponse
+	(*GetPluginMetricsRequest)(nil),         // 54: nexus.plugin.v1.GetPluginMetricsRequest
+	(*MetricPoint)(nil),                     // 55: nexus.plugin.v1.MetricPoint
+	(*MetricSeries)(nil),                    // 56: nexus.plugin.v1.MetricSeries
+	(*TimeRange)(nil),                       // 57: nexus.plugin.v1.TimeRange
+	(*GetPluginMetricsResponse)(nil),        // 58: nexus.plugin.v1.GetPluginMetricsResponse
+	(*GetPluginLogsRequest)(nil),            // 59: nexus.plugin.v1.GetPluginLogsRequest
+	(*LogEntry)(nil),                        // 60: nexus.plugin.v1.LogEntry
+	(*GetPluginLogsResponse)(nil),           // 61: nexus.plugin.v1.GetPluginLogsResponse
+	(*TailPluginLogsRequest)(nil),           // 62: nexus.plugin.v1.TailPluginLogsRequest
+	(*TailPluginLogsResponse)(nil),          // 63: nexus.plugin.v1.TailPluginLogsResponse
+	(*GetPluginPermissionsRequest)(nil),     // 64: nexus.plugin.v1.GetPluginPermissionsRequest
+	(*PermissionSet)(nil),                   // 65: nexus.plugin.v1.PermissionSet
+	(*ResourceLimits)(nil),                  // 66: nexus.plugin.v1.ResourceLimits
+	(*LimitEnforcement)(nil),                // 67: nexus.plugin.v1.LimitEnforcement
+	(*ConfinementState)(nil),                // 68: nexus.plugin.v1.ConfinementState
+	(*GetPluginPermissionsResponse)(nil),    // 69: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 70: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 71: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 72: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 73: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 74: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 75: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 76: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,   // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	71,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	72,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	72,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	73,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,   // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,   // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	73,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	74,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,   // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	74,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	74,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	75,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	75,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
 	7,   // 9: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
 	7,   // 10: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	73,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	73,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	74,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	74,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
 	10,  // 13: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
 	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
 	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	74,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	75,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
 	1,   // 17: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
 	6,   // 18: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
 	8,   // 19: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
 	9,   // 20: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
 	13,  // 21: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
 	14,  // 22: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	74,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	74,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	75,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	75,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
 	16,  // 25: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
-	74,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
-	5,   // 27: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
-	17,  // 28: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
-	15,  // 29: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	73,  // 30: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	74,  // 31: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
-	23,  // 32: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
-	24,  // 33: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	74,  // 34: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
-	27,  // 35: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	74,  // 36: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
-	30,  // 37: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	74,  // 38: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
-	33,  // 39: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	74,  // 40: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
-	36,  // 41: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	73,  // 42: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	73,  // 43: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	74,  // 44: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	73,  // 45: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	73,  // 46: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	74,  // 47: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	74,  // 48: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	74,  // 49: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	74,  // 50: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	74,  // 51: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
-	49,  // 52: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
-	50,  // 53: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
-	51,  // 54: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	74,  // 55: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	74,  // 56: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	74,  // 57: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
-	54,  // 58: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 59: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 60: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 61: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 62: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 63: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
-	54,  // 64: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	74,  // 65: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	74,  // 66: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	56,  // 67: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
-	55,  // 68: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	74,  // 69: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	74,  // 70: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	74,  // 71: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	73,  // 72: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
-	59,  // 73: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	75,  // 74: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
-	59,  // 75: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
-	64,  // 76: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	65,  // 77: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	66,  // 78: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	67,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	65,  // 80: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	64,  // 81: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	65,  // 82: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	66,  // 83: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	67,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	18,  // 85: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	20,  // 86: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	22,  // 87: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	26,  // 88: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	29,  // 89: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	32,  // 90: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	35,  // 91: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	38,  // 92: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	40,  // 93: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	42,  // 94: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	44,  // 95: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	46,  // 96: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	48,  // 97: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	53,  // 98: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	58,  // 99: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	61,  // 100: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	63,  // 101: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	69,  // 102: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	19,  // 103: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	21,  // 104: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	25,  // 105: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	28,  // 106: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	31,  // 107: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	34,  // 108: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	37,  // 109: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	39,  // 110: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	41,  // 111: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	43,  // 112: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	45,  // 113: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	47,  // 114: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	52,  // 115: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	57,  // 116: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	60,  // 117: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	62,  // 118: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	68,  // 119: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	70,  // 120: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	103, // [103:121] is the sub-list for method output_type
-	85,  // [85:103] is the sub-list for method input_type
-	85,  // [85:85] is the sub-list for extension type_name
-	85,  // [85:85] is the sub-list for extension extendee
-	0,   // [0:85] is the sub-list for field type_name
+	75,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
+	17,  // 27: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
+	5,   // 28: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
+	18,  // 29: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
+	15,  // 30: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
+	74,  // 31: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	75,  // 32: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	24,  // 33: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
+	25,  // 34: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
+	75,  // 35: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	28,  // 36: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
+	75,  // 37: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	31,  // 38: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
+	75,  // 39: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	34,  // 40: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
+	75,  // 41: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	37,  // 42: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
+	74,  // 43: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	74,  // 44: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	75,  // 45: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	74,  // 46: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	74,  // 47: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	75,  // 48: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	75,  // 49: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	75,  // 50: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	75,  // 51: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	75,  // 52: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	50,  // 53: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
+	51,  // 54: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
+	52,  // 55: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
+	75,  // 56: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	75,  // 57: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	75,  // 58: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	55,  // 59: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 60: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 61: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 62: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 63: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 64: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
+	55,  // 65: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
+	75,  // 66: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	75,  // 67: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	57,  // 68: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
+	56,  // 69: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
+	75,  // 70: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	75,  // 71: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	75,  // 72: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	74,  // 73: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	60,  // 74: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
+	76,  // 75: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	60,  // 76: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
+	65,  // 77: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	66,  // 78: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	67,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	68,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	66,  // 81: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	65,  // 82: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	66,  // 83: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	67,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	68,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	19,  // 86: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	21,  // 87: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	23,  // 88: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	27,  // 89: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	30,  // 90: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	33,  // 91: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	36,  // 92: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	39,  // 93: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	41,  // 94: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	43,  // 95: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	45,  // 96: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	47,  // 97: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	49,  // 98: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	54,  // 99: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	59,  // 100: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	62,  // 101: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	64,  // 102: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	70,  // 103: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	20,  // 104: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	22,  // 105: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	26,  // 106: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	29,  // 107: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	32,  // 108: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	35,  // 109: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	38,  // 110: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	40,  // 111: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	42,  // 112: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	44,  // 113: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	46,  // 114: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	48,  // 115: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	53,  // 116: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	58,  // 117: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	61,  // 118: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	63,  // 119: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	69,  // 120: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	71,  // 121: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	104, // [104:122] is the sub-list for method output_type
+	86,  // [86:104] is the sub-list for method input_type
+	86,  // [86:86] is the sub-list for extension type_name
+	86,  // [86:86] is the sub-list for extension extendee
+	0,   // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -5850,19 +5923,19 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 		return
 	}
 	file_nexus_plugin_v1_common_proto_init()
-	file_nexus_plugin_v1_plugin_proto_msgTypes[18].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[38].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[44].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[46].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[49].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[69].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[39].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[45].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[47].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[50].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[70].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   73,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
