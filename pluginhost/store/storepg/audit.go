@@ -20,6 +20,8 @@ func (t *tx) AppendAudit(e store.AuditEntry) error {
 	if e.ID == "" {
 		return fmt.Errorf("storepg: %s: empty id", op)
 	}
+	// The target and the names come from callers (a plugin id in a request's path may hold
+	// a NUL): kept with U+FFFD rather than losing the entry (see the package doc).
 	at, err := timeValue(e.Time)
 	if err != nil {
 		return fmt.Errorf("storepg: %s %q: %w", op, e.ID, err)
@@ -28,8 +30,8 @@ func (t *tx) AppendAudit(e store.AuditEntry) error {
 	(id, time, actor, actor_name, role, action, target, outcome, request_id, details)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 	ON CONFLICT DO NOTHING`,
-		e.ID, at, e.Actor, e.ActorName, string(e.Role), e.Action, e.Target, e.Outcome,
-		e.RequestID, e.Details)
+		e.ID, at, e.Actor, cleanText(e.ActorName), string(e.Role), cleanText(e.Action), cleanText(e.Target), e.Outcome,
+		cleanText(e.RequestID), e.Details)
 	if err != nil {
 		return err
 	}

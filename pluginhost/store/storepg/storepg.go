@@ -47,8 +47,9 @@
 // records kept in backups and updates in flight are jsonb.
 //
 // PostgreSQL text holds neither NUL nor invalid UTF-8, which a plugin's output may contain:
-// log messages and a plugin's status reason (which quotes the last lines of its output) are
-// stored with each NUL and invalid byte replaced by U+FFFD. Other text with a NUL or
+// log messages, a plugin's status reason (which quotes the last lines of its output) and the
+// caller-given text of audit entries (target, action, actor name, request id) are stored
+// with each NUL and invalid byte replaced by U+FFFD. Other text with a NUL or
 // invalid UTF-8 is refused with an error.
 package storepg
 

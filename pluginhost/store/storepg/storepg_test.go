@@ -475,8 +475,8 @@ func TestWriteWaitsWithItsContext(t *testing.T) {
 }
 
 // TestTextFromPluginOutput: a plugin's output may hold NUL and invalid UTF-8, which
-// PostgreSQL text cannot; log messages and status reasons are kept with U+FFFD instead,
-// and the rest of the batch is not lost.
+// PostgreSQL text cannot; log messages, status reasons and the caller-given text of audit
+// entries are kept with U+FFFD instead, and the rest of the batch is not lost.
 func TestTextFromPluginOutput(t *testing.T) {
 	s := open(t, shared.NewDatabase(t))
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -491,6 +491,10 @@ func TestTextFromPluginOutput(t *testing.T) {
 		}
 		p := store.Plugin{ID: "p", Status: "error", StatusReason: bad}
 		if err := tx.PutPlugin(p); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(store.AuditEntry{ID: "a1", Time: at, Actor: "tok", ActorName: bad, Role: store.RoleAdmin,
+			Action: "UninstallPlugin", Target: bad, Outcome: "denied", RequestID: bad}); err != nil {
 			return err
 		}
 		return tx.PutBackup(store.Backup{ID: "b", PluginID: "p", Plugin: p})
@@ -523,6 +527,13 @@ func TestTextFromPluginOutput(t *testing.T) {
 		}
 		if p.StatusReason != clean || b.Plugin.StatusReason != clean {
 			t.Errorf("status reason %q, in the backup %q; want %q", p.StatusReason, b.Plugin.StatusReason, clean)
+		}
+		audit, err := tx.Audit(store.AuditFilter{})
+		if err != nil {
+			return err
+		}
+		if len(audit) != 1 || audit[0].Target != clean || audit[0].ActorName != clean || audit[0].RequestID != clean {
+			t.Errorf("audit %+v", audit)
 		}
 		return nil
 	})
