@@ -147,6 +147,12 @@ func (s *Sink) redactor(pluginID string) *redactor {
 	return s.redactors[pluginID]
 }
 
+// The range of the plugin-given times Add keeps (see Add).
+var (
+	earliestLogTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	latestLogTime   = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // Add queues a record; it never blocks. Records that do not fit are counted as dropped.
 // The plugin's secrets are hidden in its message and anywhere in its metadata first.
 func (s *Sink) Add(r store.LogRecord) {
@@ -154,7 +160,10 @@ func (s *Sink) Add(r store.LogRecord) {
 		r.Message = rd.text(r.Message)
 		r.Metadata = rd.json(r.Metadata)
 	}
-	if r.Time.IsZero() {
+	if r.Time.IsZero() || r.Time.Before(earliestLogTime) || r.Time.After(latestLogTime) {
+		// A plugin's own timestamp (a JSON line's "time", a log frame's) that the stores
+		// cannot keep (nanoseconds in an int64: 1678 to 2262) would fail the whole batch,
+		// other plugins' records included: the time of receipt stands in for it.
 		r.Time = time.Now().UTC()
 	}
 	select {

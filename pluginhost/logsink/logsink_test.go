@@ -147,3 +147,22 @@ func TestTail(t *testing.T) {
 	for range ch {
 	}
 }
+
+// A record whose plugin-given time the stores cannot keep is stored at its time of receipt,
+// and does not fail the batch it is in.
+func TestImplausibleTimesDoNotFailTheBatch(t *testing.T) {
+	s, st := newSink(t)
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.Add(store.LogRecord{PluginID: "p-plugin", Time: far, Level: "INFO", Message: "from the future"})
+	s.Add(store.LogRecord{PluginID: "q-plugin", Level: "INFO", Message: "ordinary"})
+	deadline := time.Now().Add(10 * time.Second)
+	for len(stored(t, st, "p-plugin")) == 0 || len(stored(t, st, "q-plugin")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the batch was not stored")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := stored(t, st, "p-plugin")[0].Time; got.Year() != time.Now().Year() {
+		t.Fatalf("stored at %v", got)
+	}
+}
