@@ -11,6 +11,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -18,13 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/internal/serverproc"
 )
 
 // Binary is the redis-server executable looked up on PATH.
@@ -58,8 +60,7 @@ type Server struct {
 	// mu guards the fields below and serialises Start, Stop, Kill, Restart and Close.
 	mu     sync.Mutex
 	port   int
-	proc   *exec.Cmd
-	exited chan struct{} // closed when proc has exited
+	proc   *serverproc.Process // nil before the first start
 	closed bool
 }
 
@@ -181,8 +182,8 @@ func startIn(opts Options, dir string) (*Server, error) {
 	defer s.mu.Unlock()
 	var err error
 	for attempt := 0; attempt < startAttempts; attempt++ {
-		if s.port, err = freePort(); err != nil {
-			return nil, err
+		if s.port, err = serverproc.FreePort(); err != nil {
+			return nil, fmt.Errorf("redistest: %w", err)
 		}
 		if err = s.launchLocked(); err == nil {
 			return s, nil
@@ -192,15 +193,7 @@ func startIn(opts Options, dir string) (*Server, error) {
 }
 
 func (s *Server) runningLocked() bool {
-	if s.proc == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
+	return s.proc != nil && s.proc.Running()
 }
 
 // launchLocked starts the process on s.port and waits until it is ready.
@@ -229,33 +222,18 @@ func (s *Server) launchLocked() error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr()
-	// The goroutine that starts the server waits for it, locked to its OS thread: the
-	// parent-death signal (see sysProcAttr) follows that thread, which thus lives exactly as
-	// long as the server.
-	started := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		defer logFile.Close()
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		<-exited
+	// serverproc.Start has the kernel kill the server if the test binary dies first.
+	proc, err := serverproc.Start(cmd, logFile)
+	if err != nil {
 		return fmt.Errorf("redistest: start %s: %w", Binary, err)
 	}
-	s.proc, s.exited = cmd, exited
+	s.proc = proc
 
-	if err := waitReady(s.port, exited, readyTimeout); err != nil {
+	// Ready when PING answers PONG and the server is not loading its data.
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	if err := proc.WaitReady(readyTimeout, func(context.Context) error { return probe(addr) }); err != nil {
 		_ = s.stopLocked(syscall.SIGKILL)
-		return fmt.Errorf("redistest: %s on port %d: %w; log tail:\n%s", Binary, s.port, err, tail(logPath, 2048))
+		return fmt.Errorf("redistest: %s on port %d: %w; log tail:\n%s", Binary, s.port, err, serverproc.Tail(logPath, 2048))
 	}
 	return nil
 }
@@ -266,43 +244,10 @@ func (s *Server) stopLocked(sig syscall.Signal) error {
 	if !s.runningLocked() {
 		return nil
 	}
-	if err := s.proc.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("redistest: signal %v: %w", sig, err)
+	if err := s.proc.Stop(sig, stopTimeout); err != nil {
+		return fmt.Errorf("redistest: %w", err)
 	}
-	select {
-	case <-s.exited:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	_ = s.proc.Process.Kill()
-	select {
-	case <-s.exited:
-		if sig == syscall.SIGTERM {
-			return fmt.Errorf("redistest: %s did not exit within %v of SIGTERM and was killed", Binary, stopTimeout)
-		}
-		return nil
-	case <-time.After(stopTimeout):
-		return fmt.Errorf("redistest: %s (pid %d) did not exit after SIGKILL", Binary, s.proc.Process.Pid)
-	}
-}
-
-// waitReady polls the server until PING answers PONG and it is not loading its data.
-func waitReady(port int, exited <-chan struct{}, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("exited during startup")
-		default:
-		}
-		if last = probe(addr); last == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after %v: %w", timeout, last)
+	return nil
 }
 
 // probe sends PING and INFO persistence over a raw connection.
@@ -343,27 +288,4 @@ func probe(addr string) error {
 		return errors.New("loading its data")
 	}
 	return nil
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		_, _ = f.Seek(-n, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	return string(b)
 }

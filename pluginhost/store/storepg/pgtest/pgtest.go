@@ -34,7 +34,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +44,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/nexus-platform/nexus/pluginhost/internal/serverproc"
 )
 
 // Role is the role that owns the databases made by NewDatabase and CreateDatabase, and that
@@ -91,8 +92,7 @@ type Server struct {
 	// mu guards the fields below and serialises Stop, Kill, Restart and Close.
 	mu     sync.Mutex
 	port   int
-	proc   *exec.Cmd
-	exited chan struct{} // closed when proc has exited
+	proc   *serverproc.Process // nil before the first start
 	closed bool
 }
 
@@ -208,7 +208,7 @@ func (s *Server) Pid() int {
 	if !s.runningLocked() {
 		return 0
 	}
-	return s.proc.Process.Pid
+	return s.proc.Pid()
 }
 
 // Stop shuts the server down (fast shutdown: sessions are ended, a checkpoint is written)
@@ -289,8 +289,8 @@ func (s *Server) create() error {
 	defer s.mu.Unlock()
 	var err error
 	for range startAttempts {
-		if s.port, err = freePort(); err != nil {
-			return err
+		if s.port, err = serverproc.FreePort(); err != nil {
+			return fmt.Errorf("pgtest: %w", err)
 		}
 		if err = s.launchLocked(); err == nil {
 			break
@@ -357,15 +357,7 @@ func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
 func (s *Server) logPath() string { return filepath.Join(s.dir, "postgres.log") }
 
 func (s *Server) runningLocked() bool {
-	if s.proc == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
+	return s.proc != nil && s.proc.Running()
 }
 
 // run runs a command (initdb) as the server's user to completion, its output going to the
@@ -376,15 +368,8 @@ func (s *Server) run(bin string, args ...string) error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := s.command(bin, args, logFile)
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // see launchLocked
-		defer runtime.UnlockOSThread()
-		done <- cmd.Run()
-	}()
-	if err := <-done; err != nil {
-		return fmt.Errorf("pgtest: %s%s: %w; log tail:\n%s", filepath.Base(bin), s.userMsg, err, tail(s.logPath(), 2048))
+	if err := serverproc.Run(s.command(bin, args, logFile)); err != nil {
+		return fmt.Errorf("pgtest: %s%s: %w; log tail:\n%s", filepath.Base(bin), s.userMsg, err, serverproc.Tail(s.logPath(), 2048))
 	}
 	return nil
 }
@@ -409,37 +394,24 @@ func (s *Server) launchLocked() error {
 	if err != nil {
 		return err
 	}
-	cmd := s.command(s.binary, args, logFile)
-	// The goroutine that starts the server waits for it, locked to its OS thread: the
-	// parent-death signal (see sysProcAttr) follows that thread, which thus lives exactly as
-	// long as the server.
-	started := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		defer logFile.Close()
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		<-exited
+	// serverproc.Start has the kernel kill the server if the test binary dies first.
+	proc, err := serverproc.Start(s.command(s.binary, args, logFile), logFile)
+	if err != nil {
 		return fmt.Errorf("pgtest: start postgres%s: %w", s.userMsg, err)
 	}
-	s.proc, s.exited = cmd, exited
-	if err := s.waitReadyLocked(); err != nil {
+	s.proc = proc
+	// Ready when the server answers a query (crash recovery after Kill done).
+	ready := func(ctx context.Context) error { return s.adminLocked(ctx, "SELECT 1") }
+	if err := proc.WaitReady(readyTimeout, ready); err != nil {
 		_ = s.stopLocked(syscall.SIGQUIT)
-		return fmt.Errorf("pgtest: postgres on port %d%s: %w; log tail:\n%s", s.port, s.userMsg, err, tail(s.logPath(), 4096))
+		return fmt.Errorf("pgtest: postgres on port %d%s: %w; log tail:\n%s", s.port, s.userMsg, err, serverproc.Tail(s.logPath(), 4096))
 	}
 	return nil
 }
 
-// command builds a command running as the server's user in its directory.
+// command builds a command running as the server's user in its directory. With s.cred set
+// (a root test binary starts PostgreSQL as an unprivileged user: it refuses to run as root),
+// the process runs under that uid and gid.
 func (s *Server) command(bin string, args []string, out io.Writer) *exec.Cmd {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.dir
@@ -451,7 +423,9 @@ func (s *Server) command(bin string, args []string, out io.Writer) *exec.Cmd {
 		return strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG")
 	})
 	cmd.Env = append(env, "LC_ALL=C")
-	cmd.SysProcAttr = sysProcAttr(s.cred)
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	}
 	return cmd
 }
 
@@ -469,49 +443,10 @@ func (s *Server) stopLocked(sig syscall.Signal) error {
 	if !s.runningLocked() {
 		return nil
 	}
-	if err := s.proc.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("pgtest: signal %v: %w", sig, err)
+	if err := s.proc.Stop(sig, stopTimeout); err != nil {
+		return fmt.Errorf("pgtest: %w", err)
 	}
-	select {
-	case <-s.exited:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	_ = s.proc.Process.Kill()
-	select {
-	case <-s.exited:
-		if sig != syscall.SIGKILL {
-			return fmt.Errorf("pgtest: postgres did not exit within %v of %v and was killed", stopTimeout, sig)
-		}
-		return nil
-	case <-time.After(stopTimeout):
-		return fmt.Errorf("pgtest: postgres (pid %d) did not exit after SIGKILL", s.proc.Process.Pid)
-	}
-}
-
-// waitReadyLocked connects until the server answers a query, the process exits, or
-// readyTimeout passes.
-func (s *Server) waitReadyLocked() error {
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	var last error
-	for {
-		select {
-		case <-s.exited:
-			return errors.New("exited during startup")
-		default:
-		}
-		if last = s.adminLocked(ctx, "SELECT 1"); last == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return errors.New("exited during startup")
-		case <-ctx.Done():
-			return fmt.Errorf("not ready after %v: %w", readyTimeout, last)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return nil
 }
 
 // findBinaries returns the initdb and postgres executables: from PATH when both are there,
@@ -580,27 +515,4 @@ func runAs() (*syscall.Credential, string, error) {
 		return cred, fmt.Sprintf(" (as user %s, uid %d: PostgreSQL refuses to run as root)", name, uid), nil
 	}
 	return nil, "", fmt.Errorf("pgtest: running as root, and PostgreSQL refuses to: no user to run it as (set PGTEST_USER): %w", errors.Join(errs...))
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		_, _ = f.Seek(-n, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	return string(b)
 }
