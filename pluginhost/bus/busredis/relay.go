@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,9 +27,13 @@ type relay struct {
 	dirty map[string]struct{} // plugins whose membership changed since the last sync
 	wake  chan struct{}       // tells the hold loop to sync now
 
-	receive  frameHandler // where received frames go
-	conn     *blockConn
-	loopDone chan struct{} // closed when the relay reader exits
+	receive frameHandler // where received frames go
+	// clockOffset is Redis's clock minus this machine's, in nanoseconds (syncClock); skew
+	// is added to this machine's clock by tests.
+	clockOffset atomic.Int64
+	skew        atomic.Int64
+	conn        *blockConn
+	loopDone    chan struct{} // closed when the relay reader exits
 }
 
 // frameHandler is the function ReceiveFrames set.
@@ -80,7 +85,7 @@ func (b *Bus) Holders(ctx context.Context, plugin string) ([]string, error) {
 	if b.closed.Load() {
 		return nil, bus.ErrClosed
 	}
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	now := strconv.FormatInt(b.redisNow().UnixMilli(), 10)
 	members, err := b.rdb.ZRangeByScore(ctx, b.keys.holders(plugin), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
 	if err != nil {
 		return nil, b.wrapErr("holders", err)
@@ -106,7 +111,29 @@ func (b *Bus) Alive(ctx context.Context, replica string) (bool, error) {
 	case err != nil:
 		return false, b.wrapErr("alive", err)
 	}
-	return int64(score) > time.Now().UnixMilli(), nil
+	return int64(score) > b.redisNow().UnixMilli(), nil
+}
+
+// redisNow is the time on Redis's clock, as last measured (see syncClock): the scores of the
+// replicas and holders sets are on it, so that replicas whose own clocks disagree still
+// judge each other alive or not alike.
+func (b *Bus) redisNow() time.Time {
+	return b.relay.localNow().Add(time.Duration(b.relay.clockOffset.Load()))
+}
+
+// localNow is this machine's clock (as skewed by a test).
+func (r *relay) localNow() time.Time { return time.Now().Add(time.Duration(r.skew.Load())) }
+
+// syncClock measures how far Redis's clock is from this machine's (half the round trip is
+// the error).
+func (b *Bus) syncClock(ctx context.Context) {
+	start := b.relay.localNow()
+	t, err := b.rdb.Time(ctx).Result()
+	if err != nil {
+		return
+	}
+	rtt := b.relay.localNow().Sub(start)
+	b.relay.clockOffset.Store(int64(t.Sub(start.Add(rtt / 2))))
 }
 
 // SendFrame appends frame to the relay stream of the replica at address to.
@@ -180,7 +207,10 @@ func (b *Bus) holdLoop() {
 		r.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(b.ctx, liveRefresh)
-		now := time.Now()
+		if refresh {
+			b.syncClock(ctx)
+		}
+		now := b.redisNow()
 		until := float64(now.Add(liveTTL).UnixMilli())
 		expired := strconv.FormatInt(now.UnixMilli(), 10)
 		pipe := b.rdb.Pipeline()

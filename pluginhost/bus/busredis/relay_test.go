@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis"
 )
 
 // TestRelay runs two replicas of one bus: B holding a plugin is among A's holders of it (at
@@ -89,4 +90,25 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Replicas whose clocks disagree by more than the grace of the holders set still see each
+// other alive: the scores are on Redis's clock.
+func TestRelayWithSkewedClocks(t *testing.T) {
+	prefix := newPrefix()
+	a := newBus(t, shared, prefix, bus.Options{})
+	b := newBus(t, shared, prefix, bus.Options{})
+	busredis.SkewClock(a, 30*time.Second) // A's clock is half a minute ahead
+	ctx := context.Background()
+	b.Hold("web")
+	eventually(t, "A sees B hold web", func() bool {
+		hs, err := a.Holders(ctx, "web")
+		return err == nil && len(hs) == 1
+	})
+	eventually(t, "A sees B alive", func() bool { ok, err := a.Alive(ctx, b.Replica()); return err == nil && ok })
+	a.Hold("api")
+	eventually(t, "B sees A hold api", func() bool {
+		hs, err := b.Holders(ctx, "api")
+		return err == nil && len(hs) == 1
+	})
 }
