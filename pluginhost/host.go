@@ -128,7 +128,13 @@ func New(opts Options) (*Host, error) {
 	h.pres = presence.New()
 	h.kv = kv.New(opts.Store, kv.Options{})
 	h.router = router.New(router.Options{Registry: h.reg, Presence: h.pres, Bus: opts.Bus, BusOptions: opts.BusOptions, Logger: opts.Logger})
+	// Servers sharing the store place each host-launched plugin on one of them, by lease.
+	var leases store.Store
+	if _, ok := opts.Store.(store.Feed); ok {
+		leases = opts.Store
+	}
 	h.rt = runtime.New(runtime.Options{
+		Leases: leases,
 		Config: opts.Runtime, Registry: h.reg, Presence: h.pres, Logs: h.logs, Metrics: h.metrics, Tokens: opts.Tokens,
 		Logger: opts.Logger, DataDir: opts.DataDir, Notify: h.router.System, EndpointConflict: h.router.EndpointConflict,
 		// h.inst is set below, before anything starts.

@@ -116,18 +116,19 @@ func TestReplicasShareADatabase(t *testing.T) {
 	if after := launchToken(); after.ID != before.ID {
 		t.Errorf("A's launch token changed when B started: %s, then %s", before.ID, after.ID)
 	}
-	waitFor(t, "launched-plugin active on B", 20*time.Second, func() bool { s, _ := status(b, "launched-plugin"); return s == "active" })
+	// alpha holds launched-plugin's lease: B does not start it, and says it is active.
+	waitFor(t, "launched-plugin active as B says", 20*time.Second, func() bool { s, _ := status(b, "launched-plugin"); return s == "active" })
 
 	runInstance(a, "relay-plugin", "ext-a", plugin.Plugin{})
 	stopB1 := runInstance(b, "relay-plugin", "ext-b1", plugin.Plugin{})
 	stopB2 := runInstance(b, "relay-plugin", "ext-b2", plugin.Plugin{})
 
-	// Both list both, up, each with the instances it holds (its launched plugin and the
-	// external ones), the user token as the admin's.
+	// Both list both, up, each with the instances it holds (A its launched plugin, which
+	// runs on A alone, and the external ones), the user token as the admin's.
 	want := map[string]struct {
 		url       string
 		instances float64
-	}{"alpha": {a.URL, 2}, beta: {urlB, 3}}
+	}{"alpha": {a.URL, 2}, beta: {urlB, 2}}
 	for _, e := range []*env{a, b} {
 		for _, token := range []string{e.Admin, e.User} {
 			waitFor(t, "both replicas listed with their instances by "+e.URL, 10*time.Second, func() bool {

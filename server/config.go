@@ -44,6 +44,10 @@ type Config struct {
 	// HeartbeatInterval is how often this server records itself in the replicas table; a
 	// replica silent for three of its intervals counts as down.
 	HeartbeatInterval time.Duration
+	// LeaseTTL is how long a replica's lease on a host-launched plugin lasts unless renewed
+	// (every third of it), with a shared database: a plugin whose replica died starts on
+	// another within LeaseTTL plus its start time.
+	LeaseTTL time.Duration
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 	// TLSCert and TLSKey enable TLS when both are set.
@@ -112,6 +116,7 @@ func DefaultConfig() Config {
 		Listen:                 "127.0.0.1:8080",
 		DataDir:                ".nexus-data",
 		HeartbeatInterval:      cluster.DefaultInterval,
+		LeaseTTL:               10 * time.Second,
 		LogLevel:               "info",
 		MaxRequestBytes:        96 << 20,
 		MaxMessageBytes:        4 << 20,
@@ -151,6 +156,7 @@ func (c *Config) settings() []setting {
 		{"replica-id", "this server's id among the servers sharing a database: letters, digits, - and _, at most 64; empty: generated on the first start and kept in DATA_DIR/replica-id", (*stringValue)(&c.ReplicaID)},
 		{"advertise-url", "the URL other replicas and users reach this server at (http://host:port or https://...); empty: the listen address (the machine's hostname when it listens on every interface; https with tls-cert)", (*stringValue)(&c.AdvertiseURL)},
 		{"heartbeat-interval", "how often this server records itself in the replicas table (e.g. 5s); a replica silent for three of its intervals is listed as down", (*durationValue)(&c.HeartbeatInterval)},
+		{"lease-ttl", "with a shared database, how long this server's lease on a host-launched plugin lasts unless renewed (e.g. 10s): a plugin whose server died starts on another within it plus its start time", (*durationValue)(&c.LeaseTTL)},
 		{"log-level", "log level: debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"tls-cert", "TLS certificate file (PEM); with tls-key, serves TLS instead of h2c", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "TLS private key file (PEM)", (*stringValue)(&c.TLSKey)},
@@ -288,6 +294,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond {
 		problems = append(problems, "heartbeat-interval: must be at least 100ms")
+	}
+	if c.LeaseTTL < 300*time.Millisecond {
+		problems = append(problems, "lease-ttl: must be at least 300ms")
 	}
 	if _, err := c.slogLevel(); err != nil {
 		problems = append(problems, err.Error())

@@ -117,19 +117,21 @@ func TestConfigDatabaseURL(t *testing.T) {
 func TestConfigReplica(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"NEXUS_REPLICA_ID": "node_A-1", "NEXUS_ADVERTISE_URL": "https://nexus-a.example:8443/"}
-	cfg, err := server.ParseConfig([]string{"--data-dir", dir, "--heartbeat-interval", "250ms"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	cfg, err := server.ParseConfig([]string{"--data-dir", dir, "--heartbeat-interval", "250ms", "--lease-ttl", "2s"}, func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ReplicaID != "node_A-1" || cfg.AdvertiseURL != "https://nexus-a.example:8443/" || cfg.HeartbeatInterval != 250*time.Millisecond {
-		t.Errorf("replica settings: %q %q %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval)
+	if cfg.ReplicaID != "node_A-1" || cfg.AdvertiseURL != "https://nexus-a.example:8443/" || cfg.HeartbeatInterval != 250*time.Millisecond ||
+		cfg.LeaseTTL != 2*time.Second {
+		t.Errorf("replica settings: %q %q %s %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval, cfg.LeaseTTL)
 	}
 	cfg, err = server.ParseConfig([]string{"--data-dir", dir}, func(string) string { return "" }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ReplicaID != "" || cfg.AdvertiseURL != "" || cfg.HeartbeatInterval != 5*time.Second {
-		t.Errorf("replica defaults: %q %q %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval)
+	if cfg.ReplicaID != "" || cfg.AdvertiseURL != "" || cfg.HeartbeatInterval != 5*time.Second ||
+		cfg.LeaseTTL != 10*time.Second {
+		t.Errorf("replica defaults: %q %q %s %s", cfg.ReplicaID, cfg.AdvertiseURL, cfg.HeartbeatInterval, cfg.LeaseTTL)
 	}
 }
 

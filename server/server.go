@@ -212,6 +212,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			CrashLoopWindow: cfg.CrashLoopWindow,
 			Confinement:     confine,
 			Replica:         replica,
+			LeaseTTL:        cfg.LeaseTTL,
 		},
 	})
 	if err != nil {

@@ -107,6 +107,28 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 		rt.notify(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 		return rt.externalStatus(r), nil
 	}
+	if rt.placed() {
+		holder, err := rt.acquireLease(ctx, id)
+		if err != nil {
+			return "", errs.Wrap(errs.Internal, err, "could not take the plugin's lease")
+		}
+		if holder != "" {
+			// Another live replica runs it: enabled, with the status that replica records.
+			if !p.rec.Enabled {
+				if _, err := rt.reg.Modify(ctx, id, func(rec *store.Plugin) error { rec.Enabled = true; return nil }); err != nil {
+					return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
+				}
+			}
+			rt.log.Debug("plugin not started here: another replica holds its lease", "plugin_id", id, "holder", holder)
+			return p.rec.Status, nil
+		}
+	}
+	started := false
+	defer func() {
+		if !started {
+			rt.releaseLease(ctx, id)
+		}
+	}()
 	if err := rt.ensurePackage(ctx, p.rec); err != nil {
 		return "", err
 	}
@@ -117,6 +139,7 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 	if err := rt.start(ctx, r, p); err != nil {
 		return "", err
 	}
+	started = true
 	rt.notify(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 	return registry.StatusActive, nil
 }
@@ -138,6 +161,9 @@ type DisableOptions struct {
 	Timeout  time.Duration
 	// Force disables even when active plugins depend on this one.
 	Force bool
+	// keepLease keeps the plugin's lease held after the stop: the caller releases it once
+	// the plugin's new state is on record, so that no other replica takes it over before.
+	keepLease bool
 }
 
 // Disable stops a plugin and keeps it disabled. It returns once the process is gone.
@@ -169,9 +195,12 @@ func (rt *Runtime) Disable(ctx context.Context, id string, opts DisableOptions) 
 		reason = "disabled"
 	}
 	opts.Reason = reason
+	opts.keepLease = true
 	rt.stop(ctx, rt.get(id), opts)
 	no := false
-	if err := rt.SetStatus(context.WithoutCancel(ctx), id, registry.StatusInactive, reason, &no); err != nil {
+	err := rt.SetStatus(context.WithoutCancel(ctx), id, registry.StatusInactive, reason, &no)
+	rt.releaseLease(ctx, id)
+	if err != nil {
 		return errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}
 	rt.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin disabled: " + reason})
@@ -229,16 +258,18 @@ func (rt *Runtime) StopDependents(ctx context.Context, id string, dependents []s
 			continue
 		}
 		reason := fmt.Sprintf("stopped because its dependency %s was %s by force; enable it again once %s is back", id, verb, id)
-		rt.stop(ctx, r, DisableOptions{Reason: reason, Graceful: true, Timeout: 10 * time.Second})
+		rt.stop(ctx, r, DisableOptions{Reason: reason, Graceful: true, Timeout: 10 * time.Second, keepLease: true})
 		if err := rt.SetStatus(context.WithoutCancel(ctx), d, registry.StatusError, reason, nil); err != nil {
 			rt.log.Warn("could not record the state of a dependent plugin", "plugin_id", d, "error", err)
 		}
+		rt.releaseLease(ctx, d)
 		rt.logs.Add(store.LogRecord{PluginID: d, Level: "ERROR", Message: "Plugin " + reason})
 	}
 }
 
 // stop ends a plugin's sessions and process: a shutdown frame (when graceful), then
-// SIGTERM, then SIGKILL; it returns when the process is gone.
+// SIGTERM, then SIGKILL; it returns when the process is gone. It then releases the plugin's
+// lease, if this replica holds it, unless opts.keepLease.
 func (rt *Runtime) stop(ctx context.Context, r *running, opts DisableOptions) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
@@ -300,6 +331,9 @@ func (rt *Runtime) stop(ctx context.Context, r *running, opts DisableOptions) {
 	r.health = healthState{}
 	r.usage, r.usageAt = supervisor.Usage{}, time.Time{}
 	r.mu.Unlock()
+	if !opts.keepLease {
+		rt.releaseLease(ctx, r.id)
+	}
 }
 
 // Restart stops and starts a plugin with the guarantees of Disable and Enable.
@@ -320,8 +354,11 @@ func (rt *Runtime) Restart(ctx context.Context, id, reason string, timeout time.
 }
 
 // StartEnabled starts every enabled plugin in dependency load order. Failures are
-// recorded on each plugin and logged; they do not stop the others.
+// recorded on each plugin and logged; they do not stop the others. With placement, a
+// plugin another replica holds the lease of is not started here, and from now on this
+// replica takes over the plugins whose lease is free or ran out (see takeOver).
 func (rt *Runtime) StartEnabled(ctx context.Context) {
+	rt.startTakeovers()
 	for _, rp := range rt.reg.Snapshot().LoadOrder() {
 		p := loaded{rec: rp.Record(), man: rp.Manifest(), p: rp}
 		// A quarantined plugin (error) waits for an administrator.
@@ -378,10 +415,18 @@ func (rt *Runtime) StopLocked(ctx context.Context, id string, opts DisableOption
 }
 
 // ResetStatuses marks every active or loading plugin inactive, as the server starts: no
-// plugin runs before the runtime starts it.
+// plugin runs before the runtime starts it. With placement, a plugin whose lease another
+// live replica holds keeps its status: it runs there.
 func (rt *Runtime) ResetStatuses(ctx context.Context) error {
+	elsewhere, err := rt.LeaseHolders(ctx)
+	if err != nil {
+		return err
+	}
 	return rt.reg.Update(ctx, func(tx *registry.Tx) error {
 		for _, p := range rt.reg.Snapshot().All() {
+			if elsewhere[p.ID()] != "" {
+				continue
+			}
 			cur, err := tx.Get(p.ID()) // as committed: another server may have changed it
 			if err != nil {
 				continue // uninstalled meanwhile
@@ -414,7 +459,7 @@ func (rt *Runtime) stopAll(ctx context.Context, timeout time.Duration) {
 		r.mu.Lock()
 		running := r.proc != nil || rt.pres.Count(r.id) > 0
 		r.mu.Unlock()
-		if running {
+		if running || rt.holds(id) {
 			rt.stop(ctx, r, DisableOptions{Reason: "server shutting down", Graceful: true, Timeout: timeout})
 		}
 		unlock()

@@ -353,6 +353,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 			r.mu.Unlock()
 			rt.revokeToken(rt.ctx, r)
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
+			rt.releaseLease(rt.ctx, r.id) // after the error is on record: no replica takes it over
 			return
 		}
 		exit := "it did not start"
@@ -377,6 +378,7 @@ func (rt *Runtime) supervise(r *running, stop chan struct{}) {
 			reason := withOutput(fmt.Sprintf("quarantined after %d crashes within %s; last exit: %s", crashes, rt.cfg.CrashLoopWindow, exit), lines)
 			rt.revokeToken(rt.ctx, r)
 			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusError, reason, nil)
+			rt.releaseLease(rt.ctx, r.id) // after the error is on record: no replica takes it over
 			rt.logs.Add(store.LogRecord{PluginID: r.id, Level: "ERROR", Message: "Plugin " + reason})
 			return
 		}

@@ -54,6 +54,9 @@ type Config struct {
 	// names the launch tokens (LaunchTokenName) and the replica of the connected instances
 	// (Info.Connected).
 	Replica string
+	// LeaseTTL is how long a plugin's lease lasts unless renewed (10s); renewals and
+	// takeovers run every third of it. Used only with Options.Leases.
+	LeaseTTL time.Duration
 }
 
 // DefaultReplica is the replica id of a Runtime configured without one.
@@ -91,6 +94,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BackoffMin, 500*time.Millisecond)
 	def(&c.BackoffMax, 30*time.Second)
 	def(&c.KillGrace, 5*time.Second)
+	def(&c.LeaseTTL, 10*time.Second)
 	if c.HealthMisses <= 0 {
 		c.HealthMisses = 3
 	}
@@ -139,6 +143,10 @@ type Options struct {
 	// directory before it starts (a plugin installed through another server sharing the
 	// store is unpacked from the store's copy of its package).
 	EnsurePackage func(ctx context.Context, rec store.Plugin) error
+	// Leases, if not nil, is a store several servers share (one that implements
+	// store.Feed): each host-launched plugin then runs on the one replica that holds its
+	// lease there (see placement.go). Nil: every enabled plugin runs here.
+	Leases store.Store
 }
 
 // Runtime runs and supervises plugins: launch, readiness, crashes and backoff, quarantine,
@@ -169,8 +177,15 @@ type Runtime struct {
 	// shuttingDown is set when Shutdown begins: StartLocked refuses from then on.
 	shuttingDown atomic.Bool
 
-	mu      sync.Mutex // guards plugins
+	// leases is Options.Leases: nil without placement. Assigned once.
+	leases       store.Store
+	renewalOnce  sync.Once // starts the renewal of the leases held here, at the first taken
+	takeoverOnce sync.Once // starts the takeover loop (StartEnabled)
+
+	mu      sync.Mutex // guards plugins and held
 	plugins map[string]*running
+	// held are the plugins whose lease this replica holds (taken, not yet released or lost).
+	held map[string]bool
 }
 
 // running is the live state of one plugin.
@@ -229,7 +244,7 @@ func New(opts Options) *Runtime {
 		cfg: opts.Config.withDefaults(), reg: opts.Registry, pres: opts.Presence, logs: opts.Logs, metrics: opts.Metrics,
 		tokens: opts.Tokens, log: opts.Logger, dataDir: opts.DataDir, notify: opts.Notify, locks: newLifecycleLocks(),
 		ctx: ctx, cancel: cancel, plugins: map[string]*running{}, endpointConflict: opts.EndpointConflict,
-		ensurePackage: opts.EnsurePackage,
+		ensurePackage: opts.EnsurePackage, leases: opts.Leases, held: map[string]bool{},
 	}
 	opts.Presence.OnAttach(rt.attach)
 	opts.Presence.OnDetach(rt.detach)

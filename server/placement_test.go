@@ -1,0 +1,142 @@
+package server_test
+
+import (
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
+	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
+	"github.com/nexus-platform/nexus/server"
+)
+
+// TestPlacementOneReplicaRunsAPlugin runs three servers on one PostgreSQL and one Redis:
+// alpha and gamma in this process, beta as a process of its own (so that it can be killed).
+// A host-launched plugin enabled through beta runs there alone, while beta renews its lease;
+// beta killed, the plugin runs again on exactly one of alpha and gamma within the lease TTL
+// plus its start time; disabled through the replica that does not run it, it stops; enabled
+// again, it runs on exactly one replica.
+func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process")
+	}
+	const ttl = 2 * time.Second
+	pg := pgtest.Start(t, pgtest.Options{})
+	dbURL := pg.NewDatabase(t)
+	rs := redistest.Start(t, redistest.Options{})
+	tune := func(id, dir string) func(*server.Config) {
+		return func(c *server.Config) {
+			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-placement:"
+			c.ReplicaID, c.LeaseTTL, c.HealthInterval = id, ttl, 300*time.Millisecond
+			if dir != "" {
+				c.DataDir = dir
+			}
+		}
+	}
+	a := startServerWith(t, testLogSink(), slog.LevelDebug, tune("alpha", ""))
+	key, err := os.ReadFile(filepath.Join(a.DataDir, "secret.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKey := func() string {
+		dir := searchableTempDir(t)
+		if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	c := startServerWith(t, testLogSink(), slog.LevelDebug, tune("gamma", withKey()))
+	dirB := withKey()
+	cmd, urlB := startProcessWith(t, dirB, filepath.Join(t.TempDir(), "addr"), nil, []string{
+		"NEXUS_DATABASE_URL=" + dbURL, "NEXUS_REDIS_URL=" + rs.URL(), "NEXUS_REDIS_PREFIX=test-placement:",
+		"NEXUS_REPLICA_ID=beta", "NEXUS_LEASE_TTL=" + ttl.String(), "NEXUS_HEALTH_INTERVAL=300ms"})
+	b := &env{t: t, URL: urlB, DataDir: dirB, Admin: testAdminToken, User: a.User, srv: a.srv}
+	all := map[string]*env{"alpha": a, "beta": b, "gamma": c}
+
+	// runsOn is the replicas whose launched instance of the plugin is connected to them.
+	runsOn := func(names ...string) []string {
+		var on []string
+		for _, name := range names {
+			for _, rep := range connectedInstances(all[name], "placed-plugin") {
+				if rep != name {
+					t.Errorf("an instance connected to %s says replica %s", name, rep)
+				}
+				on = append(on, name)
+			}
+		}
+		return on
+	}
+	// holdsFor checks cond at every poll for d: placement must stay put, not only reach a
+	// state once.
+	holdsFor := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if !cond() {
+				t.Fatalf("%s stopped holding", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	installTestPlugin(a, "placed-plugin", "healthy", nil, nil)
+	waitFor(t, "the install on beta", 5*time.Second, func() bool {
+		return b.rest("GET", "/api/v1/plugins/placed-plugin", b.Admin, nil).Status == http.StatusOK
+	})
+	b.mustREST(http.MethodPost, "/api/v1/plugins/placed-plugin/enable", b.Admin, nil)
+	waitFor(t, "the plugin on beta", 10*time.Second, func() bool { on := runsOn("beta"); return len(on) == 1 })
+	// Over several renewals, beta alone runs it; every replica says it is active.
+	holdsFor("the plugin on beta alone", 2*ttl, func() bool {
+		on := runsOn("alpha", "beta", "gamma")
+		return len(on) == 1 && on[0] == "beta"
+	})
+	for name, e := range all {
+		if st, _ := status(e, "placed-plugin"); st != "active" {
+			t.Errorf("status as %s says: %s", name, st)
+		}
+	}
+
+	// beta dies without a word: its lease runs out and alpha or gamma starts the plugin.
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed := time.Now()
+	var holder string
+	waitFor(t, "the plugin on alpha or gamma", ttl+20*time.Second, func() bool {
+		on := runsOn("alpha", "gamma")
+		if len(on) == 1 {
+			holder = on[0]
+		}
+		return len(on) > 0
+	})
+	moved := time.Since(killed)
+	t.Logf("the plugin runs on %s %s after beta was killed (lease TTL %s)", holder, moved.Round(time.Millisecond), ttl)
+	if holder == "" {
+		t.Fatalf("the plugin runs on %v after beta was killed; want one replica", runsOn("alpha", "gamma"))
+	}
+	if moved > ttl+10*time.Second {
+		t.Errorf("the plugin took %s to move; want within the lease TTL (%s) plus its start time", moved, ttl)
+	}
+	waitFor(t, "the plugin active", 10*time.Second, func() bool { st, _ := status(a, "placed-plugin"); return st == "active" })
+	holdsFor("the plugin on "+holder+" alone", 2*ttl, func() bool {
+		on := runsOn("alpha", "gamma")
+		return len(on) == 1 && on[0] == holder
+	})
+
+	// Disabled through the replica that does not run it: stopped on the one that does.
+	other := map[string]string{"alpha": "gamma", "gamma": "alpha"}[holder]
+	all[other].mustREST(http.MethodPost, "/api/v1/plugins/placed-plugin/disable", all[other].Admin, nil)
+	waitFor(t, "the plugin stopped on "+holder, 15*time.Second, func() bool { return len(runsOn("alpha", "gamma")) == 0 })
+	holdsFor("the plugin stopped", ttl, func() bool { return len(runsOn("alpha", "gamma")) == 0 })
+	if st, _ := status(all[holder], "placed-plugin"); st != "inactive" {
+		t.Errorf("status after the disable: %s", st)
+	}
+
+	// Enabled again through the replica that ran it last: it runs on one replica.
+	all[holder].mustREST(http.MethodPost, "/api/v1/plugins/placed-plugin/enable", all[holder].Admin, nil)
+	holdsFor("the plugin on one replica", ttl, func() bool { return len(runsOn("alpha", "gamma")) == 1 })
+}
