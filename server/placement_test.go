@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
 	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
@@ -19,7 +23,8 @@ import (
 // A host-launched plugin enabled through beta runs there alone, while beta renews its lease;
 // beta killed, the plugin runs again on exactly one of alpha and gamma within the lease TTL
 // plus its start time; disabled through the replica that does not run it, it stops; enabled
-// again, it runs on exactly one replica.
+// again, it runs on exactly one replica; its lease taken by another replica, it stops there,
+// and comes back once that lease runs out.
 func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process")
@@ -139,4 +144,23 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 	// Enabled again through the replica that ran it last: it runs on one replica.
 	all[holder].mustREST(http.MethodPost, "/api/v1/plugins/placed-plugin/enable", all[holder].Admin, nil)
 	holdsFor("the plugin on one replica", ttl, func() bool { return len(runsOn("alpha", "gamma")) == 1 })
+
+	// Another replica's lease written over this one's: the next renewal finds it and stops
+	// the plugin here; once that lease runs out, alpha or gamma takes the plugin back.
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	lease, err := json.Marshal(map[string]any{"replica": "elsewhere", "expires_at": time.Now().Add(2 * ttl).UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tag, err := conn.Exec(t.Context(), `UPDATE settings SET value = $1 WHERE key = 'lease/placed-plugin'`, lease); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("write another replica's lease: %v, %v", tag, err)
+	}
+	waitFor(t, "the plugin stopped where its lease was lost", ttl, func() bool { return len(runsOn("alpha", "gamma")) == 0 })
+	waitFor(t, "the plugin taken back once the other lease ran out", 2*ttl+15*time.Second, func() bool {
+		return len(runsOn("alpha", "gamma")) == 1
+	})
 }
