@@ -14,8 +14,8 @@ import (
 // on one replica at a time, the one holding its lease. A lease is a setting
 // (LeaseKey(plugin) = JSON {replica, expires_at}), taken and renewed in one store Write, so
 // that the read, the check and the write are one step for every server sharing the store.
-// Expiry is measured on each server's own clock: replicas whose clocks disagree by a good
-// part of the lease TTL may run a plugin twice, or late, around a takeover.
+// Expiry is measured on the database's clock when the store has one (store.ClockTx), so that
+// the servers' own clocks do not matter; otherwise on each server's clock.
 
 // LeaseKeyPrefix starts the key of every lease setting.
 const LeaseKeyPrefix = "lease/"
@@ -35,6 +35,14 @@ func (l Lease) heldBy(self string, now time.Time) (string, bool) {
 		return "", false
 	}
 	return l.Replica, true
+}
+
+// txNow is the time now on the store's clock (store.ClockTx), or this server's.
+func txNow(tx store.Tx) (time.Time, error) {
+	if c, ok := tx.(store.ClockTx); ok {
+		return c.Now()
+	}
+	return time.Now().UTC(), nil
 }
 
 // placed reports whether placement is on: leases decide where host-launched plugins run.
@@ -64,12 +72,16 @@ func (rt *Runtime) acquireLease(ctx context.Context, id string) (holder string, 
 		if err != nil {
 			return err
 		}
-		if h, ok := l.heldBy(rt.cfg.Replica, time.Now()); ok {
+		now, err := txNow(tx)
+		if err != nil {
+			return err
+		}
+		if h, ok := l.heldBy(rt.cfg.Replica, now); ok {
 			holder = h
 			return nil
 		}
 		holder = ""
-		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: time.Now().Add(rt.cfg.LeaseTTL).UTC()}))
+		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 	})
 	if err == nil && holder == "" {
 		rt.mu.Lock()
@@ -93,11 +105,15 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (lost bool, err er
 		if err != nil {
 			return err
 		}
-		if _, ok := l.heldBy(rt.cfg.Replica, time.Now()); ok {
+		now, err := txNow(tx)
+		if err != nil {
+			return err
+		}
+		if _, ok := l.heldBy(rt.cfg.Replica, now); ok {
 			lost = true
 			return nil
 		}
-		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: time.Now().Add(rt.cfg.LeaseTTL).UTC()}))
+		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 	})
 	return lost, err
 }
@@ -142,7 +158,10 @@ func (rt *Runtime) LeaseHolders(ctx context.Context) (map[string]string, error) 
 	}
 	out := map[string]string{}
 	err := rt.leases.Read(ctx, func(tx store.Tx) error {
-		now := time.Now()
+		now, err := txNow(tx)
+		if err != nil {
+			return err
+		}
 		for _, p := range rt.reg.Snapshot().All() {
 			l, err := readLease(tx, p.ID())
 			if err != nil {

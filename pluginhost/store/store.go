@@ -359,6 +359,13 @@ type Feed interface {
 	Follow(ctx context.Context, fn func(Change))
 }
 
+// ClockTx is implemented by the transactions of stores that several servers share
+// (storepg): Now reads the database server's clock, so that the times the servers compare
+// (plugin leases) do not depend on each server's own clock.
+type ClockTx interface {
+	Now() (time.Time, error)
+}
+
 // PackageTx is implemented by the transactions of stores that several servers share
 // (storepg): they keep the package files of the installed plugins, so that a server can
 // unpack a plugin installed through another one.
