@@ -1,7 +1,9 @@
 // Package runtime runs and supervises the host-launched plugins and tracks the state of the
 // external ones: launch and readiness, crashes with backoff and quarantine, the health loop,
 // resource limits, the escalating stop, enable, disable and restart, the start order, and the
-// per-plugin lifecycle locks that serialise every lifecycle operation of a plugin.
+// per-plugin lifecycle locks that serialise every lifecycle operation of a plugin. With a
+// store several servers share, it places each host-launched plugin on one of them by lease
+// (placement.go).
 package runtime
 
 import (
