@@ -64,24 +64,29 @@ func readLease(tx store.Tx, id string) (Lease, error) {
 	return l, nil
 }
 
+// claimLease, in tx, takes or extends plugin id's lease for this replica, unless another
+// replica holds it unexpired: then it returns that holder and writes nothing.
+func (rt *Runtime) claimLease(tx store.Tx, id string) (holder string, err error) {
+	l, err := readLease(tx, id)
+	if err != nil {
+		return "", err
+	}
+	now, err := txNow(tx)
+	if err != nil {
+		return "", err
+	}
+	if h, ok := l.heldBy(rt.cfg.Replica, now); ok {
+		return h, nil
+	}
+	return "", tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+}
+
 // acquireLease takes plugin id's lease for this replica when it is free, expired or already
 // this replica's, and records it as held here; otherwise it returns the live holder.
 func (rt *Runtime) acquireLease(ctx context.Context, id string) (holder string, err error) {
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
-		l, err := readLease(tx, id)
-		if err != nil {
-			return err
-		}
-		now, err := txNow(tx)
-		if err != nil {
-			return err
-		}
-		if h, ok := l.heldBy(rt.cfg.Replica, now); ok {
-			holder = h
-			return nil
-		}
-		holder = ""
-		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+		holder, err = rt.claimLease(tx, id)
+		return err
 	})
 	if err == nil && holder == "" {
 		rt.mu.Lock()
@@ -101,19 +106,9 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (lost bool, err er
 		if !rt.holds(id) {
 			return nil
 		}
-		l, err := readLease(tx, id)
-		if err != nil {
-			return err
-		}
-		now, err := txNow(tx)
-		if err != nil {
-			return err
-		}
-		if _, ok := l.heldBy(rt.cfg.Replica, now); ok {
-			lost = true
-			return nil
-		}
-		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+		holder, err := rt.claimLease(tx, id)
+		lost = holder != ""
+		return err
 	})
 	return lost, err
 }
