@@ -357,6 +357,10 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 	cancel()
 	loops.Wait()
 	sess.wg.Wait()
+	// The consumer closes before the session is detached: once the instance no longer
+	// counts as connected, it may connect again under the same instance id (the deferred
+	// Close then does nothing).
+	_ = cons.Close()
 	h.teardown(sess)
 	// The host ended the session (see abort): that is what the plugin is told.
 	sess.mu.Lock()
