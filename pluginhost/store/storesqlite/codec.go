@@ -50,93 +50,11 @@ func stringsFrom(s string) ([]string, error) {
 	return out, nil
 }
 
-// pluginDoc is the JSON form of a plugin record kept inside a backup. Its field names are
-// part of the database format: rename nothing, only add.
-type pluginDoc struct {
-	ID              string    `json:"id"`
-	Version         string    `json:"version"`
-	Manifest        []byte    `json:"manifest,omitempty"`
-	Dir             string    `json:"dir"`
-	Source          string    `json:"source"`
-	PackageSHA256   string    `json:"package_sha256"`
-	Enabled         bool      `json:"enabled"`
-	Status          string    `json:"status"`
-	StatusReason    string    `json:"status_reason"`
-	Config          []byte    `json:"config,omitempty"`
-	ConfigUpdatedAt time.Time `json:"config_updated_at"`
-	Requested       []string  `json:"requested"`
-	Granted         []string  `json:"granted"`
-	Denied          []string  `json:"denied"`
-	SecurityLevel   string    `json:"security_level"`
-	SandboxEnabled  bool      `json:"sandbox_enabled"`
-	MemoryMB        int       `json:"memory_mb"`
-	CPUPercent      int       `json:"cpu_percent"`
-	FileHandles     int       `json:"file_handles"`
-	InstalledAt     time.Time `json:"installed_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
-}
-
-// pluginDocValue encodes p as a pluginDoc.
+// pluginDocValue encodes p as the stores' plugin document (store.EncodePluginDoc).
 func pluginDocValue(p store.Plugin) (string, error) {
-	d := pluginDoc{
-		ID:              p.ID,
-		Version:         p.Version,
-		Manifest:        p.Manifest,
-		Dir:             p.Dir,
-		Source:          p.Source,
-		PackageSHA256:   p.PackageSHA256,
-		Enabled:         p.Enabled,
-		Status:          p.Status,
-		StatusReason:    p.StatusReason,
-		Config:          p.Config,
-		ConfigUpdatedAt: p.ConfigUpdatedAt.UTC(),
-		Requested:       p.Requested,
-		Granted:         p.Granted,
-		Denied:          p.Denied,
-		SecurityLevel:   p.SecurityLevel,
-		SandboxEnabled:  p.SandboxEnabled,
-		MemoryMB:        p.Limits.MemoryMB,
-		CPUPercent:      p.Limits.CPUPercent,
-		FileHandles:     p.Limits.FileHandles,
-		InstalledAt:     p.InstalledAt.UTC(),
-		UpdatedAt:       p.UpdatedAt.UTC(),
-	}
-	b, err := json.Marshal(d)
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
+	b, err := store.EncodePluginDoc(p)
+	return string(b), err
 }
 
 // pluginFromDoc decodes a plugin written by pluginDocValue.
-func pluginFromDoc(s string) (store.Plugin, error) {
-	var d pluginDoc
-	if err := json.Unmarshal([]byte(s), &d); err != nil {
-		return store.Plugin{}, fmt.Errorf("decode plugin: %w", err)
-	}
-	return store.Plugin{
-		ID:              d.ID,
-		Version:         d.Version,
-		Manifest:        d.Manifest,
-		Dir:             d.Dir,
-		Source:          d.Source,
-		PackageSHA256:   d.PackageSHA256,
-		Enabled:         d.Enabled,
-		Status:          d.Status,
-		StatusReason:    d.StatusReason,
-		Config:          d.Config,
-		ConfigUpdatedAt: d.ConfigUpdatedAt.UTC(),
-		Requested:       d.Requested,
-		Granted:         d.Granted,
-		Denied:          d.Denied,
-		SecurityLevel:   d.SecurityLevel,
-		SandboxEnabled:  d.SandboxEnabled,
-		Limits: store.ResourceLimits{
-			MemoryMB:    d.MemoryMB,
-			CPUPercent:  d.CPUPercent,
-			FileHandles: d.FileHandles,
-		},
-		InstalledAt: d.InstalledAt.UTC(),
-		UpdatedAt:   d.UpdatedAt.UTC(),
-	}, nil
-}
+func pluginFromDoc(s string) (store.Plugin, error) { return store.DecodePluginDoc([]byte(s)) }
