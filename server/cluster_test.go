@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -96,11 +95,6 @@ func TestReplicasShareADatabase(t *testing.T) {
 	before := launchToken()
 
 	dirB := searchableTempDir(t)
-	// B runs the plugin from the package A unpacked (replicas do not fetch packages from
-	// each other yet).
-	if out, err := exec.Command("cp", "-a", filepath.Join(a.DataDir, "plugins"), dirB).CombinedOutput(); err != nil {
-		t.Fatalf("copy the packages: %v: %s", err, out)
-	}
 	envB := []string{"NEXUS_DATABASE_URL=" + dbURL, "NEXUS_REDIS_URL=" + rs.URL(), "NEXUS_REDIS_PREFIX=test-cluster:",
 		"NEXUS_HEARTBEAT_INTERVAL=" + beat.String(), "NEXUS_HEALTH_INTERVAL=300ms"}
 	cmd, urlB := startProcessWith(t, dirB, filepath.Join(t.TempDir(), "addr"), nil, envB)
