@@ -206,7 +206,9 @@ func (r *runner) handshake(ctx context.Context) (*conn, *pluginhostv1.Welcome, e
 
 // greet sends hello on c and returns the host's welcome.
 func (r *runner) greet(ctx context.Context, c *conn) (*pluginhostv1.Welcome, error) {
-	if err := c.send(ctx, r.hello()); err != nil {
+	// A host that refuses the call (a bad token) may end the stream before the hello is
+	// written: the write then fails, and the stream's status, read below, says why.
+	if err := c.send(ctx, r.hello()); err != nil && !errors.Is(err, errConnClosed) {
 		return nil, err
 	}
 	res, err := c.stream.Receive()
