@@ -134,7 +134,7 @@ func New(opts Options) (*Host, error) {
 		leases = opts.Store
 	}
 	h.rt = runtime.New(runtime.Options{
-		Leases: leases,
+		Leases: leases, Settings: opts.Store,
 		Config: opts.Runtime, Registry: h.reg, Presence: h.pres, Logs: h.logs, Metrics: h.metrics, Tokens: opts.Tokens,
 		Logger: opts.Logger, DataDir: opts.DataDir, Notify: h.router.System, EndpointConflict: h.router.EndpointConflict,
 		// h.inst is set below, before anything starts.
@@ -209,8 +209,9 @@ func (h *Host) Start(ctx context.Context) error {
 
 // onStoreChange applies a change another server committed to the shared store (see
 // store.Feed): the registry reads the plugin's record again, the router a plugin's run-time
-// event subscriptions (all of both after a gap), and a token revoked elsewhere stops
-// authenticating here and ends its sessions at once.
+// event subscriptions (all of both after a gap), a token revoked elsewhere stops
+// authenticating here and ends its sessions at once, a new instance count is put in force,
+// and a restart asked through another replica restarts the copy running here.
 func (h *Host) onStoreChange(ctx context.Context, c store.Change) {
 	var err error
 	switch c.Kind {
@@ -221,6 +222,10 @@ func (h *Host) onStoreChange(ctx context.Context, c store.Change) {
 	case store.ChangeSetting:
 		if plugin, ok := router.SubscriptionsPlugin(c.ID); ok {
 			err = h.router.ReloadSubscriptions(ctx, plugin)
+		}
+		h.rt.InstancesChanged(c.ID)
+		if strings.HasPrefix(c.ID, runtime.RestartKeyPrefix) {
+			h.loops.start(func(ctx context.Context) { h.rt.RestartRequested(ctx, c.ID) })
 		}
 	case store.ChangeTokenRevoked:
 		if src, ok := h.tokens.(revocations); ok {
@@ -311,6 +316,12 @@ func (h *Host) onRemoteChange(c registry.Change) {
 		h.loops.start(func(ctx context.Context) {
 			defer h.rt.Lock(c.ID)()
 			h.rt.StopLocked(ctx, c.ID, runtime.DisableOptions{Reason: "disabled through another server", Timeout: remoteStopTimeout})
+		})
+	case c.Old != nil && c.New != nil && c.New.Enabled() && c.Old.Record().Version != c.New.Record().Version:
+		// Updated (or rolled back) through another server: a copy running here runs the
+		// version on record from now on.
+		h.loops.start(func(ctx context.Context) {
+			h.rt.RestartHere(ctx, c.ID, "version "+c.New.Record().Version+" installed through another server")
 		})
 	case c.Old != nil && c.New != nil && c.New.Enabled() && string(c.Old.Record().Config) != string(c.New.Record().Config):
 		cfg := c.New.Config()

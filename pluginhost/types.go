@@ -50,6 +50,9 @@ type (
 	RuntimeConfig = runtime.Config
 	Confinement   = runtime.Confinement
 	RuntimeInfo   = runtime.Info
+	// Placement is how many copies of a plugin run and where; Slot is one of them.
+	Placement = runtime.Placement
+	Slot      = runtime.Slot
 	// ConnectedInstance is a connected instance of a plugin and its replica.
 	ConnectedInstance = runtime.ConnectedInstance
 	EnableOptions     = runtime.EnableOptions
@@ -116,12 +119,14 @@ type PluginView struct {
 	Health                                                                     string
 	LoadOrder                                                                  int
 	EntryPoint, NexusVersion, PythonVersion                                    string
-	PackageDeps                                                                map[string]string
-	PluginDeps                                                                 map[string]string
-	Dependencies, Dependents                                                   []string
-	Permissions                                                                []string
-	Endpoints                                                                  []EndpointInfo
-	Emits, Subscribes                                                          []EventInfo
+	// ManifestInstances is the manifest's instance count (see Placement for the one in force).
+	ManifestInstances        int
+	PackageDeps              map[string]string
+	PluginDeps               map[string]string
+	Dependencies, Dependents []string
+	Permissions              []string
+	Endpoints                []EndpointInfo
+	Emits, Subscribes        []EventInfo
 	// StatusReason is in the host's words only, for everyone: a failure reason's last
 	// output lines of the plugin are cut off (see runtime.PublicReason).
 	// StatusReasonWithOutput is the reason as recorded, with those lines (the plugin's
@@ -135,6 +140,9 @@ type PluginView struct {
 	Metrics metrics.Summary
 	// Runtime is what the supervisor knows of the plugin's processes and sessions.
 	Runtime RuntimeInfo
+	// Placement is how many copies should run and, in the detail view with replicas, where
+	// (outside the detail view: the manifest's count only).
+	Placement Placement
 	// RecentLogs are the newest log records, newest first (detail view only).
 	RecentLogs             []store.LogRecord
 	InstalledAt, UpdatedAt time.Time

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/nexus-platform/nexus/pluginhost/runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/permission"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
+	"github.com/nexus-platform/nexus/pluginhost/runtime"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/supervisor"
 )
@@ -82,6 +82,7 @@ func (h *Host) Get(ctx context.Context, id string, detail bool) (PluginView, err
 		return v, err
 	}
 	v.RecentLogs = h.logs.Recent(id)
+	v.Placement = h.rt.PlacementOf(id)
 	return v, nil
 }
 
@@ -93,8 +94,8 @@ func (h *Host) view(p loaded, g *registry.Snapshot) (PluginView, error) {
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
 		Status: p.rec.Status, StatusReason: runtime.PublicReason(p.rec.StatusReason), StatusReasonWithOutput: p.rec.StatusReason,
 		Enabled: p.rec.Enabled,
-		Runtime: h.rt.Info(p.rec.ID), LoadOrder: g.Order(p.rec.ID),
-		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion,
+		Runtime: h.rt.Info(p.rec.ID), Placement: runtime.Placement{Instances: m.InstanceCount()}, LoadOrder: g.Order(p.rec.ID),
+		EntryPoint: m.EntryPoint, NexusVersion: m.NexusVersion, PythonVersion: m.PythonVersion, ManifestInstances: m.InstanceCount(),
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
 		Dependencies: m.DependencyIDs(), Dependents: g.Dependents(p.rec.ID),
 		Permissions: p.rec.Granted,

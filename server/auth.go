@@ -47,6 +47,7 @@ var accessRules = map[string]rule{
 	pluginv1connect.PluginServiceEnablePluginProcedure:            adminOnly,
 	pluginv1connect.PluginServiceDisablePluginProcedure:           adminOnly,
 	pluginv1connect.PluginServiceRestartPluginProcedure:           adminOnly,
+	pluginv1connect.PluginServiceSetPluginInstancesProcedure:      adminOnly,
 	pluginv1connect.PluginServiceGetPluginHealthProcedure:         readOwnPlugin,
 	pluginv1connect.PluginServiceGetPluginMetricsProcedure:        readOwnPlugin,
 	pluginv1connect.PluginServiceGetPluginLogsProcedure:           readOwnPlugin,

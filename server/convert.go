@@ -127,6 +127,7 @@ func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, er
 		Manifest: &pluginv1.PluginManifestDetail{
 			EntryPoint: v.EntryPoint, NexusVersion: v.NexusVersion, PythonVersion: v.PythonVersion,
 			License: v.License, Dependencies: &pluginv1.ManifestDependencies{Packages: pkgs, Plugins: deps},
+			Instances: int32(v.ManifestInstances),
 		},
 		Dependencies:  orEmpty(v.Dependencies),
 		Dependents:    orEmpty(v.Dependents),
@@ -153,8 +154,21 @@ func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, er
 			Pid: int32(v.Runtime.PID), Instances: int32(v.Runtime.Instances), Restarts: int32(v.Runtime.Restarts),
 			BackoffSeconds: v.Runtime.Backoff.Seconds(), StartedAt: ts(v.Runtime.StartedAt),
 			ConnectedInstances: connectedInstances(v.Runtime.Connected),
+			DesiredInstances:   int32(v.Placement.Instances), Slots: instanceSlots(v.Placement.Slots),
 		},
 	}, nil
+}
+
+// instanceSlots lists the lease slots of a plugin's copies.
+func instanceSlots(in []pluginhost.Slot) []*pluginv1.InstanceSlot {
+	out := make([]*pluginv1.InstanceSlot, len(in))
+	for i, s := range in {
+		out[i] = &pluginv1.InstanceSlot{Slot: int32(s.Slot), ReplicaId: s.Replica}
+		if !s.ExpiresAt.IsZero() {
+			out[i].LeaseExpiresAt = timestamppb.New(s.ExpiresAt)
+		}
+	}
+	return out
 }
 
 // connectedInstances lists the connected instances of a plugin with their replica.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,6 +22,7 @@ type pluginService struct {
 	plugins   pluginManager
 	installer pluginInstaller
 	runtime   pluginRuntime
+	cluster   replicaLister
 }
 
 // pluginManager is what pluginService needs of the host (a *pluginhost.Host): the views,
@@ -55,6 +57,7 @@ type pluginRuntime interface {
 	Enable(ctx context.Context, id string, opts pluginhost.EnableOptions) (string, error)
 	Disable(ctx context.Context, id string, opts pluginhost.DisableOptions) error
 	Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error)
+	SetInstances(ctx context.Context, id string, n int) error
 	Info(id string) pluginhost.RuntimeInfo
 	CheckHealth(ctx context.Context, id string) (pluginhost.RuntimeInfo, error)
 }
@@ -253,6 +256,29 @@ func (s *pluginService) RestartPlugin(ctx context.Context, req *connect.Request[
 		return nil, err
 	}
 	return connect.NewResponse(&pluginv1.RestartPluginResponse{PluginId: m.GetPluginId(), Status: status, RestartedAt: timestamppb.Now(), Reason: m.GetReason()}), nil
+}
+
+func (s *pluginService) SetPluginInstances(ctx context.Context, req *connect.Request[pluginv1.SetPluginInstancesRequest]) (*connect.Response[pluginv1.SetPluginInstancesResponse], error) {
+	m := req.Msg
+	if err := s.runtime.SetInstances(ctx, m.GetPluginId(), int(m.GetInstances())); err != nil {
+		return nil, err
+	}
+	live := 1
+	if replicas, err := s.cluster.Replicas(ctx); err == nil {
+		live = 0
+		for _, r := range replicas {
+			if r.Up {
+				live++
+			}
+		}
+	}
+	msg := fmt.Sprintf("%d instances of %s requested", m.GetInstances(), m.GetPluginId())
+	if wait := int(m.GetInstances()) - live; wait > 0 {
+		msg += fmt.Sprintf("; %d live replicas run one each, %d wait for more replicas", live, wait)
+	}
+	return connect.NewResponse(&pluginv1.SetPluginInstancesResponse{
+		PluginId: m.GetPluginId(), Instances: m.GetInstances(), LiveReplicas: int32(live), Message: msg,
+	}), nil
 }
 
 func (s *pluginService) GetPluginHealth(ctx context.Context, req *connect.Request[pluginv1.GetPluginHealthRequest]) (*connect.Response[pluginv1.GetPluginHealthResponse], error) {

@@ -293,7 +293,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 			vanguard.WithMaxMessageBufferBytes(uint32(min(s.cfg.MaxRequestBytes, 1<<31))),
 		))
 	}
-	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime()}, opts...))
+	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime(), cluster: s.cluster}, opts...))
 	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host.Catalog()}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host.Router()}, opts...))
 	add(pluginv1connect.NewClusterServiceHandler(&clusterService{cluster: s.cluster}, opts...))

@@ -2,16 +2,15 @@ package install
 
 import (
 	"context"
-	"github.com/nexus-platform/nexus/pluginhost/runtime"
-	"slices"
-	"strings"
-
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/runtime"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -56,6 +55,9 @@ func (h *Installer) Uninstall(ctx context.Context, id string, opts UninstallOpti
 			return err
 		}
 		if err := tx.DeletePluginTokens(id); err != nil {
+			return err
+		}
+		if err := runtime.ForgetInstances(tx, id); err != nil {
 			return err
 		}
 		if backup != nil {

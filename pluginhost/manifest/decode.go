@@ -50,7 +50,7 @@ func (d *decoder) covers(path string) bool {
 // manifest decodes the top-level object and fills in the defaults.
 func (d *decoder) manifest(top map[string]json.RawMessage) *Manifest {
 	m := &Manifest{}
-	var nexusSet, levelSet, sandboxSet, timeoutSet bool
+	var nexusSet, levelSet, sandboxSet, timeoutSet, instancesSet bool
 	d.members(top, "", []member{
 		{"id", func(r json.RawMessage, p string) { m.ID = d.str(r, p) }},
 		{"name", func(r json.RawMessage, p string) { m.Name = d.str(r, p) }},
@@ -90,6 +90,11 @@ func (d *decoder) manifest(top map[string]json.RawMessage) *Manifest {
 		{"start_timeout_seconds", func(r json.RawMessage, p string) {
 			m.StartTimeoutSeconds, timeoutSet = d.integer(r, p), true
 		}},
+		{"instances", func(r json.RawMessage, p string) {
+			if m.Instances, instancesSet = d.integer(r, p), true; m.Instances == 0 && !d.failed[p] {
+				d.fail(p, fmt.Sprintf("must be between 1 and %d", MaxInstances))
+			}
+		}},
 	})
 	if !nexusSet {
 		m.NexusVersion = DefaultNexusVersion
@@ -102,6 +107,9 @@ func (d *decoder) manifest(top map[string]json.RawMessage) *Manifest {
 	}
 	if !timeoutSet {
 		m.StartTimeoutSeconds = DefaultStartTimeoutSeconds
+	}
+	if !instancesSet {
+		m.Instances = DefaultInstances
 	}
 	for i := range m.APIEndpoints {
 		for j, method := range m.APIEndpoints[i].Methods {

@@ -36,6 +36,7 @@ const (
 	DefaultSecurityLevel       = SecurityMedium
 	DefaultSandbox             = true
 	DefaultStartTimeoutSeconds = 30
+	DefaultInstances           = 1
 )
 
 // Limits of resource_limits and start_timeout_seconds.
@@ -45,6 +46,8 @@ const (
 	MaxFileHandles         = 1 << 20 // the usual hard ceiling of RLIMIT_NOFILE
 	MinStartTimeoutSeconds = 1
 	MaxStartTimeoutSeconds = 600
+	// MaxInstances bounds instances (and the count an administrator sets through the API).
+	MaxInstances = 64
 )
 
 // invalidMessage is the message of every error Parse and Validate return.
@@ -71,7 +74,7 @@ func (l SecurityLevel) Valid() bool {
 }
 
 // Manifest is a parsed plugin.json. Build one with Parse; a Manifest built in code must set
-// the defaulted fields (NexusVersion, SecurityLevel, Sandbox, StartTimeoutSeconds) itself and
+// the defaulted fields (NexusVersion, SecurityLevel, Sandbox, StartTimeoutSeconds, Instances) itself and
 // can be checked with Validate.
 type Manifest struct {
 	// ID is the plugin id: kebab-case, 3 to 64 characters, not a reserved word.
@@ -117,6 +120,20 @@ type Manifest struct {
 	Sandbox bool `json:"sandbox"`
 	// StartTimeoutSeconds bounds how long the plugin may take to connect and report ready.
 	StartTimeoutSeconds int `json:"start_timeout_seconds"`
+	// Instances is how many copies of a host-launched plugin run, 1..MaxInstances: on servers
+	// sharing a database each replica runs at most one of them; a single server runs one.
+	// Administrators may change the count through the API. External plugins ignore it (they
+	// run as many instances as connect).
+	Instances int `json:"instances"`
+}
+
+// InstanceCount is how many copies of the plugin run when no administrator set a count:
+// Instances, or DefaultInstances when it is 0.
+func (m *Manifest) InstanceCount() int {
+	if m.Instances <= 0 {
+		return DefaultInstances
+	}
+	return m.Instances
 }
 
 // Dependencies are what a plugin needs besides the host.
@@ -348,7 +365,7 @@ func position(data []byte, offset int64) (line, col int) {
 const fieldOrder = "id name version description author email homepage license category tags " +
 	"entry_point args external nexus_version python_version os arch dependencies permissions " +
 	"api_endpoints events message_types services configuration resource_limits security_level " +
-	"sandbox start_timeout_seconds"
+	"sandbox start_timeout_seconds instances"
 
 // sortByField orders problems by the position of their top-level field in a manifest
 // (document-level problems first, unknown fields last), keeping the order within a field.

@@ -118,22 +118,22 @@ func TestParseFillsDefaults(t *testing.T) {
 			name: "absent",
 			json: `{"id": "demo-plugin", "name": "Demo", "version": "1.0.0", "entry_point": "run"}`,
 			want: manifest.Manifest{ID: "demo-plugin", Name: "Demo", Version: "1.0.0", EntryPoint: "run",
-				NexusVersion: "*", SecurityLevel: manifest.SecurityMedium, Sandbox: true, StartTimeoutSeconds: 30},
+				NexusVersion: "*", SecurityLevel: manifest.SecurityMedium, Sandbox: true, StartTimeoutSeconds: 30, Instances: 1},
 		},
 		{
 			name: "null is absent",
 			json: `{"id": "demo-plugin", "name": "Demo", "version": "1.0.0", "entry_point": "run", "nexus_version": null,
 				"sandbox": null, "security_level": null, "start_timeout_seconds": null, "tags": null, "events": null}`,
 			want: manifest.Manifest{ID: "demo-plugin", Name: "Demo", Version: "1.0.0", EntryPoint: "run",
-				NexusVersion: "*", SecurityLevel: manifest.SecurityMedium, Sandbox: true, StartTimeoutSeconds: 30},
+				NexusVersion: "*", SecurityLevel: manifest.SecurityMedium, Sandbox: true, StartTimeoutSeconds: 30, Instances: 1},
 		},
 		{
 			name: "explicit",
 			json: `{"id": "demo-plugin", "name": "Demo", "version": "1.0.0", "external": true, "nexus_version": "^1.2",
-				"sandbox": false, "security_level": "critical", "start_timeout_seconds": 6e2, "tags": [], "events": {"emits": []},
+				"sandbox": false, "security_level": "critical", "start_timeout_seconds": 6e2, "instances": 3, "tags": [], "events": {"emits": []},
 				"configuration": {}, "dependencies": {"plugins": {}}, "resource_limits": {}}`,
 			want: manifest.Manifest{ID: "demo-plugin", Name: "Demo", Version: "1.0.0", External: true,
-				NexusVersion: "^1.2", SecurityLevel: manifest.SecurityCritical, Sandbox: false, StartTimeoutSeconds: 600},
+				NexusVersion: "^1.2", SecurityLevel: manifest.SecurityCritical, Sandbox: false, StartTimeoutSeconds: 600, Instances: 3},
 		},
 	}
 	for _, c := range cases {

@@ -133,6 +133,10 @@ func (m *Manifest) problems() []errs.FieldViolation {
 		c.add("security_level", "must be one of low, medium, high, critical")
 	}
 	c.bound("start_timeout_seconds", m.StartTimeoutSeconds, MinStartTimeoutSeconds, MaxStartTimeoutSeconds)
+	// 0 is the default in a Manifest built in code (Parse fills in 1, and refuses 0).
+	if m.Instances < 0 || m.Instances > MaxInstances {
+		c.add("instances", "must be between 1 and %d", MaxInstances)
+	}
 	return c.problems
 }
 

@@ -251,6 +251,10 @@ func TestParseRules(t *testing.T) {
 		{"timeout zero", func(m map[string]any) { m["start_timeout_seconds"] = 0 }, []string{"start_timeout_seconds: must be between 1 and 600"}},
 		{"timeout too long", func(m map[string]any) { m["start_timeout_seconds"] = 601 }, []string{"start_timeout_seconds: must be between 1 and 600"}},
 		{"timeout bounds", func(m map[string]any) { m["start_timeout_seconds"] = 600 }, nil},
+		{"instances zero", func(m map[string]any) { m["instances"] = 0 }, []string{"instances: must be between 1 and 64"}},
+		{"instances too many", func(m map[string]any) { m["instances"] = 65 }, []string{"instances: must be between 1 and 64"}},
+		{"instances not a number", func(m map[string]any) { m["instances"] = "two" }, []string{"instances: must be an integer"}},
+		{"instances bounds", func(m map[string]any) { m["instances"] = 64 }, nil},
 		// unknown fields
 		{"unknown top-level field", func(m map[string]any) { m["entrypoint"] = "x" }, []string{"entrypoint: unknown field"}},
 		{"every problem at once", func(m map[string]any) {

@@ -107,19 +107,23 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 		rt.notify(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 		return rt.externalStatus(r), nil
 	}
+	loading := registry.StatusLoading
 	if rt.placed() {
-		holder, err := rt.acquireLease(ctx, id)
+		slot, others, err := rt.acquireLease(ctx, id)
 		if err != nil {
 			return "", errs.Wrap(errs.Internal, err, "could not take the plugin's lease")
 		}
-		if holder != "" {
-			// Another live replica runs it: enabled, with the status that replica records.
+		if len(others) > 0 && p.rec.Status == registry.StatusActive {
+			loading = registry.StatusActive // it runs elsewhere: one more copy does not make it loading
+		}
+		if slot < 0 {
+			// Live replicas hold every slot: enabled, with the status they record.
 			if !p.rec.Enabled {
 				if _, err := rt.reg.Modify(ctx, id, func(rec *store.Plugin) error { rec.Enabled = true; return nil }); err != nil {
 					return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 				}
 			}
-			rt.log.Debug("plugin not started here: another replica holds its lease", "plugin_id", id, "holder", holder)
+			rt.log.Debug("plugin not started here: other replicas hold every lease slot", "plugin_id", id, "holders", others)
 			return p.rec.Status, nil
 		}
 	}
@@ -132,7 +136,7 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 	if err := rt.ensurePackage(ctx, p.rec); err != nil {
 		return "", err
 	}
-	if err := rt.SetStatus(ctx, id, registry.StatusLoading, "", &yes); err != nil {
+	if err := rt.SetStatus(ctx, id, loading, "", &yes); err != nil {
 		return "", errs.Wrap(errs.Internal, err, "could not record the plugin state")
 	}
 	rt.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin enabled; starting"})
@@ -336,15 +340,22 @@ func (rt *Runtime) stop(ctx context.Context, r *running, opts DisableOptions) {
 	}
 }
 
-// Restart stops and starts a plugin with the guarantees of Disable and Enable.
+// Restart stops and starts a plugin with the guarantees of Disable and Enable. With
+// placement, the copies other replicas run restart too (RestartRequested).
 func (rt *Runtime) Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error) {
 	p, err := rt.load(id)
 	if err != nil {
 		return "", err
 	}
 	unlock := rt.locks.lock(id)
-	rt.stop(ctx, rt.get(id), DisableOptions{Reason: reason, Graceful: true, Timeout: timeout})
+	// The copy keeps its lease slot: it starts again here, not on another replica.
+	rt.stop(ctx, rt.get(id), DisableOptions{Reason: reason, Graceful: true, Timeout: timeout, keepLease: true})
 	unlock()
+	if p.rec.Enabled {
+		if err := rt.askRestartElsewhere(ctx, id, reason); err != nil {
+			rt.log.Warn("could not ask the other replicas to restart their copies", "plugin_id", id, "error", err)
+		}
+	}
 	if !p.rec.Enabled {
 		yes := true
 		_ = rt.SetStatus(ctx, id, registry.StatusInactive, "", &yes)
@@ -415,16 +426,17 @@ func (rt *Runtime) StopLocked(ctx context.Context, id string, opts DisableOption
 }
 
 // ResetStatuses marks every active or loading plugin inactive, as the server starts: no
-// plugin runs before the runtime starts it. With placement, a plugin whose lease another
-// live replica holds keeps its status: it runs there.
+// plugin runs before the runtime starts it. With placement, a plugin of which another live
+// replica holds a lease slot keeps its status: it runs there. It also reads every plugin's
+// placement into memory (PlacementOf).
 func (rt *Runtime) ResetStatuses(ctx context.Context) error {
-	elsewhere, err := rt.LeaseHolders(ctx)
+	placed, err := rt.placements(ctx) // and keeps them in memory for the views
 	if err != nil {
 		return err
 	}
 	return rt.reg.Update(ctx, func(tx *registry.Tx) error {
 		for _, p := range rt.reg.Snapshot().All() {
-			if elsewhere[p.ID()] != "" {
+			if len(placed[p.ID()].elsewhere(rt.cfg.Replica)) > 0 {
 				continue
 			}
 			cur, err := tx.Get(p.ID()) // as committed: another server may have changed it

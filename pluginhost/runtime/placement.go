@@ -4,26 +4,51 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/manifest"
 	"github.com/nexus-platform/nexus/pluginhost/registry"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
 // Placement: with a store several servers share (Options.Leases), a host-launched plugin runs
-// on one replica at a time, the one holding its lease. A lease is a setting
-// (LeaseKey(plugin) = JSON {replica, expires_at}), taken and renewed in one store Write, so
-// that the read, the check and the write are one step for every server sharing the store.
-// Expiry is measured on the database's clock when the store has one (store.ClockTx), so that
-// the servers' own clocks do not matter; otherwise on each server's clock.
+// as many copies as its instance count says (InstanceCount), each on a replica holding one of
+// its lease slots, and each replica holds at most one slot of a plugin: the copies are spread
+// over the live replicas, and a count above the number of live replicas leaves slots free
+// until more replicas join. A lease is a setting (slotKey = JSON {replica, expires_at}),
+// taken and renewed in one store Write, so that the read, the check and the write are one
+// step for every server sharing the store. Expiry is measured on the database's clock when
+// the store has one (store.ClockTx), so that the servers' own clocks do not matter;
+// otherwise on each server's clock. Without placement a server runs one copy of each
+// enabled plugin.
 
 // LeaseKeyPrefix starts the key of every lease setting.
 const LeaseKeyPrefix = "lease/"
 
-// LeaseKey is the key of the setting that holds plugin id's lease.
+// LeaseKey is the key of the setting that holds plugin id's first lease slot; slot k > 0
+// adds "/k".
 func LeaseKey(id string) string { return LeaseKeyPrefix + id }
 
-// Lease is a plugin's lease as the store records it. A released lease has no replica.
+func slotKey(id string, slot int) string {
+	if slot == 0 {
+		return LeaseKey(id)
+	}
+	return LeaseKey(id) + "/" + strconv.Itoa(slot)
+}
+
+// InstancesKeyPrefix starts the key of the setting that holds the instance count an
+// administrator set for a plugin (SetInstances); without it the manifest's count applies.
+const InstancesKeyPrefix = "instances/"
+
+// InstancesKey is the key of plugin id's instance count setting.
+func InstancesKey(id string) string { return InstancesKeyPrefix + id }
+
+// Lease is a lease slot as the store records it. A released lease has no replica.
 type Lease struct {
 	Replica   string    `json:"replica"`
 	ExpiresAt time.Time `json:"expires_at"`
@@ -48,9 +73,9 @@ func txNow(tx store.Tx) (time.Time, error) {
 // placed reports whether placement is on: leases decide where host-launched plugins run.
 func (rt *Runtime) placed() bool { return rt.leases != nil }
 
-// readLease reads a plugin's lease in tx; a missing or unreadable one is free.
-func readLease(tx store.Tx, id string) (Lease, error) {
-	b, err := tx.Setting(LeaseKey(id))
+// readLease reads a lease slot in tx; a missing or unreadable one is free.
+func readLease(tx store.Tx, key string) (Lease, error) {
+	b, err := tx.Setting(key)
 	if errors.Is(err, store.ErrNotFound) {
 		return Lease{}, nil
 	}
@@ -64,111 +89,301 @@ func readLease(tx store.Tx, id string) (Lease, error) {
 	return l, nil
 }
 
-// claimLease, in tx, takes or extends plugin id's lease for this replica, unless another
-// replica holds it unexpired: then it returns that holder and writes nothing.
-func (rt *Runtime) claimLease(tx store.Tx, id string) (holder string, err error) {
-	l, err := readLease(tx, id)
+// instanceCount reads in tx how many copies of plugin id should run: the count an
+// administrator set, or the manifest's.
+func (rt *Runtime) instanceCount(tx store.Tx, id string) (int, error) {
+	b, err := tx.Setting(InstancesKey(id))
+	switch {
+	case err == nil:
+		var n int
+		if json.Unmarshal(b, &n) == nil && n >= 1 && n <= manifest.MaxInstances {
+			return n, nil
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return 0, err
+	}
+	if p, err := rt.reg.Get(id); err == nil {
+		return p.Manifest().InstanceCount(), nil
+	}
+	return manifest.DefaultInstances, nil
+}
+
+// claimLease, in tx, extends the slot of plugin id's leases this replica holds, or takes a
+// free or expired one. It returns the slot, or -1 when live replicas hold every slot, and
+// the other live replicas that hold one.
+func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string, err error) {
+	n, err := rt.instanceCount(tx, id)
 	if err != nil {
-		return "", err
+		return -1, nil, err
 	}
 	now, err := txNow(tx)
 	if err != nil {
-		return "", err
+		return -1, nil, err
 	}
-	if h, ok := l.heldBy(rt.cfg.Replica, now); ok {
-		return h, nil
+	slot, free := -1, -1
+	for k := range n {
+		l, err := readLease(tx, slotKey(id, k))
+		if err != nil {
+			return -1, nil, err
+		}
+		switch h, live := l.heldBy(rt.cfg.Replica, now); {
+		case l.Replica == rt.cfg.Replica && slot < 0:
+			slot = k
+		case live:
+			others = append(others, h)
+		case free < 0 && l.Replica != rt.cfg.Replica:
+			free = k
+		}
 	}
-	return "", tx.PutSetting(LeaseKey(id), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+	if slot < 0 {
+		slot = free
+	}
+	if slot < 0 {
+		return -1, others, nil
+	}
+	return slot, others, tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 }
 
-// acquireLease takes plugin id's lease for this replica when it is free, expired or already
-// this replica's, and records it as held here; otherwise it returns the live holder.
-func (rt *Runtime) acquireLease(ctx context.Context, id string) (holder string, err error) {
+// acquireLease takes a lease slot of plugin id for this replica (the one it holds already,
+// or a free or expired one), and records it as held here. It returns the slot, or -1 when
+// live replicas hold every slot, and the other live replicas that hold one.
+func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, others []string, err error) {
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
-		holder, err = rt.claimLease(tx, id)
+		slot, others, err = rt.claimLease(tx, id)
 		return err
 	})
-	if err == nil && holder == "" {
+	if err != nil {
+		return -1, nil, err
+	}
+	if slot >= 0 {
 		rt.mu.Lock()
-		rt.held[id] = true
+		rt.held[id] = slot
 		rt.mu.Unlock()
 		rt.renewalOnce.Do(func() { rt.spawn(func() { rt.everyThirdTTL(rt.renewLeases) }) })
 	}
-	return holder, err
+	return slot, others, nil
 }
 
-// renewLease extends a lease held here. It reports lost when another replica holds it now;
-// a lease released here meanwhile is not taken again.
-func (rt *Runtime) renewLease(ctx context.Context, id string) (lost bool, err error) {
+// renewLease extends the lease slot held here. It returns why the plugin must stop here
+// instead: another replica holds the slot now, or the instance count no longer has it. A
+// lease released here meanwhile is not taken again.
+func (rt *Runtime) renewLease(ctx context.Context, id string) (lost string, err error) {
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
 		// Read within the Write, which comes after any release's: a lease released since
 		// the renewal began stays released.
-		if !rt.holds(id) {
+		slot, ok := rt.heldSlot(id)
+		if !ok {
 			return nil
 		}
-		holder, err := rt.claimLease(tx, id)
-		lost = holder != ""
-		return err
+		n, err := rt.instanceCount(tx, id)
+		if err != nil {
+			return err
+		}
+		l, err := readLease(tx, slotKey(id, slot))
+		if err != nil {
+			return err
+		}
+		now, err := txNow(tx)
+		if err != nil {
+			return err
+		}
+		if h, live := l.heldBy(rt.cfg.Replica, now); live {
+			lost = "replica " + h + " took its lease"
+			return nil
+		}
+		if slot >= n {
+			lost = "its instance count is " + strconv.Itoa(n)
+			return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{}))
+		}
+		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 	})
 	return lost, err
 }
 
-// releaseLease gives up plugin id's lease if this replica holds it: the record says released
-// (no replica), so that another replica may take it at once.
+// releaseLease gives up the lease slot of plugin id this replica holds, if any: the record
+// says released (no replica), so that another replica may take it at once.
 func (rt *Runtime) releaseLease(ctx context.Context, id string) {
 	if !rt.placed() {
 		return
 	}
 	rt.mu.Lock()
-	had := rt.held[id]
+	slot, had := rt.held[id]
 	delete(rt.held, id)
 	rt.mu.Unlock()
 	if !had {
 		return
 	}
 	err := rt.leases.Write(context.WithoutCancel(ctx), func(tx store.Tx) error {
-		l, err := readLease(tx, id)
+		l, err := readLease(tx, slotKey(id, slot))
 		if err != nil || l.Replica != rt.cfg.Replica {
 			return err
 		}
-		return tx.PutSetting(LeaseKey(id), mustJSON(Lease{}))
+		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{}))
 	})
 	if err != nil {
 		rt.log.Warn("could not release a plugin's lease; it expires on its own", "plugin_id", id, "error", err)
 	}
 }
 
-// holds reports whether this replica holds plugin id's lease.
+// holds reports whether this replica holds a lease slot of plugin id.
 func (rt *Runtime) holds(id string) bool {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	return rt.held[id]
+	_, ok := rt.heldSlot(id)
+	return ok
 }
 
-// LeaseHolders returns the plugins whose lease a live replica other than this one holds,
-// with the holder; nil without placement.
-func (rt *Runtime) LeaseHolders(ctx context.Context) (map[string]string, error) {
-	if !rt.placed() {
-		return nil, nil
+func (rt *Runtime) heldSlot(id string) (int, bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	slot, ok := rt.held[id]
+	return slot, ok
+}
+
+// Slot is one lease slot of a plugin: the replica that holds it (empty when free) and until
+// when.
+type Slot struct {
+	Slot      int
+	Replica   string
+	ExpiresAt time.Time
+}
+
+// Placement is where a plugin's copies run.
+type Placement struct {
+	// Instances is how many copies should run (InstanceCount).
+	Instances int
+	// Slots are the lease slots 0..Instances-1; nil without placement.
+	Slots []Slot
+}
+
+// elsewhere returns the live replicas other than this one that hold a slot.
+func (p Placement) elsewhere(self string) []string {
+	var out []string
+	for _, s := range p.Slots {
+		if s.Replica != "" && s.Replica != self {
+			out = append(out, s.Replica)
+		}
 	}
-	out := map[string]string{}
-	err := rt.leases.Read(ctx, func(tx store.Tx) error {
+	return out
+}
+
+// placements reads the placement of the given plugins (all installed ones when ids is
+// empty). Expired slots are reported free.
+func (rt *Runtime) placements(ctx context.Context, ids ...string) (map[string]Placement, error) {
+	if len(ids) == 0 {
+		for _, p := range rt.reg.Snapshot().All() {
+			ids = append(ids, p.ID())
+		}
+	}
+	out := make(map[string]Placement, len(ids))
+	if rt.settings == nil { // a Runtime built without a store (tests): the manifests' counts
+		for _, id := range ids {
+			n := manifest.DefaultInstances
+			if p, err := rt.reg.Get(id); err == nil {
+				n = p.Manifest().InstanceCount()
+			}
+			out[id] = Placement{Instances: n}
+		}
+		return out, nil
+	}
+	err := rt.settings.Read(ctx, func(tx store.Tx) error {
 		now, err := txNow(tx)
 		if err != nil {
 			return err
 		}
-		for _, p := range rt.reg.Snapshot().All() {
-			l, err := readLease(tx, p.ID())
+		for _, id := range ids {
+			n, err := rt.instanceCount(tx, id)
 			if err != nil {
 				return err
 			}
-			if h, ok := l.heldBy(rt.cfg.Replica, now); ok {
-				out[p.ID()] = h
+			pl := Placement{Instances: n}
+			if rt.placed() {
+				for k := range n {
+					l, err := readLease(tx, slotKey(id, k))
+					if err != nil {
+						return err
+					}
+					s := Slot{Slot: k}
+					if l.Replica != "" && now.Before(l.ExpiresAt) {
+						s.Replica, s.ExpiresAt = l.Replica, l.ExpiresAt
+					}
+					pl.Slots = append(pl.Slots, s)
+				}
 			}
+			out[id] = pl
 		}
 		return nil
 	})
+	if err == nil {
+		rt.mu.Lock()
+		maps.Copy(rt.placement, out)
+		rt.mu.Unlock()
+	}
 	return out, err
+}
+
+// PlacementOf says how many copies of plugin id should run and, with placement, which
+// replica holds each lease slot, as this replica last read them: at the server's start, at
+// each takeover round (every third of the lease TTL) and after SetInstances. Views read it
+// from memory.
+func (rt *Runtime) PlacementOf(id string) Placement {
+	rt.mu.Lock()
+	pl, ok := rt.placement[id]
+	rt.mu.Unlock()
+	if ok {
+		return pl
+	}
+	n := manifest.DefaultInstances
+	if p, err := rt.reg.Get(id); err == nil {
+		n = p.Manifest().InstanceCount()
+	}
+	return Placement{Instances: n}
+}
+
+// SetInstances records that n copies (1..manifest.MaxInstances) of host-launched plugin id
+// should run, on every replica sharing the store. Replicas take the new slots, and give up
+// the slots beyond n, within a third of the lease TTL; this replica at once.
+func (rt *Runtime) SetInstances(ctx context.Context, id string, n int) error {
+	p, err := rt.reg.Get(id)
+	if err != nil {
+		return err
+	}
+	if p.Manifest().External {
+		return errs.WithFields(errs.ValidationError, "plugin "+id+" is external: it runs as many instances as connect",
+			[]errs.FieldViolation{{Field: "instances", Description: "applies only to host-launched plugins"}})
+	}
+	if n < 1 || n > manifest.MaxInstances {
+		return errs.WithFields(errs.ValidationError, "invalid instance count",
+			[]errs.FieldViolation{{Field: "instances", Description: fmt.Sprintf("must be between 1 and %d", manifest.MaxInstances)}})
+	}
+	if rt.settings == nil {
+		return errs.New(errs.Internal, "this server keeps no instance counts")
+	}
+	if err := rt.settings.Write(ctx, func(tx store.Tx) error {
+		return tx.PutSetting(InstancesKey(id), mustJSON(n))
+	}); err != nil {
+		return errs.Wrap(errs.Internal, err, "could not record the instance count")
+	}
+	rt.mu.Lock()
+	pl := rt.placement[id]
+	pl.Instances = n
+	rt.placement[id] = pl
+	rt.mu.Unlock()
+	if rt.placed() {
+		rt.spawn(func() {
+			rt.renewLeases()
+			rt.takeOver() // which reads the placements again
+		})
+	}
+	return nil
+}
+
+// ForgetInstances drops, in tx, the instance count an administrator set for plugin id (as
+// it is uninstalled): installed again, it runs its manifest's count. Settings are kept for
+// good, so the count is overwritten with null, which reads as unset.
+func ForgetInstances(tx store.Tx, id string) error {
+	if _, err := tx.Setting(InstancesKey(id)); errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return tx.PutSetting(InstancesKey(id), []byte("null"))
 }
 
 // startTakeovers starts, once, the takeover of the plugins whose lease is free or ran out
@@ -194,8 +409,8 @@ func (rt *Runtime) everyThirdTTL(fn func()) {
 	}
 }
 
-// renewLeases renews every lease held here; a plugin whose lease another replica took is
-// stopped here.
+// renewLeases renews every lease held here; a plugin whose lease another replica took, or
+// whose instance count no longer has the slot held here, is stopped here.
 func (rt *Runtime) renewLeases() {
 	rt.mu.Lock()
 	ids := make([]string, 0, len(rt.held))
@@ -211,23 +426,23 @@ func (rt *Runtime) renewLeases() {
 			}
 			continue
 		}
-		if !lost {
+		if lost == "" {
 			continue
 		}
 		rt.mu.Lock()
-		delete(rt.held, id) // not released: it is another replica's now
+		delete(rt.held, id) // not to be released: another replica's now, or released already
 		rt.mu.Unlock()
-		rt.log.Warn("another replica took a plugin's lease; stopping it here", "plugin_id", id)
+		rt.log.Warn("stopping a plugin here: "+lost, "plugin_id", id)
 		unlock := rt.locks.lock(id)
-		rt.stop(rt.ctx, rt.get(id), DisableOptions{Reason: "another replica runs it", Graceful: true, Timeout: rt.cfg.KillGrace})
+		rt.stop(rt.ctx, rt.get(id), DisableOptions{Reason: lost, Graceful: true, Timeout: rt.cfg.KillGrace})
 		unlock()
 	}
 }
 
 // takeOver starts here, in load order, the enabled host-launched plugins (not quarantined)
-// whose lease is free or ran out.
+// not running here that have a lease slot free or run out.
 func (rt *Runtime) takeOver() {
-	holders, err := rt.LeaseHolders(rt.ctx)
+	placed, err := rt.placements(rt.ctx)
 	if err != nil {
 		if rt.ctx.Err() == nil {
 			rt.log.Warn("could not read the plugins' leases", "error", err)
@@ -239,18 +454,92 @@ func (rt *Runtime) takeOver() {
 		if rt.ctx.Err() != nil || rt.shuttingDown.Load() {
 			return
 		}
-		if !rec.Enabled || rp.Manifest().External || rec.Status == registry.StatusError || holders[rec.ID] != "" || rt.holds(rec.ID) {
+		pl := placed[rec.ID]
+		if !rec.Enabled || rp.Manifest().External || rec.Status == registry.StatusError || rt.holds(rec.ID) ||
+			len(pl.elsewhere(rt.cfg.Replica)) >= pl.Instances {
 			continue
 		}
 		unlock := rt.locks.lock(rec.ID)
 		// Checked again under the lock: a disable or a start may have come first.
 		cur, err := rt.reg.Get(rec.ID)
 		if err == nil && cur.Enabled() && cur.Status() != registry.StatusError && !rt.holds(rec.ID) {
-			rt.log.Info("taking over a plugin whose lease is free", "plugin_id", rec.ID)
+			rt.log.Info("starting a plugin here: one of its lease slots is free", "plugin_id", rec.ID)
 			if _, err := rt.StartLocked(rt.ctx, rec.ID); err != nil && rt.ctx.Err() == nil {
 				rt.log.Warn("taking over a plugin failed", "plugin_id", rec.ID, "error", err)
 			}
 		}
 		unlock()
 	}
+}
+
+// RestartKeyPrefix starts the key of the setting through which a restart asked of one
+// replica reaches the copies the other replicas run (see RestartRequested).
+const RestartKeyPrefix = "restart/"
+
+// restartRequest is the value of a restart setting: a restart of the plugin's copies asked
+// of replica By.
+type restartRequest struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// askRestartElsewhere asks the other replicas to restart the copies of plugin id they run.
+func (rt *Runtime) askRestartElsewhere(ctx context.Context, id, reason string) error {
+	if !rt.placed() {
+		return nil
+	}
+	return rt.leases.Write(ctx, func(tx store.Tx) error {
+		return tx.PutSetting(RestartKeyPrefix+id, mustJSON(restartRequest{By: rt.cfg.Replica, Reason: reason, At: time.Now().UTC()}))
+	})
+}
+
+// RestartRequested restarts the copy of a plugin this replica runs, when key is the restart
+// setting of that plugin (a change of the shared store) and another replica wrote it: a
+// restart asked through any replica restarts every copy. The copy keeps its lease slot.
+func (rt *Runtime) RestartRequested(ctx context.Context, key string) {
+	id, ok := strings.CutPrefix(key, RestartKeyPrefix)
+	if !ok || !rt.placed() || !rt.holds(id) {
+		return
+	}
+	var req restartRequest
+	err := rt.leases.Read(ctx, func(tx store.Tx) error {
+		b, err := tx.Setting(key)
+		if err == nil {
+			err = json.Unmarshal(b, &req)
+		}
+		return err
+	})
+	if err != nil || req.By == rt.cfg.Replica {
+		return
+	}
+	rt.RestartHere(ctx, id, orDefault(req.Reason, "restart requested")+" (through replica "+req.By+")")
+}
+
+// RestartHere restarts the copy of plugin id this replica runs, if it runs one, keeping its
+// lease slot: for a restart or an update made through another replica.
+func (rt *Runtime) RestartHere(ctx context.Context, id, reason string) {
+	unlock := rt.locks.lock(id)
+	defer unlock()
+	if !rt.holds(id) {
+		return
+	}
+	rt.log.Info("restarting a plugin's copy here: "+reason, "plugin_id", id)
+	rt.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin restarting: " + reason})
+	rt.stop(ctx, rt.get(id), DisableOptions{Reason: reason, Graceful: true, Timeout: rt.cfg.KillGrace, keepLease: true})
+	if _, err := rt.StartLocked(ctx, id); err != nil && ctx.Err() == nil {
+		rt.log.Warn("restarting a plugin's copy failed", "plugin_id", id, "error", err)
+	}
+}
+
+// InstancesChanged puts a new instance count in force here at once (rather than at the next
+// renewal), when key is the instance count setting of a plugin (a change of the shared store).
+func (rt *Runtime) InstancesChanged(key string) {
+	if _, ok := strings.CutPrefix(key, InstancesKeyPrefix); !ok || !rt.placed() {
+		return
+	}
+	rt.spawn(func() {
+		rt.renewLeases()
+		rt.takeOver()
+	})
 }

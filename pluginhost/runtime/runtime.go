@@ -149,6 +149,9 @@ type Options struct {
 	// store.Feed): each host-launched plugin then runs on the one replica that holds its
 	// lease there (see placement.go). Nil: every enabled plugin runs here.
 	Leases store.Store
+	// Settings is the server's store, where SetInstances records instance counts (Leases
+	// when nil).
+	Settings store.Store
 }
 
 // Runtime runs and supervises plugins: launch, readiness, crashes and backoff, quarantine,
@@ -181,13 +184,17 @@ type Runtime struct {
 
 	// leases is Options.Leases: nil without placement. Assigned once.
 	leases       store.Store
-	renewalOnce  sync.Once // starts the renewal of the leases held here, at the first taken
-	takeoverOnce sync.Once // starts the takeover loop (StartEnabled)
+	settings     store.Store // Options.Settings
+	renewalOnce  sync.Once   // starts the renewal of the leases held here, at the first taken
+	takeoverOnce sync.Once   // starts the takeover loop (StartEnabled)
 
-	mu      sync.Mutex // guards plugins and held
+	mu      sync.Mutex // guards plugins, held and placement
 	plugins map[string]*running
-	// held are the plugins whose lease this replica holds (taken, not yet released or lost).
-	held map[string]bool
+	// held are the plugins of which this replica holds a lease slot (taken, not yet released
+	// or lost), with the slot.
+	held map[string]int
+	// placement is the plugins' placement as last read (see PlacementOf).
+	placement map[string]Placement
 }
 
 // running is the live state of one plugin.
@@ -241,12 +248,16 @@ func New(opts Options) *Runtime {
 	if opts.EnsurePackage == nil {
 		opts.EnsurePackage = func(context.Context, store.Plugin) error { return nil }
 	}
+	if opts.Settings == nil {
+		opts.Settings = opts.Leases
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
 		cfg: opts.Config.withDefaults(), reg: opts.Registry, pres: opts.Presence, logs: opts.Logs, metrics: opts.Metrics,
 		tokens: opts.Tokens, log: opts.Logger, dataDir: opts.DataDir, notify: opts.Notify, locks: newLifecycleLocks(),
 		ctx: ctx, cancel: cancel, plugins: map[string]*running{}, endpointConflict: opts.EndpointConflict,
-		ensurePackage: opts.EnsurePackage, leases: opts.Leases, held: map[string]bool{},
+		ensurePackage: opts.EnsurePackage, leases: opts.Leases, held: map[string]int{}, settings: opts.Settings,
+		placement: map[string]Placement{},
 	}
 	opts.Presence.OnAttach(rt.attach)
 	opts.Presence.OnDetach(rt.detach)
@@ -278,6 +289,7 @@ func (rt *Runtime) get(id string) *running {
 func (rt *Runtime) Forget(id string) {
 	rt.mu.Lock()
 	delete(rt.plugins, id)
+	delete(rt.placement, id)
 	rt.mu.Unlock()
 }
 

@@ -101,7 +101,10 @@ type PluginManifestDetail struct {
 	// The plugin's license (an SPDX identifier).
 	License string `protobuf:"bytes,4,opt,name=license,proto3" json:"license,omitempty"`
 	// What the plugin depends on.
-	Dependencies  *ManifestDependencies `protobuf:"bytes,5,opt,name=dependencies,proto3" json:"dependencies,omitempty"`
+	Dependencies *ManifestDependencies `protobuf:"bytes,5,opt,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// How many copies of the plugin run by default (1..64); an administrator may set another
+	// count (SetPluginInstances, shown in the runtime block).
+	Instances     int32 `protobuf:"varint,6,opt,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +172,13 @@ func (x *PluginManifestDetail) GetDependencies() *ManifestDependencies {
 		return x.Dependencies
 	}
 	return nil
+}
+
+func (x *PluginManifestDetail) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
 }
 
 // ManifestDependencies lists what a plugin needs besides itself.
@@ -1378,8 +1388,14 @@ type RuntimeState struct {
 	// The instances connected to the replica that answered, ordered by instance id (the
 	// instances connected to other replicas are not listed yet).
 	ConnectedInstances []*ConnectedInstance `protobuf:"bytes,6,rep,name=connected_instances,json=connectedInstances,proto3" json:"connected_instances,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How many copies of a host-launched plugin should run: the count an administrator set
+	// (SetPluginInstances), or the manifest's `instances`. A single server runs one.
+	DesiredInstances int32 `protobuf:"varint,7,opt,name=desired_instances,json=desiredInstances,proto3" json:"desired_instances,omitempty"`
+	// On replicas sharing a database (detail view only): each copy's lease slot and the
+	// replica that holds it; a free slot waits for a live replica that runs no copy yet.
+	Slots         []*InstanceSlot `protobuf:"bytes,8,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RuntimeState) Reset() {
@@ -1454,6 +1470,84 @@ func (x *RuntimeState) GetConnectedInstances() []*ConnectedInstance {
 	return nil
 }
 
+func (x *RuntimeState) GetDesiredInstances() int32 {
+	if x != nil {
+		return x.DesiredInstances
+	}
+	return 0
+}
+
+func (x *RuntimeState) GetSlots() []*InstanceSlot {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+// InstanceSlot is one copy of a host-launched plugin among replicas.
+type InstanceSlot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The slot, 0 .. desired_instances-1.
+	Slot int32 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// The replica that holds the slot's lease and runs the copy; empty when the slot is free.
+	ReplicaId string `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// When the lease runs out unless its replica renews it (on the database's clock).
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InstanceSlot) Reset() {
+	*x = InstanceSlot{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceSlot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceSlot) ProtoMessage() {}
+
+func (x *InstanceSlot) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceSlot.ProtoReflect.Descriptor instead.
+func (*InstanceSlot) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *InstanceSlot) GetSlot() int32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *InstanceSlot) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *InstanceSlot) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
 // ConnectedInstance is one connected instance of a plugin.
 type ConnectedInstance struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1467,7 +1561,7 @@ type ConnectedInstance struct {
 
 func (x *ConnectedInstance) Reset() {
 	*x = ConnectedInstance{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1573,7 @@ func (x *ConnectedInstance) String() string {
 func (*ConnectedInstance) ProtoMessage() {}
 
 func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1586,7 @@ func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectedInstance.ProtoReflect.Descriptor instead.
 func (*ConnectedInstance) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConnectedInstance) GetInstanceId() string {
@@ -1524,7 +1618,7 @@ type PluginsSummary struct {
 
 func (x *PluginsSummary) Reset() {
 	*x = PluginsSummary{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1630,7 @@ func (x *PluginsSummary) String() string {
 func (*PluginsSummary) ProtoMessage() {}
 
 func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1643,7 @@ func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsSummary.ProtoReflect.Descriptor instead.
 func (*PluginsSummary) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PluginsSummary) GetTotal() int32 {
@@ -1604,7 +1698,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1710,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1723,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPluginsRequest) GetStatus() string {
@@ -1672,7 +1766,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1778,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1791,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
@@ -1724,7 +1818,7 @@ type GetPluginRequest struct {
 
 func (x *GetPluginRequest) Reset() {
 	*x = GetPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1830,7 @@ func (x *GetPluginRequest) String() string {
 func (*GetPluginRequest) ProtoMessage() {}
 
 func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1843,7 @@ func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPluginRequest) GetPluginId() string {
@@ -1769,7 +1863,7 @@ type GetPluginResponse struct {
 
 func (x *GetPluginResponse) Reset() {
 	*x = GetPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1875,7 @@ func (x *GetPluginResponse) String() string {
 func (*GetPluginResponse) ProtoMessage() {}
 
 func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1888,7 @@ func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPluginResponse) GetPlugin() *PluginDetail {
@@ -1833,7 +1927,7 @@ type InstallPluginRequest struct {
 
 func (x *InstallPluginRequest) Reset() {
 	*x = InstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1939,7 @@ func (x *InstallPluginRequest) String() string {
 func (*InstallPluginRequest) ProtoMessage() {}
 
 func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1952,7 @@ func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*InstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InstallPluginRequest) GetSource() string {
@@ -1946,7 +2040,7 @@ type Installation struct {
 
 func (x *Installation) Reset() {
 	*x = Installation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2052,7 @@ func (x *Installation) String() string {
 func (*Installation) ProtoMessage() {}
 
 func (x *Installation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2065,7 @@ func (x *Installation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Installation.ProtoReflect.Descriptor instead.
 func (*Installation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Installation) GetPluginId() string {
@@ -2023,7 +2117,7 @@ type PluginBrief struct {
 
 func (x *PluginBrief) Reset() {
 	*x = PluginBrief{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2129,7 @@ func (x *PluginBrief) String() string {
 func (*PluginBrief) ProtoMessage() {}
 
 func (x *PluginBrief) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2142,7 @@ func (x *PluginBrief) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginBrief.ProtoReflect.Descriptor instead.
 func (*PluginBrief) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PluginBrief) GetId() string {
@@ -2097,7 +2191,7 @@ type InstallPluginResponse struct {
 
 func (x *InstallPluginResponse) Reset() {
 	*x = InstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2203,7 @@ func (x *InstallPluginResponse) String() string {
 func (*InstallPluginResponse) ProtoMessage() {}
 
 func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2216,7 @@ func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*InstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InstallPluginResponse) GetInstallation() *Installation {
@@ -2167,7 +2261,7 @@ type UpdatePluginRequest struct {
 
 func (x *UpdatePluginRequest) Reset() {
 	*x = UpdatePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2273,7 @@ func (x *UpdatePluginRequest) String() string {
 func (*UpdatePluginRequest) ProtoMessage() {}
 
 func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2286,7 @@ func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdatePluginRequest) GetPluginId() string {
@@ -2282,7 +2376,7 @@ type PluginUpdate struct {
 
 func (x *PluginUpdate) Reset() {
 	*x = PluginUpdate{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2388,7 @@ func (x *PluginUpdate) String() string {
 func (*PluginUpdate) ProtoMessage() {}
 
 func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2401,7 @@ func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginUpdate.ProtoReflect.Descriptor instead.
 func (*PluginUpdate) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PluginUpdate) GetPluginId() string {
@@ -2362,7 +2456,7 @@ type UpdatePluginResponse struct {
 
 func (x *UpdatePluginResponse) Reset() {
 	*x = UpdatePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2468,7 @@ func (x *UpdatePluginResponse) String() string {
 func (*UpdatePluginResponse) ProtoMessage() {}
 
 func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2481,7 @@ func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdatePluginResponse) GetUpdate() *PluginUpdate {
@@ -2413,7 +2507,7 @@ type UninstallPluginRequest struct {
 
 func (x *UninstallPluginRequest) Reset() {
 	*x = UninstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2519,7 @@ func (x *UninstallPluginRequest) String() string {
 func (*UninstallPluginRequest) ProtoMessage() {}
 
 func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2532,7 @@ func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*UninstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UninstallPluginRequest) GetPluginId() string {
@@ -2486,7 +2580,7 @@ type Uninstallation struct {
 
 func (x *Uninstallation) Reset() {
 	*x = Uninstallation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2592,7 @@ func (x *Uninstallation) String() string {
 func (*Uninstallation) ProtoMessage() {}
 
 func (x *Uninstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2605,7 @@ func (x *Uninstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Uninstallation.ProtoReflect.Descriptor instead.
 func (*Uninstallation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Uninstallation) GetPluginId() string {
@@ -2566,7 +2660,7 @@ type UninstallPluginResponse struct {
 
 func (x *UninstallPluginResponse) Reset() {
 	*x = UninstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2672,7 @@ func (x *UninstallPluginResponse) String() string {
 func (*UninstallPluginResponse) ProtoMessage() {}
 
 func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2685,7 @@ func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*UninstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UninstallPluginResponse) GetUninstallation() *Uninstallation {
@@ -2612,7 +2706,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2718,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2731,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RollbackPluginRequest) GetPluginId() string {
@@ -2670,7 +2764,7 @@ type Rollback struct {
 
 func (x *Rollback) Reset() {
 	*x = Rollback{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2776,7 @@ func (x *Rollback) String() string {
 func (*Rollback) ProtoMessage() {}
 
 func (x *Rollback) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2789,7 @@ func (x *Rollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
 func (*Rollback) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Rollback) GetPluginId() string {
@@ -2750,7 +2844,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2856,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2869,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RollbackPluginResponse) GetRollback() *Rollback {
@@ -2795,7 +2889,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2901,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2914,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBackupsRequest) GetPluginId() string {
@@ -2846,7 +2940,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2952,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +2965,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Backup) GetBackupId() string {
@@ -2926,7 +3020,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3032,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3045,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -2975,7 +3069,7 @@ type GetPluginConfigRequest struct {
 
 func (x *GetPluginConfigRequest) Reset() {
 	*x = GetPluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3081,7 @@ func (x *GetPluginConfigRequest) String() string {
 func (*GetPluginConfigRequest) ProtoMessage() {}
 
 func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3094,7 @@ func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetPluginConfigRequest) GetPluginId() string {
@@ -3037,7 +3131,7 @@ type GetPluginConfigResponse struct {
 
 func (x *GetPluginConfigResponse) Reset() {
 	*x = GetPluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3143,7 @@ func (x *GetPluginConfigResponse) String() string {
 func (*GetPluginConfigResponse) ProtoMessage() {}
 
 func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3156,7 @@ func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3100,7 +3194,7 @@ type UpdatePluginConfigRequest struct {
 
 func (x *UpdatePluginConfigRequest) Reset() {
 	*x = UpdatePluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3206,7 @@ func (x *UpdatePluginConfigRequest) String() string {
 func (*UpdatePluginConfigRequest) ProtoMessage() {}
 
 func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3219,7 @@ func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdatePluginConfigRequest) GetPluginId() string {
@@ -3165,7 +3259,7 @@ type UpdatePluginConfigResponse struct {
 
 func (x *UpdatePluginConfigResponse) Reset() {
 	*x = UpdatePluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3271,7 @@ func (x *UpdatePluginConfigResponse) String() string {
 func (*UpdatePluginConfigResponse) ProtoMessage() {}
 
 func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3284,7 @@ func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpdatePluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3233,7 +3327,7 @@ type EnablePluginRequest struct {
 
 func (x *EnablePluginRequest) Reset() {
 	*x = EnablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3339,7 @@ func (x *EnablePluginRequest) String() string {
 func (*EnablePluginRequest) ProtoMessage() {}
 
 func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3352,7 @@ func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginRequest.ProtoReflect.Descriptor instead.
 func (*EnablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EnablePluginRequest) GetPluginId() string {
@@ -3287,7 +3381,7 @@ type EnablePluginResponse struct {
 
 func (x *EnablePluginResponse) Reset() {
 	*x = EnablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3393,7 @@ func (x *EnablePluginResponse) String() string {
 func (*EnablePluginResponse) ProtoMessage() {}
 
 func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3406,7 @@ func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginResponse.ProtoReflect.Descriptor instead.
 func (*EnablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *EnablePluginResponse) GetPluginId() string {
@@ -3354,7 +3448,7 @@ type DisablePluginRequest struct {
 
 func (x *DisablePluginRequest) Reset() {
 	*x = DisablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3366,7 +3460,7 @@ func (x *DisablePluginRequest) String() string {
 func (*DisablePluginRequest) ProtoMessage() {}
 
 func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3379,7 +3473,7 @@ func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginRequest.ProtoReflect.Descriptor instead.
 func (*DisablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DisablePluginRequest) GetPluginId() string {
@@ -3430,7 +3524,7 @@ type DisablePluginResponse struct {
 
 func (x *DisablePluginResponse) Reset() {
 	*x = DisablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3536,7 @@ func (x *DisablePluginResponse) String() string {
 func (*DisablePluginResponse) ProtoMessage() {}
 
 func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3549,7 @@ func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginResponse.ProtoReflect.Descriptor instead.
 func (*DisablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DisablePluginResponse) GetPluginId() string {
@@ -3499,7 +3593,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3511,7 +3605,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3524,7 +3618,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RestartPluginRequest) GetPluginId() string {
@@ -3548,6 +3642,132 @@ func (x *RestartPluginRequest) GetTimeoutSeconds() int32 {
 	return 0
 }
 
+// SetPluginInstancesRequest sets a plugin's instance count.
+type SetPluginInstancesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	// How many copies should run, 1..64.
+	Instances     int32 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPluginInstancesRequest) Reset() {
+	*x = SetPluginInstancesRequest{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPluginInstancesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPluginInstancesRequest) ProtoMessage() {}
+
+func (x *SetPluginInstancesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPluginInstancesRequest.ProtoReflect.Descriptor instead.
+func (*SetPluginInstancesRequest) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SetPluginInstancesRequest) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *SetPluginInstancesRequest) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+// SetPluginInstancesResponse reports the new count.
+type SetPluginInstancesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	// The count now recorded.
+	Instances int32 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	// How many replicas are live to run copies (1 for a single server): when fewer than
+	// instances, the other copies wait for replicas to join.
+	LiveReplicas  int32  `protobuf:"varint,3,opt,name=live_replicas,json=liveReplicas,proto3" json:"live_replicas,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPluginInstancesResponse) Reset() {
+	*x = SetPluginInstancesResponse{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPluginInstancesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPluginInstancesResponse) ProtoMessage() {}
+
+func (x *SetPluginInstancesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPluginInstancesResponse.ProtoReflect.Descriptor instead.
+func (*SetPluginInstancesResponse) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SetPluginInstancesResponse) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *SetPluginInstancesResponse) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *SetPluginInstancesResponse) GetLiveReplicas() int32 {
+	if x != nil {
+		return x.LiveReplicas
+	}
+	return 0
+}
+
+func (x *SetPluginInstancesResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // RestartPluginResponse reports a restart.
 type RestartPluginResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3561,7 +3781,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +3793,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +3806,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RestartPluginResponse) GetPluginId() string {
@@ -3629,7 +3849,7 @@ type GetPluginHealthRequest struct {
 
 func (x *GetPluginHealthRequest) Reset() {
 	*x = GetPluginHealthRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3861,7 @@ func (x *GetPluginHealthRequest) String() string {
 func (*GetPluginHealthRequest) ProtoMessage() {}
 
 func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3874,7 @@ func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetPluginHealthRequest) GetPluginId() string {
@@ -3688,7 +3908,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +3920,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +3933,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -3778,7 +3998,7 @@ type HealthMetrics struct {
 
 func (x *HealthMetrics) Reset() {
 	*x = HealthMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4010,7 @@ func (x *HealthMetrics) String() string {
 func (*HealthMetrics) ProtoMessage() {}
 
 func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4023,7 @@ func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthMetrics.ProtoReflect.Descriptor instead.
 func (*HealthMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *HealthMetrics) GetRequestsPerMinute() float64 {
@@ -3849,7 +4069,7 @@ type PluginHealth struct {
 
 func (x *PluginHealth) Reset() {
 	*x = PluginHealth{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3861,7 +4081,7 @@ func (x *PluginHealth) String() string {
 func (*PluginHealth) ProtoMessage() {}
 
 func (x *PluginHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3874,7 +4094,7 @@ func (x *PluginHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginHealth.ProtoReflect.Descriptor instead.
 func (*PluginHealth) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PluginHealth) GetStatus() string {
@@ -3922,7 +4142,7 @@ type GetPluginHealthResponse struct {
 
 func (x *GetPluginHealthResponse) Reset() {
 	*x = GetPluginHealthResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3934,7 +4154,7 @@ func (x *GetPluginHealthResponse) String() string {
 func (*GetPluginHealthResponse) ProtoMessage() {}
 
 func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3947,7 +4167,7 @@ func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetPluginHealthResponse) GetHealth() *PluginHealth {
@@ -3975,7 +4195,7 @@ type GetPluginMetricsRequest struct {
 
 func (x *GetPluginMetricsRequest) Reset() {
 	*x = GetPluginMetricsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3987,7 +4207,7 @@ func (x *GetPluginMetricsRequest) String() string {
 func (*GetPluginMetricsRequest) ProtoMessage() {}
 
 func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4000,7 +4220,7 @@ func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetPluginMetricsRequest) GetPluginId() string {
@@ -4049,7 +4269,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4061,7 +4281,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4074,7 +4294,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *MetricPoint) GetTimestamp() *timestamppb.Timestamp {
@@ -4107,7 +4327,7 @@ type MetricSeries struct {
 
 func (x *MetricSeries) Reset() {
 	*x = MetricSeries{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4119,7 +4339,7 @@ func (x *MetricSeries) String() string {
 func (*MetricSeries) ProtoMessage() {}
 
 func (x *MetricSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4132,7 +4352,7 @@ func (x *MetricSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricSeries.ProtoReflect.Descriptor instead.
 func (*MetricSeries) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MetricSeries) GetRequestsPerMinute() []*MetricPoint {
@@ -4196,7 +4416,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4208,7 +4428,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4221,7 +4441,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -4256,7 +4476,7 @@ type GetPluginMetricsResponse struct {
 
 func (x *GetPluginMetricsResponse) Reset() {
 	*x = GetPluginMetricsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4488,7 @@ func (x *GetPluginMetricsResponse) String() string {
 func (*GetPluginMetricsResponse) ProtoMessage() {}
 
 func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4501,7 @@ func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetPluginMetricsResponse) GetTimeRange() *TimeRange {
@@ -4318,7 +4538,7 @@ type GetPluginLogsRequest struct {
 
 func (x *GetPluginLogsRequest) Reset() {
 	*x = GetPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4330,7 +4550,7 @@ func (x *GetPluginLogsRequest) String() string {
 func (*GetPluginLogsRequest) ProtoMessage() {}
 
 func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4343,7 +4563,7 @@ func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetPluginLogsRequest) GetPluginId() string {
@@ -4410,7 +4630,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4422,7 +4642,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4435,7 +4655,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *LogEntry) GetTimestamp() *timestamppb.Timestamp {
@@ -4477,7 +4697,7 @@ type GetPluginLogsResponse struct {
 
 func (x *GetPluginLogsResponse) Reset() {
 	*x = GetPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4489,7 +4709,7 @@ func (x *GetPluginLogsResponse) String() string {
 func (*GetPluginLogsResponse) ProtoMessage() {}
 
 func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4502,7 +4722,7 @@ func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetPluginLogsResponse) GetLogs() []*LogEntry {
@@ -4535,7 +4755,7 @@ type TailPluginLogsRequest struct {
 
 func (x *TailPluginLogsRequest) Reset() {
 	*x = TailPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4767,7 @@ func (x *TailPluginLogsRequest) String() string {
 func (*TailPluginLogsRequest) ProtoMessage() {}
 
 func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4780,7 @@ func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *TailPluginLogsRequest) GetPluginId() string {
@@ -4601,7 +4821,7 @@ type TailPluginLogsResponse struct {
 
 func (x *TailPluginLogsResponse) Reset() {
 	*x = TailPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4613,7 +4833,7 @@ func (x *TailPluginLogsResponse) String() string {
 func (*TailPluginLogsResponse) ProtoMessage() {}
 
 func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4626,7 +4846,7 @@ func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TailPluginLogsResponse) GetEntry() *LogEntry {
@@ -4646,7 +4866,7 @@ type GetPluginPermissionsRequest struct {
 
 func (x *GetPluginPermissionsRequest) Reset() {
 	*x = GetPluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4878,7 @@ func (x *GetPluginPermissionsRequest) String() string {
 func (*GetPluginPermissionsRequest) ProtoMessage() {}
 
 func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4891,7 @@ func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetPluginPermissionsRequest) GetPluginId() string {
@@ -4693,7 +4913,7 @@ type PermissionSet struct {
 
 func (x *PermissionSet) Reset() {
 	*x = PermissionSet{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4705,7 +4925,7 @@ func (x *PermissionSet) String() string {
 func (*PermissionSet) ProtoMessage() {}
 
 func (x *PermissionSet) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4718,7 +4938,7 @@ func (x *PermissionSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionSet.ProtoReflect.Descriptor instead.
 func (*PermissionSet) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PermissionSet) GetRequested() []string {
@@ -4754,7 +4974,7 @@ type ResourceLimits struct {
 
 func (x *ResourceLimits) Reset() {
 	*x = ResourceLimits{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4766,7 +4986,7 @@ func (x *ResourceLimits) String() string {
 func (*ResourceLimits) ProtoMessage() {}
 
 func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4779,7 +4999,7 @@ func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceLimits.ProtoReflect.Descriptor instead.
 func (*ResourceLimits) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ResourceLimits) GetMemoryMb() int32 {
@@ -4817,7 +5037,7 @@ type LimitEnforcement struct {
 
 func (x *LimitEnforcement) Reset() {
 	*x = LimitEnforcement{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +5049,7 @@ func (x *LimitEnforcement) String() string {
 func (*LimitEnforcement) ProtoMessage() {}
 
 func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +5062,7 @@ func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitEnforcement.ProtoReflect.Descriptor instead.
 func (*LimitEnforcement) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *LimitEnforcement) GetMemoryMb() string {
@@ -4884,7 +5104,7 @@ type ConfinementState struct {
 
 func (x *ConfinementState) Reset() {
 	*x = ConfinementState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4896,7 +5116,7 @@ func (x *ConfinementState) String() string {
 func (*ConfinementState) ProtoMessage() {}
 
 func (x *ConfinementState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4909,7 +5129,7 @@ func (x *ConfinementState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfinementState.ProtoReflect.Descriptor instead.
 func (*ConfinementState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ConfinementState) GetMechanism() string {
@@ -4955,7 +5175,7 @@ type GetPluginPermissionsResponse struct {
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4967,7 +5187,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4980,7 +5200,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5053,7 +5273,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5065,7 +5285,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5078,7 +5298,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -5143,7 +5363,7 @@ type UpdatePluginPermissionsResponse struct {
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5155,7 +5375,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5168,7 +5388,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5229,14 +5449,15 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\ventry_point\x18\x01 \x01(\tR\n" +
 	"entryPoint\x12#\n" +
 	"\rnexus_version\x18\x02 \x01(\tR\fnexusVersion\x12\x18\n" +
-	"\alicense\x18\x03 \x01(\tR\alicense\"\xe8\x01\n" +
+	"\alicense\x18\x03 \x01(\tR\alicense\"\x86\x02\n" +
 	"\x14PluginManifestDetail\x12\x1f\n" +
 	"\ventry_point\x18\x01 \x01(\tR\n" +
 	"entryPoint\x12#\n" +
 	"\rnexus_version\x18\x02 \x01(\tR\fnexusVersion\x12%\n" +
 	"\x0epython_version\x18\x03 \x01(\tR\rpythonVersion\x12\x18\n" +
 	"\alicense\x18\x04 \x01(\tR\alicense\x12I\n" +
-	"\fdependencies\x18\x05 \x01(\v2%.nexus.plugin.v1.ManifestDependenciesR\fdependencies\"\xae\x02\n" +
+	"\fdependencies\x18\x05 \x01(\v2%.nexus.plugin.v1.ManifestDependenciesR\fdependencies\x12\x1c\n" +
+	"\tinstances\x18\x06 \x01(\x05R\tinstances\"\xae\x02\n" +
 	"\x14ManifestDependencies\x12O\n" +
 	"\bpackages\x18\x01 \x03(\v23.nexus.plugin.v1.ManifestDependencies.PackagesEntryR\bpackages\x12L\n" +
 	"\aplugins\x18\x02 \x03(\v22.nexus.plugin.v1.ManifestDependencies.PluginsEntryR\aplugins\x1a;\n" +
@@ -5350,7 +5571,7 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\finstalled_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x12=\n" +
 	"\flast_updated\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\tR\x05error\x127\n" +
-	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\"\x93\x02\n" +
+	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\"\xf5\x02\n" +
 	"\fRuntimeState\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\x05R\tinstances\x12\x1a\n" +
@@ -5358,7 +5579,14 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fbackoff_seconds\x18\x04 \x01(\x01R\x0ebackoffSeconds\x129\n" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12S\n" +
-	"\x13connected_instances\x18\x06 \x03(\v2\".nexus.plugin.v1.ConnectedInstanceR\x12connectedInstances\"S\n" +
+	"\x13connected_instances\x18\x06 \x03(\v2\".nexus.plugin.v1.ConnectedInstanceR\x12connectedInstances\x12+\n" +
+	"\x11desired_instances\x18\a \x01(\x05R\x10desiredInstances\x123\n" +
+	"\x05slots\x18\b \x03(\v2\x1d.nexus.plugin.v1.InstanceSlotR\x05slots\"\x87\x01\n" +
+	"\fInstanceSlot\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\x05R\x04slot\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12D\n" +
+	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"S\n" +
 	"\x11ConnectedInstance\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1d\n" +
@@ -5531,7 +5759,15 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06reason\x128\n" +
 	"\x0ftimeout_seconds\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xd8\x04(\x01H\x00R\x0etimeoutSeconds\x88\x01\x01B\x12\n" +
-	"\x10_timeout_seconds\"\xa3\x01\n" +
+	"\x10_timeout_seconds\"\xb2\x01\n" +
+	"\x19SetPluginInstancesRequest\x12l\n" +
+	"\tplugin_id\x18\x01 \x01(\tBO\xbaHLrJ2\x1e^[a-z][a-z0-9-]{1,62}[a-z0-9]$Z\ainstallZ\tbroadcastZ\x06searchZ\frepositoriesR\bpluginId\x12'\n" +
+	"\tinstances\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x01R\tinstances\"\x96\x01\n" +
+	"\x1aSetPluginInstancesResponse\x12\x1b\n" +
+	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x1c\n" +
+	"\tinstances\x18\x02 \x01(\x05R\tinstances\x12#\n" +
+	"\rlive_replicas\x18\x03 \x01(\x05R\fliveReplicas\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xa3\x01\n" +
 	"\x15RestartPluginResponse\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12=\n" +
@@ -5674,7 +5910,7 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fresource_limits\x18\x04 \x01(\v2\x1f.nexus.plugin.v1.ResourceLimitsR\x0eresourceLimits\x12P\n" +
 	"\x12limits_enforcement\x18\x05 \x01(\v2!.nexus.plugin.v1.LimitEnforcementR\x11limitsEnforcement\x12C\n" +
 	"\vconfinement\x18\x06 \x03(\v2!.nexus.plugin.v1.ConfinementStateR\vconfinement\x12#\n" +
-	"\rhost_launched\x18\a \x01(\bR\fhostLaunched2\xa9\x14\n" +
+	"\rhost_launched\x18\a \x01(\bR\fhostLaunched2\xcb\x15\n" +
 	"\rPluginService\x12t\n" +
 	"\vListPlugins\x12#.nexus.plugin.v1.ListPluginsRequest\x1a$.nexus.plugin.v1.ListPluginsResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/plugins\x90\x02\x01\x12z\n" +
 	"\tGetPlugin\x12!.nexus.plugin.v1.GetPluginRequest\x1a\".nexus.plugin.v1.GetPluginResponse\"&\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/plugins/{plugin_id}\x90\x02\x01\x12\x82\x01\n" +
@@ -5687,7 +5923,8 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x12UpdatePluginConfig\x12*.nexus.plugin.v1.UpdatePluginConfigRequest\x1a+.nexus.plugin.v1.UpdatePluginConfigResponse\"2\x82\xd3\xe4\x93\x02,:\x06config\x1a\"/api/v1/plugins/{plugin_id}/config\x12\x8a\x01\n" +
 	"\fEnablePlugin\x12$.nexus.plugin.v1.EnablePluginRequest\x1a%.nexus.plugin.v1.EnablePluginResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v1/plugins/{plugin_id}/enable\x12\x8e\x01\n" +
 	"\rDisablePlugin\x12%.nexus.plugin.v1.DisablePluginRequest\x1a&.nexus.plugin.v1.DisablePluginResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/plugins/{plugin_id}/disable\x12\x8e\x01\n" +
-	"\rRestartPlugin\x12%.nexus.plugin.v1.RestartPluginRequest\x1a&.nexus.plugin.v1.RestartPluginResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/plugins/{plugin_id}/restart\x12\x93\x01\n" +
+	"\rRestartPlugin\x12%.nexus.plugin.v1.RestartPluginRequest\x1a&.nexus.plugin.v1.RestartPluginResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/plugins/{plugin_id}/restart\x12\x9f\x01\n" +
+	"\x12SetPluginInstances\x12*.nexus.plugin.v1.SetPluginInstancesRequest\x1a+.nexus.plugin.v1.SetPluginInstancesResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\x1a%/api/v1/plugins/{plugin_id}/instances\x12\x93\x01\n" +
 	"\x0fGetPluginHealth\x12'.nexus.plugin.v1.GetPluginHealthRequest\x1a(.nexus.plugin.v1.GetPluginHealthResponse\"-\x82\xd3\xe4\x93\x02$\x12\"/api/v1/plugins/{plugin_id}/health\x90\x02\x01\x12\x97\x01\n" +
 	"\x10GetPluginMetrics\x12(.nexus.plugin.v1.GetPluginMetricsRequest\x1a).nexus.plugin.v1.GetPluginMetricsResponse\".\x82\xd3\xe4\x93\x02%\x12#/api/v1/plugins/{plugin_id}/metrics\x90\x02\x01\x12\x8b\x01\n" +
 	"\rGetPluginLogs\x12%.nexus.plugin.v1.GetPluginLogsRequest\x1a&.nexus.plugin.v1.GetPluginLogsResponse\"+\x82\xd3\xe4\x93\x02\"\x12 /api/v1/plugins/{plugin_id}/logs\x90\x02\x01\x12h\n" +
@@ -5707,7 +5944,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -5726,195 +5963,202 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*LogLine)(nil),                         // 14: nexus.plugin.v1.LogLine
 	(*PluginDetail)(nil),                    // 15: nexus.plugin.v1.PluginDetail
 	(*RuntimeState)(nil),                    // 16: nexus.plugin.v1.RuntimeState
-	(*ConnectedInstance)(nil),               // 17: nexus.plugin.v1.ConnectedInstance
-	(*PluginsSummary)(nil),                  // 18: nexus.plugin.v1.PluginsSummary
-	(*ListPluginsRequest)(nil),              // 19: nexus.plugin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),             // 20: nexus.plugin.v1.ListPluginsResponse
-	(*GetPluginRequest)(nil),                // 21: nexus.plugin.v1.GetPluginRequest
-	(*GetPluginResponse)(nil),               // 22: nexus.plugin.v1.GetPluginResponse
-	(*InstallPluginRequest)(nil),            // 23: nexus.plugin.v1.InstallPluginRequest
-	(*Installation)(nil),                    // 24: nexus.plugin.v1.Installation
-	(*PluginBrief)(nil),                     // 25: nexus.plugin.v1.PluginBrief
-	(*InstallPluginResponse)(nil),           // 26: nexus.plugin.v1.InstallPluginResponse
-	(*UpdatePluginRequest)(nil),             // 27: nexus.plugin.v1.UpdatePluginRequest
-	(*PluginUpdate)(nil),                    // 28: nexus.plugin.v1.PluginUpdate
-	(*UpdatePluginResponse)(nil),            // 29: nexus.plugin.v1.UpdatePluginResponse
-	(*UninstallPluginRequest)(nil),          // 30: nexus.plugin.v1.UninstallPluginRequest
-	(*Uninstallation)(nil),                  // 31: nexus.plugin.v1.Uninstallation
-	(*UninstallPluginResponse)(nil),         // 32: nexus.plugin.v1.UninstallPluginResponse
-	(*RollbackPluginRequest)(nil),           // 33: nexus.plugin.v1.RollbackPluginRequest
-	(*Rollback)(nil),                        // 34: nexus.plugin.v1.Rollback
-	(*RollbackPluginResponse)(nil),          // 35: nexus.plugin.v1.RollbackPluginResponse
-	(*ListBackupsRequest)(nil),              // 36: nexus.plugin.v1.ListBackupsRequest
-	(*Backup)(nil),                          // 37: nexus.plugin.v1.Backup
-	(*ListBackupsResponse)(nil),             // 38: nexus.plugin.v1.ListBackupsResponse
-	(*GetPluginConfigRequest)(nil),          // 39: nexus.plugin.v1.GetPluginConfigRequest
-	(*GetPluginConfigResponse)(nil),         // 40: nexus.plugin.v1.GetPluginConfigResponse
-	(*UpdatePluginConfigRequest)(nil),       // 41: nexus.plugin.v1.UpdatePluginConfigRequest
-	(*UpdatePluginConfigResponse)(nil),      // 42: nexus.plugin.v1.UpdatePluginConfigResponse
-	(*EnablePluginRequest)(nil),             // 43: nexus.plugin.v1.EnablePluginRequest
-	(*EnablePluginResponse)(nil),            // 44: nexus.plugin.v1.EnablePluginResponse
-	(*DisablePluginRequest)(nil),            // 45: nexus.plugin.v1.DisablePluginRequest
-	(*DisablePluginResponse)(nil),           // 46: nexus.plugin.v1.DisablePluginResponse
-	(*RestartPluginRequest)(nil),            // 47: nexus.plugin.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),           // 48: nexus.plugin.v1.RestartPluginResponse
-	(*GetPluginHealthRequest)(nil),          // 49: nexus.plugin.v1.GetPluginHealthRequest
-	(*HealthCheck)(nil),                     // 50: nexus.plugin.v1.HealthCheck
-	(*HealthMetrics)(nil),                   // 51: nexus.plugin.v1.HealthMetrics
-	(*PluginHealth)(nil),                    // 52: nexus.plugin.v1.PluginHealth
-	(*GetPluginHealthResponse)(nil),         // 53: nexus.plugin.v1.GetPluginHealthResponse
-	(*GetPluginMetricsRequest)(nil),         // 54: nexus.plugin.v1.GetPluginMetricsRequest
-	(*MetricPoint)(nil),                     // 55: nexus.plugin.v1.MetricPoint
-	(*MetricSeries)(nil),                    // 56: nexus.plugin.v1.MetricSeries
-	(*TimeRange)(nil),                       // 57: nexus.plugin.v1.TimeRange
-	(*GetPluginMetricsResponse)(nil),        // 58: nexus.plugin.v1.GetPluginMetricsResponse
-	(*GetPluginLogsRequest)(nil),            // 59: nexus.plugin.v1.GetPluginLogsRequest
-	(*LogEntry)(nil),                        // 60: nexus.plugin.v1.LogEntry
-	(*GetPluginLogsResponse)(nil),           // 61: nexus.plugin.v1.GetPluginLogsResponse
-	(*TailPluginLogsRequest)(nil),           // 62: nexus.plugin.v1.TailPluginLogsRequest
-	(*TailPluginLogsResponse)(nil),          // 63: nexus.plugin.v1.TailPluginLogsResponse
-	(*GetPluginPermissionsRequest)(nil),     // 64: nexus.plugin.v1.GetPluginPermissionsRequest
-	(*PermissionSet)(nil),                   // 65: nexus.plugin.v1.PermissionSet
-	(*ResourceLimits)(nil),                  // 66: nexus.plugin.v1.ResourceLimits
-	(*LimitEnforcement)(nil),                // 67: nexus.plugin.v1.LimitEnforcement
-	(*ConfinementState)(nil),                // 68: nexus.plugin.v1.ConfinementState
-	(*GetPluginPermissionsResponse)(nil),    // 69: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 70: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 71: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 72: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 73: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 74: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 75: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 76: nexus.plugin.v1.Pagination
+	(*InstanceSlot)(nil),                    // 17: nexus.plugin.v1.InstanceSlot
+	(*ConnectedInstance)(nil),               // 18: nexus.plugin.v1.ConnectedInstance
+	(*PluginsSummary)(nil),                  // 19: nexus.plugin.v1.PluginsSummary
+	(*ListPluginsRequest)(nil),              // 20: nexus.plugin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),             // 21: nexus.plugin.v1.ListPluginsResponse
+	(*GetPluginRequest)(nil),                // 22: nexus.plugin.v1.GetPluginRequest
+	(*GetPluginResponse)(nil),               // 23: nexus.plugin.v1.GetPluginResponse
+	(*InstallPluginRequest)(nil),            // 24: nexus.plugin.v1.InstallPluginRequest
+	(*Installation)(nil),                    // 25: nexus.plugin.v1.Installation
+	(*PluginBrief)(nil),                     // 26: nexus.plugin.v1.PluginBrief
+	(*InstallPluginResponse)(nil),           // 27: nexus.plugin.v1.InstallPluginResponse
+	(*UpdatePluginRequest)(nil),             // 28: nexus.plugin.v1.UpdatePluginRequest
+	(*PluginUpdate)(nil),                    // 29: nexus.plugin.v1.PluginUpdate
+	(*UpdatePluginResponse)(nil),            // 30: nexus.plugin.v1.UpdatePluginResponse
+	(*UninstallPluginRequest)(nil),          // 31: nexus.plugin.v1.UninstallPluginRequest
+	(*Uninstallation)(nil),                  // 32: nexus.plugin.v1.Uninstallation
+	(*UninstallPluginResponse)(nil),         // 33: nexus.plugin.v1.UninstallPluginResponse
+	(*RollbackPluginRequest)(nil),           // 34: nexus.plugin.v1.RollbackPluginRequest
+	(*Rollback)(nil),                        // 35: nexus.plugin.v1.Rollback
+	(*RollbackPluginResponse)(nil),          // 36: nexus.plugin.v1.RollbackPluginResponse
+	(*ListBackupsRequest)(nil),              // 37: nexus.plugin.v1.ListBackupsRequest
+	(*Backup)(nil),                          // 38: nexus.plugin.v1.Backup
+	(*ListBackupsResponse)(nil),             // 39: nexus.plugin.v1.ListBackupsResponse
+	(*GetPluginConfigRequest)(nil),          // 40: nexus.plugin.v1.GetPluginConfigRequest
+	(*GetPluginConfigResponse)(nil),         // 41: nexus.plugin.v1.GetPluginConfigResponse
+	(*UpdatePluginConfigRequest)(nil),       // 42: nexus.plugin.v1.UpdatePluginConfigRequest
+	(*UpdatePluginConfigResponse)(nil),      // 43: nexus.plugin.v1.UpdatePluginConfigResponse
+	(*EnablePluginRequest)(nil),             // 44: nexus.plugin.v1.EnablePluginRequest
+	(*EnablePluginResponse)(nil),            // 45: nexus.plugin.v1.EnablePluginResponse
+	(*DisablePluginRequest)(nil),            // 46: nexus.plugin.v1.DisablePluginRequest
+	(*DisablePluginResponse)(nil),           // 47: nexus.plugin.v1.DisablePluginResponse
+	(*RestartPluginRequest)(nil),            // 48: nexus.plugin.v1.RestartPluginRequest
+	(*SetPluginInstancesRequest)(nil),       // 49: nexus.plugin.v1.SetPluginInstancesRequest
+	(*SetPluginInstancesResponse)(nil),      // 50: nexus.plugin.v1.SetPluginInstancesResponse
+	(*RestartPluginResponse)(nil),           // 51: nexus.plugin.v1.RestartPluginResponse
+	(*GetPluginHealthRequest)(nil),          // 52: nexus.plugin.v1.GetPluginHealthRequest
+	(*HealthCheck)(nil),                     // 53: nexus.plugin.v1.HealthCheck
+	(*HealthMetrics)(nil),                   // 54: nexus.plugin.v1.HealthMetrics
+	(*PluginHealth)(nil),                    // 55: nexus.plugin.v1.PluginHealth
+	(*GetPluginHealthResponse)(nil),         // 56: nexus.plugin.v1.GetPluginHealthResponse
+	(*GetPluginMetricsRequest)(nil),         // 57: nexus.plugin.v1.GetPluginMetricsRequest
+	(*MetricPoint)(nil),                     // 58: nexus.plugin.v1.MetricPoint
+	(*MetricSeries)(nil),                    // 59: nexus.plugin.v1.MetricSeries
+	(*TimeRange)(nil),                       // 60: nexus.plugin.v1.TimeRange
+	(*GetPluginMetricsResponse)(nil),        // 61: nexus.plugin.v1.GetPluginMetricsResponse
+	(*GetPluginLogsRequest)(nil),            // 62: nexus.plugin.v1.GetPluginLogsRequest
+	(*LogEntry)(nil),                        // 63: nexus.plugin.v1.LogEntry
+	(*GetPluginLogsResponse)(nil),           // 64: nexus.plugin.v1.GetPluginLogsResponse
+	(*TailPluginLogsRequest)(nil),           // 65: nexus.plugin.v1.TailPluginLogsRequest
+	(*TailPluginLogsResponse)(nil),          // 66: nexus.plugin.v1.TailPluginLogsResponse
+	(*GetPluginPermissionsRequest)(nil),     // 67: nexus.plugin.v1.GetPluginPermissionsRequest
+	(*PermissionSet)(nil),                   // 68: nexus.plugin.v1.PermissionSet
+	(*ResourceLimits)(nil),                  // 69: nexus.plugin.v1.ResourceLimits
+	(*LimitEnforcement)(nil),                // 70: nexus.plugin.v1.LimitEnforcement
+	(*ConfinementState)(nil),                // 71: nexus.plugin.v1.ConfinementState
+	(*GetPluginPermissionsResponse)(nil),    // 72: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 73: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 74: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 75: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 76: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 77: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 78: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 79: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,   // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	72,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	73,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	75,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	76,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,   // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,   // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	74,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	77,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,   // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	75,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	75,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	78,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	78,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
 	7,   // 9: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
 	7,   // 10: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	74,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	74,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	77,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	77,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
 	10,  // 13: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
 	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
 	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	75,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	78,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
 	1,   // 17: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
 	6,   // 18: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
 	8,   // 19: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
 	9,   // 20: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
 	13,  // 21: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
 	14,  // 22: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	75,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	75,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	78,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	78,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
 	16,  // 25: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
-	75,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
-	17,  // 27: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
-	5,   // 28: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
-	18,  // 29: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
-	15,  // 30: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	74,  // 31: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	75,  // 32: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
-	24,  // 33: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
-	25,  // 34: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	75,  // 35: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
-	28,  // 36: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	75,  // 37: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
-	31,  // 38: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	75,  // 39: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
-	34,  // 40: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	75,  // 41: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
-	37,  // 42: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	74,  // 43: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	74,  // 44: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	75,  // 45: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	74,  // 46: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	74,  // 47: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	75,  // 48: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	75,  // 49: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	75,  // 50: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	75,  // 51: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	75,  // 52: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
-	50,  // 53: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
-	51,  // 54: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
-	52,  // 55: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	75,  // 56: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	75,  // 57: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	75,  // 58: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
-	55,  // 59: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 60: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 61: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 62: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 63: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 64: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
-	55,  // 65: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	75,  // 66: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	75,  // 67: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	57,  // 68: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
-	56,  // 69: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	75,  // 70: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	75,  // 71: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	75,  // 72: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	74,  // 73: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
-	60,  // 74: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	76,  // 75: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
-	60,  // 76: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
-	65,  // 77: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	66,  // 78: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	67,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	68,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	66,  // 81: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	65,  // 82: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	66,  // 83: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	67,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	68,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	19,  // 86: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	21,  // 87: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	23,  // 88: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	27,  // 89: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	30,  // 90: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	33,  // 91: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	36,  // 92: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	39,  // 93: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	41,  // 94: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	43,  // 95: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	45,  // 96: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	47,  // 97: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	49,  // 98: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	54,  // 99: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	59,  // 100: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	62,  // 101: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	64,  // 102: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	70,  // 103: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	20,  // 104: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	22,  // 105: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	26,  // 106: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	29,  // 107: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	32,  // 108: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	35,  // 109: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	38,  // 110: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	40,  // 111: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	42,  // 112: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	44,  // 113: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	46,  // 114: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	48,  // 115: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	53,  // 116: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	58,  // 117: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	61,  // 118: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	63,  // 119: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	69,  // 120: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	71,  // 121: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	104, // [104:122] is the sub-list for method output_type
-	86,  // [86:104] is the sub-list for method input_type
-	86,  // [86:86] is the sub-list for extension type_name
-	86,  // [86:86] is the sub-list for extension extendee
-	0,   // [0:86] is the sub-list for field type_name
+	78,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
+	18,  // 27: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
+	17,  // 28: nexus.plugin.v1.RuntimeState.slots:type_name -> nexus.plugin.v1.InstanceSlot
+	78,  // 29: nexus.plugin.v1.InstanceSlot.lease_expires_at:type_name -> google.protobuf.Timestamp
+	5,   // 30: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
+	19,  // 31: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
+	15,  // 32: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
+	77,  // 33: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	78,  // 34: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	25,  // 35: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
+	26,  // 36: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
+	78,  // 37: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	29,  // 38: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
+	78,  // 39: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	32,  // 40: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
+	78,  // 41: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	35,  // 42: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
+	78,  // 43: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	38,  // 44: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
+	77,  // 45: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	77,  // 46: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	78,  // 47: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	77,  // 48: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	77,  // 49: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	78,  // 50: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	78,  // 51: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	78,  // 52: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	78,  // 53: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	78,  // 54: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	53,  // 55: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
+	54,  // 56: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
+	55,  // 57: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
+	78,  // 58: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	78,  // 59: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	78,  // 60: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	58,  // 61: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 62: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 63: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 64: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 65: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 66: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
+	58,  // 67: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
+	78,  // 68: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	78,  // 69: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	60,  // 70: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
+	59,  // 71: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
+	78,  // 72: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	78,  // 73: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	78,  // 74: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	77,  // 75: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	63,  // 76: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
+	79,  // 77: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	63,  // 78: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
+	68,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	69,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	70,  // 81: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	71,  // 82: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	69,  // 83: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	68,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	69,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	70,  // 86: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	71,  // 87: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	20,  // 88: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	22,  // 89: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	24,  // 90: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	28,  // 91: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	31,  // 92: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	34,  // 93: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	37,  // 94: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	40,  // 95: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	42,  // 96: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	44,  // 97: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	46,  // 98: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	48,  // 99: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	49,  // 100: nexus.plugin.v1.PluginService.SetPluginInstances:input_type -> nexus.plugin.v1.SetPluginInstancesRequest
+	52,  // 101: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	57,  // 102: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	62,  // 103: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	65,  // 104: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	67,  // 105: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	73,  // 106: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	21,  // 107: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	23,  // 108: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	27,  // 109: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	30,  // 110: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	33,  // 111: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	36,  // 112: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	39,  // 113: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	41,  // 114: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	43,  // 115: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	45,  // 116: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	47,  // 117: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	51,  // 118: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	50,  // 119: nexus.plugin.v1.PluginService.SetPluginInstances:output_type -> nexus.plugin.v1.SetPluginInstancesResponse
+	56,  // 120: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	61,  // 121: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	64,  // 122: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	66,  // 123: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	72,  // 124: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	74,  // 125: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	107, // [107:126] is the sub-list for method output_type
+	88,  // [88:107] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -5923,19 +6167,19 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 		return
 	}
 	file_nexus_plugin_v1_common_proto_init()
-	file_nexus_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[39].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[45].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[47].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[50].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[70].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[20].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[40].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[46].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[48].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[53].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[73].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -68,6 +68,9 @@ const (
 	// PluginServiceRestartPluginProcedure is the fully-qualified name of the PluginService's
 	// RestartPlugin RPC.
 	PluginServiceRestartPluginProcedure = "/nexus.plugin.v1.PluginService/RestartPlugin"
+	// PluginServiceSetPluginInstancesProcedure is the fully-qualified name of the PluginService's
+	// SetPluginInstances RPC.
+	PluginServiceSetPluginInstancesProcedure = "/nexus.plugin.v1.PluginService/SetPluginInstances"
 	// PluginServiceGetPluginHealthProcedure is the fully-qualified name of the PluginService's
 	// GetPluginHealth RPC.
 	PluginServiceGetPluginHealthProcedure = "/nexus.plugin.v1.PluginService/GetPluginHealth"
@@ -120,6 +123,10 @@ type PluginServiceClient interface {
 	DisablePlugin(context.Context, *connect.Request[v1.DisablePluginRequest]) (*connect.Response[v1.DisablePluginResponse], error)
 	// RestartPlugin stops and starts a plugin. Admin only.
 	RestartPlugin(context.Context, *connect.Request[v1.RestartPluginRequest]) (*connect.Response[v1.RestartPluginResponse], error)
+	// SetPluginInstances sets how many copies of a host-launched plugin run, in place of its
+	// manifest's `instances`. On replicas sharing a database each replica runs at most one
+	// copy; the replicas take up or give up copies within a third of the lease TTL. Admin only.
+	SetPluginInstances(context.Context, *connect.Request[v1.SetPluginInstancesRequest]) (*connect.Response[v1.SetPluginInstancesResponse], error)
 	// GetPluginHealth returns the latest health checks reported by a plugin.
 	GetPluginHealth(context.Context, *connect.Request[v1.GetPluginHealthRequest]) (*connect.Response[v1.GetPluginHealthResponse], error)
 	// GetPluginMetrics returns a plugin's metric series over a time range.
@@ -224,6 +231,12 @@ func NewPluginServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(pluginServiceMethods.ByName("RestartPlugin")),
 			connect.WithClientOptions(opts...),
 		),
+		setPluginInstances: connect.NewClient[v1.SetPluginInstancesRequest, v1.SetPluginInstancesResponse](
+			httpClient,
+			baseURL+PluginServiceSetPluginInstancesProcedure,
+			connect.WithSchema(pluginServiceMethods.ByName("SetPluginInstances")),
+			connect.WithClientOptions(opts...),
+		),
 		getPluginHealth: connect.NewClient[v1.GetPluginHealthRequest, v1.GetPluginHealthResponse](
 			httpClient,
 			baseURL+PluginServiceGetPluginHealthProcedure,
@@ -282,6 +295,7 @@ type pluginServiceClient struct {
 	enablePlugin            *connect.Client[v1.EnablePluginRequest, v1.EnablePluginResponse]
 	disablePlugin           *connect.Client[v1.DisablePluginRequest, v1.DisablePluginResponse]
 	restartPlugin           *connect.Client[v1.RestartPluginRequest, v1.RestartPluginResponse]
+	setPluginInstances      *connect.Client[v1.SetPluginInstancesRequest, v1.SetPluginInstancesResponse]
 	getPluginHealth         *connect.Client[v1.GetPluginHealthRequest, v1.GetPluginHealthResponse]
 	getPluginMetrics        *connect.Client[v1.GetPluginMetricsRequest, v1.GetPluginMetricsResponse]
 	getPluginLogs           *connect.Client[v1.GetPluginLogsRequest, v1.GetPluginLogsResponse]
@@ -350,6 +364,11 @@ func (c *pluginServiceClient) RestartPlugin(ctx context.Context, req *connect.Re
 	return c.restartPlugin.CallUnary(ctx, req)
 }
 
+// SetPluginInstances calls nexus.plugin.v1.PluginService.SetPluginInstances.
+func (c *pluginServiceClient) SetPluginInstances(ctx context.Context, req *connect.Request[v1.SetPluginInstancesRequest]) (*connect.Response[v1.SetPluginInstancesResponse], error) {
+	return c.setPluginInstances.CallUnary(ctx, req)
+}
+
 // GetPluginHealth calls nexus.plugin.v1.PluginService.GetPluginHealth.
 func (c *pluginServiceClient) GetPluginHealth(ctx context.Context, req *connect.Request[v1.GetPluginHealthRequest]) (*connect.Response[v1.GetPluginHealthResponse], error) {
 	return c.getPluginHealth.CallUnary(ctx, req)
@@ -412,6 +431,10 @@ type PluginServiceHandler interface {
 	DisablePlugin(context.Context, *connect.Request[v1.DisablePluginRequest]) (*connect.Response[v1.DisablePluginResponse], error)
 	// RestartPlugin stops and starts a plugin. Admin only.
 	RestartPlugin(context.Context, *connect.Request[v1.RestartPluginRequest]) (*connect.Response[v1.RestartPluginResponse], error)
+	// SetPluginInstances sets how many copies of a host-launched plugin run, in place of its
+	// manifest's `instances`. On replicas sharing a database each replica runs at most one
+	// copy; the replicas take up or give up copies within a third of the lease TTL. Admin only.
+	SetPluginInstances(context.Context, *connect.Request[v1.SetPluginInstancesRequest]) (*connect.Response[v1.SetPluginInstancesResponse], error)
 	// GetPluginHealth returns the latest health checks reported by a plugin.
 	GetPluginHealth(context.Context, *connect.Request[v1.GetPluginHealthRequest]) (*connect.Response[v1.GetPluginHealthResponse], error)
 	// GetPluginMetrics returns a plugin's metric series over a time range.
@@ -512,6 +535,12 @@ func NewPluginServiceHandler(svc PluginServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(pluginServiceMethods.ByName("RestartPlugin")),
 		connect.WithHandlerOptions(opts...),
 	)
+	pluginServiceSetPluginInstancesHandler := connect.NewUnaryHandler(
+		PluginServiceSetPluginInstancesProcedure,
+		svc.SetPluginInstances,
+		connect.WithSchema(pluginServiceMethods.ByName("SetPluginInstances")),
+		connect.WithHandlerOptions(opts...),
+	)
 	pluginServiceGetPluginHealthHandler := connect.NewUnaryHandler(
 		PluginServiceGetPluginHealthProcedure,
 		svc.GetPluginHealth,
@@ -579,6 +608,8 @@ func NewPluginServiceHandler(svc PluginServiceHandler, opts ...connect.HandlerOp
 			pluginServiceDisablePluginHandler.ServeHTTP(w, r)
 		case PluginServiceRestartPluginProcedure:
 			pluginServiceRestartPluginHandler.ServeHTTP(w, r)
+		case PluginServiceSetPluginInstancesProcedure:
+			pluginServiceSetPluginInstancesHandler.ServeHTTP(w, r)
 		case PluginServiceGetPluginHealthProcedure:
 			pluginServiceGetPluginHealthHandler.ServeHTTP(w, r)
 		case PluginServiceGetPluginMetricsProcedure:
@@ -646,6 +677,10 @@ func (UnimplementedPluginServiceHandler) DisablePlugin(context.Context, *connect
 
 func (UnimplementedPluginServiceHandler) RestartPlugin(context.Context, *connect.Request[v1.RestartPluginRequest]) (*connect.Response[v1.RestartPluginResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.PluginService.RestartPlugin is not implemented"))
+}
+
+func (UnimplementedPluginServiceHandler) SetPluginInstances(context.Context, *connect.Request[v1.SetPluginInstancesRequest]) (*connect.Response[v1.SetPluginInstancesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nexus.plugin.v1.PluginService.SetPluginInstances is not implemented"))
 }
 
 func (UnimplementedPluginServiceHandler) GetPluginHealth(context.Context, *connect.Request[v1.GetPluginHealthRequest]) (*connect.Response[v1.GetPluginHealthResponse], error) {
