@@ -86,6 +86,8 @@ func runTestPlugin(mode string) int {
 		},
 	}
 	switch mode {
+	case "echo":
+		echoPlugin(&p) // failover_test.go
 	case "leak-at-start":
 		// Prints its secret (as text and as a JSON field) and exits before it is ready.
 		p.OnStart = func(ctx context.Context, s *plugin.Session) error {
