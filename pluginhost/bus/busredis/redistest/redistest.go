@@ -49,6 +49,10 @@ type Options struct {
 	AOF bool
 	// Args are extra redis-server arguments, appended last (e.g. "--maxmemory", "10mb").
 	Args []string
+	// ProcessGroup runs the server in a process group of its own, so that a signal sent to
+	// the caller's group (Ctrl-C at a terminal) does not reach it and the caller stops it in
+	// its own time. It still dies with the caller.
+	ProcessGroup bool
 }
 
 // Server is a redis-server process. Its methods are safe for concurrent use.
@@ -222,6 +226,7 @@ func (s *Server) launchLocked() error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: s.opts.ProcessGroup}
 	// serverproc.Start has the kernel kill the server if the test binary dies first.
 	proc, err := serverproc.Start(cmd, logFile)
 	if err != nil {

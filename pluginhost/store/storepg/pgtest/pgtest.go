@@ -74,6 +74,10 @@ type Options struct {
 	// Settings are more server settings, each "name=value" (e.g.
 	// "log_min_duration_statement=0"), given to postgres as -c options after the harness's.
 	Settings []string
+	// ProcessGroup runs the server in a process group of its own, so that a signal sent to
+	// the caller's group (Ctrl-C at a terminal) does not reach it and the caller stops it in
+	// its own time (nexus-cluster stops its replicas first). It still dies with the caller.
+	ProcessGroup bool
 }
 
 // Server is a PostgreSQL server process and its cluster directory. Its methods are safe for
@@ -423,9 +427,7 @@ func (s *Server) command(bin string, args []string, out io.Writer) *exec.Cmd {
 		return strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG")
 	})
 	cmd.Env = append(env, "LC_ALL=C")
-	if s.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: s.opts.ProcessGroup}
 	return cmd
 }
 
