@@ -53,6 +53,15 @@ run: build demo-repo ## Build the server and a local demo repository of the exam
 	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA) \
 		--repository "demo=file://$(CURDIR)/$(DEMO_REPO);key=$$(cat bin/demo-repo.pub);description=Example plugins built from this checkout"
 
+CLUSTER_DIR ?= .nexus-cluster
+CLUSTER_PORT ?= 8081
+
+.PHONY: run-cluster
+run-cluster: build demo-repo redis-server postgresql ## Run PostgreSQL, Redis and three replicas on 127.0.0.1:8081-8083 (lease TTL 5s; state in .nexus-cluster, emptied at each start) until Ctrl-C; see the README's "Try a cluster".
+	$(GO) build -o bin/nexus-cluster ./server/cmd/nexus-cluster
+	bin/nexus-cluster -nexus $(BIN) -dir $(CLUSTER_DIR) -first-port $(CLUSTER_PORT) \
+		-repository "demo=file://$(CURDIR)/$(DEMO_REPO);key=$$(cat bin/demo-repo.pub);description=Example plugins built from this checkout"
+
 .PHONY: demo-repo
 demo-repo: examples ## Build a signed local repository of the example plugins (two versions of analytics-plugin).
 	@rm -rf $(DEMO_REPO) && mkdir -p $(DEMO_REPO)
