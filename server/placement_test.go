@@ -22,7 +22,7 @@ import (
 // alpha and gamma in this process, beta as a process of its own (so that it can be killed).
 // A host-launched plugin enabled through beta runs there alone, while beta renews its lease;
 // beta killed, the plugin runs again on exactly one of alpha and gamma within the lease TTL
-// plus its start time; disabled through the replica that does not run it, it stops; enabled
+// plus its start time, and beta's launch token for it is revoked; disabled through the replica that does not run it, it stops; enabled
 // again, it runs on exactly one replica; its lease taken by another replica, it stops there,
 // and comes back once that lease runs out.
 func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
@@ -127,6 +127,20 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 		t.Errorf("the plugin took %s to move; want within the lease TTL (%s) plus its start time", moved, ttl)
 	}
 	waitFor(t, "the plugin active", 10*time.Second, func() bool { st, _ := status(a, "placed-plugin"); return st == "active" })
+	// beta could not revoke its copy's launch token; the replica that took the lease did.
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var valid, revoked int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL)
+		FROM tokens WHERE name = 'runtime:beta:placed-plugin'`).Scan(&valid, &revoked); err != nil {
+		t.Fatal(err)
+	}
+	if valid != 0 || revoked == 0 {
+		t.Errorf("beta's launch tokens for the plugin: %d valid, %d revoked; want none valid", valid, revoked)
+	}
 	holdsFor("the plugin on "+holder+" alone", 2*ttl, func() bool {
 		on := runsOn("alpha", "gamma")
 		return len(on) == 1 && on[0] == holder
@@ -147,11 +161,6 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 
 	// Another replica's lease written over this one's: the next renewal finds it and stops
 	// the plugin here; once that lease runs out, alpha or gamma takes the plugin back.
-	conn, err := pgx.Connect(t.Context(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	lease, err := json.Marshal(map[string]any{"replica": "elsewhere", "expires_at": time.Now().Add(2 * ttl).UTC()})
 	if err != nil {
 		t.Fatal(err)

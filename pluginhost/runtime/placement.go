@@ -109,23 +109,25 @@ func (rt *Runtime) instanceCount(tx store.Tx, id string) (int, error) {
 }
 
 // claimLease, in tx, extends the slot of plugin id's leases this replica holds, or takes a
-// free or expired one. It returns the slot, or -1 when live replicas hold every slot, and
-// the other live replicas that hold one.
-func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string, err error) {
+// free or expired one. It returns the slot, or -1 when live replicas hold every slot, the
+// other live replicas that hold one, and the replica whose expired lease it took, if any.
+func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string, expired string, err error) {
 	n, err := rt.instanceCount(tx, id)
 	if err != nil {
-		return -1, nil, err
+		return -1, nil, "", err
 	}
 	now, err := txNow(tx)
 	if err != nil {
-		return -1, nil, err
+		return -1, nil, "", err
 	}
 	slot, free := -1, -1
+	var leases []Lease
 	for k := range n {
 		l, err := readLease(tx, slotKey(id, k))
 		if err != nil {
-			return -1, nil, err
+			return -1, nil, "", err
 		}
+		leases = append(leases, l)
 		switch h, live := l.heldBy(rt.cfg.Replica, now); {
 		case l.Replica == rt.cfg.Replica && slot < 0:
 			slot = k
@@ -135,25 +137,29 @@ func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string
 			free = k
 		}
 	}
-	if slot < 0 {
-		slot = free
+	if slot < 0 && free >= 0 {
+		slot, expired = free, leases[free].Replica
 	}
 	if slot < 0 {
-		return -1, others, nil
+		return -1, others, "", nil
 	}
-	return slot, others, tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+	return slot, others, expired, tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 }
 
 // acquireLease takes a lease slot of plugin id for this replica (the one it holds already,
 // or a free or expired one), and records it as held here. It returns the slot, or -1 when
 // live replicas hold every slot, and the other live replicas that hold one.
 func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, others []string, err error) {
+	var expired string
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
-		slot, others, err = rt.claimLease(tx, id)
+		slot, others, expired, err = rt.claimLease(tx, id)
 		return err
 	})
 	if err != nil {
 		return -1, nil, err
+	}
+	if expired != "" {
+		rt.fenceLaunchToken(ctx, expired, id)
 	}
 	if slot >= 0 {
 		rt.mu.Lock()
@@ -162,6 +168,26 @@ func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, other
 		rt.renewalOnce.Do(func() { rt.spawn(func() { rt.everyThirdTTL(rt.renewLeases) }) })
 	}
 	return slot, others, nil
+}
+
+// fenceLaunchToken revokes the launch token replica gave its copy of plugin id, whose lease
+// ran out and is taken here: a replica killed could not revoke it, and a copy that outlived
+// its replica's lease (a replica cut off from the database) must not go on acting as the
+// plugin (its sessions end with the token).
+func (rt *Runtime) fenceLaunchToken(ctx context.Context, replica, id string) {
+	r, ok := rt.tokens.(namedRevoker)
+	if !ok {
+		return
+	}
+	name := LaunchTokenName(replica, id)
+	if _, err := r.RevokeMatching(context.WithoutCancel(ctx), store.RolePlugin, func(n string) bool { return n == name }); err != nil {
+		rt.log.Warn("could not revoke the launch token of a copy whose lease ran out", "plugin_id", id, "replica", replica, "error", err)
+	}
+}
+
+// namedRevoker is implemented by a TokenIssuer that can revoke tokens by name.
+type namedRevoker interface {
+	RevokeMatching(ctx context.Context, role store.Role, match func(name string) bool) ([]string, error)
 }
 
 // renewLease extends the lease slot held here. It returns why the plugin must stop here
