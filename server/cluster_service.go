@@ -21,6 +21,7 @@ type clusterService struct {
 type replicaLister interface {
 	ID() string
 	Replicas(ctx context.Context) ([]cluster.Replica, error)
+	RemoteSessions(pluginID string) []cluster.Session
 }
 
 // The status of a replica in ListReplicas.

@@ -38,14 +38,17 @@ func clusterView(e *env, token string) (self string, replicas map[string]map[str
 }
 
 // connectedInstances is the runtime block's list of connected instances in GET
-// /api/v1/plugins/{id} as e answers it: instance id → replica id.
-func connectedInstances(e *env, id string) map[string]string {
+// /api/v1/plugins/{id} as e answers it: instance id → replica id; only those connected to
+// replica when it is not empty.
+func connectedInstances(e *env, id, replica string) map[string]string {
 	e.t.Helper()
 	p := e.mustREST("GET", "/api/v1/plugins/"+id, e.Admin, nil)["plugin"].(map[string]any)
 	out := map[string]string{}
 	for _, c := range p["runtime"].(map[string]any)["connected_instances"].([]any) {
 		m := c.(map[string]any)
-		out[m["instance_id"].(string)] = m["replica_id"].(string)
+		if replica == "" || m["replica_id"] == replica {
+			out[m["instance_id"].(string)] = m["replica_id"].(string)
+		}
 	}
 	return out
 }
@@ -158,14 +161,15 @@ func TestReplicasShareADatabase(t *testing.T) {
 		t.Errorf("a plugin token reading the cluster: %d %s", r.Status, r.Raw)
 	}
 
-	// The detail view lists the instances connected to the replica that answers.
-	if got := connectedInstances(a, "relay-plugin"); len(got) != 1 || got["ext-a"] != "alpha" {
-		t.Errorf("relay-plugin's instances as A lists them: %v", got)
+	// The detail view lists every instance with its replica: those connected to the replica
+	// that answers now, the others' at their last heartbeat.
+	for name, e := range map[string]*env{"A": a, "B": b} {
+		waitFor(t, "relay-plugin's three instances as "+name+" lists them", 10*time.Second, func() bool {
+			got := connectedInstances(e, "relay-plugin", "")
+			return len(got) == 3 && got["ext-a"] == "alpha" && got["ext-b1"] == beta && got["ext-b2"] == beta
+		})
 	}
-	if got := connectedInstances(b, "relay-plugin"); len(got) != 2 || got["ext-b1"] != beta || got["ext-b2"] != beta {
-		t.Errorf("relay-plugin's instances as B lists them: %v", got)
-	}
-	for inst, rep := range connectedInstances(a, "launched-plugin") {
+	for inst, rep := range connectedInstances(a, "launched-plugin", "alpha") {
 		if rep != "alpha" {
 			t.Errorf("launched-plugin's instance %s on A is listed on replica %s", inst, rep)
 		}

@@ -113,7 +113,7 @@ func TestFailoverNothingAcknowledgedIsLost(t *testing.T) {
 	runsOn := func(names ...string) []string {
 		var on []string
 		for _, name := range names {
-			for _, rep := range connectedInstances(all[name], plug) {
+			for _, rep := range connectedInstances(all[name], plug, name) {
 				if rep != name {
 					t.Errorf("an instance connected to %s says replica %s", name, rep)
 				}
@@ -155,7 +155,7 @@ func TestFailoverNothingAcknowledgedIsLost(t *testing.T) {
 	a.mustREST(http.MethodPost, "/api/v1/plugins/"+plug+"/enable", a.Admin, nil)
 	waitFor(t, "the plugin on alpha", 10*time.Second, func() bool { return len(runsOn("alpha")) == 1 })
 	var onA string
-	for inst := range connectedInstances(a, plug) {
+	for inst := range connectedInstances(a, plug, "alpha") {
 		onA = inst
 	}
 	for end := time.Now().Add(ttl); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -342,7 +342,7 @@ func TestFailoverNothingAcknowledgedIsLost(t *testing.T) {
 		t.Errorf("the plugin took %s to move; want within the lease TTL (%s) plus its start time", moved, ttl)
 	}
 	var onNew string
-	for inst := range connectedInstances(all[now], plug) {
+	for inst := range connectedInstances(all[now], plug, now) {
 		onNew = inst
 	}
 	waitFor(t, "the lease held by "+now, 5*time.Second, func() bool { return holder() == now })

@@ -56,7 +56,7 @@ func TestInstancesSpreadOverReplicas(t *testing.T) {
 	runsOn := func() []string {
 		var on []string
 		for name, e := range all {
-			for _, rep := range connectedInstances(e, id) {
+			for _, rep := range connectedInstances(e, id, name) {
 				if rep != name {
 					t.Errorf("an instance connected to %s says replica %s", name, rep)
 				}
@@ -196,7 +196,7 @@ func TestInstancesOnOneServer(t *testing.T) {
 	if d := desired(); d != 3.0 {
 		t.Errorf("desired_instances = %v, want 3", d)
 	}
-	if n := len(connectedInstances(e, id)); n != 1 {
+	if n := len(connectedInstances(e, id, "")); n != 1 {
 		t.Errorf("%d instances connected, want 1", n)
 	}
 	e.mustREST(http.MethodDelete, "/api/v1/plugins/"+id, e.Admin, nil)

@@ -66,7 +66,7 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 	runsOn := func(names ...string) []string {
 		var on []string
 		for _, name := range names {
-			for _, rep := range connectedInstances(all[name], "placed-plugin") {
+			for _, rep := range connectedInstances(all[name], "placed-plugin", name) {
 				if rep != name {
 					t.Errorf("an instance connected to %s says replica %s", name, rep)
 				}

@@ -98,6 +98,14 @@ func (s *pluginService) GetPlugin(ctx context.Context, req *connect.Request[plug
 	if err != nil {
 		return nil, err
 	}
+	if s.cluster != nil {
+		// The instances connected to the other replicas, at their last heartbeat.
+		rt := d.GetRuntime()
+		for _, r := range s.cluster.RemoteSessions(v.ID) {
+			rt.ConnectedInstances = append(rt.ConnectedInstances, &pluginv1.ConnectedInstance{InstanceId: r.InstanceID, ReplicaId: r.Replica})
+		}
+		rt.Instances = int32(len(rt.ConnectedInstances))
+	}
 	return connect.NewResponse(&pluginv1.GetPluginResponse{Plugin: d}), nil
 }
 

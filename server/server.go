@@ -222,7 +222,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 		return nil, err
 	}
 	s.cluster, err = cluster.New(cluster.Config{Store: st, ID: replica, AdvertiseURL: s.advertiseURL, Version: pluginhost.Version,
-		Interval: cfg.HeartbeatInterval, Instances: host.InstancesConnected, Logger: log})
+		Interval: cfg.HeartbeatInterval, Instances: host.InstancesConnected, Sessions: host.SessionsConnected, Logger: log})
 	if err == nil {
 		err = s.checkReplicas(ctx)
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/store"
@@ -46,6 +47,9 @@ type Config struct {
 	Interval time.Duration
 	// Instances returns how many plugin instances are connected to this replica. Nil: 0.
 	Instances func() int
+	// Sessions returns the plugin instances connected to this replica, recorded with each
+	// heartbeat so that other replicas can list them. Nil: none.
+	Sessions func() []store.ReplicaSession
 	// Logger receives the heartbeats that fail. Nil discards.
 	Logger *slog.Logger
 }
@@ -64,6 +68,10 @@ type Membership struct {
 	// Set once by New, read-only afterwards.
 	cfg       Config
 	startedAt time.Time
+
+	mu sync.Mutex
+	// last are the other replicas' records as the last heartbeat read them.
+	last []store.Replica
 }
 
 // New returns the membership of the replica cfg describes. It does no I/O: Beat records
@@ -80,6 +88,9 @@ func New(cfg Config) (*Membership, error) {
 	}
 	if cfg.Instances == nil {
 		cfg.Instances = func() int { return 0 }
+	}
+	if cfg.Sessions == nil {
+		cfg.Sessions = func() []store.ReplicaSession { return nil }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -98,20 +109,61 @@ func (m *Membership) Interval() time.Duration { return m.cfg.Interval }
 func (m *Membership) Beat(ctx context.Context) error {
 	now := time.Now()
 	self := m.record(now)
-	return m.cfg.Store.Write(ctx, func(tx store.Tx) error {
+	self.Sessions = m.cfg.Sessions()
+	var others []store.Replica
+	err := m.cfg.Store.Write(ctx, func(tx store.Tx) error {
 		all, err := tx.Replicas()
 		if err != nil {
 			return err
 		}
+		others = others[:0]
 		for _, r := range all {
-			if r.ID != self.ID && now.Sub(r.HeartbeatAt) > ForgetAfter {
+			switch {
+			case r.ID == self.ID:
+			case now.Sub(r.HeartbeatAt) > ForgetAfter:
 				if err := tx.DeleteReplica(r.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
+			default:
+				others = append(others, r)
 			}
 		}
 		return tx.PutReplica(self)
 	})
+	if err == nil {
+		m.mu.Lock()
+		m.last = others
+		m.mu.Unlock()
+	}
+	return err
+}
+
+// Session is a plugin instance connected to another replica.
+type Session struct {
+	InstanceID string
+	Replica    string
+}
+
+// RemoteSessions returns the instances of plugin id connected to the other replicas that
+// are up, as this replica's last heartbeat read them (at most one heartbeat interval old,
+// and as old as those replicas' last heartbeats), ordered by replica and instance id. It
+// reads nothing from the store.
+func (m *Membership) RemoteSessions(id string) []Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	var out []Session
+	for _, r := range m.last {
+		if !Up(r, now) {
+			continue
+		}
+		for _, s := range r.Sessions {
+			if s.PluginID == id {
+				out = append(out, Session{InstanceID: s.InstanceID, Replica: r.ID})
+			}
+		}
+	}
+	return out
 }
 
 // Run records this replica every interval until ctx ends. A heartbeat that fails is

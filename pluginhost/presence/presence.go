@@ -189,6 +189,18 @@ func (p *Presence) TokenIDs() []string {
 	return out
 }
 
+// All returns every connected instance, of every plugin, ordered by plugin and instance id.
+func (p *Presence) All() []Instance {
+	out := p.all()
+	slices.SortFunc(out, func(a, b Instance) int {
+		if c := compare(a.PluginID(), b.PluginID()); c != 0 {
+			return c
+		}
+		return compare(a.InstanceID(), b.InstanceID())
+	})
+	return out
+}
+
 func (p *Presence) all() []Instance {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -308,6 +308,15 @@ type Replica struct {
 	HeartbeatInterval time.Duration
 	// Instances is how many plugin instances were connected to the replica at HeartbeatAt.
 	Instances int
+	// Sessions are the plugin instances connected to the replica at HeartbeatAt, ordered by
+	// plugin and instance id (nil from a server that does not record them).
+	Sessions []ReplicaSession
+}
+
+// ReplicaSession is a plugin instance connected to a replica.
+type ReplicaSession struct {
+	PluginID   string `json:"plugin_id"`
+	InstanceID string `json:"instance_id"`
 }
 
 // LevelRank orders log levels: DEBUG < INFO < WARNING < ERROR. Unknown levels rank 0.

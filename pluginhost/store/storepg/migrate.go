@@ -185,6 +185,10 @@ CREATE TABLE replicas (
 	instances          bigint NOT NULL
 );
 `},
+		// Additive: a server of the previous release ignores the column.
+		{version: 4, name: "replica sessions", compatibleFrom: 1, sql: `
+ALTER TABLE replicas ADD COLUMN sessions text;
+`},
 	}
 }
 

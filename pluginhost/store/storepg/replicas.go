@@ -1,6 +1,7 @@
 package storepg
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
-const replicaColumns = `id, advertise_url, version, started_at, heartbeat_at, heartbeat_interval, instances`
+const replicaColumns = `id, advertise_url, version, started_at, heartbeat_at, heartbeat_interval, instances, sessions`
 
 // PutReplica implements store.Tx. A replica needs an id.
 func (t *tx) PutReplica(r store.Replica) error {
@@ -28,11 +29,15 @@ func (t *tx) PutReplica(r store.Replica) error {
 	if err != nil {
 		return fmt.Errorf("storepg: %s %q: heartbeat at: %w", op, r.ID, err)
 	}
-	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	sessions, err := encodeSessions(r.Sessions)
+	if err != nil {
+		return fmt.Errorf("storepg: %s %q: sessions: %w", op, r.ID, err)
+	}
+	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 	ON CONFLICT (id) DO UPDATE SET advertise_url = excluded.advertise_url, version = excluded.version,
 		started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
-		heartbeat_interval = excluded.heartbeat_interval, instances = excluded.instances`,
-		r.ID, r.AdvertiseURL, r.Version, startedAt, heartbeatAt, int64(r.HeartbeatInterval), int64(r.Instances))
+		heartbeat_interval = excluded.heartbeat_interval, instances = excluded.instances, sessions = excluded.sessions`,
+		r.ID, r.AdvertiseURL, r.Version, startedAt, heartbeatAt, int64(r.HeartbeatInterval), int64(r.Instances), sessions)
 	return err
 }
 
@@ -48,9 +53,15 @@ func (t *tx) Replicas() ([]store.Replica, error) {
 				r                      store.Replica
 				startedAt, heartbeatAt pgtype.Int8
 				interval, instances    int64
+				sessions               pgtype.Text
 			)
-			if err := row.Scan(&r.ID, &r.AdvertiseURL, &r.Version, &startedAt, &heartbeatAt, &interval, &instances); err != nil {
+			if err := row.Scan(&r.ID, &r.AdvertiseURL, &r.Version, &startedAt, &heartbeatAt, &interval, &instances, &sessions); err != nil {
 				return store.Replica{}, err
+			}
+			if sessions.Valid {
+				if err := json.Unmarshal([]byte(sessions.String), &r.Sessions); err != nil {
+					return store.Replica{}, fmt.Errorf("sessions of replica %q: %w", r.ID, err)
+				}
 			}
 			r.StartedAt, r.HeartbeatAt = timeFrom(startedAt), timeFrom(heartbeatAt)
 			r.HeartbeatInterval, r.Instances = time.Duration(interval), int(instances)
@@ -72,4 +83,17 @@ func (t *tx) DeleteReplica(id string) error {
 		return notFound("replica", id)
 	}
 	return nil
+}
+
+// encodeSessions is the sessions column of a replica: JSON, or NULL for none.
+func encodeSessions(in []store.ReplicaSession) (*string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return &s, nil
 }

@@ -147,6 +147,9 @@ CREATE TABLE replicas (
 	instances          INTEGER NOT NULL
 ) STRICT;
 `},
+		{version: 6, name: "replica sessions", sql: `
+ALTER TABLE replicas ADD COLUMN sessions TEXT;
+`},
 	}
 }
 

@@ -2,13 +2,14 @@ package storesqlite
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
-const replicaColumns = `id, advertise_url, version, started_at, heartbeat_at, heartbeat_interval, instances`
+const replicaColumns = `id, advertise_url, version, started_at, heartbeat_at, heartbeat_interval, instances, sessions`
 
 // PutReplica implements store.Tx. A replica needs an id.
 func (t *tx) PutReplica(r store.Replica) error {
@@ -27,11 +28,19 @@ func (t *tx) PutReplica(r store.Replica) error {
 	if err != nil {
 		return fmt.Errorf("storesqlite: %s %q: heartbeat at: %w", op, r.ID, err)
 	}
-	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)
+	var sessions sql.NullString
+	if len(r.Sessions) > 0 {
+		b, err := json.Marshal(r.Sessions)
+		if err != nil {
+			return fmt.Errorf("storesqlite: %s %q: sessions: %w", op, r.ID, err)
+		}
+		sessions = sql.NullString{String: string(b), Valid: true}
+	}
+	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (id) DO UPDATE SET advertise_url = excluded.advertise_url, version = excluded.version,
 		started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
-		heartbeat_interval = excluded.heartbeat_interval, instances = excluded.instances`,
-		r.ID, r.AdvertiseURL, r.Version, startedAt, heartbeatAt, int64(r.HeartbeatInterval), r.Instances)
+		heartbeat_interval = excluded.heartbeat_interval, instances = excluded.instances, sessions = excluded.sessions`,
+		r.ID, r.AdvertiseURL, r.Version, startedAt, heartbeatAt, int64(r.HeartbeatInterval), r.Instances, sessions)
 	return err
 }
 
@@ -52,9 +61,15 @@ func (t *tx) Replicas() ([]store.Replica, error) {
 			r                      store.Replica
 			startedAt, heartbeatAt sql.NullInt64
 			interval               int64
+			sessions               sql.NullString
 		)
-		if err := rows.Scan(&r.ID, &r.AdvertiseURL, &r.Version, &startedAt, &heartbeatAt, &interval, &r.Instances); err != nil {
+		if err := rows.Scan(&r.ID, &r.AdvertiseURL, &r.Version, &startedAt, &heartbeatAt, &interval, &r.Instances, &sessions); err != nil {
 			return nil, wrap(op, err)
+		}
+		if sessions.Valid {
+			if err := json.Unmarshal([]byte(sessions.String), &r.Sessions); err != nil {
+				return nil, fmt.Errorf("storesqlite: %s: sessions of replica %q: %w", op, r.ID, err)
+			}
 		}
 		r.StartedAt, r.HeartbeatAt, r.HeartbeatInterval = timeFrom(startedAt), timeFrom(heartbeatAt), time.Duration(interval)
 		out = append(out, r)

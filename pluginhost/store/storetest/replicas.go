@@ -16,7 +16,8 @@ func normReplica(r store.Replica) store.Replica {
 func testReplicas(t *testing.T, s store.Store) {
 	at := base()
 	b := store.Replica{ID: "replica-b", AdvertiseURL: "http://10.0.0.2:8080", Version: "1.0.0", StartedAt: at,
-		HeartbeatAt: at.Add(5 * time.Second), HeartbeatInterval: 5 * time.Second, Instances: 3}
+		HeartbeatAt: at.Add(5 * time.Second), HeartbeatInterval: 5 * time.Second, Instances: 3,
+		Sessions: []store.ReplicaSession{{PluginID: "auth-plugin", InstanceID: "worker-1"}, {PluginID: "auth-plugin", InstanceID: "wörker-2"}, {PluginID: "billing", InstanceID: "b"}}}
 	a := store.Replica{ID: "Replica_A", AdvertiseURL: "https://a.example.test", Version: "1.1.0",
 		StartedAt: at.Add(-time.Hour), HeartbeatAt: at.Add(time.Nanosecond), HeartbeatInterval: 250 * time.Millisecond}
 	read(t, s, func(tx store.Tx) error {
@@ -38,7 +39,7 @@ func testReplicas(t *testing.T, s store.Store) {
 
 	// A heartbeat replaces the record; a zero start time round-trips.
 	b2 := b
-	b2.HeartbeatAt, b2.Instances, b2.AdvertiseURL, b2.StartedAt = at.Add(10*time.Second), 0, "http://10.0.0.2:9090", time.Time{}
+	b2.HeartbeatAt, b2.Instances, b2.AdvertiseURL, b2.StartedAt, b2.Sessions = at.Add(10*time.Second), 0, "http://10.0.0.2:9090", time.Time{}, nil
 	write(t, s, func(tx store.Tx) error { return tx.PutReplica(b2) })
 	write(t, s, func(tx store.Tx) error { return tx.DeleteReplica(a.ID) })
 	err := s.Write(t.Context(), func(tx store.Tx) error { return tx.DeleteReplica(a.ID) })

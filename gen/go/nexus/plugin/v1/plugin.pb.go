@@ -1377,7 +1377,8 @@ type RuntimeState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The process id of a host-launched plugin; 0 when none runs.
 	Pid int32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	// Connected instances (sessions).
+	// Connected instances (sessions): in the detail view, on every replica (the length of
+	// connected_instances); in the list, on the replica that answered.
 	Instances int32 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
 	// Restarts after crashes since the plugin was last enabled.
 	Restarts int32 `protobuf:"varint,3,opt,name=restarts,proto3" json:"restarts,omitempty"`
@@ -1385,8 +1386,10 @@ type RuntimeState struct {
 	BackoffSeconds float64 `protobuf:"fixed64,4,opt,name=backoff_seconds,json=backoffSeconds,proto3" json:"backoff_seconds,omitempty"`
 	// When the current process became active.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	// The instances connected to the replica that answered, ordered by instance id (the
-	// instances connected to other replicas are not listed yet).
+	// The connected instances with their replica: first those connected to the replica that
+	// answered, now, ordered by instance id; then, on replicas sharing a database, those
+	// connected to the other live replicas at their last heartbeat, ordered by replica and
+	// instance id (detail view only).
 	ConnectedInstances []*ConnectedInstance `protobuf:"bytes,6,rep,name=connected_instances,json=connectedInstances,proto3" json:"connected_instances,omitempty"`
 	// How many copies of a host-launched plugin should run: the count an administrator set
 	// (SetPluginInstances), or the manifest's `instances`. A single server runs one.

@@ -784,7 +784,8 @@ export type RuntimeState = Message<"nexus.plugin.v1.RuntimeState"> & {
   pid: number;
 
   /**
-   * Connected instances (sessions).
+   * Connected instances (sessions): in the detail view, on every replica (the length of
+   * connected_instances); in the list, on the replica that answered.
    *
    * @generated from field: int32 instances = 2;
    */
@@ -812,8 +813,10 @@ export type RuntimeState = Message<"nexus.plugin.v1.RuntimeState"> & {
   startedAt?: Timestamp | undefined;
 
   /**
-   * The instances connected to the replica that answered, ordered by instance id (the
-   * instances connected to other replicas are not listed yet).
+   * The connected instances with their replica: first those connected to the replica that
+   * answered, now, ordered by instance id; then, on replicas sharing a database, those
+   * connected to the other live replicas at their last heartbeat, ordered by replica and
+   * instance id (detail view only).
    *
    * @generated from field: repeated nexus.plugin.v1.ConnectedInstance connected_instances = 6;
    */
