@@ -20,7 +20,8 @@ import (
 // and its detail view says which replica holds each slot; set to three through the API, it
 // runs on all three; set to five, it still runs once per replica and two slots wait; set
 // to one, two replicas stop it. A restart and an update through a replica that does not run
-// it restart it where it runs. Bad counts are refused naming the field.
+// it restart it where it runs. Bad counts are refused naming the field. Uninstalled and
+// installed again, it has its manifest's count.
 func TestInstancesSpreadOverReplicas(t *testing.T) {
 	const ttl = 2 * time.Second
 	pg := pgtest.Start(t, pgtest.Options{})
@@ -171,10 +172,22 @@ func TestInstancesSpreadOverReplicas(t *testing.T) {
 			t.Errorf("PUT %s: %d %s", tc.body, res.Status, res.Raw)
 		}
 	}
-	if res := a.rest(http.MethodPut, "/api/v1/plugins/no-such-plugin/instances", a.Admin, map[string]any{"instances": 2}); res.Status != http.StatusNotFound {
+	if res := a.rest(http.MethodPut, "/api/v1/plugins/no-such-plugin/instances", a.Admin, map[string]any{"instances": 2}); res.Status != http.StatusNotFound || res.errorCode() != "PLUGIN_NOT_FOUND" {
 		t.Errorf("unknown plugin: %d %s", res.Status, res.Raw)
 	}
 	onDistinct(1)
+
+	// Uninstalled, the count set through the API goes: installed again, the plugin runs its
+	// manifest's two copies.
+	c.mustREST(http.MethodDelete, "/api/v1/plugins/"+id, c.Admin, nil)
+	for name, e := range all {
+		waitFor(t, "the uninstall seen by "+name, 10*time.Second, func() bool {
+			return e.rest(http.MethodGet, "/api/v1/plugins/"+id, e.Admin, nil).Status == http.StatusNotFound
+		})
+	}
+	installTestPlugin(a, id, "healthy", map[string]any{"instances": 2}, nil)
+	a.mustREST(http.MethodPost, "/api/v1/plugins/"+id+"/enable", a.Admin, nil)
+	onDistinct(2)
 }
 
 // TestInstancesOnOneServer: a single server records the count an administrator sets and
@@ -186,7 +199,7 @@ func TestInstancesOnOneServer(t *testing.T) {
 	installTestPlugin(e, id, "healthy", nil, nil)
 	e.mustREST(http.MethodPost, "/api/v1/plugins/"+id+"/enable", e.Admin, nil)
 	r := e.mustREST(http.MethodPut, "/api/v1/plugins/"+id+"/instances", e.Admin, map[string]any{"instances": 3})
-	if r["live_replicas"] != 1.0 || !strings.Contains(r["message"].(string), "2 wait for more replicas") {
+	if r["live_replicas"] != 1.0 || !strings.Contains(r["message"].(string), "this server runs one copy") {
 		t.Errorf("set 3 = %v", r)
 	}
 	desired := func() any {
@@ -207,7 +220,7 @@ func TestInstancesOnOneServer(t *testing.T) {
 
 	mustInstall(e, map[string]any{"id": "outside-plugin", "name": "Outside", "version": "1.0.0", "external": true})
 	res := e.rest(http.MethodPut, "/api/v1/plugins/outside-plugin/instances", e.Admin, map[string]any{"instances": 2})
-	if res.Status != http.StatusBadRequest || !strings.Contains(string(res.Raw), "external") {
+	if res.Status != http.StatusBadRequest || res.errorCode() != "VALIDATION_ERROR" || !strings.Contains(string(res.Raw), `"instances"`) || !strings.Contains(string(res.Raw), "external") {
 		t.Errorf("external plugin: %d %s", res.Status, res.Raw)
 	}
 }

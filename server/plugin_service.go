@@ -58,6 +58,7 @@ type pluginRuntime interface {
 	Disable(ctx context.Context, id string, opts pluginhost.DisableOptions) error
 	Restart(ctx context.Context, id, reason string, timeout time.Duration) (string, error)
 	SetInstances(ctx context.Context, id string, n int) error
+	Placed() bool
 	Info(id string) pluginhost.RuntimeInfo
 	CheckHealth(ctx context.Context, id string) (pluginhost.RuntimeInfo, error)
 }
@@ -215,7 +216,7 @@ func (s *pluginService) UpdatePluginConfig(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	if up.RestartRequired && req.Msg.GetRestart() && s.runtime.Info(req.Msg.GetPluginId()).Running {
+	if up.RestartRequired && req.Msg.GetRestart() && s.runsSomewhere(ctx, req.Msg.GetPluginId()) {
 		if _, err := s.runtime.Restart(ctx, req.Msg.GetPluginId(), "configuration change", 30*time.Second); err != nil {
 			return nil, err
 		}
@@ -266,23 +267,42 @@ func (s *pluginService) RestartPlugin(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&pluginv1.RestartPluginResponse{PluginId: m.GetPluginId(), Status: status, RestartedAt: timestamppb.Now(), Reason: m.GetReason()}), nil
 }
 
+// runsSomewhere reports whether a copy of plugin id runs here or, with replicas, on another
+// replica (its record says active).
+func (s *pluginService) runsSomewhere(ctx context.Context, id string) bool {
+	if s.runtime.Info(id).Running {
+		return true
+	}
+	if !s.runtime.Placed() {
+		return false
+	}
+	v, err := s.plugins.Get(ctx, id, false)
+	return err == nil && v.Enabled && v.Status == pluginhost.StatusActive
+}
+
 func (s *pluginService) SetPluginInstances(ctx context.Context, req *connect.Request[pluginv1.SetPluginInstancesRequest]) (*connect.Response[pluginv1.SetPluginInstancesResponse], error) {
 	m := req.Msg
 	if err := s.runtime.SetInstances(ctx, m.GetPluginId(), int(m.GetInstances())); err != nil {
 		return nil, err
 	}
 	live := 1
-	if replicas, err := s.cluster.Replicas(ctx); err == nil {
-		live = 0
-		for _, r := range replicas {
-			if r.Up {
-				live++
+	msg := fmt.Sprintf("%d instances of %s requested", m.GetInstances(), m.GetPluginId())
+	if !s.runtime.Placed() {
+		if m.GetInstances() > 1 {
+			msg += "; this server runs one copy (the count applies to servers sharing a PostgreSQL database)"
+		}
+	} else {
+		if replicas, err := s.cluster.Replicas(ctx); err == nil {
+			live = 0
+			for _, r := range replicas {
+				if r.Up {
+					live++
+				}
 			}
 		}
-	}
-	msg := fmt.Sprintf("%d instances of %s requested", m.GetInstances(), m.GetPluginId())
-	if wait := int(m.GetInstances()) - live; wait > 0 {
-		msg += fmt.Sprintf("; %d live replicas run one each, %d wait for more replicas", live, wait)
+		if wait := int(m.GetInstances()) - live; wait > 0 {
+			msg += fmt.Sprintf("; %d live replicas run one each, %d wait for more replicas", live, wait)
+		}
 	}
 	return connect.NewResponse(&pluginv1.SetPluginInstancesResponse{
 		PluginId: m.GetPluginId(), Instances: m.GetInstances(), LiveReplicas: int32(live), Message: msg,

@@ -160,6 +160,11 @@ type event struct {
 // it starts is stopped when the test ends, the runtime first.
 func newFixture(t *testing.T, cfg runtime.Config) *fixture {
 	t.Helper()
+	return newFixtureP(t, cfg, false)
+}
+
+func newFixtureP(t *testing.T, cfg runtime.Config, placed bool) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := storesqlite.Open(context.Background(), filepath.Join(dir, "nexus.db"))
 	if err != nil {
@@ -186,7 +191,12 @@ func newFixture(t *testing.T, cfg runtime.Config) *fixture {
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = time.Minute
 	}
+	var leases store.Store
+	if placed {
+		leases = st
+	}
 	f.rt = runtime.New(runtime.Options{
+		Leases: leases,
 		Config: cfg, Registry: f.reg, Presence: f.pres, Logs: f.logs, Metrics: f.metrics, Tokens: f.tokens,
 		DataDir: dir, Notify: f.notify,
 	})

@@ -62,8 +62,30 @@ func (rt *Runtime) enable(ctx context.Context, id string, opts EnableOptions, vi
 }
 
 // StartLocked starts an enabled (or to be enabled) plugin whose lifecycle lock the caller
-// holds; its dependencies must be active already.
+// holds; its dependencies must be active already. A start that fails gives up the lease
+// slot held here (kept by a restart), unless a copy still runs here.
 func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
+	status, err := rt.startLocked(ctx, id)
+	if err != nil && !rt.runsHere(id) {
+		rt.releaseLease(ctx, id)
+	}
+	return status, err
+}
+
+// runsHere reports whether a process of plugin id runs here, not being stopped.
+func (rt *Runtime) runsHere(id string) bool {
+	rt.mu.Lock()
+	r := rt.plugins[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.proc != nil && !r.stopping
+}
+
+func (rt *Runtime) startLocked(ctx context.Context, id string) (string, error) {
 	if rt.shuttingDown.Load() {
 		// Not recorded as an error: the plugin starts again with the server.
 		return "", errs.New(errs.PluginUnavailable, "the server is shutting down; plugin %s is not started", id)
@@ -127,12 +149,6 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 			return p.rec.Status, nil
 		}
 	}
-	started := false
-	defer func() {
-		if !started {
-			rt.releaseLease(ctx, id)
-		}
-	}()
 	if err := rt.ensurePackage(ctx, p.rec); err != nil {
 		return "", err
 	}
@@ -143,7 +159,6 @@ func (rt *Runtime) StartLocked(ctx context.Context, id string) (string, error) {
 	if err := rt.start(ctx, r, p); err != nil {
 		return "", err
 	}
-	started = true
 	rt.notify(ctx, "plugin.enabled", map[string]any{"plugin_id": id, "version": p.rec.Version})
 	return registry.StatusActive, nil
 }
@@ -361,7 +376,15 @@ func (rt *Runtime) Restart(ctx context.Context, id, reason string, timeout time.
 		_ = rt.SetStatus(ctx, id, registry.StatusInactive, "", &yes)
 	}
 	rt.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin restarting: " + orDefault(reason, "restart requested")})
-	return rt.Enable(ctx, id, EnableOptions{})
+	status, err := rt.Enable(ctx, id, EnableOptions{})
+	if err != nil && !rt.runsHere(id) {
+		rt.releaseLease(ctx, id) // the slot the stop kept: a start refused before it was taken
+		// Stopped and not started again: the record must not say active.
+		if cur, gerr := rt.reg.Get(id); gerr == nil && cur.Status() == registry.StatusActive {
+			_ = rt.SetStatus(context.WithoutCancel(ctx), id, registry.StatusInactive, "restart failed: "+err.Error(), nil)
+		}
+	}
+	return status, err
 }
 
 // StartEnabled starts every enabled plugin in dependency load order. Failures are

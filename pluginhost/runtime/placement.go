@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,10 @@ func txNow(tx store.Tx) (time.Time, error) {
 // placed reports whether placement is on: leases decide where host-launched plugins run.
 func (rt *Runtime) placed() bool { return rt.leases != nil }
 
+// Placed reports whether this server shares its store with replicas, which place the copies
+// of host-launched plugins by lease; without, it runs one copy of each enabled plugin.
+func (rt *Runtime) Placed() bool { return rt.placed() }
+
 // readLease reads a lease slot in tx; a missing or unreadable one is free.
 func readLease(tx store.Tx, key string) (Lease, error) {
 	b, err := tx.Setting(key)
@@ -92,6 +97,15 @@ func readLease(tx store.Tx, key string) (Lease, error) {
 // instanceCount reads in tx how many copies of plugin id should run: the count an
 // administrator set, or the manifest's.
 func (rt *Runtime) instanceCount(tx store.Tx, id string) (int, error) {
+	set, err := setCount(tx, id)
+	if err != nil || set > 0 {
+		return set, err
+	}
+	return rt.manifestCount(id), nil
+}
+
+// setCount reads in tx the instance count an administrator set for plugin id; 0: none.
+func setCount(tx store.Tx, id string) (int, error) {
 	b, err := tx.Setting(InstancesKey(id))
 	switch {
 	case err == nil:
@@ -102,10 +116,15 @@ func (rt *Runtime) instanceCount(tx store.Tx, id string) (int, error) {
 	case !errors.Is(err, store.ErrNotFound):
 		return 0, err
 	}
+	return 0, nil
+}
+
+// manifestCount is the instance count of plugin id's manifest as installed now.
+func (rt *Runtime) manifestCount(id string) int {
 	if p, err := rt.reg.Get(id); err == nil {
-		return p.Manifest().InstanceCount(), nil
+		return p.Manifest().InstanceCount()
 	}
-	return manifest.DefaultInstances, nil
+	return manifest.DefaultInstances
 }
 
 // claimLease, in tx, extends the slot of plugin id's leases this replica holds, or takes a
@@ -193,11 +212,12 @@ type namedRevoker interface {
 // renewLease extends the lease slot held here. It returns why the plugin must stop here
 // instead: another replica holds the slot now, or the instance count no longer has it. A
 // lease released here meanwhile is not taken again.
-func (rt *Runtime) renewLease(ctx context.Context, id string) (lost string, err error) {
+func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost string, err error) {
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
 		// Read within the Write, which comes after any release's: a lease released since
 		// the renewal began stays released.
-		slot, ok := rt.heldSlot(id)
+		var ok bool
+		slot, ok = rt.heldSlot(id)
 		if !ok {
 			return nil
 		}
@@ -223,7 +243,7 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (lost string, err 
 		}
 		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 	})
-	return lost, err
+	return slot, lost, err
 }
 
 // releaseLease gives up the lease slot of plugin id this replica holds, if any: the record
@@ -278,6 +298,8 @@ type Placement struct {
 	Instances int
 	// Slots are the lease slots 0..Instances-1; nil without placement.
 	Slots []Slot
+	// set is the count an administrator set, as read; 0: none (the manifest's applies).
+	set int
 }
 
 // elsewhere returns the live replicas other than this one that hold a slot.
@@ -316,11 +338,15 @@ func (rt *Runtime) placements(ctx context.Context, ids ...string) (map[string]Pl
 			return err
 		}
 		for _, id := range ids {
-			n, err := rt.instanceCount(tx, id)
+			set, err := setCount(tx, id)
 			if err != nil {
 				return err
 			}
-			pl := Placement{Instances: n}
+			n := set
+			if n == 0 {
+				n = rt.manifestCount(id)
+			}
+			pl := Placement{Instances: n, set: set}
 			if rt.placed() {
 				for k := range n {
 					l, err := readLease(tx, slotKey(id, k))
@@ -350,18 +376,27 @@ func (rt *Runtime) placements(ctx context.Context, ids ...string) (map[string]Pl
 // replica holds each lease slot, as this replica last read them: at the server's start, at
 // each takeover round (every third of the lease TTL) and after SetInstances. Views read it
 // from memory.
+// The count is the administrator's as last read, or the manifest's as installed now; an
+// external plugin has none (zero).
 func (rt *Runtime) PlacementOf(id string) Placement {
+	p, err := rt.reg.Get(id)
+	if err != nil || p.Manifest().External {
+		return Placement{}
+	}
 	rt.mu.Lock()
-	pl, ok := rt.placement[id]
+	pl := rt.placement[id]
 	rt.mu.Unlock()
-	if ok {
-		return pl
+	pl.Instances = pl.set
+	if pl.Instances == 0 {
+		pl.Instances = p.Manifest().InstanceCount()
 	}
-	n := manifest.DefaultInstances
-	if p, err := rt.reg.Get(id); err == nil {
-		n = p.Manifest().InstanceCount()
+	if len(pl.Slots) > 0 { // slots read for another count: the new ones are free so far
+		pl.Slots = slices.Clone(pl.Slots[:min(len(pl.Slots), pl.Instances)])
+		for k := len(pl.Slots); k < pl.Instances; k++ {
+			pl.Slots = append(pl.Slots, Slot{Slot: k})
+		}
 	}
-	return Placement{Instances: n}
+	return pl
 }
 
 // SetInstances records that n copies (1..manifest.MaxInstances) of host-launched plugin id
@@ -384,13 +419,18 @@ func (rt *Runtime) SetInstances(ctx context.Context, id string, n int) error {
 		return errs.New(errs.Internal, "this server keeps no instance counts")
 	}
 	if err := rt.settings.Write(ctx, func(tx store.Tx) error {
+		if _, err := tx.Plugin(id); err != nil {
+			return err // uninstalled meanwhile: no count is left behind
+		}
 		return tx.PutSetting(InstancesKey(id), mustJSON(n))
-	}); err != nil {
+	}); errors.Is(err, store.ErrNotFound) {
+		return errs.New(errs.PluginNotFound, "plugin %s is not installed", id)
+	} else if err != nil {
 		return errs.Wrap(errs.Internal, err, "could not record the instance count")
 	}
 	rt.mu.Lock()
 	pl := rt.placement[id]
-	pl.Instances = n
+	pl.Instances, pl.set = n, n
 	rt.placement[id] = pl
 	rt.mu.Unlock()
 	if rt.placed() {
@@ -438,6 +478,10 @@ func (rt *Runtime) everyThirdTTL(fn func()) {
 // renewLeases renews every lease held here; a plugin whose lease another replica took, or
 // whose instance count no longer has the slot held here, is stopped here.
 func (rt *Runtime) renewLeases() {
+	// One round at a time (the ticker, SetInstances and the change feed start them): a
+	// verdict is not acted on while another round changes what is held.
+	rt.renewMu.Lock()
+	defer rt.renewMu.Unlock()
 	rt.mu.Lock()
 	ids := make([]string, 0, len(rt.held))
 	for id := range rt.held {
@@ -445,7 +489,7 @@ func (rt *Runtime) renewLeases() {
 	}
 	rt.mu.Unlock()
 	for _, id := range ids {
-		lost, err := rt.renewLease(rt.ctx, id)
+		slot, lost, err := rt.renewLease(rt.ctx, id)
 		if err != nil {
 			if rt.ctx.Err() == nil {
 				rt.log.Warn("could not renew a plugin's lease", "plugin_id", id, "error", err)
@@ -455,11 +499,17 @@ func (rt *Runtime) renewLeases() {
 		if lost == "" {
 			continue
 		}
+		unlock := rt.locks.lock(id)
+		// Under the lock, a start may have taken another slot since the verdict: that copy
+		// stays.
+		if now, ok := rt.heldSlot(id); !ok || now != slot {
+			unlock()
+			continue
+		}
 		rt.mu.Lock()
 		delete(rt.held, id) // not to be released: another replica's now, or released already
 		rt.mu.Unlock()
 		rt.log.Warn("stopping a plugin here: "+lost, "plugin_id", id)
-		unlock := rt.locks.lock(id)
 		rt.stop(rt.ctx, rt.get(id), DisableOptions{Reason: lost, Graceful: true, Timeout: rt.cfg.KillGrace})
 		unlock()
 	}
@@ -536,8 +586,18 @@ func (rt *Runtime) RestartRequested(ctx context.Context, key string) {
 		}
 		return err
 	})
-	if err != nil || req.By == rt.cfg.Replica {
+	if err != nil {
+		if ctx.Err() == nil {
+			rt.log.Warn("could not read a restart asked through another replica", "plugin_id", id, "error", err)
+		}
 		return
+	}
+	rt.mu.Lock()
+	seen := rt.restartsSeen[id].Equal(req.At)
+	rt.restartsSeen[id] = req.At
+	rt.mu.Unlock()
+	if seen || req.By == rt.cfg.Replica {
+		return // applied already (notices of two requests may both read the last), or its own
 	}
 	rt.RestartHere(ctx, id, orDefault(req.Reason, "restart requested")+" (through replica "+req.By+")")
 }
@@ -553,6 +613,12 @@ func (rt *Runtime) RestartHere(ctx context.Context, id, reason string) {
 	rt.log.Info("restarting a plugin's copy here: "+reason, "plugin_id", id)
 	rt.logs.Add(store.LogRecord{PluginID: id, Level: "INFO", Message: "Plugin restarting: " + reason})
 	rt.stop(ctx, rt.get(id), DisableOptions{Reason: reason, Graceful: true, Timeout: rt.cfg.KillGrace, keepLease: true})
+	// Checked again once stopped: a disable (or a quarantine) recorded meanwhile through
+	// another replica stands; the copy is not started again over it.
+	if cur, err := rt.reg.Get(id); err != nil || !cur.Enabled() || cur.Status() == registry.StatusError {
+		rt.releaseLease(ctx, id)
+		return
+	}
 	if _, err := rt.StartLocked(ctx, id); err != nil && ctx.Err() == nil {
 		rt.log.Warn("restarting a plugin's copy failed", "plugin_id", id, "error", err)
 	}

@@ -149,8 +149,8 @@ type Options struct {
 	// store.Feed): each host-launched plugin then runs on the one replica that holds its
 	// lease there (see placement.go). Nil: every enabled plugin runs here.
 	Leases store.Store
-	// Settings is the server's store, where SetInstances records instance counts (Leases
-	// when nil).
+	// Settings is the server's store, where SetInstances records instance counts, for a
+	// server without placement (with placement: Leases).
 	Settings store.Store
 }
 
@@ -195,6 +195,10 @@ type Runtime struct {
 	held map[string]int
 	// placement is the plugins' placement as last read (see PlacementOf).
 	placement map[string]Placement
+	// restartsSeen is when the last restart asked through another replica, per plugin, was
+	// asked (RestartRequested applies each once).
+	restartsSeen map[string]time.Time
+	renewMu      sync.Mutex // one renewLeases round at a time
 }
 
 // running is the live state of one plugin.
@@ -248,8 +252,8 @@ func New(opts Options) *Runtime {
 	if opts.EnsurePackage == nil {
 		opts.EnsurePackage = func(context.Context, store.Plugin) error { return nil }
 	}
-	if opts.Settings == nil {
-		opts.Settings = opts.Leases
+	if opts.Settings == nil || opts.Leases != nil {
+		opts.Settings = opts.Leases // with placement, counts and leases are read in one store
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &Runtime{
@@ -257,7 +261,7 @@ func New(opts Options) *Runtime {
 		tokens: opts.Tokens, log: opts.Logger, dataDir: opts.DataDir, notify: opts.Notify, locks: newLifecycleLocks(),
 		ctx: ctx, cancel: cancel, plugins: map[string]*running{}, endpointConflict: opts.EndpointConflict,
 		ensurePackage: opts.EnsurePackage, leases: opts.Leases, held: map[string]int{}, settings: opts.Settings,
-		placement: map[string]Placement{},
+		placement: map[string]Placement{}, restartsSeen: map[string]time.Time{},
 	}
 	opts.Presence.OnAttach(rt.attach)
 	opts.Presence.OnDetach(rt.detach)
