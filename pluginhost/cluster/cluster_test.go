@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,5 +187,50 @@ func TestRunAndPrevious(t *testing.T) {
 	}
 	if _, _, found, err := member(t, st, "node-b", &n, time.Second).Previous(t.Context()); err != nil || found {
 		t.Errorf("Previous of a new id: found %v, %v", found, err)
+	}
+}
+
+// A heartbeat records the instances connected to its replica; another replica lists them,
+// for one plugin, from what its own last heartbeat read, and no longer once that replica is
+// down.
+func TestRemoteSessions(t *testing.T) {
+	st := openStore(t)
+	ctx := t.Context()
+	sessions := []store.ReplicaSession{{PluginID: "auth-plugin", InstanceID: "w1"}, {PluginID: "auth-plugin", InstanceID: "w2"}, {PluginID: "billing", InstanceID: "b1"}}
+	a, err := cluster.New(cluster.Config{Store: st, ID: "node-a", Interval: 200 * time.Millisecond,
+		Sessions: func() []store.ReplicaSession { return sessions }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cluster.New(cluster.Config{Store: st, ID: "node-b", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.RemoteSessions("auth-plugin"); len(got) != 0 {
+		t.Fatalf("before any heartbeat: %v", got)
+	}
+	if err := a.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.RemoteSessions("auth-plugin"); len(got) != 0 {
+		t.Fatalf("before B's heartbeat read A's record: %v", got)
+	}
+	if err := b.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []cluster.Session{{InstanceID: "w1", Replica: "node-a"}, {InstanceID: "w2", Replica: "node-a"}}
+	if got := b.RemoteSessions("auth-plugin"); !slices.Equal(got, want) {
+		t.Errorf("auth-plugin's instances as B lists them: %v, want %v", got, want)
+	}
+	if got := a.RemoteSessions("auth-plugin"); len(got) != 0 {
+		t.Errorf("A lists its own instances as remote: %v", got)
+	}
+	// A stops beating: three of its intervals later it is down, and its instances go.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(b.RemoteSessions("auth-plugin")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the instances of a replica that is down are still listed")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
