@@ -300,7 +300,10 @@ func (s *pluginService) SetPluginInstances(ctx context.Context, req *connect.Req
 				}
 			}
 		}
-		if wait := int(m.GetInstances()) - live; wait > 0 {
+		switch wait := int(m.GetInstances()) - live; {
+		case wait == 1:
+			msg += fmt.Sprintf("; %d live replicas run one each, 1 waits for another replica", live)
+		case wait > 1:
 			msg += fmt.Sprintf("; %d live replicas run one each, %d wait for more replicas", live, wait)
 		}
 	}
