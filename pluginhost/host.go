@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nexus-platform/nexus/pluginhost/archive"
+	"github.com/nexus-platform/nexus/pluginhost/audit"
 	"github.com/nexus-platform/nexus/pluginhost/bus"
 	"github.com/nexus-platform/nexus/pluginhost/bus/busmem"
 	"github.com/nexus-platform/nexus/pluginhost/catalog"
@@ -88,6 +89,7 @@ type Host struct {
 	tokens   runtime.TokenIssuer
 
 	loops loops // the background loops, started by Start
+	audit *audit.Writer
 	// refreshAgain is set when a change of the shared store could not be applied: every
 	// record is read again (retryRefresh).
 	refreshAgain atomic.Bool
@@ -124,6 +126,7 @@ func New(opts Options) (*Host, error) {
 	h := &Host{log: opts.Logger, st: opts.Store, repos: repos, tokens: opts.Tokens}
 	h.reg = registry.New(opts.Store, opts.Secrets, opts.Logger)
 	h.logs = logsink.New(opts.Store, opts.Logger, opts.LogRetention)
+	h.audit = audit.New(opts.Store, opts.Logger)
 	h.metrics = metrics.New()
 	h.pres = presence.New()
 	h.kv = kv.New(opts.Store, kv.Options{})
@@ -194,6 +197,7 @@ func (h *Host) Start(ctx context.Context) error {
 	}
 	h.router.Start()
 	h.loops.start(h.logs.Run)
+	h.loops.start(h.audit.Run)
 	h.loops.start(h.sweepKV)
 	if src, ok := h.tokens.(revocations); ok {
 		src.OnRevoke(func(tokenID string) { h.pres.EndToken(tokenID, errRevoked) })

@@ -2,8 +2,6 @@ package pluginhost
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -325,19 +323,7 @@ func (h *Host) Backups(ctx context.Context, id string) ([]store.Backup, error) {
 
 // Audit appends an entry to the audit log.
 func (h *Host) Audit(ctx context.Context, e store.AuditEntry) error {
-	if e.ID == "" {
-		e.ID = "aud_" + randomHex(8)
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	return h.st.Write(ctx, func(tx store.Tx) error { return tx.AppendAudit(e) }) // not a plugin record
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails on supported platforms
-	return hex.EncodeToString(b)
+	return h.audit.Add(ctx, e) // stored in batches off the caller's path (see package audit)
 }
 
 func sortedCopy(s []string) []string {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -128,14 +129,18 @@ func TestAuditLogRecordsStateChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// Audit entries are stored in batches, within audit.FlushEvery of the call.
 	var entries []store.AuditEntry
-	if err := st.Read(context.Background(), func(tx store.Tx) error {
-		var err error
-		entries, err = tx.Audit(store.AuditFilter{})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "four audit entries", 5*time.Second, func() bool {
+		if err := st.Read(context.Background(), func(tx store.Tx) error {
+			var err error
+			entries, err = tx.Audit(store.AuditFilter{})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return len(entries) >= 4
+	})
 	var got []string
 	for _, a := range entries {
 		got = append(got, strings.Join([]string{shortName(a.Action), a.Target, string(a.Role), a.Outcome}, " "))
