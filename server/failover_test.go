@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,9 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
-	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
 	"github.com/nexus-platform/nexus/pluginhost/runtime"
-	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
 	"github.com/nexus-platform/nexus/server"
 )
 
@@ -59,39 +56,13 @@ func TestFailoverNothingAcknowledgedIsLost(t *testing.T) {
 		emitFor   = 15 * time.Second
 	)
 	began := time.Now()
-	pg := pgtest.Start(t, pgtest.Options{})
-	dbURL := pg.NewDatabase(t)
-	rs := redistest.Start(t, redistest.Options{})
-	tune := func(id, dir string) func(*server.Config) {
-		return func(c *server.Config) {
-			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-failover:"
-			c.ReplicaID, c.LeaseTTL, c.HealthInterval = id, ttl, 300*time.Millisecond
-			c.HeartbeatInterval, c.ProcessingTimeout = 200*time.Millisecond, 2*time.Second
-			if dir != "" {
-				c.DataDir = dir
-			}
-		}
-	}
-	b := startServerWith(t, testLogSink(), slog.LevelDebug, tune("beta", ""))
-	key, err := os.ReadFile(filepath.Join(b.DataDir, "secret.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	withKey := func() string {
-		dir := searchableTempDir(t)
-		if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
-	c := startServerWith(t, testLogSink(), slog.LevelDebug, tune("gamma", withKey()))
-	dirA := withKey()
-	cmdA, urlA := startProcessWith(t, dirA, filepath.Join(t.TempDir(), "addr"), nil, []string{
-		"NEXUS_DATABASE_URL=" + dbURL, "NEXUS_REDIS_URL=" + rs.URL(), "NEXUS_REDIS_PREFIX=test-failover:",
-		"NEXUS_REPLICA_ID=alpha", "NEXUS_LEASE_TTL=" + ttl.String(), "NEXUS_HEALTH_INTERVAL=300ms",
-		"NEXUS_HEARTBEAT_INTERVAL=200ms", "NEXUS_PROCESSING_TIMEOUT=2s"})
-	// Tokens live in the shared database: beta's identity service issues alpha's too.
-	a := &env{t: t, URL: urlA, DataDir: dirA, Admin: testAdminToken, User: b.User, srv: b.srv}
+	set := newReplicaSet(t, "test-failover:", func(c *server.Config) {
+		c.LeaseTTL, c.HealthInterval = ttl, 300*time.Millisecond
+		c.HeartbeatInterval, c.ProcessingTimeout = 200*time.Millisecond, 2*time.Second
+	}, "NEXUS_LEASE_TTL="+ttl.String(), "NEXUS_HEALTH_INTERVAL=300ms", "NEXUS_HEARTBEAT_INTERVAL=200ms", "NEXUS_PROCESSING_TIMEOUT=2s")
+	dbURL := set.DBURL
+	b, c := set.inProcess("beta"), set.inProcess("gamma")
+	a, cmdA := set.process("alpha")
 	all := map[string]*env{"alpha": a, "beta": b, "gamma": c}
 	dirs := map[string]string{"alpha": a.DataDir, "beta": b.DataDir, "gamma": c.DataDir}
 	t.Logf("three replicas up after %s", time.Since(began).Round(time.Millisecond))

@@ -1,17 +1,12 @@
 package server_test
 
 import (
-	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
-	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
 	"github.com/nexus-platform/nexus/server"
 )
 
@@ -24,32 +19,10 @@ import (
 // installed again, it has its manifest's count.
 func TestInstancesSpreadOverReplicas(t *testing.T) {
 	const ttl = 2 * time.Second
-	pg := pgtest.Start(t, pgtest.Options{})
-	dbURL := pg.NewDatabase(t)
-	rs := redistest.Start(t, redistest.Options{})
-	var key []byte
-	start := func(id string) *env {
-		dir := searchableTempDir(t)
-		if key != nil {
-			if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		e := startServerWith(t, testLogSink(), slog.LevelDebug, func(c *server.Config) {
-			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-instances:"
-			c.ReplicaID, c.LeaseTTL, c.HealthInterval, c.DataDir = id, ttl, 300*time.Millisecond, dir
-		})
-		if key == nil {
-			var err error
-			if key, err = os.ReadFile(filepath.Join(dir, "secret.key")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return e
-	}
+	reps := newReplicaSet(t, "test-instances:", func(c *server.Config) { c.LeaseTTL, c.HealthInterval = ttl, 300*time.Millisecond })
 	all := map[string]*env{}
 	for _, id := range []string{"alpha", "beta", "gamma"} {
-		all[id] = start(id)
+		all[id] = reps.inProcess(id)
 	}
 	a, c := all["alpha"], all["gamma"]
 	const id = "spread-plugin"

@@ -3,18 +3,13 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
-	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
 	"github.com/nexus-platform/nexus/server"
 )
 
@@ -30,36 +25,12 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 		t.Skip("starts a server process")
 	}
 	const ttl = 2 * time.Second
-	pg := pgtest.Start(t, pgtest.Options{})
-	dbURL := pg.NewDatabase(t)
-	rs := redistest.Start(t, redistest.Options{})
-	tune := func(id, dir string) func(*server.Config) {
-		return func(c *server.Config) {
-			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-placement:"
-			c.ReplicaID, c.LeaseTTL, c.HealthInterval = id, ttl, 300*time.Millisecond
-			if dir != "" {
-				c.DataDir = dir
-			}
-		}
-	}
-	a := startServerWith(t, testLogSink(), slog.LevelDebug, tune("alpha", ""))
-	key, err := os.ReadFile(filepath.Join(a.DataDir, "secret.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	withKey := func() string {
-		dir := searchableTempDir(t)
-		if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
-	c := startServerWith(t, testLogSink(), slog.LevelDebug, tune("gamma", withKey()))
-	dirB := withKey()
-	cmd, urlB := startProcessWith(t, dirB, filepath.Join(t.TempDir(), "addr"), nil, []string{
-		"NEXUS_DATABASE_URL=" + dbURL, "NEXUS_REDIS_URL=" + rs.URL(), "NEXUS_REDIS_PREFIX=test-placement:",
-		"NEXUS_REPLICA_ID=beta", "NEXUS_LEASE_TTL=" + ttl.String(), "NEXUS_HEALTH_INTERVAL=300ms"})
-	b := &env{t: t, URL: urlB, DataDir: dirB, Admin: testAdminToken, User: a.User, srv: a.srv}
+	set := newReplicaSet(t, "test-placement:", func(c *server.Config) {
+		c.LeaseTTL, c.HealthInterval = ttl, 300*time.Millisecond
+	}, "NEXUS_LEASE_TTL="+ttl.String(), "NEXUS_HEALTH_INTERVAL=300ms")
+	dbURL := set.DBURL
+	a, c := set.inProcess("alpha"), set.inProcess("gamma")
+	b, cmd := set.process("beta")
 	all := map[string]*env{"alpha": a, "beta": b, "gamma": c}
 
 	// runsOn is the replicas whose launched instance of the plugin is connected to them.

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
-	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
-	"github.com/nexus-platform/nexus/pluginhost/store/storepg/pgtest"
 	"github.com/nexus-platform/nexus/server"
 )
 
@@ -22,29 +19,8 @@ import (
 // sharing the secrets key (as the README asks replicas to).
 func startReplicas(t *testing.T) (a, b *env, dbURL string) {
 	t.Helper()
-	pg := pgtest.Start(t, pgtest.Options{})
-	dbURL = pg.NewDatabase(t)
-	rs := redistest.Start(t, redistest.Options{})
-	tune := func(dir string) func(*server.Config) {
-		return func(c *server.Config) {
-			c.DatabaseURL, c.RedisURL, c.RedisPrefix = dbURL, rs.URL(), "test-replicas:"
-			c.HealthInterval = 300 * time.Millisecond
-			if dir != "" {
-				c.DataDir = dir
-			}
-		}
-	}
-	a = startServerWith(t, testLogSink(), slog.LevelDebug, tune(""))
-	dir := searchableTempDir(t)
-	key, err := os.ReadFile(filepath.Join(a.DataDir, "secret.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "secret.key"), key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b = startServerWith(t, testLogSink(), slog.LevelDebug, tune(dir))
-	return a, b, dbURL
+	set := newReplicaSet(t, "test-replicas:", func(c *server.Config) { c.HealthInterval = 300 * time.Millisecond })
+	return set.inProcess(""), set.inProcess(""), set.DBURL
 }
 
 // A change made through one server is seen by the other at once: an install, a run-time
