@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -124,6 +125,20 @@ func TestWriterAddWaitsForRoomUntilItsContextEnds(t *testing.T) {
 		defer close(done)
 		w.Run(ctx)
 	}()
+	// Once Run runs, an entry is queued (an Add before that writes at once, into the stuck
+	// store, and gives up with its context).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		actx, acancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := w.Add(actx, store.AuditEntry{Action: "probe"})
+		acancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no entry was queued")
+		}
+	}
 	// The first batch's write blocks; the queue fills behind it.
 	var err error
 	for range 10000 {
@@ -134,8 +149,8 @@ func TestWriterAddWaitsForRoomUntilItsContextEnds(t *testing.T) {
 			break
 		}
 	}
-	if err == nil {
-		t.Fatal("10000 entries queued behind a stuck store without waiting")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("10000 entries queued behind a stuck store: the last Add = %v, want it to wait until its context ends", err)
 	}
 	close(block)
 	cancel()
@@ -149,6 +164,10 @@ type blockingStore struct {
 }
 
 func (b *blockingStore) Write(ctx context.Context, fn func(store.Tx) error) error {
-	<-b.block
+	select {
+	case <-b.block:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	return b.Store.Write(ctx, fn)
 }
