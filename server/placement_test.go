@@ -75,6 +75,20 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 		}
 	}
 
+	// beta's lease records the launch token of its copy (the one to revoke if beta dies).
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var leaseToken, tokenName string
+	if err := conn.QueryRow(t.Context(), `SELECT convert_from(value, 'UTF8')::json->>'token' FROM settings WHERE key = 'lease/placed-plugin'`).Scan(&leaseToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT name FROM tokens WHERE id = $1 AND revoked_at IS NULL`, leaseToken).Scan(&tokenName); err != nil || tokenName != "runtime:beta:placed-plugin" {
+		t.Errorf("the lease records token %q (%q, %v); want beta's valid launch token", leaseToken, tokenName, err)
+	}
+
 	// beta dies without a word: its lease runs out and alpha or gamma starts the plugin.
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -99,11 +113,6 @@ func TestPlacementOneReplicaRunsAPlugin(t *testing.T) {
 	}
 	waitFor(t, "the plugin active", 10*time.Second, func() bool { st, _ := status(a, "placed-plugin"); return st == "active" })
 	// beta could not revoke its copy's launch token; the replica that took the lease did.
-	conn, err := pgx.Connect(t.Context(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	var valid, revoked int
 	if err := conn.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL)
 		FROM tokens WHERE name = 'runtime:beta:placed-plugin'`).Scan(&valid, &revoked); err != nil {

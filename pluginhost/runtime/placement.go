@@ -53,6 +53,9 @@ func InstancesKey(id string) string { return InstancesKeyPrefix + id }
 type Lease struct {
 	Replica   string    `json:"replica"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Token is the id of the launch token of the copy the lease holds, recorded by the
+	// renewals once the copy is launched: a replica that takes the slot over revokes it.
+	Token string `json:"token,omitempty"`
 }
 
 // heldBy reports whether the lease is held, unexpired at now, by a replica other than self.
@@ -129,22 +132,22 @@ func (rt *Runtime) manifestCount(id string) int {
 
 // claimLease, in tx, extends the slot of plugin id's leases this replica holds, or takes a
 // free or expired one. It returns the slot, or -1 when live replicas hold every slot, the
-// other live replicas that hold one, and the replica whose expired lease it took, if any.
-func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string, expired string, err error) {
+// other live replicas that hold one, and the expired lease of another replica it took, if any.
+func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string, expired Lease, err error) {
 	n, err := rt.instanceCount(tx, id)
 	if err != nil {
-		return -1, nil, "", err
+		return -1, nil, Lease{}, err
 	}
 	now, err := txNow(tx)
 	if err != nil {
-		return -1, nil, "", err
+		return -1, nil, Lease{}, err
 	}
 	slot, free := -1, -1
 	var leases []Lease
 	for k := range n {
 		l, err := readLease(tx, slotKey(id, k))
 		if err != nil {
-			return -1, nil, "", err
+			return -1, nil, Lease{}, err
 		}
 		leases = append(leases, l)
 		switch h, live := l.heldBy(rt.cfg.Replica, now); {
@@ -157,10 +160,10 @@ func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string
 		}
 	}
 	if slot < 0 && free >= 0 {
-		slot, expired = free, leases[free].Replica
+		slot, expired = free, leases[free]
 	}
 	if slot < 0 {
-		return -1, others, "", nil
+		return -1, others, Lease{}, nil
 	}
 	return slot, others, expired, tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
 }
@@ -169,7 +172,7 @@ func (rt *Runtime) claimLease(tx store.Tx, id string) (slot int, others []string
 // or a free or expired one), and records it as held here. It returns the slot, or -1 when
 // live replicas hold every slot, and the other live replicas that hold one.
 func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, others []string, err error) {
-	var expired string
+	var expired Lease
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
 		slot, others, expired, err = rt.claimLease(tx, id)
 		return err
@@ -177,7 +180,7 @@ func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, other
 	if err != nil {
 		return -1, nil, err
 	}
-	if expired != "" {
+	if expired.Replica != "" {
 		rt.fenceLaunchToken(ctx, expired, id)
 	}
 	if slot >= 0 {
@@ -189,19 +192,39 @@ func (rt *Runtime) acquireLease(ctx context.Context, id string) (slot int, other
 	return slot, others, nil
 }
 
-// fenceLaunchToken revokes the launch token replica gave its copy of plugin id, whose lease
-// ran out and is taken here: a replica killed could not revoke it, and a copy that outlived
-// its replica's lease (a replica cut off from the database) must not go on acting as the
-// plugin (its sessions end with the token).
-func (rt *Runtime) fenceLaunchToken(ctx context.Context, replica, id string) {
-	r, ok := rt.tokens.(namedRevoker)
-	if !ok {
-		return
+// fenceLaunchToken revokes the launch token of the copy of plugin id that held l, which ran
+// out and is taken here: a replica killed could not revoke it, and a copy that outlived its
+// replica's lease (a replica cut off from the database) must not go on acting as the plugin
+// (its sessions end with the token). The token is the one the lease records; a lease taken
+// before a renewal recorded it (a copy launched less than a third of the TTL before its
+// replica died) has its replica's launch tokens for the plugin revoked by name instead.
+func (rt *Runtime) fenceLaunchToken(ctx context.Context, l Lease, id string) {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if l.Token != "" {
+		if err = rt.tokens.Revoke(ctx, l.Token); errors.Is(err, store.ErrNotFound) {
+			err = nil // gone already
+		}
+	} else if r, ok := rt.tokens.(namedRevoker); ok {
+		name := LaunchTokenName(l.Replica, id)
+		_, err = r.RevokeMatching(ctx, store.RolePlugin, func(n string) bool { return n == name })
 	}
-	name := LaunchTokenName(replica, id)
-	if _, err := r.RevokeMatching(context.WithoutCancel(ctx), store.RolePlugin, func(n string) bool { return n == name }); err != nil {
-		rt.log.Warn("could not revoke the launch token of a copy whose lease ran out", "plugin_id", id, "replica", replica, "error", err)
+	if err != nil {
+		rt.log.Warn("could not revoke the launch token of a copy whose lease ran out", "plugin_id", id, "replica", l.Replica, "error", err)
 	}
+}
+
+// launchToken is the id of the launch token of the copy of plugin id running here ("").
+func (rt *Runtime) launchToken(id string) string {
+	rt.mu.Lock()
+	r := rt.plugins[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return ""
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tokenID
 }
 
 // namedRevoker is implemented by a TokenIssuer that can revoke tokens by name.
@@ -241,7 +264,7 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost st
 			lost = "its instance count is " + strconv.Itoa(n)
 			return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{}))
 		}
-		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL)}))
+		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL), Token: rt.launchToken(id)}))
 	})
 	return slot, lost, err
 }
