@@ -236,7 +236,9 @@ type namedRevoker interface {
 // instead: another replica holds the slot now, or the instance count no longer has it. A
 // lease released here meanwhile is not taken again.
 func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost string, err error) {
+	moved := -1
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
+		moved = -1
 		// Read within the Write, which comes after any release's: a lease released since
 		// the renewal began stays released.
 		var ok bool
@@ -260,12 +262,35 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost st
 			lost = "replica " + h + " took its lease"
 			return nil
 		}
+		mine := Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL), Token: rt.launchToken(id)}
 		if slot >= n {
+			// Beyond a lowered count: the copy moves to a free slot below it if there is
+			// one (it goes on running), or stops.
+			if err := tx.PutSetting(slotKey(id, slot), mustJSON(Lease{})); err != nil {
+				return err
+			}
+			for k := range n {
+				l, err := readLease(tx, slotKey(id, k))
+				if err != nil {
+					return err
+				}
+				if _, live := l.heldBy(rt.cfg.Replica, now); !live && l.Replica != rt.cfg.Replica {
+					moved = k
+					return tx.PutSetting(slotKey(id, k), mustJSON(mine))
+				}
+			}
 			lost = "its instance count is " + strconv.Itoa(n)
-			return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{}))
+			return nil
 		}
-		return tx.PutSetting(slotKey(id, slot), mustJSON(Lease{Replica: rt.cfg.Replica, ExpiresAt: now.Add(rt.cfg.LeaseTTL), Token: rt.launchToken(id)}))
+		return tx.PutSetting(slotKey(id, slot), mustJSON(mine))
 	})
+	if err == nil && moved >= 0 {
+		rt.mu.Lock()
+		if cur, ok := rt.held[id]; ok && cur == slot {
+			rt.held[id] = moved
+		}
+		rt.mu.Unlock()
+	}
 	return slot, lost, err
 }
 

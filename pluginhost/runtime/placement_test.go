@@ -104,3 +104,57 @@ func TestRestartHereKeepsADisableMadeMeanwhile(t *testing.T) {
 		t.Errorf("the disable recorded meanwhile was undone")
 	}
 }
+
+// putLease writes a lease slot as another replica would.
+func putLease(t *testing.T, f *fixture, key string, l runtime.Lease) {
+	t.Helper()
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Write(context.Background(), func(tx store.Tx) error { return tx.PutSetting(key, b) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A copy whose slot a lowered count drops moves to a free slot below it, and goes on
+// running (same process), rather than stopping while a slot it could take is free.
+func TestLoweredCountMovesACopyToAFreeSlot(t *testing.T) {
+	f := newFixtureP(t, runtime.Config{Replica: "r1", LeaseTTL: 600 * time.Millisecond}, true)
+	f.install(spec{id: "app-plugin", mode: "serve"})
+	ctx := context.Background()
+	if err := f.rt.SetInstances(ctx, "app-plugin", 3); err != nil {
+		t.Fatal(err)
+	}
+	// Slots 0 and 1 are held by replicas that are about to die.
+	soon := time.Now().Add(time.Second).UTC()
+	putLease(t, f, runtime.LeaseKey("app-plugin"), runtime.Lease{Replica: "r2", ExpiresAt: soon})
+	putLease(t, f, runtime.LeaseKey("app-plugin")+"/1", runtime.Lease{Replica: "r3", ExpiresAt: soon})
+	f.mustEnable("app-plugin")
+	if l := readLeaseT(t, f, runtime.LeaseKey("app-plugin")+"/2"); l.Replica != "r1" {
+		t.Fatalf("slot 2: %+v, want r1's", l)
+	}
+	pid := f.rt.Info("app-plugin").PID
+	time.Sleep(time.Until(soon) + 100*time.Millisecond) // r2's and r3's leases run out
+	if err := f.rt.SetInstances(ctx, "app-plugin", 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for readLeaseT(t, f, runtime.LeaseKey("app-plugin")).Replica != "r1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot 0 not taken over by r1: %+v", readLeaseT(t, f, runtime.LeaseKey("app-plugin")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l := readLeaseT(t, f, runtime.LeaseKey("app-plugin")+"/2"); l.Replica != "" {
+		t.Errorf("slot 2 after the move: %+v, want released", l)
+	}
+	// Over several renewals the same process runs, on slot 0.
+	time.Sleep(2 * time.Second)
+	if info := f.rt.Info("app-plugin"); !info.Running || info.PID != pid {
+		t.Errorf("after the move: running %v, pid %d; want the same process (%d)", info.Running, info.PID, pid)
+	}
+	if l := readLeaseT(t, f, runtime.LeaseKey("app-plugin")); l.Replica != "r1" || time.Until(l.ExpiresAt) <= 0 {
+		t.Errorf("slot 0 after renewals: %+v", l)
+	}
+}
