@@ -21,9 +21,9 @@ import (
 // as many copies as its instance count says (InstanceCount), each on a replica holding one of
 // its lease slots, and each replica holds at most one slot of a plugin: the copies are spread
 // over the live replicas, and a count above the number of live replicas leaves slots free
-// until more replicas join. A lease is a setting (slotKey = JSON {replica, expires_at}),
-// taken and renewed in one store Write, so that the read, the check and the write are one
-// step for every server sharing the store. Expiry is measured on the database's clock when
+// until more replicas join. A lease is a setting (slotKey = JSON Lease: replica, expiry and
+// the copy's launch token), taken and renewed in one store Write, so that the read, the
+// check and the write are one step for every server sharing the store. Expiry is measured on the database's clock when
 // the store has one (store.ClockTx), so that the servers' own clocks do not matter;
 // otherwise on each server's clock. Without placement a server runs one copy of each
 // enabled plugin.
@@ -232,13 +232,15 @@ type namedRevoker interface {
 	RevokeMatching(ctx context.Context, role store.Role, match func(name string) bool) ([]string, error)
 }
 
-// renewLease extends the lease slot held here. It returns why the plugin must stop here
-// instead: another replica holds the slot now, or the instance count no longer has it. A
+// renewLease extends the lease slot held here; a slot beyond a lowered instance count is
+// traded for a free one below it. It returns why the plugin must stop here instead: another
+// replica holds the slot now, or the count no longer has it and no slot below it is free. A
 // lease released here meanwhile is not taken again.
 func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost string, err error) {
 	moved := -1
+	var expired Lease // the expired lease of another replica that the move took over
 	err = rt.leases.Write(ctx, func(tx store.Tx) error {
-		moved = -1
+		moved, expired, lost = -1, Lease{}, ""
 		// Read within the Write, which comes after any release's: a lease released since
 		// the renewal began stays released.
 		var ok bool
@@ -275,7 +277,7 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost st
 					return err
 				}
 				if _, live := l.heldBy(rt.cfg.Replica, now); !live && l.Replica != rt.cfg.Replica {
-					moved = k
+					moved, expired = k, l
 					return tx.PutSetting(slotKey(id, k), mustJSON(mine))
 				}
 			}
@@ -290,6 +292,9 @@ func (rt *Runtime) renewLease(ctx context.Context, id string) (slot int, lost st
 			rt.held[id] = moved
 		}
 		rt.mu.Unlock()
+		if expired.Replica != "" {
+			rt.fenceLaunchToken(ctx, expired, id)
+		}
 	}
 	return slot, lost, err
 }
@@ -524,7 +529,8 @@ func (rt *Runtime) everyThirdTTL(fn func()) {
 }
 
 // renewLeases renews every lease held here; a plugin whose lease another replica took, or
-// whose instance count no longer has the slot held here, is stopped here.
+// whose lowered instance count no longer has the slot held here (and has no free one left),
+// is stopped here.
 func (rt *Runtime) renewLeases() {
 	// One round at a time (the ticker, SetInstances and the change feed start them): a
 	// verdict is not acted on while another round changes what is held.

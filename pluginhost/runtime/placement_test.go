@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -118,7 +119,8 @@ func putLease(t *testing.T, f *fixture, key string, l runtime.Lease) {
 }
 
 // A copy whose slot a lowered count drops moves to a free slot below it, and goes on
-// running (same process), rather than stopping while a slot it could take is free.
+// running (same process), rather than stopping while a slot it could take is free; the
+// launch token the dead replica's lease on that slot records is revoked.
 func TestLoweredCountMovesACopyToAFreeSlot(t *testing.T) {
 	f := newFixtureP(t, runtime.Config{Replica: "r1", LeaseTTL: 600 * time.Millisecond}, true)
 	f.install(spec{id: "app-plugin", mode: "serve"})
@@ -128,7 +130,7 @@ func TestLoweredCountMovesACopyToAFreeSlot(t *testing.T) {
 	}
 	// Slots 0 and 1 are held by replicas that are about to die.
 	soon := time.Now().Add(time.Second).UTC()
-	putLease(t, f, runtime.LeaseKey("app-plugin"), runtime.Lease{Replica: "r2", ExpiresAt: soon})
+	putLease(t, f, runtime.LeaseKey("app-plugin"), runtime.Lease{Replica: "r2", ExpiresAt: soon, Token: "tok-of-r2"})
 	putLease(t, f, runtime.LeaseKey("app-plugin")+"/1", runtime.Lease{Replica: "r3", ExpiresAt: soon})
 	f.mustEnable("app-plugin")
 	if l := readLeaseT(t, f, runtime.LeaseKey("app-plugin")+"/2"); l.Replica != "r1" {
@@ -148,6 +150,12 @@ func TestLoweredCountMovesACopyToAFreeSlot(t *testing.T) {
 	}
 	if l := readLeaseT(t, f, runtime.LeaseKey("app-plugin")+"/2"); l.Replica != "" {
 		t.Errorf("slot 2 after the move: %+v, want released", l)
+	}
+	f.tokens.mu.Lock()
+	revoked := slices.Contains(f.tokens.revoked, "tok-of-r2")
+	f.tokens.mu.Unlock()
+	if !revoked {
+		t.Error("the launch token r2's lease recorded was not revoked")
 	}
 	// Over several renewals the same process runs, on slot 0.
 	time.Sleep(2 * time.Second)

@@ -10,6 +10,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -317,6 +318,23 @@ type Replica struct {
 type ReplicaSession struct {
 	PluginID   string `json:"plugin_id"`
 	InstanceID string `json:"instance_id"`
+}
+
+// EncodeReplicaSessions is the text a store keeps for a replica's sessions: JSON, and false
+// for none (the column is NULL then).
+func EncodeReplicaSessions(in []ReplicaSession) (string, bool, error) {
+	if len(in) == 0 {
+		return "", false, nil
+	}
+	b, err := json.Marshal(in)
+	return string(b), err == nil, err
+}
+
+// DecodeReplicaSessions reads what EncodeReplicaSessions wrote.
+func DecodeReplicaSessions(text string) ([]ReplicaSession, error) {
+	var out []ReplicaSession
+	err := json.Unmarshal([]byte(text), &out)
+	return out, err
 }
 
 // LevelRank orders log levels: DEBUG < INFO < WARNING < ERROR. Unknown levels rank 0.

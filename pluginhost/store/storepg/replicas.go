@@ -1,7 +1,6 @@
 package storepg
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -29,10 +28,11 @@ func (t *tx) PutReplica(r store.Replica) error {
 	if err != nil {
 		return fmt.Errorf("storepg: %s %q: heartbeat at: %w", op, r.ID, err)
 	}
-	sessions, err := encodeSessions(r.Sessions)
+	text, ok, err := store.EncodeReplicaSessions(r.Sessions)
 	if err != nil {
 		return fmt.Errorf("storepg: %s %q: sessions: %w", op, r.ID, err)
 	}
+	sessions := pgtype.Text{String: text, Valid: ok}
 	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 	ON CONFLICT (id) DO UPDATE SET advertise_url = excluded.advertise_url, version = excluded.version,
 		started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
@@ -59,7 +59,8 @@ func (t *tx) Replicas() ([]store.Replica, error) {
 				return store.Replica{}, err
 			}
 			if sessions.Valid {
-				if err := json.Unmarshal([]byte(sessions.String), &r.Sessions); err != nil {
+				var err error
+				if r.Sessions, err = store.DecodeReplicaSessions(sessions.String); err != nil {
 					return store.Replica{}, fmt.Errorf("sessions of replica %q: %w", r.ID, err)
 				}
 			}
@@ -83,17 +84,4 @@ func (t *tx) DeleteReplica(id string) error {
 		return notFound("replica", id)
 	}
 	return nil
-}
-
-// encodeSessions is the sessions column of a replica: JSON, or NULL for none.
-func encodeSessions(in []store.ReplicaSession) (*string, error) {
-	if len(in) == 0 {
-		return nil, nil
-	}
-	b, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	s := string(b)
-	return &s, nil
 }

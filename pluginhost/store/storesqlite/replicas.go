@@ -2,7 +2,6 @@ package storesqlite
 
 import (
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -28,14 +27,11 @@ func (t *tx) PutReplica(r store.Replica) error {
 	if err != nil {
 		return fmt.Errorf("storesqlite: %s %q: heartbeat at: %w", op, r.ID, err)
 	}
-	var sessions sql.NullString
-	if len(r.Sessions) > 0 {
-		b, err := json.Marshal(r.Sessions)
-		if err != nil {
-			return fmt.Errorf("storesqlite: %s %q: sessions: %w", op, r.ID, err)
-		}
-		sessions = sql.NullString{String: string(b), Valid: true}
+	text, ok, err := store.EncodeReplicaSessions(r.Sessions)
+	if err != nil {
+		return fmt.Errorf("storesqlite: %s %q: sessions: %w", op, r.ID, err)
 	}
+	sessions := sql.NullString{String: text, Valid: ok}
 	_, err = t.exec(op, `INSERT INTO replicas (`+replicaColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (id) DO UPDATE SET advertise_url = excluded.advertise_url, version = excluded.version,
 		started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
@@ -67,7 +63,7 @@ func (t *tx) Replicas() ([]store.Replica, error) {
 			return nil, wrap(op, err)
 		}
 		if sessions.Valid {
-			if err := json.Unmarshal([]byte(sessions.String), &r.Sessions); err != nil {
+			if r.Sessions, err = store.DecodeReplicaSessions(sessions.String); err != nil {
 				return nil, fmt.Errorf("storesqlite: %s: sessions of replica %q: %w", op, r.ID, err)
 			}
 		}

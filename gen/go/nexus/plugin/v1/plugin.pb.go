@@ -1377,8 +1377,7 @@ type RuntimeState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The process id of a host-launched plugin; 0 when none runs.
 	Pid int32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	// Connected instances (sessions): in the detail view, on every replica (the length of
-	// connected_instances); in the list, on the replica that answered.
+	// Connected instances (sessions) on every replica: the length of connected_instances.
 	Instances int32 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
 	// Restarts after crashes since the plugin was last enabled.
 	Restarts int32 `protobuf:"varint,3,opt,name=restarts,proto3" json:"restarts,omitempty"`
@@ -1389,13 +1388,14 @@ type RuntimeState struct {
 	// The connected instances with their replica: first those connected to the replica that
 	// answered, now, ordered by instance id; then, on replicas sharing a database, those
 	// connected to the other live replicas at their last heartbeat, ordered by replica and
-	// instance id (detail view only).
+	// instance id.
 	ConnectedInstances []*ConnectedInstance `protobuf:"bytes,6,rep,name=connected_instances,json=connectedInstances,proto3" json:"connected_instances,omitempty"`
 	// How many copies of a host-launched plugin should run: the count an administrator set
 	// (SetPluginInstances), or the manifest's `instances`. A single server runs one.
 	DesiredInstances int32 `protobuf:"varint,7,opt,name=desired_instances,json=desiredInstances,proto3" json:"desired_instances,omitempty"`
-	// On replicas sharing a database (detail view only): each copy's lease slot and the
-	// replica that holds it; a free slot waits for a live replica that runs no copy yet.
+	// On replicas sharing a database: each copy's lease slot and the replica that holds it
+	// (as this replica last read them: at most a third of the lease TTL old); a free slot
+	// waits for a live replica that runs no copy yet.
 	Slots         []*InstanceSlot `protobuf:"bytes,8,rep,name=slots,proto3" json:"slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

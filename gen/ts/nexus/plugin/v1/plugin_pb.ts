@@ -784,8 +784,7 @@ export type RuntimeState = Message<"nexus.plugin.v1.RuntimeState"> & {
   pid: number;
 
   /**
-   * Connected instances (sessions): in the detail view, on every replica (the length of
-   * connected_instances); in the list, on the replica that answered.
+   * Connected instances (sessions) on every replica: the length of connected_instances.
    *
    * @generated from field: int32 instances = 2;
    */
@@ -816,7 +815,7 @@ export type RuntimeState = Message<"nexus.plugin.v1.RuntimeState"> & {
    * The connected instances with their replica: first those connected to the replica that
    * answered, now, ordered by instance id; then, on replicas sharing a database, those
    * connected to the other live replicas at their last heartbeat, ordered by replica and
-   * instance id (detail view only).
+   * instance id.
    *
    * @generated from field: repeated nexus.plugin.v1.ConnectedInstance connected_instances = 6;
    */
@@ -831,8 +830,9 @@ export type RuntimeState = Message<"nexus.plugin.v1.RuntimeState"> & {
   desiredInstances: number;
 
   /**
-   * On replicas sharing a database (detail view only): each copy's lease slot and the
-   * replica that holds it; a free slot waits for a live replica that runs no copy yet.
+   * On replicas sharing a database: each copy's lease slot and the replica that holds it
+   * (as this replica last read them: at most a third of the lease TTL old); a free slot
+   * waits for a live replica that runs no copy yet.
    *
    * @generated from field: repeated nexus.plugin.v1.InstanceSlot slots = 8;
    */
