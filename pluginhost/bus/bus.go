@@ -295,6 +295,16 @@ type ReplyAcker interface {
 	AckReply(ctx context.Context, tag, to string, r Reply) error
 }
 
+// AsyncPublisher is implemented by buses whose publishes take a round trip to a backend:
+// PublishAsync queues env and returns at once, and done is called once with what Publish
+// would have returned (on another goroutine, or before PublishAsync returns when env could
+// not be queued); done must not block. The envelopes one goroutine queues are stored in the
+// order it queued them, so a caller that must keep an order (a plugin's messages, in the
+// order its stream carries them) need not wait for each before queueing the next.
+type AsyncPublisher interface {
+	PublishAsync(ctx context.Context, env Envelope, done func(error))
+}
+
 // ReplyDispatcher is implemented by buses that can hand the replies addressed to this
 // replica straight to a function, on the goroutine that replies (or that reads them from
 // elsewhere), instead of through Replies: one goroutine hand-off less per message. Once

@@ -77,7 +77,9 @@ func (m *Router) settle(id string, result func(*waiter) (MessageResult, error)) 
 }
 
 // Send checks and publishes a message; done is called once with the reply or the failure
-// (a timeout, a cancellation), and never when Send returns an error. The returned id can be
+// (a timeout, a cancellation, a publish that failed on a bus that publishes asynchronously),
+// and never when Send returns an error. Messages sent one after the other by one goroutine
+// are published in that order. The returned id can be
 // passed to cancel.
 func (m *Router) Send(ctx context.Context, req MessageRequest, done func(MessageResult, error)) (string, error) {
 	from, err := m.routes.get(m.reg, req.From)
@@ -113,11 +115,21 @@ func (m *Router) Send(ctx context.Context, req MessageRequest, done func(Message
 	m.waiters[id] = w
 	w.timer = time.AfterFunc(timeout, func() { m.expire(id) })
 	m.mu.Unlock()
-	err = m.bus.Publish(ctx, bus.Envelope{
+	env := bus.Envelope{
 		ID: id, Kind: bus.KindMessage, Source: req.From, Target: req.Target, Type: req.Type, Data: req.Data,
 		Deadline: w.deadline, ReplyTo: m.bus.Replica(), SentAt: now,
-	})
-	if err != nil {
+	}
+	if ap, ok := m.bus.(bus.AsyncPublisher); ok {
+		// Queued in the order of the calls, without waiting for the backend's round trip: a
+		// failure is the waiter's outcome (unless a timeout or Close settled it first).
+		ap.PublishAsync(ctx, env, func(err error) {
+			if err != nil {
+				m.settle(id, func(*waiter) (MessageResult, error) { return MessageResult{}, busError(err, req.Target) })
+			}
+		})
+		return id, nil
+	}
+	if err := m.bus.Publish(ctx, env); err != nil {
 		m.mu.Lock()
 		_, waiting := m.waiters[id]
 		delete(m.waiters, id)

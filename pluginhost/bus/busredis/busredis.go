@@ -121,6 +121,10 @@ type Bus struct {
 	watchers *bus.Watchers
 
 	relay *relay // the relay between replicas (relay.go)
+
+	// pubs runs the publishes in pipelines, in the order they were made; settles runs the
+	// acknowledgements (batcher.go).
+	pubs, settles *batcher
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -190,6 +194,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.replyDone = make(chan struct{})
 	b.noticeDone = make(chan struct{})
 	b.relay = newRelay(b.blk)
+	b.pubs, b.settles = newBatcher(b.rdb), newBatcher(b.rdb)
 
 	// One round trip: check Redis, load the scripts (so that pipelines can use EVALSHA) and
 	// find where the notices stream and this replica's reply stream end (their readers
@@ -255,73 +260,52 @@ func applyDefaults(opt *redis.Options, rawURL string) {
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
-// Publish appends env to the inbox of env.Target in one round trip (see scriptPublish). An
-// envelope whose deadline has passed succeeds and stores nothing; a zero SentAt is set to
-// now.
+// Publish appends env to the inbox of env.Target (see scriptPublish), in a pipeline with the
+// publishes made at the same time (see batcher). An envelope whose deadline has passed
+// succeeds and stores nothing; a zero SentAt is set to now.
 func (b *Bus) Publish(ctx context.Context, env bus.Envelope) error {
-	if b.closed.Load() {
-		return bus.ErrClosed
-	}
-	now := time.Now()
-	keys, args, err := b.publishArgs(&env, now)
-	if err != nil || keys == nil {
+	ch := make(chan error, 1)
+	b.PublishAsync(ctx, env, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	n, err := scriptPublish.Run(ctx, b.rdb, keys, args...).Int64()
-	return b.publishResult(env.Target, n, err)
 }
 
-// PublishAll publishes each envelope to its own target, all in one pipeline.
+// PublishAsync queues env for Publish and returns at once; done is called once with what
+// Publish would have returned, on another goroutine or (when env cannot be queued) before
+// PublishAsync returns, and must not block. The envelopes queued by one goroutine are
+// stored in the order queued (see bus.AsyncPublisher).
+func (b *Bus) PublishAsync(ctx context.Context, env bus.Envelope, done func(error)) {
+	if b.closed.Load() {
+		done(bus.ErrClosed)
+		return
+	}
+	keys, args, err := b.publishArgs(&env, time.Now())
+	if err != nil || keys == nil {
+		done(err)
+		return
+	}
+	b.pubs.add(&batchCall{ctx: ctx, s: scriptPublish, keys: keys, args: args, done: func(c *redis.Cmd) {
+		n, err := c.Int64()
+		done(b.publishResult(env.Target, n, err))
+	}})
+}
+
+// PublishAll publishes each envelope to its own target, in the pipelines of Publish.
 func (b *Bus) PublishAll(ctx context.Context, envs []bus.Envelope) []error {
 	errs := make([]error, len(envs))
-	if b.closed.Load() {
-		for i := range errs {
-			errs[i] = bus.ErrClosed
-		}
-		return errs
-	}
-	now := time.Now()
-	type call struct {
-		keys []string
-		args []any
-		cmd  *redis.Cmd
-	}
-	calls := make([]call, len(envs))
-	pipe := b.rdb.Pipeline()
+	var wg sync.WaitGroup
+	wg.Add(len(envs))
 	for i := range envs {
-		env := envs[i]
-		keys, args, err := b.publishArgs(&env, now)
-		if err != nil || keys == nil {
+		b.PublishAsync(ctx, envs[i], func(err error) {
 			errs[i] = err
-			continue
-		}
-		calls[i] = call{keys: keys, args: args, cmd: scriptPublish.EvalSha(ctx, pipe, keys, args...)}
+			wg.Done()
+		})
 	}
-	if pipe.Len() == 0 {
-		return errs
-	}
-	_, _ = pipe.Exec(ctx)
-	// Redis lost its scripts (a restart): load them and run the calls that did not run.
-	var retry []int
-	for i, c := range calls {
-		if c.cmd != nil && isNoScript(c.cmd.Err()) {
-			retry = append(retry, i)
-		}
-	}
-	if len(retry) > 0 {
-		pipe = b.rdb.Pipeline()
-		scriptPublish.load(ctx, pipe)
-		for _, i := range retry {
-			calls[i].cmd = scriptPublish.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
-		}
-		_, _ = pipe.Exec(ctx)
-	}
-	for i, c := range calls {
-		if c.cmd != nil {
-			n, err := c.cmd.Int64()
-			errs[i] = b.publishResult(envs[i].Target, n, err)
-		}
-	}
+	wg.Wait()
 	return errs
 }
 
@@ -577,6 +561,9 @@ func (b *Bus) Close() error {
 	interrupt(b.noticeConn, b.noticeDone, closeTimeout)
 	interrupt(b.relay.conn, b.relay.loopDone, closeTimeout)
 	b.wg.Wait()
+	// The consumers' last acknowledgements and the publishes made meanwhile are out.
+	b.settles.close()
+	b.pubs.close()
 	// After the hold loop ended, so that it cannot add this replica back.
 	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), closeTimeout)
 	if err := b.leaveRelay(leaveCtx); err != nil {

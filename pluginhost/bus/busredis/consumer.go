@@ -180,7 +180,7 @@ func (c *Consumer) Ack(ctx context.Context, tag string) error {
 	if err := c.holding(tag, "ack"); err != nil {
 		return err
 	}
-	n, err := scriptAck.Run(ctx, c.b.rdb, []string{c.inbox, c.bytes}, group, c.rname, tag).Int64()
+	n, err := c.b.settles.do(ctx, scriptAck, []string{c.inbox, c.bytes}, group, c.rname, tag).Int64()
 	return c.settled(tag, "ack", n, err)
 }
 
@@ -209,7 +209,7 @@ func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) er
 		return err
 	}
 	keys := []string{c.inbox, c.b.keys.reply(to), c.bytes}
-	n, err := scriptAckReply.Run(ctx, c.b.rdb, keys, group, c.rname, tag, appendReply(nil, &r),
+	n, err := c.b.settles.do(ctx, scriptAckReply, keys, group, c.rname, tag, appendReply(nil, &r),
 		replyMaxLen, replyTTL.Milliseconds()).Int64()
 	return c.settled(tag, "ack", n, err)
 }

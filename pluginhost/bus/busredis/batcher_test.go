@@ -1,0 +1,141 @@
+package busredis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/bus"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis"
+)
+
+// TestQueuedPublishesKeepTheirOrder: envelopes one goroutine queues with PublishAsync,
+// without waiting for each, are stored in the order queued, while other goroutines publish
+// to other inboxes and acknowledge, and while Redis loses its scripts (SCRIPT FLUSH, as after
+// a restart) in the middle: the calls that met NOSCRIPT run again, still in order.
+func TestQueuedPublishesKeepTheirOrder(t *testing.T) {
+	prefix := newPrefix()
+	b := newBus(t, shared, prefix, bus.Options{ProcessingTimeout: time.Minute, MaxInbox: 10000})
+	rdb := rawClient(t, shared)
+	ctx := context.Background()
+	const n = 3000
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	c := consume(t, b, "other", "other-1")
+	go func() { // other traffic, in pipelines of its own publishes and acknowledgements
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := b.Publish(ctx, envelopeTo("other", fmt.Sprintf("o-%d", i))); err != nil {
+				t.Errorf("publish to other: %v", err)
+				return
+			}
+			nctx, cancel := context.WithTimeout(ctx, waitLong)
+			d, err := c.Next(nctx)
+			cancel()
+			if err != nil {
+				t.Errorf("next on other: %v", err)
+				return
+			}
+			if err := c.Ack(ctx, d.Tag); err != nil {
+				t.Errorf("ack: %v", err)
+				return
+			}
+		}
+	}()
+	errs := make([]error, n)
+	var done sync.WaitGroup
+	done.Add(n)
+	for i := range n {
+		if i == n/2 {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.PublishAsync(ctx, envelopeTo("ordered", fmt.Sprintf("m-%05d", i)), func(err error) {
+			errs[i] = err
+			done.Done()
+		})
+	}
+	done.Wait()
+	close(stop)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	oc := consume(t, b, "ordered", "ordered-1")
+	for i := range n {
+		d := next(t, oc)
+		if want := fmt.Sprintf("m-%05d", i); d.ID != want {
+			t.Fatalf("delivery %d is %s; want %s (the queue's order)", i, d.ID, want)
+		}
+		if err := oc.Ack(ctx, d.Tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCloseFinishesQueuedPublishes: Close waits for the publishes queued before it; every
+// one is reported exactly once, those reported stored are in the inbox, and a publish
+// queued after Close fails with bus.ErrClosed.
+func TestCloseFinishesQueuedPublishes(t *testing.T) {
+	prefix := newPrefix()
+	ctx := context.Background()
+	b, err := busredis.New(ctx, busredis.Config{URL: shared.URL(), Prefix: prefix, Options: bus.Options{MaxInbox: 10000}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var mu sync.Mutex
+	reported := map[int]int{}
+	stored := 0
+	for i := range n {
+		b.PublishAsync(ctx, envelopeTo("closing", fmt.Sprintf("m-%d", i)), func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reported[i]++
+			if err == nil {
+				stored++
+			} else if !errors.Is(err, bus.ErrClosed) {
+				t.Errorf("publish %d: %v", i, err)
+			}
+		})
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	for i := range n {
+		if reported[i] != 1 {
+			t.Errorf("publish %d reported %d times; want once", i, reported[i])
+		}
+	}
+	mu.Unlock()
+	if got, err := rawClient(t, shared).XLen(ctx, prefix+"inbox:closing").Result(); err != nil || int(got) != stored {
+		t.Fatalf("the inbox holds %d (%v); %d publishes were reported stored", got, err, stored)
+	}
+	if stored == 0 {
+		t.Fatal("no publish queued before Close was stored")
+	}
+	closed := make(chan error, 1)
+	b.PublishAsync(ctx, envelopeTo("closing", "late"), func(err error) { closed <- err })
+	if err := <-closed; !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("publish after Close: %v; want %v", err, bus.ErrClosed)
+	}
+}
+
+// envelopeTo is an event for target's inbox.
+func envelopeTo(target, id string) bus.Envelope {
+	return bus.Envelope{ID: id, Kind: bus.KindEvent, Source: "sender", Target: target, Type: "t",
+		Data: []byte(`{"id":"` + id + `"}`), SentAt: time.Now()}
+}

@@ -1,0 +1,114 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
+	"github.com/nexus-platform/nexus/server"
+)
+
+// BenchmarkMessageRoundTrip sends messages from one plugin to another through the server
+// and waits for each reply, 64 in flight, on the in-memory bus and over Redis (a
+// redis-server of its own). The plugins run in this process on the Go SDK, so a CPU
+// profile (-cpuprofile) shows the host, the bus and the SDK of both plugins together;
+// nexus-bench gives the figures against the baselines (this is for profiling). Besides
+// msg/s it reports the CPU time per message of this process (host and plugins) and, over
+// Redis, of redis-server: on a busy machine those move less than the rate does.
+func BenchmarkMessageRoundTrip(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { benchRoundTrip(b, func(*server.Config) {}, nil) })
+	b.Run("redis", func(b *testing.B) {
+		rs := redistest.Start(b, redistest.Options{})
+		rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+		defer rdb.Close()
+		benchRoundTrip(b, func(c *server.Config) { c.RedisURL = rs.URL() }, func() time.Duration { return redisCPU(b, rdb) })
+	})
+}
+
+// redisCPU is the CPU time redis-server has used (INFO cpu).
+func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchRoundTrip(b *testing.B, tune func(*server.Config), backendCPU func() time.Duration) {
+	e := startServerWith(b, io.Discard, slog.LevelWarn, tune)
+	externalPlugin(e, "bench-echo", map[string]any{"message_types": []map[string]any{{"type": "bench.echo"}}})
+	externalPlugin(e, "bench-sender", map[string]any{"permissions": []string{"messages:send"}})
+	runInstance(e, "bench-echo", "e1", plugin.Plugin{
+		MessageTypes: []string{"bench.echo"},
+		OnMessage:    func(_ context.Context, m plugin.Message) (map[string]any, error) { return m.Data, nil },
+	}, plugin.WithConcurrency(256))
+	var sender *plugin.Session
+	got := make(chan *plugin.Session, 1)
+	runInstance(e, "bench-sender", "s1", plugin.Plugin{OnStart: func(_ context.Context, s *plugin.Session) error {
+		got <- s
+		return nil
+	}})
+	sender = <-got
+	data := map[string]any{"blob": strings.Repeat("x", 256)}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := sender.Send(ctx, "bench-echo", "bench.echo", data); err != nil {
+		b.Fatal(err)
+	}
+	const inFlight = 64
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	var backend0 time.Duration
+	if backendCPU != nil {
+		backend0 = backendCPU()
+	}
+	for range inFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				r, err := sender.Send(ctx, "bench-echo", "bench.echo", data)
+				if err != nil || r.Status != "success" {
+					b.Errorf("send: %v %+v", err, r)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+	if backendCPU != nil {
+		b.ReportMetric(float64((backendCPU()-backend0).Microseconds())/float64(b.N), "redis-cpu-µs/msg")
+	}
+}
