@@ -33,7 +33,39 @@ func BenchmarkMessageRoundTrip(b *testing.B) {
 		rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 		defer rdb.Close()
 		benchRoundTrip(b, func(c *server.Config) { c.RedisURL = rs.URL() }, func() time.Duration { return redisCPU(b, rdb) })
+		logCommandStats(b, rdb)
 	})
+}
+
+// logCommandStats logs what Redis spent per message, command by command (INFO
+// commandstats, counted from the server's start: the setup is a small part of it).
+func logCommandStats(b *testing.B, rdb *redis.Client) {
+	if b.N < 1000 {
+		return // the setup would dominate
+	}
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var calls, usec float64
+		for _, kv := range strings.Split(stats, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseFloat(v, 64)
+			case "usec":
+				usec, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if per := calls / float64(b.N); per >= 0.05 {
+			b.Logf("%-14s %5.2f calls, %6.2f µs per message", strings.TrimPrefix(name, "cmdstat_"), per, usec/float64(b.N))
+		}
+	}
 }
 
 // redisCPU is the CPU time redis-server has used (INFO cpu).

@@ -139,3 +139,38 @@ func envelopeTo(target, id string) bus.Envelope {
 	return bus.Envelope{ID: id, Kind: bus.KindEvent, Source: "sender", Target: target, Type: "t",
 		Data: []byte(`{"id":"` + id + `"}`), SentAt: time.Now()}
 }
+
+// TestLiveOnAnotherReplica: a consumer on replica B is live for A (which remembers that for a
+// second at most), and stops being so once it closed.
+func TestLiveOnAnotherReplica(t *testing.T) {
+	prefix := newPrefix()
+	a := newBus(t, shared, prefix, bus.Options{})
+	b := newBus(t, shared, prefix, bus.Options{})
+	ctx := context.Background()
+	if live, err := a.Live(ctx, "far"); err != nil || live {
+		t.Fatalf("Live before any consumer = %v, %v; want false", live, err)
+	}
+	c := consume(t, b, "far", "far-1")
+	for range 3 { // found, then remembered
+		if live, err := a.Live(ctx, "far"); err != nil || !live {
+			t.Fatalf("Live on A with a consumer on B = %v, %v; want true", live, err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		live, err := a.Live(ctx, "far")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !live {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still live on A 5 s after the only consumer on B closed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

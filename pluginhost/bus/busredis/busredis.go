@@ -37,6 +37,9 @@ const (
 	// how often open consumers refresh it.
 	liveTTL     = 10 * time.Second
 	liveRefresh = 3 * time.Second
+	// liveRemember is how long Live remembers that a plugin has a consumer on another
+	// replica, at most (a consumer's entry says itself until when it counts).
+	liveRemember = time.Second
 	// replyTTL is how long a reply stream lives after its last reply; replyMaxLen bounds it
 	// (approximately).
 	replyTTL    = 5 * time.Minute
@@ -115,6 +118,12 @@ type Bus struct {
 	mu        sync.Mutex           // guards consumers
 	consumers map[string]*Consumer // open consumers of this replica by Consumer.key
 
+	// remoteLive remembers, per plugin, until when a consumer on another replica counts as
+	// live (Live): a message to a plugin elsewhere would otherwise cost a round trip before
+	// its publish. Guarded by liveMu; swept by housekeep.
+	liveMu     sync.Mutex
+	remoteLive map[string]time.Time
+
 	cancelMu sync.RWMutex         // guards cancels
 	cancels  map[string]time.Time // cancelled messages (cancelKey) → when to forget them
 
@@ -177,17 +186,18 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	blkOpt.PoolTimeout = closeTimeout
 
 	b := &Bus{
-		opts:      opts,
-		log:       cfg.Logger,
-		rdb:       redis.NewClient(opt),
-		blk:       redis.NewClient(&blkOpt),
-		keys:      keys{prefix: cfg.Prefix},
-		replica:   cfg.Replica,
-		timing:    newTiming(opts.ProcessingTimeout),
-		replies:   make(chan bus.Reply, repliesBuffer),
-		consumers: make(map[string]*Consumer),
-		cancels:   make(map[string]time.Time),
-		watchers:  bus.NewWatchers(opts.WatchBuffer),
+		opts:       opts,
+		log:        cfg.Logger,
+		rdb:        redis.NewClient(opt),
+		blk:        redis.NewClient(&blkOpt),
+		keys:       keys{prefix: cfg.Prefix},
+		replica:    cfg.Replica,
+		timing:     newTiming(opts.ProcessingTimeout),
+		replies:    make(chan bus.Reply, repliesBuffer),
+		consumers:  make(map[string]*Consumer),
+		cancels:    make(map[string]time.Time),
+		remoteLive: make(map[string]time.Time),
+		watchers:   bus.NewWatchers(opts.WatchBuffer),
 	}
 	b.replyConn = &blockConn{rdb: b.blk}
 	b.noticeConn = &blockConn{rdb: b.blk}
@@ -384,7 +394,9 @@ func (b *Bus) Consume(ctx context.Context, plugin, consumer string) (bus.Consume
 }
 
 // Live reports whether plugin has a consumer open on any replica (refreshed within
-// liveTTL).
+// liveTTL). A consumer found on another replica is remembered for liveRemember at most, and
+// never beyond the time its entry counts: a consumer that closed cleanly meanwhile (it left
+// the live set at once) may still count for that second.
 func (b *Bus) Live(ctx context.Context, plugin string) (bool, error) {
 	if b.closed.Load() {
 		return false, bus.ErrClosed
@@ -392,11 +404,31 @@ func (b *Bus) Live(ctx context.Context, plugin string) (bool, error) {
 	if len(b.localConsumers(plugin)) > 0 {
 		return true, nil
 	}
-	n, err := b.rdb.ZCount(ctx, b.keys.live(plugin), "("+strconv.FormatInt(time.Now().UnixMilli(), 10), "+inf").Result()
+	now := time.Now()
+	b.liveMu.Lock()
+	until, ok := b.remoteLive[plugin]
+	b.liveMu.Unlock()
+	if ok && now.Before(until) {
+		return true, nil
+	}
+	top, err := b.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: b.keys.live(plugin), Start: 0, Stop: 0, Rev: true}).Result()
 	if err != nil {
 		return false, b.wrapErr("live", err)
 	}
-	return n > 0, nil
+	if len(top) == 0 {
+		return false, nil
+	}
+	until = time.UnixMilli(int64(top[0].Score))
+	if !until.After(now) {
+		return false, nil
+	}
+	b.liveMu.Lock()
+	if limit := now.Add(liveRemember); until.After(limit) {
+		until = limit
+	}
+	b.remoteLive[plugin] = until
+	b.liveMu.Unlock()
+	return true, nil
 }
 
 // Cancel withdraws a message (see scriptCancel). This replica applies it at once; the
@@ -669,6 +701,13 @@ func (b *Bus) housekeep() {
 		b.cancelMu.Lock()
 		b.sweepCancelsLocked(now)
 		b.cancelMu.Unlock()
+		b.liveMu.Lock()
+		for plugin, until := range b.remoteLive {
+			if !now.Before(until) {
+				delete(b.remoteLive, plugin)
+			}
+		}
+		b.liveMu.Unlock()
 
 		b.mu.Lock()
 		open := make([]*Consumer, 0, len(b.consumers))

@@ -56,11 +56,15 @@ var _ bus.Consumer = (*Consumer)(nil)
 type ahead struct {
 	d       bus.Delivery
 	touched time.Time // when it was fetched (its idle time was reset)
+	size    string    // the entry's size field (see flight.size)
 }
 
 // flight is a delivery handed out.
 type flight struct {
 	msgID string
+	// size is the entry's size field as stored (see scriptPublish), passed to the settling
+	// script so that it need not read the entry again; "" when unknown (claimed entries).
+	size string
 	// visible is when other consumers may claim it: its idle time reaches the processing
 	// timeout then.
 	visible time.Time
@@ -134,7 +138,7 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 				continue
 			}
 			got = a
-			c.inflight[a.d.Tag] = &flight{msgID: a.d.ID, visible: a.touched.Add(c.b.opts.ProcessingTimeout)}
+			c.inflight[a.d.Tag] = &flight{msgID: a.d.ID, visible: a.touched.Add(c.b.opts.ProcessingTimeout), size: a.size}
 		}
 		var wake chan struct{}
 		if got == nil {
@@ -177,10 +181,11 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 
 // Ack settles a delivery as done: one round trip (see scriptAck).
 func (c *Consumer) Ack(ctx context.Context, tag string) error {
-	if err := c.holding(tag, "ack"); err != nil {
+	size, err := c.holding(tag, "ack")
+	if err != nil {
 		return err
 	}
-	n, err := c.b.settles.do(ctx, scriptAck, []string{c.inbox, c.bytes}, group, c.rname, tag).Int64()
+	n, err := c.b.settles.do(ctx, scriptAck, []string{c.inbox, c.bytes}, group, c.rname, tag, size).Int64()
 	return c.settled(tag, "ack", n, err)
 }
 
@@ -200,7 +205,8 @@ func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) er
 			return c.Ack(ctx, tag)
 		}
 	}
-	if err := c.holding(tag, "ack"); err != nil {
+	size, err := c.holding(tag, "ack")
+	if err != nil {
 		// Not held here any more (timed out, handed on): the work is done and its sender
 		// may still wait, so the reply goes out all the same.
 		if rerr := c.b.Reply(ctx, to, r); rerr != nil {
@@ -210,7 +216,7 @@ func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) er
 	}
 	keys := []string{c.inbox, c.b.keys.reply(to), c.bytes}
 	n, err := c.b.settles.do(ctx, scriptAckReply, keys, group, c.rname, tag, appendReply(nil, &r),
-		replyMaxLen, replyTTL.Milliseconds()).Int64()
+		replyMaxLen, replyTTL.Milliseconds(), size).Int64()
 	return c.settled(tag, "ack", n, err)
 }
 
@@ -218,7 +224,7 @@ func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) er
 // processing timeout shortens it (XCLAIM IDLE); a longer one is kept by the loop, which
 // touches the entry again before it would become claimable, until d has passed.
 func (c *Consumer) Extend(ctx context.Context, tag string, d time.Duration) error {
-	if err := c.holding(tag, "extend"); err != nil {
+	if _, err := c.holding(tag, "extend"); err != nil {
 		return err
 	}
 	pt := c.b.opts.ProcessingTimeout
@@ -255,7 +261,7 @@ func (c *Consumer) Extend(ctx context.Context, tag string, d time.Duration) erro
 
 // DeadLetter settles a delivery by moving it to the dead-letter stream with reason.
 func (c *Consumer) DeadLetter(ctx context.Context, tag, reason string) error {
-	if err := c.holding(tag, "dead-letter"); err != nil {
+	if _, err := c.holding(tag, "dead-letter"); err != nil {
 		return err
 	}
 	keys := []string{c.inbox, c.dead, c.bytes}
@@ -457,7 +463,7 @@ func (c *Consumer) claim(mode, start string, count int) (string, int, error) {
 		id, _ := flat[i].(string)
 		raw, _ := flat[i+1].(string)
 		n, _ := flat[i+2].(int64)
-		c.add(id, raw, int(n), now)
+		c.add(id, raw, "", int(n), now)
 	}
 	return next, int(claimed), nil
 }
@@ -481,7 +487,7 @@ func (c *Consumer) read(count int, block time.Duration) (int, error) {
 	n := 0
 	for _, s := range res {
 		for _, m := range s.Messages {
-			c.add(m.ID, stringField(m.Values, "e"), 1, now)
+			c.add(m.ID, stringField(m.Values, "e"), stringField(m.Values, "s"), 1, now)
 			n++
 		}
 	}
@@ -490,7 +496,7 @@ func (c *Consumer) read(count int, block time.Duration) (int, error) {
 
 // add buffers a delivery of the entry id for the waiting Next calls. An entry that cannot
 // be decoded is dead-lettered.
-func (c *Consumer) add(id, raw string, attempt int, now time.Time) {
+func (c *Consumer) add(id, raw, size string, attempt int, now time.Time) {
 	env, err := decodeEnvelope([]byte(raw))
 	if err != nil {
 		c.b.log.Warn("busredis: undecodable inbox entry; dead-lettering it", "plugin", c.plugin, "id", id)
@@ -508,7 +514,7 @@ func (c *Consumer) add(id, raw string, attempt int, now time.Time) {
 	}
 	// This consumer's own delivery timed out and came back: the old one is superseded.
 	delete(c.inflight, id)
-	c.ready = append(c.ready, &ahead{d: bus.Delivery{Envelope: env, Tag: id, Attempt: attempt}, touched: now})
+	c.ready = append(c.ready, &ahead{d: bus.Delivery{Envelope: env, Tag: id, Attempt: attempt}, touched: now, size: size})
 	c.signalLocked()
 }
 
@@ -612,16 +618,17 @@ func (c *Consumer) settleSkipped(ctx context.Context, tags []string) {
 }
 
 // holding checks that tag names a delivery this consumer holds.
-func (c *Consumer) holding(tag, op string) error {
+func (c *Consumer) holding(tag, op string) (size string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return bus.ErrClosed
+		return "", bus.ErrClosed
 	}
-	if c.inflight[tag] == nil {
-		return fmt.Errorf("busredis: %s %q: %w", op, tag, bus.ErrUnknownDelivery)
+	f := c.inflight[tag]
+	if f == nil {
+		return "", fmt.Errorf("busredis: %s %q: %w", op, tag, bus.ErrUnknownDelivery)
 	}
-	return nil
+	return f.size, nil
 }
 
 // settled ends a settle call: n is the script's answer (1 done, 0 not held).

@@ -260,11 +260,11 @@ return n
 
 // scriptAck acknowledges an entry if the consumer holds it.
 //
-// KEYS: inbox, bytes. ARGV: group, consumer, id. Returns 1, or 0 when the consumer does not
-// hold it.
+// KEYS: inbox, bytes. ARGV: group, consumer, id, the entry's size ("" when unknown: the
+// script reads it). Returns 1, or 0 when the consumer does not hold it.
 var scriptAck = newScript(luaPrelude + `
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
+return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[3], tonumber(ARGV[4]))
 `)
 
 // scriptSkip acknowledges entries a consumer skipped (expired or cancelled).
@@ -280,13 +280,13 @@ return n
 // holds it (the reply goes either way: the work is done).
 //
 // KEYS: inbox, reply stream, bytes. ARGV: group, consumer, id, reply record, reply stream
-// max length, reply stream TTL ms. Returns 1, or 0 when the consumer does not hold the
-// entry.
+// max length, reply stream TTL ms, the entry's size (as for scriptAck). Returns 1, or 0 when
+// the consumer does not hold the entry.
 var scriptAckReply = newScript(luaPrelude + `
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-return settle(KEYS[1], KEYS[3], ARGV[1], ARGV[3])
+return settle(KEYS[1], KEYS[3], ARGV[1], ARGV[3], tonumber(ARGV[7]))
 `)
 
 // scriptTouch sets the idle time of entries the consumer holds (XCLAIM IDLE JUSTID to
