@@ -30,6 +30,7 @@ const (
 	roleProtoEcho      = "proto-echo"      // reference C: the echo process (a gRPC server)
 	roleProtoRelay     = "proto-relay"     // reference C: the relay process
 	roleProtoClient    = "proto-client"    // reference C: the measuring client
+	roleReadsBase      = "reads-baseline"  // REST reads: the bare connect-go + vanguard server
 )
 
 // childRole runs one role until ctx ends (servers) or its work is done (clients); out is
@@ -48,6 +49,7 @@ func childRoles() map[string]childRole {
 		roleProtoEcho:      protoEchoMain,
 		roleProtoRelay:     protoRelayMain,
 		roleProtoClient:    protoClientMain,
+		roleReadsBase:      readsBaseMain,
 	}
 }
 

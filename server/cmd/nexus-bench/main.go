@@ -1,16 +1,16 @@
 // Command nexus-bench measures plugin-to-plugin messaging routed by the Nexus host, in
 // memory and over Redis (the two plugins on one server, and on two replicas sharing
 // PostgreSQL and Redis), beside two baselines measured in the same run on the same payload,
-// and the REST API's plugin reads beside a baseline endpoint of the same server, and prints
-// a Markdown report (or JSON with -json). It is a command, not a timed test: its figures are
-// a report, and it exits 0 even when a target is missed (non-zero only when a scenario fails
-// to run).
+// and the API's plugin reads (REST and Connect) beside a bare connect-go + vanguard server
+// serving the same answers, and over 1,000 connections, and prints a Markdown report (or
+// JSON with -json). It is a command, not a timed test: its figures are a report, and it
+// exits 0 even when a target is missed (non-zero only when a scenario fails to run).
 //
 //	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads] [-skip-reads] [-json]
 //
 // `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus, and runs
-// every scenario; -only reads runs the REST reads alone, -only messaging (or -skip-reads)
-// the messaging scenarios alone.
+// every scenario; -only reads runs the reads alone, -only messaging (or -skip-reads) the
+// messaging scenarios alone.
 //
 // # Messaging scenarios
 //
@@ -83,33 +83,62 @@
 // p50 plus the raw Redis round trip's p50. The two-replica row has no target: its p50 and
 // throughput are given as ratios to the same-replica over-Redis row of the same round.
 //
-// # REST reads
+// # REST and Connect reads
 //
-// The REST reads scenario (reads.go) starts `nexus serve` (in memory, fresh data directory)
+// The reads scenario (reads.go) starts `nexus serve` (in memory, fresh data directory)
 // and installs 100 external plugins through the REST API (no process is launched for them;
-// every 20th is enabled, every 10th depends on the first), each with API endpoints, events,
-// a message type, permissions and a configuration schema whose secret field is set, so that
-// the views have realistic content. An HTTP/1.1 client in this process (keep-alive, the
-// admin token) then reads three endpoints of that server, 32 requests in flight:
+// every 20th is enabled, every 10th depends on the first), each with API endpoints (under a
+// prefix of its own: enabled plugins may not share paths), events, a message type,
+// permissions and a configuration schema whose secret field is set, so that the views have
+// realistic content. It then fetches the list and every plugin's detail once over Connect
+// and starts the bare server (readsbase.go, issue 15's baseline): this binary as a process
+// of its own, as `nexus serve` is, serving those answers as prebuilt messages through the
+// generated PluginService handler and vanguard configured as the server configures them,
+// on HTTP/1.1 and h2c, REST answers wrapped in the same envelope, and no Nexus work (no
+// authentication, interceptors, validation, logging, metrics or views). The run checks that
+// both answer the same (the REST data compared as JSON values, the Connect messages with
+// proto.Equal). Keep-alive HTTP/1.1 clients in this process (the admin token on every
+// request; one transport keeping 32 idle connections per server) then read, 32 requests in
+// flight:
 //
-//   - GET /api/v1/plugins/repositories (the baseline): no repository is configured, so
-//     this is the REST stack alone (authentication, routing, transcoding, the envelope);
-//   - GET /api/v1/plugins: the list of the 100 plugins;
-//   - GET /api/v1/plugins/{id}: a plugin's detail, the ids taken in turn.
+//   - GET /api/v1/plugins/repositories of the server (issue 11's baseline): no repository
+//     is configured, so this is the REST stack alone (authentication, routing, transcoding,
+//     the envelope);
+//   - GET /api/v1/plugins (the list of the 100 plugins) and GET /api/v1/plugins/{id} (a
+//     plugin's detail, the ids taken in turn), of the server and of the bare server;
+//   - ListPlugins and GetPlugin over Connect (the generated Go client, the Connect protocol,
+//     binary proto), of the server and of the bare server.
 //
 // One answer of each is first checked in full (every plugin listed, secrets masked, the
-// detail of the plugin asked for); after that every answer must have status 200 and begin
-// with the success envelope, and its body is read to the end (so the connection is reused).
-// After a warm-up (-warmup, shared by the three), each endpoint is read for -duration in
-// all, in up to 6 slices; the slices alternate between the endpoints, each cycle starting
-// with the next one (A B C, B C A, C A B, ...), so that drift on the machine hits the three
-// alike. A slice ends when its last request does, so a slice lasts at least 5 times the
-// slowest endpoint's warm-up p50 (fewer slices, down to one, when an endpoint is slow).
-// Each endpoint's figures are its requests per second over the wall time of its slices, and
-// the p50 and p99 latencies of all its requests (32 in flight: these are latencies under
-// load, not at one in flight). Every round starts a fresh server. The targets (issue 11)
-// are on throughput, within each round: the list at least 0.5x the repositories endpoint,
-// the detail at least 0.8x; the latency ratios are given without target.
+// detail of the plugin asked for); after that every REST answer must have status 200 and
+// begin with the success envelope, its body read to the end (so the connection is reused),
+// and every Connect answer must list every plugin or be the detail asked for. After a
+// warm-up (-warmup, shared by the endpoints), each endpoint is read for -duration in all,
+// in up to 6 slices; the slices alternate between the endpoints, each cycle starting with
+// the next one (A B C ..., B C ... A, ...), so that drift on the machine hits them alike.
+// A slice ends when its last request does, so a slice lasts at least 5 times the slowest
+// endpoint's warm-up p50 (fewer slices, down to one, when an endpoint is slow). Each
+// endpoint's figures are its requests per second over the wall time of its slices, the p50
+// and p99 latencies of all its requests (32 in flight: latencies under load), and the CPU
+// time the answering server process used per request over its slices (utime + stime from
+// /proc/PID/stat; on a shared machine it moves less than the throughput).
+//
+// Then the list is read over 1,000 connections, on the server and then on the bare
+// server: 1,000 clients, each with a transport and so a TCP connection of its own (kept
+// alive), each with one request in flight, all dialling at once, for max(-duration, 5s);
+// every client completes at least one request. The figures are the requests per second and
+// the p50 and p99 of all the requests (the first of each connection, dial included, are
+// also written to stderr). This process raises its descriptor limit (setrlimit) when it
+// is below what 1,000 connections need; the report gives the server's limits (its open
+// files, from /proc/PID/limits: Go raises the soft limit to the hard one at start, and the
+// kernel's somaxconn and tcp_max_syn_backlog).
+//
+// Every round starts fresh servers. The targets are on throughput within each round:
+// issue 11's, the list at least 0.5x the repositories endpoint and the detail at least
+// 0.8x; issue 15's, the REST list and the REST detail each at least 0.5x the bare server's
+// same read; and over 1,000 connections the server's p99 at most 10x its p50. The Connect
+// reads' ratios to the bare server, the latency ratios and the CPU ratios (bare CPU per
+// request over the server's) are given without target.
 //
 // # Processes
 //
@@ -216,8 +245,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			"Round-trip latency (p50, p99; 1 in flight) and throughput (%d in flight) of plugin-to-plugin\n"+
 			"messages routed by the Nexus host, in memory and over Redis (on one server and across two\n"+
 			"replicas sharing PostgreSQL and Redis), beside a raw grpc-go relay and a raw go-redis\n"+
-			"Streams round trip; and the REST reads of the plugin list (%d plugins installed) and a\n"+
-			"plugin's detail beside the repository list of the same server (%d in flight).\n"+
+			"Streams round trip; and the REST and Connect reads of the plugin list (%d plugins installed)\n"+
+			"and a plugin's detail beside a bare connect-go + vanguard server serving the same answers\n"+
+			"(%d in flight), then the list over 1,000 connections.\n"+
 			"Prints a Markdown report.\n\nFlags:\n", concurrency, readPlugins, readConcurrency)
 		fs.PrintDefaults()
 	}
@@ -270,6 +300,9 @@ type bench struct {
 	self   string    // this executable, re-run for the children
 	tmp    string    // removed when the run ends
 	stderr io.Writer // progress and the children's diagnostics
+	// readsLimits is set by the REST reads scenario: what bounds the server's connections
+	// (readsParams.ServerLimits).
+	readsLimits string
 }
 
 // runsMessaging and runsReads say which scenarios the flags select.
@@ -336,7 +369,7 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 	}
 	if cfg.runsReads() {
 		scenarios = append(scenarios, scenario{
-			name: fmt.Sprintf("REST reads (%d plugins installed, %d in flight)", readPlugins, readConcurrency),
+			name: fmt.Sprintf("REST and Connect reads (%d plugins installed, %d in flight; then %s connections)", readPlugins, readConcurrency, thousands(readConnections)),
 			rows: readRows(),
 			run:  b.runReads,
 		})
@@ -379,6 +412,9 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 			rep.add(r.key, r.name, runs[i][j], errs[i])
 		}
 	}
+	if rep.Reads != nil {
+		rep.Reads.ServerLimits = b.readsLimits
+	}
 	rep.computeRatios()
 	return rep, nil
 }
@@ -386,7 +422,7 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 // progressFigures are a measurement's figures for its progress line.
 func progressFigures(key string, m Measurement) string {
 	if isReadKey(key) {
-		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.InFlight, m.Slices)
+		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.0f µs/req (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.ServerCPUus, m.InFlight, m.Slices)
 	}
 	return fmt.Sprintf("p50 %.0f µs, p99 %.0f µs, %.0f msg/s", m.P50us, m.P99us, m.Throughput)
 }

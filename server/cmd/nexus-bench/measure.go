@@ -42,6 +42,10 @@ type Measurement struct {
 	WarmupRoundTrips int `json:"warmup_round_trips"`
 	// Slices is how many alternating slices the measurement was cut into (REST reads only).
 	Slices int `json:"slices,omitempty"`
+	// ServerCPUus is the CPU time the answering server process used per request, in
+	// microseconds, over the measurement (REST reads only, where /proc can be read): on a
+	// shared machine it moves less than the throughput does.
+	ServerCPUus float64 `json:"server_cpu_us_per_request,omitempty"`
 }
 
 // roundTrip does one round trip and checks its reply; an error fails the measurement.
@@ -100,25 +104,45 @@ func settle(ctx context.Context, rt roundTrip) error {
 	}
 }
 
-// drive runs n goroutines, each doing sequential round trips until d has passed since the
-// start, and returns the latency of every successful round trip and the wall time until the
+// drive runs n goroutines, each doing sequential round trips (at least one) until d has
+// passed since the start, and returns the latency of every successful round trip and the wall time until the
 // last goroutine was done. The first error stops every goroutine and is returned.
 func drive(ctx context.Context, rt roundTrip, n int, d time.Duration) ([]time.Duration, time.Duration, error) {
+	per, elapsed, err := driveEach(ctx, func(int) roundTrip { return rt }, n, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	var all []time.Duration
+	for _, lat := range per {
+		all = append(all, lat...)
+	}
+	return all, elapsed, nil
+}
+
+// driveEach is drive with goroutine i doing rt(i)'s round trips; it returns the latencies
+// of each goroutine's round trips, in their order. Every goroutine does at least one round
+// trip, even one that starts after d has passed (a loaded machine may start some late).
+func driveEach(ctx context.Context, rt func(i int) roundTrip, n int, d time.Duration) ([][]time.Duration, time.Duration, error) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, d+stallTimeout)
 	defer cancelTimeout()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
 	per := make([][]time.Duration, n) // per[i] is written only by goroutine i, read after Wait
+	capacity := 4096
+	if n > 64 {
+		capacity = 64 // many goroutines, each with few round trips
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
 	for i := range n {
 		wg.Go(func() {
-			lat := make([]time.Duration, 0, 4096)
+			rt := rt(i)
+			lat := make([]time.Duration, 0, capacity)
 			for {
 				t0 := time.Now()
-				if !t0.Before(end) || ctx.Err() != nil {
+				if len(lat) > 0 && !t0.Before(end) || ctx.Err() != nil {
 					break
 				}
 				if err := rt(ctx); err != nil {
@@ -135,11 +159,7 @@ func drive(ctx context.Context, rt roundTrip, n int, d time.Duration) ([]time.Du
 	if err := context.Cause(ctx); err != nil {
 		return nil, 0, err
 	}
-	var all []time.Duration
-	for _, lat := range per {
-		all = append(all, lat...)
-	}
-	return all, elapsed, nil
+	return per, elapsed, nil
 }
 
 // percentileUS is the nearest-rank percentile p (0 < p <= 1) of lat, in microseconds. It

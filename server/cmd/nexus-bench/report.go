@@ -30,12 +30,23 @@ const (
 	keyReadRepos  = "rest_repositories"
 	keyReadList   = "rest_plugin_list"
 	keyReadDetail = "rest_plugin_detail"
+	// Issue 15 (reads.go): the same reads from a bare connect-go + vanguard server serving
+	// the server's answers (readsbase.go), the reads over Connect, and the list over 1,000
+	// connections (readsconns.go).
+	keyReadListBase      = "rest_plugin_list_bare"
+	keyReadDetailBase    = "rest_plugin_detail_bare"
+	keyConnectList       = "connect_plugin_list"
+	keyConnectDetail     = "connect_plugin_detail"
+	keyConnectListBase   = "connect_plugin_list_bare"
+	keyConnectDetailBase = "connect_plugin_detail_bare"
+	keyReadConns         = "rest_plugin_list_1000_connections"
+	keyReadConnsBase     = "rest_plugin_list_1000_connections_bare"
 )
 
 // isReadKey reports whether key is a row of the REST reads, whose figures are requests
 // under load (LoadedP50us, LoadedP99us, Throughput) rather than round trips.
 func isReadKey(key string) bool {
-	return key == keyReadRepos || key == keyReadList || key == keyReadDetail
+	return slices.ContainsFunc(readRows(), func(r row) bool { return r.key == key })
 }
 
 // The targets of the issue.
@@ -46,6 +57,11 @@ const (
 	// Issue 11: the REST reads' throughput against the repositories endpoint's.
 	targetListTput   = 0.5 // plugin-list throughput / repositories throughput, at least
 	targetDetailTput = 0.8 // plugin-detail throughput / repositories throughput, at least
+	// Issue 15: the REST reads' throughput against the bare server's, and the tail over
+	// 1,000 connections.
+	targetListBare   = 0.5 // plugin-list throughput / the bare server's, at least
+	targetDetailBare = 0.5 // plugin-detail throughput / the bare server's, at least
+	targetConnsTail  = 10  // p99 / p50 of the list over 1,000 connections, at most
 )
 
 // report is the outcome of a run.
@@ -73,6 +89,10 @@ type readsParams struct {
 	// times the slowest endpoint's warm-up p50.
 	MaxSlices      int `json:"max_slices"`
 	SliceLatencies int `json:"slice_latencies"`
+	// Connections is how many connections the 1,000-connection rows use; ServerLimits what
+	// bounds them on the server (its descriptor limit, the kernel's accept queue).
+	Connections  int    `json:"connections"`
+	ServerLimits string `json:"server_limits,omitempty"`
 }
 
 // machine describes where the run happened.
@@ -114,7 +134,7 @@ func newReport(cfg config) *report {
 	var reads *readsParams
 	if cfg.runsReads() {
 		reads = &readsParams{Plugins: readPlugins, Enabled: readEnabled(),
-			InFlight: readConcurrency, MaxSlices: readSlices, SliceLatencies: readSliceLatencies}
+			InFlight: readConcurrency, MaxSlices: readSlices, SliceLatencies: readSliceLatencies, Connections: readConnections}
 	}
 	return &report{
 		Reads:       reads,
@@ -162,6 +182,7 @@ func medianMeasurement(runs []Measurement) Measurement {
 		LoadedP99us:      med(func(m Measurement) float64 { return m.LoadedP99us }),
 		WarmupRoundTrips: int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
 		Slices:           int(med(func(m Measurement) float64 { return float64(m.Slices) })),
+		ServerCPUus:      med(func(m Measurement) float64 { return m.ServerCPUus }),
 	}
 }
 
@@ -279,6 +300,43 @@ func (r *report) computeRatios() {
 		add(q.key, "p99 ÷ repositories p99", q.name+" p99 / repositories p99", "", 0,
 			func(i int) (float64, bool) { return div(runs[i].LoadedP99us, repos[i].LoadedP99us) }, runs, repos)
 	}
+	// Issue 15: each read against the bare server's same read, within each round.
+	for _, q := range []struct {
+		key, bare, name string
+		target          float64 // 0: no target
+	}{
+		{keyReadList, keyReadListBase, "plugin-list", targetListBare},
+		{keyReadDetail, keyReadDetailBase, "plugin-detail", targetDetailBare},
+		{keyConnectList, keyConnectListBase, "connect-list", 0},
+		{keyConnectDetail, keyConnectDetailBase, "connect-detail", 0},
+	} {
+		if !r.hasScenario(q.key) || !r.hasScenario(q.bare) {
+			continue
+		}
+		runs, bare := r.runs(q.key), r.runs(q.bare)
+		op := ""
+		if q.target > 0 {
+			op = ">="
+		}
+		add(q.key, "throughput ÷ bare throughput", q.name+" throughput / bare throughput", op, q.target,
+			func(i int) (float64, bool) { return div(runs[i].Throughput, bare[i].Throughput) }, runs, bare)
+		add(q.key, "p50 ÷ bare p50", q.name+" p50 / bare p50", "", 0,
+			func(i int) (float64, bool) { return div(runs[i].LoadedP50us, bare[i].LoadedP50us) }, runs, bare)
+		// The throughput ratio as the servers' CPU sees it: less moved by the machine's
+		// other work than the throughput is.
+		add(q.key, "bare CPU ÷ CPU per request", q.name+" bare server CPU per request / server CPU per request", "", 0,
+			func(i int) (float64, bool) { return div(bare[i].ServerCPUus, runs[i].ServerCPUus) }, runs, bare)
+	}
+	if conns, bare := r.runs(keyReadConns), r.runs(keyReadConnsBase); r.hasScenario(keyReadConns) {
+		add(keyReadConns, "p99 ÷ p50", "1000-connections p99 / p50", "<=", targetConnsTail,
+			func(i int) (float64, bool) { return div(conns[i].LoadedP99us, conns[i].LoadedP50us) }, conns)
+		if r.hasScenario(keyReadConnsBase) {
+			add(keyReadConns, "p50 ÷ bare p50", "1000-connections p50 / bare p50", "", 0,
+				func(i int) (float64, bool) { return div(conns[i].LoadedP50us, bare[i].LoadedP50us) }, conns, bare)
+			add(keyReadConnsBase, "p99 ÷ p50", "1000-connections bare p99 / p50", "", 0,
+				func(i int) (float64, bool) { return div(bare[i].LoadedP99us, bare[i].LoadedP50us) }, bare)
+		}
+	}
 }
 
 // fmtRatio prints a ratio with two decimals, or with two significant digits below 0.1 (the
@@ -347,18 +405,23 @@ func (r *report) writeMarkdown(w io.Writer) error {
 			fmt.Fprintln(bw)
 			machine = "**REST reads**"
 		}
-		fmt.Fprintf(bw, "%s · one server, %d plugins installed (%d enabled) · one keep-alive HTTP/1.1 client, %d requests in flight · %s per endpoint, the endpoints alternating in slices (%s per round; at most %d, each at least %d× the slowest warm-up p50), after %s warm-up shared by the endpoints · median of %d rounds (ratios within each round)\n\n",
-			machine, r.Reads.Plugins, r.Reads.Enabled, r.Reads.InFlight, r.Duration, r.readSlicesUsed(), r.Reads.MaxSlices, r.Reads.SliceLatencies, r.Warmup, r.Rounds)
-		fmt.Fprintf(bw, "| endpoint | throughput (req/s) | p50 (µs, %d in flight) | p99 (µs) | requests | vs target |\n", r.Reads.InFlight)
-		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---|")
+		fmt.Fprintf(bw, "%s · `nexus serve` with %d plugins installed (%d enabled), and a bare connect-go + vanguard process serving its answers · keep-alive HTTP/1.1 clients (REST, and Connect with the generated Go client in binary proto), %d requests in flight · %s per endpoint, the endpoints alternating in slices (%s per round; at most %d, each at least %d× the slowest warm-up p50), after %s warm-up shared by the endpoints · then the list over %s connections (a client and a connection each, dialled at once), on each server in turn, for max(%s, %s) · server limits: %s · median of %d rounds (ratios within each round)\n\n",
+			machine, r.Reads.Plugins, r.Reads.Enabled, r.Reads.InFlight, r.Duration, r.readSlicesUsed(), r.Reads.MaxSlices, r.Reads.SliceLatencies, r.Warmup,
+			thousands(r.Reads.Connections), r.Duration, readConnectionsMin, orUnknown(r.Reads.ServerLimits), r.Rounds)
+		fmt.Fprintln(bw, "| endpoint | in flight | throughput (req/s) | p50 (µs) | p99 (µs) | server CPU (µs/req) | requests | vs target |")
+		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---:|---|")
 		for _, s := range reads {
 			if s.Result == nil {
-				fmt.Fprintf(bw, "| %s | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+				fmt.Fprintf(bw, "| %s | – | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
 				continue
 			}
 			m := s.Result
-			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %.0f | %d | %s |\n",
-				s.Name, m.Throughput, m.LoadedP50us, m.LoadedP99us, m.RoundTrips, r.ratioCell(s.Key))
+			cpu := "–"
+			if m.ServerCPUus > 0 {
+				cpu = fmt.Sprintf("%.0f", m.ServerCPUus)
+			}
+			fmt.Fprintf(bw, "| %s | %d | %.0f | %.0f | %.0f | %s | %d | %s |\n",
+				s.Name, m.InFlight, m.Throughput, m.LoadedP50us, m.LoadedP99us, cpu, m.RoundTrips, r.ratioCell(s.Key))
 		}
 	}
 	return bw.Flush()
