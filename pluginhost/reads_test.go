@@ -115,12 +115,12 @@ func TestReadsTouchNoStore(t *testing.T) {
 		if err != nil || len(views) != 20 || sum.Total != 20 {
 			t.Fatalf("list: %d plugins, %+v, %v", len(views), sum, err)
 		}
-		if views[0].ID != "read-plugin-00" || views[0].Config["api_key"] != "***hidden***" || len(views[0].Dependents) != 19 {
-			t.Fatalf("first view %s, config %v, dependents %d", views[0].ID, views[0].Config, len(views[0].Dependents))
+		if views[0].ID != "read-plugin-00" || views[0].Config["api_key"] != "***hidden***" || len(views[0].Dependents) != 19 || views[0].Schema != nil {
+			t.Fatalf("first view %s, config %v, dependents %d, schema %v (the list carries none)", views[0].ID, views[0].Config, len(views[0].Dependents), views[0].Schema)
 		}
 		v, err := h.Get(ctx, "read-plugin-07", true)
-		if err != nil || v.LoadOrder < 2 || len(v.RecentLogs) == 0 {
-			t.Fatalf("detail: %+v, %v", v.LoadOrder, err)
+		if err != nil || v.LoadOrder < 2 || len(v.RecentLogs) == 0 || v.Schema["api_key"] == nil {
+			t.Fatalf("detail: %+v, schema %v, %v", v.LoadOrder, v.Schema, err)
 		}
 		if _, err := h.Get(ctx, "not-installed", true); err == nil {
 			t.Fatal("an unknown plugin was found")

@@ -132,7 +132,8 @@ type PluginView struct {
 	// StatusReasonWithOutput is the reason as recorded, with those lines (the plugin's
 	// secrets hidden): for administrators only.
 	StatusReasonWithOutput string
-	// Schema is the configuration schema as given in the manifest.
+	// Schema is the configuration schema as given in the manifest (Get only: nil in the
+	// views List returns, which the list does not show).
 	Schema map[string]any
 	// Config is the current configuration, secrets masked.
 	Config map[string]any

@@ -53,7 +53,7 @@ func (h *Host) List(ctx context.Context, f ListFilter) ([]PluginView, Summary, e
 		if search != "" && !strings.Contains(strings.ToLower(p.rec.ID+"\n"+p.man.Name+"\n"+p.man.Description), search) {
 			continue
 		}
-		v, err := h.view(p, g)
+		v, err := h.view(p, g, false)
 		if err != nil {
 			return nil, Summary{}, err
 		}
@@ -75,7 +75,7 @@ func (h *Host) Get(ctx context.Context, id string, detail bool) (PluginView, err
 	if err != nil {
 		return PluginView{}, err
 	}
-	v, err := h.view(loadedOf(p), snap)
+	v, err := h.view(loadedOf(p), snap, true)
 	if err != nil || !detail {
 		return v, err
 	}
@@ -84,9 +84,10 @@ func (h *Host) Get(ctx context.Context, id string, detail bool) (PluginView, err
 	return v, nil
 }
 
-func (h *Host) view(p loaded, g *registry.Snapshot) (PluginView, error) {
+// view is p's view in g; withSchema adds the configuration schema (a deep copy: the list
+// does not show it, and copying it was a third of the list's own view work).
+func (h *Host) view(p loaded, g *registry.Snapshot, withSchema bool) (PluginView, error) {
 	m := p.man
-	schema := p.p.Schema()
 	v := PluginView{
 		ID: p.rec.ID, Name: m.Name, Version: p.rec.Version, Description: m.Description, Author: m.Author,
 		Email: m.Email, Homepage: m.Homepage, Category: m.Category, License: m.License, Tags: m.Tags,
@@ -97,9 +98,12 @@ func (h *Host) view(p loaded, g *registry.Snapshot) (PluginView, error) {
 		PackageDeps: m.Dependencies.Packages, PluginDeps: m.Dependencies.Plugins,
 		Dependencies: m.DependencyIDs(), Dependents: g.Dependents(p.rec.ID),
 		Permissions: p.rec.Granted,
-		Schema:      schema.Raw(), Config: p.p.MaskedConfig(),
+		Config:      p.p.MaskedConfig(),
 		Metrics:     h.metrics.Summary(p.rec.ID),
 		InstalledAt: p.rec.InstalledAt, UpdatedAt: p.rec.UpdatedAt,
+	}
+	if withSchema {
+		v.Schema = p.p.Schema().Raw()
 	}
 	v.Health = v.Runtime.Health
 	for _, e := range m.APIEndpoints {

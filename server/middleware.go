@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -350,9 +351,13 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 			status = http.StatusOK
 		}
 		if status >= 200 && status < 300 {
-			data := json.RawMessage(bytes.TrimSpace(buf.body.Bytes()))
+			data := bytes.TrimSpace(buf.body.Bytes())
 			if len(data) == 0 {
-				data = json.RawMessage("{}")
+				data = []byte("{}")
+			}
+			if isJSON(buf.header.Get("Content-Type")) {
+				writeSuccess(w, status, data, ci.requestID)
+				return
 			}
 			writeEnvelope(w, status, envelope{Success: true, Data: data, Timestamp: nowRFC3339(), RequestID: ci.requestID})
 			return
@@ -451,6 +456,39 @@ func writeEnvelope(w http.ResponseWriter, status int, body envelope) {
 	w.Header().Del("Content-Length")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(out, '\n'))
+}
+
+// writeSuccess writes the success envelope around data, JSON that the transcoder wrote
+// with protojson (so valid), copied as it is: re-encoding it through encoding/json
+// (json.RawMessage is compacted and checked byte by byte) was a tenth of the CPU of a
+// 100-plugin list (nexus-bench's reads). It writes what writeEnvelope writes, but for the
+// spacing inside data.
+func writeSuccess(w http.ResponseWriter, status int, data []byte, requestID string) {
+	id, err := json.Marshal(requestID)
+	if err != nil {
+		writeEnvelope(w, status, envelope{Success: true, Data: data, Timestamp: nowRFC3339(), RequestID: requestID})
+		return
+	}
+	out := make([]byte, 0, len(data)+len(id)+96)
+	out = append(out, `{"success":true,"data":`...)
+	out = append(out, data...)
+	out = append(out, `,"timestamp":"`...)
+	out = time.Now().UTC().AppendFormat(out, time.RFC3339Nano)
+	out = append(out, `","request_id":`...)
+	out = append(out, id...)
+	out = append(out, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(status)
+	_, _ = w.Write(out)
+}
+
+// isJSON reports whether contentType is application/json (with parameters or not), what
+// the transcoder labels the JSON it writes.
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
 }
 
 func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }

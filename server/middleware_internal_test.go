@@ -1,12 +1,15 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 )
@@ -68,5 +71,51 @@ func TestLimitedBodyRecordsOversize(t *testing.T) {
 		if got := ci.refusedForSize(); got != c.want {
 			t.Errorf("reading %d bytes of at most 10: refusedForSize = %v, want %v", len(c.body), got, c.want)
 		}
+	}
+}
+
+// TestRESTEnvelopeSuccess checks the success envelope: the transcoder's JSON is copied as
+// it is (its spacing kept shows it was not re-encoded), with the timestamp, the request id
+// and a Content-Length; an answer not labelled JSON goes through encoding/json, which
+// refuses one that is not JSON.
+func TestRESTEnvelopeSuccess(t *testing.T) {
+	t.Parallel()
+	serve := func(contentType, body string) *httptest.ResponseRecorder {
+		h := withRESTEnvelope(1<<20, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", contentType)
+			_, _ = io.WriteString(w, body)
+		}))
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/plugins", nil)
+		req = req.WithContext(withCallInfo(req.Context(), &callInfo{requestID: "req_0123"}))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	rec := serve("application/json; charset=utf-8", ` {"plugins": [{"id":"a<b>"}], "n": 1}`+"\n")
+	body := rec.Body.String()
+	var env struct {
+		Success   bool           `json:"success"`
+		Data      map[string]any `json:"data"`
+		Timestamp string         `json:"timestamp"`
+		RequestID string         `json:"request_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if rec.Code != http.StatusOK || !strings.HasPrefix(body, `{"success":true,"data":{"plugins": [{"id":"a<b>"}], "n": 1},"timestamp":"`) ||
+		!strings.HasSuffix(body, `"request_id":"req_0123"}`+"\n") || rec.Header().Get("Content-Length") != strconv.Itoa(len(body)) ||
+		rec.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("%d %v %q", rec.Code, rec.Header(), body)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, env.Timestamp); err != nil || !env.Success || env.RequestID != "req_0123" || env.Data["n"] != 1.0 {
+		t.Errorf("envelope %+v (%v)", env, err)
+	}
+
+	// Not labelled JSON: re-encoded (compacted), and refused when it is not JSON.
+	if rec := serve("text/plain", `{"a": 1}`); rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), `{"success":true,"data":{"a":1},`) {
+		t.Errorf("an answer not labelled JSON: %d %q", rec.Code, rec.Body.String())
+	}
+	if rec := serve("text/plain", `not json`); rec.Code != http.StatusInternalServerError {
+		t.Errorf("an answer that is not JSON: %d %q", rec.Code, rec.Body.String())
 	}
 }
