@@ -60,8 +60,8 @@ func TestReportRatios(t *testing.T) {
 	m := func(p50, tput float64) Measurement {
 		return Measurement{P50us: p50, P99us: 2 * p50, Samples: 10, Throughput: tput, RoundTrips: int(tput)}
 	}
-	// The ratios are taken within each round: 1.4, 1.5 and 1.6 for p50 (median 1.5, met,
-	// although the medians of the scenarios, 140 / 100, would say 1.4).
+	// The ratios are taken within each round: 1.4, 1.5 and 1.6 for p50, median 1.5 (the
+	// medians of the scenarios, 160 / 100, would say 1.6).
 	r.add(keyRelay, "relay", []Measurement{m(100, 1000), m(200, 1000), m(100, 1000)}, nil)
 	r.add(keyProtoRelay, "proto", []Measurement{m(120, 500), m(220, 600), m(130, 400)}, nil)
 	r.add(keyRedis, "redis", []Measurement{m(100, 1000)}, nil)
@@ -73,13 +73,13 @@ func TestReportRatios(t *testing.T) {
 		value float64
 		met   bool
 	}{
-		"host-memory p50 / relay p50":                     {1.5, true},
-		"host-memory throughput / relay throughput":       {0.5, false},
+		"host-memory p50 / relay p50":                     {1.5, false},
+		"host-memory throughput / relay throughput":       {0.5, true},
 		"proto-frame-relay p50 / relay p50":               {1.2, false}, // a reference: never "met"
 		"proto-frame-relay throughput / relay throughput": {0.5, false},
 		// rounds 140/120, 300/220, 160/130 (median 160/130); 500/500, 500/600, 500/400
 		"host-memory p50 / proto-frame-relay p50":               {160.0 / 130, false},
-		"host-memory throughput / proto-frame-relay throughput": {1, false},
+		"host-memory throughput / proto-frame-relay throughput": {1, true},
 	}
 	for _, q := range r.Ratios {
 		w, ok := want[q.Name]
@@ -102,9 +102,9 @@ func TestReportRatios(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := b.String()
-	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.5) ✓",
-		"**0.50** (rounds 0.50–0.50; target ≥ 0.6) ✗", "median of 3 rounds",
-		"throughput ÷ reference throughput = 1.00 (rounds 0.83–1.25), no target",
+	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.35) ✗",
+		"**0.50** (rounds 0.50–0.50; target ≥ 0.45) ✓", "median of 3 rounds",
+		"throughput ÷ reference throughput = **1.00** (rounds 0.83–1.25; target ≥ 0.8) ✓",
 		"**failed to run**: no redis \\| here",
 		"| proto | 130 | 260 | 10 | 500 | 500 | p50 ÷ relay p50 = 1.20 (rounds 1.10–1.30), no target; throughput ÷ relay throughput = 0.50 (rounds 0.40–0.60), no target |"} {
 		if !strings.Contains(md, s) {
@@ -120,8 +120,53 @@ func TestReportRatios(t *testing.T) {
 	r.add(keyRelay, "relay", nil, errors.New("refused"))
 	r.add(keyHostMem, "mem", []Measurement{{P50us: 140, Throughput: 500}}, nil)
 	r.computeRatios()
-	if cell := r.ratioCell(keyHostMem); !strings.Contains(cell, "p50 ÷ relay p50 n/a (target ≤ 1.5)") {
+	if cell := r.ratioCell(keyHostMem); !strings.Contains(cell, "p50 ÷ relay p50 n/a (target ≤ 1.35)") {
 		t.Errorf("ratio cell without a baseline: %q", cell)
+	}
+}
+
+// The over-Redis targets: p50 against the relay's and Redis's p50 together, throughput
+// against Redis's, within each round.
+func TestReportRedisRatios(t *testing.T) {
+	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 3})
+	m := func(p50, tput float64) Measurement {
+		return Measurement{P50us: p50, P99us: 2 * p50, Samples: 10, Throughput: tput, RoundTrips: int(tput)}
+	}
+	r.add(keyRelay, "relay", []Measurement{m(100, 30000), m(100, 30000), m(100, 30000)}, nil)
+	r.add(keyRedis, "redis", []Measurement{m(200, 10000), m(300, 20000), m(200, 10000)}, nil)
+	// p50 330/300 = 1.1, 520/400 = 1.3, 390/300 = 1.3; throughput 0.5, 0.3, 0.45.
+	r.add(keyHostRedis, "host redis", []Measurement{m(330, 5000), m(520, 6000), m(390, 4500)}, nil)
+	r.computeRatios()
+	want := map[string]struct {
+		value float64
+		met   bool
+	}{
+		"host-redis p50 / (relay p50 + redis p50)": {1.3, false},
+		"host-redis throughput / redis throughput": {0.45, true},
+	}
+	found := 0
+	for _, q := range r.Ratios {
+		w, ok := want[q.Name]
+		if !ok {
+			continue
+		}
+		found++
+		if q.Value == nil || math.Abs(*q.Value-w.value) > 1e-9 || q.Met != w.met || len(q.PerRound) != 3 {
+			t.Errorf("%s = %v (met %v, rounds %v), want %v (met %v)", q.Name, q.Value, q.Met, q.PerRound, w.value, w.met)
+		}
+	}
+	if found != len(want) {
+		t.Errorf("%d of the %d over-Redis ratios in %+v", found, len(want), r.Ratios)
+	}
+	var b strings.Builder
+	if err := r.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"p50 ÷ (relay p50 + Redis p50) = **1.30** (rounds 1.10–1.30; target ≤ 1.2) ✗",
+		"throughput ÷ Redis throughput = **0.45** (rounds 0.30–0.50; target ≥ 0.4) ✓"} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("the Markdown report lacks %q:\n%s", s, b.String())
+		}
 	}
 }
 

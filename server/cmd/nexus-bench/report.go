@@ -51,12 +51,15 @@ func isReadKey(key string) bool {
 
 // The targets of the issue.
 const (
-	targetMemP50   = 1.5 // host-memory p50 / relay p50, at most
-	targetMemTput  = 0.6 // host-memory throughput / relay throughput, at least
-	targetRedisP50 = 1.5 // host-redis p50 / (relay p50 + redis p50), at most
-	// Issue 11: the REST reads' throughput against the repositories endpoint's.
-	targetListTput   = 0.5 // plugin-list throughput / repositories throughput, at least
-	targetDetailTput = 0.8 // plugin-detail throughput / repositories throughput, at least
+	// Issue 15 re-based the messaging targets of the messaging issue (1.5, 0.6 and 1.5).
+	targetMemP50     = 1.35 // host-memory p50 / relay p50, at most
+	targetMemTput    = 0.45 // host-memory throughput / relay throughput, at least
+	targetMemRefTput = 0.8  // host-memory throughput / proto-frame-relay throughput, at least
+	targetRedisP50   = 1.2  // host-redis p50 / (relay p50 + redis p50), at most
+	targetRedisTput  = 0.4  // host-redis throughput / raw Redis Streams throughput, at least
+	// Issue 11's targets for the REST reads against the repositories endpoint (list 0.5,
+	// detail 0.8) compared a 96 KB list with an empty one; issue 15 replaced them by the
+	// same reads from a bare server (below), and they are reported without a target.
 	// Issue 15: the REST reads' throughput against the bare server's, and the tail over
 	// 1,000 connections.
 	targetListBare   = 0.5 // plugin-list throughput / the bare server's, at least
@@ -271,12 +274,14 @@ func (r *report) computeRatios() {
 	if r.hasScenario(keyHostMem) && r.hasScenario(keyProtoRelay) {
 		add(keyHostMem, "p50 ÷ reference p50", "host-memory p50 / proto-frame-relay p50", "", 0,
 			func(i int) (float64, bool) { return div(mem[i].P50us, protoRelay[i].P50us) }, mem, protoRelay)
-		add(keyHostMem, "throughput ÷ reference throughput", "host-memory throughput / proto-frame-relay throughput", "", 0,
+		add(keyHostMem, "throughput ÷ reference throughput", "host-memory throughput / proto-frame-relay throughput", ">=", targetMemRefTput,
 			func(i int) (float64, bool) { return div(mem[i].Throughput, protoRelay[i].Throughput) }, mem, protoRelay)
 	}
 	if r.hasScenario(keyHostRedis) {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
 			func(i int) (float64, bool) { return div(hostRedis[i].P50us, relay[i].P50us+rds[i].P50us) }, hostRedis, relay, rds)
+		add(keyHostRedis, "throughput ÷ Redis throughput", "host-redis throughput / redis throughput", ">=", targetRedisTput,
+			func(i int) (float64, bool) { return div(hostRedis[i].Throughput, rds[i].Throughput) }, hostRedis, rds)
 	}
 	if r.hasScenario(keyHostReplicas) {
 		add(keyHostReplicas, "p50 ÷ same-replica p50", "host-redis-replicas p50 / host-redis p50", "", 0,
@@ -285,20 +290,13 @@ func (r *report) computeRatios() {
 			func(i int) (float64, bool) { return div(replicas[i].Throughput, hostRedis[i].Throughput) }, replicas, hostRedis)
 	}
 	repos := r.runs(keyReadRepos)
-	for _, q := range []struct {
-		key, name string
-		target    float64
-	}{{keyReadList, "plugin-list", targetListTput}, {keyReadDetail, "plugin-detail", targetDetailTput}} {
-		if !r.hasScenario(q.key) {
+	for _, q := range []struct{ key, name string }{{keyReadList, "plugin-list"}, {keyReadDetail, "plugin-detail"}} {
+		if !r.hasScenario(q.key) || !r.hasScenario(keyReadRepos) {
 			continue
 		}
 		runs := r.runs(q.key)
-		add(q.key, "throughput ÷ repositories throughput", q.name+" throughput / repositories throughput", ">=", q.target,
+		add(q.key, "throughput ÷ repositories throughput", q.name+" throughput / repositories throughput", "", 0,
 			func(i int) (float64, bool) { return div(runs[i].Throughput, repos[i].Throughput) }, runs, repos)
-		add(q.key, "p50 ÷ repositories p50", q.name+" p50 / repositories p50", "", 0,
-			func(i int) (float64, bool) { return div(runs[i].LoadedP50us, repos[i].LoadedP50us) }, runs, repos)
-		add(q.key, "p99 ÷ repositories p99", q.name+" p99 / repositories p99", "", 0,
-			func(i int) (float64, bool) { return div(runs[i].LoadedP99us, repos[i].LoadedP99us) }, runs, repos)
 	}
 	// Issue 15: each read against the bare server's same read, within each round.
 	for _, q := range []struct {
@@ -462,7 +460,7 @@ func (r *report) ratioCell(key string) string {
 			parts = append(parts, fmt.Sprintf("%s = %s%s, no target", q.label, fmtRatio(*q.Value), spread))
 			continue
 		case q.Value == nil:
-			parts = append(parts, fmt.Sprintf("%s n/a (target %s %.2g)", q.label, opSign(q.Op), q.Target))
+			parts = append(parts, fmt.Sprintf("%s n/a (target %s %g)", q.label, opSign(q.Op), q.Target))
 			continue
 		}
 		mark := "✗"
@@ -473,7 +471,7 @@ func (r *report) ratioCell(key string) string {
 		if len(q.PerRound) > 1 {
 			bounds = fmt.Sprintf("rounds %s–%s; ", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
 		}
-		parts = append(parts, fmt.Sprintf("%s = **%s** (%starget %s %.2g) %s", q.label, fmtRatio(*q.Value), bounds, opSign(q.Op), q.Target, mark))
+		parts = append(parts, fmt.Sprintf("%s = **%s** (%starget %s %g) %s", q.label, fmtRatio(*q.Value), bounds, opSign(q.Op), q.Target, mark))
 	}
 	if len(parts) == 0 {
 		return "baseline"
