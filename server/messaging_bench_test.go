@@ -45,11 +45,15 @@ func logCommandStats(b *testing.B, rdb *redis.Client) {
 	if b.N < 1000 {
 		return // the setup would dominate
 	}
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	info, err := rdb.Info(context.Background(), "commandstats", "stats").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && (k == "total_reads_processed" || k == "total_writes_processed") {
+			n, _ := strconv.ParseFloat(v, 64)
+			b.Logf("%-22s %5.2f per message", k, n/float64(b.N))
+		}
 		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
 			continue

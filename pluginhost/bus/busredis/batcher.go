@@ -34,12 +34,17 @@ type batcher struct {
 
 // batchCall is one queued script call. done is called once, on the runner's goroutine, with
 // the command answered (or failed); it must not block.
+//
+// A call with prepare set takes its keys and arguments only when its pipeline is built:
+// prepare returns them (ok false: nothing to run, done is not called), so that what was
+// queued for it until then goes in this one call (see ackQueue).
 type batchCall struct {
-	ctx  context.Context
-	s    script
-	keys []string
-	args []any
-	done func(*redis.Cmd)
+	ctx     context.Context
+	s       script
+	keys    []string
+	args    []any
+	done    func(*redis.Cmd)
+	prepare func() (keys []string, args []any, ok bool)
 }
 
 func newBatcher(rdb *redis.Client) *batcher { return &batcher{rdb: rdb} }
@@ -104,6 +109,13 @@ func (p *batcher) exec(batch []*batchCall) {
 	cmds := make([]*redis.Cmd, len(batch))
 	pipe := p.rdb.Pipeline()
 	for i, c := range batch {
+		if c.prepare != nil {
+			keys, args, ok := c.prepare()
+			if !ok {
+				continue
+			}
+			c.keys, c.args = keys, args
+		}
 		if err := c.ctx.Err(); err != nil {
 			cmds[i] = failedCmd(c.ctx, err)
 			continue
@@ -115,7 +127,7 @@ func (p *batcher) exec(batch []*batchCall) {
 	}
 	var retry []int
 	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
+		if cmd != nil && isNoScript(cmd.Err()) {
 			retry = append(retry, i)
 		}
 	}
@@ -132,7 +144,9 @@ func (p *batcher) exec(batch []*batchCall) {
 		_, _ = pipe.Exec(ctx)
 	}
 	for i, c := range batch {
-		c.done(cmds[i])
+		if cmds[i] != nil {
+			c.done(cmds[i])
+		}
 	}
 }
 

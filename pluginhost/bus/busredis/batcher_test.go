@@ -174,3 +174,56 @@ func TestLiveOnAnotherReplica(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestConcurrentAcksSettleExactly: many acknowledgements of one consumer at once (merged
+// into shared script calls) each settle their own delivery: every one succeeds once, the
+// inbox and its byte count end empty, and acknowledging again, or a delivery another
+// consumer holds, fails with bus.ErrUnknownDelivery.
+func TestConcurrentAcksSettleExactly(t *testing.T) {
+	prefix := newPrefix()
+	b := newBus(t, shared, prefix, bus.Options{ProcessingTimeout: time.Minute, Prefetch: 256})
+	ctx := context.Background()
+	rdb := rawClient(t, shared)
+	const n = 200
+	for i := range n {
+		publish(t, b, envelopeTo("acks", fmt.Sprintf("m-%d", i)))
+	}
+	c := consume(t, b, "acks", "mine")
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = next(t, c).Tag
+	}
+	publish(t, b, envelopeTo("acks", "foreign"))
+	other := consume(t, b, "acks", "other")
+	foreign := next(t, other)
+	if err := c.Ack(ctx, foreign.Tag); !errors.Is(err, bus.ErrUnknownDelivery) {
+		t.Fatalf("ack of the other consumer's delivery: %v; want %v", err, bus.ErrUnknownDelivery)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, tag := range tags {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Ack(ctx, tag)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+	}
+	if err := c.Ack(ctx, tags[0]); !errors.Is(err, bus.ErrUnknownDelivery) {
+		t.Fatalf("second ack: %v; want %v", err, bus.ErrUnknownDelivery)
+	}
+	if got, err := rdb.XLen(ctx, prefix+"inbox:acks").Result(); err != nil || got != 1 {
+		t.Fatalf("the inbox holds %d entries (%v); want 1, the other consumer's", got, err)
+	}
+	if err := other.Ack(ctx, foreign.Tag); err != nil {
+		t.Fatalf("the other consumer's ack: %v", err)
+	}
+	if got, err := rdb.Get(ctx, prefix+"bytes:acks").Int(); err != nil || got != 0 {
+		t.Fatalf("the byte count is %d (%v); want 0", got, err)
+	}
+}

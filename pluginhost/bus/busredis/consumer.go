@@ -39,6 +39,8 @@ type Consumer struct {
 	closeOnce sync.Once
 	closeErr  error // set by the closeOnce function
 
+	acks ackQueue // the acknowledgements waiting for their pipeline
+
 	mu       sync.Mutex
 	ready    []*ahead           // fetched, not handed out yet, oldest first
 	inflight map[string]*flight // handed out and unsettled, by tag (the entry id)
@@ -179,14 +181,89 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 	}
 }
 
-// Ack settles a delivery as done: one round trip (see scriptAck).
+// Ack settles a delivery as done, in one scriptAckMany call with the other acknowledgements
+// of this consumer waiting for the same pipeline (see ackQueue).
 func (c *Consumer) Ack(ctx context.Context, tag string) error {
 	size, err := c.holding(tag, "ack")
 	if err != nil {
 		return err
 	}
-	n, err := c.b.settles.do(ctx, scriptAck, []string{c.inbox, c.bytes}, group, c.rname, tag, size).Int64()
-	return c.settled(tag, "ack", n, err)
+	ch := make(chan ackResult, 1)
+	c.acks.add(c, pendingAck{tag: tag, size: size, done: ch})
+	select {
+	case r := <-ch:
+		return c.settled(tag, "ack", r.n, r.err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ackQueue gathers a consumer's acknowledgements until the settles batcher builds its next
+// pipeline: then all of them go in one scriptAckMany call, instead of a script call (with
+// its XPENDING, XACK, XDEL and DECRBY) each.
+type ackQueue struct {
+	mu      sync.Mutex
+	pending []pendingAck
+	queued  bool // a call is in the batcher's queue for them
+}
+
+type pendingAck struct {
+	tag, size string
+	done      chan<- ackResult // buffered 1
+}
+
+type ackResult struct {
+	n   int64 // 1 acknowledged, 0 not held
+	err error
+}
+
+// add queues a, and a call for the queue unless one waits already.
+func (q *ackQueue) add(c *Consumer, a pendingAck) {
+	q.mu.Lock()
+	q.pending = append(q.pending, a)
+	queue := !q.queued
+	q.queued = true
+	q.mu.Unlock()
+	if !queue {
+		return
+	}
+	var taken []pendingAck
+	take := func() {
+		q.mu.Lock()
+		taken, q.pending, q.queued = q.pending, nil, false
+		q.mu.Unlock()
+	}
+	prepared := false
+	c.b.settles.add(&batchCall{
+		ctx: context.Background(), // each Ack waits on its own context
+		s:   scriptAckMany,
+		prepare: func() ([]string, []any, bool) {
+			prepared = true
+			take()
+			args := make([]any, 0, 2+2*len(taken))
+			args = append(args, group, c.rname)
+			for _, a := range taken {
+				args = append(args, a.tag, a.size)
+			}
+			return []string{c.inbox, c.bytes}, args, len(taken) > 0
+		},
+		done: func(cmd *redis.Cmd) {
+			if !prepared {
+				take() // failed before its pipeline (the bus closed): so do they
+			}
+			res, err := cmd.Int64Slice()
+			if err == nil && len(res) != len(taken) {
+				err = errUnexpected
+			}
+			for i, a := range taken {
+				r := ackResult{err: err}
+				if err == nil {
+					r.n = res[i]
+				}
+				a.done <- r
+			}
+		},
+	})
 }
 
 // AckReply sends r to the replica at to and acknowledges the message delivered under tag,

@@ -258,13 +258,54 @@ end
 return n
 `)
 
-// scriptAck acknowledges an entry if the consumer holds it.
+// scriptAckMany acknowledges the entries a consumer holds among the ids given, in one call
+// for the acknowledgements a consumer made meanwhile (see ackQueue): one XPENDING over the
+// ids' range tells which the consumer holds, one XACK takes them all, and one DECRBY takes
+// their sizes off the byte count; each is then deleted (XDEL, one by one so that only the
+// entries still there count off, as drop does).
 //
-// KEYS: inbox, bytes. ARGV: group, consumer, id, the entry's size ("" when unknown: the
-// script reads it). Returns 1, or 0 when the consumer does not hold it.
-var scriptAck = newScript(luaPrelude + `
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[3], tonumber(ARGV[4]))
+// KEYS: inbox, bytes. ARGV: group, consumer, then pairs of id and size ("" when unknown: the
+// script reads it). Returns one 1 (held, acknowledged) or 0 (not held) per id.
+var scriptAckMany = newScript(luaPrelude + `
+local inbox, bytes, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local lo, hi, loms, loseq, hims, hiseq
+for i = 3, #ARGV, 2 do
+  local ms, seq = splitid(ARGV[i])
+  if ms then
+    if not lo or idlt(ms, seq, loms, loseq) then lo, loms, loseq = ARGV[i], ms, seq end
+    if not hi or idlt(hims, hiseq, ms, seq) then hi, hims, hiseq = ARGV[i], ms, seq end
+  end
+end
+local out = {}
+for i = 3, #ARGV, 2 do out[#out + 1] = 0 end
+if not lo then return out end
+local ok, p = pcall(redis.call, 'XPENDING', inbox, group, lo, hi, 1000000, consumer)
+if not ok or #p == 0 then return out end
+local held = {}
+for _, e in ipairs(p) do held[e[1]] = true end
+local ids, sizes, slots = {}, {}, {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if held[id] then
+    held[id] = nil -- an id given twice counts once
+    ids[#ids + 1] = id
+    sizes[#sizes + 1] = tonumber(ARGV[i + 1])
+    out[(i - 1) / 2] = 1
+  end
+end
+if #ids == 0 then return out end
+redis.call('XACK', inbox, group, unpack(ids))
+local total = 0
+for j, id in ipairs(ids) do
+  local size = sizes[j]
+  if not size then
+    local r = redis.call('XRANGE', inbox, id, id)
+    size = (#r > 0) and entrysize(r[1][2]) or 0
+  end
+  if redis.call('XDEL', inbox, id) == 1 then total = total + size end
+end
+if total > 0 then redis.call('DECRBY', bytes, total) end
+return out
 `)
 
 // scriptSkip acknowledges entries a consumer skipped (expired or cancelled).
@@ -280,7 +321,7 @@ return n
 // holds it (the reply goes either way: the work is done).
 //
 // KEYS: inbox, reply stream, bytes. ARGV: group, consumer, id, reply record, reply stream
-// max length, reply stream TTL ms, the entry's size (as for scriptAck). Returns 1, or 0 when
+// max length, reply stream TTL ms, the entry's size ("" when unknown: the script reads it). Returns 1, or 0 when
 // the consumer does not hold the entry.
 var scriptAckReply = newScript(luaPrelude + `
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[4])
@@ -396,6 +437,6 @@ func (s script) load(ctx context.Context, pipe redis.Pipeliner) { pipe.ScriptLoa
 
 // allScripts are loaded at start, so that pipelines can use EVALSHA.
 var allScripts = []script{
-	scriptPublish, scriptClaim, scriptAdopt, scriptAck, scriptSkip, scriptAckReply,
+	scriptPublish, scriptClaim, scriptAdopt, scriptAckMany, scriptSkip, scriptAckReply,
 	scriptTouch, scriptDeadLetter, scriptHandback, scriptCancel,
 }
