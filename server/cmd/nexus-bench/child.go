@@ -31,6 +31,7 @@ const (
 	roleProtoRelay     = "proto-relay"     // reference C: the relay process
 	roleProtoClient    = "proto-client"    // reference C: the measuring client
 	roleReadsBase      = "reads-baseline"  // REST reads: the bare connect-go + vanguard server
+	roleFanoutPlugins  = "fanout-plugins"  // fan-out: the emitter and the subscribers
 )
 
 // childRole runs one role until ctx ends (servers) or its work is done (clients); out is
@@ -50,6 +51,7 @@ func childRoles() map[string]childRole {
 		roleProtoRelay:     protoRelayMain,
 		roleProtoClient:    protoClientMain,
 		roleReadsBase:      readsBaseMain,
+		roleFanoutPlugins:  fanoutPluginsMain,
 	}
 }
 

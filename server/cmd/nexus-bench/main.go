@@ -1,16 +1,18 @@
 // Command nexus-bench measures plugin-to-plugin messaging routed by the Nexus host, in
 // memory and over Redis (the two plugins on one server, and on two replicas sharing
-// PostgreSQL and Redis), beside two baselines measured in the same run on the same payload,
-// and the API's plugin reads (REST and Connect) beside a bare connect-go + vanguard server
-// serving the same answers, and over 1,000 connections, and prints a Markdown report (or
-// JSON with -json). It is a command, not a timed test: its figures are a report, and it
+// PostgreSQL and Redis), beside two baselines measured in the same run on the same payload;
+// the fan-out of events to 1,000 subscribing plugins beside the point-to-point message
+// rate; and the API's plugin reads (REST and Connect) beside a bare connect-go + vanguard
+// server serving the same answers, and over 1,000 connections. It prints a Markdown report
+// (or JSON with -json). It is a command, not a timed test: its figures are a report, and it
 // exits 0 even when a target is missed (non-zero only when a scenario fails to run).
 //
-//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads] [-skip-reads] [-json]
+//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads|fanout] [-skip-reads] [-json]
 //
 // `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus, and runs
-// every scenario; -only reads runs the reads alone, -only messaging (or -skip-reads) the
-// messaging scenarios alone.
+// every scenario; -only reads runs the reads alone, -only messaging the messaging
+// scenarios alone (without the fan-out), -only fanout the fan-out scenarios with the host
+// scenarios they are compared with, and -skip-reads everything but the REST reads.
 //
 // # Messaging scenarios
 //
@@ -84,6 +86,37 @@
 // plus the raw Redis round trip's p50, and throughput at least 0.4x the raw Redis round
 // trip's. The two-replica row has no target: its p50 and throughput are given as ratios to
 // the same-replica over-Redis row of the same round.
+//
+// # Fan-out
+//
+// The fan-out scenarios (fanout.go) start `nexus serve` in memory, and over Redis (--redis-url,
+// a redis-server of its own), and install 1,001 external plugins through the REST API, 32
+// install requests in flight, each installed and enabled in one request (auto_enable; the
+// API has no batch install): 1,000 subscribers (events:subscribe, subscribed to the event
+// type bench.fanout in their manifests) and one emitter (events:emit). Their tokens are
+// created in the server's database as `nexus token create` does, but in this process (a
+// thousand runs of the CLI would be slower than the installs). One child process
+// (fanout-plugins) then runs every plugin as a session of its own on the Go plugin SDK, each
+// with its own token and its own connection: the host sees 1,001 connected plugins, and an
+// event goes to each subscriber's own inbox, a copy for each. The run waits until the host
+// has made every plugin active, sends a first event to every subscriber, warms up
+// (-warmup), and measures for -duration:
+//
+//   - the emitter emits with 16 Emit calls in flight, each one accepted when the host has
+//     queued it for every subscriber (an event that reaches fewer than all of them fails
+//     the run); a new event waits while the slowest subscriber is 128 events behind, so
+//     that the inboxes stay small (the host accepts an event once it is queued, and
+//     without that bound would fill its 1,000 inboxes and refuse recipients);
+//   - each subscriber counts the events its OnEvent receives intact (type, payload, a
+//     sequence number it has not seen): a damaged or duplicate delivery fails the run;
+//   - the figure is deliveries per second: the subscribers' counts summed over the phase,
+//     per second of its wall time; beside it the events accepted per second. After the
+//     phase the run waits until every subscriber has every event.
+//
+// The setup's time is reported (install, tokens, connect until every plugin is active).
+// The target (issue 15), within each round: fan-out deliveries per second at least the
+// point-to-point messages per second of the host scenario on the same bus (host_memory,
+// host_redis), which -only fanout runs too.
 //
 // # REST and Connect reads
 //
@@ -185,6 +218,8 @@ const (
 const (
 	onlyMessaging = "messaging"
 	onlyReads     = "reads"
+	// onlyFanout runs the fan-out scenarios and, for their ratios, the host scenarios.
+	onlyFanout = "fanout"
 )
 
 func main() {
@@ -198,7 +233,7 @@ type config struct {
 	warmup    time.Duration // before the measured phases
 	payload   int           // bytes
 	skipRedis bool
-	only      string // "" (everything), onlyMessaging or onlyReads
+	only      string // "" (everything), onlyMessaging, onlyReads or onlyFanout
 	skipReads bool
 	jsonOut   bool
 	rounds    int // times every scenario runs, back to back in each round
@@ -260,7 +295,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.warmup, "warmup", defaultWarmup, "warm-up before the measurements of each scenario")
 	fs.IntVar(&cfg.payload, "payload", defaultPayload, "payload bytes carried each way")
 	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline, host over Redis, and two replicas on PostgreSQL and Redis)")
-	fs.StringVar(&cfg.only, "only", "", "run only the messaging scenarios (\""+onlyMessaging+"\") or only the REST reads (\""+onlyReads+"\")")
+	fs.StringVar(&cfg.only, "only", "", "run only the messaging scenarios (\""+onlyMessaging+"\"), only the REST reads (\""+onlyReads+"\"), or only the fan-out scenarios and the host scenarios they compare with (\""+onlyFanout+"\")")
 	fs.BoolVar(&cfg.skipReads, "skip-reads", false, "skip the REST reads scenario")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
 	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "rounds: every scenario runs once per round, and the report gives medians")
@@ -279,8 +314,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-rounds must be at least 1")
 	case cfg.payload < 1 || cfg.payload > maxPayload:
 		return cfg, fmt.Errorf("-payload must be between 1 and %d", maxPayload)
-	case cfg.only != "" && cfg.only != onlyMessaging && cfg.only != onlyReads:
-		return cfg, fmt.Errorf("-only must be %q or %q", onlyMessaging, onlyReads)
+	case cfg.only != "" && cfg.only != onlyMessaging && cfg.only != onlyReads && cfg.only != onlyFanout:
+		return cfg, fmt.Errorf("-only must be %q, %q or %q", onlyMessaging, onlyReads, onlyFanout)
 	case cfg.only == onlyReads && cfg.skipReads:
 		return cfg, fmt.Errorf("-only %s and -skip-reads leave nothing to run", onlyReads)
 	}
@@ -308,9 +343,10 @@ type bench struct {
 	readsLimits string
 }
 
-// runsMessaging and runsReads say which scenarios the flags select.
-func (c config) runsMessaging() bool { return c.only != onlyReads }
-func (c config) runsReads() bool     { return c.only != onlyMessaging && !c.skipReads }
+// runsMessaging, runsReads and runsFanout say which scenarios the flags select.
+func (c config) runsMessaging() bool { return c.only == "" || c.only == onlyMessaging }
+func (c config) runsReads() bool     { return (c.only == "" || c.only == onlyReads) && !c.skipReads }
+func (c config) runsFanout() bool    { return c.only == "" || c.only == onlyFanout }
 
 // scenario is one step of a round: its processes are started for it and stopped before the
 // next step. It measures one row of the report, or several (the REST reads: three
@@ -370,6 +406,18 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 				oneRow(keyHostReplicas, "host, over Redis, two replicas (sender → nexus A → Redis → nexus B → echo)", b.runHostReplicas))
 		}
 	}
+	if cfg.runsFanout() {
+		if !cfg.runsMessaging() { // the point-to-point rates the fan-out compares with
+			scenarios = append(scenarios, oneRow(keyHostMem, "host, in memory (sender → nexus → echo)", b.runHostMemory))
+		}
+		scenarios = append(scenarios, oneRow(keyFanoutMem, fmt.Sprintf("fan-out, in memory (emitter → nexus → %d subscribers)", fanoutSubscribers), b.runFanoutMemory))
+		if !cfg.skipRedis {
+			if !cfg.runsMessaging() {
+				scenarios = append(scenarios, oneRow(keyHostRedis, "host, over Redis (sender → nexus → Redis → nexus → echo)", b.runHostRedis))
+			}
+			scenarios = append(scenarios, oneRow(keyFanoutRedis, fmt.Sprintf("fan-out, over Redis (emitter → nexus → Redis → nexus → %d subscribers)", fanoutSubscribers), b.runFanoutRedis))
+		}
+	}
 	if cfg.runsReads() {
 		scenarios = append(scenarios, scenario{
 			name: fmt.Sprintf("REST and Connect reads (%d plugins installed, %d in flight; then %s connections)", readPlugins, readConcurrency, thousands(readConnections)),
@@ -426,6 +474,10 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 func progressFigures(key string, m Measurement) string {
 	if isReadKey(key) {
 		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.0f µs/req (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.ServerCPUus, m.InFlight, m.Slices)
+	}
+	if isFanoutKey(key) {
+		return fmt.Sprintf("%.0f deliveries/s, %.0f events/s to %d subscribers; setup %.1fs (install %.1fs, tokens %.1fs, connect %.1fs)",
+			m.Throughput, m.EventsPerSecond, m.Subscribers, m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds)
 	}
 	return fmt.Sprintf("p50 %.0f µs, p99 %.0f µs, %.0f msg/s", m.P50us, m.P99us, m.Throughput)
 }

@@ -46,6 +46,22 @@ type Measurement struct {
 	// microseconds, over the measurement (REST reads only, where /proc can be read): on a
 	// shared machine it moves less than the throughput does.
 	ServerCPUus float64 `json:"server_cpu_us_per_request,omitempty"`
+
+	// The fan-out scenarios (fanout.go) only. Throughput is then deliveries per second:
+	// Deliveries (the subscribers' counts summed) in Seconds of wall time, while the host
+	// accepted Events events (EventsPerSecond), with InFlight Emit calls in flight, for
+	// Subscribers subscribers; WarmupRoundTrips are the deliveries before the phase.
+	Subscribers     int     `json:"subscribers,omitempty"`
+	Deliveries      int     `json:"deliveries,omitempty"`
+	Events          int     `json:"events,omitempty"`
+	EventsPerSecond float64 `json:"events_per_s,omitempty"`
+	// SetupSeconds is the setup's wall time: InstallSeconds installing and enabling the
+	// plugins through the REST API, TokenSeconds creating their tokens, ConnectSeconds
+	// until every session started and a first event reached every subscriber.
+	SetupSeconds   float64 `json:"setup_s,omitempty"`
+	InstallSeconds float64 `json:"install_s,omitempty"`
+	TokenSeconds   float64 `json:"token_s,omitempty"`
+	ConnectSeconds float64 `json:"connect_s,omitempty"`
 }
 
 // roundTrip does one round trip and checks its reply; an error fails the measurement.

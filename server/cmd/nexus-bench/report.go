@@ -41,7 +41,18 @@ const (
 	keyConnectDetailBase = "connect_plugin_detail_bare"
 	keyReadConns         = "rest_plugin_list_1000_connections"
 	keyReadConnsBase     = "rest_plugin_list_1000_connections_bare"
+	// The fan-out scenarios (fanout.go); their throughput is deliveries per second, compared
+	// with the point-to-point throughput of keyHostMem and keyHostRedis.
+	keyFanoutMem   = "fanout_memory"
+	keyFanoutRedis = "fanout_redis"
 )
+
+// isFanoutKey reports whether key is a row of the fan-out scenarios.
+func isFanoutKey(key string) bool { return key == keyFanoutMem || key == keyFanoutRedis }
+
+// targetFanout: fan-out deliveries per second / point-to-point messages per second on the
+// same bus, at least (issue 15).
+const targetFanout = 1.0
 
 // isReadKey reports whether key is a row of the REST reads, whose figures are requests
 // under load (LoadedP50us, LoadedP99us, Throughput) rather than round trips.
@@ -186,6 +197,14 @@ func medianMeasurement(runs []Measurement) Measurement {
 		WarmupRoundTrips: int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
 		Slices:           int(med(func(m Measurement) float64 { return float64(m.Slices) })),
 		ServerCPUus:      med(func(m Measurement) float64 { return m.ServerCPUus }),
+		Subscribers:      runs[0].Subscribers,
+		Deliveries:       int(med(func(m Measurement) float64 { return float64(m.Deliveries) })),
+		Events:           int(med(func(m Measurement) float64 { return float64(m.Events) })),
+		EventsPerSecond:  med(func(m Measurement) float64 { return m.EventsPerSecond }),
+		SetupSeconds:     med(func(m Measurement) float64 { return m.SetupSeconds }),
+		InstallSeconds:   med(func(m Measurement) float64 { return m.InstallSeconds }),
+		TokenSeconds:     med(func(m Measurement) float64 { return m.TokenSeconds }),
+		ConnectSeconds:   med(func(m Measurement) float64 { return m.ConnectSeconds }),
 	}
 }
 
@@ -289,6 +308,17 @@ func (r *report) computeRatios() {
 		add(keyHostReplicas, "throughput ÷ same-replica throughput", "host-redis-replicas throughput / host-redis throughput", "", 0,
 			func(i int) (float64, bool) { return div(replicas[i].Throughput, hostRedis[i].Throughput) }, replicas, hostRedis)
 	}
+	for _, q := range []struct{ fan, p2p, name string }{
+		{keyFanoutMem, keyHostMem, "fanout-memory deliveries/s / host-memory msg/s"},
+		{keyFanoutRedis, keyHostRedis, "fanout-redis deliveries/s / host-redis msg/s"},
+	} {
+		if !r.hasScenario(q.fan) {
+			continue
+		}
+		fan, p2p := r.runs(q.fan), r.runs(q.p2p)
+		add(q.fan, "deliveries/s ÷ point-to-point msg/s", q.name, ">=", targetFanout,
+			func(i int) (float64, bool) { return div(fan[i].Throughput, p2p[i].Throughput) }, fan, p2p)
+	}
 	repos := r.runs(keyReadRepos)
 	for _, q := range []struct{ key, name string }{{keyReadList, "plugin-list"}, {keyReadDetail, "plugin-detail"}} {
 		if !r.hasScenario(q.key) || !r.hasScenario(keyReadRepos) {
@@ -373,11 +403,14 @@ func (r *report) writeJSON(w io.Writer) error {
 // (those that ran), each a header line and a table, a row per scenario.
 func (r *report) writeMarkdown(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	var messaging, reads []scenarioOut
+	var messaging, reads, fanout []scenarioOut
 	for _, s := range r.Scenarios {
-		if isReadKey(s.Key) {
+		switch {
+		case isReadKey(s.Key):
 			reads = append(reads, s)
-		} else {
+		case isFanoutKey(s.Key):
+			fanout = append(fanout, s)
+		default:
 			messaging = append(messaging, s)
 		}
 	}
@@ -398,8 +431,11 @@ func (r *report) writeMarkdown(w io.Writer) error {
 				s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, r.ratioCell(s.Key))
 		}
 	}
+	if len(fanout) > 0 {
+		r.writeFanout(bw, fanout)
+	}
 	if len(reads) > 0 && r.Reads != nil {
-		if len(messaging) > 0 {
+		if len(messaging) > 0 || len(fanout) > 0 {
 			fmt.Fprintln(bw)
 			machine = "**REST reads**"
 		}
@@ -423,6 +459,23 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// writeFanout prints the fan-out table.
+func (r *report) writeFanout(w io.Writer, rows []scenarioOut) {
+	fmt.Fprintf(w, "\n**Fan-out** · one server, %d subscribing plugins and one emitter, each a session on the Go SDK (all in one process) · %d emits in flight, at most %d events queued per subscriber · deliveries counted by the subscribers (each event once, intact) · %s per measurement after %s warm-up · median of %d rounds (ratios to the point-to-point throughput of the same round)\n\n",
+		fanoutSubscribers, fanoutEmitsInFlight, fanoutBacklog, r.Duration, r.Warmup, r.Rounds)
+	fmt.Fprintln(w, "| scenario | deliveries/s | events/s | deliveries | setup (s): install + tokens + connect | vs target |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|")
+	for _, s := range rows {
+		if s.Result == nil {
+			fmt.Fprintf(w, "| %s | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+			continue
+		}
+		m := s.Result
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.1f: %.1f + %.1f + %.1f | %s |\n", s.Name, m.Throughput, m.EventsPerSecond, m.Deliveries,
+			m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds, r.ratioCell(s.Key))
+	}
 }
 
 // readSlicesUsed is how many slices the REST reads' rounds were cut into: a count, or the
