@@ -181,7 +181,8 @@ func TestReportFanoutRatios(t *testing.T) {
 	}
 	fan := func(tput float64) Measurement {
 		return Measurement{Throughput: tput, Deliveries: int(3 * tput), Events: int(3 * tput / 1000), EventsPerSecond: tput / 1000,
-			Subscribers: fanoutSubscribers, InFlight: fanoutEmitsInFlight, SetupSeconds: 30, InstallSeconds: 20, TokenSeconds: 1, ConnectSeconds: 9}
+			Subscribers: fanoutSubscribers, InFlight: fanoutEmitsInFlight, SetupSeconds: 30, InstallSeconds: 20, TokenSeconds: 1, ConnectSeconds: 9,
+			HostCPUPerDeliveryUS: 40, PluginsCPUPerDeliveryUS: 50}
 	}
 	r.add(keyHostMem, "host, in memory", []Measurement{p2p(10000), p2p(8000), p2p(10000)}, nil)
 	// Rounds 1.2, 0.5, 0.8: median 0.8, not met.
@@ -223,7 +224,7 @@ func TestReportFanoutRatios(t *testing.T) {
 	md := b.String()
 	for _, s := range []string{
 		"**Fan-out** · one server, 1000 subscribing plugins",
-		"| fan-out, in memory | 8000 | 8 | 24000 | 30.0: 20.0 + 1.0 + 9.0 | deliveries/s ÷ point-to-point msg/s = **0.80** (rounds 0.50–1.20; target ≥ 1) ✗ |",
+		"| fan-out, in memory | 8000 | 8 | 24000 | 40.0, 50.0 | 30.0: 20.0 + 1.0 + 9.0 | deliveries/s ÷ point-to-point msg/s = **0.80** (rounds 0.50–1.20; target ≥ 1) ✗ |",
 		"deliveries/s ÷ point-to-point msg/s = **1.50** (rounds 1.00–2.00; target ≥ 1) ✓",
 		"| host, in memory | 300 |", // the point-to-point rows stay in the messaging table
 	} {
@@ -264,5 +265,14 @@ func TestParseFlagsFanout(t *testing.T) {
 			t.Errorf("%v: messaging %v, reads %v, fan-out %v; want %v, %v, %v", tc.args,
 				cfg.runsMessaging(), cfg.runsReads(), cfg.runsFanout(), tc.messaging, tc.reads, tc.fanout)
 		}
+	}
+}
+
+func TestCPUOf(t *testing.T) {
+	if cpu, ok := cpuOf(os.Getpid()); !ok || cpu < 0 {
+		t.Errorf("this process's CPU time: %v, %v", cpu, ok)
+	}
+	if _, ok := cpuOf(0); ok {
+		t.Error("cpuOf(0) ok")
 	}
 }

@@ -110,8 +110,10 @@
 //   - each subscriber counts the events its OnEvent receives intact (type, payload, a
 //     sequence number it has not seen): a damaged or duplicate delivery fails the run;
 //   - the figure is deliveries per second: the subscribers' counts summed over the phase,
-//     per second of its wall time; beside it the events accepted per second. After the
-//     phase the run waits until every subscriber has every event.
+//     per second of its wall time; beside it the events accepted per second, and the CPU
+//     time (user and system, from /proc) the server and the plugins' process used in the
+//     phase per delivery, a figure that the other work on a shared machine moves less than
+//     the rate. After the phase the run waits until every subscriber has every event.
 //
 // The setup's time is reported (install, tokens, connect until every plugin is active).
 // The target (issue 15), within each round: fan-out deliveries per second at least the
@@ -476,8 +478,8 @@ func progressFigures(key string, m Measurement) string {
 		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.0f µs/req (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.ServerCPUus, m.InFlight, m.Slices)
 	}
 	if isFanoutKey(key) {
-		return fmt.Sprintf("%.0f deliveries/s, %.0f events/s to %d subscribers; setup %.1fs (install %.1fs, tokens %.1fs, connect %.1fs)",
-			m.Throughput, m.EventsPerSecond, m.Subscribers, m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds)
+		return fmt.Sprintf("%.0f deliveries/s, %.0f events/s to %d subscribers; CPU per delivery: host %.1f µs, plugins %.1f µs; setup %.1fs (install %.1fs, tokens %.1fs, connect %.1fs)",
+			m.Throughput, m.EventsPerSecond, m.Subscribers, m.HostCPUPerDeliveryUS, m.PluginsCPUPerDeliveryUS, m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds)
 	}
 	return fmt.Sprintf("p50 %.0f µs, p99 %.0f µs, %.0f msg/s", m.P50us, m.P99us, m.Throughput)
 }

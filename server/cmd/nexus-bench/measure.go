@@ -62,6 +62,11 @@ type Measurement struct {
 	InstallSeconds float64 `json:"install_s,omitempty"`
 	TokenSeconds   float64 `json:"token_s,omitempty"`
 	ConnectSeconds float64 `json:"connect_s,omitempty"`
+	// HostCPUPerDeliveryUS and PluginsCPUPerDeliveryUS are the CPU time (user and system)
+	// the server and the plugins' process used during the phase, per delivery, in
+	// microseconds (Linux; 0 when not measured): steadier than the rate on a shared machine.
+	HostCPUPerDeliveryUS    float64 `json:"host_cpu_us_per_delivery,omitempty"`
+	PluginsCPUPerDeliveryUS float64 `json:"plugins_cpu_us_per_delivery,omitempty"`
 }
 
 // roundTrip does one round trip and checks its reply; an error fails the measurement.

@@ -185,26 +185,28 @@ func medianMeasurement(runs []Measurement) Measurement {
 		return median(v)
 	}
 	return Measurement{
-		P50us:            med(func(m Measurement) float64 { return m.P50us }),
-		P99us:            med(func(m Measurement) float64 { return m.P99us }),
-		Samples:          int(med(func(m Measurement) float64 { return float64(m.Samples) })),
-		Throughput:       med(func(m Measurement) float64 { return m.Throughput }),
-		RoundTrips:       int(med(func(m Measurement) float64 { return float64(m.RoundTrips) })),
-		Seconds:          med(func(m Measurement) float64 { return m.Seconds }),
-		InFlight:         runs[0].InFlight,
-		LoadedP50us:      med(func(m Measurement) float64 { return m.LoadedP50us }),
-		LoadedP99us:      med(func(m Measurement) float64 { return m.LoadedP99us }),
-		WarmupRoundTrips: int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
-		Slices:           int(med(func(m Measurement) float64 { return float64(m.Slices) })),
-		ServerCPUus:      med(func(m Measurement) float64 { return m.ServerCPUus }),
-		Subscribers:      runs[0].Subscribers,
-		Deliveries:       int(med(func(m Measurement) float64 { return float64(m.Deliveries) })),
-		Events:           int(med(func(m Measurement) float64 { return float64(m.Events) })),
-		EventsPerSecond:  med(func(m Measurement) float64 { return m.EventsPerSecond }),
-		SetupSeconds:     med(func(m Measurement) float64 { return m.SetupSeconds }),
-		InstallSeconds:   med(func(m Measurement) float64 { return m.InstallSeconds }),
-		TokenSeconds:     med(func(m Measurement) float64 { return m.TokenSeconds }),
-		ConnectSeconds:   med(func(m Measurement) float64 { return m.ConnectSeconds }),
+		P50us:                   med(func(m Measurement) float64 { return m.P50us }),
+		P99us:                   med(func(m Measurement) float64 { return m.P99us }),
+		Samples:                 int(med(func(m Measurement) float64 { return float64(m.Samples) })),
+		Throughput:              med(func(m Measurement) float64 { return m.Throughput }),
+		RoundTrips:              int(med(func(m Measurement) float64 { return float64(m.RoundTrips) })),
+		Seconds:                 med(func(m Measurement) float64 { return m.Seconds }),
+		InFlight:                runs[0].InFlight,
+		LoadedP50us:             med(func(m Measurement) float64 { return m.LoadedP50us }),
+		LoadedP99us:             med(func(m Measurement) float64 { return m.LoadedP99us }),
+		WarmupRoundTrips:        int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
+		Slices:                  int(med(func(m Measurement) float64 { return float64(m.Slices) })),
+		Subscribers:             runs[0].Subscribers,
+		Deliveries:              int(med(func(m Measurement) float64 { return float64(m.Deliveries) })),
+		Events:                  int(med(func(m Measurement) float64 { return float64(m.Events) })),
+		EventsPerSecond:         med(func(m Measurement) float64 { return m.EventsPerSecond }),
+		SetupSeconds:            med(func(m Measurement) float64 { return m.SetupSeconds }),
+		InstallSeconds:          med(func(m Measurement) float64 { return m.InstallSeconds }),
+		TokenSeconds:            med(func(m Measurement) float64 { return m.TokenSeconds }),
+		ConnectSeconds:          med(func(m Measurement) float64 { return m.ConnectSeconds }),
+		ServerCPUus:             med(func(m Measurement) float64 { return m.ServerCPUus }),
+		HostCPUPerDeliveryUS:    med(func(m Measurement) float64 { return m.HostCPUPerDeliveryUS }),
+		PluginsCPUPerDeliveryUS: med(func(m Measurement) float64 { return m.PluginsCPUPerDeliveryUS }),
 	}
 }
 
@@ -465,16 +467,16 @@ func (r *report) writeMarkdown(w io.Writer) error {
 func (r *report) writeFanout(w io.Writer, rows []scenarioOut) {
 	fmt.Fprintf(w, "\n**Fan-out** · one server, %d subscribing plugins and one emitter, each a session on the Go SDK (all in one process) · %d emits in flight, at most %d events queued per subscriber · deliveries counted by the subscribers (each event once, intact) · %s per measurement after %s warm-up · median of %d rounds (ratios to the point-to-point throughput of the same round)\n\n",
 		fanoutSubscribers, fanoutEmitsInFlight, fanoutBacklog, r.Duration, r.Warmup, r.Rounds)
-	fmt.Fprintln(w, "| scenario | deliveries/s | events/s | deliveries | setup (s): install + tokens + connect | vs target |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|")
+	fmt.Fprintln(w, "| scenario | deliveries/s | events/s | deliveries | CPU µs per delivery: host, plugins | setup (s): install + tokens + connect | vs target |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|---|")
 	for _, s := range rows {
 		if s.Result == nil {
-			fmt.Fprintf(w, "| %s | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+			fmt.Fprintf(w, "| %s | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
 			continue
 		}
 		m := s.Result
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.1f: %.1f + %.1f + %.1f | %s |\n", s.Name, m.Throughput, m.EventsPerSecond, m.Deliveries,
-			m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds, r.ratioCell(s.Key))
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.1f, %.1f | %.1f: %.1f + %.1f + %.1f | %s |\n", s.Name, m.Throughput, m.EventsPerSecond, m.Deliveries,
+			m.HostCPUPerDeliveryUS, m.PluginsCPUPerDeliveryUS, m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds, r.ratioCell(s.Key))
 	}
 }
 
