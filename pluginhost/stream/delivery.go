@@ -48,23 +48,40 @@ func (s *session) pruneInflight(now time.Time) {
 	}
 }
 
+// tryNexter is implemented by consumers that can hand out a delivery without waiting
+// (busmem's): TryNext returns what Next would return at once, or ok false when Next would
+// wait.
+type tryNexter interface {
+	TryNext() (d bus.Delivery, ok bool, err error)
+}
+
 // deliverLoop reads the session's consumer and sends each delivery to the plugin until the
-// session ends.
+// session ends. While the consumer has more deliveries ready at once (a backlog, or an
+// event fanned out to a busy plugin), it sends them back to back before it lets the
+// transport's writer run, so that they go out in one write instead of a write each.
 func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
+	tn, _ := sess.cons.(tryNexter)
+	var next bus.Delivery // taken by TryNext, sent by the next iteration
+	haveNext := false
 	for {
-		d, err := sess.cons.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
-				return
+		d := next
+		if !haveNext {
+			var err error
+			d, err = sess.cons.Next(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
+					return
+				}
+				h.log.Warn("reading a plugin inbox failed; retrying", "plugin_id", sess.pluginID, "error", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				continue
 			}
-			h.log.Warn("reading a plugin inbox failed; retrying", "plugin_id", sess.pluginID, "error", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
 		}
+		next, haveNext = bus.Delivery{}, false
 		data, err := framePayload(d.Data)
 		if err != nil {
 			h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
@@ -94,8 +111,18 @@ func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 		}
 		sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
 		sess.mu.Unlock()
-		if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}}); err != nil {
+		wrote, err := sess.sendHeld(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}})
+		if err != nil {
 			return // the session ended; closing the consumer hands the delivery back
+		}
+		if tn != nil && ctx.Err() == nil {
+			if nd, ok, err := tn.TryNext(); err == nil && ok {
+				next, haveNext = nd, true
+				continue
+			}
+		}
+		if wrote {
+			yieldToWriter()
 		}
 	}
 }

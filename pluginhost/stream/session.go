@@ -187,6 +187,18 @@ func frameBytes(f *pluginhostv1.ConnectResponse) int64 {
 // goroutine hand-off less on the message path); frames stay in order either way. That write
 // waits while the plugin does not read, whatever ctx says (see enqueue).
 func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
+	wrote, err := s.sendHeld(ctx, f)
+	if wrote {
+		yieldToWriter()
+	}
+	return err
+}
+
+// sendHeld is send without its yield to the writer: wrote says whether it wrote the frame
+// itself, and the caller should then yield once it has no other frame to send at once (the
+// transport's writer flushes when it runs out of frames, so frames sent back to back go out
+// in one write).
+func (s *session) sendHeld(ctx context.Context, f *pluginhostv1.ConnectResponse) (wrote bool, err error) {
 	if s.queued.Load() == 0 && s.sendMu.TryLock() {
 		if s.queued.Load() == 0 {
 			err := s.stream.Send(f)
@@ -194,14 +206,13 @@ func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) err
 			if err != nil {
 				s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
 				s.abort()
-				return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+				return false, errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 			}
-			yieldToWriter()
-			return nil
+			return true, nil
 		}
 		s.sendMu.Unlock()
 	}
-	return s.enqueue(ctx, f)
+	return false, s.enqueue(ctx, f)
 }
 
 // enqueue hands a frame to the send pump, waiting at most until ctx ends. The rest of the

@@ -648,3 +648,58 @@ func TestDeadLettersBoundedInBytes(t *testing.T) {
 		t.Fatalf("dead letters %v; want the newest three, [d5 d4 d3]", ids)
 	}
 }
+
+// tryNexter is the consumer's non-blocking read (pluginhost/stream uses it to send the
+// deliveries that are ready back to back).
+type tryNexter interface {
+	TryNext() (bus.Delivery, bool, error)
+}
+
+// TryNext hands out what is ready, in order, as Next would, never more than Prefetch
+// unsettled deliveries, and nothing once the consumer is closed.
+func TestTryNext(t *testing.T) {
+	b := newBus(t, bus.Options{Prefetch: 2})
+	c := consume(t, b, "p", "i1")
+	tn, ok := c.(tryNexter)
+	if !ok {
+		t.Fatalf("the consumer %T has no TryNext", c)
+	}
+	if _, ok, err := tn.TryNext(); ok || err != nil {
+		t.Fatalf("TryNext on an empty inbox: ok %v, error %v", ok, err)
+	}
+	for i := range 3 {
+		publish(t, b, bus.Envelope{ID: fmt.Sprintf("e%d", i), Kind: bus.KindEvent, Target: "p", Type: "t"})
+	}
+	var tags []string
+	for i := range 2 {
+		d, ok, err := tn.TryNext()
+		if !ok || err != nil || d.ID != fmt.Sprintf("e%d", i) || d.Attempt != 1 {
+			t.Fatalf("TryNext %d: %+v, ok %v, error %v", i, d, ok, err)
+		}
+		tags = append(tags, d.Tag)
+	}
+	if d, ok, _ := tn.TryNext(); ok {
+		t.Fatalf("TryNext past Prefetch handed out %s", d.ID)
+	}
+	if err := c.Ack(t.Context(), tags[0]); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok, err := tn.TryNext(); !ok || err != nil || d.ID != "e2" {
+		t.Fatalf("TryNext after an ack: %+v, ok %v, error %v", d, ok, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := tn.TryNext(); ok || !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("TryNext after Close: ok %v, error %v", ok, err)
+	}
+	// What the closed consumer held goes to the next one, Next and TryNext alike.
+	c2 := consume(t, b, "p", "i2")
+	d, err := next(t, c2, 10*time.Second)
+	if err != nil || d.ID != "e1" {
+		t.Fatalf("Next after the handback: %+v, %v", d, err)
+	}
+	if d, ok, err := c2.(tryNexter).TryNext(); !ok || err != nil || d.ID != "e2" {
+		t.Fatalf("TryNext after the handback: %+v, ok %v, error %v", d, ok, err)
+	}
+}

@@ -92,6 +92,20 @@ func (c *consumer) Next(ctx context.Context) (bus.Delivery, error) {
 	}
 }
 
+// TryNext returns the delivery Next would return at once, or ok false when Next would
+// wait (nothing is ready, or the consumer holds Prefetch unsettled deliveries). It lets a
+// caller take the deliveries that are ready in a row without a blocking call for each.
+func (c *consumer) TryNext() (d bus.Delivery, ok bool, err error) {
+	ib := c.ib
+	ib.mu.Lock()
+	defer ib.mu.Unlock()
+	if c.closed {
+		return bus.Delivery{}, false, bus.ErrClosed
+	}
+	d, ok, _ = ib.take(c, time.Now())
+	return d, ok, nil
+}
+
 // Ack settles a delivery as done.
 func (c *consumer) Ack(_ context.Context, tag string) error {
 	ib := c.ib
