@@ -227,3 +227,36 @@ func TestConcurrentAcksSettleExactly(t *testing.T) {
 		t.Fatalf("the byte count is %d (%v); want 0", got, err)
 	}
 }
+
+// TestTryNext: the entries one fetch read ahead are handed out by TryNext in order without
+// waiting; with nothing fetched it says so at once, and after Close it fails with
+// bus.ErrClosed.
+func TestTryNext(t *testing.T) {
+	prefix := newPrefix()
+	b := newBus(t, shared, prefix, bus.Options{ProcessingTimeout: time.Minute})
+	for i := range 5 {
+		publish(t, b, envelopeTo("try", fmt.Sprintf("m-%d", i)))
+	}
+	c := consume(t, b, "try", "try-1")
+	tn := c.(interface {
+		TryNext() (bus.Delivery, bool, error)
+	})
+	if d := next(t, c); d.ID != "m-0" {
+		t.Fatalf("Next gave %s; want m-0", d.ID)
+	}
+	for i := 1; i < 5; i++ { // one fetch took all five (read-ahead)
+		d, ok, err := tn.TryNext()
+		if err != nil || !ok || d.ID != fmt.Sprintf("m-%d", i) {
+			t.Fatalf("TryNext %d = %s, %v, %v; want m-%d", i, d.ID, ok, err, i)
+		}
+	}
+	if d, ok, err := tn.TryNext(); ok || err != nil {
+		t.Fatalf("TryNext with nothing fetched = %s, %v, %v; want not ok", d.ID, ok, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tn.TryNext(); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("TryNext after Close: %v; want %v", err, bus.ErrClosed)
+	}
+}

@@ -121,7 +121,6 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return bus.Delivery{}, err
 	}
-	prefetch := c.b.opts.Prefetch
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -129,19 +128,7 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 			return bus.Delivery{}, bus.ErrClosed
 		}
 		now := time.Now()
-		var skipped []string
-		var got *ahead
-		for got == nil && len(c.inflight) < prefetch && len(c.ready) > 0 {
-			a := c.ready[0]
-			c.ready[0] = nil
-			c.ready = c.ready[1:]
-			if a.d.Expired(now) || c.b.isCancelled(c.plugin, a.d.ID, now) {
-				skipped = append(skipped, a.d.Tag)
-				continue
-			}
-			got = a
-			c.inflight[a.d.Tag] = &flight{msgID: a.d.ID, visible: a.touched.Add(c.b.opts.ProcessingTimeout), size: a.size}
-		}
+		got, skipped := c.takeReadyLocked(now)
 		var wake chan struct{}
 		if got == nil {
 			c.waiting++
@@ -178,6 +165,53 @@ func (c *Consumer) Next(ctx context.Context) (bus.Delivery, error) {
 		if err != nil {
 			return bus.Delivery{}, err
 		}
+	}
+}
+
+// takeReadyLocked hands out the oldest fetched delivery, while the consumer holds fewer than
+// Prefetch; it returns the tags of the fetched ones it skipped (expired or cancelled: the
+// caller settles them). c.mu must be held.
+func (c *Consumer) takeReadyLocked(now time.Time) (got *ahead, skipped []string) {
+	for got == nil && len(c.inflight) < c.b.opts.Prefetch && len(c.ready) > 0 {
+		a := c.ready[0]
+		c.ready[0] = nil
+		c.ready = c.ready[1:]
+		if a.d.Expired(now) || c.b.isCancelled(c.plugin, a.d.ID, now) {
+			skipped = append(skipped, a.d.Tag)
+			continue
+		}
+		got = a
+		c.inflight[a.d.Tag] = &flight{msgID: a.d.ID, visible: a.touched.Add(c.b.opts.ProcessingTimeout), size: a.size}
+	}
+	return got, skipped
+}
+
+// TryNext returns the delivery Next would return at once, or ok false when Next would wait
+// (nothing fetched is ready, or the consumer holds Prefetch unsettled deliveries): a caller
+// takes the deliveries fetched together (read-ahead) in a row, without a blocking call
+// each. It makes a round trip only for what Next would make one for (skipped entries, a
+// stale one).
+func (c *Consumer) TryNext() (d bus.Delivery, ok bool, err error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return bus.Delivery{}, false, bus.ErrClosed
+		}
+		now := time.Now()
+		got, skipped := c.takeReadyLocked(now)
+		c.mu.Unlock()
+		if len(skipped) > 0 {
+			c.kickLoop() // slots were freed
+			c.settleSkipped(c.ctx, skipped)
+		}
+		if got == nil {
+			return bus.Delivery{}, false, nil
+		}
+		if now.Sub(got.touched) > c.b.timing.stale && !c.restart(c.ctx, got.d.Tag) {
+			continue // claimed by another consumer meanwhile
+		}
+		return got.d, true, nil
 	}
 }
 
