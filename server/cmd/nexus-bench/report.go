@@ -418,6 +418,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	machine := fmt.Sprintf("**%s** · %s · %s · %d cores · %s · load average %s at start",
 		r.Date, r.Machine.OS, r.Machine.CPU, r.Machine.Cores, r.Machine.Go, orUnknown(r.Machine.LoadAvg))
+	r.writeTargets(bw, machine)
 	if len(messaging) > 0 {
 		fmt.Fprintf(bw, "%s · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight · median of %d rounds (scenarios back to back in each; ratios within each round)\n\n",
 			machine, r.PayloadB, r.Duration, r.Warmup, r.Concurrency, r.Rounds)
@@ -478,6 +479,43 @@ func (r *report) writeFanout(w io.Writer, rows []scenarioOut) {
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.1f, %.1f | %.1f: %.1f + %.1f + %.1f | %s |\n", s.Name, m.Throughput, m.EventsPerSecond, m.Deliveries,
 			m.HostCPUPerDeliveryUS, m.PluginsCPUPerDeliveryUS, m.SetupSeconds, m.InstallSeconds, m.TokenSeconds, m.ConnectSeconds, r.ratioCell(s.Key))
 	}
+}
+
+// writeTargets prints the targets first, one row each (the ratio, its median over the
+// rounds and their range, the target, met or not), when any ratio of the run has one.
+func (r *report) writeTargets(w io.Writer, machine string) {
+	var rows []ratio
+	for _, q := range r.Ratios {
+		if q.Op != "" {
+			rows = append(rows, q)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	met := 0
+	for _, q := range rows {
+		if q.Met {
+			met++
+		}
+	}
+	fmt.Fprintf(w, "%s · median of %d rounds · **%d of %d targets met**\n\n", machine, r.Rounds, met, len(rows))
+	fmt.Fprintln(w, "| figure | value | rounds | target | met |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---|")
+	for _, q := range rows {
+		value, spread, mark := "n/a", "–", "✗"
+		if q.Value != nil {
+			value = fmtRatio(*q.Value)
+		}
+		if len(q.PerRound) > 0 {
+			spread = fmt.Sprintf("%s–%s", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
+		}
+		if q.Met {
+			mark = "✓"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s %g | %s |\n", q.Name, value, spread, opSign(q.Op), q.Target, mark)
+	}
+	fmt.Fprintln(w)
 }
 
 // readSlicesUsed is how many slices the REST reads' rounds were cut into: a count, or the
