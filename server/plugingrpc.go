@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/protoadapt"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -39,6 +41,11 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 		grpc.InitialConnWindowSize(4<<20),
 		// The SDK pings idle connections to find dead ones; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Each stream's context can be canceled by the host (grpcStream.End).
+		grpc.InTapHandle(func(ctx context.Context, _ *tap.Info) (context.Context, error) {
+			ctx, cancel := context.WithCancel(ctx)
+			return context.WithValue(ctx, streamEndKey{}, cancel), nil
+		}),
 		// Connections are routed by their first request: one that opened a gRPC plugin
 		// stream is dedicated to plugin streams.
 		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
@@ -48,6 +55,10 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 	)
 	handler := func(_ any, ss grpc.ServerStream) error {
 		ctx := ss.Context()
+		end, ok := ctx.Value(streamEndKey{}).(context.CancelFunc)
+		if !ok {
+			return status.Error(codes.Internal, "the stream cannot be served")
+		}
 		var token string
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get("authorization"); len(v) > 0 {
@@ -59,17 +70,14 @@ func (s *Server) newPluginGRPC(validator protovalidate.Validator) *grpc.Server {
 			return grpcError(err)
 		}
 		start := time.Now()
-		stream := &grpcStream{ss: ss, v: validator, ended: make(chan struct{})}
-		served := make(chan error, 1)
-		go func() {
-			served <- s.host.Sessions().ServeSession(ctx, pluginhost.SessionCaller{PluginID: p.PluginID, TokenID: p.TokenID}, stream)
-		}()
-		select {
-		case err = <-served:
-		case <-stream.ended:
-			// The host gave up on the stream (the plugin does not read it). Returning ends
-			// it, which fails the session's blocked Send and Receive: the session then
-			// finishes on its goroutine.
+		// The session runs on the call's goroutine: End cancels the stream's context,
+		// which fails the session's blocked Send and Receive, so it always returns.
+		stream := &grpcStream{ss: ss, v: validator, end: end}
+		stream.finish, _ = grpc.ServerTransportStreamFromContext(ctx).(statusWriter)
+		err = s.host.Sessions().ServeSession(ctx, pluginhost.SessionCaller{PluginID: p.PluginID, TokenID: p.TokenID}, stream)
+		if stream.ended.Load() && stream.endErr != nil {
+			// The host gave up on the stream (the plugin does not read it, or said no
+			// hello in time): that is what the plugin is told.
 			err = stream.endErr
 		}
 		s.log.Info("call", "procedure", pluginhostv1connect.PluginHostServiceConnectProcedure, "protocol", "grpc",
@@ -107,26 +115,49 @@ func (s *Server) authenticatePlugin(ctx context.Context, header string) (identit
 	return p, nil
 }
 
-// grpcStream adapts a grpc-go server stream to pluginhost.Stream. It is a
-// pluginhost.StreamEnder: End makes the call's handler return (see newPluginGRPC), the only
-// way to end a grpc-go stream, and so to fail a Send blocked by a plugin that stopped
-// reading. The session may still be inside Send or Receive then: grpc-go (v1.85, with this
-// server's options: no stats handler, no interceptors) fails those calls once the stream
-// is finished, which server/stall_test.go exercises under the race detector; later calls
-// fail here without reaching grpc-go.
-type grpcStream struct {
-	ss grpc.ServerStream
-	v  protovalidate.Validator
+// streamEndKey is the context key of the function that cancels a plugin stream's context
+// (set for each stream by the server's tap handle).
+type streamEndKey struct{}
 
-	ended   chan struct{} // closed by End
+// statusWriter is the method of grpc-go's transport stream (v1.85) that ends a stream with
+// a status, as the server does when a handler returns.
+type statusWriter interface {
+	WriteStatus(*status.Status) error
+}
+
+// grpcStream adapts a grpc-go server stream to pluginhost.Stream. It is a
+// pluginhost.StreamEnder: End ends the stream while the call's handler, which runs the
+// session, may be blocked in a Send (a plugin that stopped reading: flow control) or a
+// Receive. It writes the stream's status (the reason, for the plugin) and cancels the
+// stream's context; grpc-go (v1.85) fails both calls once that context ends (the stream's
+// write quota and receive buffer wait on it), as server/stall_test.go exercises under the
+// race detector. A failing Send or Receive writes a status of its own (CANCELED) unless
+// one was written, hence the status first. Later calls fail here without reaching grpc-go.
+type grpcStream struct {
+	ss  grpc.ServerStream
+	v   protovalidate.Validator
+	end context.CancelFunc // cancels the stream's context
+	// finish writes the stream's status; nil if grpc-go offers no such method (then the
+	// plugin reads CANCELED rather than the reason).
+	finish statusWriter
+
 	endOnce sync.Once
-	endErr  error // written before ended is closed
+	endErr  error       // why End was called; written before ended is set
+	ended   atomic.Bool // set by End
 }
 
 func (g *grpcStream) End(err error) {
 	g.endOnce.Do(func() {
 		g.endErr = err
-		close(g.ended)
+		g.ended.Store(true)
+		if g.finish != nil {
+			st := status.Convert(errStreamEnded)
+			if err != nil {
+				st = status.Convert(grpcError(err))
+			}
+			_ = g.finish.WriteStatus(st)
+		}
+		g.end()
 	})
 }
 
@@ -135,8 +166,6 @@ var errStreamEnded = status.Error(codes.Unavailable, "the host ended this stream
 
 func (g *grpcStream) Receive() (*pluginhostv1.ConnectRequest, error) {
 	if g.isEnded() {
-		// After End the handler may have returned: only calls already blocked in grpc-go
-		// outlive it (they fail once the stream ends), no new ones start.
 		return nil, errStreamEnded
 	}
 	box := frameBox{req: &pluginhostv1.ConnectRequest{}}
@@ -160,14 +189,7 @@ func (g *grpcStream) Send(res *pluginhostv1.ConnectResponse) error {
 	return g.ss.SendMsg(res)
 }
 
-func (g *grpcStream) isEnded() bool {
-	select {
-	case <-g.ended:
-		return true
-	default:
-		return false
-	}
-}
+func (g *grpcStream) isEnded() bool { return g.ended.Load() }
 
 // grpcError turns an error into a gRPC status with the same details as a Connect error
 // (ErrorInfo carrying the API's code, BadRequest, the details Struct).

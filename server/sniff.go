@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/mem"
 )
 
 // Plugin streams are the hot path of messaging, and net/http's HTTP/2 server costs several
@@ -96,6 +97,9 @@ func (l *sniffListener) route(c net.Conn) {
 	default:
 	}
 	conn := &replayConn{Conn: c, pending: seen}
+	if plugin {
+		conn.ready = newReadyReader(c)
+	}
 	if len(seen) >= len(http2Preface) && string(seen[:len(http2Preface)]) == http2Preface {
 		// sniffConn sent a SETTINGS frame: the client's ack of it is not for the server.
 		conn.strip = &ackStripper{}
@@ -159,6 +163,44 @@ type replayConn struct {
 	passed int
 	strip  *ackStripper
 	out    []byte // filtered bytes not yet returned
+	// ready, when set, reads the connection for ReadOnReady.
+	ready *readyReader
+}
+
+// ReadOnReady reads at most size bytes into a buffer from pool, which it takes only once
+// the connection has data. grpc-go reads the connections it serves this way when they
+// have this method (the interface of its internal readyreader package; it finds it on a
+// bare TCP connection, not through this wrapper), and with a buffer of its own, pinned
+// for the connection's life, otherwise: 32 KiB per idle plugin connection
+// (BenchmarkIdlePluginStreams).
+func (c *replayConn) ReadOnReady(size int, pool mem.BufferPool) (*[]byte, int, error) {
+	for {
+		if c.ready == nil || len(c.out) > 0 || len(c.pending) > 0 {
+			// The sniffed bytes first (Read returns them without waiting).
+			buf := pool.Get(size)
+			n, err := c.Read(*buf)
+			if n == 0 {
+				pool.Put(buf)
+				return nil, 0, err
+			}
+			return buf, n, err
+		}
+		buf, n, err := c.ready.read(size, pool)
+		if n == 0 {
+			if err == nil {
+				err = io.EOF
+			}
+			return nil, 0, err
+		}
+		if c.strip == nil || c.strip.done {
+			return buf, n, err
+		}
+		c.out = c.strip.filter(c.out, (*buf)[:n])
+		pool.Put(buf)
+		if err != nil && len(c.out) == 0 {
+			return nil, 0, err
+		}
+	}
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
@@ -166,11 +208,17 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		if len(c.out) > 0 {
 			n := copy(p, c.out)
 			c.out = c.out[n:]
+			if len(c.out) == 0 {
+				c.out = nil // let the bytes go
+			}
 			return n, nil
 		}
 		if len(c.pending) > 0 {
 			n := copy(p, c.pending)
 			c.pending = c.pending[n:]
+			if len(c.pending) == 0 {
+				c.pending = nil
+			}
 			return n, nil
 		}
 		return c.Conn.Read(p)
@@ -197,6 +245,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
+	if len(c.out) == 0 {
+		c.out = nil
+	}
 	return n, nil
 }
 
