@@ -46,6 +46,16 @@ func (s *session) pruneInflight(now time.Time) {
 			delete(s.inflight, tag)
 		}
 	}
+	s.inflightShrank()
+}
+
+// inflightShrank wakes the cancel watcher when inflight has become empty (see cancelLoop).
+// mu must be held.
+func (s *session) inflightShrank() {
+	if len(s.inflight) == 0 && s.cancelIdle != nil {
+		close(s.cancelIdle)
+		s.cancelIdle = nil
+	}
 }
 
 // tryNexter is implemented by consumers that can hand out a delivery without waiting
@@ -110,6 +120,11 @@ func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 			sess.pruneInflight(now)
 		}
 		sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
+		if !sess.watchingCancels {
+			sess.watchingCancels = true
+			sess.wg.Add(1) // waited for after this loop ends (ServeSession)
+			go h.cancelLoop(ctx, sess)
+		}
 		sess.mu.Unlock()
 		wrote, err := sess.sendHeld(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}})
 		if err != nil {
@@ -127,12 +142,30 @@ func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 	}
 }
 
-// cancelLoop tells the plugin about in-flight messages their senders gave up on.
+// cancelLoop tells the plugin about in-flight messages their senders gave up on. It runs
+// while the session has deliveries in flight: deliverLoop starts it, and it ends once
+// inflight is empty (an idle session has no goroutine for this). A notice that comes while
+// it does not run names no delivery in flight, which it would ignore anyway; the bus drops
+// notices its channel has no room for.
 func (h *Sessions) cancelLoop(ctx context.Context, sess *session) {
+	defer sess.wg.Done()
 	for {
+		sess.mu.Lock()
+		if len(sess.inflight) == 0 {
+			sess.watchingCancels = false
+			sess.cancelIdle = nil
+			sess.mu.Unlock()
+			return
+		}
+		if sess.cancelIdle == nil {
+			sess.cancelIdle = make(chan struct{})
+		}
+		idle := sess.cancelIdle
+		sess.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return
+			return // watchingCancels stays set: nothing is delivered any more
+		case <-idle:
 		case tag := <-sess.cons.Cancelled():
 			sess.mu.Lock()
 			in, ok := sess.inflight[tag]
@@ -158,6 +191,7 @@ func (s *session) takeInflight(tag string) (inflight, bool) {
 	defer s.mu.Unlock()
 	in, ok := s.inflight[tag]
 	delete(s.inflight, tag)
+	s.inflightShrank()
 	return in, ok
 }
 

@@ -41,14 +41,31 @@ type StreamEnder interface {
 	End(err error)
 }
 
-// session is one connected instance of a plugin. Frames to the plugin go through out,
-// drained by the session's send pump; waiters are guarded by mu.
+// session is one connected instance of a plugin. Frames to the plugin are written at once
+// when nothing is queued (send), and otherwise queued in out, which a send pump drains: a
+// goroutine that runs only while out holds frames, so an idle session has none (nor a
+// queue). Waiters are guarded by mu.
 type session struct {
 	id, instanceID, pluginID string
 	// tokenID is the token the session was opened with.
 	tokenID     string
 	connectedAt time.Time
-	out         chan queuedFrame
+	// ctx is the session's context (canceled when it ends); set before the session is
+	// shared.
+	ctx context.Context
+	// out is the send queue, in order, at most sessionSendQueue frames; nil when empty.
+	// outMu guards it, pumping (a send pump runs), outClosed (the session ended or a send
+	// failed: no pump starts again) and outRoom.
+	out       []queuedFrame
+	outMu     sync.Mutex
+	pumping   bool
+	outClosed bool
+	// outRoom is non-nil while an enqueue waits for room in a full queue; the pump closes
+	// it when it takes a frame.
+	outRoom chan struct{}
+	// pumps waits for the send pump; sendErr holds the error of a failed send.
+	pumps   sync.WaitGroup
+	sendErr chan error
 	// outBytes bounds the bytes of the frames in out (sessionSendBytes).
 	outBytes sendBudget
 	done     chan struct{} // closed when the session ends
@@ -57,7 +74,8 @@ type session struct {
 	services, messageTypes []string
 	// cons reads the plugin's inbox for this instance; set before the session is shared.
 	cons bus.Consumer
-	// sem bounds the requests running beside the receive loop; wg waits for them.
+	// sem bounds the requests running beside the receive loop; wg waits for them and for
+	// the cancel watcher (cancelLoop).
 	sem chan struct{}
 	wg  sync.WaitGroup
 	// abort ends the session, and its stream if the stream is a StreamEnder; set before
@@ -69,10 +87,14 @@ type session struct {
 	sendMu sync.Mutex
 	queued atomic.Int64
 
-	mu      sync.Mutex // guards the maps below and lastErr
-	health  map[string]chan []presence.Check
-	acks    map[string]chan presence.ConfigAck
-	lastErr error
+	mu sync.Mutex // guards the maps below, lastErr, watchingCancels and cancelIdle
+	// watchingCancels says a cancel watcher runs (see cancelLoop): it runs while inflight
+	// is not empty. cancelIdle, closed when inflight becomes empty, wakes it.
+	watchingCancels bool
+	cancelIdle      chan struct{}
+	health          map[string]chan []presence.Check
+	acks            map[string]chan presence.ConfigAck
+	lastErr         error
 	// inflight are the deliveries handed to the plugin and not settled, by delivery id.
 	inflight map[string]inflight
 	// requests maps the request_id of each of the plugin's waiting sends to its message id
@@ -229,18 +251,57 @@ func (s *session) enqueue(ctx context.Context, f *pluginhostv1.ConnectResponse) 
 		}
 		return err
 	}
-	select {
-	case s.out <- queuedFrame{f: f, bytes: n}:
-		return nil
-	case <-s.done:
-		s.queued.Add(-1)
-		s.outBytes.give(n)
-		return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
-	case <-ctx.Done():
-		s.queued.Add(-1)
-		s.outBytes.give(n)
-		return ctx.Err()
+	for {
+		s.outMu.Lock()
+		if s.outClosed {
+			s.outMu.Unlock()
+			s.queued.Add(-1)
+			s.outBytes.give(n)
+			return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+		}
+		if len(s.out) < sessionSendQueue {
+			s.push(queuedFrame{f: f, bytes: n})
+			s.outMu.Unlock()
+			return nil
+		}
+		if s.outRoom == nil {
+			s.outRoom = make(chan struct{})
+		}
+		room := s.outRoom
+		s.outMu.Unlock()
+		select {
+		case <-room:
+		case <-s.done:
+			s.queued.Add(-1)
+			s.outBytes.give(n)
+			return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+		case <-ctx.Done():
+			s.queued.Add(-1)
+			s.outBytes.give(n)
+			return ctx.Err()
+		}
 	}
+}
+
+// push appends a frame to the send queue and starts the send pump unless it runs. outMu
+// must be held, and outClosed false.
+func (s *session) push(q queuedFrame) {
+	s.out = append(s.out, q)
+	if !s.pumping {
+		s.pumping = true
+		s.pumps.Add(1)
+		go s.sendPump()
+	}
+}
+
+// closeOut stops the send queue for good: frames queued are dropped (the session ended)
+// and no pump starts again. It waits for the pump.
+func (s *session) closeOut() {
+	s.outMu.Lock()
+	s.outClosed = true
+	s.out = nil
+	s.outMu.Unlock()
+	s.pumps.Wait()
 }
 
 // yieldToWriter lets the goroutine that writes the frame just sent run at once. A send on a
@@ -261,16 +322,20 @@ func (s *session) deliverNow(f *pluginhostv1.ConnectResponse) {
 	n := frameBytes(f)
 	s.queued.Add(1)
 	if s.outBytes.tryTake(n) {
-		select {
-		case s.out <- queuedFrame{f: f, bytes: n}:
-			return
-		case <-s.done:
+		s.outMu.Lock()
+		switch {
+		case s.outClosed:
+			s.outMu.Unlock()
 			s.queued.Add(-1)
 			s.outBytes.give(n)
 			return
-		default:
-			s.outBytes.give(n)
+		case len(s.out) < sessionSendQueue:
+			s.push(queuedFrame{f: f, bytes: n})
+			s.outMu.Unlock()
+			return
 		}
+		s.outMu.Unlock()
+		s.outBytes.give(n)
 	}
 	s.queued.Add(-1)
 	s.fail(errs.New(errs.PluginUnavailable, "plugin %s does not read its stream fast enough", s.pluginID))
@@ -337,6 +402,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sess.ctx = ctx
 	sess.abort = func() {
 		cancel()
 		if en, ok := stream.(StreamEnder); ok {
@@ -345,9 +411,6 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 	}
 	var loops sync.WaitGroup
 	loops.Go(func() { h.deliverLoop(ctx, sess) })
-	loops.Go(func() { h.cancelLoop(ctx, sess) })
-	sendErr := make(chan error, 1)
-	loops.Go(func() { sess.sendPump(ctx, sendErr) })
 	h.pres.Attach(sess)
 	// Disabled or uninstalled meanwhile: the change did not find this session attached.
 	if err := h.admit(sess); err != nil {
@@ -367,6 +430,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 	close(sess.done)
 	cancel()
 	loops.Wait()
+	sess.closeOut()
 	sess.wg.Wait()
 	// The consumer closes before the session is detached: once the instance no longer
 	// counts as connected, it may connect again under the same instance id (the deferred
@@ -381,7 +445,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 		return ended
 	}
 	select {
-	case err := <-sendErr:
+	case err := <-sess.sendErr:
 		return err
 	default:
 	}
@@ -426,7 +490,7 @@ func newSession(caller SessionCaller, hello *pluginhostv1.Hello, stream Stream) 
 	}
 	return &session{
 		id: "sess_" + newFrameID(), instanceID: instanceID, pluginID: caller.PluginID, tokenID: caller.TokenID, connectedAt: time.Now().UTC(),
-		out: make(chan queuedFrame, sessionSendQueue), done: make(chan struct{}),
+		sendErr: make(chan error, 1), done: make(chan struct{}),
 		health: map[string]chan []presence.Check{}, acks: map[string]chan presence.ConfigAck{},
 		inflight: map[string]inflight{}, requests: map[string]string{}, sem: make(chan struct{}, sessionRequests),
 		services: slices.Clone(hello.GetServices()), messageTypes: slices.Clone(hello.GetMessageTypes()),
@@ -468,25 +532,45 @@ func (h *Sessions) welcome(sess *session, p *registry.Plugin) *pluginhostv1.Conn
 	}}}
 }
 
-// sendPump writes the queued frames to the stream until ctx ends or a send fails (then the
-// session ends, and the failure is put in failed).
-func (s *session) sendPump(ctx context.Context, failed chan<- error) {
+// sendPump writes the queued frames to the stream until the queue is empty (then it ends:
+// the next frame queued starts another), the session ends, or a send fails (then the
+// session ends, and the failure is put in sendErr). It is the only writer of queued frames,
+// so they leave in order.
+func (s *session) sendPump() {
+	defer s.pumps.Done()
 	for {
-		select {
-		case q := <-s.out:
-			s.sendMu.Lock()
-			err := s.stream.Send(q.f)
-			s.queued.Add(-1)
-			s.sendMu.Unlock()
-			s.outBytes.give(q.bytes)
-			yieldToWriter()
-			if err != nil {
-				failed <- err
-				s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
-				s.abort()
-				return
+		s.outMu.Lock()
+		if len(s.out) == 0 || s.outClosed || s.ctx.Err() != nil {
+			s.pumping = false
+			if len(s.out) == 0 {
+				s.out = nil // an idle session keeps no queue
 			}
-		case <-ctx.Done():
+			s.outMu.Unlock()
+			return
+		}
+		q := s.out[0]
+		s.out[0] = queuedFrame{}
+		s.out = s.out[1:]
+		if s.outRoom != nil {
+			close(s.outRoom)
+			s.outRoom = nil
+		}
+		s.outMu.Unlock()
+		s.sendMu.Lock()
+		err := s.stream.Send(q.f)
+		s.queued.Add(-1)
+		s.sendMu.Unlock()
+		s.outBytes.give(q.bytes)
+		yieldToWriter()
+		if err != nil {
+			s.outMu.Lock()
+			s.outClosed = true
+			s.pumping = false
+			s.out = nil
+			s.outMu.Unlock()
+			s.sendErr <- err // the only failure: outClosed starts no other pump
+			s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
+			s.abort()
 			return
 		}
 	}
