@@ -52,6 +52,8 @@ func childRoles() map[string]childRole {
 		roleProtoClient:    protoClientMain,
 		roleReadsBase:      readsBaseMain,
 		roleFanoutPlugins:  fanoutPluginsMain,
+		roleIdleConns:      idleConnsMain,
+		roleIdlePlugins:    idlePluginsMain,
 	}
 }
 

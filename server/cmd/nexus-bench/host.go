@@ -54,6 +54,8 @@ type hostOptions struct {
 	// secretKey, when set, is written to the data directory as secret.key before the first
 	// start, as replicas sharing a database must share it.
 	secretKey []byte
+	// env is more of its environment (GOGC=10 for the idle scenario).
+	env []string
 }
 
 // runHostMemory runs the host scenario on the in-memory bus.
@@ -177,7 +179,7 @@ func (b *bench) startHost(ctx context.Context, ps *procs, opts hostOptions) (*ho
 	}
 	defer logFile.Close() // the child has its own descriptor
 	cmd := exec.Command(b.cfg.nexus, args...)
-	cmd.Env = childEnv("NEXUS_ADMIN_TOKEN=" + admin)
+	cmd.Env = childEnv(append([]string{"NEXUS_ADMIN_TOKEN=" + admin}, opts.env...)...)
 	cmd.Stderr = logFile
 	if h.proc, err = ps.start(name, cmd, serverStopGrace); err != nil {
 		return nil, err

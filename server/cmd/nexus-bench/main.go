@@ -7,7 +7,7 @@
 // (or JSON with -json). It is a command, not a timed test: its figures are a report, and it
 // exits 0 even when a target is missed (non-zero only when a scenario fails to run).
 //
-//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads|fanout] [-skip-reads] [-json]
+//	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads|fanout|idle] [-skip-reads] [-skip-idle] [-json]
 //
 // `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus, and runs
 // every scenario; -only reads runs the reads alone, -only messaging the messaging
@@ -178,6 +178,14 @@
 // the latency ratios and the CPU ratios (bare CPU per request over the server's) are given
 // without target.
 //
+// # Idle plugin sessions
+//
+// The idle scenario (idle.go) measures the server memory an idle plugin session costs: 1,000
+// instances of one external plugin on the Go plugin SDK (a grpc-go connection each, as
+// plugin processes connect), against 1,000 idle HTTP/2 connections to the same server in
+// the same round; the target (issue 15) is at most 32 KiB per session, its connection
+// included, in the server's Go heap plus stacks.
+//
 // # Processes
 //
 // The binary re-executes itself for its child processes (a hidden first argument, "child",
@@ -222,6 +230,8 @@ const (
 	onlyReads     = "reads"
 	// onlyFanout runs the fan-out scenarios and, for their ratios, the host scenarios.
 	onlyFanout = "fanout"
+	// onlyIdle runs the idle plugin sessions scenario.
+	onlyIdle = "idle"
 )
 
 func main() {
@@ -237,6 +247,7 @@ type config struct {
 	skipRedis bool
 	only      string // "" (everything), onlyMessaging, onlyReads or onlyFanout
 	skipReads bool
+	skipIdle  bool
 	jsonOut   bool
 	rounds    int // times every scenario runs, back to back in each round
 }
@@ -297,8 +308,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.warmup, "warmup", defaultWarmup, "warm-up before the measurements of each scenario")
 	fs.IntVar(&cfg.payload, "payload", defaultPayload, "payload bytes carried each way")
 	fs.BoolVar(&cfg.skipRedis, "skip-redis", false, "skip the Redis scenarios (baseline, host over Redis, and two replicas on PostgreSQL and Redis)")
-	fs.StringVar(&cfg.only, "only", "", "run only the messaging scenarios (\""+onlyMessaging+"\"), only the REST reads (\""+onlyReads+"\"), or only the fan-out scenarios and the host scenarios they compare with (\""+onlyFanout+"\")")
+	fs.StringVar(&cfg.only, "only", "", "run only the messaging scenarios (\""+onlyMessaging+"\"), only the REST reads (\""+onlyReads+"\"), only the fan-out scenarios and the host scenarios they compare with (\""+onlyFanout+"\"), or only the idle plugin sessions (\""+onlyIdle+"\")")
 	fs.BoolVar(&cfg.skipReads, "skip-reads", false, "skip the REST reads scenario")
+	fs.BoolVar(&cfg.skipIdle, "skip-idle", false, "skip the idle plugin sessions scenario")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
 	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "rounds: every scenario runs once per round, and the report gives medians")
 	if err := fs.Parse(args); err != nil {
@@ -316,10 +328,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-rounds must be at least 1")
 	case cfg.payload < 1 || cfg.payload > maxPayload:
 		return cfg, fmt.Errorf("-payload must be between 1 and %d", maxPayload)
-	case cfg.only != "" && cfg.only != onlyMessaging && cfg.only != onlyReads && cfg.only != onlyFanout:
-		return cfg, fmt.Errorf("-only must be %q, %q or %q", onlyMessaging, onlyReads, onlyFanout)
+	case cfg.only != "" && cfg.only != onlyMessaging && cfg.only != onlyReads && cfg.only != onlyFanout && cfg.only != onlyIdle:
+		return cfg, fmt.Errorf("-only must be %q, %q, %q or %q", onlyMessaging, onlyReads, onlyFanout, onlyIdle)
 	case cfg.only == onlyReads && cfg.skipReads:
 		return cfg, fmt.Errorf("-only %s and -skip-reads leave nothing to run", onlyReads)
+	case cfg.only == onlyIdle && cfg.skipIdle:
+		return cfg, fmt.Errorf("-only %s and -skip-idle leave nothing to run", onlyIdle)
 	}
 	if cfg.nexus != "" {
 		abs, err := filepath.Abs(cfg.nexus)
@@ -345,10 +359,11 @@ type bench struct {
 	readsLimits string
 }
 
-// runsMessaging, runsReads and runsFanout say which scenarios the flags select.
+// runsMessaging, runsReads, runsFanout and runsIdle say which scenarios the flags select.
 func (c config) runsMessaging() bool { return c.only == "" || c.only == onlyMessaging }
 func (c config) runsReads() bool     { return (c.only == "" || c.only == onlyReads) && !c.skipReads }
 func (c config) runsFanout() bool    { return c.only == "" || c.only == onlyFanout }
+func (c config) runsIdle() bool      { return (c.only == "" || c.only == onlyIdle) && !c.skipIdle }
 
 // scenario is one step of a round: its processes are started for it and stopped before the
 // next step. It measures one row of the report, or several (the REST reads: three
@@ -427,6 +442,9 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 			run:  b.runReads,
 		})
 	}
+	if cfg.runsIdle() {
+		scenarios = append(scenarios, scenario{name: fmt.Sprintf("idle plugin sessions (%d)", idleSessions), rows: idleRows(), run: b.runIdle})
+	}
 	runs := make([][][]Measurement, len(scenarios)) // runs[i][j]: scenario i's row j, by round
 	errs := make([]error, len(scenarios))
 	for i, s := range scenarios {
@@ -474,6 +492,9 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 
 // progressFigures are a measurement's figures for its progress line.
 func progressFigures(key string, m Measurement) string {
+	if isIdleKey(key) {
+		return fmt.Sprintf("%.1f KiB per session (Go heap + stacks), RSS %.1f KiB", m.KiBPerSession, m.RSSKiBPerSession)
+	}
 	if isReadKey(key) {
 		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.0f µs/req (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.ServerCPUus, m.InFlight, m.Slices)
 	}

@@ -140,8 +140,11 @@ type ratio struct {
 	Op       string    `json:"op,omitempty"` // "<=" or ">="; empty for a reference
 	Target   float64   `json:"target,omitempty"`
 	Met      bool      `json:"met"`
-	row      string    // the scenario row it is shown on
-	label    string    // its short name in that row
+	// Unit is set for a figure with an absolute target rather than a ratio (Value and
+	// Target in that unit, e.g. "KiB").
+	Unit  string `json:"unit,omitempty"`
+	row   string // the scenario row it is shown on
+	label string // its short name in that row
 }
 
 func newReport(cfg config) *report {
@@ -205,6 +208,9 @@ func medianMeasurement(runs []Measurement) Measurement {
 		TokenSeconds:            med(func(m Measurement) float64 { return m.TokenSeconds }),
 		ConnectSeconds:          med(func(m Measurement) float64 { return m.ConnectSeconds }),
 		ServerCPUus:             med(func(m Measurement) float64 { return m.ServerCPUus }),
+		Sessions:                runs[0].Sessions,
+		KiBPerSession:           med(func(m Measurement) float64 { return m.KiBPerSession }),
+		RSSKiBPerSession:        med(func(m Measurement) float64 { return m.RSSKiBPerSession }),
 		HostCPUPerDeliveryUS:    med(func(m Measurement) float64 { return m.HostCPUPerDeliveryUS }),
 		PluginsCPUPerDeliveryUS: med(func(m Measurement) float64 { return m.PluginsCPUPerDeliveryUS }),
 	}
@@ -321,6 +327,14 @@ func (r *report) computeRatios() {
 		add(q.fan, "deliveries/s ÷ point-to-point msg/s", q.name, ">=", targetFanout,
 			func(i int) (float64, bool) { return div(fan[i].Throughput, p2p[i].Throughput) }, fan, p2p)
 	}
+	if r.hasScenario(keyIdleSessions) {
+		idle, conns := r.runs(keyIdleSessions), r.runs(keyIdleConns)
+		add(keyIdleSessions, "per session", "idle plugin session, server KiB (Go heap + stacks)", "<=", targetIdleKiB,
+			func(i int) (float64, bool) { return idle[i].KiBPerSession, idle[i].Sessions > 0 }, idle)
+		r.Ratios[len(r.Ratios)-1].Unit = "KiB"
+		add(keyIdleSessions, "÷ idle connection", "idle plugin session / idle HTTP/2 connection (KiB)", "", 0,
+			func(i int) (float64, bool) { return div(idle[i].KiBPerSession, conns[i].KiBPerSession) }, idle, conns)
+	}
 	repos := r.runs(keyReadRepos)
 	for _, q := range []struct{ key, name string }{{keyReadList, "plugin-list"}, {keyReadDetail, "plugin-detail"}} {
 		if !r.hasScenario(q.key) || !r.hasScenario(keyReadRepos) {
@@ -405,9 +419,11 @@ func (r *report) writeJSON(w io.Writer) error {
 // (those that ran), each a header line and a table, a row per scenario.
 func (r *report) writeMarkdown(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	var messaging, reads, fanout []scenarioOut
+	var messaging, reads, fanout, idle []scenarioOut
 	for _, s := range r.Scenarios {
 		switch {
+		case isIdleKey(s.Key):
+			idle = append(idle, s)
 		case isReadKey(s.Key):
 			reads = append(reads, s)
 		case isFanoutKey(s.Key):
@@ -460,6 +476,12 @@ func (r *report) writeMarkdown(w io.Writer) error {
 			fmt.Fprintf(bw, "| %s | %d | %.0f | %.0f | %.0f | %s | %d | %s |\n",
 				s.Name, m.InFlight, m.Throughput, m.LoadedP50us, m.LoadedP99us, cpu, m.RoundTrips, r.ratioCell(s.Key))
 		}
+	}
+	if len(idle) > 0 {
+		if len(messaging)+len(reads)+len(fanout) > 0 {
+			fmt.Fprintln(bw)
+		}
+		r.writeIdleMarkdown(bw, idle)
 	}
 	return bw.Flush()
 }
@@ -544,6 +566,15 @@ func (r *report) ratioCell(key string) string {
 		spread := ""
 		if len(q.PerRound) > 1 {
 			spread = fmt.Sprintf(" (rounds %s–%s)", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
+		}
+		if q.Unit != "" && q.Value != nil {
+			// A figure with an absolute target.
+			mark := "✗"
+			if q.Met {
+				mark = "✓"
+			}
+			parts = append(parts, fmt.Sprintf("%s = **%.1f %s**%s (target %s %g %s) %s", q.label, *q.Value, q.Unit, spread, opSign(q.Op), q.Target, q.Unit, mark))
+			continue
 		}
 		switch {
 		case q.Op == "" && q.Value == nil:

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/nexus-platform/nexus/clients/go/plugin"
+)
+
+// The idle sessions scenario (issue 15): the memory a server spends per connected, idle
+// plugin session. It starts `nexus serve` (in memory, fresh data directory, GOGC=10 so
+// that its heap is its live heap within a tenth) and installs one external plugin,
+// bench-idle, then, each phase a child process of its own, stopped before the next:
+//
+//   - baseline: idleSessions grpc-go connections to the server, each having made one call
+//     (grpc.health.v1.Health/Check, served by net/http) and then left idle: what an idle
+//     HTTP/2 connection costs the server;
+//   - sessions: idleSessions instances of bench-idle, each a plugin.Run of the Go plugin
+//     SDK (clients/go/plugin) with an instance id of its own: the path plugins use, a
+//     grpc-go connection per instance served by the host's grpc-go server. Once every
+//     instance has its welcome (OnStart) nothing more is sent but what the SDK and the
+//     host exchange on their own (health checks, keepalive pings).
+//
+// Each phase's figure is the growth of the server's Go heap (allocated bytes) plus
+// goroutine stacks, read from its /metrics before the child starts and idleSettle after
+// it is ready, divided by idleSessions; the growth of its resident memory is reported
+// beside it. The target is absolute (targetIdleKiB per session, the session's connection
+// included); the baseline gives the ratio of a session to a bare connection, no target.
+
+// The rows of the idle scenario.
+const (
+	keyIdleConns    = "idle_http2_connections"
+	keyIdleSessions = "idle_plugin_sessions"
+)
+
+// isIdleKey reports whether key is a row of the idle scenario, whose figure is memory per
+// session.
+func isIdleKey(key string) bool { return key == keyIdleConns || key == keyIdleSessions }
+
+const (
+	// idlePluginID is the plugin whose instances are the idle sessions.
+	idlePluginID = "bench-idle"
+	// idleSessions is how many sessions (and baseline connections) each phase opens.
+	idleSessions = 1000
+	// idleSettle is how long a phase waits, once its child is ready, before the server's
+	// memory is read.
+	idleSettle = 2 * time.Second
+	// idleOpenTimeout bounds the opening of a phase's sessions.
+	idleOpenTimeout = 2 * time.Minute
+	// targetIdleKiB is the issue's target: KiB of server memory per idle plugin session,
+	// at most.
+	targetIdleKiB = 32
+)
+
+// The child roles of the idle scenario.
+const (
+	roleIdleConns   = "idle-conns"   // baseline: idle grpc-go connections
+	roleIdlePlugins = "idle-plugins" // idle plugin instances on the Go SDK
+)
+
+// idleRows are the idle scenario's rows, the baseline first.
+func idleRows() []row {
+	return []row{
+		{keyIdleConns, fmt.Sprintf("idle HTTP/2 connection (%d, one gRPC call each)", idleSessions)},
+		{keyIdleSessions, fmt.Sprintf("idle plugin session (%d Go SDK instances, a connection each)", idleSessions)},
+	}
+}
+
+// runIdle runs the idle scenario: one server, the baseline phase, then the sessions phase.
+func (b *bench) runIdle(ctx context.Context) (ms []Measurement, err error) {
+	ps := newProcs(b.stderr)
+	defer ps.stopAll()
+	h, err := b.startHost(ctx, ps, hostOptions{env: []string{"GOGC=10"}})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w%s", err, h.logTail())
+		}
+	}()
+	if err := h.installExternal(ctx, idlePluginID); err != nil {
+		return nil, err
+	}
+	token, err := h.pluginToken(ctx, b.cfg.nexus, idlePluginID)
+	if err != nil {
+		return nil, err
+	}
+	phases := []*exec.Cmd{
+		b.selfCmd(roleIdleConns, "-host", h.url, "-n", strconv.Itoa(idleSessions)),
+		b.pluginCmd(roleIdlePlugins, h, idlePluginID, token, "-n", strconv.Itoa(idleSessions)),
+	}
+	for i, cmd := range phases {
+		m, err := h.idlePhase(ctx, ps, idleRows()[i].key, cmd)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// idlePhase runs one phase's child and measures what its idleSessions sessions (or
+// connections) cost the server, then stops the child.
+func (h *hostServer) idlePhase(ctx context.Context, ps *procs, name string, cmd *exec.Cmd) (Measurement, error) {
+	goBefore, err := h.goMemory(ctx)
+	if err != nil {
+		return Measurement{}, err
+	}
+	rssBefore, err := rssOf(h.proc.cmd.Process.Pid)
+	if err != nil {
+		return Measurement{}, err
+	}
+	child, err := ps.start(name, cmd, stopGrace)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer child.stop()
+	if err := child.readJSON(ctx, idleOpenTimeout, &ready{}); err != nil {
+		return Measurement{}, err
+	}
+	if err := sleep(ctx, idleSettle); err != nil {
+		return Measurement{}, err
+	}
+	goAfter, err := h.goMemory(ctx)
+	if err != nil {
+		return Measurement{}, err
+	}
+	rssAfter, err := rssOf(h.proc.cmd.Process.Pid)
+	if err != nil {
+		return Measurement{}, err
+	}
+	if !child.running() {
+		return Measurement{}, fmt.Errorf("%s exited while measured: %s", name, exitText(child.waitErr))
+	}
+	return idleMeasurement(idleSessions, goAfter-goBefore, rssAfter-rssBefore), nil
+}
+
+// idleMeasurement is the figure of n sessions that grew the server's Go memory by goBytes
+// and its resident memory by rssBytes.
+func idleMeasurement(n int, goBytes, rssBytes int64) Measurement {
+	return Measurement{
+		Sessions:         n,
+		KiBPerSession:    float64(goBytes) / 1024 / float64(n),
+		RSSKiBPerSession: float64(rssBytes) / 1024 / float64(n),
+	}
+}
+
+// goMemory reads the server's Go heap (allocated bytes) plus goroutine stacks from its
+// /metrics.
+func (h *hostServer) goMemory(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", res.Status)
+	}
+	return parseGoMemory(res.Body)
+}
+
+// parseGoMemory sums go_memstats_heap_alloc_bytes and go_memstats_stack_inuse_bytes of a
+// Prometheus text exposition.
+func parseGoMemory(r io.Reader) (int64, error) {
+	want := map[string]bool{"go_memstats_heap_alloc_bytes": true, "go_memstats_stack_inuse_bytes": true}
+	var total float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !want[name] {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("/metrics: %s: %w", name, err)
+		}
+		total += v
+		delete(want, name)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if len(want) > 0 {
+		return 0, fmt.Errorf("/metrics lacks %v", want)
+	}
+	return int64(total), nil
+}
+
+// rssOf reads a process's resident memory in bytes (Linux).
+func rssOf(pid int) (int64, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// idleConnsMain is the baseline's child: n grpc-go connections to -host, each makes one
+// Health/Check call; then it says ready and holds them until it is stopped.
+func idleConnsMain(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(roleIdleConns, flag.ContinueOnError)
+	host := fs.String("host", "", "the server's URL")
+	n := fs.Int("n", idleSessions, "connections")
+	if err := parseChildFlags(fs, args); err != nil {
+		return err
+	}
+	u, err := url.Parse(*host)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < *n; i++ {
+		conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		_, err = healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("connection %d: health check: %w", i, err)
+		}
+	}
+	if err := writeJSON(out, ready{}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// idlePluginsMain is the sessions' child: n instances of the plugin, each a plugin.Run
+// with instance id idle-<i>; it says ready once every one has its welcome, and holds them
+// until it is stopped. An instance whose Run ends before that fails the child.
+func idlePluginsMain(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(roleIdlePlugins, flag.ContinueOnError)
+	var pf pluginFlags
+	pf.register(fs)
+	n := fs.Int("n", idleSessions, "instances")
+	if err := parseChildFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var started atomic.Int64
+	all := make(chan struct{})
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := 0; i < *n; i++ {
+		wg.Go(func() {
+			err := plugin.Run(ctx, plugin.Plugin{
+				Version: "1.0.0",
+				OnStart: func(context.Context, *plugin.Session) error {
+					if started.Add(1) == int64(*n) {
+						close(all)
+					}
+					return nil
+				},
+			}, pf.options(plugin.WithInstanceID("idle-"+strconv.Itoa(i)), plugin.WithLogLevel(slog.LevelWarn))...)
+			if ctx.Err() == nil {
+				select {
+				case failed <- fmt.Errorf("instance %d ended: %v", i, err):
+				default:
+				}
+			}
+		})
+	}
+	select {
+	case <-all:
+	case err := <-failed:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+	if err := writeJSON(out, ready{}); err != nil {
+		return err
+	}
+	select {
+	case err := <-failed:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// writeIdleMarkdown prints the idle scenario's table.
+func (r *report) writeIdleMarkdown(w io.Writer, rows []scenarioOut) {
+	fmt.Fprintf(w, "**Idle plugin sessions** · one server (GOGC=10), %d sessions or connections per phase · server Go heap + stacks (from /metrics) and resident memory, growth per session · median of %d rounds\n\n",
+		idleSessions, r.Rounds)
+	fmt.Fprintln(w, "| scenario | KiB per session (Go heap + stacks) | RSS KiB per session | vs target |")
+	fmt.Fprintln(w, "|---|---:|---:|---|")
+	for _, s := range rows {
+		if s.Result == nil {
+			fmt.Fprintf(w, "| %s | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %s |\n", s.Name, s.Result.KiBPerSession, s.Result.RSSKiBPerSession, r.ratioCell(s.Key))
+	}
+}

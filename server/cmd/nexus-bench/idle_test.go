@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReportIdleFigure(t *testing.T) {
+	cfg := config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 3, only: onlyIdle}
+	r := newReport(cfg)
+	m := func(kib, rss float64) Measurement {
+		return Measurement{Sessions: idleSessions, KiBPerSession: kib, RSSKiBPerSession: rss}
+	}
+	rows := idleRows()
+	// Rounds: sessions 30, 40, 28 KiB (median 30, target met); connections 10, 10, 14
+	// (ratios 3, 4, 2: median 3).
+	r.add(rows[0].key, rows[0].name, []Measurement{m(10, 12), m(10, 11), m(14, 13)}, nil)
+	r.add(rows[1].key, rows[1].name, []Measurement{m(30, 33), m(40, 45), m(28, 30)}, nil)
+	r.computeRatios()
+
+	want := map[string]struct {
+		value float64
+		met   bool
+		unit  string
+	}{
+		"idle plugin session, server KiB (Go heap + stacks)": {30, true, "KiB"},
+		"idle plugin session / idle HTTP/2 connection (KiB)": {3, false, ""},
+	}
+	if len(r.Ratios) != len(want) {
+		t.Errorf("%d ratios, want %d: %+v", len(r.Ratios), len(want), r.Ratios)
+	}
+	for _, q := range r.Ratios {
+		w, ok := want[q.Name]
+		if !ok || q.Value == nil || *q.Value != w.value || q.Met != w.met || q.Unit != w.unit || len(q.PerRound) != 3 {
+			t.Errorf("%s = %v %s (met %v, rounds %v), want %v %s (met %v)", q.Name, q.Value, q.Unit, q.Met, q.PerRound, w.value, w.unit, w.met)
+		}
+	}
+	if got := r.result(keyIdleSessions); got == nil || got.KiBPerSession != 30 || got.RSSKiBPerSession != 33 || got.Sessions != idleSessions {
+		t.Errorf("median measurement %+v", got)
+	}
+
+	var b strings.Builder
+	if err := r.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, s := range []string{
+		"**Idle plugin sessions**", "1000 sessions or connections per phase", "median of 3 rounds",
+		"| idle HTTP/2 connection (1000, one gRPC call each) | 10.0 | 12.0 | baseline |",
+		"per session = **30.0 KiB** (rounds 28.00–40.00) (target ≤ 32 KiB) ✓",
+		"÷ idle connection = 3.00 (rounds 2.00–4.00), no target",
+	} {
+		if !strings.Contains(md, s) {
+			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
+		}
+	}
+	if strings.Contains(md, "samples (1 in flight)") || strings.Contains(md, "REST reads") {
+		t.Errorf("another scenario's table is printed although only the idle one ran:\n%s", md)
+	}
+
+	// Over the target: not met.
+	r = newReport(cfg)
+	r.add(rows[0].key, rows[0].name, []Measurement{m(10, 10)}, nil)
+	r.add(rows[1].key, rows[1].name, []Measurement{m(50, 50)}, nil)
+	r.computeRatios()
+	if cell := r.ratioCell(keyIdleSessions); !strings.Contains(cell, "per session = **50.0 KiB** (target ≤ 32 KiB) ✗") {
+		t.Errorf("ratio cell over the target: %q", cell)
+	}
+
+	// A failed idle scenario fails both rows, and the figure is not available.
+	r = newReport(cfg)
+	for _, row := range rows {
+		r.add(row.key, row.name, nil, errors.New("install: refused"))
+	}
+	r.computeRatios()
+	if got := r.failed(); len(got) != 2 {
+		t.Errorf("failed() = %v", got)
+	}
+	if q := r.Ratios[0]; q.Value != nil || q.Met {
+		t.Errorf("figure of a failed scenario: %+v", q)
+	}
+}
+
+func TestIdleMeasurement(t *testing.T) {
+	m := idleMeasurement(1000, 32<<20, 16<<20)
+	if m.Sessions != 1000 || m.KiBPerSession != 32.768 || m.RSSKiBPerSession != 16.384 {
+		t.Errorf("%+v", m)
+	}
+}
+
+func TestParseGoMemory(t *testing.T) {
+	const exposition = `# HELP go_memstats_heap_alloc_bytes Number of heap bytes allocated and currently in use.
+# TYPE go_memstats_heap_alloc_bytes gauge
+go_memstats_heap_alloc_bytes 1.2345678e+07
+go_memstats_heap_alloc_bytes_total 9e+09
+go_memstats_stack_inuse_bytes 655360
+go_goroutines 18
+`
+	got, err := parseGoMemory(strings.NewReader(exposition))
+	if err != nil || got != 12345678+655360 {
+		t.Errorf("parseGoMemory = %d, %v; want %d", got, err, 12345678+655360)
+	}
+	if _, err := parseGoMemory(strings.NewReader("go_memstats_heap_alloc_bytes 1\n")); err == nil {
+		t.Error("no error without the stack figure")
+	}
+}
+
+func TestParseFlagsIdle(t *testing.T) {
+	for _, tc := range []struct {
+		args                       []string
+		messaging, reads, idle, ok bool
+	}{
+		{nil, true, true, true, true},
+		{[]string{"-only", "idle"}, false, false, true, true},
+		{[]string{"-only", "reads"}, false, true, false, true},
+		{[]string{"-skip-idle"}, true, true, false, true},
+		{[]string{"-only", "idle", "-skip-idle"}, false, false, false, false},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: error %v, want ok %v", tc.args, err, tc.ok)
+			continue
+		}
+		if tc.ok && (cfg.runsMessaging() != tc.messaging || cfg.runsReads() != tc.reads || cfg.runsIdle() != tc.idle) {
+			t.Errorf("%v: messaging %v, reads %v, idle %v; want %v, %v, %v", tc.args,
+				cfg.runsMessaging(), cfg.runsReads(), cfg.runsIdle(), tc.messaging, tc.reads, tc.idle)
+		}
+	}
+}
