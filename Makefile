@@ -144,6 +144,7 @@ FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \
 	./pluginhost/rawstruct:FuzzValidate \
 	./pluginhost/rawstruct:FuzzCut \
 	./server:FuzzIDChecks \
+	./server:FuzzPluginCodec \
 	./clients/go/plugin:FuzzDecodeStructMap \
 	./clients/go/plugin:FuzzEncodeStructMap \
 	./clients/go/plugin:FuzzFrameCodec \

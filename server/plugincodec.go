@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
@@ -16,16 +17,95 @@ import (
 // that carry a payload (send, reply, emit, broadcast) without parsing the payload: the
 // payload's bytes are checked as proto.Unmarshal would check them and kept as a raw Struct
 // (pluginhost/rawstruct), which the host hands to the bus and on to the receiving plugin
-// as they are. Every other frame, and every frame of an unusual shape, is decoded by
-// proto.Unmarshal; encoding is grpc-go's own protobuf codec.
-type pluginCodec struct{ proto encoding.CodecV2 }
+// as they are. The rest of a frame is decoded, and frames are encoded, by the code
+// vtprotobuf generates for the plugin stream's messages, with proto.Unmarshal's verdicts
+// and proto.Marshal's bytes (framewire.go); frames of an unusual shape go to the protobuf
+// runtime.
+type pluginCodec struct {
+	proto encoding.CodecV2
+	// request and response are the shapes of ConnectRequest and ConnectResponse; deliver
+	// and reply say whether the payload frames may be written by marshalPayloadFrame.
+	// Assigned once, in newPluginCodec.
+	request, response *wireShape
+	deliver, reply    bool
+	// plain are the members of ConnectResponse's frame that hold no Struct: the generated
+	// code writes them whole.
+	plain map[protowire.Number]bool
+}
 
-func newPluginCodec() pluginCodec { return pluginCodec{proto: encoding.GetCodecV2("proto")} }
+// The host's payload frames: ConnectResponse.deliver (2) and reply (3), whose data is field 6.
+var (
+	deliverPayload = payloadField{frame: 2, data: 6}
+	replyPayload   = payloadField{frame: 3, data: 6}
+)
+
+// replyKV is RequestReply.kv.
+const replyKV = 9
+
+func newPluginCodec() pluginCodec {
+	c := pluginCodec{
+		proto:    encoding.GetCodecV2("proto"),
+		request:  newWireShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
+		response: newWireShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
+		plain:    map[protowire.Number]bool{},
+	}
+	for num, f := range c.response.fields {
+		if f.msg != nil && !f.msg.holdsStruct {
+			c.plain[num] = true
+		}
+	}
+	c.deliver = c.response.fields[deliverPayload.frame].msg.spliceable(deliverPayload.data)
+	// A reply's key-value result holds Values (Marshal checks that it has none).
+	c.reply = c.response.fields[replyPayload.frame].msg.spliceable(replyPayload.data, replyKV)
+	return c
+}
 
 // Name keeps the content subtype "proto": on the wire this is the ordinary protobuf codec.
 func (pluginCodec) Name() string { return "proto" }
 
-func (c pluginCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c pluginCodec) Marshal(v any) (mem.BufferSlice, error) {
+	res, ok := v.(*pluginhostv1.ConnectResponse)
+	if !ok {
+		return c.proto.Marshal(v)
+	}
+	var (
+		p     payloadField
+		inner vtMessage
+		data  *structpb.Struct
+	)
+	switch f := res.GetFrame().(type) {
+	case *pluginhostv1.ConnectResponse_Deliver:
+		if !c.deliver {
+			return c.proto.Marshal(v)
+		}
+		p, inner, data = deliverPayload, f.Deliver, f.Deliver.GetData()
+	case *pluginhostv1.ConnectResponse_Reply:
+		if !c.reply || f.Reply.GetKv() != nil {
+			return c.proto.Marshal(v)
+		}
+		p, inner, data = replyPayload, f.Reply, f.Reply.GetData()
+	default:
+		if fd := res.ProtoReflect().WhichOneof(frameOneof); fd != nil && c.plain[fd.Number()] {
+			return marshalVT(res)
+		}
+		return c.proto.Marshal(v)
+	}
+	raw, isRaw, fast := rawPayload(data)
+	switch {
+	case !fast:
+		return c.proto.Marshal(v)
+	case !isRaw:
+		return marshalVT(res)
+	}
+	b, ok, err := marshalPayloadFrame(p, inner, raw)
+	if err != nil || !ok {
+		return c.proto.Marshal(v)
+	}
+	return b, nil
+}
+
+// frameOneof is ConnectResponse's oneof frame.
+var frameOneof = (&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor().Oneofs().ByName("frame")
 
 // requestPayloads are ConnectRequest's payload fields: reply (2), send (3), emit (4) and
 // broadcast (8) carry a Struct data field (3, 4, 3 and 3).
@@ -61,15 +141,17 @@ func (c pluginCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c pluginCodec) unmarshalFrame(data mem.BufferSlice, req *pluginhostv1.ConnectRequest) error {
 	// The payload keeps pointing into b, so b must be ours: Materialize copies out of
 	// grpc-go's pooled buffers.
+	// The strings and bytes that UnmarshalVTUnsafe decodes point into b (or rest, which
+	// Cut allocates) too; neither is written again.
 	b := data.Materialize()
 	rest, payload, n, ok := rawstruct.Cut(b, requestPayloads)
 	if !ok {
-		return proto.Unmarshal(b, req)
+		return c.unmarshalRequest(b, req)
 	}
 	if err := rawstruct.Validate(payload, payloadDepth); err != nil {
 		return fmt.Errorf("decoding a frame: %w", err)
 	}
-	if err := proto.Unmarshal(rest, req); err != nil {
+	if err := c.unmarshalRequest(rest, req); err != nil {
 		return err
 	}
 	// rest is the one frame field n, so the oneof holds that frame.
@@ -87,4 +169,14 @@ func (c pluginCodec) unmarshalFrame(data mem.BufferSlice, req *pluginhostv1.Conn
 		return fmt.Errorf("decoding a frame: field %d has no payload", n)
 	}
 	return nil
+}
+
+// unmarshalRequest decodes b into req as proto.Unmarshal does, with the generated code when
+// b is canonical (framewire.go).
+func (c pluginCodec) unmarshalRequest(b []byte, req *pluginhostv1.ConnectRequest) error {
+	if !c.request.canonical(b, maxCanonicalDepth) {
+		return proto.Unmarshal(b, req)
+	}
+	req.Reset()
+	return req.UnmarshalVTUnsafe(b)
 }
