@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
@@ -210,31 +211,105 @@ const (
 // (payload.go) holding the data's bytes, which structToMap decodes straight into the map
 // the handler sees. The data is checked here all the same, exactly as proto.Unmarshal
 // would have checked it: a malformed payload fails the frame, and so Receive, as before,
-// and never reaches a handler.
+// and never reaches a handler. The rest of a frame is decoded, and frames are encoded, by
+// the code vtprotobuf generates for the plugin stream's messages, with proto.Unmarshal's
+// verdicts and proto.Marshal's bytes (framewire.go); frames of an unusual shape go to the
+// protobuf runtime.
 //
 // Its name is grpc-go's proto codec's, "proto": calls carry the content-type
 // application/grpc+proto, which the host takes as it takes application/grpc.
 type frameCodec struct {
-	// proto is grpc-go's own proto codec, which marshals every frame and unmarshals those
-	// of another shape. Codecs are safe for concurrent use.
+	// proto is grpc-go's own proto codec, for the frames the generated code does not
+	// handle. Codecs are safe for concurrent use.
 	proto encoding.CodecV2
+	// request and response are the shapes of ConnectRequest and ConnectResponse, plain the
+	// members of ConnectRequest's frame that hold no Struct (the generated code writes them
+	// whole), and payloads the payload frames it may write with marshalPayloadFrame, by
+	// member. Assigned once, in newFrameCodec.
+	request, response *wireShape
+	plain             map[protowire.Number]bool
+	payloads          map[protowire.Number]bool
 }
+
+// Where the frames the SDK sends keep their payload: ConnectRequest.reply (2), send (3),
+// emit (4) and broadcast (8), whose data is field 3, 4, 3 and 3.
+var (
+	replyPayload     = payloadField{frame: 2, data: 3}
+	sendPayload      = payloadField{frame: 3, data: 4}
+	emitPayload      = payloadField{frame: 4, data: 3}
+	broadcastPayload = payloadField{frame: 8, data: 3}
+)
 
 func newFrameCodec() (frameCodec, error) {
 	c := encoding.GetCodecV2(grpcproto.Name)
 	if c == nil {
 		return frameCodec{}, errors.New("plugin: grpc-go's proto codec is not registered")
 	}
-	return frameCodec{proto: c}, nil
+	fc := frameCodec{
+		proto:    c,
+		request:  newWireShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
+		response: newWireShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
+		plain:    map[protowire.Number]bool{},
+		payloads: map[protowire.Number]bool{},
+	}
+	for num, f := range fc.request.fields {
+		if f.msg != nil && !f.msg.holdsStruct {
+			fc.plain[num] = true
+		}
+	}
+	for _, p := range []payloadField{replyPayload, sendPayload, emitPayload, broadcastPayload} {
+		fc.payloads[p.frame] = fc.request.fields[p.frame].msg.spliceable(p.data)
+	}
+	return fc, nil
 }
 
 func (c frameCodec) Name() string { return c.proto.Name() }
 
-func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	req, ok := v.(*pluginhostv1.ConnectRequest)
+	if !ok {
+		return c.proto.Marshal(v)
+	}
+	var (
+		p     payloadField
+		inner vtMessage
+		data  *structpb.Struct
+	)
+	switch f := req.GetFrame().(type) {
+	case *pluginhostv1.ConnectRequest_Reply:
+		p, inner, data = replyPayload, f.Reply, f.Reply.GetData()
+	case *pluginhostv1.ConnectRequest_Send:
+		p, inner, data = sendPayload, f.Send, f.Send.GetData()
+	case *pluginhostv1.ConnectRequest_Emit:
+		p, inner, data = emitPayload, f.Emit, f.Emit.GetData()
+	case *pluginhostv1.ConnectRequest_Broadcast:
+		p, inner, data = broadcastPayload, f.Broadcast, f.Broadcast.GetData()
+	default:
+		if fd := req.ProtoReflect().WhichOneof(requestFrameOneof); fd != nil && c.plain[fd.Number()] {
+			return marshalVT(req)
+		}
+		return c.proto.Marshal(v)
+	}
+	raw, isRaw, fast := rawPayload(data)
+	switch {
+	case !fast || !c.payloads[p.frame]:
+		return c.proto.Marshal(v)
+	case !isRaw:
+		return marshalVT(req)
+	}
+	b, ok, err := marshalPayloadFrame(p, inner, raw)
+	if err != nil || !ok {
+		return c.proto.Marshal(v)
+	}
+	return b, nil
+}
+
+// requestFrameOneof is ConnectRequest's oneof frame.
+var requestFrameOneof = (&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor().Oneofs().ByName("frame")
 
 // Unmarshal reads the frame from data, which grpc-go frees when Unmarshal returns: the
-// raw Struct gets its own copy of the payload, and the rest of the frame is copied by
-// proto.Unmarshal as usual.
+// raw Struct gets its own copy of the payload, and the generated code (or proto.Unmarshal)
+// copies the rest of the frame.
 func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	res, ok := v.(*pluginhostv1.ConnectResponse)
 	if !ok {
@@ -243,21 +318,21 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	// A frame that came in one buffer (the usual case) is not copied.
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return unmarshalResponse(buf.ReadOnlyData(), res)
+	return c.unmarshalResponse(buf.ReadOnlyData(), res)
 }
 
 // unmarshalResponse does what proto.Unmarshal(b, res) does, leaving the data of a delivery
 // or a reply encoded in a raw Struct (with a copy of its bytes) when b is just that frame
 // with its data field once. Any other frame, or one that cannot be cut up so (a repeated
-// field would merge), goes to proto.Unmarshal whole.
-func unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
+// field would merge), is decoded whole.
+func (c frameCodec) unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
 	num, frame, ok := soleField(b)
 	if !ok || (num != responseDeliverNum && num != responseReplyNum) {
-		return proto.Unmarshal(b, res)
+		return c.unmarshalWhole(b, res)
 	}
 	before, payload, after, ok := cutField(frame, payloadDataNum)
 	if !ok {
-		return proto.Unmarshal(b, res)
+		return c.unmarshalWhole(b, res)
 	}
 	// The Struct is nested in the frame, itself in the ConnectResponse: proto.Unmarshal
 	// would reach it with two levels of recursion spent.
@@ -265,14 +340,16 @@ func unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
 		return err
 	}
 	data := rawStruct(bytes.Clone(payload))
-	// proto.Unmarshal of the frame's fields around the data in turn, merging, is the
-	// proto.Unmarshal of the whole frame but for the data; as the frame is one level
-	// down, one level of recursion is spent.
+	// The frame's fields around the data, decoded in turn (both decoders merge), are the
+	// frame but for the data. The generated code decodes them when both are canonical;
+	// otherwise proto.Unmarshal does, with the one level of recursion the frame spends.
+	shape := c.response.fields[num].msg
+	fast := shape.canonical(before, maxCanonicalDepth) && shape.canonical(after, maxCanonicalDepth)
 	opts := proto.UnmarshalOptions{Merge: true, RecursionLimit: protowire.DefaultRecursionLimit - 1}
-	proto.Reset(res)
+	res.Reset()
 	if num == responseDeliverNum {
 		d := &pluginhostv1.Deliver{}
-		if err := unmarshalAround(opts, before, after, d); err != nil {
+		if err := unmarshalAround(fast, opts, before, after, d); err != nil {
 			return err
 		}
 		d.Data = data
@@ -280,7 +357,7 @@ func unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
 		return nil
 	}
 	r := &pluginhostv1.RequestReply{}
-	if err := unmarshalAround(opts, before, after, r); err != nil {
+	if err := unmarshalAround(fast, opts, before, after, r); err != nil {
 		return err
 	}
 	r.Data = data
@@ -288,14 +365,36 @@ func unmarshalResponse(b []byte, res *pluginhostv1.ConnectResponse) error {
 	return nil
 }
 
-func unmarshalAround(opts proto.UnmarshalOptions, before, after []byte, m proto.Message) error {
+// unmarshalWhole decodes b into res as proto.Unmarshal does, with the generated code when b
+// is canonical.
+func (c frameCodec) unmarshalWhole(b []byte, res *pluginhostv1.ConnectResponse) error {
+	if !c.response.canonical(b, maxCanonicalDepth) {
+		return proto.Unmarshal(b, res)
+	}
+	res.Reset()
+	return res.UnmarshalVT(b)
+}
+
+// vtUnmarshaler is the generated decoding of a message, which merges into it.
+type vtUnmarshaler interface {
+	proto.Message
+	UnmarshalVT([]byte) error
+}
+
+func unmarshalAround(fast bool, opts proto.UnmarshalOptions, before, after []byte, m vtUnmarshaler) error {
+	decode := func(b []byte) error {
+		if fast {
+			return m.UnmarshalVT(b)
+		}
+		return opts.Unmarshal(b, m)
+	}
 	if len(before) > 0 {
-		if err := opts.Unmarshal(before, m); err != nil {
+		if err := decode(before); err != nil {
 			return err
 		}
 	}
 	if len(after) > 0 {
-		return opts.Unmarshal(after, m)
+		return decode(after)
 	}
 	return nil
 }

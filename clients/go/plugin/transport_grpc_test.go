@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -525,5 +526,46 @@ func TestConnectTransportPayloads(t *testing.T) {
 	}
 	if err := s.CloseSend(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFrameCodecWritesWhatProtoWrites: the frames the SDK sends, written by the codec (the
+// generated code, a raw payload put in place), are byte for byte what proto.Marshal writes.
+func TestFrameCodecWritesWhatProtoWrites(t *testing.T) {
+	c := testCodec(t)
+	for num, ok := range c.payloads {
+		if !ok {
+			t.Fatalf("frame %d is not written by the generated code: the test checks nothing", num)
+		}
+	}
+	data, err := mapToStruct(blobPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := map[string]*pluginhostv1.ConnectRequest{
+		"send":              {Frame: &pluginhostv1.ConnectRequest_Send{Send: &pluginhostv1.Send{RequestId: "r1", TargetPlugin: "echo", MessageType: "m", Data: data, TimeoutSeconds: 30}}},
+		"reply":             {Frame: &pluginhostv1.ConnectRequest_Reply{Reply: &pluginhostv1.DeliveryReply{DeliveryId: "d1", Status: "success", Data: data}}},
+		"emit":              {Frame: &pluginhostv1.ConnectRequest_Emit{Emit: &pluginhostv1.Emit{RequestId: "r2", Type: "user.login", Data: data}}},
+		"broadcast":         {Frame: &pluginhostv1.ConnectRequest_Broadcast{Broadcast: &pluginhostv1.BroadcastSend{RequestId: "r3", MessageType: "note", Data: data}}},
+		"reply, no payload": {Frame: &pluginhostv1.ConnectRequest_Reply{Reply: &pluginhostv1.DeliveryReply{DeliveryId: "d2", Status: "error", ErrorMessage: "no"}}},
+		"ack":               {Frame: &pluginhostv1.ConnectRequest_Ack{Ack: &pluginhostv1.Ack{DeliveryId: "d3", Action: pluginhostv1.AckAction_ACK_ACTION_DONE}}},
+		"log":               {Frame: &pluginhostv1.ConnectRequest_Log{Log: &pluginhostv1.Log{Level: "INFO", Message: "m", Metadata: data}}},
+	}
+	for name, f := range frames {
+		t.Run(name, func(t *testing.T) {
+			want, err := proto.Marshal(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs, err := c.Marshal(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := bs.Materialize()
+			bs.Free()
+			if !bytes.Equal(got, want) {
+				t.Fatalf("the codec wrote\n%x\nproto.Marshal writes\n%x", got, want)
+			}
+		})
 	}
 }
