@@ -67,8 +67,9 @@ type tryNexter interface {
 
 // deliverLoop reads the session's consumer and sends each delivery to the plugin until the
 // session ends. While the consumer has more deliveries ready at once (a backlog, or an
-// event fanned out to a busy plugin), it sends them back to back before it lets the
-// transport's writer run, so that they go out in one write instead of a write each.
+// event fanned out to a busy plugin), it takes them without a blocking Next each (TryNext)
+// and sends them back to back, so that the transport's writer finds them together and
+// flushes them in one write.
 func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 	tn, _ := sess.cons.(tryNexter)
 	var next bus.Delivery // taken by TryNext, sent by the next iteration
@@ -126,18 +127,13 @@ func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
 			go h.cancelLoop(ctx, sess)
 		}
 		sess.mu.Unlock()
-		wrote, err := sess.sendHeld(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}})
-		if err != nil {
+		if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}}); err != nil {
 			return // the session ended; closing the consumer hands the delivery back
 		}
 		if tn != nil && ctx.Err() == nil {
 			if nd, ok, err := tn.TryNext(); err == nil && ok {
 				next, haveNext = nd, true
-				continue
 			}
-		}
-		if wrote {
-			yieldToWriter()
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -206,21 +205,13 @@ func frameBytes(f *pluginhostv1.ConnectResponse) int64 {
 // send queues a frame for the plugin; it fails when the session has ended or the plugin
 // does not keep up.
 // When nothing is queued it writes the frame itself instead of waking the send pump (one
-// goroutine hand-off less on the message path); frames stay in order either way. That write
-// waits while the plugin does not read, whatever ctx says (see enqueue).
+// goroutine hand-off less on the message path); frames stay in order either way. It does not
+// yield to the transport's writer after a send (it did, for p50 at one in flight): under
+// load grpc-go's writer then flushed nearly every frame on its own (0.65-0.68 write
+// syscalls per routed message against 0.09 without, nexus-bench, alternated runs), while
+// frames sent back to back now go out in one write. That write waits while the plugin does
+// not read, whatever ctx says (see enqueue).
 func (s *session) send(ctx context.Context, f *pluginhostv1.ConnectResponse) error {
-	wrote, err := s.sendHeld(ctx, f)
-	if wrote {
-		yieldToWriter()
-	}
-	return err
-}
-
-// sendHeld is send without its yield to the writer: wrote says whether it wrote the frame
-// itself, and the caller should then yield once it has no other frame to send at once (the
-// transport's writer flushes when it runs out of frames, so frames sent back to back go out
-// in one write).
-func (s *session) sendHeld(ctx context.Context, f *pluginhostv1.ConnectResponse) (wrote bool, err error) {
 	if s.queued.Load() == 0 && s.sendMu.TryLock() {
 		if s.queued.Load() == 0 {
 			err := s.stream.Send(f)
@@ -228,13 +219,13 @@ func (s *session) sendHeld(ctx context.Context, f *pluginhostv1.ConnectResponse)
 			if err != nil {
 				s.fail(errs.Wrap(errs.PluginUnavailable, err, "sending to plugin %s failed", s.pluginID))
 				s.abort()
-				return false, errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
+				return errs.New(errs.PluginUnavailable, "plugin %s disconnected", s.pluginID)
 			}
-			return true, nil
+			return nil
 		}
 		s.sendMu.Unlock()
 	}
-	return false, s.enqueue(ctx, f)
+	return s.enqueue(ctx, f)
 }
 
 // enqueue hands a frame to the send pump, waiting at most until ctx ends. The rest of the
@@ -303,16 +294,6 @@ func (s *session) closeOut() {
 	s.outMu.Unlock()
 	s.pumps.Wait()
 }
-
-// yieldToWriter lets the goroutine that writes the frame just sent run at once. A send on a
-// gRPC stream only queues the frame and readies the transport's writer goroutine; the writer
-// then runs when this goroutine blocks, or when another thread takes it. An execution trace of
-// nexus-bench (one message in flight) showed the host's writers waiting 27 µs on average after
-// each send, against 14 µs in a relay that blocks right after its send. Yielding here took
-// about a tenth off the host path's p50 in an A/B on a quiet machine (6 alternations: median
-// 325 → 293 µs); a later A/B on a busy machine showed no difference either way. Throughput
-// did not change.
-func yieldToWriter() { runtime.Gosched() }
 
 // deliverNow queues a frame for the plugin without waiting: the reply router must never wait
 // for one plugin's stream, or a plugin that stops reading would hold up every other
@@ -561,7 +542,6 @@ func (s *session) sendPump() {
 		s.queued.Add(-1)
 		s.sendMu.Unlock()
 		s.outBytes.give(q.bytes)
-		yieldToWriter()
 		if err != nil {
 			s.outMu.Lock()
 			s.outClosed = true
