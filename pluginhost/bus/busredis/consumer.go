@@ -570,12 +570,14 @@ func (c *Consumer) claim(mode, start string, count int) (string, int, error) {
 	flat, _ := res[1].([]any)
 	claimed, _ := res[2].(int64)
 	now := time.Now()
+	batch := make([]fetched, 0, len(flat)/3)
 	for i := 0; i+2 < len(flat); i += 3 {
 		id, _ := flat[i].(string)
 		raw, _ := flat[i+1].(string)
 		n, _ := flat[i+2].(int64)
-		c.add(id, raw, "", int(n), now)
+		batch = append(batch, fetched{id: id, raw: raw, attempt: int(n)})
 	}
+	c.add(batch, now)
 	return next, int(claimed), nil
 }
 
@@ -595,37 +597,53 @@ func (c *Consumer) read(count int, block time.Duration) (int, error) {
 		return 0, err
 	}
 	now := time.Now()
-	n := 0
+	var batch []fetched
 	for _, s := range res {
 		for _, m := range s.Messages {
-			c.add(m.ID, stringField(m.Values, "e"), stringField(m.Values, "s"), 1, now)
-			n++
+			batch = append(batch, fetched{id: m.ID, raw: stringField(m.Values, "e"), size: stringField(m.Values, "s"), attempt: 1})
 		}
 	}
-	return n, nil
+	c.add(batch, now)
+	return len(batch), nil
 }
 
-// add buffers a delivery of the entry id for the waiting Next calls. An entry that cannot
-// be decoded is dead-lettered.
-func (c *Consumer) add(id, raw, size string, attempt int, now time.Time) {
-	env, err := decodeEnvelope([]byte(raw))
-	if err != nil {
-		c.b.log.Warn("busredis: undecodable inbox entry; dead-lettering it", "plugin", c.plugin, "id", id)
-		err = scriptDeadLetter.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead, c.bytes}, group, c.rname, id,
-			"undecodable entry", now.UnixMilli(), c.b.opts.MaxDeadLetters).Err()
+// fetched is an inbox entry one fetch returned: its id, envelope record, size field ("" when
+// the fetch does not give it) and delivery count.
+type fetched struct {
+	id, raw, size string
+	attempt       int
+}
+
+// add buffers the deliveries of one fetch for the waiting Next calls, all at once (so that
+// TryNext sees a fetch whole). An entry that cannot be decoded is dead-lettered.
+func (c *Consumer) add(batch []fetched, now time.Time) {
+	ready := make([]*ahead, 0, len(batch))
+	for _, f := range batch {
+		env, err := decodeEnvelope([]byte(f.raw))
 		if err != nil {
-			c.b.log.Warn("busredis: dead-lettering an undecodable entry failed", "plugin", c.plugin, "id", id, "err", err)
+			c.b.log.Warn("busredis: undecodable inbox entry; dead-lettering it", "plugin", c.plugin, "id", f.id)
+			err = scriptDeadLetter.Run(c.ctx, c.b.rdb, []string{c.inbox, c.dead, c.bytes}, group, c.rname, f.id,
+				"undecodable entry", now.UnixMilli(), c.b.opts.MaxDeadLetters).Err()
+			if err != nil {
+				c.b.log.Warn("busredis: dead-lettering an undecodable entry failed", "plugin", c.plugin, "id", f.id, "err", err)
+			}
+			continue
 		}
+		ready = append(ready, &ahead{d: bus.Delivery{Envelope: env, Tag: f.id, Attempt: f.attempt}, touched: now, size: f.size})
+	}
+	if len(ready) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return // Close hands it back
+		return // Close hands them back
 	}
-	// This consumer's own delivery timed out and came back: the old one is superseded.
-	delete(c.inflight, id)
-	c.ready = append(c.ready, &ahead{d: bus.Delivery{Envelope: env, Tag: id, Attempt: attempt}, touched: now, size: size})
+	for _, a := range ready {
+		// This consumer's own delivery timed out and came back: the old one is superseded.
+		delete(c.inflight, a.d.Tag)
+	}
+	c.ready = append(c.ready, ready...)
 	c.signalLocked()
 }
 
