@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/nexus-platform/nexus/clients/go/plugin/framewire"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/pluginhost/rawstruct"
 )
@@ -19,14 +20,14 @@ import (
 // (pluginhost/rawstruct), which the host hands to the bus and on to the receiving plugin
 // as they are. The rest of a frame is decoded, and frames are encoded, by the code
 // vtprotobuf generates for the plugin stream's messages, with proto.Unmarshal's verdicts
-// and proto.Marshal's bytes (framewire.go); frames of an unusual shape go to the protobuf
+// and proto.Marshal's bytes (package framewire); frames of an unusual shape go to the protobuf
 // runtime.
 type pluginCodec struct {
 	proto encoding.CodecV2
 	// request and response are the shapes of ConnectRequest and ConnectResponse; deliver
-	// and reply say whether the payload frames may be written by marshalPayloadFrame.
+	// and reply say whether the payload frames may be written by framewire.MarshalPayloadFrame.
 	// Assigned once, in newPluginCodec.
-	request, response *wireShape
+	request, response *framewire.Shape
 	deliver, reply    bool
 	// plain are the members of ConnectResponse's frame that hold no Struct: the generated
 	// code writes them whole.
@@ -35,8 +36,8 @@ type pluginCodec struct {
 
 // The host's payload frames: ConnectResponse.deliver (2) and reply (3), whose data is field 6.
 var (
-	deliverPayload = payloadField{frame: 2, data: 6}
-	replyPayload   = payloadField{frame: 3, data: 6}
+	deliverPayload = framewire.PayloadField{Frame: 2, Data: 6}
+	replyPayload   = framewire.PayloadField{Frame: 3, Data: 6}
 )
 
 // replyKV is RequestReply.kv.
@@ -45,18 +46,13 @@ const replyKV = 9
 func newPluginCodec() pluginCodec {
 	c := pluginCodec{
 		proto:    encoding.GetCodecV2("proto"),
-		request:  newWireShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
-		response: newWireShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
-		plain:    map[protowire.Number]bool{},
+		request:  framewire.NewShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
+		response: framewire.NewShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
 	}
-	for num, f := range c.response.fields {
-		if f.msg != nil && !f.msg.holdsStruct {
-			c.plain[num] = true
-		}
-	}
-	c.deliver = c.response.fields[deliverPayload.frame].msg.spliceable(deliverPayload.data)
+	c.plain = c.response.Plain()
+	c.deliver = c.response.Field(deliverPayload.Frame).Spliceable(deliverPayload.Data)
 	// A reply's key-value result holds Values (Marshal checks that it has none).
-	c.reply = c.response.fields[replyPayload.frame].msg.spliceable(replyPayload.data, replyKV)
+	c.reply = c.response.Field(replyPayload.Frame).Spliceable(replyPayload.Data, replyKV)
 	return c
 }
 
@@ -69,8 +65,8 @@ func (c pluginCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.proto.Marshal(v)
 	}
 	var (
-		p     payloadField
-		inner vtMessage
+		p     framewire.PayloadField
+		inner framewire.VTMessage
 		data  *structpb.Struct
 	)
 	switch f := res.GetFrame().(type) {
@@ -86,18 +82,18 @@ func (c pluginCodec) Marshal(v any) (mem.BufferSlice, error) {
 		p, inner, data = replyPayload, f.Reply, f.Reply.GetData()
 	default:
 		if fd := res.ProtoReflect().WhichOneof(frameOneof); fd != nil && c.plain[fd.Number()] {
-			return marshalVT(res)
+			return framewire.MarshalVT(res)
 		}
 		return c.proto.Marshal(v)
 	}
-	raw, isRaw, fast := rawPayload(data)
+	raw, isRaw, fast := framewire.RawPayload(data)
 	switch {
 	case !fast:
 		return c.proto.Marshal(v)
 	case !isRaw:
-		return marshalVT(res)
+		return framewire.MarshalVT(res)
 	}
-	b, ok, err := marshalPayloadFrame(p, inner, raw)
+	b, ok, err := framewire.MarshalPayloadFrame(p, inner, raw)
 	if err != nil || !ok {
 		return c.proto.Marshal(v)
 	}
@@ -172,9 +168,9 @@ func (c pluginCodec) unmarshalFrame(data mem.BufferSlice, req *pluginhostv1.Conn
 }
 
 // unmarshalRequest decodes b into req as proto.Unmarshal does, with the generated code when
-// b is canonical (framewire.go).
+// b is canonical (package framewire).
 func (c pluginCodec) unmarshalRequest(b []byte, req *pluginhostv1.ConnectRequest) error {
-	if !c.request.canonical(b, maxCanonicalDepth) {
+	if !c.request.Canonical(b) {
 		return proto.Unmarshal(b, req)
 	}
 	req.Reset()

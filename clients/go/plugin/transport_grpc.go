@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/nexus-platform/nexus/clients/go/plugin/framewire"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1/pluginhostv1connect"
 )
@@ -213,7 +214,7 @@ const (
 // would have checked it: a malformed payload fails the frame, and so Receive, as before,
 // and never reaches a handler. The rest of a frame is decoded, and frames are encoded, by
 // the code vtprotobuf generates for the plugin stream's messages, with proto.Unmarshal's
-// verdicts and proto.Marshal's bytes (framewire.go); frames of an unusual shape go to the
+// verdicts and proto.Marshal's bytes (package framewire); frames of an unusual shape go to the
 // protobuf runtime.
 //
 // Its name is grpc-go's proto codec's, "proto": calls carry the content-type
@@ -224,9 +225,9 @@ type frameCodec struct {
 	proto encoding.CodecV2
 	// request and response are the shapes of ConnectRequest and ConnectResponse, plain the
 	// members of ConnectRequest's frame that hold no Struct (the generated code writes them
-	// whole), and payloads the payload frames it may write with marshalPayloadFrame, by
+	// whole), and payloads the payload frames it may write with framewire.MarshalPayloadFrame, by
 	// member. Assigned once, in newFrameCodec.
-	request, response *wireShape
+	request, response *framewire.Shape
 	plain             map[protowire.Number]bool
 	payloads          map[protowire.Number]bool
 }
@@ -234,10 +235,10 @@ type frameCodec struct {
 // Where the frames the SDK sends keep their payload: ConnectRequest.reply (2), send (3),
 // emit (4) and broadcast (8), whose data is field 3, 4, 3 and 3.
 var (
-	replyPayload     = payloadField{frame: 2, data: 3}
-	sendPayload      = payloadField{frame: 3, data: 4}
-	emitPayload      = payloadField{frame: 4, data: 3}
-	broadcastPayload = payloadField{frame: 8, data: 3}
+	replyPayload     = framewire.PayloadField{Frame: 2, Data: 3}
+	sendPayload      = framewire.PayloadField{Frame: 3, Data: 4}
+	emitPayload      = framewire.PayloadField{Frame: 4, Data: 3}
+	broadcastPayload = framewire.PayloadField{Frame: 8, Data: 3}
 )
 
 func newFrameCodec() (frameCodec, error) {
@@ -247,18 +248,13 @@ func newFrameCodec() (frameCodec, error) {
 	}
 	fc := frameCodec{
 		proto:    c,
-		request:  newWireShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
-		response: newWireShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
-		plain:    map[protowire.Number]bool{},
+		request:  framewire.NewShape((&pluginhostv1.ConnectRequest{}).ProtoReflect().Descriptor()),
+		response: framewire.NewShape((&pluginhostv1.ConnectResponse{}).ProtoReflect().Descriptor()),
 		payloads: map[protowire.Number]bool{},
 	}
-	for num, f := range fc.request.fields {
-		if f.msg != nil && !f.msg.holdsStruct {
-			fc.plain[num] = true
-		}
-	}
-	for _, p := range []payloadField{replyPayload, sendPayload, emitPayload, broadcastPayload} {
-		fc.payloads[p.frame] = fc.request.fields[p.frame].msg.spliceable(p.data)
+	fc.plain = fc.request.Plain()
+	for _, p := range []framewire.PayloadField{replyPayload, sendPayload, emitPayload, broadcastPayload} {
+		fc.payloads[p.Frame] = fc.request.Field(p.Frame).Spliceable(p.Data)
 	}
 	return fc, nil
 }
@@ -271,8 +267,8 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.proto.Marshal(v)
 	}
 	var (
-		p     payloadField
-		inner vtMessage
+		p     framewire.PayloadField
+		inner framewire.VTMessage
 		data  *structpb.Struct
 	)
 	switch f := req.GetFrame().(type) {
@@ -286,18 +282,18 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		p, inner, data = broadcastPayload, f.Broadcast, f.Broadcast.GetData()
 	default:
 		if fd := req.ProtoReflect().WhichOneof(requestFrameOneof); fd != nil && c.plain[fd.Number()] {
-			return marshalVT(req)
+			return framewire.MarshalVT(req)
 		}
 		return c.proto.Marshal(v)
 	}
-	raw, isRaw, fast := rawPayload(data)
+	raw, isRaw, fast := framewire.RawPayload(data)
 	switch {
-	case !fast || !c.payloads[p.frame]:
+	case !fast || !c.payloads[p.Frame]:
 		return c.proto.Marshal(v)
 	case !isRaw:
-		return marshalVT(req)
+		return framewire.MarshalVT(req)
 	}
-	b, ok, err := marshalPayloadFrame(p, inner, raw)
+	b, ok, err := framewire.MarshalPayloadFrame(p, inner, raw)
 	if err != nil || !ok {
 		return c.proto.Marshal(v)
 	}
@@ -343,8 +339,8 @@ func (c frameCodec) unmarshalResponse(b []byte, res *pluginhostv1.ConnectRespons
 	// The frame's fields around the data, decoded in turn (both decoders merge), are the
 	// frame but for the data. The generated code decodes them when both are canonical;
 	// otherwise proto.Unmarshal does, with the one level of recursion the frame spends.
-	shape := c.response.fields[num].msg
-	fast := shape.canonical(before, maxCanonicalDepth) && shape.canonical(after, maxCanonicalDepth)
+	shape := c.response.Field(num)
+	fast := shape.Canonical(before) && shape.Canonical(after)
 	opts := proto.UnmarshalOptions{Merge: true, RecursionLimit: protowire.DefaultRecursionLimit - 1}
 	res.Reset()
 	if num == responseDeliverNum {
@@ -368,7 +364,7 @@ func (c frameCodec) unmarshalResponse(b []byte, res *pluginhostv1.ConnectRespons
 // unmarshalWhole decodes b into res as proto.Unmarshal does, with the generated code when b
 // is canonical.
 func (c frameCodec) unmarshalWhole(b []byte, res *pluginhostv1.ConnectResponse) error {
-	if !c.response.canonical(b, maxCanonicalDepth) {
+	if !c.response.Canonical(b) {
 		return proto.Unmarshal(b, res)
 	}
 	res.Reset()

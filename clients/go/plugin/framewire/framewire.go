@@ -1,4 +1,9 @@
-package plugin
+// Package framewire lets the plugin stream's codecs, the host's (server/plugincodec.go) and
+// the Go SDK's (clients/go/plugin), use the marshalling code that vtprotobuf generates for
+// the stream's messages (MarshalVT, UnmarshalVT) and still give proto.Marshal's bytes and
+// proto.Unmarshal's verdicts. It imports only protobuf and grpc-go, so the SDK keeps
+// importing nothing of the host's, and the host shares the SDK's package.
+package framewire
 
 import (
 	"slices"
@@ -10,33 +15,30 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// This file holds what frameCodec (transport_grpc.go) needs to use the marshalling code that
-// vtprotobuf generates for the plugin stream's messages (MarshalVT, UnmarshalVT) and still
-// give proto.Marshal's bytes and proto.Unmarshal's verdicts. The host's codec does the same
-// (server/framewire.go; the SDK imports nothing of the host's):
+// What the codecs must take care of:
 //
 //   - UnmarshalVT checks less than proto.Unmarshal (no UTF-8 check of strings, no recursion
 //     limit; it refuses a known field of an unexpected wire type, which proto keeps as
 //     unknown; vtprotobuf's code for the well-known types drops unknown fields). So the
-//     codec hands it only encodings that wireShape.canonical has checked: every string
+//     codec hands it only encodings that Shape.Canonical has checked: every string
 //     valid UTF-8, every known field of its declared wire type, no google.protobuf.Struct
 //     (the payloads are cut out before), no unknown field in a well-known type. Any other
 //     encoding goes to proto.Unmarshal, which gives its own verdict.
 //   - vtprotobuf's code for google.protobuf.Struct writes a Struct's fields and never its
-//     unknown fields, so it would write a raw Struct (payload.go) as an empty
-//     one (payload.go). The codec writes the payload frames with marshalPayloadFrame, which
-//     puts the raw bytes where the generated code wrote the empty Struct, and the frames
-//     that hold a Struct anywhere else (a log's metadata, a key-value write) with
-//     proto.Marshal.
+//     unknown fields, so it would write a raw Struct (a payload carried undecoded: no
+//     fields, the encoding of its fields held as unknown fields) as an empty one. The codecs
+//     write the payload frames with MarshalPayloadFrame, which puts the raw bytes where the
+//     generated code wrote the empty Struct, and the frames that hold a Struct anywhere else
+//     (never on the message path) with proto.Marshal.
 
-// vtMessage is the generated fast marshalling of a message.
-type vtMessage interface {
+// VTMessage is the generated fast marshalling of a message.
+type VTMessage interface {
 	SizeVT() int
 	MarshalToSizedBufferVT([]byte) (int, error)
 }
 
-// wireShape is what the codec knows of a message type, from its descriptor.
-type wireShape struct {
+// Shape is what a codec knows of a message type, from its descriptor.
+type Shape struct {
 	// wkt is set for google.protobuf's messages, whose generated code drops unknown fields.
 	wkt bool
 	// isStruct is set for google.protobuf.Struct, Value and ListValue.
@@ -48,30 +50,50 @@ type wireShape struct {
 	fields      map[protowire.Number]*wireField
 }
 
-// wireField is a known field of a wireShape.
+// wireField is a known field of a Shape.
 type wireField struct {
 	typ protowire.Type // the wire type its kind is written with
 	// packed is set for repeated numbers, which may also come packed (length-delimited).
 	packed bool
-	utf8   bool       // a string that proto.Unmarshal checks for valid UTF-8
-	msg    *wireShape // for message fields and map entries
+	utf8   bool   // a string that proto.Unmarshal checks for valid UTF-8
+	msg    *Shape // for message fields and map entries
 }
 
-// maxCanonicalDepth is the nesting canonical follows: far more than the plugin protocol's
+// maxCanonicalDepth is the nesting Canonical follows: far more than the plugin protocol's
 // messages have (Struct, the only recursive type, is never canonical); deeper encodings go
 // to proto.Unmarshal, which applies the runtime's recursion limit.
 const maxCanonicalDepth = 32
 
-// newWireShape returns the shape of md and of the message types it refers to.
-func newWireShape(md protoreflect.MessageDescriptor) *wireShape {
-	return buildShape(md, map[protoreflect.FullName]*wireShape{})
+// NewShape returns the shape of md and of the message types it refers to.
+func NewShape(md protoreflect.MessageDescriptor) *Shape {
+	return buildShape(md, map[protoreflect.FullName]*Shape{})
 }
 
-func buildShape(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*wireShape) *wireShape {
+// Field is the shape of the message in field num, nil when num is not a message field.
+func (s *Shape) Field(num protowire.Number) *Shape {
+	if f := s.fields[num]; f != nil {
+		return f.msg
+	}
+	return nil
+}
+
+// Plain is the set of s's message fields whose messages hold no Struct anywhere: for a frame
+// message, the members the generated code writes exactly as proto.Marshal does.
+func (s *Shape) Plain() map[protowire.Number]bool {
+	plain := map[protowire.Number]bool{}
+	for num, f := range s.fields {
+		if f.msg != nil && !f.msg.holdsStruct {
+			plain[num] = true
+		}
+	}
+	return plain
+}
+
+func buildShape(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*Shape) *Shape {
 	if s := seen[md.FullName()]; s != nil {
 		return s
 	}
-	s := &wireShape{wkt: md.ParentFile().Package() == "google.protobuf", fields: map[protowire.Number]*wireField{}}
+	s := &Shape{wkt: md.ParentFile().Package() == "google.protobuf", fields: map[protowire.Number]*wireField{}}
 	switch md.FullName() {
 	case "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue":
 		s.isStruct, s.holdsStruct = true, true
@@ -110,10 +132,12 @@ func wireTypeOf(k protoreflect.Kind) protowire.Type {
 	return protowire.VarintType
 }
 
-// canonical reports whether b, the encoding of a message of this shape, is one that
+// Canonical reports whether b, the encoding of a message of this shape, is one that
 // proto.Unmarshal accepts and that UnmarshalVT decodes to the same message (see the top
 // of this file). false says nothing about b: proto.Unmarshal decides then.
-func (s *wireShape) canonical(b []byte, depth int) bool {
+func (s *Shape) Canonical(b []byte) bool { return s.canonical(b, maxCanonicalDepth) }
+
+func (s *Shape) canonical(b []byte, depth int) bool {
 	if depth <= 0 || s.isStruct {
 		return false
 	}
@@ -179,16 +203,16 @@ func packedValid(v []byte, typ protowire.Type) bool {
 	return true
 }
 
-// payloadField is where a payload frame keeps its payload: field frame of the frame
-// message (a oneof member) holds a message whose field data is the Struct.
-type payloadField struct {
-	frame, data protowire.Number
+// PayloadField is where a payload frame keeps its payload: field Frame of the frame
+// message (a oneof member) holds a message whose field Data is the Struct.
+type PayloadField struct {
+	Frame, Data protowire.Number
 }
 
-// spliceable reports whether the message of shape s, the frame's member, holds no Struct but
+// Spliceable reports whether the message of shape s, the frame's member, holds no Struct but
 // the payload in field data (and in the fields unset, which the caller checks for each
-// message), so that marshalPayloadFrame may write it.
-func (s *wireShape) spliceable(data protowire.Number, unset ...protowire.Number) bool {
+// message), so that MarshalPayloadFrame may write it.
+func (s *Shape) Spliceable(data protowire.Number, unset ...protowire.Number) bool {
 	for num, f := range s.fields {
 		if num != data && !slices.Contains(unset, num) && f.msg != nil && f.msg.holdsStruct {
 			return false
@@ -198,17 +222,17 @@ func (s *wireShape) spliceable(data protowire.Number, unset ...protowire.Number)
 	return f != nil && f.msg != nil && f.msg.isStruct
 }
 
-// marshalPayloadFrame writes the frame whose member (field p.frame) is inner and whose
+// MarshalPayloadFrame writes the frame whose member (field p.Frame) is inner and whose
 // payload is data, a raw Struct (no fields, the encoding of its fields held as unknown
 // fields): the generated code writes inner with the payload as an empty Struct (its tag
 // and a zero length), and the raw bytes take that empty Struct's place. The bytes are
 // those proto.Marshal writes. ok is false when inner's encoding is not as expected (the
 // caller then marshals with proto).
-func marshalPayloadFrame(p payloadField, inner vtMessage, raw []byte) (mem.BufferSlice, bool, error) {
+func MarshalPayloadFrame(p PayloadField, inner VTMessage, raw []byte) (mem.BufferSlice, bool, error) {
 	vtLen := inner.SizeVT()
-	empty := protowire.SizeTag(p.data) + 1
-	innerLen := vtLen - empty + protowire.SizeTag(p.data) + protowire.SizeVarint(uint64(len(raw))) + len(raw)
-	total := protowire.SizeTag(p.frame) + protowire.SizeVarint(uint64(innerLen)) + innerLen
+	empty := protowire.SizeTag(p.Data) + 1
+	innerLen := vtLen - empty + protowire.SizeTag(p.Data) + protowire.SizeVarint(uint64(len(raw))) + len(raw)
+	total := protowire.SizeTag(p.Frame) + protowire.SizeVarint(uint64(innerLen)) + innerLen
 	fb := allocFrame(total)
 	buf := fb.b
 	// inner goes at the end of buf: the fields after the payload are then in place, those
@@ -218,14 +242,14 @@ func marshalPayloadFrame(p payloadField, inner vtMessage, raw []byte) (mem.Buffe
 		fb.free()
 		return nil, false, err
 	}
-	at := emptyFieldAt(vt, p.data)
+	at := emptyFieldAt(vt, p.Data)
 	if at < 0 {
 		fb.free()
 		return nil, false, nil
 	}
-	w := protowire.AppendVarint(protowire.AppendTag(buf[:0], p.frame, protowire.BytesType), uint64(innerLen))
+	w := protowire.AppendVarint(protowire.AppendTag(buf[:0], p.Frame, protowire.BytesType), uint64(innerLen))
 	w = append(w, vt[:at]...) // copy moves within buf; the source lies after the destination
-	w = protowire.AppendVarint(protowire.AppendTag(w, p.data, protowire.BytesType), uint64(len(raw)))
+	w = protowire.AppendVarint(protowire.AppendTag(w, p.Data, protowire.BytesType), uint64(len(raw)))
 	w = append(w, raw...)
 	if len(w) != total-(vtLen-at-empty) {
 		fb.free()
@@ -234,8 +258,8 @@ func marshalPayloadFrame(p payloadField, inner vtMessage, raw []byte) (mem.Buffe
 	return fb.buffers(), true, nil
 }
 
-// marshalVT writes m with its generated code.
-func marshalVT(m vtMessage) (mem.BufferSlice, error) {
+// MarshalVT writes m with its generated code.
+func MarshalVT(m VTMessage) (mem.BufferSlice, error) {
 	fb := allocFrame(m.SizeVT())
 	if _, err := m.MarshalToSizedBufferVT(fb.b); err != nil {
 		fb.free()
@@ -297,11 +321,12 @@ func (f frameBuf) buffers() mem.BufferSlice {
 	return mem.BufferSlice{mem.NewBuffer(f.bp, mem.DefaultBufferPool())}
 }
 
-// rawPayload classifies a payload: isRaw with its bytes for a raw Struct (no fields, the
+// RawPayload classifies a payload: isRaw with its bytes for a raw Struct (no fields, the
 // encoding of its fields held as unknown fields); otherwise (nil, an empty Struct, a
 // Struct with fields) the generated code writes it as proto.Marshal would, unless fast is
-// false (a Struct with both fields and unknown fields, which the SDK never makes).
-func rawPayload(s *structpb.Struct) (raw []byte, isRaw, fast bool) {
+// false (a Struct with both fields and unknown fields, which neither the host nor the SDK
+// makes).
+func RawPayload(s *structpb.Struct) (raw []byte, isRaw, fast bool) {
 	if s == nil {
 		return nil, false, true
 	}
