@@ -165,9 +165,12 @@ test-readme: build demo-repo grpcurl ## Run the README's examples against a fres
 BENCHFLAGS ?=
 
 .PHONY: bench
-bench: build redis-server postgresql ## Go benchmarks, then nexus-bench: plugin-to-plugin messaging via the host (in memory, over Redis on one server and across two replicas) vs raw grpc-go and Redis baselines, and REST plugin reads vs the repositories endpoint (BENCHFLAGS="-skip-redis -rounds 1 -duration 5s", "-only reads", "-only messaging").
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: build redis-server postgresql ## The benchmark table (nexus-bench, README "Benchmarks"): messaging, fan-out, idle sessions and API reads against baselines of the same run, each ratio with its target (BENCHFLAGS="-json", "-rounds 1 -duration 5s", "-skip-redis", "-only messaging|fanout|idle|reads").
 	$(GO) run ./server/cmd/nexus-bench -nexus $(BIN) $(BENCHFLAGS)
+
+.PHONY: bench-go
+bench-go: redis-server postgresql ## The Go benchmarks (BENCH=regexp, default all; for a profile, go test one package with -bench and -cpuprofile).
+	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem ./...
 
 .PHONY: clean
 clean: ## Remove build outputs.
