@@ -260,3 +260,56 @@ func TestTryNext(t *testing.T) {
 		t.Fatalf("TryNext after Close: %v; want %v", err, bus.ErrClosed)
 	}
 }
+
+// TestQueuedPublishesToAFullInbox: publishes to one inbox queued together (one script call)
+// keep the inbox's bounds one by one: with room for 10 entries, the first 10 distinct ids are
+// stored and the rest refused with bus.ErrInboxFull, an id queued twice is stored once, and
+// the byte count is the stored entries' sizes.
+func TestQueuedPublishesToAFullInbox(t *testing.T) {
+	prefix := newPrefix()
+	b := newBus(t, shared, prefix, bus.Options{MaxInbox: 10})
+	ctx := context.Background()
+	rdb := rawClient(t, shared)
+	var envs []bus.Envelope
+	for i := range 15 {
+		envs = append(envs, envelopeTo("small", fmt.Sprintf("m-%02d", i)))
+		if i == 3 {
+			envs = append(envs, envelopeTo("small", "m-03")) // the same id again
+		}
+	}
+	errs := make([]error, len(envs))
+	var wg sync.WaitGroup
+	wg.Add(len(envs))
+	for i, env := range envs {
+		b.PublishAsync(ctx, env, func(err error) {
+			errs[i] = err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	stored, size := 0, 0
+	for i, err := range errs {
+		switch {
+		case i == 4: // the duplicate of m-03
+			if err != nil {
+				t.Errorf("the duplicate: %v; want success (stored once)", err)
+			}
+		case i <= 10:
+			if err != nil {
+				t.Errorf("publish %d (%s): %v; want stored", i, envs[i].ID, err)
+			}
+			stored++
+			size += envs[i].Size()
+		default:
+			if !errors.Is(err, bus.ErrInboxFull) {
+				t.Errorf("publish %d (%s): %v; want %v", i, envs[i].ID, err, bus.ErrInboxFull)
+			}
+		}
+	}
+	if n, err := rdb.XLen(ctx, prefix+"inbox:small").Result(); err != nil || int(n) != stored {
+		t.Fatalf("the inbox holds %d (%v); want %d", n, err, stored)
+	}
+	if got, err := rdb.Get(ctx, prefix+"bytes:small").Int(); err != nil || got != size {
+		t.Fatalf("the byte count is %d (%v); want %d", got, err, size)
+	}
+}

@@ -134,6 +134,8 @@ type Bus struct {
 	// pubs runs the publishes in pipelines, in the order they were made; settles runs the
 	// acknowledgements (batcher.go).
 	pubs, settles *batcher
+	pubMu         sync.Mutex
+	pubQueues     map[string]*pubQueue // by target plugin (PublishAsync)
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -197,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		consumers:  make(map[string]*Consumer),
 		cancels:    make(map[string]time.Time),
 		remoteLive: make(map[string]time.Time),
+		pubQueues:  make(map[string]*pubQueue),
 		watchers:   bus.NewWatchers(opts.WatchBuffer),
 	}
 	b.replyConn = &blockConn{rdb: b.blk}
@@ -293,15 +296,122 @@ func (b *Bus) PublishAsync(ctx context.Context, env bus.Envelope, done func(erro
 		done(bus.ErrClosed)
 		return
 	}
-	keys, args, err := b.publishArgs(&env, time.Now())
-	if err != nil || keys == nil {
-		done(err)
+	now := time.Now()
+	if env.Target == "" {
+		done(errNoTarget)
 		return
 	}
-	b.pubs.add(&batchCall{ctx: ctx, s: scriptPublish, keys: keys, args: args, done: func(c *redis.Cmd) {
-		n, err := c.Int64()
-		done(b.publishResult(env.Target, n, err))
-	}})
+	if env.Expired(now) {
+		done(nil) // nothing to store
+		return
+	}
+	if env.SentAt.IsZero() {
+		env.SentAt = now
+	}
+	// The record is made now: env's data may be a view of a buffer its caller reuses.
+	rec := appendEnvelope(make([]byte, 0, 64+len(env.ID)+len(env.Type)+len(env.Data)), &env)
+	p := pendingPub{ctx: ctx, rec: rec, deadline: unixMilli(env.Deadline), size: env.Size(), done: done}
+	if env.ID != "" {
+		p.dedupe = b.keys.dedupe(env.Target, env.ID)
+	}
+	b.pubQueue(env.Target).add(b, env.Target, p)
+}
+
+// pubQueue is the queue of target's publishes waiting for their pipeline. The queues are
+// kept for good (one per plugin published to; Purge forgets its plugin's).
+func (b *Bus) pubQueue(target string) *pubQueue {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	q := b.pubQueues[target]
+	if q == nil {
+		q = &pubQueue{}
+		b.pubQueues[target] = q
+	}
+	return q
+}
+
+// pubQueue gathers the publishes to one inbox until the publishes batcher builds its next
+// pipeline: then they all go, in order, in one scriptPublish call, which reads the inbox's
+// bounds and writes its byte count once for them.
+type pubQueue struct {
+	mu      sync.Mutex
+	pending []pendingPub
+	queued  bool // a call is in the batcher's queue for them
+}
+
+type pendingPub struct {
+	ctx      context.Context
+	rec      []byte // the envelope's record
+	deadline int64  // unix ms, 0: none
+	size     int    // bus.Envelope.Size
+	dedupe   string // the dedupe key; "" without an ID
+	done     func(error)
+}
+
+// add queues p, and a call for the queue unless one waits already.
+func (q *pubQueue) add(b *Bus, target string, p pendingPub) {
+	q.mu.Lock()
+	q.pending = append(q.pending, p)
+	queue := !q.queued
+	q.queued = true
+	q.mu.Unlock()
+	if !queue {
+		return
+	}
+	var taken []pendingPub
+	take := func() {
+		q.mu.Lock()
+		taken, q.pending, q.queued = q.pending, nil, false
+		q.mu.Unlock()
+	}
+	prepared := false
+	b.pubs.add(&batchCall{
+		ctx: context.Background(), // each publish has its own context, checked below
+		s:   scriptPublish,
+		prepare: func() ([]string, []any, bool) {
+			prepared = true
+			take()
+			// A publish whose caller gave up before its pipeline is left out.
+			kept := taken[:0]
+			for _, p := range taken {
+				if err := p.ctx.Err(); err != nil {
+					p.done(err)
+					continue
+				}
+				kept = append(kept, p)
+			}
+			taken = kept
+			now := time.Now()
+			keys := []string{b.keys.inbox(target), b.keys.sweep(target), b.keys.bytes(target)}
+			args := make([]any, 0, 5+4*len(taken))
+			args = append(args, group, b.opts.DedupeWindow.Milliseconds(), b.opts.MaxInbox, now.UnixMilli(), b.opts.MaxInboxBytes)
+			for _, p := range taken {
+				hasDedupe := 0
+				if p.dedupe != "" {
+					keys = append(keys, p.dedupe)
+					hasDedupe = 1
+				}
+				args = append(args, p.rec, p.deadline, p.size, hasDedupe)
+			}
+			return keys, args, len(taken) > 0
+		},
+		done: func(cmd *redis.Cmd) {
+			if !prepared {
+				take() // failed before its pipeline (the bus closed): so do they
+			}
+			res, err := cmd.Int64Slice()
+			if err == nil && len(res) != len(taken) {
+				err = errUnexpected
+			}
+			for i, p := range taken {
+				var n int64
+				if err == nil {
+					n = res[i]
+				}
+				p.done(b.publishResult(target, n, err))
+			}
+		},
+	})
 }
 
 // PublishAll publishes each envelope to its own target, in the pipelines of Publish.
@@ -317,28 +427,6 @@ func (b *Bus) PublishAll(ctx context.Context, envs []bus.Envelope) []error {
 	}
 	wg.Wait()
 	return errs
-}
-
-// publishArgs returns the keys and arguments of scriptPublish for env, or nil keys when
-// there is nothing to store (the deadline has passed).
-func (b *Bus) publishArgs(env *bus.Envelope, now time.Time) ([]string, []any, error) {
-	if env.Target == "" {
-		return nil, nil, errNoTarget
-	}
-	if env.Expired(now) {
-		return nil, nil, nil
-	}
-	if env.SentAt.IsZero() {
-		env.SentAt = now
-	}
-	keys := []string{b.keys.inbox(env.Target), b.keys.sweep(env.Target), b.keys.bytes(env.Target)}
-	if env.ID != "" {
-		keys = append(keys, b.keys.dedupe(env.Target, env.ID))
-	}
-	rec := appendEnvelope(make([]byte, 0, 64+len(env.ID)+len(env.Type)+len(env.Data)), env)
-	args := []any{group, b.opts.DedupeWindow.Milliseconds(), b.opts.MaxInbox, rec, unixMilli(env.Deadline), now.UnixMilli(),
-		env.Size(), b.opts.MaxInboxBytes}
-	return keys, args, nil
 }
 
 func (b *Bus) publishResult(target string, n int64, err error) error {
@@ -530,6 +618,9 @@ func (b *Bus) Purge(ctx context.Context, plugin string) error {
 	if b.closed.Load() {
 		return bus.ErrClosed
 	}
+	b.pubMu.Lock()
+	delete(b.pubQueues, plugin)
+	b.pubMu.Unlock()
 	// The inbox and its byte count go together (DEL of several keys is atomic).
 	if err := b.rdb.Del(ctx, b.keys.inbox(plugin), b.keys.bytes(plugin), b.keys.dead(plugin), b.keys.sweep(plugin)).Err(); err != nil {
 		return b.wrapErr("purge", err)

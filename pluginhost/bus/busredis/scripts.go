@@ -113,9 +113,11 @@ local function owns(inbox, group, consumer, id)
 end
 `
 
-// scriptPublish stores an envelope unless its ID was seen, or refuses it when the inbox is
-// full: it holds max inbox entries, or the envelope's size would take its byte count past
-// max bytes.
+// scriptPublish stores envelopes for one inbox, in order: each unless its ID was seen, or
+// refuses it when the inbox is full: it holds max inbox entries, or the envelope's size
+// would take its byte count past max bytes. One call stores the publishes to one inbox that
+// wait for the same pipeline (see pubQueue): the inbox's length and byte count are read once
+// and the count written once, instead of for each envelope.
 //
 // Every acknowledgement deletes its entry in the same script (settle), and so do the
 // cancellation of an undelivered message and the sweep of expired ones: the stream holds
@@ -128,20 +130,36 @@ end
 // undelivered entries whose deadline passed (at most once a second per inbox, marked by the
 // sweep key: that scan is as long as the backlog) and looks again.
 //
-// KEYS: inbox, sweep marker, bytes, [dedupe key]. ARGV: group, dedupe window ms, max inbox,
-// envelope record, deadline ms (0: none), now ms, envelope size, max bytes.
-// Returns 1 stored, 2 duplicate, 0 full.
+// KEYS: inbox, sweep marker, bytes, then the dedupe keys of the envelopes that have one, in
+// order. ARGV: group, dedupe window ms, max inbox, now ms, max bytes, then four per
+// envelope: its record, deadline ms (0: none), size, and 1 when it has a dedupe key (else 0).
+// Returns one answer per envelope: 1 stored, 2 duplicate, 0 full.
 var scriptPublish = newScript(luaPrelude + `
-local inbox, marker, bytes, dedupe = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, max, now = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[6])
-local size, maxBytes = tonumber(ARGV[7]), tonumber(ARGV[8])
-if dedupe and redis.call('EXISTS', dedupe) == 1 then return 2 end
+local inbox, marker, bytes = KEYS[1], KEYS[2], KEYS[3]
+local group, window, max, now, maxBytes = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- len and used are the inbox's entries and bytes as this call knows them (nil: read them);
+-- added is what this call stored and has not counted in the bytes key yet.
+local len, used, added = nil, nil, 0
 
-local function full()
+local function flush()
+  if added > 0 then
+    redis.call('INCRBY', bytes, added)
+    added = 0
+  end
+end
+
+local function over(size)
   return redis.call('XLEN', inbox) >= max or usedbytes(inbox, bytes) + size > maxBytes
 end
 
-if full() then
+-- full reports whether an entry of size does not fit, after freeing room when it does not.
+local function full(size)
+  if not len then
+    len, used = redis.call('XLEN', inbox), usedbytes(inbox, bytes) + added
+  end
+  if len < max and used + size <= maxBytes then return false end
+  flush() -- drop and usedbytes work on the bytes key: it must be exact now
+  len = nil
   local pending, last = groupstate(inbox, group)
   if pending then
     local bms, bseq = splitid(last)
@@ -155,25 +173,45 @@ if full() then
       drop(inbox, bytes, e[1], entrysize(e[2]))
     end
   end
-  if full() then
-    if not redis.call('SET', marker, '1', 'NX', 'PX', 1000) then return 0 end
+  if over(size) then
+    if not redis.call('SET', marker, '1', 'NX', 'PX', 1000) then return true end
     for _, e in ipairs(undelivered(inbox, last or '0-0')) do
       local d = tonumber(field(e[2], 'd') or '0')
       if d > 0 and d <= now then drop(inbox, bytes, e[1], entrysize(e[2])) end
     end
-    if full() then return 0 end
+    if over(size) then return true end
   end
+  return false
 end
 
-local id
-if ARGV[5] ~= '0' then
-  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 's', ARGV[7], 'd', ARGV[5])
-else
-  id = redis.call('XADD', inbox, '*', 'e', ARGV[4], 's', ARGV[7])
+local out, k = {}, 4
+for i = 6, #ARGV, 4 do
+  local rec, deadline, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local dedupe
+  if ARGV[i + 3] == '1' then
+    dedupe, k = KEYS[k], k + 1
+  end
+  if dedupe and redis.call('EXISTS', dedupe) == 1 then
+    out[#out + 1] = 2
+  elseif full(size) then
+    out[#out + 1] = 0
+  else
+    local id
+    if deadline ~= '0' then
+      id = redis.call('XADD', inbox, '*', 'e', rec, 's', ARGV[i + 2], 'd', deadline)
+    else
+      id = redis.call('XADD', inbox, '*', 'e', rec, 's', ARGV[i + 2])
+    end
+    if not len then
+      len, used = redis.call('XLEN', inbox) - 1, usedbytes(inbox, bytes) + added
+    end
+    len, used, added = len + 1, used + size, added + size
+    if dedupe then redis.call('SET', dedupe, id, 'PX', window) end
+    out[#out + 1] = 1
+  end
 end
-redis.call('INCRBY', bytes, size)
-if dedupe then redis.call('SET', dedupe, id, 'PX', ARGV[2]) end
-return 1
+flush()
+return out
 `)
 
 // scriptClaim takes entries for a consumer: with mode "idle" the oldest entries of any
