@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,14 +356,29 @@ func (q *pubQueue) add(b *Bus, target string, p pendingPub) {
 	queue := !q.queued
 	q.queued = true
 	q.mu.Unlock()
-	if !queue {
-		return
+	if queue {
+		q.queueCall(b, target)
 	}
+}
+
+// maxPublishesPerCall bounds the envelopes of one scriptPublish call (the script holds Redis
+// for their time); the rest go in the next call.
+const maxPublishesPerCall = 256
+
+// queueCall queues, in the publishes batcher, the call that takes the queue's publishes.
+func (q *pubQueue) queueCall(b *Bus, target string) {
 	var taken []pendingPub
-	take := func() {
+	take := func(all bool) {
 		q.mu.Lock()
-		taken, q.pending, q.queued = q.pending, nil, false
+		if all || len(q.pending) <= maxPublishesPerCall {
+			taken, q.pending, q.queued = q.pending, nil, false
+			q.mu.Unlock()
+			return
+		}
+		taken = q.pending[:maxPublishesPerCall:maxPublishesPerCall]
+		q.pending = slices.Clone(q.pending[maxPublishesPerCall:])
 		q.mu.Unlock()
+		q.queueCall(b, target) // queued stays set: the next call takes the rest, after these
 	}
 	prepared := false
 	b.pubs.add(&batchCall{
@@ -370,7 +386,7 @@ func (q *pubQueue) add(b *Bus, target string, p pendingPub) {
 		s:   scriptPublish,
 		prepare: func() ([]string, []any, bool) {
 			prepared = true
-			take()
+			take(false)
 			// A publish whose caller gave up before its pipeline is left out.
 			kept := taken[:0]
 			for _, p := range taken {
@@ -397,7 +413,7 @@ func (q *pubQueue) add(b *Bus, target string, p pendingPub) {
 		},
 		done: func(cmd *redis.Cmd) {
 			if !prepared {
-				take() // failed before its pipeline (the bus closed): so do they
+				take(true) // failed before its pipeline (the bus closed): so do they
 			}
 			res, err := cmd.Int64Slice()
 			if err == nil && len(res) != len(taken) {
