@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -218,5 +219,25 @@ func TestReportReplicasRatios(t *testing.T) {
 	r.computeRatios()
 	if cell := r.ratioCell(keyHostReplicas); cell != "p50 ÷ same-replica p50 n/a; throughput ÷ same-replica throughput n/a" {
 		t.Errorf("ratio cell without the same-replica row: %q", cell)
+	}
+}
+
+// A child's last stderr lines are kept for its error, and still copied with its prefix.
+func TestPrefixWriterKeepsTheLastLines(t *testing.T) {
+	var out strings.Builder
+	pw := &prefixWriter{prefix: "[child] ", w: &out}
+	for i := range 7 {
+		fmt.Fprintf(pw, "line %d\n", i)
+	}
+	_, _ = pw.Write([]byte("partial"))
+	if got, want := pw.tailText(), "; its last lines on stderr: line 2 | line 3 | line 4 | line 5 | line 6"; got != want {
+		t.Errorf("tailText = %q, want %q", got, want)
+	}
+	if !strings.HasPrefix(out.String(), "[child] line 0\n") || strings.Contains(out.String(), "partial") {
+		t.Errorf("copied %q", out.String())
+	}
+	var none *prefixWriter
+	if none.tailText() != "" {
+		t.Error("a nil writer has a tail")
 	}
 }

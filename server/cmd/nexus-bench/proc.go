@@ -51,6 +51,9 @@ type proc struct {
 	// read without synchronisation after exited is closed.
 	exited  chan struct{}
 	waitErr error
+	// stderr keeps the child's last lines on stderr, for the error when it exits without
+	// reporting; nil when the caller set cmd.Stderr.
+	stderr *prefixWriter
 }
 
 // start starts cmd as a child named name, with its stdout read line by line (see
@@ -62,8 +65,10 @@ func (p *procs) start(name string, cmd *exec.Cmd, grace time.Duration) (*proc, e
 		return nil, err
 	}
 	cmd.Stdout = w
+	var pw *prefixWriter
 	if cmd.Stderr == nil {
-		cmd.Stderr = &prefixWriter{prefix: "[" + name + "] ", w: p.stderr}
+		pw = &prefixWriter{prefix: "[" + name + "] ", w: p.stderr}
+		cmd.Stderr = pw
 	}
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -72,7 +77,7 @@ func (p *procs) start(name string, cmd *exec.Cmd, grace time.Duration) (*proc, e
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	w.Close() // the child holds its own copy
-	c := &proc{name: name, cmd: cmd, grace: grace, lines: make(chan string, 16), exited: make(chan struct{})}
+	c := &proc{name: name, cmd: cmd, grace: grace, lines: make(chan string, 16), exited: make(chan struct{}), stderr: pw}
 	p.mu.Lock()
 	p.list = append(p.list, c)
 	p.mu.Unlock()
@@ -116,7 +121,7 @@ func (c *proc) readJSON(ctx context.Context, timeout time.Duration, v any) error
 	case line, ok := <-c.lines:
 		if !ok {
 			<-c.exited
-			return fmt.Errorf("%s exited without reporting: %v", c.name, exitText(c.waitErr))
+			return fmt.Errorf("%s exited without reporting: %v%s", c.name, exitText(c.waitErr), c.stderr.tailText())
 		}
 		dec := json.NewDecoder(strings.NewReader(line))
 		dec.DisallowUnknownFields()
@@ -174,6 +179,26 @@ type prefixWriter struct {
 	prefix string
 	w      io.Writer
 	buf    []byte // a partial line
+
+	mu   sync.Mutex // guards last
+	last []string   // the last stderrTail complete lines, without the prefix
+}
+
+// stderrTail is how many of a child's last stderr lines its error quotes.
+const stderrTail = 5
+
+// tailText is "; its last lines on stderr: ..." with the lines written last, or "" (also
+// for a nil writer).
+func (pw *prefixWriter) tailText() string {
+	if pw == nil {
+		return ""
+	}
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if len(pw.last) == 0 {
+		return ""
+	}
+	return "; its last lines on stderr: " + strings.Join(pw.last, " | ")
 }
 
 func (pw *prefixWriter) Write(b []byte) (int, error) {
@@ -183,6 +208,12 @@ func (pw *prefixWriter) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
+		pw.mu.Lock()
+		pw.last = append(pw.last, string(pw.buf[:i]))
+		if len(pw.last) > stderrTail {
+			pw.last = pw.last[len(pw.last)-stderrTail:]
+		}
+		pw.mu.Unlock()
 		line := append([]byte(pw.prefix), pw.buf[:i+1]...)
 		if _, err := pw.w.Write(line); err != nil {
 			return len(b), err
