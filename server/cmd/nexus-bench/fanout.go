@@ -69,12 +69,7 @@ func (b *bench) runFanoutMemory(ctx context.Context) (Measurement, error) {
 // runFanoutRedis runs the fan-out scenario on the Redis Streams bus, with a redis-server
 // of its own.
 func (b *bench) runFanoutRedis(ctx context.Context) (Measurement, error) {
-	srv, err := startRedis()
-	if err != nil {
-		return Measurement{}, err
-	}
-	defer srv.Close()
-	return b.runFanout(ctx, srv.URL())
+	return overRedis(ctx, b.runFanout)
 }
 
 // runFanout starts the server, installs the plugins and gives them tokens (the setup,

@@ -66,12 +66,17 @@ func (b *bench) runHostMemory(ctx context.Context) (Measurement, error) {
 // runHostRedis runs the host scenario on the Redis Streams bus, with a redis-server of its
 // own.
 func (b *bench) runHostRedis(ctx context.Context) (Measurement, error) {
+	return overRedis(ctx, b.runHost)
+}
+
+// overRedis runs a scenario with the URL of a redis-server of its own, stopped after it.
+func overRedis(ctx context.Context, run func(ctx context.Context, redisURL string) (Measurement, error)) (Measurement, error) {
 	srv, err := startRedis()
 	if err != nil {
 		return Measurement{}, err
 	}
 	defer srv.Close()
-	return b.runHost(ctx, srv.URL())
+	return run(ctx, srv.URL())
 }
 
 // runHost starts the server (on redisURL's bus when set), installs and runs the two plugins,
