@@ -25,7 +25,7 @@ import (
 type pluginCodec struct {
 	proto encoding.CodecV2
 	// request and response are the shapes of ConnectRequest and ConnectResponse; deliver
-	// and reply say whether the payload frames may be written by framewire.MarshalPayloadFrame.
+	// and reply say whether the payload frames may be written by framewire.MarshalPayload.
 	// Assigned once, in newPluginCodec.
 	request, response *framewire.Shape
 	deliver, reply    bool
@@ -86,18 +86,10 @@ func (c pluginCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return c.proto.Marshal(v)
 	}
-	raw, isRaw, fast := framewire.RawPayload(data)
-	switch {
-	case !fast:
-		return c.proto.Marshal(v)
-	case !isRaw:
-		return framewire.MarshalVT(res)
+	if b, ok := framewire.MarshalPayload(res, p, inner, data); ok {
+		return b, nil
 	}
-	b, ok, err := framewire.MarshalPayloadFrame(p, inner, raw)
-	if err != nil || !ok {
-		return c.proto.Marshal(v)
-	}
-	return b, nil
+	return c.proto.Marshal(v)
 }
 
 // frameOneof is ConnectResponse's oneof frame.

@@ -225,7 +225,7 @@ type frameCodec struct {
 	proto encoding.CodecV2
 	// request and response are the shapes of ConnectRequest and ConnectResponse, plain the
 	// members of ConnectRequest's frame that hold no Struct (the generated code writes them
-	// whole), and payloads the payload frames it may write with framewire.MarshalPayloadFrame, by
+	// whole), and payloads the payload frames it may write with framewire.MarshalPayload, by
 	// member. Assigned once, in newFrameCodec.
 	request, response *framewire.Shape
 	plain             map[protowire.Number]bool
@@ -286,18 +286,12 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return c.proto.Marshal(v)
 	}
-	raw, isRaw, fast := framewire.RawPayload(data)
-	switch {
-	case !fast || !c.payloads[p.Frame]:
-		return c.proto.Marshal(v)
-	case !isRaw:
-		return framewire.MarshalVT(req)
+	if c.payloads[p.Frame] {
+		if b, ok := framewire.MarshalPayload(req, p, inner, data); ok {
+			return b, nil
+		}
 	}
-	b, ok, err := framewire.MarshalPayloadFrame(p, inner, raw)
-	if err != nil || !ok {
-		return c.proto.Marshal(v)
-	}
-	return b, nil
+	return c.proto.Marshal(v)
 }
 
 // requestFrameOneof is ConnectRequest's oneof frame.

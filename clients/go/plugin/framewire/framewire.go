@@ -27,7 +27,7 @@ import (
 //   - vtprotobuf's code for google.protobuf.Struct writes a Struct's fields and never its
 //     unknown fields, so it would write a raw Struct (a payload carried undecoded: no
 //     fields, the encoding of its fields held as unknown fields) as an empty one. The codecs
-//     write the payload frames with MarshalPayloadFrame, which puts the raw bytes where the
+//     write the payload frames with MarshalPayload, which puts the raw bytes where the
 //     generated code wrote the empty Struct, and the frames that hold a Struct anywhere else
 //     (never on the message path) with proto.Marshal.
 
@@ -211,7 +211,7 @@ type PayloadField struct {
 
 // Spliceable reports whether the message of shape s, the frame's member, holds no Struct but
 // the payload in field data (and in the fields unset, which the caller checks for each
-// message), so that MarshalPayloadFrame may write it.
+// message), so that MarshalPayload may write it.
 func (s *Shape) Spliceable(data protowire.Number, unset ...protowire.Number) bool {
 	for num, f := range s.fields {
 		if num != data && !slices.Contains(unset, num) && f.msg != nil && f.msg.holdsStruct {
@@ -222,13 +222,13 @@ func (s *Shape) Spliceable(data protowire.Number, unset ...protowire.Number) boo
 	return f != nil && f.msg != nil && f.msg.isStruct
 }
 
-// MarshalPayloadFrame writes the frame whose member (field p.Frame) is inner and whose
+// marshalPayloadFrame writes the frame whose member (field p.Frame) is inner and whose
 // payload is data, a raw Struct (no fields, the encoding of its fields held as unknown
 // fields): the generated code writes inner with the payload as an empty Struct (its tag
 // and a zero length), and the raw bytes take that empty Struct's place. The bytes are
 // those proto.Marshal writes. ok is false when inner's encoding is not as expected (the
 // caller then marshals with proto).
-func MarshalPayloadFrame(p PayloadField, inner VTMessage, raw []byte) (mem.BufferSlice, bool, error) {
+func marshalPayloadFrame(p PayloadField, inner VTMessage, raw []byte) (mem.BufferSlice, bool, error) {
 	vtLen := inner.SizeVT()
 	empty := protowire.SizeTag(p.Data) + 1
 	innerLen := vtLen - empty + protowire.SizeTag(p.Data) + protowire.SizeVarint(uint64(len(raw))) + len(raw)
@@ -256,6 +256,24 @@ func MarshalPayloadFrame(p PayloadField, inner VTMessage, raw []byte) (mem.Buffe
 		return nil, false, nil
 	}
 	return fb.buffers(), true, nil
+}
+
+// MarshalPayload writes frame, whose member inner (field p.Frame) holds data as its payload
+// (field p.Data), with the generated code: a raw Struct (a payload carried undecoded) goes
+// where the generated code wrote an empty one. ok is false when the generated code cannot
+// give proto.Marshal's bytes for it (a Struct with both fields and unknown fields, an
+// encoding not as expected): the caller then marshals with proto.
+func MarshalPayload(frame VTMessage, p PayloadField, inner VTMessage, data *structpb.Struct) (b mem.BufferSlice, ok bool) {
+	raw, isRaw, fast := rawPayload(data)
+	switch {
+	case !fast:
+		return nil, false
+	case !isRaw:
+		b, err := MarshalVT(frame)
+		return b, err == nil
+	}
+	b, ok, err := marshalPayloadFrame(p, inner, raw)
+	return b, ok && err == nil
 }
 
 // MarshalVT writes m with its generated code.
@@ -321,12 +339,12 @@ func (f frameBuf) buffers() mem.BufferSlice {
 	return mem.BufferSlice{mem.NewBuffer(f.bp, mem.DefaultBufferPool())}
 }
 
-// RawPayload classifies a payload: isRaw with its bytes for a raw Struct (no fields, the
+// rawPayload classifies a payload: isRaw with its bytes for a raw Struct (no fields, the
 // encoding of its fields held as unknown fields); otherwise (nil, an empty Struct, a
 // Struct with fields) the generated code writes it as proto.Marshal would, unless fast is
 // false (a Struct with both fields and unknown fields, which neither the host nor the SDK
 // makes).
-func RawPayload(s *structpb.Struct) (raw []byte, isRaw, fast bool) {
+func rawPayload(s *structpb.Struct) (raw []byte, isRaw, fast bool) {
 	if s == nil {
 		return nil, false, true
 	}
