@@ -152,7 +152,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, 
 		}
 		return st, nil
 	}
-	dbPath := filepath.Join(cfg.DataDir, "nexus.db")
+	dbPath := filepath.Join(cfg.DataDir, storesqlite.FileName)
 	st, err := storesqlite.Open(ctx, dbPath)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// FileName is the database's file in a server's data directory.
+const FileName = "nexus.db"
+
 // Open opens (creating it if needed) the SQLite database at path, applies any pending
 // schema migrations and returns the store. The caller must Close it.
 //

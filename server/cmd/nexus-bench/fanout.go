@@ -250,7 +250,7 @@ func (h *hostServer) pluginTokens(ctx context.Context, ids []string) (map[string
 	if h.databaseURL != "" {
 		return nil, errors.New("plugin tokens: only the SQLite store is supported here")
 	}
-	st, err := storesqlite.Open(ctx, filepath.Join(h.dataDir, "nexus.db"))
+	st, err := storesqlite.Open(ctx, filepath.Join(h.dataDir, storesqlite.FileName))
 	if err != nil {
 		return nil, fmt.Errorf("open the server's database: %w", err)
 	}

@@ -242,7 +242,7 @@ func openDataStore(ctx context.Context, dataDir, databaseURL string) (store.Stor
 	if databaseURL != "" {
 		return storepg.Open(ctx, databaseURL)
 	}
-	dbPath := filepath.Join(dataDir, "nexus.db")
+	dbPath := filepath.Join(dataDir, storesqlite.FileName)
 	if _, err := os.Stat(dbPath); err != nil {
 		return nil, fmt.Errorf("no Nexus database at %s (start the server once, or pass --data-dir)", dbPath)
 	}
