@@ -287,12 +287,21 @@ type Consumer interface {
 	Close() error
 }
 
-// ReplyAcker is implemented by consumers that can send a message's reply and acknowledge
-// the message in one step (one round trip to the backend instead of two). The reply is sent
-// even when the consumer no longer holds the delivery, in which case it returns
-// ErrUnknownDelivery.
-type ReplyAcker interface {
-	AckReply(ctx context.Context, tag, to string, r Reply) error
+// AsyncSettler is implemented by consumers whose settling takes a round trip to a backend
+// (busredis): the host settles without waiting, so that a session's receive loop goes on
+// reading its plugin's frames and no goroutine waits for each settle. done is called once
+// with what the waiting form would have returned, on another goroutine (or before the call
+// returns when nothing had to be sent); it must not block. A consumer's settles in progress
+// are done before its Close hands its deliveries back.
+type AsyncSettler interface {
+	// AckAsync acknowledges the delivery under tag, as Ack does.
+	AckAsync(tag string, done func(error))
+	// AckReplyAsync sends the reply r to the replica at to and acknowledges the message
+	// delivered under tag, in one round trip instead of the two of Reply and Ack. The reply
+	// is sent even when the consumer no longer holds the delivery (done gets
+	// ErrUnknownDelivery then): the work is done and its sender may still wait. A reply to
+	// a waiter in this process is handed to it before AckReplyAsync returns.
+	AckReplyAsync(tag, to string, r Reply, done func(error))
 }
 
 // AsyncPublisher is implemented by buses whose publishes take a round trip to a backend:

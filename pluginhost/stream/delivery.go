@@ -197,7 +197,6 @@ func (h *Sessions) onReply(ctx context.Context, sess *session, r *pluginhostv1.D
 	if !ok {
 		return // settled already: cancelled, or answered twice
 	}
-	var err error
 	if in.d.Kind == bus.KindMessage {
 		data, encErr := encodeStruct(r.GetData())
 		reply := bus.Reply{MessageID: in.d.ID, Status: r.GetStatus(), Data: data, ErrorMessage: r.GetErrorMessage()}
@@ -212,16 +211,37 @@ func (h *Sessions) onReply(ctx context.Context, sess *session, r *pluginhostv1.D
 			reply = bus.Reply{MessageID: in.d.ID, Status: "error", ErrorMessage: why}
 		}
 		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), r.GetStatus() != "success")
-		if ra, ok := sess.cons.(bus.ReplyAcker); ok {
-			err = ra.AckReply(ctx, in.d.Tag, in.d.ReplyTo, reply)
-		} else if err = h.bus.Reply(ctx, in.d.ReplyTo, reply); err == nil {
-			err = sess.cons.Ack(ctx, in.d.Tag)
+		if as, ok := sess.cons.(bus.AsyncSettler); ok {
+			// The reply and the acknowledgement go in one round trip, which the receive
+			// loop does not wait for (a reply to a waiter in this process is handed over
+			// at once).
+			as.AckReplyAsync(in.d.Tag, in.d.ReplyTo, reply, func(err error) { h.settledLog(sess, in.d, err) })
+			return
 		}
-	} else {
-		err = sess.cons.Ack(ctx, in.d.Tag)
+		if err := h.bus.Reply(ctx, in.d.ReplyTo, reply); err != nil {
+			h.settledLog(sess, in.d, err)
+			return
+		}
 	}
+	h.ack(ctx, sess, in.d)
+}
+
+// ack acknowledges a delivery, without waiting when the consumer settles through a round
+// trip to the bus's backend (bus.AsyncSettler): the receive loop goes on reading the
+// plugin's frames meanwhile, and the acknowledgements of many deliveries share the trip.
+func (h *Sessions) ack(ctx context.Context, sess *session, d bus.Delivery) {
+	if as, ok := sess.cons.(bus.AsyncSettler); ok {
+		as.AckAsync(d.Tag, func(err error) { h.settledLog(sess, d, err) })
+		return
+	}
+	h.settledLog(sess, d, sess.cons.Ack(ctx, d.Tag))
+}
+
+// settledLog logs a settle of d that failed for another reason than the consumer no longer
+// holding d (cancelled, timed out and handed on: someone settles it).
+func (h *Sessions) settledLog(sess *session, d bus.Delivery, err error) {
 	if err != nil && !errors.Is(err, bus.ErrUnknownDelivery) {
-		h.log.Warn("delivery not acknowledged", "plugin_id", sess.pluginID, "id", in.d.ID, "error", err)
+		h.log.Warn("delivery not acknowledged", "plugin_id", sess.pluginID, "id", d.ID, "delivery_id", d.Tag, "error", err)
 	}
 }
 
@@ -250,7 +270,7 @@ func (h *Sessions) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack
 		if !ok {
 			return
 		}
-		err = sess.cons.Ack(ctx, tag)
+		h.ack(ctx, sess, in.d)
 		if in.d.Kind == bus.KindMessage {
 			h.answerUnreplied(ctx, in.d, "the target acknowledged the message without replying")
 		} else {

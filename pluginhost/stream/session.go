@@ -665,13 +665,7 @@ func (h *Sessions) receiveFrames(ctx context.Context, sess *session, stream Stre
 			}
 			h.logs.Add(rec)
 		case *pluginhostv1.ConnectRequest_Reply:
-			if _, remote := sess.cons.(bus.ReplyAcker); remote {
-				// A round trip to the bus's backend: replies run beside the receive loop,
-				// so that many in flight share the wait (their order does not matter).
-				sess.async(ctx, func() { h.onReply(ctx, sess, f.Reply) })
-			} else {
-				h.onReply(ctx, sess, f.Reply)
-			}
+			h.onReply(ctx, sess, f.Reply)
 		case *pluginhostv1.ConnectRequest_Ack:
 			h.onAck(ctx, sess, f.Ack)
 		case *pluginhostv1.ConnectRequest_Send:

@@ -313,3 +313,71 @@ func TestQueuedPublishesToAFullInbox(t *testing.T) {
 		t.Fatalf("the byte count is %d (%v); want %d", got, err, size)
 	}
 }
+
+// TestAsyncSettles: AckAsync and AckReplyAsync return before their round trip and call
+// done once it is over; Close waits for the settles in progress, so that an acknowledged
+// delivery is never handed back to be delivered again; after Close they fail at once.
+func TestAsyncSettles(t *testing.T) {
+	prefix := newPrefix()
+	b := newBus(t, shared, prefix, bus.Options{ProcessingTimeout: time.Minute})
+	ctx := context.Background()
+	rdb := rawClient(t, shared)
+	publish(t, b, envelopeTo("async", "m1"))
+	publish(t, b, envelopeTo("async", "m2"))
+	c := consume(t, b, "async", "one")
+	as, ok := c.(bus.AsyncSettler)
+	if !ok {
+		t.Fatal("the consumer is not a bus.AsyncSettler")
+	}
+	d1, d2 := next(t, c), next(t, c)
+
+	release := busredis.StallSettles(b)
+	defer release()
+	acked, replied := make(chan error, 1), make(chan error, 1)
+	as.AckAsync(d1.Tag, func(err error) { acked <- err })
+	as.AckReplyAsync(d2.Tag, "elsewhere", bus.Reply{MessageID: d2.ID, Status: "success"}, func(err error) { replied <- err })
+	select {
+	case err := <-acked:
+		t.Fatalf("AckAsync was done (%v) while its pipeline was held", err)
+	case err := <-replied:
+		t.Fatalf("AckReplyAsync was done (%v) while its pipeline was held", err)
+	default:
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the settles in progress were done", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	for name, ch := range map[string]chan error{"AckAsync": acked, "AckReplyAsync": replied} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was never done", name)
+		}
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if got, err := rdb.XLen(ctx, prefix+"inbox:async").Result(); err != nil || got != 0 {
+		t.Fatalf("the inbox holds %d entries (%v) after Close; want none: both were acknowledged", got, err)
+	}
+	if got, err := rdb.XLen(ctx, prefix+"reply:elsewhere").Result(); err != nil || got != 1 {
+		t.Fatalf("the reply stream of the other replica holds %d entries (%v); want the reply", got, err)
+	}
+	gotErr := make(chan error, 1)
+	as.AckAsync(d1.Tag, func(err error) { gotErr <- err })
+	if err := <-gotErr; !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("AckAsync after Close: %v; want %v", err, bus.ErrClosed)
+	}
+}

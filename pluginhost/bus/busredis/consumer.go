@@ -16,7 +16,8 @@ import (
 // Consumer is one open consumer of a plugin's inbox: one plugin instance on this replica.
 // Its loop goroutine fetches entries only for the Next calls that wait (so a consumer that
 // does not ask takes nothing from the others), never more than Prefetch held in all, and
-// keeps extended deliveries from timing out. Besides bus.Consumer it offers AckReply.
+// keeps extended deliveries from timing out. Besides bus.Consumer it offers AckReply and
+// the settling without waiting of bus.AsyncSettler.
 type Consumer struct {
 	// Set once by newConsumer.
 	b         *Bus
@@ -40,6 +41,10 @@ type Consumer struct {
 	closeErr  error // set by the closeOnce function
 
 	acks ackQueue // the acknowledgements waiting for their pipeline
+	// settling counts the settles sent without waiting (AckAsync, AckReplyAsync) that are
+	// not done yet: Close waits for them before it hands the deliveries back. Added to
+	// under mu while not closed only (startSettle), so that no Add follows Close's Wait.
+	settling sync.WaitGroup
 
 	mu       sync.Mutex
 	ready    []*ahead           // fetched, not handed out yet, oldest first
@@ -52,7 +57,10 @@ type Consumer struct {
 	claimNow bool // handed-back entries may be waiting: look for idle entries before reading
 }
 
-var _ bus.Consumer = (*Consumer)(nil)
+var (
+	_ bus.Consumer     = (*Consumer)(nil)
+	_ bus.AsyncSettler = (*Consumer)(nil)
+)
 
 // ahead is an entry fetched for a waiting Next call.
 type ahead struct {
@@ -218,15 +226,32 @@ func (c *Consumer) TryNext() (d bus.Delivery, ok bool, err error) {
 // Ack settles a delivery as done, in one scriptAckMany call with the other acknowledgements
 // of this consumer waiting for the same pipeline (see ackQueue).
 func (c *Consumer) Ack(ctx context.Context, tag string) error {
-	size, err := c.holding(tag, "ack")
+	return wait(ctx, func(done func(error)) { c.AckAsync(tag, done) })
+}
+
+// AckAsync acknowledges the delivery under tag without waiting (bus.AsyncSettler): it goes
+// with the acknowledgements of this consumer waiting for the same pipeline (see ackQueue).
+func (c *Consumer) AckAsync(tag string, done func(error)) {
+	size, err := c.startSettle(tag, "ack")
 	if err != nil {
-		return err
+		done(err)
+		return
 	}
-	ch := make(chan ackResult, 1)
-	c.acks.add(c, pendingAck{tag: tag, size: size, done: ch})
+	c.acks.add(c, pendingAck{tag: tag, size: size, done: func(n int64, err error) {
+		err = c.settled(tag, "ack", n, err)
+		c.settling.Done()
+		done(err)
+	}})
+}
+
+// wait runs start, which calls done once (at once or from another goroutine), and returns
+// what done was given, or ctx.Err() when ctx ends first.
+func wait(ctx context.Context, start func(done func(error))) error {
+	ch := make(chan error, 1)
+	start(func(err error) { ch <- err })
 	select {
-	case r := <-ch:
-		return c.settled(tag, "ack", r.n, r.err)
+	case err := <-ch:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -243,12 +268,9 @@ type ackQueue struct {
 
 type pendingAck struct {
 	tag, size string
-	done      chan<- ackResult // buffered 1
-}
-
-type ackResult struct {
-	n   int64 // 1 acknowledged, 0 not held
-	err error
+	// done is called once with the script's answer for the entry (1 acknowledged, 0 not
+	// held) or the call's error; it must not block.
+	done func(n int64, err error)
 }
 
 // add queues a, and a call for the queue unless one waits already.
@@ -290,45 +312,65 @@ func (q *ackQueue) add(c *Consumer, a pendingAck) {
 				err = errUnexpected
 			}
 			for i, a := range taken {
-				r := ackResult{err: err}
+				var n int64
 				if err == nil {
-					r.n = res[i]
+					n = res[i]
 				}
-				a.done <- r
+				a.done(n, err)
 			}
 		},
 	})
 }
 
 // AckReply sends r to the replica at to and acknowledges the message delivered under tag,
-// in one round trip instead of the two of Bus.Reply and Ack. The reply is sent even when
-// this consumer no longer holds the delivery (it fails with bus.ErrUnknownDelivery then):
-// the work is done and its sender may still wait. A reply to this replica, once its
-// replies are dispatched, is handed to the dispatcher first and then acknowledged: the
-// waiter does not wait for the round trip (see Bus.Reply). It is not part of bus.Consumer;
-// the host finds it with a type assertion.
+// in one round trip instead of the two of Bus.Reply and Ack, and waits for it (see
+// AckReplyAsync). It is not part of bus.Consumer.
 func (c *Consumer) AckReply(ctx context.Context, tag, to string, r bus.Reply) error {
+	return wait(ctx, func(done func(error)) { c.AckReplyAsync(tag, to, r, done) })
+}
+
+// AckReplyAsync sends r to the replica at to and acknowledges the message delivered under
+// tag, in one round trip, without waiting (bus.AsyncSettler). The reply is sent even when
+// this consumer no longer holds the delivery (done gets bus.ErrUnknownDelivery then): the
+// work is done and its sender may still wait. A reply to this replica, once its replies are
+// dispatched, is handed to the dispatcher before AckReplyAsync returns and then
+// acknowledged: the waiter does not wait for the round trip (see Bus.Reply).
+func (c *Consumer) AckReplyAsync(tag, to string, r bus.Reply, done func(error)) {
 	if to == c.b.replica {
 		if fn := c.b.dispatch.Load(); fn != nil {
 			// The waiter is in this process: it has the reply before the acknowledgement's
 			// round trip, and the reply needs no trip through Redis (see Bus.Reply).
 			(*fn)(r)
-			return c.Ack(ctx, tag)
+			c.AckAsync(tag, done)
+			return
 		}
 	}
-	size, err := c.holding(tag, "ack")
+	size, err := c.startSettle(tag, "ack")
 	if err != nil {
-		// Not held here any more (timed out, handed on): the work is done and its sender
-		// may still wait, so the reply goes out all the same.
-		if rerr := c.b.Reply(ctx, to, r); rerr != nil {
-			return rerr
-		}
-		return err
+		// Not held here any more (timed out, handed on, closed): the work is done and its
+		// sender may still wait, so the reply goes out all the same.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			defer cancel()
+			if rerr := c.b.Reply(ctx, to, r); rerr != nil {
+				err = rerr
+			}
+			done(err)
+		}()
+		return
 	}
-	keys := []string{c.inbox, c.b.keys.reply(to), c.bytes}
-	n, err := c.b.settles.do(ctx, scriptAckReply, keys, group, c.rname, tag, appendReply(nil, &r),
-		replyMaxLen, replyTTL.Milliseconds(), size).Int64()
-	return c.settled(tag, "ack", n, err)
+	c.b.settles.add(&batchCall{
+		ctx:  context.Background(), // the reply is made: it goes even if its session ends
+		s:    scriptAckReply,
+		keys: []string{c.inbox, c.b.keys.reply(to), c.bytes},
+		args: []any{group, c.rname, tag, appendReply(nil, &r), replyMaxLen, replyTTL.Milliseconds(), size},
+		done: func(cmd *redis.Cmd) {
+			n, err := cmd.Int64()
+			err = c.settled(tag, "ack", n, err)
+			c.settling.Done()
+			done(err)
+		},
+	})
 }
 
 // Extend keeps the delivery from being redelivered for d from now. A d shorter than the
@@ -400,6 +442,11 @@ func (c *Consumer) Close() error {
 		// Wait for the loop, so that it fetches nothing after the hand-back.
 		if !interrupt(c.bc, c.loopDone, c.b.timing.block+closeTimeout) {
 			c.b.log.Warn("busredis: consumer loop did not stop in time", "plugin", c.plugin, "consumer", c.name)
+		}
+		// And for the settles sent without waiting, so that an acknowledged delivery is not
+		// handed back (and delivered again). No settle starts any more (closed is set).
+		if !waitGroupTimeout(&c.settling, closeTimeout) {
+			c.b.log.Warn("busredis: consumer settles did not finish in time", "plugin", c.plugin, "consumer", c.name)
 		}
 
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
@@ -746,10 +793,27 @@ func (c *Consumer) settleSkipped(ctx context.Context, tags []string) {
 	}
 }
 
+// startSettle checks that tag names a delivery this consumer holds and counts a settle
+// in progress (settling), which its caller ends with c.settling.Done.
+func (c *Consumer) startSettle(tag, op string) (size string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	size, err = c.holdingLocked(tag, op)
+	if err == nil {
+		c.settling.Add(1)
+	}
+	return size, err
+}
+
 // holding checks that tag names a delivery this consumer holds.
 func (c *Consumer) holding(tag, op string) (size string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.holdingLocked(tag, op)
+}
+
+// holdingLocked is holding with c.mu held.
+func (c *Consumer) holdingLocked(tag, op string) (size string, err error) {
 	if c.closed {
 		return "", bus.ErrClosed
 	}
@@ -835,5 +899,22 @@ func (c *Consumer) signalLocked() {
 	if c.wake != nil {
 		close(c.wake)
 		c.wake = nil
+	}
+}
+
+// waitGroupTimeout waits for wg for at most d and reports whether it is done.
+func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }

@@ -126,12 +126,15 @@
 // # Round trips
 //
 // Publish is one script call (EVALSHA, EVAL when Redis lost its script cache); PublishAll
-// pipelines them. Ack is one script call; AckReply (an extra method of *Consumer, for the
-// host to find with a type assertion) sends a reply and acknowledges the message in one.
-// Reply is one pipeline (XADD and PEXPIRE). A reply to the replica that replies (its
-// replies dispatched, as the host's are) takes no round trip: the dispatcher gets it at
-// once, and AckReply then only acknowledges. Fetching takes one blocking read per batch;
-// there are no goroutines per message.
+// pipelines them. Ack is one script call; AckReply (an extra method of *Consumer) sends a
+// reply and acknowledges the message in one. Both have forms that do not wait
+// (bus.AsyncSettler: AckAsync, AckReplyAsync, which the host finds with a type assertion),
+// so that a session's receive loop never waits for a settle's round trip; Close waits for
+// them before it hands the consumer's deliveries back. Reply is one pipeline (XADD and
+// PEXPIRE). A reply to the replica that replies (its replies dispatched, as the host's are)
+// takes no round trip: the dispatcher gets it at once, and AckReply then only
+// acknowledges. Fetching takes one blocking read per batch; there are no goroutines per
+// message.
 //
 // # Failures
 //
