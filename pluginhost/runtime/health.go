@@ -39,12 +39,24 @@ func (rt *Runtime) attach(inst presence.Instance) {
 			}
 		}
 		r.mu.Unlock()
-		// An external plugin becomes active with its first healthy instance, unless it is in
-		// error (stopped with its dependency, for example): that waits for an administrator.
-		if p, err := rt.load(r.id); err == nil && p.man.External && p.rec.Status != registry.StatusError {
-			_ = rt.SetStatus(rt.ctx, r.id, registry.StatusActive, "", nil)
-		}
+		rt.activateExternal(r.id)
 	})
+}
+
+// activateExternal makes an enabled external plugin active once a connected instance of it
+// reports healthy: its first instance (attach), or, when that one's first check failed or
+// timed out (a plugin still warming up, a loaded machine), any later report, asked
+// (checkNow) or sent unasked (ObserveHealth). A plugin in error (stopped with its
+// dependency, for example) waits for an administrator.
+func (rt *Runtime) activateExternal(id string) {
+	p, err := rt.load(id)
+	if err != nil || !p.man.External || !p.rec.Enabled || rt.pres.Count(id) == 0 {
+		return
+	}
+	if p.rec.Status == registry.StatusActive || p.rec.Status == registry.StatusError {
+		return
+	}
+	_ = rt.SetStatus(rt.ctx, id, registry.StatusActive, "", nil)
 }
 
 // detach hears of an instance whose session ended (from presence): an external plugin left
@@ -66,6 +78,9 @@ func (rt *Runtime) isExternal(id string) bool {
 // ObserveHealth records a health report a plugin sent unasked.
 func (rt *Runtime) ObserveHealth(pluginID string, checks []presence.Check) {
 	rt.recordHealth(rt.get(pluginID), checks, nil)
+	if overall(checks) != HealthUnhealthy {
+		rt.activateExternal(pluginID)
+	}
 }
 
 func (rt *Runtime) recordHealth(r *running, checks []presence.Check, err error) {
@@ -174,6 +189,9 @@ func (rt *Runtime) checkNow(r *running) ([]presence.Check, error) {
 		all = append(all, checks...)
 	}
 	rt.recordHealth(r, all, nil)
+	if overall(all) != HealthUnhealthy {
+		rt.activateExternal(r.id)
+	}
 	return all, nil
 }
 

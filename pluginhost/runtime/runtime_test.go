@@ -751,6 +751,54 @@ func TestExternalPlugin(t *testing.T) {
 	if rec := f.record("remote-plugin"); rec.StatusReason != "no instance connected" || !rec.Enabled {
 		t.Fatalf("after the instance left: %+v", rec)
 	}
+
+	// An instance whose first check fails (a plugin still warming up) leaves the plugin
+	// inactive; its next healthy report, asked or sent unasked, makes it active.
+	for _, later := range []string{"asked", "unasked"} {
+		p.answer(presence.Check{Name: "db", Status: "fail"})
+		inst := &fakeInstance{p: p, pid: -1, session: "remote-" + later, done: make(chan struct{})}
+		p.mu.Lock()
+		p.instances = append(p.instances, inst)
+		p.mu.Unlock()
+		f.pres.Attach(inst)
+		eventually(t, 10*time.Second, func() bool { return f.rt.Info("remote-plugin").Health == runtime.HealthUnhealthy },
+			"the failed first check to be recorded")
+		if rec := f.record("remote-plugin"); rec.Status != registry.StatusInactive {
+			t.Fatalf("after a failed first check: %q; want inactive", rec.Status)
+		}
+		healthy := presence.Check{Name: "db", Status: "pass"}
+		if later == "asked" {
+			p.answer(healthy)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := f.rt.CheckHealth(ctx, "remote-plugin")
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			f.rt.ObserveHealth("remote-plugin", []presence.Check{healthy})
+		}
+		if rec := f.record("remote-plugin"); rec.Status != registry.StatusActive {
+			t.Fatalf("after a healthy report %s: %q; want active", later, rec.Status)
+		}
+		f.pres.Detach(inst)
+		eventually(t, 10*time.Second, func() bool { return f.record("remote-plugin").Status == registry.StatusInactive }, "the external plugin to be inactive")
+	}
+	// A disabled plugin's reports do not make it active, even from an instance still
+	// attached.
+	if err := f.rt.Disable(context.Background(), "remote-plugin", runtime.DisableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	late := &fakeInstance{p: p, pid: -1, session: "remote-late", done: make(chan struct{})}
+	p.mu.Lock()
+	p.instances = append(p.instances, late)
+	p.mu.Unlock()
+	f.pres.Attach(late)
+	defer f.pres.Detach(late)
+	f.rt.ObserveHealth("remote-plugin", []presence.Check{{Name: "db", Status: "pass"}})
+	if rec := f.record("remote-plugin"); rec.Status == registry.StatusActive || rec.Enabled {
+		t.Fatalf("a disabled plugin after a healthy report: status %q, enabled %v; want not active, disabled", rec.Status, rec.Enabled)
+	}
 }
 
 // Shutdown stops every running plugin in reverse load order and waits for every goroutine
