@@ -64,9 +64,9 @@ type conn struct {
 	// requests holds the plugin's requests waiting for the host's reply, by request id.
 	// Each channel has room for the one reply.
 	requests map[string]chan *pluginhostv1.RequestReply
-	// handlers holds, by delivery id, the cancel functions of the message handlers that
-	// run for deliveries of this connection, for the host's cancel frames.
-	handlers map[string]context.CancelCauseFunc
+	// handlers holds, by delivery id, the contexts of the message handlers that run for
+	// deliveries of this connection, for the host's cancel frames.
+	handlers map[string]*handlerContext
 	// calls holds the HTTP calls served on this connection, by request id.
 	calls map[string]*httpCall
 
@@ -85,7 +85,7 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, log
 		shutdown: make(chan *pluginhostv1.Shutdown, 1),
 		recvDone: make(chan struct{}),
 		requests: map[string]chan *pluginhostv1.RequestReply{},
-		handlers: map[string]context.CancelCauseFunc{},
+		handlers: map[string]*handlerContext{},
 		calls:    map[string]*httpCall{},
 	}
 }

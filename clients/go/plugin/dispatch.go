@@ -150,9 +150,9 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) (run func()) {
 	r.mu.Unlock()
 	var work, release func()
 	if kind == pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE {
-		ctx, done := r.messageContext(c, d)
-		work = func() { r.handleMessage(ctx, c, d) }
-		release = done
+		hc := r.messageContext(c, d)
+		work = func() { r.handleMessage(hc, c, d) }
+		release = hc.release
 	} else {
 		ev := newEventDelivery(c, d)
 		work = func() { r.handleEvent(ev) }
@@ -200,8 +200,8 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) (run func()) {
 // handleMessage runs OnMessage and replies with its result. ctx is canceled when the host
 // says that the sender gave up; a message given up on before its handler started is not
 // handled, and not answered.
-func (r *runner) handleMessage(ctx context.Context, c *conn, d *pluginhostv1.Deliver) {
-	if senderGaveUp(ctx) {
+func (r *runner) handleMessage(ctx *handlerContext, c *conn, d *pluginhostv1.Deliver) {
+	if ctx.senderGaveUp() {
 		r.log.Debug("plugin: the sender gave up on a message before it was handled", "delivery_id", d.GetDeliveryId())
 		return
 	}
