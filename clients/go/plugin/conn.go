@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -69,6 +70,10 @@ type conn struct {
 	handlers map[string]*handlerContext
 	// calls holds the HTTP calls served on this connection, by request id.
 	calls map[string]*httpCall
+
+	// inline is the inline run of the goroutine that holds the receive side while it runs a
+	// job (see receive), nil when none does.
+	inline atomic.Pointer[inlineRun]
 
 	// wg tracks the receive side (one goroutine at a time holds it).
 	wg sync.WaitGroup

@@ -208,8 +208,13 @@ func (h *handlerContext) senderGaveUp() bool {
 func (h *handlerContext) Deadline() (time.Time, bool) { return h.get().Deadline() }
 func (h *handlerContext) Done() <-chan struct{}       { return h.get().Done() }
 func (h *handlerContext) Err() error                  { return h.get().Err() }
-func (h *handlerContext) Value(key any) any           { return h.get().Value(key) }
-func (h *handlerContext) String() string              { return fmt.Sprint(h.get()) }
+func (h *handlerContext) Value(key any) any {
+	if _, ok := key.(receiveKey); ok {
+		return h // without building it (see handOffReceive)
+	}
+	return h.get().Value(key)
+}
+func (h *handlerContext) String() string { return fmt.Sprint(h.get()) }
 
 // cancelMessage cancels the handler of the delivery a cancel frame names, if it is still
 // running (or waiting to run).
