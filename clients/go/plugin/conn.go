@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -64,11 +65,15 @@ type conn struct {
 	// requests holds the plugin's requests waiting for the host's reply, by request id.
 	// Each channel has room for the one reply.
 	requests map[string]chan *pluginhostv1.RequestReply
-	// handlers holds, by delivery id, the cancel functions of the message handlers that
-	// run for deliveries of this connection, for the host's cancel frames.
-	handlers map[string]context.CancelCauseFunc
+	// handlers holds, by delivery id, the contexts of the message handlers that run for
+	// deliveries of this connection, for the host's cancel frames.
+	handlers map[string]*handlerContext
 	// calls holds the HTTP calls served on this connection, by request id.
 	calls map[string]*httpCall
+
+	// inline is the inline run of the goroutine that holds the receive side while it runs a
+	// job (see receive), nil when none does.
+	inline atomic.Pointer[inlineRun]
 
 	// wg tracks the receive side (one goroutine at a time holds it).
 	wg sync.WaitGroup
@@ -85,7 +90,7 @@ func newConn(ctx context.Context, cancel context.CancelFunc, s clientStream, log
 		shutdown: make(chan *pluginhostv1.Shutdown, 1),
 		recvDone: make(chan struct{}),
 		requests: map[string]chan *pluginhostv1.RequestReply{},
-		handlers: map[string]context.CancelCauseFunc{},
+		handlers: map[string]*handlerContext{},
 		calls:    map[string]*httpCall{},
 	}
 }

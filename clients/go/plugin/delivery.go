@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -43,49 +44,193 @@ var (
 )
 
 // messageContext returns the context of the handler of message delivery d on c: it carries
-// the sender's deadline, and the host's cancel frame for d cancels it. release unregisters
-// it and must be called once the delivery is over.
-func (r *runner) messageContext(c *conn, d *pluginhostv1.Deliver) (ctx context.Context, release func()) {
-	ctx, cancel := context.WithCancelCause(r.life)
-	stopDeadline := context.CancelFunc(func() {})
+// the sender's deadline, and the host's cancel frame for d cancels it. Its release
+// unregisters it and must be called once the delivery is over.
+func (r *runner) messageContext(c *conn, d *pluginhostv1.Deliver) *handlerContext {
+	hc := &handlerContext{parent: r.life, lifeEnded: &r.lifeEnded, c: c, id: d.GetDeliveryId()}
 	if dl := d.GetDeadline(); dl != nil {
-		ctx, stopDeadline = context.WithDeadline(ctx, dl.AsTime())
+		hc.deadline = dl.AsTime()
 	}
-	id := d.GetDeliveryId()
 	c.mu.Lock()
-	c.handlers[id] = cancel
+	c.handlers[hc.id] = hc
 	c.mu.Unlock()
-	return ctx, func() {
-		c.mu.Lock()
-		delete(c.handlers, id)
-		c.mu.Unlock()
-		stopDeadline()
-		cancel(nil)
+	return hc
+}
+
+// handlerContext is the context of a message handler: a context.WithCancelCause of the
+// plugin's life (canceled with the cause the host gives when the sender gives up, or when
+// the delivery is over) and, for a message with a deadline, a context.WithDeadline of
+// that. Those two are built only when the context is first used (any of its methods):
+// building them for every message (allocations, a timer, registrations with their
+// parents) cost more than the rest of the delivery in the SDK, and a handler that never
+// looks at its context does not need them. Until then the cancellations are recorded with
+// their times, and the build applies the first of them, the deadline and the end of the
+// plugin's life in the order they happened, so that the context a handler sees is in the
+// state the eagerly built pair would be in. From the build on, every method is the built
+// context's: it behaves exactly as that pair does, as a parent too (context.Cause,
+// WithCancel, AfterFunc find its cancelCtx through Value).
+type handlerContext struct {
+	// parent, lifeEnded (the runner's: when parent ended), deadline (zero: none), c and id
+	// (where it is registered) are assigned once, in messageContext.
+	parent    context.Context
+	lifeEnded *atomic.Pointer[time.Time]
+	deadline  time.Time
+	c         *conn
+	id        string
+
+	// built is set once the contexts are built; never changed after.
+	built atomic.Pointer[builtContext]
+	// mu guards building, cause and causeAt.
+	mu sync.Mutex
+	// cause is the first cancellation's cause (the host's, or context.Canceled once the
+	// delivery is over), at causeAt, while the contexts are not built.
+	cause   error
+	causeAt time.Time
+}
+
+// What a handlerContext finds happened when it is built.
+const (
+	happenedNone = iota
+	happenedCancel
+	happenedDeadline
+	happenedLifeEnd
+)
+
+// builtContext is what a handlerContext stands for once built.
+type builtContext struct {
+	ctx    context.Context         // the one the handler's methods use
+	cancel context.CancelCauseFunc // cancels the WithCancelCause context
+	stop   context.CancelFunc      // stops the deadline's timer; nil without one
+}
+
+func (h *handlerContext) get() context.Context {
+	if b := h.built.Load(); b != nil {
+		return b.ctx
+	}
+	return h.build().ctx
+}
+
+// build builds the contexts, once.
+func (h *handlerContext) build() *builtContext {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if b := h.built.Load(); b != nil {
+		return b
+	}
+	// What happened already decides, the first of it: the sender's cancel (or the end of
+	// the delivery), the deadline, the end of the plugin's life.
+	first, firstAt := happenedNone, time.Time{}
+	happened := func(what int, at time.Time) {
+		if first == happenedNone || at.Before(firstAt) {
+			first, firstAt = what, at
+		}
+	}
+	if h.cause != nil {
+		happened(happenedCancel, h.causeAt)
+	}
+	if !h.deadline.IsZero() && !time.Now().Before(h.deadline) {
+		happened(happenedDeadline, h.deadline)
+	}
+	if ended := h.lifeEnded.Load(); ended != nil {
+		happened(happenedLifeEnd, *ended)
+	}
+	b := &builtContext{}
+	var base context.Context
+	deadline := h.deadline
+	switch first {
+	case happenedCancel, happenedDeadline:
+		// Detached from the plugin's life, which may have ended since: what came first
+		// decides. The values (and the deadline, if earlier) are the life's all the same.
+		base, b.cancel = context.WithCancelCause(context.WithoutCancel(h.parent))
+		if ld, ok := h.parent.Deadline(); ok && (deadline.IsZero() || ld.Before(deadline)) {
+			deadline = ld
+		}
+		if first == happenedCancel {
+			b.cancel(h.cause)
+		}
+	default:
+		base, b.cancel = context.WithCancelCause(h.parent)
+	}
+	b.ctx = base
+	if !deadline.IsZero() {
+		b.ctx, b.stop = context.WithDeadline(base, deadline)
+	}
+	h.built.Store(b)
+	return b
+}
+
+// cancelCause cancels the handler's context with cause, unless it is canceled already.
+func (h *handlerContext) cancelCause(cause error) {
+	h.mu.Lock()
+	b := h.built.Load()
+	if b == nil && h.cause == nil {
+		h.cause, h.causeAt = cause, time.Now()
+	}
+	h.mu.Unlock()
+	if b != nil {
+		b.cancel(cause)
 	}
 }
+
+// release unregisters the handler once its delivery is over and cancels its context.
+func (h *handlerContext) release() {
+	h.c.mu.Lock()
+	delete(h.c.handlers, h.id)
+	h.c.mu.Unlock()
+	h.mu.Lock()
+	b := h.built.Load()
+	if b == nil && h.cause == nil {
+		h.cause, h.causeAt = context.Canceled, time.Now()
+	}
+	h.mu.Unlock()
+	if b != nil {
+		if b.stop != nil {
+			b.stop()
+		}
+		b.cancel(nil)
+	}
+}
+
+// senderGaveUp reports whether the context was canceled because the host said the
+// message's sender no longer waits for the reply, without building it.
+func (h *handlerContext) senderGaveUp() bool {
+	var cause error
+	if b := h.built.Load(); b != nil {
+		cause = context.Cause(b.ctx)
+	} else {
+		h.mu.Lock()
+		cause = h.cause
+		h.mu.Unlock()
+	}
+	return cause == errSenderCanceled || cause == errSenderDeadline
+}
+
+func (h *handlerContext) Deadline() (time.Time, bool) { return h.get().Deadline() }
+func (h *handlerContext) Done() <-chan struct{}       { return h.get().Done() }
+func (h *handlerContext) Err() error                  { return h.get().Err() }
+func (h *handlerContext) Value(key any) any {
+	if _, ok := key.(receiveKey); ok {
+		return h // without building it (see handOffReceive)
+	}
+	return h.get().Value(key)
+}
+func (h *handlerContext) String() string { return fmt.Sprint(h.get()) }
 
 // cancelMessage cancels the handler of the delivery a cancel frame names, if it is still
 // running (or waiting to run).
 func (c *conn) cancelMessage(f *pluginhostv1.Cancel) bool {
 	c.mu.Lock()
-	cancel := c.handlers[f.GetDeliveryId()]
+	h := c.handlers[f.GetDeliveryId()]
 	c.mu.Unlock()
-	if cancel == nil {
+	if h == nil {
 		return false
 	}
 	cause := errSenderCanceled
 	if f.GetReason() == "deadline_exceeded" {
 		cause = errSenderDeadline
 	}
-	cancel(cause)
+	h.cancelCause(cause)
 	return true
-}
-
-// senderGaveUp reports whether ctx was canceled because the host said the message's sender
-// no longer waits for the reply.
-func senderGaveUp(ctx context.Context) bool {
-	cause := context.Cause(ctx)
-	return cause == errSenderCanceled || cause == errSenderDeadline
 }
 
 // eventDelivery is an event or broadcast delivery from its receipt until it is settled.

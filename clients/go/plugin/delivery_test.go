@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -253,5 +254,103 @@ func TestCancelFrame(t *testing.T) {
 	case id := <-started:
 		t.Errorf("handler started for %s", id)
 	default:
+	}
+}
+
+// TestInlineHandlerWaitsForTheHost checks that a handler run by the goroutine that read its
+// delivery (and so holds the receive side) can wait for the host's replies: Session.Send
+// from OnMessage, and from OnEvent, hands the receive side over at once. The inline budget
+// is an hour, so without that hand-off the replies would never be read and the test would
+// time out.
+func TestInlineHandlerWaitsForTheHost(t *testing.T) {
+	t.Parallel()
+	done := make(chan error, 1)
+	h := startHost(t, func(ctx context.Context, s *hostStream) error {
+		s.welcome(nil, "messages:send")
+		done <- func() error {
+			for i, kind := range []pluginhostv1.DeliveryKind{pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE, pluginhostv1.DeliveryKind_DELIVERY_KIND_EVENT} {
+				id := fmt.Sprintf("d%d", i)
+				s.deliver(&pluginhostv1.Deliver{DeliveryId: id, Kind: kind, Id: "m" + id, Source: "billing", Type: "work",
+					Deadline: timestamppb.New(time.Now().Add(time.Minute))})
+				req := s.request()
+				if req.GetSend() == nil {
+					return fmt.Errorf("want the handler's send, got %v", req)
+				}
+				s.answer(&pluginhostv1.RequestReply{RequestId: requestID(req), MessageId: "inner", Status: "success", Data: mustStruct(t, map[string]any{"n": 7})})
+				switch kind {
+				case pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE:
+					if r := s.reply(); r.GetDeliveryId() != id || r.GetStatus() != "success" || r.GetData().AsMap()["n"] != 7.0 {
+						return fmt.Errorf("reply %v, want success with the inner reply's data", r)
+					}
+				default:
+					if a := s.ack(); a.GetDeliveryId() != id || a.GetAction() != pluginhostv1.AckAction_ACK_ACTION_DONE {
+						return fmt.Errorf("ack %v, want done", a)
+					}
+				}
+			}
+			return nil
+		}()
+		_, err := s.drain()
+		return err
+	})
+	send := func(ctx context.Context) (map[string]any, error) {
+		r, err := plugin.SessionFromContext(ctx).Send(ctx, "billing", "inner", nil)
+		return r.Data, err
+	}
+	run := startPlugin(t, h, plugin.Plugin{
+		OnMessage: func(ctx context.Context, _ plugin.Message) (map[string]any, error) { return send(ctx) },
+		OnEvent: func(ctx context.Context, _ plugin.Event) error {
+			_, err := send(ctx)
+			return err
+		},
+	}, plugin.WithInlineBudget(time.Hour))
+	if err := receive(t, done, "the host's script"); err != nil {
+		t.Fatal(err)
+	}
+	run.cancel()
+	if err := run.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInlineHandlerBudget checks that a handler that holds the receive side and waits for
+// something else than the host (here another delivery) does not hold it past its budget:
+// a successor reads on, and the second delivery starts while the first one waits for it.
+func TestInlineHandlerBudget(t *testing.T) {
+	t.Parallel()
+	replies := make(chan []*pluginhostv1.DeliveryReply, 1)
+	h := startHost(t, func(ctx context.Context, s *hostStream) error {
+		s.welcome(nil)
+		for _, id := range []string{"d1", "d2"} {
+			s.deliver(&pluginhostv1.Deliver{DeliveryId: id, Kind: pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE, Id: "m" + id, Source: "billing", Type: "work",
+				Deadline: timestamppb.New(time.Now().Add(time.Minute))})
+		}
+		replies <- []*pluginhostv1.DeliveryReply{s.reply(), s.reply()}
+		_, err := s.drain()
+		return err
+	})
+	second := make(chan struct{})
+	run := startPlugin(t, h, plugin.Plugin{
+		OnMessage: func(ctx context.Context, m plugin.Message) (map[string]any, error) {
+			if m.ID == "md2" {
+				close(second)
+				return nil, nil
+			}
+			select {
+			case <-second:
+				return nil, nil
+			case <-time.After(waitTime):
+				return nil, errors.New("the second delivery did not start while the first one ran")
+			}
+		},
+	}, plugin.WithConcurrency(2))
+	for _, r := range receive(t, replies, "the replies") {
+		if r.GetStatus() != "success" {
+			t.Errorf("delivery %s answered %s: %s", r.GetDeliveryId(), r.GetStatus(), r.GetErrorMessage())
+		}
+	}
+	run.cancel()
+	if err := run.wait(t); err != nil {
+		t.Fatal(err)
 	}
 }

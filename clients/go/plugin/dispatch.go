@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -16,12 +17,19 @@ var errNoMessageHandler = errors.New("plugin: this plugin does not handle messag
 // hands each to its handler without waiting for author code. When it ends, the requests
 // still waiting for a reply on c fail, and new ones wait for the next connection.
 //
-// A delivery that can run at once (OnStart is done and a worker slot is free), and an HTTP
-// call once OnStart is done, is handled by the goroutine that read it, after it has started
-// a successor to read on: the handler
-// starts without a scheduler wake-up, the successor's start is off the message's path, and
-// the successor inherits the receive side (the duty to end it).
+// A delivery that can run at once (OnStart is done and a worker slot is free) is handled
+// by the goroutine that read it, which keeps the receive side meanwhile: the handler starts
+// without a scheduler wake-up, and a handler that returns soon (most do) costs no goroutine
+// hand-off at all. The host's next frames wait for it, but not long: once the handler has
+// run for a millisecond (defaultInlineBudget), or as soon as it waits for a reply of the
+// host (Session.Send, Emit, ...: see handOffReceive), a successor is started to read on and
+// inherits the receive side (the duty to end it); the handler's goroutine returns when it
+// is done. An HTTP call (once OnStart is done) is handled by the goroutine that read it
+// too, but hands the receive side over at once: its handler waits for frames (its body,
+// its windows). Starting a successor for every delivery, as before, cost a wake-up of
+// another goroutine per message.
 func (r *runner) receive(c *conn) {
+	var w *inlineRun // this goroutine's, made for its first inline job
 	for {
 		res, err := c.stream.Receive()
 		if err != nil {
@@ -31,13 +39,94 @@ func (r *runner) receive(c *conn) {
 			c.wg.Done()
 			return
 		}
-		if run := r.dispatch(c, res); run != nil {
-			r.spawn(func() { r.receive(c) })
-			run()
-			return
+		run := r.dispatch(c, res)
+		if run == nil {
+			continue
+		}
+		if w == nil {
+			w = &inlineRun{r: r, c: c}
+		}
+		if !w.run(run) {
+			return // a successor took the receive side over
 		}
 	}
 }
+
+// inlineRun runs the jobs of one receiving goroutine while it keeps the receive side, and
+// hands the receive side over to a successor when a job runs long or waits for the host.
+type inlineRun struct {
+	r *runner
+	c *conn
+	// timer starts a successor once a job has run for the inline budget; made by the
+	// first run, reset by each.
+	timer *time.Timer
+	// state is inlineIdle, inlineRunning (a job runs and this goroutine holds the receive
+	// side) or inlineHandedOff (a successor holds it).
+	state atomic.Int32
+}
+
+const (
+	inlineIdle int32 = iota
+	inlineRunning
+	inlineHandedOff
+)
+
+// run runs job, and reports whether this goroutine still holds the receive side.
+func (w *inlineRun) run(job func()) bool {
+	w.state.Store(inlineRunning)
+	w.c.inline.Store(w)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.r.o.inlineBudget, w.handOff)
+	} else {
+		w.timer.Reset(w.r.o.inlineBudget)
+	}
+	job()
+	w.timer.Stop()
+	w.c.inline.CompareAndSwap(w, nil)
+	if w.state.CompareAndSwap(inlineRunning, inlineIdle) {
+		return true
+	}
+	w.state.Store(inlineIdle)
+	return false
+}
+
+// handOff starts a successor to read on, if the job under way still holds the receive
+// side. A late call (the timer of a job that has ended) may hand over a later job's: that
+// only starts the successor early.
+func (w *inlineRun) handOff() {
+	if w.state.CompareAndSwap(inlineRunning, inlineHandedOff) {
+		w.r.spawn(func() { w.r.receive(w.c) })
+	}
+}
+
+// handOffReceive is called before a plugin request waits for the host's reply: if ctx is
+// the context of a handler (or derived from one) whose connection's receive side is held
+// by a job run inline, the receive side is handed over at once, so that the reply can be
+// read.
+func handOffReceive(ctx context.Context) {
+	var c *conn
+	switch v := ctx.Value(receiveKey{}).(type) {
+	case *handlerContext:
+		c = v.c
+	case *eventDelivery:
+		c = v.c
+	default:
+		return
+	}
+	c.handOffInline()
+}
+
+// handOffInline hands the receive side of c over to a successor if a job run inline holds
+// it.
+func (c *conn) handOffInline() {
+	if w := c.inline.Load(); w != nil {
+		w.handOff()
+	}
+}
+
+// receiveKey is the context key under which a handler's context gives its delivery (a
+// *handlerContext or *eventDelivery), for handOffReceive.
+type receiveKey struct{}
 
 // spawn runs job on a worker goroutine: an idle one if there is one, else a new one.
 // Workers wait for another job after each, so that the stacks they grew serve again: a
@@ -103,7 +192,17 @@ func (r *runner) dispatch(c *conn, res *pluginhostv1.ConnectResponse) (run func(
 			r.log.Debug("plugin: ignoring a cancel for a message no longer handled", "delivery_id", f.Cancel.GetDeliveryId())
 		}
 	case *pluginhostv1.ConnectResponse_HttpRequest:
-		return r.httpRequest(c, f.HttpRequest)
+		run := r.httpRequest(c, f.HttpRequest)
+		if run == nil {
+			return nil
+		}
+		// An HTTP handler waits for frames (its request body, the windows of its
+		// response) that the receive side reads: it runs with the receive side handed
+		// over from the start.
+		return func() {
+			c.handOffInline()
+			run()
+		}
 	case *pluginhostv1.ConnectResponse_HttpRequestBody:
 		b := f.HttpRequestBody
 		c.httpFrame(b.GetRequestId(), func(call *httpCall) { call.body.push(b.GetChunk(), b.GetDone()) })
@@ -150,9 +249,9 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) (run func()) {
 	r.mu.Unlock()
 	var work, release func()
 	if kind == pluginhostv1.DeliveryKind_DELIVERY_KIND_MESSAGE {
-		ctx, done := r.messageContext(c, d)
-		work = func() { r.handleMessage(ctx, c, d) }
-		release = done
+		hc := r.messageContext(c, d)
+		work = func() { r.handleMessage(hc, c, d) }
+		release = hc.release
 	} else {
 		ev := newEventDelivery(c, d)
 		work = func() { r.handleEvent(ev) }
@@ -200,8 +299,8 @@ func (r *runner) deliver(c *conn, d *pluginhostv1.Deliver) (run func()) {
 // handleMessage runs OnMessage and replies with its result. ctx is canceled when the host
 // says that the sender gave up; a message given up on before its handler started is not
 // handled, and not answered.
-func (r *runner) handleMessage(ctx context.Context, c *conn, d *pluginhostv1.Deliver) {
-	if senderGaveUp(ctx) {
+func (r *runner) handleMessage(ctx *handlerContext, c *conn, d *pluginhostv1.Deliver) {
+	if ctx.senderGaveUp() {
 		r.log.Debug("plugin: the sender gave up on a message before it was handled", "delivery_id", d.GetDeliveryId())
 		return
 	}
@@ -277,7 +376,7 @@ func (r *runner) handleEvent(ev *eventDelivery) {
 			Data:    structToMap(d.GetData()),
 			Attempt: int(d.GetAttempt()),
 		}
-		ctx, cancel := context.WithCancel(context.WithValue(r.life, deliveryKey{}, ev))
+		ctx, cancel := context.WithCancel(context.WithValue(context.WithValue(r.life, deliveryKey{}, ev), receiveKey{}, ev))
 		err = r.protect(name, func() error { return handler(ctx, e) })
 		cancel()
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexus-platform/nexus/clients/go/plugin"
 	pluginhostv1 "github.com/nexus-platform/nexus/gen/go/nexus/pluginhost/v1"
@@ -177,7 +178,10 @@ func TestHTTPHandler(t *testing.T) {
 		}()
 		return s.drainEOF()
 	})
-	run := startPlugin(t, h, plugin.Plugin{HTTP: mux})
+	// An HTTP handler runs with the receive side handed over at once (it waits for its
+	// body and windows, which the receive side reads): the inline budget of an hour shows
+	// that nothing waits for it.
+	run := startPlugin(t, h, plugin.Plugin{HTTP: mux}, plugin.WithInlineBudget(time.Hour))
 	if err := receive(t, results, "the host's script"); err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,9 @@ const (
 	// closeTimeout bounds a clean close of the stream and the wait for handlers when Run's
 	// context ends.
 	closeTimeout = 2 * time.Second
+	// defaultInlineBudget is how long a job run by the goroutine holding the receive side
+	// may hold it before a successor is started to read on (see receive).
+	defaultInlineBudget = time.Millisecond
 	// idleWorkerTTL is how long a worker goroutine waits for a job before it exits.
 	idleWorkerTTL = 30 * time.Second
 	// sendQueue is how many frames may wait for the write under way on a connection;
@@ -68,6 +71,9 @@ type options struct {
 	keepaliveSet                      bool
 	keepalive, keepaliveTimeout       time.Duration
 	handshakeTimeout                  time.Duration
+	// inlineBudget is how long a job run by the goroutine holding the receive side may
+	// hold it (see receive); defaultInlineBudget unless a test sets it.
+	inlineBudget time.Duration
 }
 
 type optionFunc func(*options)
@@ -195,6 +201,9 @@ func resolve(getenv func(string) string, opts []Option) (options, error) {
 	}
 	if o.keepaliveTimeout <= 0 {
 		o.keepaliveTimeout = DefaultKeepaliveWait
+	}
+	if o.inlineBudget <= 0 {
+		o.inlineBudget = defaultInlineBudget
 	}
 	if o.handshakeTimeout <= 0 {
 		o.handshakeTimeout = defaultHandshakeTimeout

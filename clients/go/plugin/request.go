@@ -35,6 +35,7 @@ func (s *Session) call(ctx context.Context, build func(requestID string) *plugin
 		}
 		return nil, err
 	}
+	handOffReceive(ctx)
 	select {
 	case rep := <-replies:
 		return settle(rep)

@@ -59,6 +59,8 @@ type runner struct {
 	configs   chan configJob
 	started   chan struct{} // closed once OnStart has succeeded (or there is none)
 	life      context.Context
+	// lifeEnded is when life ended; nil until then (see handlerContext).
+	lifeEnded atomic.Pointer[time.Time]
 	stopLife  context.CancelFunc
 
 	// welcomed is read and written only by the goroutine running Run.
@@ -113,6 +115,10 @@ func newRunner(p Plugin, o *options, t transport) *runner {
 
 func (r *runner) run(ctx context.Context) error {
 	r.life, r.stopLife = context.WithCancel(context.WithValue(ctx, sessionKey{}, r.session))
+	context.AfterFunc(r.life, func() {
+		now := time.Now()
+		r.lifeEnded.Store(&now)
+	})
 	r.control.Add(1)
 	go r.configLoop()
 	err := r.loop(ctx)
