@@ -86,6 +86,11 @@ type loadFlags struct {
 	duration    time.Duration
 	warmup      time.Duration
 	concurrency int
+	// cpuPIDs (comma-separated) and cpuRedis (a redis URL) name the scenario's other
+	// processes, whose CPU time the throughput phase counts with the measuring process's
+	// (see scenarioCPU).
+	cpuPIDs  string
+	cpuRedis string
 }
 
 func (l *loadFlags) register(fs *flag.FlagSet) {
@@ -93,6 +98,8 @@ func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.duration, "duration", defaultDuration, "each measured phase")
 	fs.DurationVar(&l.warmup, "warmup", defaultWarmup, "warm-up")
 	fs.IntVar(&l.concurrency, "concurrency", concurrency, "round trips in flight in the throughput phase")
+	fs.StringVar(&l.cpuPIDs, "cpu-pids", "", "the scenario's other processes (comma-separated pids), for CPU per round trip")
+	fs.StringVar(&l.cpuRedis, "cpu-redis", "", "the scenario's redis-server (URL), for CPU per round trip")
 }
 
 // parseChildFlags parses a role's flags; errors go to the returned error, not to stderr.

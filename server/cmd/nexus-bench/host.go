@@ -38,6 +38,7 @@ type hostServer struct {
 	url         string // http://127.0.0.1:PORT
 	dataDir     string
 	databaseURL string // its PostgreSQL database; empty: SQLite in dataDir
+	redisURL    string // its bus's Redis; empty: the in-memory bus
 	admin       string // the admin token (NEXUS_ADMIN_TOKEN)
 	logPath     string // the server's stderr
 	proc        *proc
@@ -125,7 +126,14 @@ func (b *bench) runPlugins(ctx context.Context, ps *procs, sender, echo *hostSer
 	if err := echoProc.readJSON(ctx, readyTimeout, &ready{}); err != nil {
 		return m, err
 	}
-	senderProc, err := ps.start(senderPluginID, b.pluginCmd(rolePluginSender, sender, senderPluginID, tokens[senderPluginID], b.loadArgs()...), stopGrace)
+	// The CPU per round trip counts the servers, both plugins and redis-server (not
+	// PostgreSQL: no message touches it).
+	servers := []*proc{sender.proc, echoProc}
+	if echo != sender {
+		servers = append(servers, echo.proc)
+	}
+	args := append(b.loadArgs(), cpuArgs(sender.redisURL, servers...)...)
+	senderProc, err := ps.start(senderPluginID, b.pluginCmd(rolePluginSender, sender, senderPluginID, tokens[senderPluginID], args...), stopGrace)
 	if err != nil {
 		return m, err
 	}
@@ -160,7 +168,8 @@ func (b *bench) startHost(ctx context.Context, ps *procs, opts hostOptions) (*ho
 	if name == "" {
 		name = "nexus serve"
 	}
-	h := &hostServer{name: name, dataDir: filepath.Join(dir, "data"), databaseURL: opts.databaseURL, admin: admin, logPath: filepath.Join(dir, "nexus.log")}
+	h := &hostServer{name: name, dataDir: filepath.Join(dir, "data"), databaseURL: opts.databaseURL, redisURL: opts.redisURL,
+		admin: admin, logPath: filepath.Join(dir, "nexus.log")}
 	if opts.secretKey != nil {
 		if err := os.MkdirAll(h.dataDir, 0o700); err != nil {
 			return nil, err

@@ -69,7 +69,13 @@
 //   - latency: one round trip in flight, every round trip timed; p50 and p99 are the
 //     nearest-rank percentiles over all of them (the sample count is reported);
 //   - throughput: 64 goroutines each doing sequential round trips; round trips completed per
-//     second of the phase's wall time (from the start until the last goroutine is done).
+//     second of the phase's wall time (from the start until the last goroutine is done);
+//     and the CPU time (user and system) every process of the scenario used during the
+//     phase, per round trip: the client, the relay or servers and plugins on the path, and
+//     redis-server (INFO cpu; not PostgreSQL, which no message touches), read from /proc by
+//     the client (cpu.go). On 2 shared cores it moves far less than the rate, which is
+//     about the cores' time divided by it: the report gives it, and the host rows' CPU
+//     divided by their baselines', as references without a target.
 //
 // The whole set of scenarios runs -rounds times (3 by default), back to back in each
 // round. The machine is noisy (2 cores, shared): a single round's ratios swing by about a

@@ -38,6 +38,12 @@ type Measurement struct {
 	// the REST reads, which have no 1-in-flight phase, the latencies of all their requests).
 	LoadedP50us float64 `json:"loaded_p50_us"`
 	LoadedP99us float64 `json:"loaded_p99_us"`
+	// CPUPerRoundTripUS is the CPU time (user and system) every process of a messaging
+	// scenario used during the throughput phase (the measuring one, the servers, relays and
+	// plugins on the path, redis-server), per round trip, in microseconds (0 where not
+	// measured). On a shared machine it moves far less than the rate does, and throughput
+	// on 2 cores is about their CPU divided by it.
+	CPUPerRoundTripUS float64 `json:"cpu_us_per_round_trip,omitempty"`
 	// WarmupRoundTrips is how many round trips the warm-up did (not counted above).
 	WarmupRoundTrips int `json:"warmup_round_trips"`
 	// Slices is how many alternating slices the measurement was cut into (REST reads only).
@@ -98,9 +104,15 @@ func measure(ctx context.Context, rt roundTrip, l loadFlags) (Measurement, error
 	m.Samples = len(lat)
 	m.P50us, m.P99us = percentileUS(lat, 0.50), percentileUS(lat, 0.99)
 
+	cpu := newScenarioCPU(l)
+	defer cpu.close()
+	cpu0, cpuOK := cpu.read(ctx)
 	lat, elapsed, err := drive(ctx, rt, l.concurrency, l.duration)
 	if err != nil {
 		return m, fmt.Errorf("throughput (%d in flight): %w", l.concurrency, err)
+	}
+	if cpu1, ok := cpu.read(ctx); ok && cpuOK && len(lat) > 0 {
+		m.CPUPerRoundTripUS = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(len(lat))
 	}
 	m.InFlight = l.concurrency
 	m.RoundTrips = len(lat)

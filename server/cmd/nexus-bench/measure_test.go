@@ -103,11 +103,11 @@ func TestReportRatios(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := b.String()
-	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.35) ✗",
+	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | – | baseline |", "**1.50** (rounds 1.40–1.60; target ≤ 1.35) ✗",
 		"**0.50** (rounds 0.50–0.50; target ≥ 0.45) ✓", "median of 3 rounds",
 		"throughput ÷ reference throughput = **1.00** (rounds 0.83–1.25; target ≥ 0.8) ✓",
 		"**failed to run**: no redis \\| here",
-		"| proto | 130 | 260 | 10 | 500 | 500 | p50 ÷ relay p50 = 1.20 (rounds 1.10–1.30), no target; throughput ÷ relay throughput = 0.50 (rounds 0.40–0.60), no target |"} {
+		"| proto | 130 | 260 | 10 | 500 | 500 | – | p50 ÷ relay p50 = 1.20 (rounds 1.10–1.30), no target; throughput ÷ relay throughput = 0.50 (rounds 0.40–0.60), no target |"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
 		}
@@ -206,7 +206,7 @@ func TestReportReplicasRatios(t *testing.T) {
 	if err := r.writeMarkdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	row := "| two replicas | 800 | 1600 | 10 | 2500 | 2500 | p50 ÷ same-replica p50 = 1.45 (rounds 1.40–1.50), no target; " +
+	row := "| two replicas | 800 | 1600 | 10 | 2500 | 2500 | – | p50 ÷ same-replica p50 = 1.45 (rounds 1.40–1.50), no target; " +
 		"throughput ÷ same-replica throughput = 0.75 (rounds 0.50–1.00), no target |"
 	if !strings.Contains(b.String(), row) {
 		t.Errorf("the Markdown report lacks %q:\n%s", row, b.String())

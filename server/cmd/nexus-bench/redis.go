@@ -211,7 +211,8 @@ func (b *bench) runRedis(ctx context.Context) (Measurement, error) {
 	if err := resp.readJSON(ctx, readyTimeout, &ready{}); err != nil {
 		return Measurement{}, err
 	}
-	req, err := ps.start("redis-requester", b.selfCmd(roleRedisRequester, append([]string{"-redis", srv.URL()}, b.loadArgs()...)...), stopGrace)
+	args := append(append([]string{"-redis", srv.URL()}, b.loadArgs()...), cpuArgs(srv.URL(), resp)...)
+	req, err := ps.start("redis-requester", b.selfCmd(roleRedisRequester, args...), stopGrace)
 	if err != nil {
 		return Measurement{}, err
 	}

@@ -197,6 +197,7 @@ func medianMeasurement(runs []Measurement) Measurement {
 		InFlight:                runs[0].InFlight,
 		LoadedP50us:             med(func(m Measurement) float64 { return m.LoadedP50us }),
 		LoadedP99us:             med(func(m Measurement) float64 { return m.LoadedP99us }),
+		CPUPerRoundTripUS:       med(func(m Measurement) float64 { return m.CPUPerRoundTripUS }),
 		WarmupRoundTrips:        int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
 		Slices:                  int(med(func(m Measurement) float64 { return float64(m.Slices) })),
 		Subscribers:             runs[0].Subscribers,
@@ -303,6 +304,29 @@ func (r *report) computeRatios() {
 			func(i int) (float64, bool) { return div(mem[i].P50us, protoRelay[i].P50us) }, mem, protoRelay)
 		add(keyHostMem, "throughput ÷ reference throughput", "host-memory throughput / proto-frame-relay throughput", ">=", targetMemRefTput,
 			func(i int) (float64, bool) { return div(mem[i].Throughput, protoRelay[i].Throughput) }, mem, protoRelay)
+	}
+	// CPU per round trip (all the scenario's processes, throughput phase): references. On
+	// 2 cores the throughput ratios follow their inverse; they move far less between runs.
+	// (Runs from before the figure existed have none: no ratio then.)
+	addCPU := func(row, label, name string, a, b []Measurement) {
+		if !slices.ContainsFunc(a, func(m Measurement) bool { return m.CPUPerRoundTripUS > 0 }) {
+			return
+		}
+		add(row, label, name, "", 0, func(i int) (float64, bool) {
+			if a[i].CPUPerRoundTripUS <= 0 {
+				return 0, false
+			}
+			return div(a[i].CPUPerRoundTripUS, b[i].CPUPerRoundTripUS)
+		}, a, b)
+	}
+	if r.hasScenario(keyHostMem) {
+		addCPU(keyHostMem, "CPU ÷ relay CPU", "host-memory CPU per round trip / relay CPU per round trip", mem, relay)
+	}
+	if r.hasScenario(keyHostMem) && r.hasScenario(keyProtoRelay) {
+		addCPU(keyHostMem, "CPU ÷ reference CPU", "host-memory CPU per round trip / proto-frame-relay CPU per round trip", mem, protoRelay)
+	}
+	if r.hasScenario(keyHostRedis) {
+		addCPU(keyHostRedis, "CPU ÷ Redis CPU", "host-redis CPU per round trip / redis CPU per round trip", hostRedis, rds)
 	}
 	if r.hasScenario(keyHostRedis) {
 		add(keyHostRedis, "p50 ÷ (relay p50 + Redis p50)", "host-redis p50 / (relay p50 + redis p50)", "<=", targetRedisP50,
@@ -438,16 +462,20 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	if len(messaging) > 0 {
 		fmt.Fprintf(bw, "%s · payload %d B · %s per measurement (after %s warm-up) · throughput with %d in flight · median of %d rounds (scenarios back to back in each; ratios within each round)\n\n",
 			machine, r.PayloadB, r.Duration, r.Warmup, r.Concurrency, r.Rounds)
-		fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | vs target |")
-		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---|")
+		fmt.Fprintln(bw, "| scenario | p50 (µs) | p99 (µs) | samples (1 in flight) | throughput (msg/s) | round trips (64 in flight) | CPU µs per round trip (all processes, 64 in flight) | vs target |")
+		fmt.Fprintln(bw, "|---|---:|---:|---:|---:|---:|---:|---|")
 		for _, s := range messaging {
 			if s.Result == nil {
-				fmt.Fprintf(bw, "| %s | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+				fmt.Fprintf(bw, "| %s | – | – | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
 				continue
 			}
 			m := s.Result
-			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s |\n",
-				s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, r.ratioCell(s.Key))
+			cpu := "–"
+			if m.CPUPerRoundTripUS > 0 {
+				cpu = fmt.Sprintf("%.0f", m.CPUPerRoundTripUS)
+			}
+			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s | %s |\n",
+				s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, cpu, r.ratioCell(s.Key))
 		}
 	}
 	if len(fanout) > 0 {

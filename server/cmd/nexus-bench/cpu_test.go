@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"math"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexus-platform/nexus/pluginhost/bus/busredis/redistest"
+)
+
+// scenarioCPU adds the measuring process's CPU time, the other processes' and
+// redis-server's; a process that cannot be read makes the figure unavailable.
+func TestScenarioCPU(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	ctx := context.Background()
+
+	c := newScenarioCPU(loadFlags{cpuPIDs: strconv.Itoa(child.Process.Pid), cpuRedis: rs.URL()})
+	defer c.close()
+	if len(c.pids) != 2 || c.rdb == nil {
+		t.Fatalf("pids %v, redis %v; want this process, the child and redis-server", c.pids, c.rdb)
+	}
+	before, ok := c.read(ctx)
+	if !ok {
+		t.Fatal("the scenario's CPU time could not be read")
+	}
+	own0, _ := cpuOf(c.pids[0])
+	redis0, err := redisServerCPU(ctx, c.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; { // burn some CPU here
+	}
+	after, ok := c.read(ctx)
+	if !ok {
+		t.Fatal("the scenario's CPU time could not be read again")
+	}
+	own1, _ := cpuOf(c.pids[0])
+	if after-before < own1-own0-10*time.Millisecond || own1-own0 < 10*time.Millisecond {
+		t.Errorf("the scenario's CPU grew by %v while this process's grew by %v", after-before, own1-own0)
+	}
+	if redis0 <= 0 || before < redis0 {
+		t.Errorf("redis-server's CPU %v is not in the total %v", redis0, before)
+	}
+
+	gone := newScenarioCPU(loadFlags{cpuPIDs: "999999999"})
+	if _, ok := gone.read(ctx); ok {
+		t.Error("a process that does not exist was read")
+	}
+}
+
+// The CPU per round trip of the host rows is shown and divided by their baselines' within
+// each round, as references without a target.
+func TestReportCPURatios(t *testing.T) {
+	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 2})
+	m := func(cpu float64) Measurement {
+		return Measurement{P50us: 100, P99us: 200, Samples: 10, Throughput: 1000, RoundTrips: 1000, CPUPerRoundTripUS: cpu}
+	}
+	r.add(keyRelay, "relay", []Measurement{m(50), m(100)}, nil)
+	r.add(keyProtoRelay, "proto", []Measurement{m(80), m(100)}, nil)
+	r.add(keyRedis, "redis", []Measurement{m(40), m(40)}, nil)
+	r.add(keyHostMem, "mem", []Measurement{m(100), m(150)}, nil)
+	r.add(keyHostRedis, "host redis", []Measurement{m(200), m(0)}, nil) // not measured in round 2
+	r.computeRatios()
+	want := map[string]float64{
+		"host-memory CPU per round trip / relay CPU per round trip":             1.75, // 2 and 1.5
+		"host-memory CPU per round trip / proto-frame-relay CPU per round trip": 1.375,
+		"host-redis CPU per round trip / redis CPU per round trip":              5,
+	}
+	for _, q := range r.Ratios {
+		w, ok := want[q.Name]
+		if !ok {
+			continue
+		}
+		delete(want, q.Name)
+		if q.Value == nil || math.Abs(*q.Value-w) > 1e-9 || q.Op != "" || q.Met {
+			t.Errorf("%s = %v (op %q, met %v), want %v as a reference", q.Name, q.Value, q.Op, q.Met, w)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("missing ratios: %v", want)
+	}
+	var b strings.Builder
+	if err := r.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | 75 | baseline |", "CPU ÷ relay CPU = 1.75 (rounds 1.50–2.00), no target"} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("the Markdown report lacks %q:\n%s", s, b.String())
+		}
+	}
+}
