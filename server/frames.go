@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"unicode/utf8"
 
 	"buf.build/go/protovalidate"
 
@@ -12,9 +13,10 @@ import (
 
 // The frames on the hot path of messaging (a plugin's send, its replies and acks) are
 // checked by hand against the same rules as their buf.validate annotations: the generic
-// validator cost a tenth of the host's CPU per routed message (nexus-bench profile). Every
-// other frame goes through protovalidate. server/frames_test.go holds the two to the same
-// verdicts.
+// validator cost a tenth of the host's CPU per routed message (nexus-bench profile). So are
+// the hello and the health reports, for the stack of the goroutine that serves an idle
+// session (see validateFrame). Every other frame goes through protovalidate.
+// server/frames_test.go holds the two to the same verdicts.
 
 // pluginIDPattern and messageTypePattern are the rules of plugin ids and message types
 // (for the messages of validation errors); validPluginID and validMessageType check them
@@ -131,6 +133,15 @@ func validateFrame(v protovalidate.Validator, req *pluginhostv1.ConnectRequest) 
 		if w.GetBytes() <= 0 {
 			bad("http_window.bytes", "value must be greater than 0")
 		}
+	// A session's first frame and the health reports that an idle session still receives:
+	// checked by hand for their depth rather than their cost. They are received on the
+	// goroutine that serves the session, and protovalidate's walk took its stack from 8 to
+	// 16 KiB, which it then kept for the whole session (it shrinks back only below a
+	// quarter in use, and an idle session waiting in Receive uses more).
+	case *pluginhostv1.ConnectRequest_Hello:
+		checkHello(f.Hello, bad)
+	case *pluginhostv1.ConnectRequest_HealthReport:
+		checkHealthReport(f.HealthReport, bad)
 	default:
 		if err := v.Validate(req); err != nil {
 			return &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: toDomain(err)}
@@ -141,4 +152,85 @@ func validateFrame(v protovalidate.Validator, req *pluginhostv1.ConnectRequest) 
 		return &pluginhost.InvalidFrame{RequestID: requestIDOf(req), Err: errs.WithFields(errs.ValidationError, "the request is invalid", problems)}
 	}
 	return nil
+}
+
+// subscriptionPattern is the rule of the event type patterns of a hello's subscriptions.
+const subscriptionPattern = `^[A-Za-z0-9_*.:-]{1,128}$`
+
+// checkHello checks a hello against its buf.validate rules, reporting each violation to bad.
+func checkHello(h *pluginhostv1.Hello, bad func(field, desc string, args ...any)) {
+	if !validPluginID(h.GetPluginId()) {
+		bad("hello.plugin_id", "value does not match regex pattern `%s`", pluginIDPattern)
+	}
+	for _, f := range []struct {
+		name, value string
+	}{{"instance_id", h.GetInstanceId()}, {"version", h.GetVersion()}, {"sdk", h.GetSdk()}} {
+		if utf8.RuneCountInString(f.value) > 128 {
+			bad("hello."+f.name, "value length must be at most 128 characters")
+		}
+	}
+	for _, l := range []struct {
+		name     string
+		items    []string
+		maxItems int
+		pattern  bool // each item matches subscriptionPattern; else it has at most 128 characters
+	}{
+		{"services", h.GetServices(), 64, false},
+		{"message_types", h.GetMessageTypes(), 256, false},
+		{"subscriptions", h.GetSubscriptions(), 256, true},
+	} {
+		if len(l.items) > l.maxItems {
+			bad("hello."+l.name, "value must contain no more than %d item(s)", l.maxItems)
+		}
+		for i, item := range l.items {
+			switch {
+			case l.pattern && !validSubscription(item):
+				bad(fmt.Sprintf("hello.%s[%d]", l.name, i), "value does not match regex pattern `%s`", subscriptionPattern)
+			case !l.pattern && utf8.RuneCountInString(item) > 128:
+				bad(fmt.Sprintf("hello.%s[%d]", l.name, i), "value length must be at most 128 characters")
+			}
+		}
+	}
+}
+
+// validSubscription reports whether s matches subscriptionPattern.
+func validSubscription(s string) bool {
+	if len(s) < 1 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case isASCIILetter(c), c >= '0' && c <= '9', c == '_', c == '*', c == '.', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkHealthReport checks a health report against its buf.validate rules, reporting each
+// violation to bad.
+func checkHealthReport(r *pluginhostv1.HealthReport, bad func(field, desc string, args ...any)) {
+	checks := r.GetChecks()
+	if len(checks) > 64 {
+		bad("health_report.checks", "value must contain no more than 64 item(s)")
+	}
+	for i, c := range checks {
+		field := func(name string) string { return fmt.Sprintf("health_report.checks[%d].%s", i, name) }
+		switch n := utf8.RuneCountInString(c.GetName()); {
+		case n < 1:
+			bad(field("name"), "value length must be at least 1 characters")
+		case n > 128:
+			bad(field("name"), "value length must be at most 128 characters")
+		}
+		if st := c.GetStatus(); st != "pass" && st != "warning" && st != "fail" {
+			bad(field("status"), "value must be in list [pass, warning, fail]")
+		}
+		if utf8.RuneCountInString(c.GetDetails()) > 4096 {
+			bad(field("details"), "value length must be at most 4096 characters")
+		}
+		if utf8.RuneCountInString(c.GetUnit()) > 32 {
+			bad(field("unit"), "value length must be at most 32 characters")
+		}
+	}
 }

@@ -37,7 +37,60 @@ func TestHandCheckedFramesAgreeWithProtovalidate(t *testing.T) {
 	window := func(id string, n int64) *pluginhostv1.ConnectRequest {
 		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HttpWindow{HttpWindow: &pluginhostv1.HttpWindow{RequestId: id, Bytes: n}}}
 	}
+	hello := func(h *pluginhostv1.Hello) *pluginhostv1.ConnectRequest {
+		if h.PluginId == "" {
+			h.PluginId = "analytics-plugin"
+		} else if h.PluginId == "-" {
+			h.PluginId = ""
+		}
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_Hello{Hello: h}}
+	}
+	items := func(n, size int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = strings.Repeat("é", size)
+		}
+		return out
+	}
+	health := func(checks ...*pluginhostv1.Check) *pluginhostv1.ConnectRequest {
+		return &pluginhostv1.ConnectRequest{Frame: &pluginhostv1.ConnectRequest_HealthReport{HealthReport: &pluginhostv1.HealthReport{CheckId: "c1", Checks: checks}}}
+	}
+	check := func(name, status string, details, unit *string) *pluginhostv1.Check {
+		return &pluginhostv1.Check{Name: name, Status: status, Details: details, Unit: unit}
+	}
+	str := func(n int) *string { s := strings.Repeat("é", n); return &s }
+	manyChecks := func(n int) []*pluginhostv1.Check {
+		out := make([]*pluginhostv1.Check, n)
+		for i := range out {
+			out[i] = check("c", "pass", nil, nil)
+		}
+		return out
+	}
 	frames := []*pluginhostv1.ConnectRequest{
+		hello(&pluginhostv1.Hello{}), hello(&pluginhostv1.Hello{PluginId: "-"}), hello(&pluginhostv1.Hello{PluginId: "Analytics"}),
+		hello(&pluginhostv1.Hello{PluginId: "ab"}), hello(&pluginhostv1.Hello{PluginId: strings.Repeat("a", 65)}),
+		hello(&pluginhostv1.Hello{InstanceId: strings.Repeat("é", 128), Version: strings.Repeat("é", 128), Sdk: strings.Repeat("é", 128)}),
+		hello(&pluginhostv1.Hello{InstanceId: strings.Repeat("é", 129)}), hello(&pluginhostv1.Hello{Version: strings.Repeat("é", 129)}),
+		hello(&pluginhostv1.Hello{Sdk: strings.Repeat("é", 129)}),
+		hello(&pluginhostv1.Hello{Services: items(64, 128)}), hello(&pluginhostv1.Hello{Services: items(65, 1)}),
+		hello(&pluginhostv1.Hello{Services: items(1, 129)}), hello(&pluginhostv1.Hello{Services: []string{""}}),
+		hello(&pluginhostv1.Hello{MessageTypes: items(256, 128)}), hello(&pluginhostv1.Hello{MessageTypes: items(257, 1)}),
+		hello(&pluginhostv1.Hello{MessageTypes: items(2, 129)}),
+		hello(&pluginhostv1.Hello{Subscriptions: []string{"order.*", "*", "*.error", "a:b_c-d.e", strings.Repeat("a", 128)}}),
+		hello(&pluginhostv1.Hello{Subscriptions: []string{""}}), hello(&pluginhostv1.Hello{Subscriptions: []string{strings.Repeat("a", 129)}}),
+		hello(&pluginhostv1.Hello{Subscriptions: []string{"a b"}}), hello(&pluginhostv1.Hello{Subscriptions: []string{"é"}}),
+		hello(&pluginhostv1.Hello{Subscriptions: []string{"a\n"}}),
+		hello(&pluginhostv1.Hello{Subscriptions: func() []string {
+			s := make([]string, 257)
+			for i := range s {
+				s[i] = "x"
+			}
+			return s
+		}()}),
+		health(), health(check("db", "pass", nil, nil)), health(check("db", "warning", str(4096), str(32)), check(strings.Repeat("é", 128), "fail", nil, nil)),
+		health(check("", "pass", nil, nil)), health(check(strings.Repeat("é", 129), "pass", nil, nil)), health(check("db", "ok", nil, nil)),
+		health(check("db", "", nil, nil)), health(check("db", "pass", str(4097), nil)), health(check("db", "pass", nil, str(33))),
+		health(check("db", "pass", str(0), str(0))), health(manyChecks(64)...), health(manyChecks(65)...),
 		resp("h1", 200, 10), resp("", 200, 0), resp("h1", 99, 0), resp("h1", 100, 0), resp("h1", 999, 65536), resp("h1", 1000, 0), resp("h1", 200, 65537),
 		body("h1", 65536), body("h1", 65537), body("", 0), body("h1", 0),
 		window("h1", 1), window("h1", 0), window("h1", -5), window("", 10),
@@ -64,12 +117,16 @@ func TestHandCheckedFramesAgreeWithProtovalidate(t *testing.T) {
 // FuzzIDChecks holds the hand-written id checks to the regular expressions they replace.
 func FuzzIDChecks(f *testing.F) {
 	pluginID, messageType := regexp.MustCompile(pluginIDPattern), regexp.MustCompile(messageTypePattern)
-	for _, s := range []string{"analytics-plugin", "ab", "abc-", "a-c", "Abc", "user.login", "a:b_c-d.e", "9x", "", "é", strings.Repeat("a", 64), strings.Repeat("a", 65), strings.Repeat("a", 128), strings.Repeat("a", 129), "abc\n"} {
+	subscription := regexp.MustCompile(subscriptionPattern)
+	for _, s := range []string{"analytics-plugin", "ab", "abc-", "a-c", "Abc", "user.login", "a:b_c-d.e", "9x", "", "é", strings.Repeat("a", 64), strings.Repeat("a", 65), strings.Repeat("a", 128), strings.Repeat("a", 129), "abc\n", "order.*", "*.error", "a b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		if got, want := validPluginID(s), pluginID.MatchString(s); got != want {
 			t.Errorf("validPluginID(%q) = %v, the pattern says %v", s, got, want)
+		}
+		if got, want := validSubscription(s), subscription.MatchString(s); got != want {
+			t.Errorf("validSubscription(%q) = %v, the pattern says %v", s, got, want)
 		}
 		if got, want := validMessageType(s), messageType.MatchString(s); got != want {
 			t.Errorf("validMessageType(%q) = %v, the pattern says %v", s, got, want)

@@ -33,6 +33,16 @@ const (
 // sniffMaxBytes).
 const maxSniffing = 256
 
+// sniffQueueWait bounds how long a new connection waits for a sniffing slot while
+// maxSniffing connections are being sniffed; then it goes to net/http unsniffed. Sniffing a
+// client that sends its first request at once takes well under a millisecond, so a burst
+// of plugins connecting together (1,000 in nexus-bench's idle scenario) waits a little and
+// reaches the grpc-go server, instead of a fifth of them landing on net/http, which serves
+// an idle plugin session with more memory (its handler's stack alone: 16 KiB against 8,
+// plus a connection goroutine of 8 KiB). Clients that hold slots without sending (at most
+// sniffTimeout each) delay the others by at most this much.
+const sniffQueueWait = 250 * time.Millisecond
+
 // sniffListener hands plugin-stream connections to plugins and the rest to Accept.
 type sniffListener struct {
 	net.Listener
@@ -40,18 +50,26 @@ type sniffListener struct {
 	plugins  *chanListener
 
 	conns chan net.Conn // sniffed non-plugin connections, for Accept
-	// sniffing holds a token per connection being sniffed.
-	sniffing chan struct{}
-	done     chan struct{}
-	once     sync.Once
-	wg       sync.WaitGroup
+	// sniffing holds a token per connection being sniffed; a connection waits at most
+	// queueWait (sniffQueueWait but in tests) for one.
+	sniffing  chan struct{}
+	queueWait time.Duration
+	done      chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
 }
 
 func newSniffListener(ln net.Listener, isPlugin func(path, contentType string) bool) *sniffListener {
+	return newSniffListenerWait(ln, isPlugin, sniffQueueWait)
+}
+
+// newSniffListenerWait is newSniffListener with queueWait (the tests' choice).
+func newSniffListenerWait(ln net.Listener, isPlugin func(path, contentType string) bool, queueWait time.Duration) *sniffListener {
 	l := &sniffListener{
 		Listener: ln, isPlugin: isPlugin,
 		plugins: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})},
 		conns:   make(chan net.Conn), done: make(chan struct{}), sniffing: make(chan struct{}, maxSniffing),
+		queueWait: queueWait,
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -83,18 +101,17 @@ func (l *sniffListener) acceptLoop() {
 }
 
 // route sniffs one connection and hands it on. At most maxSniffing connections are sniffed
-// at a time; beyond that they go to net/http unsniffed (which serves plugin streams too).
+// at a time; one that finds no slot within queueWait goes to net/http unsniffed (which
+// serves plugin streams too).
 func (l *sniffListener) route(c net.Conn) {
 	var seen []byte
 	var plugin bool
-	select {
-	case l.sniffing <- struct{}{}:
+	if l.sniffSlot() {
 		_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
 		seen, plugin = sniffConn(c, l.isPlugin)
 		_ = c.SetReadDeadline(time.Time{})
 		_ = c.SetWriteDeadline(time.Time{})
 		<-l.sniffing
-	default:
 	}
 	conn := &replayConn{Conn: c, pending: seen}
 	if plugin {
@@ -114,6 +131,25 @@ func (l *sniffListener) route(c net.Conn) {
 	case <-l.done:
 		c.Close()
 	}
+}
+
+// sniffSlot takes a sniffing slot, waiting at most queueWait for one; it reports false when
+// none was free in time or the listener closed.
+func (l *sniffListener) sniffSlot() bool {
+	select {
+	case l.sniffing <- struct{}{}:
+		return true
+	default:
+	}
+	timer := time.NewTimer(l.queueWait)
+	defer timer.Stop()
+	select {
+	case l.sniffing <- struct{}{}:
+		return true
+	case <-timer.C:
+	case <-l.done:
+	}
+	return false
 }
 
 func (l *sniffListener) Accept() (net.Conn, error) {

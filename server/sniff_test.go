@@ -121,3 +121,84 @@ func TestAckStripperRemovesOneSettingsAck(t *testing.T) {
 		}
 	}
 }
+
+// TestSniffQueuesWhenBusy holds every sniffing slot with clients that send nothing, then
+// connects a plugin: it waits for a slot rather than going to net/http unsniffed, and gets
+// one when a silent client goes; with no slot free within the listener's wait, it goes to
+// net/http.
+func TestSniffQueuesWhenBusy(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		wait       time.Duration
+		freeASlot  bool
+		wantPlugin bool
+	}{
+		{"a slot frees up", time.Minute, true, true},
+		{"no slot in time", 10 * time.Millisecond, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := newSniffListenerWait(ln, isGRPCPluginStream, c.wait)
+			defer l.Close()
+			var silent []net.Conn
+			defer func() {
+				for _, s := range silent {
+					s.Close()
+				}
+			}()
+			for range maxSniffing {
+				s, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				silent = append(silent, s)
+				if _, err := s.Write([]byte(http2Preface[:10])); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for deadline := time.Now().Add(10 * time.Second); len(l.sniffing) < maxSniffing; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d silent clients being sniffed", len(l.sniffing), maxSniffing)
+				}
+			}
+			p, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			go func() { _, _ = io.Copy(io.Discard, p) }() // the sniffer's SETTINGS frame
+			if _, err := p.Write(h2Start(t, pluginStreamPath, "application/grpc")); err != nil {
+				t.Fatal(err)
+			}
+			if c.freeASlot {
+				silent[0].Close()
+			}
+			timeout := time.After(10 * time.Second)
+			for {
+				select {
+				case got := <-l.plugins.conns:
+					if got.RemoteAddr().String() != p.LocalAddr().String() {
+						t.Fatalf("a silent client went to the plugin server")
+					}
+					if !c.wantPlugin {
+						t.Fatal("the plugin went to the plugin server; want net/http, unsniffed")
+					}
+					return
+				case got := <-l.conns:
+					if got.RemoteAddr().String() != p.LocalAddr().String() {
+						continue // the silent client that went
+					}
+					if c.wantPlugin {
+						t.Fatal("the plugin went to net/http; want the plugin server")
+					}
+					return
+				case <-timeout:
+					t.Fatal("the plugin's connection was not routed")
+				}
+			}
+		})
+	}
+}

@@ -287,6 +287,27 @@ type Consumer interface {
 	Close() error
 }
 
+// Notifier is implemented by consumers that can be read without a goroutine blocked in
+// Next while there is nothing to read (busmem's): a plugin instance that is idle then costs
+// no goroutine for its deliveries.
+type Notifier interface {
+	// TryNextOrNotify returns the delivery Next would return at once (ok true). When Next
+	// would wait instead (nothing is ready, or the consumer holds Prefetch unsettled
+	// deliveries), it returns ok false and registers fn, to be called once when Next might
+	// return something or fail: an entry was published or handed back, a delivery of the
+	// consumer was settled and freed a Prefetch slot, an in-flight entry's processing
+	// timeout expired (the consumer's own or, while it holds fewer than Prefetch, another
+	// consumer's; Extend moves that time), or the consumer or the bus was closed. fn runs
+	// on the goroutine that makes it so (a publisher's, a settle's, a Close's) or on a
+	// timer's; the caller then calls TryNextOrNotify again. fn may be called when there is
+	// nothing to take after all (the caller registers again), but is never left uncalled
+	// when there is. A call withdraws the function an earlier call registered, if it was
+	// not called yet. After Close it returns ErrClosed and registers nothing. fn may be
+	// called while the bus holds locks: it must not block, and must not call the consumer
+	// (it starts the goroutine that does).
+	TryNextOrNotify(fn func()) (d Delivery, ok bool, err error)
+}
+
 // AsyncSettler is implemented by consumers whose settling takes a round trip to a backend
 // (busredis): the host settles without waiting, so that a session's receive loop goes on
 // reading its plugin's frames and no goroutine waits for each settle. done is called once

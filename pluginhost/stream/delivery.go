@@ -59,87 +59,180 @@ func (s *session) inflightShrank() {
 }
 
 // tryNexter is implemented by consumers that can hand out a delivery without waiting
-// (busmem's): TryNext returns what Next would return at once, or ok false when Next would
-// wait.
+// (busredis's, busmem's): TryNext returns what Next would return at once, or ok false when
+// Next would wait.
 type tryNexter interface {
 	TryNext() (d bus.Delivery, ok bool, err error)
 }
 
-// deliverLoop reads the session's consumer and sends each delivery to the plugin until the
-// session ends. While the consumer has more deliveries ready at once (a backlog, or an
-// event fanned out to a busy plugin), it takes them without a blocking Next each (TryNext)
-// and sends them back to back, so that the transport's writer finds them together and
-// flushes them in one write.
-func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
-	tn, _ := sess.cons.(tryNexter)
-	var next bus.Delivery // taken by TryNext, sent by the next iteration
-	haveNext := false
-	for {
-		d := next
-		if !haveNext {
-			var err error
-			d, err = sess.cons.Next(ctx)
-			if err != nil {
-				if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
-					return
-				}
-				h.log.Warn("reading a plugin inbox failed; retrying", "plugin_id", sess.pluginID, "error", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Second):
-				}
-				continue
+// startDeliveries starts handing the session's deliveries to its plugin. With a consumer
+// that can call back (bus.Notifier: busmem's), deliveries are sent by runs of
+// runDeliveries, started on demand, one at a time: an idle session has no goroutine for
+// them. Otherwise deliverLoop waits in the consumer's Next for the whole session. Either
+// way, stopDeliveries ends them.
+func (h *Sessions) startDeliveries(ctx context.Context, sess *session) {
+	nf, ok := sess.cons.(bus.Notifier)
+	if !ok {
+		sess.deliveries.Go(func() { h.deliverLoop(ctx, sess) })
+		return
+	}
+	run := func() { h.runDeliveries(ctx, sess, nf) }
+	sess.wakeDeliveries = func() { sess.startRun(run) }
+	sess.wakeDeliveries()
+}
+
+// startRun starts run on a goroutine of sess.deliveries unless one runs (then it marks
+// that the consumer called back meanwhile: the run looks again before it ends) or the
+// deliveries stopped. It is the function the session's consumer calls back, under the
+// bus's lock: it does not block.
+func (s *session) startRun(run func()) {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	switch {
+	case s.runStopped:
+	case s.running:
+		s.runAgain = true
+	default:
+		s.running = true
+		s.deliveries.Go(run)
+	}
+}
+
+// runEnds reports whether the delivery run may end: true unless the consumer called back
+// while it ran, in which case it looks again.
+func (s *session) runEnds() bool {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.runAgain {
+		s.runAgain = false
+		return false
+	}
+	s.running = false
+	return true
+}
+
+// stopDeliveries waits for the delivery goroutine, once ctx has ended: no run starts after
+// it returns, even when the consumer calls back.
+func (s *session) stopDeliveries() {
+	s.runMu.Lock()
+	s.runStopped = true
+	s.runMu.Unlock()
+	s.deliveries.Wait()
+}
+
+// runDeliveries sends the deliveries the consumer has ready, back to back (so that the
+// transport's writer finds them together and flushes them in one write), then registers
+// sess.wakeDeliveries with the consumer and ends: the consumer calls it back when it may
+// have more, which starts another run. It ends too when the session ends.
+func (h *Sessions) runDeliveries(ctx context.Context, sess *session, nf bus.Notifier) {
+	for ctx.Err() == nil {
+		d, ok, err := nf.TryNextOrNotify(sess.wakeDeliveries)
+		switch {
+		case err != nil:
+			if !h.retryAfter(ctx, sess, err) {
+				return
 			}
-		}
-		next, haveNext = bus.Delivery{}, false
-		data, err := framePayload(d.Data)
-		if err != nil {
-			h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
-			_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
-			continue
-		}
-		f := &pluginhostv1.Deliver{
-			DeliveryId: d.Tag, Kind: deliveryKind(d.Kind), Id: d.ID, Source: d.Source, Type: d.Type, Data: data,
-			Attempt: int32(d.Attempt),
-		}
-		if !d.Deadline.IsZero() {
-			f.Deadline = timestamppb.New(d.Deadline)
-			// A message is settled by its reply; keep it from being redelivered to another
-			// instance while the sender still waits (the processing timeout may be shorter).
-			if rest := time.Until(d.Deadline); rest > h.busOpts.ProcessingTimeout {
-				_ = sess.cons.Extend(ctx, d.Tag, rest)
+		case ok:
+			if !h.deliver(ctx, sess, d) {
+				return // the session ended; closing the consumer hands the delivery back
 			}
-		}
-		now := time.Now()
-		until := now.Add(h.busOpts.ProcessingTimeout)
-		if d.Deadline.After(until) {
-			until = d.Deadline
-		}
-		sess.mu.Lock()
-		if len(sess.inflight) >= 2*h.busOpts.Prefetch {
-			sess.pruneInflight(now)
-		}
-		sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
-		if !sess.watchingCancels {
-			sess.watchingCancels = true
-			sess.wg.Add(1) // waited for after this loop ends (ServeSession)
-			go h.cancelLoop(ctx, sess)
-		}
-		sess.mu.Unlock()
-		if err := sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}}); err != nil {
-			return // the session ended; closing the consumer hands the delivery back
-		}
-		if tn != nil && ctx.Err() == nil {
-			if nd, ok, err := tn.TryNext(); err == nil && ok {
-				next, haveNext = nd, true
-			}
+		case sess.runEnds():
+			return
 		}
 	}
 }
 
+// deliverLoop reads the session's consumer with a blocking Next and sends each delivery to
+// the plugin until the session ends; it serves consumers that cannot call back. While the
+// consumer has more deliveries ready at once, it takes them without a blocking Next each
+// (TryNext, when the consumer has it) and sends them back to back.
+func (h *Sessions) deliverLoop(ctx context.Context, sess *session) {
+	tn, _ := sess.cons.(tryNexter)
+	for {
+		d, err := sess.cons.Next(ctx)
+		if err != nil {
+			if !h.retryAfter(ctx, sess, err) {
+				return
+			}
+			continue
+		}
+		for {
+			if !h.deliver(ctx, sess, d) {
+				return // the session ended; closing the consumer hands the delivery back
+			}
+			if tn == nil || ctx.Err() != nil {
+				break
+			}
+			nd, ok, err := tn.TryNext()
+			if err != nil || !ok {
+				break
+			}
+			d = nd
+		}
+	}
+}
+
+// retryAfter handles a failed read of the session's consumer: it reports false when the
+// session or the consumer has ended, and otherwise waits a second (or until the session
+// ends) before the read is tried again.
+func (h *Sessions) retryAfter(ctx context.Context, sess *session, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
+		return false
+	}
+	h.log.Warn("reading a plugin inbox failed; retrying", "plugin_id", sess.pluginID, "error", err)
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// deliver sends one delivery to the plugin and records it in flight. It reports false when
+// the session has ended.
+func (h *Sessions) deliver(ctx context.Context, sess *session, d bus.Delivery) bool {
+	data, err := framePayload(d.Data)
+	if err != nil {
+		h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
+		_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
+		return true
+	}
+	f := &pluginhostv1.Deliver{
+		DeliveryId: d.Tag, Kind: deliveryKind(d.Kind), Id: d.ID, Source: d.Source, Type: d.Type, Data: data,
+		Attempt: int32(d.Attempt),
+	}
+	if !d.Deadline.IsZero() {
+		f.Deadline = timestamppb.New(d.Deadline)
+		// A message is settled by its reply; keep it from being redelivered to another
+		// instance while the sender still waits (the processing timeout may be shorter).
+		if rest := time.Until(d.Deadline); rest > h.busOpts.ProcessingTimeout {
+			_ = sess.cons.Extend(ctx, d.Tag, rest)
+		}
+	}
+	now := time.Now()
+	until := now.Add(h.busOpts.ProcessingTimeout)
+	if d.Deadline.After(until) {
+		until = d.Deadline
+	}
+	sess.mu.Lock()
+	if len(sess.inflight) >= 2*h.busOpts.Prefetch {
+		sess.pruneInflight(now)
+	}
+	sess.inflight[d.Tag] = inflight{d: d, at: now, until: until}
+	if !sess.watchingCancels {
+		sess.watchingCancels = true
+		sess.wg.Add(1) // waited for after the deliveries stop (ServeSession)
+		go h.cancelLoop(ctx, sess)
+	}
+	sess.mu.Unlock()
+	err = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}})
+	return err == nil
+}
+
 // cancelLoop tells the plugin about in-flight messages their senders gave up on. It runs
-// while the session has deliveries in flight: deliverLoop starts it, and it ends once
+// while the session has deliveries in flight: deliver starts it, and it ends once
 // inflight is empty (an idle session has no goroutine for this). A notice that comes while
 // it does not run names no delivery in flight, which it would ignore anyway; the bus drops
 // notices its channel has no room for.

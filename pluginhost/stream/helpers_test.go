@@ -80,6 +80,12 @@ type unaskedReport struct {
 // stopped in cleanup, after the sessions the test started.
 func newFixture(t *testing.T, tune ...func(*stream.Options)) *fixture {
 	t.Helper()
+	return newFixtureBus(t, bus.Options{ProcessingTimeout: processingTimeout, MaxAttempts: maxAttempts}, tune...)
+}
+
+// newFixtureBus is newFixture with a bus of options busOpts.
+func newFixtureBus(t *testing.T, busOpts bus.Options, tune ...func(*stream.Options)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	st, err := storesqlite.Open(ctx, filepath.Join(t.TempDir(), "nexus.db"))
 	if err != nil {
@@ -100,7 +106,6 @@ func newFixture(t *testing.T, tune ...func(*stream.Options)) *fixture {
 	if err := f.reg.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	busOpts := bus.Options{ProcessingTimeout: processingTimeout, MaxAttempts: maxAttempts}
 	f.router = router.New(router.Options{Registry: f.reg, Presence: f.pres, Bus: busmem.New(busOpts), BusOptions: busOpts})
 	f.pres.OnAttach(func(inst presence.Instance) { close(f.attachedCh(inst.SessionID())) })
 	opts := stream.Options{

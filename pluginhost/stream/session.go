@@ -73,6 +73,18 @@ type session struct {
 	services, messageTypes []string
 	// cons reads the plugin's inbox for this instance; set before the session is shared.
 	cons bus.Consumer
+	// deliveries waits for the goroutine that sends the consumer's deliveries to the
+	// plugin: deliverLoop for the whole session, or, when cons can call back
+	// (bus.Notifier), a run of runDeliveries while it has deliveries ready (see
+	// startDeliveries). wakeDeliveries, set once before the first run, is the function
+	// registered with cons to start a run. runMu guards running (a run goes), runAgain (cons
+	// called back during the run) and runStopped (the session ended: no run starts).
+	deliveries     sync.WaitGroup
+	wakeDeliveries func()
+	runMu          sync.Mutex
+	running        bool
+	runAgain       bool
+	runStopped     bool
 	// sem bounds the requests running beside the receive loop; wg waits for them and for
 	// the cancel watcher (cancelLoop).
 	sem chan struct{}
@@ -390,8 +402,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 			en.End(sess.endReason())
 		}
 	}
-	var loops sync.WaitGroup
-	loops.Go(func() { h.deliverLoop(ctx, sess) })
+	h.startDeliveries(ctx, sess)
 	h.pres.Attach(sess)
 	// Disabled or uninstalled meanwhile: the change did not find this session attached.
 	if err := h.admit(sess); err != nil {
@@ -410,7 +421,7 @@ func (h *Sessions) ServeSession(ctx context.Context, caller SessionCaller, strea
 
 	close(sess.done)
 	cancel()
-	loops.Wait()
+	sess.stopDeliveries()
 	sess.closeOut()
 	sess.wg.Wait()
 	// The consumer closes before the session is detached: once the instance no longer

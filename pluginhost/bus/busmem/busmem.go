@@ -6,7 +6,10 @@
 // deliverable again. Nothing runs in the background: redeliveries, expired deadlines and
 // dedupe memory are handled lazily by the calls that touch an inbox, and a blocked Next
 // wakes at the earliest time an in-flight entry of its inbox may be redelivered (one timer
-// per waiting call, none per message). Nothing survives the process. Data slices handed
+// per waiting call, none per message). A consumer can also wait without a goroutine
+// (bus.Notifier): the function it registers is called where a blocked Next would be woken,
+// and by a timer of the consumer's (time.AfterFunc) where Next's own timer would fire.
+// Nothing survives the process. Data slices handed
 // out (deliveries, dead letters, watched events) are shared and must not be modified.
 //
 // Behaviour the bus package leaves open, decided here:

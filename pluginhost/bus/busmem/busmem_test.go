@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,9 +402,19 @@ func TestNoGoroutinesLeft(t *testing.T) {
 }
 
 // TestStress runs producers and consumers that ack, extend, forget and crash at random,
-// and checks that every entry is acknowledged exactly once.
+// and checks that every entry is acknowledged exactly once; the consumers read with Next,
+// or with TryNextOrNotify (waiting for the call back when nothing is ready).
 func TestStress(t *testing.T) {
 	t.Parallel()
+	for _, notify := range []bool{false, true} {
+		t.Run(fmt.Sprint("notify=", notify), func(t *testing.T) {
+			t.Parallel()
+			stress(t, notify)
+		})
+	}
+}
+
+func stress(t *testing.T, notify bool) {
 	const producers, perProducer, workers = 3, 400, 4
 	b := newBus(t, bus.Options{ProcessingTimeout: 100 * time.Millisecond, MaxAttempts: 1000, Prefetch: 8, MaxInbox: 300})
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -446,8 +457,32 @@ func TestStress(t *testing.T) {
 					fail(fmt.Errorf("Consume: %w", err))
 					return
 				}
+				read := c.Next
+				if notify {
+					nf := c.(bus.Notifier)
+					woken := make(chan struct{}, 1)
+					wake := func() {
+						select {
+						case woken <- struct{}{}:
+						default:
+						}
+					}
+					read = func(ctx context.Context) (bus.Delivery, error) {
+						for {
+							d, ok, err := nf.TryNextOrNotify(wake)
+							if err != nil || ok {
+								return d, err
+							}
+							select {
+							case <-woken:
+							case <-ctx.Done():
+								return bus.Delivery{}, ctx.Err()
+							}
+						}
+					}
+				}
 				for ctx.Err() == nil {
-					d, err := c.Next(ctx)
+					d, err := read(ctx)
 					if err != nil {
 						if ctx.Err() == nil {
 							fail(fmt.Errorf("Next: %w", err))
@@ -702,4 +737,209 @@ func TestTryNext(t *testing.T) {
 	if d, ok, err := c2.(tryNexter).TryNext(); !ok || err != nil || d.ID != "e2" {
 		t.Fatalf("TryNext after the handback: %+v, ok %v, error %v", d, ok, err)
 	}
+}
+
+// parked is a consumer read with TryNextOrNotify, as pluginhost/stream reads busmem's: no
+// goroutine waits in Next, the consumer calls back instead.
+type parked struct {
+	t  *testing.T
+	c  bus.Consumer
+	nf bus.Notifier
+	// woken receives a value each time the function registered last is called; a second
+	// call of one registration fails the test.
+	woken chan struct{}
+}
+
+func park(t *testing.T, c bus.Consumer) *parked {
+	t.Helper()
+	nf, ok := c.(bus.Notifier)
+	if !ok {
+		t.Fatalf("the consumer %T is no bus.Notifier", c)
+	}
+	return &parked{t: t, c: c, nf: nf, woken: make(chan struct{}, 1)}
+}
+
+// try calls TryNextOrNotify with a fresh function, which must be called at most once.
+func (p *parked) try() (bus.Delivery, bool, error) {
+	var calls atomic.Int32
+	return p.nf.TryNextOrNotify(func() {
+		if calls.Add(1) > 1 {
+			p.t.Error("a registered function was called twice")
+			return
+		}
+		select {
+		case p.woken <- struct{}{}:
+		default:
+			p.t.Error("a function registered before was called after a later registration")
+		}
+	})
+}
+
+// idle checks that nothing is ready: the call registers a function.
+func (p *parked) idle() {
+	p.t.Helper()
+	if d, ok, err := p.try(); ok || err != nil {
+		p.t.Fatalf("TryNextOrNotify = %s, ok %v, error %v; want nothing ready", d.ID, ok, err)
+	}
+}
+
+// waitWoken waits for the registered function's call.
+func (p *parked) waitWoken(what string) {
+	p.t.Helper()
+	select {
+	case <-p.woken:
+	case <-time.After(10 * time.Second):
+		p.t.Fatalf("the parked consumer was not called back (%s)", what)
+	}
+}
+
+// take returns the next delivery as a session's delivery run would get it: it looks, and
+// when there is nothing yet, it waits for the call back and looks again.
+func (p *parked) take(what string) bus.Delivery {
+	p.t.Helper()
+	for {
+		d, ok, err := p.try()
+		if err != nil {
+			p.t.Fatalf("TryNextOrNotify (%s): %v", what, err)
+		}
+		if ok {
+			return d
+		}
+		p.waitWoken(what)
+	}
+}
+
+// TestNotifier parks a consumer with TryNextOrNotify (nothing ready: its function is
+// registered) and checks that it is called back, and then gets the delivery, for every
+// reason a blocked Next would wake for.
+func TestNotifier(t *testing.T) {
+	t.Parallel()
+	const long = time.Hour // a processing timeout no test waits for
+	t.Run("publish", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: long})
+		p := park(t, consume(t, b, "p", "i1"))
+		p.idle()
+		publish(t, b, env("p", "m1"))
+		p.waitWoken("publish")
+		if d := p.take("publish"); d.ID != "m1" || d.Attempt != 1 {
+			t.Fatalf("got %s attempt %d; want m1 attempt 1", d.ID, d.Attempt)
+		}
+	})
+	t.Run("a settle frees a Prefetch slot", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: long, Prefetch: 1})
+		p := park(t, consume(t, b, "p", "i1"))
+		publish(t, b, env("p", "m1"))
+		publish(t, b, env("p", "m2"))
+		d1 := p.take("first")
+		p.idle() // m2 is ready, but the consumer holds Prefetch deliveries
+		if err := p.c.Ack(t.Context(), d1.Tag); err != nil {
+			t.Fatal(err)
+		}
+		p.waitWoken("ack")
+		if d := p.take("after the ack"); d.ID != "m2" {
+			t.Fatalf("got %s; want m2", d.ID)
+		}
+	})
+	t.Run("its own delivery times out", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: 100 * time.Millisecond})
+		p := park(t, consume(t, b, "p", "i1"))
+		publish(t, b, env("p", "m1"))
+		p.take("first")
+		p.idle()
+		p.waitWoken("processing timeout")
+		if d := p.take("redelivery"); d.ID != "m1" || d.Attempt != 2 {
+			t.Fatalf("got %s attempt %d; want m1 attempt 2", d.ID, d.Attempt)
+		}
+	})
+	t.Run("its own delivery times out while it holds Prefetch", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: 100 * time.Millisecond, Prefetch: 1})
+		p := park(t, consume(t, b, "p", "i1"))
+		publish(t, b, env("p", "m1"))
+		publish(t, b, env("p", "m2"))
+		p.take("first")
+		p.idle()
+		p.waitWoken("processing timeout")
+		if d := p.take("redelivery"); d.ID != "m1" || d.Attempt != 2 {
+			t.Fatalf("got %s attempt %d; want m1 attempt 2", d.ID, d.Attempt)
+		}
+	})
+	t.Run("another consumer's delivery times out", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: 100 * time.Millisecond})
+		holder := park(t, consume(t, b, "p", "holder"))
+		p := park(t, consume(t, b, "p", "idle"))
+		publish(t, b, env("p", "m1"))
+		holder.take("first")
+		p.idle()
+		p.waitWoken("the other consumer's processing timeout")
+		if d := p.take("claim"); d.ID != "m1" || d.Attempt != 2 {
+			t.Fatalf("got %s attempt %d; want m1 attempt 2", d.ID, d.Attempt)
+		}
+	})
+	t.Run("Extend moves the timeout earlier", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: long})
+		holder := park(t, consume(t, b, "p", "holder"))
+		p := park(t, consume(t, b, "p", "idle"))
+		publish(t, b, env("p", "m1"))
+		d := holder.take("first")
+		p.idle() // its timer is set for the processing timeout, an hour away
+		if err := holder.c.Extend(t.Context(), d.Tag, 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		p.waitWoken("Extend")
+		if d := p.take("after Extend"); d.ID != "m1" || d.Attempt != 2 {
+			t.Fatalf("got %s attempt %d; want m1 attempt 2", d.ID, d.Attempt)
+		}
+	})
+	t.Run("another consumer closes", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{ProcessingTimeout: long})
+		holder := park(t, consume(t, b, "p", "holder"))
+		p := park(t, consume(t, b, "p", "idle"))
+		publish(t, b, env("p", "m1"))
+		holder.take("first")
+		p.idle()
+		if err := holder.c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p.waitWoken("hand-back")
+		if d := p.take("after the hand-back"); d.ID != "m1" {
+			t.Fatalf("got %s; want m1", d.ID)
+		}
+	})
+	t.Run("Close", func(t *testing.T) {
+		t.Parallel()
+		b := newBus(t, bus.Options{})
+		p := park(t, consume(t, b, "p", "i1"))
+		p.idle()
+		if err := p.c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p.waitWoken("Close")
+		if _, ok, err := p.try(); ok || !errors.Is(err, bus.ErrClosed) {
+			t.Fatalf("TryNextOrNotify after Close: ok %v, error %v; want %v", ok, err, bus.ErrClosed)
+		}
+	})
+	t.Run("the bus closes", func(t *testing.T) {
+		t.Parallel()
+		b := busmem.New(bus.Options{})
+		c, err := b.Consume(t.Context(), "p", "i1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := park(t, c)
+		p.idle()
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p.waitWoken("the bus's Close")
+		if _, ok, err := p.try(); ok || !errors.Is(err, bus.ErrClosed) {
+			t.Fatalf("TryNextOrNotify after the bus closed: ok %v, error %v; want %v", ok, err, bus.ErrClosed)
+		}
+	})
 }

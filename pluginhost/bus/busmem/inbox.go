@@ -340,7 +340,7 @@ func (ib *inbox) cancel(id string, until, now time.Time) {
 		e.cancelled = true
 		if e.owner != nil {
 			select {
-			case e.owner.cancelled <- e.tag:
+			case e.owner.cancelledChan() <- e.tag:
 			default:
 			}
 		}

@@ -188,8 +188,8 @@
 //
 // The idle scenario (idle.go) measures the server memory an idle plugin session costs: 1,000
 // instances of one external plugin on the Go plugin SDK (a grpc-go connection each, as
-// plugin processes connect), against 1,000 idle HTTP/2 connections to the same server in
-// the same round; the target (issue 15) is at most 32 KiB per session, its connection
+// plugin processes connect), against 1,000 idle HTTP/2 connections to a server of the
+// same binary in the same round (each phase on a fresh server); the target (issue 15) is at most 32 KiB per session, its connection
 // included, in the server's Go heap plus stacks.
 //
 // # Processes
