@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,5 +99,42 @@ func TestReportCPURatios(t *testing.T) {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, b.String())
 		}
+	}
+}
+
+// A report written with -json renders as the Markdown the run would have printed.
+func TestRenderJSON(t *testing.T) {
+	r := newReport(config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 2})
+	m := func(p50, tput, cpu float64) Measurement {
+		return Measurement{P50us: p50, P99us: 2 * p50, Samples: 10, Throughput: tput, RoundTrips: int(tput), CPUPerRoundTripUS: cpu}
+	}
+	r.add(keyRelay, "relay", []Measurement{m(100, 1000, 50), m(120, 900, 60)}, nil)
+	r.add(keyProtoRelay, "proto", []Measurement{m(110, 700, 70), m(130, 600, 80)}, nil)
+	r.add(keyHostMem, "mem", []Measurement{m(130, 500, 100), m(150, 450, 110)}, nil)
+	r.add(keyHostRedis, "host redis", nil, errors.New("no redis"))
+	r.computeRatios()
+	var want, js strings.Builder
+	if err := r.writeMarkdown(&want); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.writeJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "run.json")
+	if err := os.WriteFile(path, []byte(js.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	if err := renderJSON(path, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want.String() {
+		t.Errorf("rendered from JSON:\n%s\nwant what the run printed:\n%s", got.String(), want.String())
+	}
+	if err := os.WriteFile(path, []byte("| a markdown table |"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := renderJSON(path, &got); err == nil || !strings.Contains(err.Error(), "not a report written with -json") {
+		t.Errorf("rendering a file that is not JSON: %v", err)
 	}
 }

@@ -8,6 +8,7 @@
 // exits 0 even when a target is missed (non-zero only when a scenario fails to run).
 //
 //	go run ./server/cmd/nexus-bench [-nexus bin/nexus] [-duration 3s] [-rounds 3] [-payload 256] [-skip-redis] [-only messaging|reads|fanout|idle] [-skip-reads] [-skip-idle] [-json]
+//	go run ./server/cmd/nexus-bench -render run.json   # a run saved with -json, as Markdown
 //
 // `make bench` runs it after the Go benchmarks, with the freshly built bin/nexus, and runs
 // every scenario; -only reads runs the reads alone, -only messaging the messaging
@@ -255,7 +256,8 @@ type config struct {
 	skipReads bool
 	skipIdle  bool
 	jsonOut   bool
-	rounds    int // times every scenario runs, back to back in each round
+	rounds    int    // times every scenario runs, back to back in each round
+	render    string // a report written with -json, to print as Markdown instead of running
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -269,6 +271,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus-bench:", err)
 		return 2
+	}
+	if cfg.render != "" {
+		if err := renderJSON(cfg.render, stdout); err != nil {
+			fmt.Fprintln(stderr, "nexus-bench:", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -318,6 +327,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.skipReads, "skip-reads", false, "skip the REST reads scenario")
 	fs.BoolVar(&cfg.skipIdle, "skip-idle", false, "skip the idle plugin sessions scenario")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print machine-readable JSON instead of Markdown")
+	fs.StringVar(&cfg.render, "render", "", "print the report a run wrote with -json (this file) as Markdown, and run nothing")
 	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "rounds: every scenario runs once per round, and the report gives medians")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -671,3 +671,19 @@ func oneLine(s string, n int) string {
 	}
 	return s
 }
+
+// renderJSON prints the report a run wrote with -json (the file at path) as Markdown. The
+// ratios are taken again from the rounds it holds, as the run took them.
+func renderJSON(path string, w io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s is not a report written with -json: %w", path, err)
+	}
+	r.Ratios = nil
+	r.computeRatios()
+	return r.writeMarkdown(w)
+}
