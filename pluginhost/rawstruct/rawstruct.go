@@ -25,10 +25,16 @@ import (
 // accepts). b is kept, not copied.
 func Wrap(b []byte) *structpb.Struct {
 	s := &structpb.Struct{}
+	Fill(s, b)
+	return s
+}
+
+// Fill makes s, a new empty Struct, a raw Struct holding b, as Wrap does: for a Struct
+// allocated together with the frame that carries it.
+func Fill(s *structpb.Struct, b []byte) {
 	if len(b) > 0 {
 		s.ProtoReflect().SetUnknown(b)
 	}
-	return s
 }
 
 // Bytes returns the encoding of s: the bytes a raw Struct holds (not copied), or s

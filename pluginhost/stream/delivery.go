@@ -193,18 +193,18 @@ func (h *Sessions) retryAfter(ctx context.Context, sess *session, err error) boo
 // deliver sends one delivery to the plugin and records it in flight. It reports false when
 // the session has ended.
 func (h *Sessions) deliver(ctx context.Context, sess *session, d bus.Delivery) bool {
-	data, err := framePayload(d.Data)
-	if err != nil {
+	fr := &deliverFrame{}
+	if err := framePayloadInto(&fr.data, d.Data); err != nil {
 		h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
 		_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
 		return true
 	}
-	f := &pluginhostv1.Deliver{
-		DeliveryId: d.Tag, Kind: deliveryKind(d.Kind), Id: d.ID, Source: d.Source, Type: d.Type, Data: data,
-		Attempt: int32(d.Attempt),
-	}
+	f := &fr.d
+	f.DeliveryId, f.Kind, f.Id, f.Source, f.Type = d.Tag, deliveryKind(d.Kind), d.ID, d.Source, d.Type
+	f.Data, f.Attempt = &fr.data, int32(d.Attempt)
 	if !d.Deadline.IsZero() {
-		f.Deadline = timestamppb.New(d.Deadline)
+		fr.deadline.Seconds, fr.deadline.Nanos = d.Deadline.Unix(), int32(d.Deadline.Nanosecond())
+		f.Deadline = &fr.deadline
 		// A message is settled by its reply; keep it from being redelivered to another
 		// instance while the sender still waits (the processing timeout may be shorter).
 		if rest := time.Until(d.Deadline); rest > h.busOpts.ProcessingTimeout {
@@ -227,8 +227,28 @@ func (h *Sessions) deliver(ctx context.Context, sess *session, d bus.Delivery) b
 		go h.cancelLoop(ctx, sess)
 	}
 	sess.mu.Unlock()
-	err = sess.send(ctx, &pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Deliver{Deliver: f}})
-	return err == nil
+	fr.wrap.Deliver = f
+	fr.res.Frame = &fr.wrap
+	return sess.send(ctx, &fr.res) == nil
+}
+
+// deliverFrame is a Deliver frame with its wrappers, payload and deadline in one allocation
+// instead of five: every message and event builds one.
+type deliverFrame struct {
+	res      pluginhostv1.ConnectResponse
+	wrap     pluginhostv1.ConnectResponse_Deliver
+	d        pluginhostv1.Deliver
+	data     structpb.Struct
+	deadline timestamppb.Timestamp
+}
+
+// replyFrame is the reply frame of a message a plugin sent, with its wrappers and payload in
+// one allocation instead of four: every message builds one.
+type replyFrame struct {
+	res  pluginhostv1.ConnectResponse
+	wrap pluginhostv1.ConnectResponse_Reply
+	r    pluginhostv1.RequestReply
+	data structpb.Struct
 }
 
 // cancelLoop tells the plugin about in-flight messages their senders gave up on. It runs
@@ -417,13 +437,16 @@ func (h *Sessions) onSend(ctx context.Context, sess *session, s *pluginhostv1.Se
 			sess.deliverNow(errorReply(reqID, err))
 			return
 		}
-		out, derr := framePayload(res.Data)
-		if derr != nil {
+		fr := &replyFrame{}
+		if derr := framePayloadInto(&fr.data, res.Data); derr != nil {
 			sess.deliverNow(errorReply(reqID, errs.Wrap(errs.Internal, derr, "the reply could not be decoded")))
 			return
 		}
-		sess.deliverNow(&pluginhostv1.ConnectResponse{Frame: &pluginhostv1.ConnectResponse_Reply{Reply: &pluginhostv1.RequestReply{
-			RequestId: reqID, MessageId: res.MessageID, Status: res.Status, Data: out, ErrorMessage: res.ErrorMessage}}})
+		r := &fr.r
+		r.RequestId, r.MessageId, r.Status, r.Data, r.ErrorMessage = reqID, res.MessageID, res.Status, &fr.data, res.ErrorMessage
+		fr.wrap.Reply = r
+		fr.res.Frame = &fr.wrap
+		sess.deliverNow(&fr.res)
 	}
 	// Registered before sending, so that a cancel_send racing with the send finds it.
 	sess.mu.Lock()
@@ -533,17 +556,18 @@ func encodeStruct(s *structpb.Struct) (router.Payload, error) {
 	return rawstruct.Bytes(s)
 }
 
-// framePayload is p as the Data of a frame to a plugin: a raw Struct (see rawstruct), so
-// that a payload goes from one plugin's stream to another's without being parsed and
-// encoded again. p is checked as strictly as decoding the frame would check it (three
+// framePayloadInto makes s, a new empty Struct allocated with its frame, p as the Data of
+// a frame to a plugin: a raw Struct (see rawstruct), so that a payload goes from one
+// plugin's stream to another's without being parsed and encoded again. p is checked as strictly as decoding the frame would check it (three
 // message levels down: frame, then Deliver or RequestReply, then the Struct), so that a
 // malformed payload fails here, never in the receiving plugin, which would lose its
 // stream. Only binary protobuf ever writes them: the grpc-go path is binary, and the
 // Connect handlers see binary protobuf alone (vanguard transcodes JSON clients, parsing
 // the payload on the way).
-func framePayload(p router.Payload) (*structpb.Struct, error) {
+func framePayloadInto(s *structpb.Struct, p router.Payload) error {
 	if err := rawstruct.Validate(p, protowire.DefaultRecursionLimit-2); err != nil {
-		return nil, err
+		return err
 	}
-	return rawstruct.Wrap(p), nil
+	rawstruct.Fill(s, p)
+	return nil
 }

@@ -190,7 +190,7 @@ func (b *sendBudget) give(n int64) {
 }
 
 // frameBytes is what a frame counts for in its session's queue: for the frames that carry a
-// payload, which the host holds raw (see framePayload), the payload's length, found without
+// payload, which the host holds raw (see framePayloadInto), the payload's length, found without
 // encoding, plus a fixed allowance for the rest; for the others their encoded size.
 func frameBytes(f *pluginhostv1.ConnectResponse) int64 {
 	const headers = 512
