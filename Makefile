@@ -122,16 +122,16 @@ test-go: redis-server postgresql ## Go tests with the race detector.
 redis-server: ## Make sure redis-server is installed (the messaging tests and nexus-bench start their own).
 	@command -v redis-server >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing redis-server (apt)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+			echo "installing redis-server (apt)" >&2; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } >&2; \
 		else echo "redis-server is missing: install it (e.g. apt-get install redis-server)" >&2; exit 1; fi; }
 
 .PHONY: postgresql
 postgresql: ## Make sure PostgreSQL (initdb, postgres) is installed (the store tests and nexus-bench's two-replica scenario start their own).
 	@{ command -v initdb && command -v postgres; } >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing postgresql (apt)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+			echo "installing postgresql (apt)" >&2; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >&2; \
 		else echo "PostgreSQL is missing: install it (e.g. apt-get install postgresql)" >&2; exit 1; fi; }
 
 FUZZ_TARGETS := ./pluginhost/manifest:FuzzParse \

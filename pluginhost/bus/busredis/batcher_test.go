@@ -380,4 +380,25 @@ func TestAsyncSettles(t *testing.T) {
 	if err := <-gotErr; !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("AckAsync after Close: %v; want %v", err, bus.ErrClosed)
 	}
+
+	// A reply to a delivery no longer held (acknowledged already) still goes out: the work
+	// is done and its sender may wait; done says the delivery was not held.
+	publish(t, b, envelopeTo("async", "m3"))
+	c2 := consume(t, b, "async", "two")
+	d3 := next(t, c2)
+	if err := c2.Ack(ctx, d3.Tag); err != nil {
+		t.Fatal(err)
+	}
+	c2.(bus.AsyncSettler).AckReplyAsync(d3.Tag, "late", bus.Reply{MessageID: d3.ID, Status: "success"}, func(err error) { gotErr <- err })
+	select {
+	case err := <-gotErr:
+		if !errors.Is(err, bus.ErrUnknownDelivery) {
+			t.Fatalf("AckReplyAsync of a delivery not held: %v; want %v", err, bus.ErrUnknownDelivery)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AckReplyAsync of a delivery not held was never done")
+	}
+	if got, err := rdb.XLen(ctx, prefix+"reply:late").Result(); err != nil || got != 1 {
+		t.Fatalf("the reply stream holds %d entries (%v); want the reply to the delivery not held", got, err)
+	}
 }

@@ -349,14 +349,14 @@ func (c *Consumer) AckReplyAsync(tag, to string, r bus.Reply, done func(error)) 
 	if err != nil {
 		// Not held here any more (timed out, handed on, closed): the work is done and its
 		// sender may still wait, so the reply goes out all the same.
-		go func() {
+		go func(held error) {
 			ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 			defer cancel()
-			if rerr := c.b.Reply(ctx, to, r); rerr != nil {
-				err = rerr
+			if err := c.b.Reply(ctx, to, r); err != nil {
+				held = err
 			}
-			done(err)
-		}()
+			done(held)
+		}(err)
 		return
 	}
 	c.b.settles.add(&batchCall{

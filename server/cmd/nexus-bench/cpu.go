@@ -17,17 +17,29 @@ import (
 type scenarioCPU struct {
 	pids []int
 	rdb  *redis.Client // nil without -cpu-redis
+	// bad is set when a flag named a process that cannot be read (not a pid, not a redis
+	// URL): the figure is then unavailable rather than short of that process.
+	bad bool
 }
 
 func newScenarioCPU(l loadFlags) *scenarioCPU {
 	c := &scenarioCPU{pids: []int{os.Getpid()}}
 	for _, f := range strings.Split(l.cpuPIDs, ",") {
-		if pid, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && pid > 0 {
-			c.pids = append(c.pids, pid)
+		if f = strings.TrimSpace(f); f == "" {
+			continue
 		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			c.bad = true
+			continue
+		}
+		c.pids = append(c.pids, pid)
 	}
 	if l.cpuRedis != "" {
-		if opt, err := redis.ParseURL(l.cpuRedis); err == nil {
+		opt, err := redis.ParseURL(l.cpuRedis)
+		if err != nil {
+			c.bad = true
+		} else {
 			c.rdb = redis.NewClient(opt)
 		}
 	}
@@ -36,6 +48,9 @@ func newScenarioCPU(l loadFlags) *scenarioCPU {
 
 // read returns the processes' CPU time so far; ok false when one of them cannot be read.
 func (c *scenarioCPU) read(ctx context.Context) (total time.Duration, ok bool) {
+	if c.bad {
+		return 0, false
+	}
 	for _, pid := range c.pids {
 		cpu, ok := cpuOf(pid)
 		if !ok {

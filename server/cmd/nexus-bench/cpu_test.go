@@ -31,15 +31,24 @@ func TestScenarioCPU(t *testing.T) {
 	if len(c.pids) != 2 || c.rdb == nil {
 		t.Fatalf("pids %v, redis %v; want this process, the child and redis-server", c.pids, c.rdb)
 	}
+	// Make redis-server spend a tenth of a second or so, so that its share is plain.
+	if err := c.rdb.Eval(ctx, "local i = 0 while i < 20000000 do i = i + 1 end return i", nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redis0, err := redisServerCPU(ctx, c.rdb) // read first: the totals read next hold at least this
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRedis := newScenarioCPU(loadFlags{cpuPIDs: strconv.Itoa(child.Process.Pid)})
+	without, ok := noRedis.read(ctx)
+	if !ok {
+		t.Fatal("the processes' CPU time could not be read")
+	}
 	before, ok := c.read(ctx)
 	if !ok {
 		t.Fatal("the scenario's CPU time could not be read")
 	}
 	own0, _ := cpuOf(c.pids[0])
-	redis0, err := redisServerCPU(ctx, c.rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for start := time.Now(); time.Since(start) < 50*time.Millisecond; { // burn some CPU here
 	}
 	after, ok := c.read(ctx)
@@ -50,13 +59,17 @@ func TestScenarioCPU(t *testing.T) {
 	if after-before < own1-own0-10*time.Millisecond || own1-own0 < 10*time.Millisecond {
 		t.Errorf("the scenario's CPU grew by %v while this process's grew by %v", after-before, own1-own0)
 	}
-	if redis0 <= 0 || before < redis0 {
-		t.Errorf("redis-server's CPU %v is not in the total %v", redis0, before)
+	// before was read after without, so the processes' share in it is at least without's.
+	if redis0 < 50*time.Millisecond || before-without < redis0 {
+		t.Errorf("redis-server's CPU %v is not in the total: %v with it, %v without", redis0, before, without)
 	}
 
-	gone := newScenarioCPU(loadFlags{cpuPIDs: "999999999"})
-	if _, ok := gone.read(ctx); ok {
-		t.Error("a process that does not exist was read")
+	for _, l := range []loadFlags{{cpuPIDs: "999999999"}, {cpuPIDs: "12x"}, {cpuRedis: "not a url"}} {
+		c := newScenarioCPU(l)
+		if _, ok := c.read(ctx); ok {
+			t.Errorf("%+v: read, though it names a process that cannot be read", l)
+		}
+		c.close()
 	}
 }
 
