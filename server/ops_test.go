@@ -81,6 +81,9 @@ func TestPrometheusCountsRequestsByProcedureAndCode(t *testing.T) {
 		`nexus_rpc_requests_total{code="OK",procedure="/nexus.plugin.v1.PluginService/ListPlugins"} 1`,
 		`nexus_rpc_requests_total{code="PLUGIN_NOT_FOUND",procedure="/nexus.plugin.v1.PluginService/GetPlugin"} 1`,
 		`nexus_rpc_request_duration_seconds_bucket{code="OK",procedure="/nexus.plugin.v1.PluginService/ListPlugins",le="+Inf"} 1`,
+		// The Go runtime's: the default ones and the live heap (what nexus-bench's idle
+		// scenario reads).
+		"\ngo_memstats_stack_inuse_bytes ", "\ngo_memstats_last_gc_time_seconds ", "\ngo_gc_heap_live_bytes ",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

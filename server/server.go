@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,7 +247,13 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 			"admin_token", generated, "file", filepath.Join(cfg.DataDir, "admin-token"))
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), host.MetricsCollector())
+	reg.MustRegister(
+		// The default Go metrics, and the heap that was live at the end of the last
+		// collection (go_gc_heap_live_bytes): unlike go_memstats_heap_alloc_bytes it does
+		// not count garbage waiting for the next collection, so it is what the server holds.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), host.MetricsCollector())
 	s.registry = reg
 	h, err := s.buildHandler()
 	if err != nil {

@@ -54,6 +54,8 @@ func childRoles() map[string]childRole {
 		roleFanoutPlugins:  fanoutPluginsMain,
 		roleIdleConns:      idleConnsMain,
 		roleIdlePlugins:    idlePluginsMain,
+		roleIdleGRPCServer: idleGRPCServerMain,
+		roleIdleStreams:    idleStreamsMain,
 	}
 }
 

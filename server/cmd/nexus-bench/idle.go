@@ -26,9 +26,9 @@ import (
 
 // The idle sessions scenario (issue 15): the memory a server spends per connected, idle
 // plugin session. Each phase starts `nexus serve` of its own (in memory, fresh data
-// directory, GOGC=10 so that its heap is its live heap within a tenth) and installs one
-// external plugin, bench-idle, then runs a child process of its own; the phase's server
-// and child are stopped before the next phase:
+// directory, GOGC=10 so that collections come often) and installs one external plugin,
+// bench-idle, then runs a child process of its own; the phase's server and child are
+// stopped before the next phase:
 //
 //   - baseline: idleSessions grpc-go connections to the server, each having made one call
 //     (grpc.health.v1.Health/Check, served by net/http) and then left idle: what an idle
@@ -39,23 +39,28 @@ import (
 //     instance has its welcome (OnStart) nothing more is sent but what the SDK and the
 //     host exchange on their own (health checks, keepalive pings).
 //
-// Each phase's figure is the growth of the server's Go heap (allocated bytes) plus
-// goroutine stacks, read from its /metrics before the child starts and idleSettle after
-// it is ready, divided by idleSessions. (With one server for both phases, the sessions'
-// "before" was read while the baseline's 1,000 connections were still being torn down,
-// which took 5 to 19 KiB per session off their figure, differently in every round.) the growth of its resident memory is reported
-// beside it. The target is absolute (targetIdleKiB per session, the session's connection
-// included); the baseline gives the ratio of a session to a bare connection, no target.
+// Each phase's figure is the growth of the server's live Go heap (as the first collection
+// to end after the read found it: settledMemory) plus goroutine stacks, read from its
+// /metrics before the child starts and idleSettle after it is ready, divided by
+// idleSessions; the growth of its resident memory is reported beside it. (With one server
+// for both phases, the sessions' "before" was read while the baseline's 1,000 connections
+// were still being torn down, which took 5 to 19 KiB per session off their figure,
+// differently in every round.) The target is absolute (targetIdleKiB per session, the
+// session's connection included); the baseline gives the ratio of a session to a bare
+// connection, no target.
 
 // The rows of the idle scenario.
 const (
 	keyIdleConns    = "idle_http2_connections"
+	keyIdleStreams  = "idle_grpc_streams"
 	keyIdleSessions = "idle_plugin_sessions"
 )
 
 // isIdleKey reports whether key is a row of the idle scenario, whose figure is memory per
 // session.
-func isIdleKey(key string) bool { return key == keyIdleConns || key == keyIdleSessions }
+func isIdleKey(key string) bool {
+	return key == keyIdleConns || key == keyIdleStreams || key == keyIdleSessions
+}
 
 const (
 	// idlePluginID is the plugin whose instances are the idle sessions.
@@ -82,17 +87,23 @@ const (
 func idleRows() []row {
 	return []row{
 		{keyIdleConns, fmt.Sprintf("idle HTTP/2 connection (%d, one gRPC call each)", idleSessions)},
+		{keyIdleStreams, fmt.Sprintf("idle grpc-go stream, bare (%d, host's server options, a connection each)", idleSessions)},
 		{keyIdleSessions, fmt.Sprintf("idle plugin session (%d Go SDK instances, a connection each)", idleSessions)},
 	}
 }
 
-// runIdle runs the idle scenario: the baseline phase, then the sessions phase, each on a
-// server of its own.
+// runIdle runs the idle scenario: the two baselines' phases, then the sessions phase, each
+// on a server of its own.
 func (b *bench) runIdle(ctx context.Context) (ms []Measurement, err error) {
 	ps := newProcs(b.stderr)
 	defer ps.stopAll()
-	for i, r := range idleRows() {
-		m, err := b.idleServerPhase(ctx, ps, r.key, i == 0)
+	for _, r := range idleRows() {
+		var m Measurement
+		if r.key == keyIdleStreams {
+			m, err = b.idleGRPCPhase(ctx, ps, r.key)
+		} else {
+			m, err = b.idleServerPhase(ctx, ps, r.key, r.key == keyIdleConns)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -125,17 +136,17 @@ func (b *bench) idleServerPhase(ctx context.Context, ps *procs, name string, bas
 	if baseline {
 		cmd = b.selfCmd(roleIdleConns, "-host", h.url, "-n", strconv.Itoa(idleSessions))
 	}
-	return h.idlePhase(ctx, ps, name, cmd)
+	return idlePhase(ctx, ps, name, cmd, h.url+"/metrics", h.proc.cmd.Process.Pid)
 }
 
 // idlePhase runs one phase's child and measures what its idleSessions sessions (or
 // connections) cost the server, then stops the child.
-func (h *hostServer) idlePhase(ctx context.Context, ps *procs, name string, cmd *exec.Cmd) (Measurement, error) {
-	goBefore, err := h.goMemory(ctx)
+func idlePhase(ctx context.Context, ps *procs, name string, cmd *exec.Cmd, metricsURL string, pid int) (Measurement, error) {
+	before, err := settledMemory(ctx, metricsURL, time.Now())
 	if err != nil {
 		return Measurement{}, err
 	}
-	rssBefore, err := rssOf(h.proc.cmd.Process.Pid)
+	rssBefore, err := rssOf(pid)
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -150,74 +161,118 @@ func (h *hostServer) idlePhase(ctx context.Context, ps *procs, name string, cmd 
 	if err := sleep(ctx, idleSettle); err != nil {
 		return Measurement{}, err
 	}
-	goAfter, err := h.goMemory(ctx)
+	after, err := settledMemory(ctx, metricsURL, time.Now())
 	if err != nil {
 		return Measurement{}, err
 	}
-	rssAfter, err := rssOf(h.proc.cmd.Process.Pid)
+	rssAfter, err := rssOf(pid)
 	if err != nil {
 		return Measurement{}, err
 	}
 	if !child.running() {
 		return Measurement{}, fmt.Errorf("%s exited while measured: %s", name, exitText(child.waitErr))
 	}
-	return idleMeasurement(idleSessions, goAfter-goBefore, rssAfter-rssBefore), nil
+	return idleMeasurement(idleSessions, after.heap-before.heap, after.stacks-before.stacks, rssAfter-rssBefore), nil
 }
 
-// idleMeasurement is the figure of n sessions that grew the server's Go memory by goBytes
-// and its resident memory by rssBytes.
-func idleMeasurement(n int, goBytes, rssBytes int64) Measurement {
+// idleMeasurement is the figure of n sessions that grew the server's live heap by
+// heapBytes, its goroutine stacks by stackBytes and its resident memory by rssBytes.
+func idleMeasurement(n int, heapBytes, stackBytes, rssBytes int64) Measurement {
+	perSession := func(b int64) float64 { return float64(b) / 1024 / float64(n) }
 	return Measurement{
-		Sessions:         n,
-		KiBPerSession:    float64(goBytes) / 1024 / float64(n),
-		RSSKiBPerSession: float64(rssBytes) / 1024 / float64(n),
+		Sessions:           n,
+		KiBPerSession:      perSession(heapBytes + stackBytes),
+		HeapKiBPerSession:  perSession(heapBytes),
+		StackKiBPerSession: perSession(stackBytes),
+		RSSKiBPerSession:   perSession(rssBytes),
 	}
 }
 
-// goMemory reads the server's Go heap (allocated bytes) plus goroutine stacks from its
-// /metrics.
-func (h *hostServer) goMemory(ctx context.Context) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/metrics", nil)
+// goMemory is what a server's Go runtime holds, from its /metrics.
+type goMemory struct {
+	heap     int64   // go_gc_heap_live_bytes: the heap live at the end of the last collection
+	stacks   int64   // go_memstats_stack_inuse_bytes: goroutine stacks
+	lastGCAt float64 // go_memstats_last_gc_time_seconds: when the last collection ended (Unix)
+}
+
+// settledMemoryTimeout bounds settledMemory's wait for a collection.
+const settledMemoryTimeout = time.Minute
+
+// settledMemory reads a server's Go memory from its metrics (metricsURL) once a collection has ended after since, so
+// that its live heap counts what the server holds then, and neither garbage waiting for
+// a collection (as the allocated heap, go_memstats_heap_alloc_bytes, does: that made the
+// figure depend on when the last collection ran, 35 to 51 KiB per session in two runs of
+// the same code) nor less than what it holds (a live heap measured before the sessions
+// were all open). It polls /metrics every pollEvery; each read makes a little garbage, so
+// a collection comes soon (GOGC=10) even in an idle server.
+func settledMemory(ctx context.Context, metricsURL string, since time.Time) (goMemory, error) {
+	const pollEvery = 100 * time.Millisecond
+	deadline := time.Now().Add(settledMemoryTimeout)
+	for {
+		m, err := readGoMemory(ctx, metricsURL)
+		if err != nil {
+			return goMemory{}, err
+		}
+		if m.lastGCAt >= float64(since.UnixNano())/1e9 {
+			return m, nil
+		}
+		if time.Now().After(deadline) {
+			return goMemory{}, fmt.Errorf("no garbage collection ended in the server within %s of %s", settledMemoryTimeout, since.Format(time.TimeOnly))
+		}
+		if err := sleep(ctx, pollEvery); err != nil {
+			return goMemory{}, err
+		}
+	}
+}
+
+// readGoMemory reads a server's Go memory from its metrics (metricsURL, a Prometheus text
+// exposition).
+func readGoMemory(ctx context.Context, metricsURL string) (goMemory, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
-		return 0, err
+		return goMemory{}, err
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return goMemory{}, err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /metrics: %s", res.Status)
+		return goMemory{}, fmt.Errorf("GET %s: %s", metricsURL, res.Status)
 	}
 	return parseGoMemory(res.Body)
 }
 
-// parseGoMemory sums go_memstats_heap_alloc_bytes and go_memstats_stack_inuse_bytes of a
-// Prometheus text exposition.
-func parseGoMemory(r io.Reader) (int64, error) {
-	want := map[string]bool{"go_memstats_heap_alloc_bytes": true, "go_memstats_stack_inuse_bytes": true}
-	var total float64
+// parseGoMemory reads a goMemory from a Prometheus text exposition.
+func parseGoMemory(r io.Reader) (goMemory, error) {
+	const (
+		heapLive = "go_gc_heap_live_bytes"
+		stacks   = "go_memstats_stack_inuse_bytes"
+		lastGC   = "go_memstats_last_gc_time_seconds"
+	)
+	values := map[string]float64{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !want[name] {
+		if !ok || (name != heapLive && name != stacks && name != lastGC) {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
-			return 0, fmt.Errorf("/metrics: %s: %w", name, err)
+			return goMemory{}, fmt.Errorf("/metrics: %s: %w", name, err)
 		}
-		total += v
-		delete(want, name)
+		values[name] = v
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return goMemory{}, err
 	}
-	if len(want) > 0 {
-		return 0, fmt.Errorf("/metrics lacks %v", want)
+	for _, name := range []string{heapLive, stacks, lastGC} {
+		if _, ok := values[name]; !ok {
+			return goMemory{}, fmt.Errorf("/metrics lacks %s", name)
+		}
 	}
-	return int64(total), nil
+	return goMemory{heap: int64(values[heapLive]), stacks: int64(values[stacks]), lastGCAt: values[lastGC]}, nil
 }
 
 // rssOf reads a process's resident memory in bytes (Linux).
@@ -325,15 +380,16 @@ func idlePluginsMain(ctx context.Context, args []string, out io.Writer) error {
 
 // writeIdleMarkdown prints the idle scenario's table.
 func (r *report) writeIdleMarkdown(w io.Writer, rows []scenarioOut) {
-	fmt.Fprintf(w, "**Idle plugin sessions** · a fresh server per phase (GOGC=10), %d sessions or connections per phase · server Go heap + stacks (from /metrics) and resident memory, growth per session · median of %d rounds\n\n",
+	fmt.Fprintf(w, "**Idle plugin sessions** · a fresh server per phase (GOGC=10), %d sessions or connections per phase · server live Go heap (after a collection) + goroutine stacks (from /metrics) and resident memory, growth per session · median of %d rounds\n\n",
 		idleSessions, r.Rounds)
-	fmt.Fprintln(w, "| scenario | KiB per session (Go heap + stacks) | RSS KiB per session | vs target |")
-	fmt.Fprintln(w, "|---|---:|---:|---|")
+	fmt.Fprintln(w, "| scenario | KiB per session (Go heap + stacks) | heap KiB | stacks KiB | RSS KiB per session | vs target |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|")
 	for _, s := range rows {
 		if s.Result == nil {
-			fmt.Fprintf(w, "| %s | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
+			fmt.Fprintf(w, "| %s | – | – | – | – | **failed to run**: %s |\n", s.Name, oneLine(s.Error, 160))
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %.1f | %.1f | %s |\n", s.Name, s.Result.KiBPerSession, s.Result.RSSKiBPerSession, r.ratioCell(s.Key))
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %s |\n", s.Name, s.Result.KiBPerSession,
+			s.Result.HeapKiBPerSession, s.Result.StackKiBPerSession, s.Result.RSSKiBPerSession, r.ratioCell(s.Key))
 	}
 }

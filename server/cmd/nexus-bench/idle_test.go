@@ -12,13 +12,17 @@ func TestReportIdleFigure(t *testing.T) {
 	cfg := config{payload: 256, duration: time.Second, warmup: time.Second, rounds: 3, only: onlyIdle}
 	r := newReport(cfg)
 	m := func(kib, rss float64) Measurement {
-		return Measurement{Sessions: idleSessions, KiBPerSession: kib, RSSKiBPerSession: rss}
+		return Measurement{Sessions: idleSessions, KiBPerSession: kib, HeapKiBPerSession: kib / 4, StackKiBPerSession: kib * 3 / 4, RSSKiBPerSession: rss}
 	}
 	rows := idleRows()
+	if len(rows) != 3 || rows[0].key != keyIdleConns || rows[1].key != keyIdleStreams || rows[2].key != keyIdleSessions {
+		t.Fatalf("rows %+v", rows)
+	}
 	// Rounds: sessions 30, 40, 28 KiB (median 30, target met); connections 10, 10, 14
-	// (ratios 3, 4, 2: median 3).
+	// (ratios 3, 4, 2: median 3); bare streams 26, 35, 27 (differences 4, 5, 1: median 4).
 	r.add(rows[0].key, rows[0].name, []Measurement{m(10, 12), m(10, 11), m(14, 13)}, nil)
-	r.add(rows[1].key, rows[1].name, []Measurement{m(30, 33), m(40, 45), m(28, 30)}, nil)
+	r.add(rows[1].key, rows[1].name, []Measurement{m(26, 20), m(35, 21), m(27, 22)}, nil)
+	r.add(rows[2].key, rows[2].name, []Measurement{m(30, 33), m(40, 45), m(28, 30)}, nil)
 	r.computeRatios()
 
 	want := map[string]struct {
@@ -28,6 +32,8 @@ func TestReportIdleFigure(t *testing.T) {
 	}{
 		"idle plugin session, server KiB (Go heap + stacks)": {30, true, "KiB"},
 		"idle plugin session / idle HTTP/2 connection (KiB)": {3, false, ""},
+		"idle bare grpc-go stream, server KiB (Go heap + stacks)": {27, false, "KiB"},
+		"idle plugin session - idle bare grpc-go stream (KiB)":    {4, false, "KiB"},
 	}
 	if len(r.Ratios) != len(want) {
 		t.Errorf("%d ratios, want %d: %+v", len(r.Ratios), len(want), r.Ratios)
@@ -38,7 +44,7 @@ func TestReportIdleFigure(t *testing.T) {
 			t.Errorf("%s = %v %s (met %v, rounds %v), want %v %s (met %v)", q.Name, q.Value, q.Unit, q.Met, q.PerRound, w.value, w.unit, w.met)
 		}
 	}
-	if got := r.result(keyIdleSessions); got == nil || got.KiBPerSession != 30 || got.RSSKiBPerSession != 33 || got.Sessions != idleSessions {
+	if got := r.result(keyIdleSessions); got == nil || got.KiBPerSession != 30 || got.HeapKiBPerSession != 7.5 || got.StackKiBPerSession != 22.5 || got.RSSKiBPerSession != 33 || got.Sessions != idleSessions {
 		t.Errorf("median measurement %+v", got)
 	}
 
@@ -49,9 +55,12 @@ func TestReportIdleFigure(t *testing.T) {
 	md := b.String()
 	for _, s := range []string{
 		"**Idle plugin sessions**", "1000 sessions or connections per phase", "median of 3 rounds",
-		"| idle HTTP/2 connection (1000, one gRPC call each) | 10.0 | 12.0 | baseline |",
+		"| idle HTTP/2 connection (1000, one gRPC call each) | 10.0 | 2.5 | 7.5 | 12.0 | baseline |",
 		"per session = **30.0 KiB** (rounds 28.00–40.00) (target ≤ 32 KiB) ✓",
 		"÷ idle connection = 3.00 (rounds 2.00–4.00), no target",
+		"− bare grpc-go stream = 4.0 KiB (rounds 1.00–5.00), no target",
+		"per stream = 27.0 KiB (rounds 26.00–35.00), no target",
+		"| idle grpc-go stream, bare (1000, host's server options, a connection each) | 27.0 |",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, md)
@@ -64,19 +73,20 @@ func TestReportIdleFigure(t *testing.T) {
 	// Over the target: not met.
 	r = newReport(cfg)
 	r.add(rows[0].key, rows[0].name, []Measurement{m(10, 10)}, nil)
-	r.add(rows[1].key, rows[1].name, []Measurement{m(50, 50)}, nil)
+	r.add(rows[1].key, rows[1].name, []Measurement{m(30, 30)}, nil)
+	r.add(rows[2].key, rows[2].name, []Measurement{m(50, 50)}, nil)
 	r.computeRatios()
 	if cell := r.ratioCell(keyIdleSessions); !strings.Contains(cell, "per session = **50.0 KiB** (target ≤ 32 KiB) ✗") {
 		t.Errorf("ratio cell over the target: %q", cell)
 	}
 
-	// A failed idle scenario fails both rows, and the figure is not available.
+	// A failed idle scenario fails every row, and the figure is not available.
 	r = newReport(cfg)
 	for _, row := range rows {
 		r.add(row.key, row.name, nil, errors.New("install: refused"))
 	}
 	r.computeRatios()
-	if got := r.failed(); len(got) != 2 {
+	if got := r.failed(); len(got) != 3 {
 		t.Errorf("failed() = %v", got)
 	}
 	if q := r.Ratios[0]; q.Value != nil || q.Met {
@@ -85,8 +95,9 @@ func TestReportIdleFigure(t *testing.T) {
 }
 
 func TestIdleMeasurement(t *testing.T) {
-	m := idleMeasurement(1000, 32<<20, 16<<20)
-	if m.Sessions != 1000 || m.KiBPerSession != 32.768 || m.RSSKiBPerSession != 16.384 {
+	m := idleMeasurement(1000, 24<<20, 8<<20, 16<<20)
+	if m.Sessions != 1000 || m.KiBPerSession != 32.768 || m.HeapKiBPerSession != 24.576 ||
+		m.StackKiBPerSession != 8.192 || m.RSSKiBPerSession != 16.384 {
 		t.Errorf("%+v", m)
 	}
 }
@@ -96,15 +107,25 @@ func TestParseGoMemory(t *testing.T) {
 # TYPE go_memstats_heap_alloc_bytes gauge
 go_memstats_heap_alloc_bytes 1.2345678e+07
 go_memstats_heap_alloc_bytes_total 9e+09
+go_gc_heap_live_bytes 1.1e+07
+go_memstats_last_gc_time_seconds 1.7650e+09
 go_memstats_stack_inuse_bytes 655360
 go_goroutines 18
 `
 	got, err := parseGoMemory(strings.NewReader(exposition))
-	if err != nil || got != 12345678+655360 {
-		t.Errorf("parseGoMemory = %d, %v; want %d", got, err, 12345678+655360)
+	if want := (goMemory{heap: 11000000, stacks: 655360, lastGCAt: 1.765e9}); err != nil || got != want {
+		t.Errorf("parseGoMemory = %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := parseGoMemory(strings.NewReader("go_memstats_heap_alloc_bytes 1\n")); err == nil {
-		t.Error("no error without the stack figure")
+	for _, missing := range []string{"go_gc_heap_live_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_last_gc_time_seconds"} {
+		var partial []string
+		for _, line := range strings.Split(exposition, "\n") {
+			if !strings.HasPrefix(line, missing+" ") {
+				partial = append(partial, line)
+			}
+		}
+		if _, err := parseGoMemory(strings.NewReader(strings.Join(partial, "\n"))); err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("without %s: %v", missing, err)
+		}
 	}
 }
 

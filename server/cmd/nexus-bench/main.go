@@ -509,7 +509,8 @@ func orchestrate(ctx context.Context, cfg config, stderr io.Writer) (*report, er
 // progressFigures are a measurement's figures for its progress line.
 func progressFigures(key string, m Measurement) string {
 	if isIdleKey(key) {
-		return fmt.Sprintf("%.1f KiB per session (Go heap + stacks), RSS %.1f KiB", m.KiBPerSession, m.RSSKiBPerSession)
+		return fmt.Sprintf("%.1f KiB per session (Go heap %.1f + stacks %.1f), RSS %.1f KiB",
+			m.KiBPerSession, m.HeapKiBPerSession, m.StackKiBPerSession, m.RSSKiBPerSession)
 	}
 	if isReadKey(key) {
 		return fmt.Sprintf("%.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.0f µs/req (%d in flight; slices: %d)", m.Throughput, m.LoadedP50us, m.LoadedP99us, m.ServerCPUus, m.InFlight, m.Slices)

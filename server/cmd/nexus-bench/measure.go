@@ -74,10 +74,13 @@ type Measurement struct {
 	HostCPUPerDeliveryUS    float64 `json:"host_cpu_us_per_delivery,omitempty"`
 	PluginsCPUPerDeliveryUS float64 `json:"plugins_cpu_us_per_delivery,omitempty"`
 	// The idle scenario's figures (idle.go): per session (or connection) of Sessions, the
-	// growth of the server's Go heap plus stacks, and of its resident memory, in KiB.
-	Sessions         int     `json:"sessions,omitempty"`
-	KiBPerSession    float64 `json:"kib_per_session,omitempty"`
-	RSSKiBPerSession float64 `json:"rss_kib_per_session,omitempty"`
+	// growth of the server's live Go heap plus goroutine stacks (and each alone), and of
+	// its resident memory, in KiB.
+	Sessions           int     `json:"sessions,omitempty"`
+	KiBPerSession      float64 `json:"kib_per_session,omitempty"`
+	HeapKiBPerSession  float64 `json:"heap_kib_per_session,omitempty"`
+	StackKiBPerSession float64 `json:"stack_kib_per_session,omitempty"`
+	RSSKiBPerSession   float64 `json:"rss_kib_per_session,omitempty"`
 }
 
 // roundTrip does one round trip and checks its reply; an error fails the measurement.

@@ -211,6 +211,8 @@ func medianMeasurement(runs []Measurement) Measurement {
 		ServerCPUus:             med(func(m Measurement) float64 { return m.ServerCPUus }),
 		Sessions:                runs[0].Sessions,
 		KiBPerSession:           med(func(m Measurement) float64 { return m.KiBPerSession }),
+		HeapKiBPerSession:       med(func(m Measurement) float64 { return m.HeapKiBPerSession }),
+		StackKiBPerSession:      med(func(m Measurement) float64 { return m.StackKiBPerSession }),
 		RSSKiBPerSession:        med(func(m Measurement) float64 { return m.RSSKiBPerSession }),
 		HostCPUPerDeliveryUS:    med(func(m Measurement) float64 { return m.HostCPUPerDeliveryUS }),
 		PluginsCPUPerDeliveryUS: med(func(m Measurement) float64 { return m.PluginsCPUPerDeliveryUS }),
@@ -352,9 +354,17 @@ func (r *report) computeRatios() {
 			func(i int) (float64, bool) { return div(fan[i].Throughput, p2p[i].Throughput) }, fan, p2p)
 	}
 	if r.hasScenario(keyIdleSessions) {
-		idle, conns := r.runs(keyIdleSessions), r.runs(keyIdleConns)
+		idle, conns, streams := r.runs(keyIdleSessions), r.runs(keyIdleConns), r.runs(keyIdleStreams)
 		add(keyIdleSessions, "per session", "idle plugin session, server KiB (Go heap + stacks)", "<=", targetIdleKiB,
 			func(i int) (float64, bool) { return idle[i].KiBPerSession, idle[i].Sessions > 0 }, idle)
+		r.Ratios[len(r.Ratios)-1].Unit = "KiB"
+		add(keyIdleStreams, "per stream", "idle bare grpc-go stream, server KiB (Go heap + stacks)", "", 0,
+			func(i int) (float64, bool) { return streams[i].KiBPerSession, streams[i].Sessions > 0 }, streams)
+		r.Ratios[len(r.Ratios)-1].Unit = "KiB"
+		add(keyIdleSessions, "− bare grpc-go stream", "idle plugin session - idle bare grpc-go stream (KiB)", "", 0,
+			func(i int) (float64, bool) {
+				return idle[i].KiBPerSession - streams[i].KiBPerSession, idle[i].Sessions > 0 && streams[i].Sessions > 0
+			}, idle, streams)
 		r.Ratios[len(r.Ratios)-1].Unit = "KiB"
 		add(keyIdleSessions, "÷ idle connection", "idle plugin session / idle HTTP/2 connection (KiB)", "", 0,
 			func(i int) (float64, bool) { return div(idle[i].KiBPerSession, conns[i].KiBPerSession) }, idle, conns)
@@ -594,6 +604,11 @@ func (r *report) ratioCell(key string) string {
 		spread := ""
 		if len(q.PerRound) > 1 {
 			spread = fmt.Sprintf(" (rounds %s–%s)", fmtRatio(slices.Min(q.PerRound)), fmtRatio(slices.Max(q.PerRound)))
+		}
+		if q.Unit != "" && q.Value != nil && q.Op == "" {
+			// An absolute figure without a target.
+			parts = append(parts, fmt.Sprintf("%s = %.1f %s%s, no target", q.label, *q.Value, q.Unit, spread))
+			continue
 		}
 		if q.Unit != "" && q.Value != nil {
 			// A figure with an absolute target.
