@@ -88,11 +88,12 @@ type loadFlags struct {
 	duration    time.Duration
 	warmup      time.Duration
 	concurrency int
-	// cpuPIDs (comma-separated) and cpuRedis (a redis URL) name the scenario's other
-	// processes, whose CPU time the throughput phase counts with the measuring process's
-	// (see scenarioCPU).
+	// cpuPIDs (comma-separated name=pid) and cpuRedis (a redis URL) name the scenario's
+	// other processes, whose CPU time the throughput phase counts with the measuring
+	// process's, named cpuSelf (see scenarioCPU).
 	cpuPIDs  string
 	cpuRedis string
+	cpuSelf  string
 }
 
 func (l *loadFlags) register(fs *flag.FlagSet) {
@@ -100,7 +101,8 @@ func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.duration, "duration", defaultDuration, "each measured phase")
 	fs.DurationVar(&l.warmup, "warmup", defaultWarmup, "warm-up")
 	fs.IntVar(&l.concurrency, "concurrency", concurrency, "round trips in flight in the throughput phase")
-	fs.StringVar(&l.cpuPIDs, "cpu-pids", "", "the scenario's other processes (comma-separated pids), for CPU per round trip")
+	fs.StringVar(&l.cpuPIDs, "cpu-pids", "", "the scenario's other processes (comma-separated name=pid), for CPU per round trip")
+	fs.StringVar(&l.cpuSelf, "cpu-self", "", "this process's name in the CPU per round trip by process")
 	fs.StringVar(&l.cpuRedis, "cpu-redis", "", "the scenario's redis-server (URL), for CPU per round trip")
 }
 

@@ -12,28 +12,48 @@ import (
 )
 
 // scenarioCPU reads the CPU time used so far by the processes of a messaging scenario: the
-// measuring process, the others it was given by pid (-cpu-pids) and redis-server (-cpu-redis,
-// from INFO cpu, as it is not a child of nexus-bench).
+// measuring process, the others it was given by name and pid (-cpu-pids) and redis-server
+// (-cpu-redis, from INFO cpu, as it is not a child of nexus-bench).
 type scenarioCPU struct {
-	pids []int
-	rdb  *redis.Client // nil without -cpu-redis
+	procs []cpuProc     // the measuring process first
+	rdb   *redis.Client // nil without -cpu-redis
 	// bad is set when a flag named a process that cannot be read (not a pid, not a redis
 	// URL): the figure is then unavailable rather than short of that process.
 	bad bool
 }
 
+// cpuProc is a process whose CPU time a scenario counts, by the name the report gives it.
+type cpuProc struct {
+	name string
+	pid  int
+}
+
+// redisProcName is redis-server's name in a scenario's CPU split.
+const redisProcName = "redis-server"
+
 func newScenarioCPU(l loadFlags) *scenarioCPU {
-	c := &scenarioCPU{pids: []int{os.Getpid()}}
+	self := l.cpuSelf
+	if self == "" {
+		self = "measuring process"
+	}
+	c := &scenarioCPU{procs: []cpuProc{{self, os.Getpid()}}}
 	for _, f := range strings.Split(l.cpuPIDs, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		pid, err := strconv.Atoi(f)
-		if err != nil || pid <= 0 {
+		name, p, named := strings.Cut(f, "=")
+		if !named {
+			p = f
+		}
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 || name == "" && named {
 			c.bad = true
 			continue
 		}
-		c.pids = append(c.pids, pid)
+		if !named {
+			name = "pid " + p
+		}
+		c.procs = append(c.procs, cpuProc{name, pid})
 	}
 	if l.cpuRedis != "" {
 		opt, err := redis.ParseURL(l.cpuRedis)
@@ -48,24 +68,35 @@ func newScenarioCPU(l loadFlags) *scenarioCPU {
 
 // read returns the processes' CPU time so far; ok false when one of them cannot be read.
 func (c *scenarioCPU) read(ctx context.Context) (total time.Duration, ok bool) {
-	if c.bad {
-		return 0, false
-	}
-	for _, pid := range c.pids {
-		cpu, ok := cpuOf(pid)
-		if !ok {
-			return 0, false
-		}
+	each, ok := c.readEach(ctx)
+	for _, cpu := range each {
 		total += cpu
+	}
+	return total, ok
+}
+
+// readEach returns each process's CPU time so far, by its name (processes of one name
+// added up); ok false when one of them cannot be read.
+func (c *scenarioCPU) readEach(ctx context.Context) (map[string]time.Duration, bool) {
+	if c.bad {
+		return nil, false
+	}
+	each := make(map[string]time.Duration, len(c.procs)+1)
+	for _, p := range c.procs {
+		cpu, ok := cpuOf(p.pid)
+		if !ok {
+			return nil, false
+		}
+		each[p.name] += cpu
 	}
 	if c.rdb != nil {
 		cpu, err := redisServerCPU(ctx, c.rdb)
 		if err != nil {
-			return 0, false
+			return nil, false
 		}
-		total += cpu
+		each[redisProcName] += cpu
 	}
-	return total, true
+	return each, true
 }
 
 func (c *scenarioCPU) close() {
@@ -101,15 +132,16 @@ func redisServerCPU(ctx context.Context, rdb *redis.Client) (time.Duration, erro
 	return time.Duration(total * float64(time.Second)), nil
 }
 
-// cpuArgs are the flags that name a scenario's other processes to its measuring child.
-func cpuArgs(redisURL string, procs ...*proc) []string {
+// cpuArgs are the flags that name a scenario's processes to its measuring child, which is
+// named self in the CPU split.
+func cpuArgs(self, redisURL string, procs ...*proc) []string {
 	var pids []string
 	for _, p := range procs {
 		if p != nil && p.cmd.Process != nil {
-			pids = append(pids, strconv.Itoa(p.cmd.Process.Pid))
+			pids = append(pids, p.name+"="+strconv.Itoa(p.cmd.Process.Pid))
 		}
 	}
-	args := []string{"-cpu-pids", strings.Join(pids, ",")}
+	args := []string{"-cpu-self", self, "-cpu-pids", strings.Join(pids, ",")}
 	if redisURL != "" {
 		args = append(args, "-cpu-redis", redisURL)
 	}

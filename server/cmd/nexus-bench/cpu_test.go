@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,10 +27,10 @@ func TestScenarioCPU(t *testing.T) {
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
 	ctx := context.Background()
 
-	c := newScenarioCPU(loadFlags{cpuPIDs: strconv.Itoa(child.Process.Pid), cpuRedis: rs.URL()})
+	c := newScenarioCPU(loadFlags{cpuSelf: "client", cpuPIDs: "sleeper=" + strconv.Itoa(child.Process.Pid), cpuRedis: rs.URL()})
 	defer c.close()
-	if len(c.pids) != 2 || c.rdb == nil {
-		t.Fatalf("pids %v, redis %v; want this process, the child and redis-server", c.pids, c.rdb)
+	if want := []cpuProc{{"client", os.Getpid()}, {"sleeper", child.Process.Pid}}; !slices.Equal(c.procs, want) || c.rdb == nil {
+		t.Fatalf("processes %v, redis %v; want %v and redis-server", c.procs, c.rdb, want)
 	}
 	// Make redis-server spend a tenth of a second or so, so that its share is plain.
 	if err := c.rdb.Eval(ctx, "local i = 0 while i < 20000000 do i = i + 1 end return i", nil).Err(); err != nil {
@@ -48,14 +49,31 @@ func TestScenarioCPU(t *testing.T) {
 	if !ok {
 		t.Fatal("the scenario's CPU time could not be read")
 	}
-	own0, _ := cpuOf(c.pids[0])
+	each0, ok := c.readEach(ctx)
+	if !ok {
+		t.Fatal("the processes' CPU time could not be read one by one")
+	}
+	own0, _ := cpuOf(os.Getpid())
 	for start := time.Now(); time.Since(start) < 50*time.Millisecond; { // burn some CPU here
 	}
 	after, ok := c.read(ctx)
 	if !ok {
 		t.Fatal("the scenario's CPU time could not be read again")
 	}
-	own1, _ := cpuOf(c.pids[0])
+	own1, _ := cpuOf(os.Getpid())
+	each1, ok := c.readEach(ctx)
+	if !ok || len(each1) != 3 || each1["client"]-each0["client"] < own1-own0-10*time.Millisecond ||
+		each1[redisProcName] < redis0 {
+		t.Errorf("by process: %v then %v (this process grew by %v, redis-server had %v)", each0, each1, own1-own0, redis0)
+	}
+	total, split := perRoundTrip(each0, each1, 10)
+	var sum float64
+	for _, v := range split {
+		sum += v
+	}
+	if len(split) != 3 || math.Abs(sum-total) > 1e-6 || split["client"] < float64((own1-own0-10*time.Millisecond)/time.Microsecond)/10 {
+		t.Errorf("per round trip: %v in all, %v by process", total, split)
+	}
 	if after-before < own1-own0-10*time.Millisecond || own1-own0 < 10*time.Millisecond {
 		t.Errorf("the scenario's CPU grew by %v while this process's grew by %v", after-before, own1-own0)
 	}
@@ -64,7 +82,11 @@ func TestScenarioCPU(t *testing.T) {
 		t.Errorf("redis-server's CPU %v is not in the total: %v with it, %v without", redis0, before, without)
 	}
 
-	for _, l := range []loadFlags{{cpuPIDs: "999999999"}, {cpuPIDs: "12x"}, {cpuRedis: "not a url"}} {
+	if c := newScenarioCPU(loadFlags{cpuPIDs: strconv.Itoa(child.Process.Pid)}); len(c.procs) != 2 ||
+		c.procs[0].name != "measuring process" || c.procs[1].name != "pid "+strconv.Itoa(child.Process.Pid) {
+		t.Errorf("unnamed processes: %v", c.procs)
+	}
+	for _, l := range []loadFlags{{cpuPIDs: "999999999"}, {cpuPIDs: "12x"}, {cpuPIDs: "a=12x"}, {cpuPIDs: "=12"}, {cpuRedis: "not a url"}} {
 		c := newScenarioCPU(l)
 		if _, ok := c.read(ctx); ok {
 			t.Errorf("%+v: read, though it names a process that cannot be read", l)
@@ -83,7 +105,16 @@ func TestReportCPURatios(t *testing.T) {
 	r.add(keyRelay, "relay", []Measurement{m(50), m(100)}, nil)
 	r.add(keyProtoRelay, "proto", []Measurement{m(80), m(100)}, nil)
 	r.add(keyRedis, "redis", []Measurement{m(40), m(40)}, nil)
-	r.add(keyHostMem, "mem", []Measurement{m(100), m(150)}, nil)
+	split := func(cpu float64, byProcess map[string]float64) Measurement {
+		x := m(cpu)
+		x.CPUByProcessUS = byProcess
+		return x
+	}
+	// The split's medians are each process's, over the rounds that have it.
+	r.add(keyHostMem, "mem", []Measurement{
+		split(100, map[string]float64{"sender": 30, "nexus serve": 50, "echo": 20}),
+		split(150, map[string]float64{"sender": 40, "nexus serve": 80, "echo": 30}),
+	}, nil)
 	r.add(keyHostRedis, "host redis", []Measurement{m(200), m(0)}, nil) // not measured in round 2
 	r.computeRatios()
 	want := map[string]float64{
@@ -108,10 +139,15 @@ func TestReportCPURatios(t *testing.T) {
 	if err := r.writeMarkdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | 75 | baseline |", "CPU ÷ relay CPU = 1.75 (rounds 1.50–2.00), no target"} {
+	for _, s := range []string{"| relay | 100 | 200 | 10 | 1000 | 1000 | 75 | baseline |", "CPU ÷ relay CPU = 1.75 (rounds 1.50–2.00), no target",
+		"CPU µs per round trip by process", "\n- mem: echo 25 · nexus serve 65 · sender 35\n",
+	} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("the Markdown report lacks %q:\n%s", s, b.String())
 		}
+	}
+	if strings.Contains(b.String(), "- relay:") {
+		t.Errorf("a split printed for a row without one:\n%s", b.String())
 	}
 }
 

@@ -132,7 +132,7 @@ func (b *bench) runPlugins(ctx context.Context, ps *procs, sender, echo *hostSer
 	if echo != sender {
 		servers = append(servers, echo.proc)
 	}
-	args := append(b.loadArgs(), cpuArgs(sender.redisURL, servers...)...)
+	args := append(b.loadArgs(), cpuArgs(senderPluginID, sender.redisURL, servers...)...)
 	senderProc, err := ps.start(senderPluginID, b.pluginCmd(rolePluginSender, sender, senderPluginID, tokens[senderPluginID], args...), stopGrace)
 	if err != nil {
 		return m, err

@@ -30,8 +30,8 @@ func TestReportIdleFigure(t *testing.T) {
 		met   bool
 		unit  string
 	}{
-		"idle plugin session, server KiB (Go heap + stacks)": {30, true, "KiB"},
-		"idle plugin session / idle HTTP/2 connection (KiB)": {3, false, ""},
+		"idle plugin session, server KiB (Go heap + stacks)":      {30, true, "KiB"},
+		"idle plugin session / idle HTTP/2 connection (KiB)":      {3, false, ""},
 		"idle bare grpc-go stream, server KiB (Go heap + stacks)": {27, false, "KiB"},
 		"idle plugin session - idle bare grpc-go stream (KiB)":    {4, false, "KiB"},
 	}

@@ -44,6 +44,8 @@ type Measurement struct {
 	// measured). On a shared machine it moves far less than the rate does, and throughput
 	// on 2 cores is about their CPU divided by it.
 	CPUPerRoundTripUS float64 `json:"cpu_us_per_round_trip,omitempty"`
+	// CPUByProcessUS is CPUPerRoundTripUS split by process, by the processes' names.
+	CPUByProcessUS map[string]float64 `json:"cpu_us_per_round_trip_by_process,omitempty"`
 	// WarmupRoundTrips is how many round trips the warm-up did (not counted above).
 	WarmupRoundTrips int `json:"warmup_round_trips"`
 	// Slices is how many alternating slices the measurement was cut into (REST reads only).
@@ -109,13 +111,13 @@ func measure(ctx context.Context, rt roundTrip, l loadFlags) (Measurement, error
 
 	cpu := newScenarioCPU(l)
 	defer cpu.close()
-	cpu0, cpuOK := cpu.read(ctx)
+	cpu0, cpuOK := cpu.readEach(ctx)
 	lat, elapsed, err := drive(ctx, rt, l.concurrency, l.duration)
 	if err != nil {
 		return m, fmt.Errorf("throughput (%d in flight): %w", l.concurrency, err)
 	}
-	if cpu1, ok := cpu.read(ctx); ok && cpuOK && len(lat) > 0 {
-		m.CPUPerRoundTripUS = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(len(lat))
+	if cpu1, ok := cpu.readEach(ctx); ok && cpuOK && len(lat) > 0 {
+		m.CPUPerRoundTripUS, m.CPUByProcessUS = perRoundTrip(cpu0, cpu1, len(lat))
 	}
 	m.InFlight = l.concurrency
 	m.RoundTrips = len(lat)
@@ -125,6 +127,19 @@ func measure(ctx context.Context, rt roundTrip, l loadFlags) (Measurement, error
 		m.LoadedP50us, m.LoadedP99us = percentileUS(lat, 0.50), percentileUS(lat, 0.99)
 	}
 	return m, nil
+}
+
+// perRoundTrip is the CPU time the processes used between two reads (before, after),
+// per round trip of n, in microseconds: in all and by process.
+func perRoundTrip(before, after map[string]time.Duration, n int) (float64, map[string]float64) {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
+	var total time.Duration
+	each := make(map[string]float64, len(after))
+	for name, cpu := range after {
+		total += cpu - before[name]
+		each[name] = us(cpu - before[name])
+	}
+	return us(total), each
 }
 
 // settle retries rt until it first succeeds (the route to the target may not be ready the

@@ -211,7 +211,7 @@ func (b *bench) runRedis(ctx context.Context) (Measurement, error) {
 	if err := resp.readJSON(ctx, readyTimeout, &ready{}); err != nil {
 		return Measurement{}, err
 	}
-	args := append(append([]string{"-redis", srv.URL()}, b.loadArgs()...), cpuArgs(srv.URL(), resp)...)
+	args := append(append([]string{"-redis", srv.URL()}, b.loadArgs()...), cpuArgs("redis-requester", srv.URL(), resp)...)
 	req, err := ps.start("redis-requester", b.selfCmd(roleRedisRequester, args...), stopGrace)
 	if err != nil {
 		return Measurement{}, err

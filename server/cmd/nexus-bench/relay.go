@@ -149,7 +149,7 @@ func (b *bench) runChain(ctx context.Context, roles [3]string) (Measurement, err
 	if err := rl.readJSON(ctx, readyTimeout, &relayAddr); err != nil {
 		return Measurement{}, err
 	}
-	args := append(append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...), cpuArgs("", echo, rl)...)
+	args := append(append([]string{"-addr", relayAddr.Addr}, b.loadArgs()...), cpuArgs(roles[2], "", echo, rl)...)
 	client, err := ps.start(roles[2], b.selfCmd(roles[2], args...), stopGrace)
 	if err != nil {
 		return Measurement{}, err

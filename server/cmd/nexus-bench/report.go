@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -198,6 +199,7 @@ func medianMeasurement(runs []Measurement) Measurement {
 		LoadedP50us:             med(func(m Measurement) float64 { return m.LoadedP50us }),
 		LoadedP99us:             med(func(m Measurement) float64 { return m.LoadedP99us }),
 		CPUPerRoundTripUS:       med(func(m Measurement) float64 { return m.CPUPerRoundTripUS }),
+		CPUByProcessUS:          medianByName(runs, func(m Measurement) map[string]float64 { return m.CPUByProcessUS }),
 		WarmupRoundTrips:        int(med(func(m Measurement) float64 { return float64(m.WarmupRoundTrips) })),
 		Slices:                  int(med(func(m Measurement) float64 { return float64(m.Slices) })),
 		Subscribers:             runs[0].Subscribers,
@@ -487,6 +489,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 			fmt.Fprintf(bw, "| %s | %.0f | %.0f | %d | %.0f | %d | %s | %s |\n",
 				s.Name, m.P50us, m.P99us, m.Samples, m.Throughput, m.RoundTrips, cpu, r.ratioCell(s.Key))
 		}
+		writeCPUByProcess(bw, messaging)
 	}
 	if len(fanout) > 0 {
 		r.writeFanout(bw, fanout)
@@ -701,4 +704,44 @@ func renderJSON(path string, w io.Writer) error {
 	r.Ratios = nil
 	r.computeRatios()
 	return r.writeMarkdown(w)
+}
+
+// medianByName is the median of each name's figure over the runs that have it (f gives a
+// run's figures by name); nil when no run has any.
+func medianByName(runs []Measurement, f func(Measurement) map[string]float64) map[string]float64 {
+	byName := map[string][]float64{}
+	for _, m := range runs {
+		for name, v := range f(m) {
+			byName[name] = append(byName[name], v)
+		}
+	}
+	if len(byName) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(byName))
+	for name, vs := range byName {
+		out[name] = median(vs)
+	}
+	return out
+}
+
+// writeCPUByProcess prints, under the messaging table, each scenario's CPU per round trip
+// split by process: where the CPU a row counts goes.
+func writeCPUByProcess(w io.Writer, rows []scenarioOut) {
+	var lines []string
+	for _, s := range rows {
+		if s.Result == nil || len(s.Result.CPUByProcessUS) == 0 {
+			continue
+		}
+		names := slices.Sorted(maps.Keys(s.Result.CPUByProcessUS))
+		parts := make([]string, len(names))
+		for i, name := range names {
+			parts[i] = fmt.Sprintf("%s %.0f", name, s.Result.CPUByProcessUS[name])
+		}
+		lines = append(lines, fmt.Sprintf("- %s: %s", s.Name, strings.Join(parts, " · ")))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nCPU µs per round trip by process (throughput phase, median of the rounds for each process):\n\n%s\n", strings.Join(lines, "\n"))
 }
