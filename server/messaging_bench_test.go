@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,6 +99,13 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// goroutinesCreated is how many goroutines this process has started so far.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 func benchRoundTrip(b *testing.B, tune func(*server.Config), backendCPU func() time.Duration) {
 	e := startServerWith(b, io.Discard, slog.LevelWarn, tune)
 	externalPlugin(e, "bench-echo", map[string]any{"message_types": []map[string]any{{"type": "bench.echo"}}})
@@ -127,7 +135,7 @@ func benchRoundTrip(b *testing.B, tune func(*server.Config), backendCPU func() t
 	left.Store(int64(b.N))
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0, gor0 := time.Now(), processCPU(), goroutinesCreated()
 	var backend0 time.Duration
 	if backendCPU != nil {
 		backend0 = backendCPU()
@@ -149,6 +157,8 @@ func benchRoundTrip(b *testing.B, tune func(*server.Config), backendCPU func() t
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+	// Each goroutine started costs its start, a wake-up and usually a thread hand-off.
+	b.ReportMetric(float64(goroutinesCreated()-gor0)/float64(b.N), "goroutines/msg")
 	if backendCPU != nil {
 		b.ReportMetric(float64((backendCPU()-backend0).Microseconds())/float64(b.N), "redis-cpu-µs/msg")
 	}
