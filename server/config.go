@@ -108,6 +108,17 @@ type Config struct {
 	NoSandbox bool
 	// PluginReadPaths are more directories confined plugins may read and execute below.
 	PluginReadPaths []string
+	// GCHeapFloor is the heap below which `nexus serve` does not collect garbage, in bytes
+	// (server/gcfloor); 0 leaves Go's default. It is not applied when GOGC or GOMEMLIMIT is
+	// set in the environment (see GCHeapFloorApplies).
+	GCHeapFloor int64
+}
+
+// GCHeapFloorApplies reports whether `nexus serve` applies GCHeapFloor: it is set, and
+// the operator set neither GOGC nor GOMEMLIMIT (getenv reads the environment), whose
+// policy then rules.
+func (c Config) GCHeapFloorApplies(getenv func(string) string) bool {
+	return c.GCHeapFloor > 0 && getenv("GOGC") == "" && getenv("GOMEMLIMIT") == ""
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -139,6 +150,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:        30 * time.Second,
 		PermissionGrant:        []string{"*:*"},
 		PermissionDeny:         []string{"http:external", "system:*", "admin:*", "tokens:*"},
+		GCHeapFloor:            64 << 20,
 	}
 }
 
@@ -186,6 +198,7 @@ func (c *Config) settings() []setting {
 		{"plugin-max-processes", "processes and threads one host-launched plugin may run at once (0: unlimited)", (*int64Value)(&c.PluginMaxProcesses)},
 		{"plugin-read-paths", "more directories confined plugins may read and execute below, besides their package and the system's (comma-separated absolute paths)", (*listValue)(&c.PluginReadPaths)},
 		{"no-sandbox", "run host-launched plugins unconfined, with the server's privileges (true or false; the API reports every mechanism off)", (*boolValue)(&c.NoSandbox)},
+		{"gc-heap-floor", "heap size below which the server does not collect garbage, in bytes: memory traded for CPU under load (a small heap allocated fast is otherwise collected several times a second); 0: Go's default; not applied when GOGC or GOMEMLIMIT is set", (*int64Value)(&c.GCHeapFloor)},
 		{"addr-file", "write the listen address to this file once listening (for port 0)", (*stringValue)(&c.AddrFile)},
 	}
 }
@@ -318,6 +331,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		problems = append(problems, "shutdown-timeout: must be positive")
+	}
+	if c.GCHeapFloor < 0 {
+		problems = append(problems, "gc-heap-floor: must be 0 (Go's default) or a size in bytes")
 	}
 	if c.ProcessingTimeout < 100*time.Millisecond || c.MaxDeliveryAttempts < 1 || c.MaxInbox < 1 {
 		problems = append(problems, "processing-timeout (at least 100ms), max-delivery-attempts and max-inbox must be positive")

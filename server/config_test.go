@@ -69,6 +69,8 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"advertise user":   {"--advertise-url", "http://me:pw@a.example:8080"},
 		"advertise query":  {"--advertise-url", "http://a.example:8080/?x=1"},
 		"tiny heartbeat":   {"--heartbeat-interval", "10ms"},
+		"negative floor":   {"--gc-heap-floor", "-1"},
+		"floor with unit":  {"--gc-heap-floor", "64MiB"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -82,6 +84,25 @@ func TestConfigRejectsBadValues(t *testing.T) {
 	_ = os.WriteFile(file, []byte("lissen: 1.2.3.4:5\n"), 0o600)
 	if _, err := server.ParseConfig([]string{"--config", file}, func(string) string { return "" }, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "lissen") {
 		t.Fatalf("unknown file key: %v", err)
+	}
+}
+
+// The heap floor applies by default, and not when the operator sets the collector's own
+// policy or turns it off.
+func TestConfigGCHeapFloor(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	cfg, err := server.ParseConfig(nil, env(nil), &bytes.Buffer{})
+	if err != nil || cfg.GCHeapFloor != 64<<20 || !cfg.GCHeapFloorApplies(env(nil)) {
+		t.Fatalf("default: %d %v", cfg.GCHeapFloor, err)
+	}
+	for _, kv := range []map[string]string{{"GOGC": "200"}, {"GOMEMLIMIT": "1GiB"}} {
+		if cfg.GCHeapFloorApplies(env(kv)) {
+			t.Errorf("applies with %v", kv)
+		}
+	}
+	cfg, err = server.ParseConfig(nil, env(map[string]string{"NEXUS_GC_HEAP_FLOOR": "0"}), &bytes.Buffer{})
+	if err != nil || cfg.GCHeapFloor != 0 || cfg.GCHeapFloorApplies(env(nil)) {
+		t.Fatalf("turned off: %d %v", cfg.GCHeapFloor, err)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/server"
+	"github.com/nexus-platform/nexus/server/gcfloor"
 )
 
 func main() {
@@ -89,6 +90,12 @@ func serve(args []string, stderr io.Writer) error {
 	// go-redis reports its reconnection attempts through a process-wide logger; send them to
 	// the server's log at debug level (the bus reports outages itself).
 	redis.SetLogger(redisLogger{log})
+	if cfg.GCHeapFloorApplies(os.Getenv) {
+		defer gcfloor.Start(uint64(cfg.GCHeapFloor))()
+		log.Info("garbage collection: heap floor", "bytes", cfg.GCHeapFloor)
+	} else if cfg.GCHeapFloor > 0 {
+		log.Info("garbage collection: GOGC or GOMEMLIMIT set; no heap floor", "GOGC", os.Getenv("GOGC"), "GOMEMLIMIT", os.Getenv("GOMEMLIMIT"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, log)
