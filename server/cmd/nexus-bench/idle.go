@@ -46,8 +46,9 @@ import (
 // for both phases, the sessions' "before" was read while the baseline's 1,000 connections
 // were still being torn down, which took 5 to 19 KiB per session off their figure,
 // differently in every round.) The target is absolute (targetIdleKiB per session, the
-// session's connection included); the baseline gives the ratio of a session to a bare
-// connection, no target.
+// session's connection included). The baselines, with no target, give the ratio of a
+// session to an idle HTTP/2 connection and its difference from an idle bare grpc-go stream
+// (idlegrpc.go), whose phase has a server process of its own instead of nexus serve.
 
 // The rows of the idle scenario.
 const (
@@ -198,13 +199,14 @@ type goMemory struct {
 // settledMemoryTimeout bounds settledMemory's wait for a collection.
 const settledMemoryTimeout = time.Minute
 
-// settledMemory reads a server's Go memory from its metrics (metricsURL) once a collection has ended after since, so
-// that its live heap counts what the server holds then, and neither garbage waiting for
-// a collection (as the allocated heap, go_memstats_heap_alloc_bytes, does: that made the
-// figure depend on when the last collection ran, 35 to 51 KiB per session in two runs of
-// the same code) nor less than what it holds (a live heap measured before the sessions
-// were all open). It polls /metrics every pollEvery; each read makes a little garbage, so
-// a collection comes soon (GOGC=10) even in an idle server.
+// settledMemory reads a server's Go memory from its metrics (metricsURL) once a
+// collection has ended after since, so that its live heap counts what the server holds
+// then: neither garbage waiting for a collection (as the allocated heap,
+// go_memstats_heap_alloc_bytes, does: that made the figure depend on when the last
+// collection ran, 35 to 51 KiB per session in two runs of the same code) nor less than it
+// holds (a live heap marked before the sessions were all open). It polls the metrics every
+// pollEvery; each read makes a little garbage, so a collection comes soon (GOGC=10) even
+// in an idle server.
 func settledMemory(ctx context.Context, metricsURL string, since time.Time) (goMemory, error) {
 	const pollEvery = 100 * time.Millisecond
 	deadline := time.Now().Add(settledMemoryTimeout)
