@@ -66,15 +66,6 @@ func newScenarioCPU(l loadFlags) *scenarioCPU {
 	return c
 }
 
-// read returns the processes' CPU time so far; ok false when one of them cannot be read.
-func (c *scenarioCPU) read(ctx context.Context) (total time.Duration, ok bool) {
-	each, ok := c.readEach(ctx)
-	for _, cpu := range each {
-		total += cpu
-	}
-	return total, ok
-}
-
 // readEach returns each process's CPU time so far, by its name (processes of one name
 // added up); ok false when one of them cannot be read.
 func (c *scenarioCPU) readEach(ctx context.Context) (map[string]time.Duration, bool) {

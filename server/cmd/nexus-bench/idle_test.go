@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +152,41 @@ func TestParseFlagsIdle(t *testing.T) {
 			t.Errorf("%v: messaging %v, reads %v, idle %v; want %v, %v, %v", tc.args,
 				cfg.runsMessaging(), cfg.runsReads(), cfg.runsIdle(), tc.messaging, tc.reads, tc.idle)
 		}
+	}
+}
+
+// The transport baseline's two children, in this process: the client's streams are each
+// answered by the bare server (it says ready only then), and the server's metrics carry
+// what settledMemory reads, once a collection has ended.
+func TestIdleGRPCBaselineChildren(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	start := func(role childRole, args ...string) (*json.Decoder, chan error) {
+		r, w := io.Pipe()
+		done := make(chan error, 1)
+		go func() { done <- role(ctx, args, w); _ = w.Close() }()
+		return json.NewDecoder(r), done
+	}
+	srvOut, srvDone := start(idleGRPCServerMain)
+	var r idleGRPCReady
+	if err := srvOut.Decode(&r); err != nil || r.Addr == "" || !strings.HasPrefix(r.Metrics, "http://127.0.0.1:") {
+		t.Fatalf("server report %+v: %v", r, err)
+	}
+	clientOut, clientDone := start(idleStreamsMain, "-addr", r.Addr, "-n", "20")
+	if err := clientOut.Decode(&ready{}); err != nil {
+		t.Fatalf("the client is not ready: %v (%v)", err, <-clientDone)
+	}
+	since := time.Now()
+	go func() { time.Sleep(50 * time.Millisecond); runtime.GC() }()
+	m, err := settledMemory(ctx, r.Metrics, since)
+	if err != nil || m.heap <= 0 || m.stacks <= 0 || m.lastGCAt < float64(since.UnixNano())/1e9 {
+		t.Fatalf("settled memory %+v: %v", m, err)
+	}
+	cancel()
+	if err := <-clientDone; err != nil {
+		t.Errorf("client: %v", err)
+	}
+	if err := <-srvDone; err != nil {
+		t.Errorf("server: %v", err)
 	}
 }
