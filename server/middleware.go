@@ -309,10 +309,11 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// withRESTEnvelope serves the REST API: it maps `/v1/` to `/api/v1/`, refuses oversized bodies, and
-// wraps every answer in the reference envelope
-// `{success, data | error, timestamp, request_id}` with the HTTP status of the error table.
-func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
+// withRESTEnvelope serves the REST API: it maps `/v1/` to `/api/v1/`, refuses oversized bodies,
+// reads the query parameters (queryParams; nil leaves them to the transcoder), and wraps
+// every answer in the reference envelope `{success, data | error, timestamp, request_id}`
+// with the HTTP status of the error table.
+func withRESTEnvelope(maxBody int64, query *queryParams, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isREST(r.URL.Path) {
 			next.ServeHTTP(w, r)
@@ -341,6 +342,13 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 		if r.ContentLength > maxBody {
 			writeEnvelopeError(w, ci.requestID, errs.New(codeRequestTooLarge, "the request body exceeds %d bytes", maxBody))
 			return
+		}
+		if query != nil {
+			if de := query.normalize(r); de != nil {
+				ci.setError(de)
+				writeEnvelopeError(w, ci.requestID, de)
+				return
+			}
 		}
 		// Connect-Protocol-Version marks Connect calls; everything else here is REST, which
 		// must not be mistaken for Connect by the transcoder.
@@ -372,18 +380,18 @@ func withRESTEnvelope(maxBody int64, next http.Handler) http.Handler {
 }
 
 // restErrorFromBody reads an error the transcoder produced itself (unknown route,
-// malformed JSON, bad query parameter, oversized body). It classifies by the HTTP status
-// and what the edge saw, never by the message, which it only passes on to the caller:
-// refused says the transcoder answered before any handler ran (then the request was at
-// fault, whatever status the transcoder chose), tooLarge that the body was over its
-// limit (callInfo.refusedForSize).
+// malformed JSON, oversized body; queryParams refuses bad query parameters before it).
+// It classifies by the HTTP status and what the edge saw, never by the message, which it
+// only passes on to the caller: refused says the transcoder answered before any handler
+// ran (then the request was at fault, whatever status the transcoder chose), tooLarge
+// that the body was over its limit (callInfo.refusedForSize).
 //
 // What vanguard v0.4.0 answers before a handler runs, and so what reaches here:
 //   - no such path or method: 404 or 405, plain text;
 //   - a Content-Type it cannot decode: 415, plain text;
-//   - a query or path parameter of the wrong type: 400 (invalid_argument);
-//   - a body it cannot decode or an unknown query parameter: 500 (unknown or internal:
-//     vanguard passes the decoder's error on without a code of its own);
+//   - a path parameter of the wrong type: 400 (invalid_argument);
+//   - a body it cannot decode: 500 (unknown or internal: vanguard passes the decoder's
+//     error on without a code of its own);
 //   - a body over a limit: 429 (resource_exhausted), from connect-go when the body's
 //     http.MaxBytesReader fails, or from vanguard's buffer limits.
 func restErrorFromBody(status int, body []byte, refused, tooLarge bool) *errs.Error {

@@ -81,7 +81,7 @@ func TestLimitedBodyRecordsOversize(t *testing.T) {
 func TestRESTEnvelopeSuccess(t *testing.T) {
 	t.Parallel()
 	serve := func(contentType, body string) *httptest.ResponseRecorder {
-		h := withRESTEnvelope(1<<20, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := withRESTEnvelope(1<<20, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", contentType)
 			_, _ = io.WriteString(w, body)
 		}))

@@ -97,6 +97,7 @@ func TestRepositoriesSyncListAndSearch(t *testing.T) {
 		"?category=analytics":         {"analytics-plugin"},
 		"?tags=events&tags=analytics": {"analytics-plugin"},
 		"?tags=events&tags=oauth":     {},
+		"?tags=events,analytics":      {"analytics-plugin"},
 		"?author=community":           {"social-auth-plugin"},
 		"?sort=downloads":             {"user-management", "analytics-plugin", "social-auth-plugin"},
 		"?per_page=1&page=2":          {"social-auth-plugin"},

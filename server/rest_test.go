@@ -219,6 +219,8 @@ func TestListViewsAndFilters(t *testing.T) {
 		"?status=active":                     {},
 		"?include_disabled=false":            {},
 		"?include_disabled=true&search=user": {"user-management"},
+		"?include_disabled&search=user":      {"user-management"},
+		"?include_disabled=0":                {},
 	}
 	for q, want := range filters {
 		t.Run(q, func(t *testing.T) {

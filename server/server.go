@@ -285,6 +285,14 @@ var serviceNames = []string{
 	pluginhostv1connect.PluginHostServiceName,
 }
 
+// restServiceNames are the services with REST routes (google.api.http rules).
+var restServiceNames = []string{
+	pluginv1connect.PluginServiceName,
+	pluginv1connect.RepositoryServiceName,
+	pluginv1connect.MessagingServiceName,
+	pluginv1connect.ClusterServiceName,
+}
+
 func (s *Server) buildHandler() (http.Handler, error) {
 	observe := &observeInterceptor{log: s.log, metrics: newRPCMetrics(s.registry), audit: s.host}
 	interceptors := connect.WithInterceptors(
@@ -360,7 +368,11 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
-	api := withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, withConnectErrors(mux)))
+	query, err := newQueryParams(restServiceNames)
+	if err != nil {
+		return nil, fmt.Errorf("read the REST routes: %w", err)
+	}
+	api := withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, query, withConnectErrors(mux)))
 	var h http.Handler = withRequestContext(s.log, withPluginEndpoints(s.host.Router(), s.host.Sessions(), s.ids, s.host.Granted,
 		newEndpointMetrics(s.registry), api))
 	if len(s.cfg.CORSOrigins) > 0 {
