@@ -76,6 +76,7 @@ type Options struct {
 type Host struct {
 	log      *slog.Logger
 	st       store.Store
+	bus      bus.Bus
 	reg      *registry.Registry
 	repos    *catalog.Catalog
 	logs     *logsink.Sink
@@ -123,7 +124,7 @@ func New(opts Options) (*Host, error) {
 	if opts.Bus == nil {
 		opts.Bus = busmem.New(opts.BusOptions)
 	}
-	h := &Host{log: opts.Logger, st: opts.Store, repos: repos, tokens: opts.Tokens}
+	h := &Host{log: opts.Logger, st: opts.Store, bus: opts.Bus, repos: repos, tokens: opts.Tokens}
 	h.reg = registry.New(opts.Store, opts.Secrets, opts.Logger)
 	h.logs = logsink.New(opts.Store, opts.Logger, opts.LogRetention)
 	h.audit = audit.New(opts.Store, opts.Logger)
@@ -547,13 +548,30 @@ func (h *Host) MetricsSeries(_ context.Context, id string, start, end time.Time,
 	return h.metrics.Series(id, start, end, resolution, names)
 }
 
-// Ready reports whether the host can serve: its store answers.
+// Ready reports whether the host can serve: its store answers, and so does its bus's
+// backend when it has one (Redis). The error wraps ErrStoreUnavailable or
+// ErrBusUnavailable.
 func (h *Host) Ready(ctx context.Context) error {
-	return h.st.Read(ctx, func(tx store.Tx) error {
+	err := h.st.Read(ctx, func(tx store.Tx) error {
 		_, err := tx.Setting("ready-probe")
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		return err
 	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	if p, ok := h.bus.(bus.Pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			return fmt.Errorf("%w: %w", ErrBusUnavailable, err)
+		}
+	}
+	return nil
 }
+
+// The reasons Ready gives.
+var (
+	ErrStoreUnavailable = errors.New("store unavailable")
+	ErrBusUnavailable   = errors.New("bus unavailable")
+)

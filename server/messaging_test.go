@@ -730,6 +730,9 @@ func TestRedisOutageAndRestart(t *testing.T) {
 		}
 	}
 	emit(10)
+	if status, body := readyz(t, e); status != http.StatusOK || body != "ready\n" {
+		t.Fatalf("/readyz with Redis up: %d %q", status, body)
+	}
 	// The host's Redis connections are dropped under it: the bus reconnects by itself.
 	admin := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	_ = admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal").Err()
@@ -755,9 +758,16 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	if r := e.rest("POST", "/api/v1/events", e.Admin, map[string]any{"type": "job.done"}); r.errorCode() != "PLUGIN_UNAVAILABLE" {
 		t.Fatalf("an event while Redis is down: %d %s", r.Status, r.Raw)
 	}
+	if status, body := readyz(t, e); status != http.StatusServiceUnavailable || body != "bus unavailable\n" {
+		t.Fatalf("/readyz while Redis is down: %d %q", status, body)
+	}
 	if err := rs.Restart(); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "/readyz to say ready again", 20*time.Second, func() bool {
+		status, _ := readyz(t, e)
+		return status == http.StatusOK
+	})
 	// The bus reconnects by itself; sends work again and the backlog is delivered.
 	waitFor(t, "messages to flow again", 20*time.Second, func() bool {
 		r := e.rest("POST", "/api/v1/plugins/caller-plugin/message", e.Admin, map[string]any{"target_plugin": "jobs-plugin", "message_type": "ping", "timeout_seconds": 2})
@@ -777,6 +787,18 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	if len(accepted) < 40 {
 		t.Fatalf("%d of 40 events were accepted", len(accepted))
 	}
+}
+
+// readyz answers GET /readyz: its status and body.
+func readyz(t *testing.T, e *env) (int, string) {
+	t.Helper()
+	resp, err := http.Get(e.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestEveryPluginOperationNeedsItsGrant refuses each operation a plugin performs to a

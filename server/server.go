@@ -359,8 +359,14 @@ func (s *Server) buildHandler() (http.Handler, error) {
 			return
 		}
 		if err := s.host.Ready(ctx); err != nil {
+			// The reason only: the probe is open to anyone, the details go to the log.
+			why := "store unavailable"
+			if errors.Is(err, pluginhost.ErrBusUnavailable) {
+				why = "bus unavailable"
+			}
+			s.log.Debug("not ready", "error", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("store unavailable\n"))
+			_, _ = w.Write([]byte(why + "\n"))
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
@@ -422,7 +428,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.DatabaseURL != "" {
 		storeName = "postgresql"
 	}
-	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir, "store", storeName,
+	busName := "memory"
+	if s.cfg.RedisURL != "" {
+		busName = "redis"
+	}
+	s.log.Info("nexus listening", "addr", ln.Addr().String(), "version", pluginhost.Version, "data_dir", s.cfg.DataDir, "store", storeName, "bus", busName,
 		"replica", s.cluster.ID(), "advertise_url", s.advertiseURL())
 	// The record goes when Serve returns (deferred: after the plugins and the listener
 	// stopped), so that the others list this server while it still holds instances.

@@ -287,6 +287,13 @@ type Consumer interface {
 	Close() error
 }
 
+// Pinger is implemented by buses whose backend can be out of reach (busredis's): Ping
+// reports whether it serves now, with ErrUnavailable when it does not. A bus without it
+// (busmem's) is always reachable.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Notifier is implemented by consumers that can be read without a goroutine blocked in
 // Next while there is nothing to read (busmem's): a plugin instance that is idle then costs
 // no goroutine for its deliveries.

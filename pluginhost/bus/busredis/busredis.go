@@ -159,6 +159,12 @@ func newTiming(pt time.Duration) timing {
 	}
 }
 
+// Ping reports whether Redis answers (bus.Pinger), with bus.ErrUnavailable when it does
+// not.
+func (b *Bus) Ping(ctx context.Context) error {
+	return b.wrapErr("ping", b.rdb.Ping(ctx).Err())
+}
+
 // New connects to Redis and starts the bus. It fails (with bus.ErrUnavailable) when Redis
 // cannot be reached. ctx bounds the connection attempt only.
 func New(ctx context.Context, cfg Config) (*Bus, error) {

@@ -69,6 +69,9 @@ func TestServeAppliesTheHeapFloor(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"garbage collection: heap floor","bytes":268435456`) {
 		t.Errorf("the log does not name the heap floor:\n%s", logs.String())
 	}
+	if !strings.Contains(logs.String(), `"store":"sqlite","bus":"memory"`) {
+		t.Errorf("the startup log does not name the store and the bus:\n%s", logs.String())
+	}
 }
 
 // syncBuffer is a log sink safe for the server's goroutines and the test's.
