@@ -2,15 +2,19 @@ package repository
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -202,8 +206,60 @@ func limitError(parent, ctx context.Context, err error, u *url.URL, maxBytes int
 	case errors.As(err, &e):
 		return e
 	default:
-		return errs.Wrap(errs.PluginInstallationFailed, err, "download of %s failed", u.Redacted())
+		return errs.Wrap(errs.PluginInstallationFailed, err, "download of %s failed: %s", u.Redacted(), downloadFailure(err))
 	}
+}
+
+// downloadFailure says what failed in a download that got no HTTP answer: the name lookup,
+// the connection, TLS, or the transfer, in the admin's words. It never repeats the URL
+// (net/http's errors quote it whole, credentials included).
+func downloadFailure(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var (
+		dnsErr     *net.DNSError
+		hostErr    x509.HostnameError
+		authErr    x509.UnknownAuthorityError
+		invalidErr x509.CertificateInvalidError
+		verifyErr  *tls.CertificateVerificationError
+		recordErr  tls.RecordHeaderError
+		opErr      *net.OpError
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		switch {
+		case dnsErr.IsNotFound:
+			return fmt.Sprintf("DNS: no such host %q", dnsErr.Name)
+		case dnsErr.IsTimeout:
+			return fmt.Sprintf("DNS: the lookup of %q timed out", dnsErr.Name)
+		}
+		return fmt.Sprintf("DNS: the lookup of %q failed: %s", dnsErr.Name, dnsErr.Err)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("TLS: the server's certificate is not valid for %s", hostErr.Host)
+	case errors.As(err, &authErr):
+		return "TLS: the server's certificate is signed by an unknown authority"
+	case errors.As(err, &invalidErr):
+		return "TLS: the server's certificate is invalid: " + invalidErr.Error()
+	case errors.As(err, &verifyErr):
+		return "TLS: the server's certificate cannot be verified: " + verifyErr.Err.Error()
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return "TLS: the server answered in plain HTTP to an https URL"
+	case errors.As(err, &recordErr):
+		return "TLS: the server did not answer in TLS"
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return fmt.Sprintf("connect: %s refused the connection", opErr.Addr)
+		case opErr.Timeout():
+			return fmt.Sprintf("connect: %s did not answer in time", opErr.Addr)
+		}
+		return fmt.Sprintf("connect: %v", opErr.Err)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.As(err, &opErr):
+		return "the connection broke during the transfer: " + err.Error()
+	}
+	return err.Error()
 }
 
 // ctxReader fails reads once ctx is done, for readers (files) that do not watch it.

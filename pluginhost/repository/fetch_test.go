@@ -2,6 +2,7 @@ package repository_test
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -205,5 +206,41 @@ func TestHandler(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("encoded traversal: status %d, want 404", resp.StatusCode)
+	}
+}
+
+// A download that gets no HTTP answer says what failed (the name lookup, the connection,
+// TLS) and never repeats the URL's credentials.
+func TestFetchSaysWhatFailed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	secure := httptest.NewTLSServer(http.NotFoundHandler())
+	defer secure.Close()
+	tests := []struct {
+		name, base, want string
+	}{
+		{"no such host", "http://nexus-fetch-test.invalid/repo/", "DNS: "},
+		{"connection refused", "http://user:hunter2@" + closed + "/repo/", "connect: " + closed + " refused the connection"},
+		{"plain HTTP behind https", strings.Replace(plain.URL, "http://", "https://", 1) + "/repo/", "TLS: the server answered in plain HTTP to an https URL"},
+		{"unknown certificate authority", secure.URL + "/repo/", "TLS: the server's certificate is signed by an unknown authority"},
+		{"HTTP status", plain.URL + "/repo/", "answered HTTP 404 Not Found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := repository.Fetch(t.Context(), tt.base, "p-1.0.0.tar.gz", 1024, 10*time.Second)
+			e := wantCode(t, err, errs.PluginInstallationFailed)
+			if !strings.Contains(e.Message, tt.want) {
+				t.Errorf("message %q, want it to say %q", e.Message, tt.want)
+			}
+			if strings.Contains(e.Message, "hunter2") {
+				t.Errorf("message %q repeats the URL's password", e.Message)
+			}
+		})
 	}
 }
