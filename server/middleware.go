@@ -333,7 +333,7 @@ func withRESTEnvelope(maxBody int64, query *queryParams, next http.Handler) http
 		if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && (ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded")) {
 			r.Header.Set("Content-Type", "application/json")
 		}
-		if r.URL.Path == eventsStreamPath {
+		if r.URL.Path == eventsStreamPath || isLogsStreamPath(r.URL.Path) {
 			// A stream of Server-Sent Events, not one JSON answer: never buffered.
 			next.ServeHTTP(w, r)
 			return

@@ -148,6 +148,17 @@ func (q *queryParams) normalize(r *http.Request) *errs.Error {
 	if err != nil {
 		return errs.New(errs.ValidationError, "the query string is malformed: %v", err)
 	}
+	out, bad := route.read(values)
+	if len(bad) > 0 {
+		return queryError(bad)
+	}
+	r.URL.RawQuery = out.Encode()
+	return nil
+}
+
+// read checks every parameter of values and returns them in the forms the transcoder
+// takes, or the violations.
+func (rt queryRoute) read(values url.Values) (url.Values, []errs.FieldViolation) {
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
@@ -156,7 +167,7 @@ func (q *queryParams) normalize(r *http.Request) *errs.Error {
 	out := url.Values{}
 	var bad []errs.FieldViolation
 	for _, key := range keys {
-		fd, why := route.field(key)
+		fd, why := rt.field(key)
 		if fd == nil {
 			bad = append(bad, errs.FieldViolation{Field: key, Description: why})
 			continue
@@ -181,22 +192,89 @@ func (q *queryParams) normalize(r *http.Request) *errs.Error {
 			out.Add(key, nv)
 		}
 	}
-	if len(bad) > 0 {
-		msg := "invalid query parameter"
-		if len(bad) > 1 {
-			msg += "s"
-		}
-		for i, f := range bad {
-			sep := ", "
-			if i == 0 {
-				sep = ": "
-			}
-			msg += sep + strconv.Quote(f.Field)
-		}
-		return errs.WithFields(errs.ValidationError, msg, bad)
+	return out, bad
+}
+
+// queryError is the VALIDATION_ERROR naming every bad parameter.
+func queryError(bad []errs.FieldViolation) *errs.Error {
+	msg := "invalid query parameter"
+	if len(bad) > 1 {
+		msg += "s"
 	}
-	r.URL.RawQuery = out.Encode()
+	for i, f := range bad {
+		sep := ", "
+		if i == 0 {
+			sep = ": "
+		}
+		msg += sep + strconv.Quote(f.Field)
+	}
+	return errs.WithFields(errs.ValidationError, msg, bad)
+}
+
+// decodeQuery sets msg's top-level scalar fields from a query string read as normalize
+// reads it, for the REST paths that are no google.api.http route (the Server-Sent Events
+// streams); bound are the fields the path sets.
+func decodeQuery(msg proto.Message, values url.Values, bound ...protoreflect.Name) *errs.Error {
+	m := msg.ProtoReflect()
+	rt := queryRoute{msg: m.Descriptor(), bound: map[protoreflect.Name]bool{}}
+	for _, b := range bound {
+		rt.bound[b] = true
+	}
+	out, bad := rt.read(values)
+	if len(bad) > 0 {
+		return queryError(bad)
+	}
+	for key, vals := range out {
+		fd, _ := rt.field(key)
+		for _, v := range vals {
+			pv, ok := scalarValue(fd, v)
+			if !ok {
+				return queryError([]errs.FieldViolation{{Field: key, Description: "is not a parameter of this call; it takes " + rt.accepted()}})
+			}
+			if fd.IsList() {
+				m.Mutable(fd).List().Append(pv)
+			} else {
+				m.Set(fd, pv)
+			}
+		}
+	}
 	return nil
+}
+
+// scalarValue converts a value read by queryValue to fd's type; false for kinds it does
+// not set (messages, bytes).
+func scalarValue(fd protoreflect.FieldDescriptor, v string) (protoreflect.Value, bool) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(v), true
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(v == "true"), true
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		n, err := strconv.ParseInt(v, 10, 32)
+		return protoreflect.ValueOfInt32(int32(n)), err == nil
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return protoreflect.ValueOfInt64(n), err == nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		n, err := strconv.ParseUint(v, 10, 32)
+		return protoreflect.ValueOfUint32(uint32(n)), err == nil
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		n, err := strconv.ParseUint(v, 10, 64)
+		return protoreflect.ValueOfUint64(n), err == nil
+	case protoreflect.DoubleKind:
+		f, err := strconv.ParseFloat(v, 64)
+		return protoreflect.ValueOfFloat64(f), err == nil
+	case protoreflect.FloatKind:
+		f, err := strconv.ParseFloat(v, 32)
+		return protoreflect.ValueOfFloat32(float32(f)), err == nil
+	case protoreflect.EnumKind:
+		ev := fd.Enum().Values().ByName(protoreflect.Name(v))
+		if ev == nil {
+			return protoreflect.Value{}, false
+		}
+		return protoreflect.ValueOfEnum(ev.Number()), true
+	}
+	return protoreflect.Value{}, false
 }
 
 // field resolves a query key (dotted for nested messages) to the field it sets, or says

@@ -372,6 +372,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
+	mux.HandleFunc(logsStreamPattern, s.logsStream)
 	mux.Handle("/", transcoder)
 	limits := bodyLimits{unauthenticated: unauthenticatedBodyBytes, message: s.cfg.MaxMessageBytes, upload: s.cfg.MaxRequestBytes}
 	query, err := newQueryParams(restServiceNames)
