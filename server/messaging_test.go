@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -570,6 +571,20 @@ func TestEventsFeedsAndDeadLetters(t *testing.T) {
 		if r := e.rest("GET", "/api/v1/plugins/orders-plugin/dead-letters", e.User, nil); r.Status != http.StatusForbidden {
 			t.Fatalf("a user read dead letters: %d", r.Status)
 		}
+		// The same story in /metrics: two dead letters (one rejected by the plugin, one
+		// out of attempts), the flaky event's two redeliveries, nothing left in the inbox.
+		waitFor(t, "the inbox to be empty in /metrics", 10*time.Second, func() bool {
+			return metricValue(t, e, `nexus_plugin_inbox_depth{plugin_id="orders-plugin"}`) == 0
+		})
+		for series, want := range map[string]float64{
+			`nexus_plugin_dead_letters{plugin_id="orders-plugin"}`:        2,
+			`nexus_plugin_dead_lettered_total{plugin_id="orders-plugin"}`: 1,
+			`nexus_plugin_redeliveries_total{plugin_id="orders-plugin"}`:  2,
+		} {
+			if got := metricValue(t, e, series); got != want {
+				t.Errorf("%s = %v, want %v", series, got, want)
+			}
+		}
 
 		e.mustREST("POST", "/api/v1/plugins/orders-plugin/disable", e.Admin, map[string]any{})
 		waitEvent("plugin.disabled", func(ev *pluginv1.Event) bool { return ev.GetType() == "plugin.disabled" })
@@ -787,6 +802,27 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	if len(accepted) < 40 {
 		t.Fatalf("%d of 40 events were accepted", len(accepted))
 	}
+}
+
+// metricValue reads one series from /metrics; -1 when it is absent.
+func metricValue(t *testing.T, e *env, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(e.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 // readyz answers GET /readyz: its status and body.

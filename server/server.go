@@ -253,7 +253,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 		// not count garbage waiting for the next collection, so it is what the server holds.
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), host.MetricsCollector())
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), host.MetricsCollector(), host.InboxCollector())
 	s.registry = reg
 	h, err := s.buildHandler()
 	if err != nil {

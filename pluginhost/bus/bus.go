@@ -287,6 +287,20 @@ type Consumer interface {
 	Close() error
 }
 
+// InboxStats are the figures of one plugin's inbox, for monitoring.
+type InboxStats struct {
+	// Depth is the entries stored and not settled (waiting or in flight), as Depth.
+	Depth int
+	// DeadLetters is the entries in the inbox's dead-letter list.
+	DeadLetters int
+}
+
+// InboxStatser is implemented by buses that read the figures of many inboxes at once
+// (busmem's, and busredis's in one pipeline): for /metrics at each scrape.
+type InboxStatser interface {
+	InboxStats(ctx context.Context, plugins []string) ([]InboxStats, error)
+}
+
 // Pinger is implemented by buses whose backend can be out of reach (busredis's): Ping
 // reports whether it serves now, with ErrUnavailable when it does not. A bus without it
 // (busmem's) is always reachable.

@@ -7,14 +7,17 @@ import (
 // Collector returns a Prometheus collector exposing every plugin of the store, labelled only
 // by plugin_id:
 //
-//	nexus_plugin_up                         gauge, 1 while the plugin runs
-//	nexus_plugin_restarts_total             counter
-//	nexus_plugin_requests_total             counter
-//	nexus_plugin_request_errors_total       counter
-//	nexus_plugin_request_duration_seconds   histogram, buckets 1 ms to 10 s
-//	nexus_plugin_resident_memory_bytes      gauge, latest sample of the running process
-//	nexus_plugin_cpu_seconds_total          counter, over every process of the plugin
-//	nexus_plugin_open_fds                   gauge, latest sample of the running process
+//		nexus_plugin_up                         gauge, 1 while the plugin runs
+//		nexus_plugin_restarts_total             counter
+//		nexus_plugin_requests_total             counter
+//		nexus_plugin_request_errors_total       counter
+//		nexus_plugin_request_duration_seconds   histogram, buckets 1 ms to 10 s
+//		nexus_plugin_resident_memory_bytes      gauge, latest sample of the running process
+//		nexus_plugin_cpu_seconds_total          counter, over every process of the plugin
+//		nexus_plugin_open_fds                   gauge, latest sample of the running process
+//		nexus_plugin_redeliveries_total         counter, deliveries handed out again
+//		nexus_plugin_dead_lettered_total        counter, deliveries this server dead-lettered
+//	                                         (rejected by the plugin, or undecodable)
 //
 // The collector reads the store at each scrape, so plugins need no registration and a
 // forgotten plugin disappears. The two resource gauges are absent until the running process
@@ -34,6 +37,8 @@ func (s *Store) Collector() prometheus.Collector {
 		memory:    desc("nexus_plugin_resident_memory_bytes", "Resident memory of the plugin's process."),
 		cpu:       desc("nexus_plugin_cpu_seconds_total", "CPU time used by the plugin's processes."),
 		fds:       desc("nexus_plugin_open_fds", "Open file descriptors of the plugin's process."),
+		redeliver: desc("nexus_plugin_redeliveries_total", "Messages, events and broadcasts handed to the plugin again after an attempt that was not settled."),
+		deadLet:   desc("nexus_plugin_dead_lettered_total", "Deliveries to the plugin that this server dead-lettered: rejected by the plugin, or undecodable."),
 	}
 }
 
@@ -42,11 +47,12 @@ func (s *Store) Collector() prometheus.Collector {
 type collector struct {
 	store                                                          *Store
 	up, restarts, requests, reqErrors, durations, memory, cpu, fds *prometheus.Desc
+	redeliver, deadLet                                             *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.restarts, c.requests, c.reqErrors, c.durations, c.memory, c.cpu, c.fds} {
+	for _, d := range []*prometheus.Desc{c.up, c.restarts, c.requests, c.reqErrors, c.durations, c.memory, c.cpu, c.fds, c.redeliver, c.deadLet} {
 		ch <- d
 	}
 }
@@ -64,6 +70,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- constMetric(c.restarts, prometheus.CounterValue, float64(snap.restarts), id)
 		ch <- constMetric(c.requests, prometheus.CounterValue, float64(snap.requests), id)
 		ch <- constMetric(c.reqErrors, prometheus.CounterValue, float64(snap.failed), id)
+		ch <- constMetric(c.redeliver, prometheus.CounterValue, float64(snap.redeliveries), id)
+		ch <- constMetric(c.deadLet, prometheus.CounterValue, float64(snap.deadLettered), id)
 
 		cumulative := make(map[float64]uint64, numPromBounds)
 		var n uint64
@@ -91,6 +99,8 @@ type snapshot struct {
 	up               bool
 	restarts         uint64
 	requests, failed uint64
+	redeliveries     uint64
+	deadLettered     uint64
 	durations        [numPromBounds + 1]uint64
 	durationSum      float64
 	cpuSeconds       float64
@@ -115,17 +125,19 @@ func (s *Store) snapshots() []snapshot {
 	for i, p := range ps {
 		p.mu.Lock()
 		out[i] = snapshot{
-			id:          ids[i],
-			up:          p.up,
-			restarts:    p.restarts,
-			requests:    p.requests,
-			failed:      p.failed,
-			durations:   p.durations,
-			durationSum: p.latencyNS / 1e9,
-			cpuSeconds:  p.cpuTotal,
-			hasSample:   p.hasSample,
-			rss:         p.rss,
-			openFiles:   p.openFiles,
+			id:           ids[i],
+			up:           p.up,
+			restarts:     p.restarts,
+			redeliveries: p.redeliveries,
+			deadLettered: p.deadLettered,
+			requests:     p.requests,
+			failed:       p.failed,
+			durations:    p.durations,
+			durationSum:  p.latencyNS / 1e9,
+			cpuSeconds:   p.cpuTotal,
+			hasSample:    p.hasSample,
+			rss:          p.rss,
+			openFiles:    p.openFiles,
 		}
 		p.mu.Unlock()
 	}

@@ -24,14 +24,26 @@ func TestCollector(t *testing.T) {
 	s.Restarted("beta")
 	s.Restarted("beta")
 	s.Stopped("beta")
+	s.ObserveRedelivery("beta")
+	s.ObserveRedelivery("beta")
+	s.ObserveRedelivery("alpha")
+	s.ObserveDeadLetter("beta")
 
 	const want = `# HELP nexus_plugin_cpu_seconds_total CPU time used by the plugin's processes.
 # TYPE nexus_plugin_cpu_seconds_total counter
 nexus_plugin_cpu_seconds_total{plugin_id="alpha"} 1.8
 nexus_plugin_cpu_seconds_total{plugin_id="beta"} 0
+# HELP nexus_plugin_dead_lettered_total Deliveries to the plugin that this server dead-lettered: rejected by the plugin, or undecodable.
+# TYPE nexus_plugin_dead_lettered_total counter
+nexus_plugin_dead_lettered_total{plugin_id="alpha"} 0
+nexus_plugin_dead_lettered_total{plugin_id="beta"} 1
 # HELP nexus_plugin_open_fds Open file descriptors of the plugin's process.
 # TYPE nexus_plugin_open_fds gauge
 nexus_plugin_open_fds{plugin_id="alpha"} 11
+# HELP nexus_plugin_redeliveries_total Messages, events and broadcasts handed to the plugin again after an attempt that was not settled.
+# TYPE nexus_plugin_redeliveries_total counter
+nexus_plugin_redeliveries_total{plugin_id="alpha"} 1
+nexus_plugin_redeliveries_total{plugin_id="beta"} 2
 # HELP nexus_plugin_request_duration_seconds Time the plugin took to handle requests and messages.
 # TYPE nexus_plugin_request_duration_seconds histogram
 nexus_plugin_request_duration_seconds_bucket{plugin_id="alpha",le="0.001"} 0

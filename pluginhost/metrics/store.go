@@ -85,6 +85,22 @@ func (s *Store) ObserveRequest(pluginID, caller string, d time.Duration, failed 
 	}
 }
 
+// ObserveRedelivery records a message, event or broadcast handed to the plugin again after
+// an attempt that was not settled (timed out, or its instance went away).
+func (s *Store) ObserveRedelivery(pluginID string) {
+	p := s.lock(pluginID, s.now())
+	p.redeliveries++
+	p.mu.Unlock()
+}
+
+// ObserveDeadLetter records a delivery of the plugin that was dead-lettered by this server:
+// rejected by the plugin, or undecodable.
+func (s *Store) ObserveDeadLetter(pluginID string) {
+	p := s.lock(pluginID, s.now())
+	p.deadLettered++
+	p.mu.Unlock()
+}
+
 // ObserveResources records a resource sample of the plugin's process taken at at: resident
 // memory in bytes, the cumulative CPU time the process has used in seconds, and its open file
 // descriptors. The host samples about every 15 s. cpu_usage_percent is derived from two
@@ -245,6 +261,10 @@ type plugin struct {
 	up        bool
 	startedAt time.Time
 	restarts  uint64
+
+	// Deliveries handed to the plugin again (attempt 2 or more), and those this server
+	// dead-lettered or saw rejected: lifetime totals for Prometheus.
+	redeliveries, deadLettered uint64
 
 	// Latest resource sample of the current process.
 	hasSample  bool

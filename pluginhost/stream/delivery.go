@@ -196,8 +196,13 @@ func (h *Sessions) deliver(ctx context.Context, sess *session, d bus.Delivery) b
 	fr := &deliverFrame{}
 	if err := framePayloadInto(&fr.data, d.Data); err != nil {
 		h.log.Error("undecodable payload dead-lettered", "plugin_id", sess.pluginID, "id", d.ID, "error", err)
-		_ = sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload")
+		if sess.cons.DeadLetter(ctx, d.Tag, "undecodable payload") == nil {
+			h.metrics.ObserveDeadLetter(sess.pluginID)
+		}
 		return true
+	}
+	if d.Attempt > 1 {
+		h.metrics.ObserveRedelivery(sess.pluginID)
 	}
 	f := &fr.d
 	f.DeliveryId, f.Kind, f.Id, f.Source, f.Type = d.Tag, deliveryKind(d.Kind), d.ID, d.Source, d.Type
@@ -399,6 +404,9 @@ func (h *Sessions) onAck(ctx context.Context, sess *session, a *pluginhostv1.Ack
 			reason = "rejected by the plugin"
 		}
 		err = sess.cons.DeadLetter(ctx, tag, reason)
+		if err == nil {
+			h.metrics.ObserveDeadLetter(sess.pluginID)
+		}
 		h.metrics.ObserveRequest(sess.pluginID, in.d.Source, time.Since(in.at), true)
 		if in.d.Kind == bus.KindMessage {
 			h.answerUnreplied(ctx, in.d, "the target could not process the message: "+reason)

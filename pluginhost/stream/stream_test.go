@@ -827,6 +827,12 @@ func TestDisabledPluginIsRefused(t *testing.T) {
 	f.install(pluginSpec{id: "beta-plugin"})
 	f.connect("beta-plugin", nil)
 	a := f.connect("alpha-plugin", nil)
+	// A request answered first: the session is past its attach-time check, which ends a
+	// session whose plugin was disabled while it connected (and which the disable below
+	// would otherwise race with: the welcome comes before that check).
+	if r := a.request(discoverFrame("warm", "", ""), "warm"); r.GetErrorCode() != "" {
+		t.Fatalf("discover before the disable: %s %s", r.GetErrorCode(), r.GetErrorMessage())
+	}
 	f.disable("alpha-plugin")
 
 	cases := []struct {

@@ -283,6 +283,25 @@ func (b *Bus) Depth(_ context.Context, plugin string) (int, error) {
 	return ib.live, nil
 }
 
+// InboxStats returns the depth and dead-letter count of each plugin's inbox
+// (bus.InboxStatser).
+func (b *Bus) InboxStats(_ context.Context, plugins []string) ([]bus.InboxStats, error) {
+	if b.closed.Load() {
+		return nil, bus.ErrClosed
+	}
+	out := make([]bus.InboxStats, len(plugins))
+	for i, p := range plugins {
+		ib := b.inbox(p, false)
+		if ib == nil {
+			continue
+		}
+		ib.mu.Lock()
+		out[i] = bus.InboxStats{Depth: ib.live, DeadLetters: ib.dead.len()}
+		ib.mu.Unlock()
+	}
+	return out, nil
+}
+
 // Close stops the bus: open consumers end with bus.ErrClosed, Replies and every Watch
 // channel are closed, and later calls fail with bus.ErrClosed. Closing again is a no-op.
 func (b *Bus) Close() error {

@@ -682,6 +682,29 @@ func (b *Bus) Depth(ctx context.Context, plugin string) (int, error) {
 	return int(n), nil
 }
 
+// InboxStats returns the depth and dead-letter count of each plugin's inbox, read in one
+// pipeline (bus.InboxStatser).
+func (b *Bus) InboxStats(ctx context.Context, plugins []string) ([]bus.InboxStats, error) {
+	if b.closed.Load() {
+		return nil, bus.ErrClosed
+	}
+	pipe := b.rdb.Pipeline()
+	depth := make([]*redis.IntCmd, len(plugins))
+	dead := make([]*redis.IntCmd, len(plugins))
+	for i, p := range plugins {
+		depth[i] = pipe.XLen(ctx, b.keys.inbox(p))
+		dead[i] = pipe.XLen(ctx, b.keys.dead(p))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, b.wrapErr("inbox stats", err)
+	}
+	out := make([]bus.InboxStats, len(plugins))
+	for i := range plugins {
+		out[i] = bus.InboxStats{Depth: int(depth[i].Val()), DeadLetters: int(dead[i].Val())}
+	}
+	return out, nil
+}
+
 // Close stops the bus. Open consumers hand their unsettled deliveries back (as their Close
 // does) and end with bus.ErrClosed; Replies and every Watch channel are closed. Closing
 // again is a no-op.

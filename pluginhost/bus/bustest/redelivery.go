@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -285,6 +286,20 @@ func testDeadLetter(t *testing.T, open opener) {
 	}
 	if dls, err := b.DeadLetters(t.Context(), pluginID(t, "none"), 10); err != nil || len(dls) != 0 {
 		t.Fatalf("DeadLetters of a plugin without any = %v, %v; want none", dls, err)
+	}
+	// The figures /metrics reads: a waiting entry and the three dead letters, and zeros for
+	// an inbox never used.
+	publish(t, b, envelope(p, "waiting"))
+	st, ok := b.(bus.InboxStatser)
+	if !ok {
+		t.Fatalf("%T does not implement bus.InboxStatser", b)
+	}
+	got, err := st.InboxStats(t.Context(), []string{p, pluginID(t, "never-used")})
+	if err != nil {
+		t.Fatalf("InboxStats: %v", err)
+	}
+	if want := []bus.InboxStats{{Depth: 1, DeadLetters: 3}, {}}; !slices.Equal(got, want) {
+		t.Fatalf("InboxStats = %+v; want %+v", got, want)
 	}
 }
 
