@@ -6,8 +6,10 @@ GO      ?= go
 BIN     := bin/nexus
 TOOLS   := .tools/node_modules/.bin
 BUF     := $(TOOLS)/buf
-DATA    ?= .nexus-data
-LISTEN  ?= 127.0.0.1:8080
+# make run's data directory and address: make run LISTEN=127.0.0.1:9090 DATA=/tmp/nexus, or
+# NEXUS_LISTEN and NEXUS_DATA_DIR in the environment (the server's own variables).
+DATA    ?= $(or $(NEXUS_DATA_DIR),.nexus-data)
+LISTEN  ?= $(or $(NEXUS_LISTEN),127.0.0.1:8080)
 FUZZTIME ?= 5s
 GOTESTFLAGS ?= -race -count=1
 
@@ -44,12 +46,14 @@ grpcurl: .tools/bin/grpcurl ## Install grpcurl into .tools/bin (used by the READ
 
 .PHONY: build
 build: ## Build the nexus binary into bin/.
+	@echo "==> building $(BIN) (the first build downloads modules and takes a few minutes)"
 	$(GO) build -o $(BIN) ./server/cmd/nexus
 
 DEMO_REPO := bin/demo-repo
 
 .PHONY: run
-run: build demo-repo ## Build the server and a local demo repository of the example plugins, then serve on 127.0.0.1:8080.
+run: build demo-repo ## Build the server and a demo repository of the example plugins, then serve on LISTEN (127.0.0.1:8080) with data in DATA (.nexus-data): make run LISTEN=127.0.0.1:9090 DATA=/tmp/nexus.
+	@echo "==> serving on $(LISTEN), data in $(DATA) (the admin token is in $(DATA)/admin-token)"
 	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA) \
 		--repository "demo=file://$(CURDIR)/$(DEMO_REPO);key=$$(cat bin/demo-repo.pub);description=Example plugins built from this checkout"
 
@@ -64,19 +68,23 @@ run-cluster: build demo-repo redis-server postgresql ## Run PostgreSQL, Redis an
 
 .PHONY: demo-repo
 demo-repo: examples ## Build a signed local repository of the example plugins (two versions of analytics-plugin).
+	@echo "==> building the demo repository $(DEMO_REPO) (signed with bin/demo-repo.key)"
 	@rm -rf $(DEMO_REPO) && mkdir -p $(DEMO_REPO)
-	@[ -s bin/demo-repo.key ] || $(BIN) repo keygen -o bin/demo-repo.key > bin/demo-repo.pub
+	@[ -s bin/demo-repo.key ] || $(BIN) repo keygen -o bin/demo-repo.key > bin/demo-repo.pub 2>/dev/null
 	@for e in $(EXAMPLES); do v=$$(sed -n 's/^  "version": "\(.*\)",$$/\1/p' clients/go/plugin/examples/$$e/plugin.json); \
 		cp bin/packages/$$e.tar.gz $(DEMO_REPO)/$$e-$$v.tar.gz; done
-	@rm -rf bin/stage/analytics-plugin-next && cp -r bin/stage/analytics-plugin bin/stage/analytics-plugin-next && \
-		sed -i 's/^  "version": "1.2.0",$$/  "version": "1.3.0",/' bin/stage/analytics-plugin-next/plugin.json && \
+	@rm -rf bin/stage/analytics-plugin-next && mkdir -p bin/stage/analytics-plugin-next/bin && \
+		sed 's/^  "version": "1.2.0",$$/  "version": "1.3.0",/' clients/go/plugin/examples/analytics-plugin/plugin.json > bin/stage/analytics-plugin-next/plugin.json && \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=1.3.0" -o bin/stage/analytics-plugin-next/bin/analytics-plugin ./clients/go/plugin/examples/analytics-plugin && \
 		$(BIN) package bin/stage/analytics-plugin-next -o $(DEMO_REPO)/analytics-plugin-1.3.0.tar.gz >/dev/null
+	@cp clients/go/plugin/examples/catalog.json $(DEMO_REPO)/
 	$(BIN) repo index $(DEMO_REPO) --key bin/demo-repo.key --name demo --description "Example plugins built from this checkout"
 
 EXAMPLES := $(patsubst clients/go/plugin/examples/%/plugin.json,%,$(wildcard clients/go/plugin/examples/*/plugin.json))
 
 .PHONY: examples
 examples: build ## Build the example plugins and their packages into bin/packages/.
+	@echo "==> building the example plugins: $(EXAMPLES)"
 	@mkdir -p bin/packages
 	@for e in $(EXAMPLES); do \
 		rm -rf bin/stage/$$e && mkdir -p bin/stage/$$e/bin && \

@@ -46,8 +46,9 @@ type BuildOptions struct {
 // and last_updated is the newest Published time of its versions. URLs are the file names,
 // relative to the index. Plugins are sorted by id.
 //
-// When dir already holds a valid index.json, BuildIndex keeps its catalog data, which no
-// package holds: each plugin's rating, downloads and documentation_url (and repository_url
+// Catalog data no package holds comes from dir's CatalogFile when present (it wins), or
+// else from the existing index. When dir already holds a valid index.json, BuildIndex keeps
+// its catalog data: each plugin's rating, downloads and documentation_url (and repository_url
 // when the manifest has no homepage), the repository's name and description when opts
 // leaves them empty, and the Published time of versions whose digest is unchanged. An
 // invalid existing index is an error, so that a rebuild does not silently drop that data.
@@ -66,6 +67,10 @@ func BuildIndex(dir string, key PrivateKey, opts BuildOptions) (*Index, error) {
 	generated := now().UTC().Truncate(time.Second)
 
 	old, err := readExistingIndex(dir)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := readCatalogFile(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +173,9 @@ func BuildIndex(dir string, key PrivateKey, opts BuildOptions) (*Index, error) {
 				p.RepositoryURL = prev.RepositoryURL
 			}
 		}
+		if e, ok := catalog[id]; ok {
+			e.apply(&p)
+		}
 		for _, pk := range pkgs {
 			ver := pk.ver
 			if !opts.Unsigned {
@@ -181,6 +189,11 @@ func BuildIndex(dir string, key PrivateKey, opts BuildOptions) (*Index, error) {
 			p.Versions = append(p.Versions, ver)
 		}
 		idx.Plugins = append(idx.Plugins, p)
+	}
+	for id := range catalog {
+		if _, ok := byID[id]; !ok {
+			return nil, errs.New(errs.ValidationError, "%s names plugin %q, which no package in the directory holds", CatalogFile, id)
+		}
 	}
 	if err := idx.Validate(); err != nil {
 		return nil, err

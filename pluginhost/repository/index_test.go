@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -244,5 +245,46 @@ func TestBuildIndexDeterministic(t *testing.T) {
 	}
 	if _, err := repository.BuildIndex(dir, priv, repository.BuildOptions{}); !errs.Is(err, errs.ValidationError) {
 		t.Errorf("BuildIndex with a duplicate version: %v", err)
+	}
+}
+
+// The catalog side file sets rating, downloads, documentation URL and tags, over the
+// existing index and the manifests; a bad one is refused with the field named.
+func TestBuildIndexTakesTheCatalogFile(t *testing.T) {
+	_, priv := newKey(t)
+	dir, first := buildRepo(t, priv)
+	first.Plugins[0].Rating, first.Plugins[0].Downloads = 1.5, 7 // in the existing index
+	if err := repository.WriteIndex(dir, first); err != nil {
+		t.Fatal(err)
+	}
+	id := first.Plugins[0].ID
+	write := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, repository.CatalogFile), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"plugins": {"` + id + `": {"rating": 4.6, "documentation_url": "https://docs.example.com/a", "tags": ["x", "y"]}}}`)
+	idx, err := repository.BuildIndex(dir, priv, repository.BuildOptions{Now: fixedClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := idx.Plugin(id)
+	if p.Rating != 4.6 || p.Downloads != 7 || p.DocumentationURL != "https://docs.example.com/a" || !slices.Equal(p.Tags, []string{"x", "y"}) {
+		t.Fatalf("plugin = rating %v downloads %v docs %q tags %v", p.Rating, p.Downloads, p.DocumentationURL, p.Tags)
+	}
+	for _, c := range []struct{ doc, want string }{
+		{`{"plugins": {"` + id + `": {"rating": 7}}}`, "rating must be between 0 and 5"},
+		{`{"plugins": {"` + id + `": {"downloads": -1}}}`, "downloads must not be negative"},
+		{`{"plugins": {"` + id + `": {"stars": 5}}}`, `unknown field "stars"`},
+		{`{"plugins": {"no-such-plugin": {"rating": 1}}}`, `names plugin "no-such-plugin"`},
+		{`{"plugins": {"` + id + `": {"documentation_url": "ftp://x"}}}`, "documentation_url"},
+		{`{"plugins": `, "catalog.json"},
+	} {
+		write(c.doc)
+		_, err := repository.BuildIndex(dir, priv, repository.BuildOptions{Now: fixedClock})
+		if e := wantCode(t, err, errs.ValidationError); !strings.Contains(e.Error(), c.want) {
+			t.Errorf("%s: %v, want it to say %q", c.doc, err, c.want)
+		}
 	}
 }

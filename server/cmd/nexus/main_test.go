@@ -182,7 +182,8 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "analytics-plugin 1.2.0") {
 		t.Fatalf("package: %d %s %s", code, out, errOut)
 	}
-	out, errOut, code = runCLI(t, "plugins", "install", pkgFile, "--config", `{"batch_size": 100}`)
+	// The reference document's install configuration, as written.
+	out, errOut, code = runCLI(t, "plugins", "install", pkgFile, "--config", `{"enabled": true, "batch_size": 100, "flush_interval": 60}`)
 	if code != 0 || !strings.Contains(out, `"plugin_id": "analytics-plugin"`) {
 		t.Fatalf("install: %d %s %s", code, out, errOut)
 	}
@@ -201,7 +202,8 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 			Configuration map[string]any `json:"configuration"`
 		} `json:"plugins"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Plugins) != 1 || list.Plugins[0].Configuration["batch_size"] != 100.0 {
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Plugins) != 1 || list.Plugins[0].Configuration["batch_size"] != 100.0 ||
+		list.Plugins[0].Configuration["enabled"] != true {
 		t.Fatalf("list: %d %s", code, out)
 	}
 	if out, errOut, code = runCLI(t, "plugins", "uninstall", "analytics-plugin", "--backup"); code != 0 || !strings.Contains(out, `"backup_created": true`) {

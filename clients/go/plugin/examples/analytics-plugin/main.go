@@ -4,9 +4,12 @@
 // answers `data_request` and `user_stats_request` messages with a user's activity, and
 // reports its health.
 //
-// Configuration: batch_size, flush_interval (restart required), storage_backend
-// (database, file or redis; this example writes batches to a file in its data directory
-// for every backend) and the secret api_key.
+// Configuration: enabled (false: events are not counted), batch_size, flush_interval
+// (restart required), storage_backend (database, file or redis; this example writes batches
+// to a file in its data directory for every backend) and the secret api_key.
+//
+// Its version is stamped at build time (`-ldflags "-X main.version=1.3.0"`, as `make
+// demo-repo` builds the demo repository's newer version); its reports carry it.
 package main
 
 import (
@@ -40,20 +43,26 @@ type stats struct {
 	watchers map[chan []byte]struct{}
 }
 
+// version is the plugin's version, reported in its hello, its startup log and its reports.
+var version = "1.2.0"
+
 func main() {
 	s := &stats{users: map[string]*activity{}, watchers: map[chan []byte]struct{}{}}
 	err := plugin.Run(context.Background(), plugin.Plugin{
 		HTTP:         s.httpHandler(),
-		Version:      "1.2.0",
+		Version:      version,
 		Services:     []string{"analytics"},
 		MessageTypes: []string{"data_request", "user_stats_request"},
 		OnStart: func(ctx context.Context, sess *plugin.Session) error {
 			interval := time.Duration(number(sess.Config(), "flush_interval", 30)) * time.Second
 			go s.flushLoop(ctx, sess, interval)
-			sess.Logger().Info("Plugin initialized successfully", "flush_interval_seconds", interval.Seconds())
+			sess.Logger().Info("Plugin initialized successfully", "version", version, "flush_interval_seconds", interval.Seconds())
 			return nil
 		},
 		OnEvent: func(ctx context.Context, e plugin.Event) error {
+			if sess := plugin.SessionFromContext(ctx); sess != nil && sess.Config()["enabled"] == false {
+				return nil // collection is switched off: the event is acknowledged, not counted
+			}
 			s.record(e)
 			if sess := plugin.SessionFromContext(ctx); sess != nil && len(s.pendingCopy()) >= int(number(sess.Config(), "batch_size", 50)) {
 				return s.flush(sess)
@@ -158,7 +167,7 @@ func (s *stats) report(user string) map[string]any {
 	defer s.mu.Unlock()
 	a := s.users[user]
 	if a == nil {
-		return map[string]any{"total_sessions": 0, "total_time_minutes": 0, "most_visited_pages": []any{}}
+		return map[string]any{"total_sessions": 0, "total_time_minutes": 0, "most_visited_pages": []any{}, "plugin_version": version}
 	}
 	pages := make([]string, 0, len(a.Pages))
 	for p := range a.Pages {
@@ -174,7 +183,7 @@ func (s *stats) report(user string) map[string]any {
 	for i, p := range pages {
 		list[i] = p
 	}
-	return map[string]any{"total_sessions": a.Sessions, "total_time_minutes": a.Minutes, "most_visited_pages": list}
+	return map[string]any{"total_sessions": a.Sessions, "total_time_minutes": a.Minutes, "most_visited_pages": list, "plugin_version": version}
 }
 
 func (s *stats) flushLoop(ctx context.Context, sess *plugin.Session, interval time.Duration) {
