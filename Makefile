@@ -93,7 +93,7 @@ examples: build ## Build the example plugins and their packages into bin/package
 		$(BIN) package bin/stage/$$e -o bin/packages/$$e.tar.gz || exit 1; done
 
 .PHONY: generate
-generate: tools ## Regenerate third-party protos and gen/ (Go and TypeScript).
+generate: tools ## Regenerate third-party protos, gen/ (Go, TypeScript, OpenAPI) and the served OpenAPI document.
 	rm -rf proto/third_party
 	mkdir -p proto/third_party/google/api
 	cp .tools/node_modules/google-proto-files/google/api/annotations.proto \
@@ -101,11 +101,12 @@ generate: tools ## Regenerate third-party protos and gen/ (Go and TypeScript).
 	$(GO) run ./server/internal/tools/derivevalidate proto/third_party
 	$(BUF) format -w proto/third_party
 	$(BUF) generate
+	$(GO) run ./server/internal/tools/openapidoc gen/openapi/openapi.yaml server/openapi/openapi.json
 
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail when generated files differ from the committed ones.
-	@git add -N proto gen >/dev/null 2>&1 || true
-	@git diff --exit-code -- proto gen || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
+	@git add -N proto gen server/openapi >/dev/null 2>&1 || true
+	@git diff --exit-code -- proto gen server/openapi || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
 
 .PHONY: lint
 lint: tools $(GOLANGCI) ## buf lint, buf format, buf breaking (against main), go vet, golangci-lint (depguard dependency rules), gofmt.

@@ -52,6 +52,23 @@ var errorTable = map[errs.Code]wireCode{
 	codeMethodNotAllowed:            {http.StatusMethodNotAllowed, connect.CodeUnimplemented},
 }
 
+// ErrorCode is one of the API's error codes with the HTTP status REST answers it with.
+type ErrorCode struct {
+	Code       string
+	HTTPStatus int
+}
+
+// ErrorCodes lists every error code the API answers, sorted by code: for the OpenAPI
+// document (server/openapi).
+func ErrorCodes() []ErrorCode {
+	out := make([]ErrorCode, 0, len(errorTable))
+	for code, w := range errorTable {
+		out = append(out, ErrorCode{Code: string(code), HTTPStatus: w.HTTP})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Code < out[j].Code })
+	return out
+}
+
 // wireOf returns the wire form of a code (Internal's for unknown codes).
 func wireOf(code errs.Code) wireCode {
 	if w, ok := errorTable[code]; ok {

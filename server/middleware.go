@@ -533,10 +533,11 @@ func isUploadPath(method, path string) bool {
 	return (method == http.MethodPost && p == "install") || (method == http.MethodPut && !strings.Contains(p, "/"))
 }
 
-// openPaths need no token: operations endpoints, reflection and gRPC health.
+// openPaths need no token: operations endpoints, the API's description, reflection and
+// gRPC health.
 func isOpenPath(path string) bool {
 	switch path {
-	case "/metrics", "/healthz", "/readyz":
+	case "/metrics", "/healthz", "/readyz", openAPIPath:
 		return true
 	}
 	return strings.HasPrefix(path, "/grpc.reflection.") || strings.HasPrefix(path, "/grpc.health.")

@@ -47,6 +47,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/server/openapi"
 )
 
 // Server is a running Nexus server: its store, domain and HTTP handler.
@@ -285,6 +286,9 @@ var serviceNames = []string{
 	pluginhostv1connect.PluginHostServiceName,
 }
 
+// openAPIPath serves the OpenAPI 3 document of the REST API (server/openapi), to anyone.
+const openAPIPath = "/openapi.json"
+
 // restServiceNames are the services with REST routes (google.api.http rules).
 var restServiceNames = []string{
 	pluginv1connect.PluginServiceName,
@@ -370,6 +374,10 @@ func (s *Server) buildHandler() (http.Handler, error) {
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET "+openAPIPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.Document)
 	})
 	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
 	mux.HandleFunc(logsStreamPattern, s.logsStream)
