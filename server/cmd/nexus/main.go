@@ -1,11 +1,14 @@
 // Command nexus is the Nexus plugin platform: `nexus serve` runs the server, and the other
-// subcommands administer it.
+// subcommands administer it (nexus --help lists them; cli.go builds them).
 //
 //	nexus serve [flags]                 run the server (see nexus serve --help)
-//	nexus token create|list|revoke      manage access tokens in the server's database
-//	nexus plugins list|get|install|uninstall|config|permissions
+//	nexus plugins|repos|events|services|cluster ...
 //	                                    call the API of a running server
+//	nexus token create|list|revoke      manage access tokens in the server's database
+//	nexus audit                         print the audit log
+//	nexus repo keygen|index|serve       make a plugin repository
 //	nexus package DIR [-o FILE]         build a plugin package
+//	nexus completion bash|zsh|fish      shell completion
 //	nexus version                       print the version
 package main
 
@@ -18,11 +21,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/server"
 	"github.com/nexus-platform/nexus/server/gcfloor"
 )
@@ -31,53 +34,36 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `Usage: nexus <command> [arguments]
-
-Commands:
-  serve      run the server (nexus serve --help lists every setting)
-  token      manage access tokens: create, list, revoke (nexus token --help)
-  plugins    call a running server: list, get, install, uninstall, config, permissions
-  package    check a plugin directory and build its package (.tar.gz)
-  audit      print the audit log (nexus audit --help)
-  repo       make a plugin repository: keygen, index, serve (nexus repo --help)
-  version    print the version
-`
-
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = serve(args[1:], stderr)
-	case "token", "tokens":
-		err = tokenCommand(args[1:], stdout, stderr)
-	case "plugins", "plugin":
-		err = pluginsCommand(args[1:], stdout, stderr)
-	case "repo", "repository":
-		err = repoCommand(args[1:], stdout, stderr)
-	case "audit":
-		err = auditCommand(args[1:], stdout, stderr)
-	case "package":
-		err = packageCommand(args[1:], stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "nexus", pluginhost.Version)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "nexus: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus:", err)
+		if isUsageError(err) {
+			return 2
+		}
 		return 1
 	}
 	return 0
+}
+
+// isUsageError reports whether cobra refused the command line itself (unknown command or
+// flag, wrong number of arguments), which exits 2 as before.
+func isUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most",
+		"required flag", "invalid argument", "flag needs an argument"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func serve(args []string, stderr io.Writer) error {

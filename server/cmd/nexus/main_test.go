@@ -158,7 +158,7 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	t.Setenv("NEXUS_SERVER", "http://"+ln.Addr().String())
+	t.Setenv("NEXUS_URL", "http://"+ln.Addr().String())
 	t.Setenv("NEXUS_TOKEN", cfg.AdminToken)
 
 	// The example's manifest, with a stand-in entry point (make examples builds the real one).
