@@ -1,18 +1,8 @@
-// End-to-end tests of @nexus-platform/client against the real Nexus server binary.
-//
-// The binary is ../../bin/nexus relative to this package (override with NEXUS_BIN). Build it first:
-//   cd /work/main && go build -o bin/nexus ./server/cmd/nexus
-// A missing binary fails the run; it is never skipped.
+// End-to-end tests of @nexus-platform/client against the real Nexus server binary (see
+// harness.ts: a missing binary fails the run; it is never skipped).
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { setTimeout as sleep } from "node:timers/promises";
 import { create, toBinary, toJson } from "@bufbuild/protobuf";
 import {
   Code,
@@ -26,37 +16,10 @@ import {
   type NexusClient,
   type NexusProtocol,
 } from "../src/index.js";
+import { ADMIN_TOKEN, STARTUP_TIMEOUT_MS, STOP_GRACE_MS, startServer, stopServer, type RunningServer } from "./harness.js";
 
-const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
-const STARTUP_TIMEOUT_MS = 30_000;
 const CALL_TIMEOUT_MS = 10_000;
-const STOP_GRACE_MS = 10_000;
 const PROTOCOLS: NexusProtocol[] = ["connect", "connect-json", "grpc-web", "grpc"];
-
-/** The directory of this package (the one whose package.json names @nexus-platform/client). */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pj = join(dir, "package.json");
-    if (existsSync(pj) && JSON.parse(readFileSync(pj, "utf8")).name === "@nexus-platform/client") {
-      return dir;
-    }
-    const parent = dirname(dir);
-    if (parent === dir) {
-      throw new Error("cannot find the @nexus-platform/client package root above " + fileURLToPath(import.meta.url));
-    }
-    dir = parent;
-  }
-}
-
-const serverBin = process.env.NEXUS_BIN ?? resolve(packageRoot(), "../../bin/nexus");
-
-interface RunningServer {
-  proc: ChildProcess;
-  baseUrl: string;
-  tmp: string;
-  output: () => string;
-}
 
 let server: RunningServer | undefined;
 const clients: NexusClient[] = [];
@@ -74,93 +37,6 @@ function client(protocol: NexusProtocol, token: string | null = ADMIN_TOKEN): Ne
   return c;
 }
 
-async function startServer(): Promise<RunningServer> {
-  if (!existsSync(serverBin)) {
-    throw new Error(
-      `Nexus server binary not found at ${serverBin}. Build it with ` +
-        "`cd /work/main && go build -o bin/nexus ./server/cmd/nexus` (or set NEXUS_BIN).",
-    );
-  }
-  const tmp = await mkdtemp(join(tmpdir(), "nexus-ts-client-"));
-  const dataDir = join(tmp, "data");
-  const addrFile = join(tmp, "addr");
-  // Only our own NEXUS_* settings: anything inherited (NEXUS_CONFIG ...) could change the server.
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("NEXUS_")) env[k] = v;
-  }
-  env.NEXUS_ADMIN_TOKEN = ADMIN_TOKEN;
-
-  const proc = spawn(
-    serverBin,
-    ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--addr-file", addrFile, "--log-level", "warn"],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let out = "";
-  const keep = (chunk: Buffer) => {
-    out = (out + chunk.toString("utf8")).slice(-20_000);
-  };
-  proc.stdout?.on("data", keep);
-  proc.stderr?.on("data", keep);
-  let exited: string | undefined;
-  proc.on("exit", (code, signal) => {
-    exited = `exited with code ${code} signal ${signal}`;
-  });
-  proc.on("error", (err) => {
-    exited = `failed to start: ${err.message}`;
-  });
-  const running: RunningServer = { proc, baseUrl: "", tmp, output: () => out };
-  server = running; // so that after() stops it even if startup fails below
-
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  const fail = (what: string) =>
-    new Error(`Nexus server ${what} (binary ${serverBin}); its output:\n${out || "(none)"}`);
-
-  let addr = "";
-  while (addr === "") {
-    if (exited) throw fail(exited);
-    if (Date.now() > deadline) throw fail(`wrote no address to ${addrFile} within ${STARTUP_TIMEOUT_MS} ms`);
-    try {
-      const text = (await readFile(addrFile, "utf8")).trim();
-      if (/^[^\s]+:\d+$/.test(text) && !text.endsWith(":0")) addr = text;
-    } catch {
-      // not written yet
-    }
-    if (addr === "") await sleep(50);
-  }
-  running.baseUrl = `http://${addr}`;
-
-  for (;;) {
-    if (exited) throw fail(exited);
-    if (Date.now() > deadline) throw fail(`was not ready (GET /readyz) within ${STARTUP_TIMEOUT_MS} ms`);
-    try {
-      const res = await fetch(`${running.baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return running;
-    } catch {
-      // not accepting connections yet
-    }
-    await sleep(100);
-  }
-}
-
-async function stopServer(s: RunningServer): Promise<void> {
-  const { proc } = s;
-  if (proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined) {
-    const exitedWithin = (ms: number) =>
-      Promise.race([
-        new Promise<boolean>((res) => proc.once("exit", () => res(true))),
-        sleep(ms, false, { ref: false }),
-      ]);
-    proc.kill("SIGTERM");
-    if (!(await exitedWithin(STOP_GRACE_MS))) {
-      proc.kill("SIGKILL");
-      await exitedWithin(5_000);
-    }
-  }
-  await rm(s.tmp, { recursive: true, force: true, maxRetries: 3 });
-}
-
 /** Asserts that `p` rejects with a ConnectError of `code` carrying the Nexus error code `nexusCode`. */
 async function assertNexusError(p: Promise<unknown>, code: Code, nexusCode: string): Promise<void> {
   await assert.rejects(p, (err: unknown) => {
@@ -175,7 +51,7 @@ async function assertNexusError(p: Promise<unknown>, code: Code, nexusCode: stri
 describe("against a fresh server", { timeout: 60_000 }, () => {
   before(
     async () => {
-      await startServer();
+      await startServer((s) => (server = s), "nexus-ts-client-");
     },
     { timeout: STARTUP_TIMEOUT_MS + 5_000 },
   );
