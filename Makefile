@@ -164,7 +164,7 @@ test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
 	@.ci/fuzz "$(GO)" $(FUZZTIME) $(FUZZ_TARGETS)
 
 .PHONY: test-ts
-test-ts: build ## Build the TypeScript client and run its tests against a live server.
+test-ts: build examples ## Build the TypeScript client and plugin SDK and run their tests against a live server (the example TypeScript plugin beside the Go examples).
 	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 .PHONY: test-readme
