@@ -83,6 +83,13 @@ export interface HandlerContext {
   /** Fires when the host cancels the delivery or the plugin stops. */
   signal: AbortSignal;
   session: PluginSession;
+  /**
+   * Keeps an event or broadcast from being redelivered for `seconds` more (default: the
+   * processing timeout). The SDK already does so while the handler runs, every half
+   * processing timeout; call it to ask for more at once. A no-op for messages, which their
+   * reply settles.
+   */
+  extend(seconds?: number): void;
 }
 
 /** One health check of a report. */
@@ -613,10 +620,21 @@ async function deliver(def: PluginDefinition, session: PluginSession, d: Deliver
   const onStop = () => ac.abort(new Error("the plugin is stopping"));
   stop.addEventListener("abort", onStop, { once: true });
   handlers.set(d.deliveryId, ac);
-  const ctx: HandlerContext = { signal: ac.signal, session };
   const out = session.write;
+  const timeoutS = Math.max(1, Math.round(session.processingTimeoutMs / 1000));
+  const isMessage = d.kind === DeliveryKind.MESSAGE;
+  const extend = (seconds = timeoutS) => {
+    if (isMessage) return;
+    out(create(ConnectRequestSchema, {
+      frame: { case: "ack", value: { deliveryId: d.deliveryId, action: AckAction.EXTEND, extendSeconds: Math.min(600, Math.max(1, Math.round(seconds))) } },
+    }));
+  };
+  const ctx: HandlerContext = { signal: ac.signal, session, extend };
+  // A handler that outlives half the processing timeout keeps its delivery: the host would
+  // otherwise hand it to another instance (or to this one again) while it still works.
+  const keepAlive = !isMessage && session.processingTimeoutMs > 0 ? setInterval(() => extend(), session.processingTimeoutMs / 2) : undefined;
   try {
-    if (d.kind === DeliveryKind.MESSAGE) {
+    if (isMessage) {
       const msg: IncomingMessage = {
         id: d.id, source: d.source, type: d.type, data: d.data ?? {}, attempt: d.attempt,
         ...(d.deadline ? { deadline: timestampDate(d.deadline) } : {}),
@@ -646,6 +664,7 @@ async function deliver(def: PluginDefinition, session: PluginSession, d: Deliver
       // processing timeout.
     }
   } finally {
+    clearInterval(keepAlive);
     handlers.delete(d.deliveryId);
     stop.removeEventListener("abort", onStop);
   }

@@ -49,7 +49,7 @@ export interface RunningServer {
  * Starts the server; `started` gets it as soon as its process runs, so that the caller can
  * stop it even when the startup fails.
  */
-export async function startServer(started: (s: RunningServer) => void, prefix = "nexus-ts-"): Promise<RunningServer> {
+export async function startServer(started: (s: RunningServer) => void, prefix = "nexus-ts-", extraArgs: string[] = []): Promise<RunningServer> {
   if (!existsSync(serverBin)) {
     throw new Error(
       `Nexus server binary not found at ${serverBin}. Build it with ` +
@@ -68,7 +68,7 @@ export async function startServer(started: (s: RunningServer) => void, prefix = 
 
   const proc = spawn(
     serverBin,
-    ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--addr-file", addrFile, "--log-level", "warn"],
+    ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--addr-file", addrFile, "--log-level", "warn", ...extraArgs],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";

@@ -213,3 +213,55 @@ describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
     );
   });
 });
+
+describe("a slow event handler on the TypeScript SDK", { timeout: 60_000 }, () => {
+  before(
+    async () => {
+      // A processing timeout of 1 s: a handler that takes longer must extend its delivery.
+      await startServer((s) => (server = s), "nexus-ts-slow-", ["--processing-timeout", "1s"]);
+      admin = createNexusClient({ baseUrl: server!.baseUrl, token: ADMIN_TOKEN, defaultTimeoutMs: 10_000 });
+    },
+    { timeout: STARTUP_TIMEOUT_MS + 5_000 },
+  );
+  after(
+    async () => {
+      admin?.close();
+      if (server) await stopServer(server);
+    },
+    { timeout: STOP_GRACE_MS + 10_000 },
+  );
+
+  test("keeps its delivery while it works (no redelivery, no dead letter)", async () => {
+    assert.ok(server);
+    const token = await externalPlugin({ id: "ts-slow", permissions: ["events:subscribe"], events: { subscribes: [{ type: "slow.*" }] } });
+    const attempts = new Map<string, number[]>();
+    let done = 0;
+    const stop = new AbortController();
+    let session: PluginSession | undefined;
+    const stopped = runPlugin(
+      {
+        version: "1.0.0",
+        onStart: (s) => void (session = s),
+        onEvent: async (e) => {
+          attempts.set(e.id, [...(attempts.get(e.id) ?? []), e.attempt]);
+          await sleep(2_500); // 2.5 processing timeouts
+          done++;
+        },
+      },
+      { host: server.baseUrl, token, pluginId: "ts-slow", signal: stop.signal, handleSignals: false },
+    );
+    try {
+      await eventually("the plugin to connect", () => session !== undefined);
+      assert.equal(session!.processingTimeoutMs, 1000);
+      const { eventId } = await admin.messaging.emitEvent({ type: "slow.job", data: {} });
+      await eventually("the slow handler to finish", () => done === 1);
+      await sleep(1_500); // past another processing timeout: a redelivery would show now
+      assert.deepEqual(attempts.get(eventId), [1]);
+      const dl = await admin.messaging.listDeadLetters({ pluginId: "ts-slow" });
+      assert.equal(dl.deadLetters.length, 0);
+    } finally {
+      stop.abort();
+      await stopped;
+    }
+  });
+});
