@@ -60,6 +60,24 @@ func TestTokenCreateListRevoke(t *testing.T) {
 	if revoked := row[len(row)-1]; revoked == "-" || !strings.HasPrefix(revoked, time.Now().UTC().Format("2006-01-02")) {
 		t.Fatalf("revoked token not shown as revoked: %q", list)
 	}
+	// The same list as JSON and YAML, and the audit log of both actions.
+	asJSON, _, code := runCLI(t, "token", "list", "--data-dir", dir, "-o", "json")
+	var tokens []map[string]any
+	if code != 0 || json.Unmarshal([]byte(asJSON), &tokens) != nil || len(tokens) != 1 || tokens[0]["name"] != "ci-reader" || tokens[0]["status"] != "revoked" {
+		t.Fatalf("list -o json: %q", asJSON)
+	}
+	asYAML, _, code := runCLI(t, "token", "list", "--data-dir", dir, "--output", "yaml")
+	if code != 0 || !strings.Contains(asYAML, "name: ci-reader") {
+		t.Fatalf("list -o yaml: %q", asYAML)
+	}
+	audit, _, code := runCLI(t, "audit", "--data-dir", dir, "-o", "json")
+	var entries []map[string]any
+	if code != 0 || json.Unmarshal([]byte(audit), &entries) != nil || len(entries) != 2 || entries[0]["action"] != "nexus token revoke" {
+		t.Fatalf("audit -o json: %q", audit)
+	}
+	if _, errOut, code := runCLI(t, "audit", "--data-dir", dir, "-o", "xml"); code == 0 || !strings.Contains(errOut, "want table, json or yaml") {
+		t.Fatalf("audit -o xml: %d %q", code, errOut)
+	}
 }
 
 func TestTokenTTL(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nexus-platform/nexus/pluginhost/identity"
@@ -24,7 +23,7 @@ import (
 
 const tokenUsage = `Usage:
   nexus token create --role admin|user|plugin [--name NAME] [--plugin ID] [--ttl DURATION] [--data-dir DIR | --database-url URL]
-  nexus token list [--data-dir DIR | --database-url URL]
+  nexus token list [--data-dir DIR | --database-url URL] [-o table|json|yaml]
   nexus token revoke [--data-dir DIR | --database-url URL] TOKEN_ID
 
 Tokens are kept (hashed) in the server's database: the SQLite file in its data directory
@@ -84,6 +83,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "a name to recognise the token by (create)")
 	plugin := fs.String("plugin", "", "the plugin a plugin token is bound to (create)")
 	ttlFlag := fs.String("ttl", "", "how long the token stays valid, e.g. 24h or 30m; never expires when left out (create)")
+	output := outputFlag(fs, "list")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -122,17 +122,18 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		now := time.Now().UTC()
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tROLE\tPLUGIN\tSTATUS\tCREATED\tEXPIRES\tREVOKED")
+		recs := records{header: []string{"ID", "NAME", "ROLE", "PLUGIN", "STATUS", "CREATED", "EXPIRES", "REVOKED"}}
 		for _, t := range tokens {
 			revoked := "-"
 			if !t.RevokedAt.IsZero() {
 				revoked = t.RevokedAt.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, dash(t.PluginID), tokenStatus(t, now),
-				t.CreatedAt.UTC().Format(time.RFC3339), expiresText(t), revoked)
+			recs.add([]string{t.ID, t.Name, string(t.Role), dash(t.PluginID), tokenStatus(t, now),
+				t.CreatedAt.UTC().Format(time.RFC3339), expiresText(t), revoked},
+				map[string]any{"id": t.ID, "name": t.Name, "role": t.Role, "plugin_id": t.PluginID, "status": tokenStatus(t, now),
+					"created_at": t.CreatedAt.UTC().Format(time.RFC3339), "expires_at": expiresText(t), "revoked_at": strings.TrimPrefix(revoked, "-")})
 		}
-		return tw.Flush()
+		return recs.print(stdout, *output)
 	case "revoke":
 		if fs.NArg() != 1 {
 			return fmt.Errorf("usage: nexus token revoke TOKEN_ID")
@@ -192,7 +193,7 @@ func auditCLI(ctx context.Context, st store.Store, action, target string, detail
 	})
 }
 
-const auditUsage = `Usage: nexus audit [--data-dir DIR | --database-url URL] [--plugin ID] [--limit N]
+const auditUsage = `Usage: nexus audit [--data-dir DIR | --database-url URL] [--plugin ID] [--limit N] [-o table|json|yaml]
 
 Prints the audit log (newest first): every state-changing call and CLI action, with who,
 what, the target, the outcome and the request id.
@@ -206,6 +207,7 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 	databaseURL := fs.String("database-url", os.Getenv("NEXUS_DATABASE_URL"), databaseURLHelp)
 	plugin := fs.String("plugin", "", "only entries about this plugin")
 	limit := fs.Int("limit", 50, "at most this many entries")
+	output := outputFlag(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -223,13 +225,13 @@ func auditCommand(args []string, stdout, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tACTION\tTARGET\tOUTCOME\tREQUEST")
+	recs := records{header: []string{"TIME", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REQUEST"}}
 	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), dash(e.ActorName), dash(string(e.Role)),
-			e.Action, dash(e.Target), e.Outcome, dash(e.RequestID))
+		recs.add([]string{e.Time.Format(time.RFC3339), dash(e.ActorName), dash(string(e.Role)), e.Action, dash(e.Target), e.Outcome, dash(e.RequestID)},
+			map[string]any{"time": e.Time.Format(time.RFC3339), "actor": e.ActorName, "role": e.Role, "action": e.Action,
+				"target": e.Target, "outcome": e.Outcome, "request_id": e.RequestID})
 	}
-	return tw.Flush()
+	return recs.print(stdout, *output)
 }
 
 // databaseURLHelp documents --database-url of the commands that open the server's store.
