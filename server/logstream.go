@@ -1,19 +1,16 @@
 package server
 
 import (
-	"bytes"
-	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"buf.build/go/protovalidate"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
+	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
 // logsStreamPattern serves a plugin's live log tail as Server-Sent Events, for browsers and
@@ -61,8 +58,7 @@ func (s *Server) logsStream(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		fail(errs.New(errs.Internal, "streaming is not supported on this connection"))
 		return
 	}
@@ -72,41 +68,12 @@ func (s *Server) logsStream(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprintf(w, ": nexus log tail of %s\n\n", req.GetPluginId())
-	flusher.Flush()
-	marshal := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
-	keepalive := time.NewTicker(sseKeepalive)
-	defer keepalive.Stop()
-	for {
-		select {
-		case rec, open := <-records:
-			if !open {
-				return // the request ended
-			}
-			e, err := logEntry(rec)
-			if err != nil {
-				continue
-			}
-			b, err := marshal.Marshal(e)
-			if err != nil {
-				continue
-			}
-			if _, err := fmt.Fprintf(w, "event: log\ndata: %s\n\n", bytes.TrimSpace(bytes.ReplaceAll(b, []byte("\n"), nil))); err != nil {
-				return
-			}
-			flusher.Flush()
-		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
-				return
-			}
-			flusher.Flush()
-		case <-r.Context().Done():
-			return
+	sse := startSSE(w, "nexus log tail of "+req.GetPluginId())
+	pumpSSE(r.Context(), sse, records, func(rec store.LogRecord) error {
+		e, err := logEntry(rec)
+		if err != nil {
+			return nil
 		}
-	}
+		return sse.send("", "log", e)
+	})
 }

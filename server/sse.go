@@ -2,14 +2,18 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
+	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 )
 
@@ -50,52 +54,92 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
 		writeEnvelopeError(w, ci.requestID, de)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		de := errs.New(errs.Internal, "streaming is not supported on this connection")
 		writeEnvelopeError(w, ci.requestID, de)
 		return
 	}
 	events, lagged := s.host.Router().WatchEvents(r.Context(), patterns)
+	sse := startSSE(w, "nexus event feed")
+	closed := pumpSSE(r.Context(), sse, events, func(e pluginhost.Event) error {
+		ev, err := eventToProto(e)
+		if err != nil {
+			return nil
+		}
+		return sse.send(e.ID, e.Type, ev)
+	})
+	if closed {
+		if err := lagged(); err != nil {
+			sse.raw(fmt.Sprintf("event: error\ndata: {\"code\":%q,\"message\":%q}\n\n", errs.PluginUnavailable, toDomain(err).Message))
+		}
+	}
+}
+
+// sseStream writes Server-Sent Events to a response whose writer flushes.
+type sseStream struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	marshal protojson.MarshalOptions
+}
+
+// startSSE answers 200 with the event-stream headers and a first comment, flushed at once:
+// the client learns that the stream is open before the first event, which may be long in
+// coming. w must be an http.Flusher.
+func startSSE(w http.ResponseWriter, comment string) *sseStream {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprint(w, ": nexus event feed\n\n")
-	flusher.Flush()
-	marshal := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+	s := &sseStream{w: w, flusher: w.(http.Flusher), marshal: protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}}
+	s.raw(": " + comment + "\n\n")
+	return s
+}
+
+// send writes one event (an id line when id is set) with m as JSON on one data line. A
+// message that cannot be encoded is skipped; the error is the connection's.
+func (s *sseStream) send(id, event string, m proto.Message) error {
+	b, err := s.marshal.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	var frame bytes.Buffer
+	if id != "" {
+		fmt.Fprintf(&frame, "id: %s\n", id)
+	}
+	fmt.Fprintf(&frame, "event: %s\ndata: %s\n\n", event, bytes.TrimSpace(bytes.ReplaceAll(b, []byte("\n"), nil)))
+	return s.raw(frame.String())
+}
+
+// raw writes text as it is and flushes it.
+func (s *sseStream) raw(text string) error {
+	if _, err := io.WriteString(s.w, text); err != nil {
+		return err
+	}
+	s.flusher.Flush()
+	return nil
+}
+
+// pumpSSE sends what ch carries with each, and a keepalive comment every sseKeepalive, until
+// ch is closed (it reports true), ctx ends or a write fails.
+func pumpSSE[T any](ctx context.Context, s *sseStream, ch <-chan T, each func(T) error) bool {
 	keepalive := time.NewTicker(sseKeepalive)
 	defer keepalive.Stop()
 	for {
 		select {
-		case e, open := <-events:
+		case v, open := <-ch:
 			if !open {
-				if err := lagged(); err != nil {
-					_, _ = fmt.Fprintf(w, "event: error\ndata: {\"code\":%q,\"message\":%q}\n\n", errs.PluginUnavailable, toDomain(err).Message)
-					flusher.Flush()
-				}
-				return
+				return true
 			}
-			ev, err := eventToProto(e)
-			if err != nil {
-				continue
+			if each(v) != nil {
+				return false
 			}
-			b, err := marshal.Marshal(ev)
-			if err != nil {
-				continue
-			}
-			if _, err := fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", e.ID, e.Type, bytes.TrimSpace(bytes.ReplaceAll(b, []byte("\n"), nil))); err != nil {
-				return
-			}
-			flusher.Flush()
 		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
-				return
+			if s.raw(": keepalive\n\n") != nil {
+				return false
 			}
-			flusher.Flush()
-		case <-r.Context().Done():
-			return
+		case <-ctx.Done():
+			return false
 		}
 	}
 }

@@ -46,10 +46,11 @@ async function eventually(what: string, cond: () => boolean | Promise<boolean>):
   }
 }
 
-describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
+/** Runs a server (with extra flags) and an admin client for the suite it is called in. */
+function useServer(prefix: string, extraArgs: string[] = []): void {
   before(
     async () => {
-      await startServer((s) => (server = s), "nexus-ts-plugin-");
+      await startServer((s) => (server = s), prefix, extraArgs);
       admin = createNexusClient({ baseUrl: server!.baseUrl, token: ADMIN_TOKEN, defaultTimeoutMs: 10_000 });
     },
     { timeout: STARTUP_TIMEOUT_MS + 5_000 },
@@ -58,9 +59,14 @@ describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
     async () => {
       admin?.close();
       if (server) await stopServer(server);
+      server = undefined;
     },
     { timeout: STOP_GRACE_MS + 10_000 },
   );
+}
+
+describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
+  useServer("nexus-ts-plugin-");
 
   test("messages, events, health, configuration, key-value, discovery and a graceful stop", async () => {
     assert.ok(server);
@@ -215,21 +221,8 @@ describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
 });
 
 describe("a slow event handler on the TypeScript SDK", { timeout: 60_000 }, () => {
-  before(
-    async () => {
-      // A processing timeout of 1 s: a handler that takes longer must extend its delivery.
-      await startServer((s) => (server = s), "nexus-ts-slow-", ["--processing-timeout", "1s"]);
-      admin = createNexusClient({ baseUrl: server!.baseUrl, token: ADMIN_TOKEN, defaultTimeoutMs: 10_000 });
-    },
-    { timeout: STARTUP_TIMEOUT_MS + 5_000 },
-  );
-  after(
-    async () => {
-      admin?.close();
-      if (server) await stopServer(server);
-    },
-    { timeout: STOP_GRACE_MS + 10_000 },
-  );
+  // A processing timeout of 1 s: a handler that takes longer must extend its delivery.
+  useServer("nexus-ts-slow-", ["--processing-timeout", "1s"]);
 
   test("keeps its delivery while it works (no redelivery, no dead letter)", async () => {
     assert.ok(server);

@@ -60,18 +60,7 @@ func eventsCommands(o *apiOptions) *cobra.Command {
 	watch := func(cmd *cobra.Command, patterns []string) error {
 		return o.follow(cmd, func(c *nexus.Client, w func(proto.Message) error) error {
 			s, err := c.Messaging.WatchEvents(cmd.Context(), connect.NewRequest(&pluginv1.WatchEventsRequest{Patterns: patterns}))
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			for s.Receive() {
-				if e := s.Msg().GetEvent(); e != nil {
-					if err := w(e); err != nil {
-						return err
-					}
-				}
-			}
-			return s.Err()
+			return relay(s, err, (*pluginv1.WatchEventsResponse).GetEvent, w)
 		}, func(out io.Writer, m proto.Message) {
 			e := m.(*pluginv1.Event)
 			data, _ := stableJSON(e.GetData())

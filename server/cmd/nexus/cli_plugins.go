@@ -272,17 +272,9 @@ func pluginsCommands(o *apiOptions) *cobra.Command {
 	metrics := &cobra.Command{Use: "metrics ID", Short: "Show a plugin's metric series", Args: idArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &pluginv1.GetPluginMetricsRequest{PluginId: args[0], Resolution: mResolution, Metrics: mNames}
-			for _, t := range []struct {
-				flag, v string
-				dst     **timestamppb.Timestamp
-			}{{"since", mSince, &req.StartTime}, {"until", mUntil, &req.EndTime}} {
-				if t.v != "" {
-					tm, err := parseTime(t.flag, t.v)
-					if err != nil {
-						return err
-					}
-					*t.dst = timestamppb.New(tm)
-				}
+			var err error
+			if req.StartTime, req.EndTime, err = timeRange(mSince, mUntil); err != nil {
+				return err
 			}
 			return o.call(cmd, func(c *nexus.Client, cmd *cobra.Command) (proto.Message, error) {
 				return msg(c.Plugins.GetPluginMetrics(cmd.Context(), connect.NewRequest(req)))
@@ -394,35 +386,16 @@ func logsCommand(o *apiOptions) *cobra.Command {
 				}
 				return o.follow(cmd, func(c *nexus.Client, w func(proto.Message) error) error {
 					s, err := c.Plugins.TailPluginLogs(cmd.Context(), connect.NewRequest(&pluginv1.TailPluginLogsRequest{PluginId: args[0], Level: level, Search: search, Backlog: backlog}))
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					for s.Receive() {
-						if e := s.Msg().GetEntry(); e != nil {
-							if err := w(e); err != nil {
-								return err
-							}
-						}
-					}
-					return s.Err()
+					return relay(s, err, (*pluginv1.TailPluginLogsResponse).GetEntry, w)
 				}, func(out io.Writer, m proto.Message) {
 					e := m.(*pluginv1.LogEntry)
 					fmt.Fprintf(out, "%s  %-7s  %s\n", e.GetTimestamp().AsTime().Format(time.RFC3339), e.GetLevel(), e.GetMessage())
 				})
 			}
 			req := &pluginv1.GetPluginLogsRequest{PluginId: args[0], Level: level, Search: search, Page: page, PerPage: perPage}
-			for _, t := range []struct {
-				flag, v string
-				dst     **timestamppb.Timestamp
-			}{{"since", since, &req.StartTime}, {"until", until, &req.EndTime}} {
-				if t.v != "" {
-					tm, err := parseTime(t.flag, t.v)
-					if err != nil {
-						return err
-					}
-					*t.dst = timestamppb.New(tm)
-				}
+			var err error
+			if req.StartTime, req.EndTime, err = timeRange(since, until); err != nil {
+				return err
 			}
 			return o.call(cmd, func(c *nexus.Client, cmd *cobra.Command) (proto.Message, error) {
 				return msg(c.Plugins.GetPluginLogs(cmd.Context(), connect.NewRequest(req)))
@@ -475,4 +448,40 @@ func (o *apiOptions) follow(cmd *cobra.Command, stream func(c *nexus.Client, w f
 		return o.callError(err)
 	}
 	return nil
+}
+
+// timeRange reads --since and --until (either may be empty).
+func timeRange(since, until string) (start, end *timestamppb.Timestamp, err error) {
+	if since != "" {
+		t, err := parseTime("since", since)
+		if err != nil {
+			return nil, nil, err
+		}
+		start = timestamppb.New(t)
+	}
+	if until != "" {
+		t, err := parseTime("until", until)
+		if err != nil {
+			return nil, nil, err
+		}
+		end = timestamppb.New(t)
+	}
+	return start, end, nil
+}
+
+// relay hands each message a server stream carries (pick's part of it, when set) to w,
+// until the stream ends; err is the error of opening it.
+func relay[T any, M proto.Message](s *connect.ServerStreamForClient[T], err error, pick func(*T) M, w func(proto.Message) error) error {
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for s.Receive() {
+		if m := pick(s.Msg()); m.ProtoReflect().IsValid() {
+			if err := w(m); err != nil {
+				return err
+			}
+		}
+	}
+	return s.Err()
 }

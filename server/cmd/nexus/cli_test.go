@@ -3,11 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +12,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/nexus-platform/nexus/server"
 )
 
 // The CLI as an operator runs it: the real binary against a real server, the address from
@@ -29,25 +23,8 @@ func TestCLIBinaryAgainstAServer(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dataDir := t.TempDir()
-	cfg := server.DefaultConfig()
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", dataDir // the admin token is made and kept in the data dir
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-
-	env := append(os.Environ(), "NEXUS_URL=http://"+ln.Addr().String(), "NEXUS_DATA_DIR="+dataDir, "NEXUS_TOKEN=")
+	url := startTestServer(t, dataDir, "") // the admin token is made and kept in the data dir
+	env := append(os.Environ(), "NEXUS_URL="+url, "NEXUS_DATA_DIR="+dataDir, "NEXUS_TOKEN=")
 	nexus := func(args ...string) (string, string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
@@ -129,24 +106,31 @@ func TestCLIBinaryAgainstAServer(t *testing.T) {
 	if !strings.Contains(logsOut, "TIMESTAMP") || !strings.Contains(strings.ToLower(logsOut), "configuration") {
 		t.Fatalf("logs:\n%s", logsOut)
 	}
-	follow := exec.Command(bin, "plugins", "logs", "analytics-plugin", "--follow", "--backlog", "1", "-o", "table")
-	follow.Env = env
-	stdout, err := follow.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = follow.Process.Kill(); _ = follow.Wait() }()
-	followed := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			followed <- sc.Text()
+	// following starts a command that keeps printing, and returns it and its lines; it is
+	// killed when the test ends.
+	following := func(args ...string) (*exec.Cmd, <-chan string) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
 		}
-		close(followed)
-	}()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		lines := make(chan string, 16)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		return cmd, lines
+	}
+	follow, followed := following("plugins", "logs", "analytics-plugin", "--follow", "--backlog", "1", "-o", "table")
 	nextLine := func(what string) string {
 		t.Helper()
 		select {
@@ -173,23 +157,7 @@ func TestCLIBinaryAgainstAServer(t *testing.T) {
 	}
 
 	// Events, followed in JSON lines.
-	watch := exec.Command(bin, "events", "--follow", "cli.*", "-o", "json")
-	watch.Env = env
-	wout, err := watch.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
-	events := make(chan string, 4)
-	go func() {
-		sc := bufio.NewScanner(wout)
-		for sc.Scan() {
-			events <- sc.Text()
-		}
-	}()
+	_, events := following("events", "--follow", "cli.*", "-o", "json")
 	deadline := time.Now().Add(10 * time.Second)
 	var got map[string]any
 	for got == nil && time.Now().Before(deadline) {

@@ -157,10 +157,13 @@ func TestTokenTTL(t *testing.T) {
 	}
 }
 
-func TestPackageAndPluginsCommands(t *testing.T) {
-	dir := t.TempDir()
+// startTestServer runs a server in this process on a free loopback port, with its data in
+// dataDir (and adminToken, or one it makes and keeps there), until the test ends; it returns
+// the server's URL.
+func startTestServer(t *testing.T, dataDir, adminToken string) string {
+	t.Helper()
 	cfg := server.DefaultConfig()
-	cfg.Listen, cfg.DataDir, cfg.AdminToken = "127.0.0.1:0", dir, "nxt_cli-test-admin"
+	cfg.Listen, cfg.DataDir, cfg.AdminToken = "127.0.0.1:0", dataDir, adminToken
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +179,13 @@ func TestPackageAndPluginsCommands(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	t.Setenv("NEXUS_URL", "http://"+ln.Addr().String())
-	t.Setenv("NEXUS_TOKEN", cfg.AdminToken)
+	return "http://" + ln.Addr().String()
+}
+
+func TestPackageAndPluginsCommands(t *testing.T) {
+	const admin = "nxt_cli-test-admin"
+	t.Setenv("NEXUS_URL", startTestServer(t, t.TempDir(), admin))
+	t.Setenv("NEXUS_TOKEN", admin)
 
 	// The example's manifest, with a stand-in entry point (make examples builds the real one).
 	stage := t.TempDir()
