@@ -48,6 +48,9 @@ import {
   type RequestReply,
 } from "../gen/nexus/pluginhost/v1/pluginhost_pb.js";
 import type { ServiceProvider } from "../gen/nexus/plugin/v1/messaging_pb.js";
+import { HttpCall, type HttpHandler } from "./http.js";
+
+export type { Caller, HttpContext, HttpHandler } from "./http.js";
 
 /** The SDK's name and version, sent in hello. */
 export const SDK = "nexus-ts/0.1.0";
@@ -135,6 +138,12 @@ export interface PluginDefinition {
   onConfigChange?: (change: ConfigChange, session: PluginSession) => void | Promise<void>;
   /** Called once before the plugin stops (host's shutdown request, signal, SIGTERM). */
   onShutdown?: (reason: string) => void | Promise<void>;
+  /**
+   * Serves the plugin's HTTP endpoints (the manifest's `api_endpoints`), Fetch API style: the
+   * host's call as a Request, the answer as a Response, both bodies streamed. A handler that
+   * throws answers 500; without one the plugin answers 501.
+   */
+  http?: HttpHandler;
 }
 
 /** Options of {@link runPlugin}; the environment supplies what is left out. */
@@ -483,6 +492,7 @@ async function runSession(
   stop.addEventListener("abort", onStop, { once: true });
   const session = new PluginSession((r) => queue.push(r));
   const handlers = new Map<string, AbortController>();
+  const calls = new Map<string, HttpCall>();
   const inFlight = new Set<Promise<void>>();
   let welcomed = false;
   queue.push(
@@ -564,6 +574,29 @@ async function runSession(
         case "cancel":
           handlers.get(f.value.deliveryId)?.abort(new Error(`cancelled by the host: ${f.value.reason}`));
           break;
+        case "httpRequest": {
+          const call = new HttpCall(f.value, session.write);
+          const id = f.value.requestId;
+          calls.set(id, call);
+          const onStop = () => call.abort.abort(new Error("the plugin is stopping"));
+          stop.addEventListener("abort", onStop, { once: true });
+          track(
+            call.serve(def.http).finally(() => {
+              calls.delete(id);
+              stop.removeEventListener("abort", onStop);
+            }),
+          );
+          break;
+        }
+        case "httpRequestBody":
+          calls.get(f.value.requestId)?.pushBody(f.value.chunk, f.value.done);
+          break;
+        case "httpResponseWindow":
+          calls.get(f.value.requestId)?.grant(Number(f.value.bytes));
+          break;
+        case "httpCancel":
+          calls.get(f.value.requestId)?.abort.abort(new Error(`cancelled by the host: ${f.value.reason}`));
+          break;
         case "shutdown": {
           const s = f.value;
           log("info", `the host asks the plugin to stop: ${s.reason}`);
@@ -593,6 +626,7 @@ async function runSession(
   } finally {
     stop.removeEventListener("abort", onStop);
     for (const h of handlers.values()) h.abort(new Error("the connection ended"));
+    for (const c of calls.values()) c.abort.abort(new Error("the connection ended"));
     session.failAll("the connection to the host ended");
     queue.close();
   }

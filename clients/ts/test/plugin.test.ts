@@ -174,6 +174,82 @@ describe("plugins on the TypeScript SDK", { timeout: 90_000 }, () => {
     await callerStopped;
   });
 
+  test("HTTP endpoints: a path parameter and query, a large body both ways, a stream, a failing handler", async () => {
+    assert.ok(server);
+    const token = await externalPlugin({
+      id: "ts-web",
+      api_endpoints: [
+        { path: "/api/v1/tsweb/hello/{name}", methods: ["GET"], auth: "public" },
+        { path: "/api/v1/tsweb/echo", methods: ["POST"], auth: "token" },
+        { path: "/api/v1/tsweb/ticks", methods: ["GET"], auth: "public" },
+        { path: "/api/v1/tsweb/fail", methods: ["GET"], auth: "public" },
+      ],
+    });
+    const stop = new AbortController();
+    let started = false;
+    const stopped = runPlugin(
+      {
+        version: "1.0.0",
+        onStart: () => void (started = true),
+        http: async (req, ctx) => {
+          const url = new URL(req.url);
+          switch (ctx.pattern) {
+            case "GET /api/v1/tsweb/hello/{name}":
+              return Response.json({ hello: ctx.params.name, q: url.searchParams.get("q"), authenticated: ctx.caller.authenticated });
+            case "POST /api/v1/tsweb/echo": {
+              const body = new Uint8Array(await req.arrayBuffer());
+              return new Response(body, { headers: { "content-type": "application/octet-stream", "x-caller-role": ctx.caller.role } });
+            }
+            case "GET /api/v1/tsweb/ticks": {
+              let n = 0;
+              const stream = new ReadableStream<Uint8Array>({
+                async pull(ctrl) {
+                  await sleep(100);
+                  ctrl.enqueue(new TextEncoder().encode(`data: tick ${++n}\n\n`));
+                  if (n === 3) ctrl.close();
+                },
+              });
+              return new Response(stream, { headers: { "content-type": "text/event-stream" } });
+            }
+          }
+          throw new Error("no such endpoint");
+        },
+      },
+      { host: server.baseUrl, token, pluginId: "ts-web", signal: stop.signal, handleSignals: false },
+    );
+    try {
+      await eventually("the plugin to connect", () => started);
+      const hello = await fetch(`${server.baseUrl}/api/v1/tsweb/hello/ada?q=x%20y`);
+      assert.equal(hello.status, 200);
+      assert.deepEqual(await hello.json(), { hello: "ada", q: "x y", authenticated: false });
+
+      const big = new Uint8Array(1 << 20).map((_, i) => i % 251); // four windows' worth
+      const echo = await fetch(`${server.baseUrl}/api/v1/tsweb/echo`, { method: "POST", body: big, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      assert.equal(echo.status, 200);
+      assert.equal(echo.headers.get("x-caller-role"), "admin");
+      assert.deepEqual(new Uint8Array(await echo.arrayBuffer()), big);
+      const anonymous = await fetch(`${server.baseUrl}/api/v1/tsweb/echo`, { method: "POST", body: "x" });
+      assert.equal(anonymous.status, 401);
+
+      const ticks = await fetch(`${server.baseUrl}/api/v1/tsweb/ticks`);
+      assert.equal(ticks.headers.get("content-type"), "text/event-stream");
+      const reader = ticks.body!.getReader();
+      const first = new TextDecoder().decode((await reader.read()).value); // before the stream ends
+      assert.match(first, /tick 1/);
+      assert.doesNotMatch(first, /tick 3/, "the stream reached the caller only at its end");
+      let rest = "";
+      for (let r = await reader.read(); !r.done; r = await reader.read()) rest += new TextDecoder().decode(r.value);
+      assert.match(rest, /tick 3/);
+
+      const fail = await fetch(`${server.baseUrl}/api/v1/tsweb/fail`);
+      assert.equal(fail.status, 500);
+      await fail.arrayBuffer();
+    } finally {
+      stop.abort();
+      await stopped;
+    }
+  });
+
   test("a broken connection is opened again, with a new session", async () => {
     assert.ok(server);
     const token = await externalPlugin({ id: "ts-flaky", message_types: [{ type: "ping" }] });
