@@ -82,6 +82,18 @@ export class HttpCall {
     this.creditWaiter?.();
   }
 
+  /** Waits until the function given to arm is called, or the call is aborted. */
+  private until(arm: (wake: () => void) => void): Promise<void> {
+    return new Promise<void>((res) => {
+      const onAbort = () => res();
+      this.abort.signal.addEventListener("abort", onAbort, { once: true });
+      arm(() => {
+        this.abort.signal.removeEventListener("abort", onAbort);
+        res();
+      });
+    });
+  }
+
   /** Runs the handler and sends its answer. */
   async serve(handler: HttpHandler | undefined): Promise<void> {
     let res: Response;
@@ -126,10 +138,7 @@ export class HttpCall {
 
   private async pull(ctrl: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
     while (this.chunks.length === 0 && !this.bodyDone && !this.abort.signal.aborted) {
-      await new Promise<void>((res) => {
-        this.bodyWaiter = res;
-        this.abort.signal.addEventListener("abort", () => res(), { once: true });
-      });
+      await this.until((wake) => (this.bodyWaiter = wake));
       this.bodyWaiter = undefined;
     }
     if (this.abort.signal.aborted) {
@@ -169,10 +178,7 @@ export class HttpCall {
     let ended = !reader;
     const send = async (chunk: Uint8Array, done: boolean) => {
       while (this.credit < chunk.length && !this.abort.signal.aborted) {
-        await new Promise<void>((r) => {
-          this.creditWaiter = r;
-          this.abort.signal.addEventListener("abort", () => r(), { once: true });
-        });
+        await this.until((wake) => (this.creditWaiter = wake));
         this.creditWaiter = undefined;
       }
       if (this.abort.signal.aborted) throw this.abort.signal.reason;

@@ -442,11 +442,15 @@ export async function runPlugin(def: PluginDefinition, opts: RunOptions = {}): P
       const delay = bound / 2 + Math.random() * (bound / 2);
       log("warn", `plugin stream ended (${outcome.why}); reconnecting in ${Math.round(delay)} ms`);
       await new Promise<void>((res) => {
-        const t = setTimeout(res, delay);
-        stop.signal.addEventListener("abort", () => {
+        const onStop = () => {
           clearTimeout(t);
           res();
-        }, { once: true });
+        };
+        const t = setTimeout(() => {
+          stop.signal.removeEventListener("abort", onStop);
+          res();
+        }, delay);
+        stop.signal.addEventListener("abort", onStop, { once: true });
       });
     }
     await shutdown(stopReason);
