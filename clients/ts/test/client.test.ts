@@ -78,6 +78,14 @@ describe("against a fresh server", { timeout: 60_000 }, () => {
     }
   });
 
+  test("ErrorCode lists every code of the server's OpenAPI document", async () => {
+    assert.ok(server);
+    const res = await fetch(`${server.baseUrl}/openapi.json`);
+    assert.equal(res.status, 200);
+    const doc = (await res.json()) as { components: { schemas: { ErrorCode: { enum: string[] } } } };
+    assert.deepEqual([...Object.values(ErrorCode)].sort(), [...doc.components.schemas.ErrorCode.enum].sort());
+  });
+
   test("a call without a token fails with UNAUTHENTICATED", async () => {
     for (const protocol of PROTOCOLS) {
       await assertNexusError(
