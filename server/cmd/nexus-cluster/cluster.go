@@ -312,8 +312,10 @@ func (c *cluster) writeEnv() error {
 	for _, r := range c.replica {
 		fmt.Fprintf(&b, "export NEXUS_%s=%s\n", strings.ToUpper(r.id), strings.TrimPrefix(r.url, "http://"))
 	}
-	b.WriteString("export NEXUS=$NEXUS_A\n")
+	// The address the README's tour, the clients and the CLI read: replica a.
+	b.WriteString("export NEXUS_URL=http://$NEXUS_A\n")
 	fmt.Fprintf(&b, "export TOKEN=%s\n", c.token)
+	fmt.Fprintf(&b, "export NEXUS_TOKEN=%s\n", c.token)
 	fmt.Fprintf(&b, "export CLUSTER_DIR=%s\n", c.dir)
 	// Not NEXUS_DATABASE_URL or NEXUS_REDIS_URL: a `make run` in the same shell would take them.
 	fmt.Fprintf(&b, "export CLUSTER_DATABASE_URL='%s'\n", c.dbURL)

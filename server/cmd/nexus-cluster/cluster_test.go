@@ -90,8 +90,12 @@ func TestClusterRunsThreeReplicasAndStopsClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(env, []byte("export TOKEN="+strings.TrimSpace(string(token))+"\n")) {
+	if !bytes.Contains(env, []byte("export TOKEN="+strings.TrimSpace(string(token))+"\n")) ||
+		!bytes.Contains(env, []byte("export NEXUS_TOKEN="+strings.TrimSpace(string(token))+"\n")) {
 		t.Errorf("env file without the admin token:\n%s", env)
+	}
+	if !bytes.Contains(env, []byte("export NEXUS_URL=http://$NEXUS_A\n")) {
+		t.Errorf("env file without NEXUS_URL:\n%s", env)
 	}
 	for _, r := range c.replica {
 		line := fmt.Sprintf("export NEXUS_%s=%s\n", strings.ToUpper(r.id), strings.TrimPrefix(r.url, "http://"))
