@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
 	"github.com/nexus-platform/nexus/server"
+	"github.com/nexus-platform/nexus/server/internal/syncbuf"
 )
 
 func TestReflectionListsEveryService(t *testing.T) {
@@ -91,26 +90,8 @@ func TestPrometheusCountsRequestsByProcedureAndCode(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestJSONLogsCarryRequestID(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	e := startServerWithLog(t, &logs, slog.LevelInfo)
 	res := e.rest("GET", "/api/v1/plugins", e.Admin, nil)
 	rid := res.Body["request_id"].(string)

@@ -14,12 +14,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nexus-platform/nexus/server"
+	"github.com/nexus-platform/nexus/server/internal/syncbuf"
 )
 
 // replicaEnv makes the test binary act as `nexus` (only `nexus serve`), so that the test
@@ -68,7 +68,7 @@ func TestClusterRunsThreeReplicasAndStopsClean(t *testing.T) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	cfg := config{
 		nexus: os.Args[0], dir: filepath.Join(t.TempDir(), "cluster"), replicas: 3,
 		leaseTTL: 5 * time.Second, heartbeat: time.Second,
@@ -299,22 +299,4 @@ func startTime(pid int) (uint64, bool) {
 func cmdline(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " ")
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -7,10 +7,11 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nexus-platform/nexus/server/internal/syncbuf"
 )
 
 // gogc is this process's GOGC in effect.
@@ -29,7 +30,7 @@ func TestServeAppliesTheHeapFloor(t *testing.T) {
 	}
 	dir := t.TempDir()
 	addrFile := filepath.Join(dir, "addr")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
@@ -72,22 +73,4 @@ func TestServeAppliesTheHeapFloor(t *testing.T) {
 	if !strings.Contains(logs.String(), `"store":"sqlite","bus":"memory"`) {
 		t.Errorf("the startup log does not name the store and the bus:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a log sink safe for the server's goroutines and the test's.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
