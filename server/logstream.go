@@ -4,12 +4,9 @@ import (
 	"net/http"
 	"strings"
 
-	"buf.build/go/protovalidate"
-
 	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
-	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/store"
 )
 
@@ -33,39 +30,14 @@ func isLogsStreamPath(path string) bool {
 // the entry as JSON (the GetPluginLogs shape) in `data:`; an idle tail sends a comment
 // every sseKeepalive. It ends when the client goes away.
 func (s *Server) logsStream(w http.ResponseWriter, r *http.Request) {
-	ci := callInfoFrom(r.Context())
-	fail := func(err error) {
-		de := toDomain(err)
-		ci.setError(de)
-		writeEnvelopeError(w, ci.requestID, de)
-	}
-	a := &authInterceptor{ids: s.ids}
-	p, rule, err := a.authenticate(r.Context(), pluginv1connect.PluginServiceTailPluginLogsProcedure, r.Header)
-	if err != nil {
-		fail(err)
-		return
-	}
 	req := &pluginv1.TailPluginLogsRequest{PluginId: r.PathValue("plugin_id")}
-	if de := decodeQuery(req, r.URL.Query(), "plugin_id"); de != nil {
-		fail(de)
-		return
-	}
-	if err := protovalidate.Validate(req); err != nil {
-		fail(err)
-		return
-	}
-	if err := checkOwn(p, rule, req); err != nil {
-		fail(err)
-		return
-	}
-	if _, ok := w.(http.Flusher); !ok {
-		fail(errs.New(errs.Internal, "streaming is not supported on this connection"))
+	if !s.openSSE(w, r, pluginv1connect.PluginServiceTailPluginLogsProcedure, req, "plugin_id") {
 		return
 	}
 	records, err := s.host.TailLogs(r.Context(), pluginhost.TailQuery{PluginID: req.GetPluginId(), MinLevel: req.GetLevel(),
 		Search: req.GetSearch(), Backlog: int(req.GetBacklog())})
 	if err != nil {
-		fail(err)
+		writeCallError(w, r, err)
 		return
 	}
 	sse := startSSE(w, "nexus log tail of "+req.GetPluginId())

@@ -453,7 +453,8 @@ func TestEventsFeedsAndDeadLetters(t *testing.T) {
 			close(watched)
 		}()
 		// The same feed as Server-Sent Events.
-		req, _ := http.NewRequestWithContext(ctx, "GET", e.URL+"/api/v1/events/stream?patterns=order.*", nil)
+		// (Patterns comma-separated: the query is read as every REST query is.)
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.URL+"/api/v1/events/stream?patterns=order.*,nothing.*", nil)
 		req.Header.Set("Authorization", "Bearer "+e.Admin)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -595,6 +596,10 @@ func TestEventsFeedsAndDeadLetters(t *testing.T) {
 		}
 		if r := e.rest("GET", "/api/v1/events/stream?patterns=bad%20pattern", e.Admin, nil); r.errorCode() != "VALIDATION_ERROR" {
 			t.Fatalf("bad SSE pattern: %d %s", r.Status, r.Raw)
+		}
+		if r := e.rest("GET", "/api/v1/events/stream?pattern=order.*", e.Admin, nil); r.errorCode() != "VALIDATION_ERROR" ||
+			!strings.Contains(string(r.Raw), `"field":"pattern"`) {
+			t.Fatalf("unknown SSE parameter: %d %s", r.Status, r.Raw)
 		}
 		if r := e.rest("GET", "/api/v1/events/stream", "", nil); r.Status != http.StatusUnauthorized {
 			t.Fatalf("SSE without a token: %d %s", r.Status, r.Raw)

@@ -28,7 +28,8 @@ import (
 //
 //   - a boolean as true, false, 1 or 0 (any case), or bare (`?force`) for true;
 //   - a repeated field as repeated keys, comma-separated values, or both;
-//   - an integer or a number in Go's syntax, checked against the field's range;
+//   - an integer or a number in decimal, checked against the field's type (the range rules
+//     of the request's validation apply after);
 //   - an enum by value name (any case) or number;
 //   - a google.protobuf.Timestamp in RFC 3339, or a date (2026-12-07, midnight UTC);
 //   - a parameter by its proto name (`include_disabled`) or its JSON name
@@ -225,11 +226,11 @@ func decodeQuery(msg proto.Message, values url.Values, bound ...protoreflect.Nam
 		return queryError(bad)
 	}
 	for key, vals := range out {
-		fd, _ := rt.field(key)
+		fd := rt.lookup(key)
 		for _, v := range vals {
 			pv, ok := scalarValue(fd, v)
-			if !ok {
-				return queryError([]errs.FieldViolation{{Field: key, Description: "is not a parameter of this call; it takes " + rt.accepted()}})
+			if !ok || strings.Contains(key, ".") {
+				return queryError([]errs.FieldViolation{{Field: key, Description: "cannot be given in the query of this path"}})
 			}
 			if fd.IsList() {
 				m.Mutable(fd).List().Append(pv)
@@ -280,35 +281,39 @@ func scalarValue(fd protoreflect.FieldDescriptor, v string) (protoreflect.Value,
 // field resolves a query key (dotted for nested messages) to the field it sets, or says
 // why the route does not take it.
 func (rt queryRoute) field(key string) (protoreflect.FieldDescriptor, string) {
-	unknown := "is not a parameter of this call; it takes " + rt.accepted()
-	if rt.body {
-		unknown = "is not a parameter of this call: it takes its fields in the JSON body"
+	if fd := rt.lookup(key); fd != nil {
+		return fd, ""
 	}
+	if rt.body {
+		return nil, "is not a parameter of this call: it takes its fields in the JSON body"
+	}
+	return nil, "is not a parameter of this call; it takes " + rt.accepted()
+}
+
+// lookup is the field a query key sets, or nil.
+func (rt queryRoute) lookup(key string) protoreflect.FieldDescriptor {
 	if rt.body || key == "" {
-		return nil, unknown
+		return nil
 	}
 	msg := rt.msg
 	segs := strings.Split(key, ".")
 	for i, seg := range segs {
 		fd := fieldByName(msg, seg)
-		if fd == nil || (i == 0 && rt.bound[fd.Name()]) {
-			return nil, unknown
+		if fd == nil || (i == 0 && rt.bound[fd.Name()]) || fd.IsMap() {
+			return nil
 		}
 		if i == len(segs)-1 {
 			if fd.Kind() == protoreflect.MessageKind && !isQueryLeaf(fd.Message()) {
-				return nil, unknown
+				return nil
 			}
-			if fd.IsMap() {
-				return nil, unknown
-			}
-			return fd, ""
+			return fd
 		}
-		if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || isQueryLeaf(fd.Message()) {
-			return nil, unknown
+		if fd.Kind() != protoreflect.MessageKind || fd.IsList() || isQueryLeaf(fd.Message()) {
+			return nil
 		}
 		msg = fd.Message()
 	}
-	return nil, unknown
+	return nil
 }
 
 // accepted lists the parameters a route takes, for the error that names an unknown one.

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,18 +278,6 @@ func (s *Server) Close() error {
 	return err
 }
 
-// serviceNames are the gRPC services served, for reflection and health.
-var serviceNames = []string{
-	pluginv1connect.PluginServiceName,
-	pluginv1connect.RepositoryServiceName,
-	pluginv1connect.MessagingServiceName,
-	pluginv1connect.ClusterServiceName,
-	pluginhostv1connect.PluginHostServiceName,
-}
-
-// openAPIPath serves the OpenAPI 3 document of the REST API (server/openapi), to anyone.
-const openAPIPath = "/openapi.json"
-
 // restServiceNames are the services with REST routes (google.api.http rules).
 var restServiceNames = []string{
 	pluginv1connect.PluginServiceName,
@@ -296,6 +285,13 @@ var restServiceNames = []string{
 	pluginv1connect.MessagingServiceName,
 	pluginv1connect.ClusterServiceName,
 }
+
+// serviceNames are the gRPC services served, for reflection and health: the REST ones and
+// the plugin stream.
+var serviceNames = append(slices.Clone(restServiceNames), pluginhostv1connect.PluginHostServiceName)
+
+// openAPIPath serves the OpenAPI 3 document of the REST API (server/openapi), to anyone.
+const openAPIPath = "/openapi.json"
 
 func (s *Server) buildHandler() (http.Handler, error) {
 	observe := &observeInterceptor{log: s.log, metrics: newRPCMetrics(s.registry), audit: s.host}

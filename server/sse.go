@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"time"
 
+	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
 	"github.com/nexus-platform/nexus/pluginhost"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
@@ -24,41 +26,16 @@ const eventsStreamPath = restPrefix + "events/stream"
 // sseKeepalive is how often an idle feed sends a comment, so that proxies keep it open.
 const sseKeepalive = 15 * time.Second
 
-var eventPattern = regexp.MustCompile(`^[A-Za-z0-9_*.:-]{1,128}$`)
-
-// eventsStream is the SSE feed. It is authorised like WatchEvents; every event is one
+// eventsStream is the SSE feed. It takes WatchEvents' parameters from the query
+// (`patterns`, repeated or comma-separated) and is authorised like it; every event is one
 // `event: <type>` with `id: <event id>` and the event as JSON (the WatchEvents shape) in
 // `data:`. When the feed falls too far behind, it sends an `error` event and ends.
 func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
-	ci := callInfoFrom(r.Context())
-	a := &authInterceptor{ids: s.ids}
-	if _, _, err := a.authenticate(r.Context(), pluginv1connect.MessagingServiceWatchEventsProcedure, r.Header); err != nil {
-		de := toDomain(err)
-		ci.setError(de)
-		writeEnvelopeError(w, ci.requestID, de)
+	req := &pluginv1.WatchEventsRequest{}
+	if !s.openSSE(w, r, pluginv1connect.MessagingServiceWatchEventsProcedure, req) {
 		return
 	}
-	patterns := r.URL.Query()["patterns"]
-	var bad []errs.FieldViolation
-	if len(patterns) > 64 {
-		bad = append(bad, errs.FieldViolation{Field: "patterns", Description: "at most 64 patterns"})
-	}
-	for i, p := range patterns {
-		if !eventPattern.MatchString(p) {
-			bad = append(bad, errs.FieldViolation{Field: fmt.Sprintf("patterns[%d]", i), Description: "must be an event type pattern such as user.* (letters, digits, _ * . : -)"})
-		}
-	}
-	if len(bad) > 0 {
-		de := errs.WithFields(errs.ValidationError, "invalid event patterns", bad)
-		ci.setError(de)
-		writeEnvelopeError(w, ci.requestID, de)
-		return
-	}
-	if _, ok := w.(http.Flusher); !ok {
-		de := errs.New(errs.Internal, "streaming is not supported on this connection")
-		writeEnvelopeError(w, ci.requestID, de)
-		return
-	}
+	patterns := req.GetPatterns()
 	events, lagged := s.host.Router().WatchEvents(r.Context(), patterns)
 	sse := startSSE(w, "nexus event feed")
 	closed := pumpSSE(r.Context(), sse, events, func(e pluginhost.Event) error {
@@ -73,6 +50,45 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
 			sse.raw(fmt.Sprintf("event: error\ndata: {\"code\":%q,\"message\":%q}\n\n", errs.PluginUnavailable, toDomain(err).Message))
 		}
 	}
+}
+
+// openSSE prepares a Server-Sent Events call of the RPC procedure, whose request req is
+// read from the query (fields in bound come from the path and are set already): it
+// authenticates and authorises the caller as for the RPC, reads and validates the request,
+// and checks the response can be streamed. It answers the API's error and reports false
+// when the call cannot go on.
+func (s *Server) openSSE(w http.ResponseWriter, r *http.Request, procedure string, req proto.Message, bound ...protoreflect.Name) bool {
+	fail := func(err error) bool {
+		writeCallError(w, r, err)
+		return false
+	}
+	a := &authInterceptor{ids: s.ids}
+	p, rule, err := a.authenticate(r.Context(), procedure, r.Header)
+	if err != nil {
+		return fail(err)
+	}
+	if de := decodeQuery(req, r.URL.Query(), bound...); de != nil {
+		return fail(de)
+	}
+	if err := protovalidate.Validate(req); err != nil {
+		return fail(err)
+	}
+	if err := checkOwn(p, rule, req); err != nil {
+		return fail(err)
+	}
+	if _, ok := w.(http.Flusher); !ok {
+		return fail(errs.New(errs.Internal, "streaming is not supported on this connection"))
+	}
+	return true
+}
+
+// writeCallError answers a call that is not a transcoded RPC with the API's error in the
+// REST envelope, and records it for the request log.
+func writeCallError(w http.ResponseWriter, r *http.Request, err error) {
+	ci := callInfoFrom(r.Context())
+	de := toDomain(err)
+	ci.setError(de)
+	writeEnvelopeError(w, ci.requestID, de)
 }
 
 // sseStream writes Server-Sent Events to a response whose writer flushes.

@@ -69,14 +69,43 @@ default http://127.0.0.1:8080) with --token (NEXUS_TOKEN, or the admin-token fil
 			c.Args = cobra.ArbitraryArgs
 			c.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) > 0 {
-					return fmt.Errorf("unknown command %q for %q (%s --help lists them)", args[0], cmd.CommandPath(), cmd.CommandPath())
+					return usageError{fmt.Errorf("unknown command %q for %q (%s --help lists them)", args[0], cmd.CommandPath(), cmd.CommandPath())}
 				}
 				return cmd.Help()
 			}
 		}
 		root.AddCommand(c)
 	}
+	markRunErrors(root)
 	return root
+}
+
+// runError is an error of a command that ran (the API refused the call, a file could not be
+// read, ...): the process exits 1. What cobra refuses before a command runs (an unknown
+// command or flag, a wrong number of arguments, a missing required flag) exits 2, as does
+// usageError.
+type runError struct{ error }
+
+func (e runError) Unwrap() error { return e.error }
+
+// usageError is a command line a command itself refuses (an unknown subcommand).
+type usageError struct{ error }
+
+// markRunErrors wraps the errors of every command's RunE in runError, except usageError.
+func markRunErrors(c *cobra.Command) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			err := run(cmd, args)
+			var usage usageError
+			if err == nil || errors.As(err, &usage) {
+				return err
+			}
+			return runError{err}
+		}
+	}
+	for _, sub := range c.Commands() {
+		markRunErrors(sub)
+	}
 }
 
 // apiOptions are the flags of every command that calls the API.

@@ -194,6 +194,16 @@ func TestCLIBinaryAgainstAServer(t *testing.T) {
 	if _, errOut, code := nexus("plugins", "frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %d %s", code, errOut)
 	}
+	if _, errOut, code := nexus("plugins", "rollback", "analytics-plugin"); code != 2 || !strings.Contains(errOut, `"backup-id" not set`) {
+		t.Errorf("missing required flag: %d %s", code, errOut)
+	}
+	if _, errOut, code := nexus("plugins", "list", "--no-such-flag"); code != 2 || !strings.Contains(errOut, "unknown flag") {
+		t.Errorf("unknown flag: %d %s", code, errOut)
+	}
+	// An API refusal exits 1 whatever its message says.
+	if _, errOut, code := nexus("plugins", "get", "Not_An_Id"); code != 1 || !strings.Contains(errOut, "VALIDATION_ERROR") {
+		t.Errorf("invalid argument from the API: %d %s", code, errOut)
+	}
 	if _, errOut, code := nexus("plugins", "list", "-o", "xml"); code != 1 || !strings.Contains(errOut, "want table, json or yaml") {
 		t.Errorf("bad output format: %d %s", code, errOut)
 	}

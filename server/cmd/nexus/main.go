@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -45,25 +44,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus:", err)
-		if isUsageError(err) {
-			return 2
+		var run runError
+		if errors.As(err, &run) {
+			return 1
 		}
-		return 1
+		return 2 // cobra refused the command line: unknown command or flag, wrong arguments
 	}
 	return 0
-}
-
-// isUsageError reports whether cobra refused the command line itself (unknown command or
-// flag, wrong number of arguments), which exits 2 as before.
-func isUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most",
-		"required flag", "invalid argument", "flag needs an argument"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func serve(args []string, stderr io.Writer) error {
