@@ -31,6 +31,17 @@ func (s Schema) Defaults() map[string]any {
 // restart_required. Apply never modifies current or patch, and the merged map shares nothing
 // with them; numbers in it are float64.
 func (s Schema) Apply(current, patch map[string]any) (merged map[string]any, updated []string, restartRequired bool, problems []errs.FieldViolation) {
+	return s.apply(current, patch, false)
+}
+
+// ApplyPartial is [Schema.Apply] for a configuration built step by step: a required field
+// without a value is not a problem (it is enforced when the plugin starts), while every other
+// problem is, the values of required fields included.
+func (s Schema) ApplyPartial(current, patch map[string]any) (merged map[string]any, updated []string, restartRequired bool, problems []errs.FieldViolation) {
+	return s.apply(current, patch, true)
+}
+
+func (s Schema) apply(current, patch map[string]any, partial bool) (merged map[string]any, updated []string, restartRequired bool, problems []errs.FieldViolation) {
 	before := s.Defaults()
 	for k, v := range current {
 		if !isNull(v) {
@@ -54,7 +65,7 @@ func (s Schema) Apply(current, patch map[string]any) (merged map[string]any, upd
 		}
 		merged[k] = copyValue(v)
 	}
-	if problems := s.Validate(merged); len(problems) > 0 {
+	if problems := s.validate(merged, partial); len(problems) > 0 {
 		return nil, nil, false, problems
 	}
 	keys := make(map[string]bool, len(merged)+len(before))

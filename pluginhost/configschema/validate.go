@@ -20,6 +20,11 @@ import (
 // Values are JSON-compatible (as encoding/json and structpb produce them: float64 numbers,
 // []any, map[string]any); Go integer types and json.Number are accepted as numbers too.
 func (s Schema) Validate(values map[string]any) []errs.FieldViolation {
+	return s.validate(values, false)
+}
+
+// validate is Validate; with partial, required fields may lack a value.
+func (s Schema) validate(values map[string]any, partial bool) []errs.FieldViolation {
 	var problems []errs.FieldViolation
 	for _, name := range sortedKeys(values) {
 		if s.field(name) == nil {
@@ -30,7 +35,7 @@ func (s Schema) Validate(values map[string]any) []errs.FieldViolation {
 		f := &s.fields[i]
 		v, ok := values[f.Name]
 		if !ok || isNull(v) {
-			if f.Required {
+			if f.Required && !partial {
 				problems = append(problems, errs.FieldViolation{Field: f.Name, Description: "is required"})
 			}
 			continue

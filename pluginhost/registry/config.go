@@ -12,16 +12,9 @@ import (
 // step by step); they are enforced when the plugin is started. It returns the merged
 // configuration, the fields whose value changed and whether one of them requires a restart.
 func ApplyConfig(schema configschema.Schema, current, patch map[string]any) (map[string]any, []string, bool, error) {
-	merged, updated, restart, problems := schema.Apply(current, patch)
-	var kept []errs.FieldViolation
-	for _, p := range problems {
-		if v, ok := merged[p.Field]; (!ok || v == nil) && isRequiredField(schema, p.Field) {
-			continue
-		}
-		kept = append(kept, p)
-	}
-	if len(kept) > 0 {
-		return nil, nil, false, errs.WithFields(errs.PluginConfigurationError, ProblemsMessage(kept), kept)
+	merged, updated, restart, problems := schema.ApplyPartial(current, patch)
+	if len(problems) > 0 {
+		return nil, nil, false, errs.WithFields(errs.PluginConfigurationError, ProblemsMessage(problems), problems)
 	}
 	return merged, updated, restart, nil
 }
@@ -65,11 +58,6 @@ func SecretValues(values map[string]any, fields []string) []string {
 		}
 	}
 	return out
-}
-
-func isRequiredField(schema configschema.Schema, name string) bool {
-	f, ok := schema.Field(name)
-	return ok && f.Required
 }
 
 func hasFieldProblem(problems []errs.FieldViolation, field string) bool {
