@@ -74,10 +74,10 @@ func (rt *Runtime) confine(id string, p loaded, home string, apply bool) (confin
 	c := confinement{host: rt.cfg.HostURL()}
 	switch {
 	case rt.cfg.Confinement == nil:
-		c.report = sandbox.OffReport("confinement is turned off in this host's configuration")
+		c.report = sandbox.IsolationOffReport("confinement is turned off in this host's configuration")
 		return c, nil
 	case !p.rec.SandboxEnabled:
-		c.report = sandbox.OffReport("sandbox_enabled is false for this plugin")
+		c.report = sandbox.IsolationOffReport("sandbox_enabled is false for this plugin")
 		return c, nil
 	}
 	pl := &planner{rt: rt, conf: rt.cfg.Confinement, id: id, level: p.rec.SecurityLevel, home: home,

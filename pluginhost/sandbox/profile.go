@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -19,8 +20,12 @@ const (
 	FileHandles = "file_handles"
 )
 
-// Mechanisms lists every mechanism in the order reports show them.
-var Mechanisms = []string{Identity, NoNewPrivs, Filesystem, Network, Syscalls, IPC, Memory, CPU, Processes, FileHandles}
+// Mechanisms lists every mechanism in the order reports show them: the isolation
+// mechanisms, then the resource limits.
+var Mechanisms = append(slices.Clip(IsolationMechanisms), Memory, CPU, Processes, FileHandles)
+
+// IsolationMechanisms are the mechanisms that are not resource limits.
+var IsolationMechanisms = []string{Identity, NoNewPrivs, Filesystem, Network, Syscalls, IPC}
 
 // States of a mechanism.
 const (
@@ -136,8 +141,18 @@ func (r Report) Missing() string {
 
 // Off builds the report of a plugin the host does not confine at all, with the reason.
 func OffReport(reason string) Report {
-	r := make(Report, 0, len(Mechanisms))
-	for _, m := range Mechanisms {
+	return offReport(Mechanisms, reason)
+}
+
+// IsolationOffReport reports every isolation mechanism off, with the reason: for a plugin
+// launched without a sandbox, whose resource limits are still applied and reported apart.
+func IsolationOffReport(reason string) Report {
+	return offReport(IsolationMechanisms, reason)
+}
+
+func offReport(mechanisms []string, reason string) Report {
+	r := make(Report, 0, len(mechanisms))
+	for _, m := range mechanisms {
 		r = append(r, State{Mechanism: m, State: Off, Detail: reason})
 	}
 	return r
