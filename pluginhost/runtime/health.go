@@ -83,15 +83,30 @@ func (rt *Runtime) ObserveHealth(pluginID string, checks []presence.Check) {
 	}
 }
 
+// recordHealth records a health report (or a failed check, err) and, when the plugin's
+// health changes, emits plugin.health_changed so that watchers (the console) need not poll.
 func (rt *Runtime) recordHealth(r *running, checks []presence.Check, err error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	was := r.health.status
 	if err != nil {
 		r.health.misses++
 		r.health.status = HealthUnhealthy
-		return
+	} else {
+		r.health = healthState{status: overall(checks), lastCheck: time.Now().UTC(), checks: checks}
 	}
-	r.health = healthState{status: overall(checks), lastCheck: time.Now().UTC(), checks: checks}
+	now := r.health.status
+	r.mu.Unlock()
+	if now != was {
+		rt.notify(rt.ctx, "plugin.health_changed", map[string]any{"plugin_id": r.id, "health": now, "previous": healthName(was)})
+	}
+}
+
+// healthName is a recorded health status as it is shown: "unknown" before any report.
+func healthName(status string) string {
+	if status == "" {
+		return HealthUnknown
+	}
+	return status
 }
 
 // overall is the health of a set of checks: any fail is unhealthy, any warning degraded.
@@ -233,9 +248,7 @@ func (rt *Runtime) Info(id string) Info {
 		Health: r.health.status, LastCheck: r.health.lastCheck, Checks: slices.Clone(r.health.checks),
 		StartedAt: r.startedAt, LastOutput: slices.Clone(r.lastLines)}
 	info.Instances = len(info.Connected)
-	if info.Health == "" {
-		info.Health = HealthUnknown
-	}
+	info.Health = healthName(info.Health)
 	if r.proc != nil {
 		info.PID, info.Running = r.proc.PID(), true
 		info.Enforced = r.proc.Enforced()

@@ -310,10 +310,15 @@ func (rt *Runtime) SetStatus(ctx context.Context, id, status, reason string, ena
 		}
 		return nil
 	})
-	if err == nil && status == registry.StatusError && was != registry.StatusError {
+	if err != nil || status == was {
+		return err
+	}
+	if status == registry.StatusError {
 		rt.notify(ctx, "plugin.error", map[string]any{"plugin_id": id, "reason": PublicReason(reason)})
 	}
-	return err
+	// Every change of state, so that watchers (the console's lists) need not poll.
+	rt.notify(ctx, "plugin.status_changed", map[string]any{"plugin_id": id, "status": status, "previous": was})
+	return nil
 }
 
 // loaded is an installed plugin with its record and manifest at hand.

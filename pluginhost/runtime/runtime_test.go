@@ -99,6 +99,17 @@ func TestEnableThenDisable(t *testing.T) {
 	if got := f.eventsOf("plugin.disabled", "echo-plugin"); len(got) != 1 || got[0]["reason"] != "maintenance" {
 		t.Fatalf("plugin.disabled events: %v", got)
 	}
+	// Each change of state, and of health, is an event: watchers need not poll.
+	var changes []string
+	for _, e := range f.eventsOf("plugin.status_changed", "echo-plugin") {
+		changes = append(changes, fmt.Sprint(e["previous"], ">", e["status"]))
+	}
+	if want := []string{"inactive>loading", "loading>active", "active>inactive"}; !slices.Equal(changes, want) {
+		t.Fatalf("plugin.status_changed events: %q, want %q", changes, want)
+	}
+	if got := f.eventsOf("plugin.health_changed", "echo-plugin"); len(got) == 0 || got[0]["health"] != "healthy" || got[0]["previous"] != "unknown" {
+		t.Fatalf("plugin.health_changed events: %v", got)
+	}
 }
 
 // Enable of a running plugin changes nothing; Restart replaces the process.
