@@ -72,6 +72,10 @@ type Server struct {
 	pluginGRPC *grpc.Server
 	// sockets serves the host to confined plugins over Unix sockets of their own.
 	sockets hostSockets
+	// watches is cancelled at shutdown, once the plugins are stopped: it ends the event feeds
+	// and log tails (see withWatchesEnded), which would otherwise hold the shutdown.
+	watches    context.Context
+	endWatches context.CancelFunc
 	// lock is held from New until Close, and released after the store is closed.
 	lock *dataDirLock
 }
@@ -184,6 +188,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger, st store.Store
 	limits.MaxFileBytes = min(limits.MaxFileBytes, cfg.MaxUnpackedBytes)
 	limits.MaxFiles = int(cfg.MaxPackageFiles)
 	s := &Server{cfg: cfg, log: log, store: st}
+	s.watches, s.endWatches = context.WithCancel(context.Background())
 	var confine *pluginhost.Confinement
 	if !cfg.NoSandbox {
 		first, count, _ := cfg.pluginUIDs()
@@ -384,6 +389,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		return nil, fmt.Errorf("read the REST routes: %w", err)
 	}
 	api := withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, query, withConnectErrors(mux)))
+	api = withWatchesEnded(s.watches, api)
 	var h http.Handler = withRequestContext(s.log, withPluginEndpoints(s.host.Router(), s.host.Sessions(), s.ids, s.host.Granted,
 		newEndpointMetrics(s.registry), api))
 	if len(s.cfg.CORSOrigins) > 0 {
@@ -470,8 +476,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
 	stopStarting()
 	<-started
-	// Plugins are stopped while their streams still work, in reverse load order.
+	// Plugins are stopped while their streams still work, in reverse load order; watchers
+	// see their last events, and then their feeds end.
 	s.host.Shutdown(context.Background(), s.cfg.ShutdownTimeout)
+	s.endWatches()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)

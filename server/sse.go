@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -158,4 +160,40 @@ func pumpSSE[T any](ctx context.Context, s *sseStream, ch <-chan T, each func(T)
 			return false
 		}
 	}
+}
+
+// watchPaths are the long-lived reads: the event feeds and log tails, over Connect, gRPC,
+// gRPC-Web and Server-Sent Events.
+var watchPaths = []string{
+	pluginv1connect.MessagingServiceWatchEventsProcedure,
+	pluginv1connect.PluginServiceTailPluginLogsProcedure,
+	eventsStreamPath,
+}
+
+func isWatch(path string) bool {
+	if p, ok := strings.CutPrefix(path, restAliasPrefix); ok {
+		path = restPrefix + p
+	}
+	if slices.Contains(watchPaths, path) {
+		return true
+	}
+	// The log tail's Server-Sent Events: /api/v1/plugins/{plugin_id}/logs/stream.
+	rest, ok := strings.CutPrefix(path, restPrefix+"plugins/")
+	id, tail, _ := strings.Cut(rest, "/")
+	return ok && id != "" && tail == "logs/stream"
+}
+
+// withWatchesEnded ends the watches when ended is done: a server shutting down waits for
+// its calls to finish, and a feed never finishes by itself. Other calls are left to finish.
+func withWatchesEnded(ended context.Context, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isWatch(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(ended, cancel)()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
