@@ -25,7 +25,14 @@ type rule struct {
 	mutating bool
 }
 
+// allows reports whether the role may call the procedure at all (plugin tokens may still be
+// held to their own plugin by ownField).
+func (r rule) allows(role store.Role) bool {
+	return (role == store.RoleAdmin && r.admin) || (role == store.RoleUser && r.user) || (role == store.RolePlugin && r.plugin)
+}
+
 var (
+	anyToken       = rule{admin: true, user: true, plugin: true}
 	adminOnly      = rule{admin: true, mutating: true}
 	readAll        = rule{admin: true, user: true}
 	readOwnPlugin  = rule{admin: true, user: true, plugin: true, ownField: "plugin_id"}
@@ -70,6 +77,8 @@ var accessRules = map[string]rule{
 	// Which servers run, where, and how many plugin instances each holds: for operators and
 	// users, like the plugin list; not for plugins.
 	pluginv1connect.ClusterServiceListReplicasProcedure: readAll,
+	// Any valid token may ask who it is and what it may call.
+	pluginv1connect.AccessServiceWhoAmIProcedure: anyToken,
 	// The plugin stream: the handler checks that hello names the token's plugin.
 	pluginhostv1connect.PluginHostServiceConnectProcedure: pluginSelfOnly,
 }
@@ -104,8 +113,7 @@ func (a *authInterceptor) authenticate(ctx context.Context, procedure string, he
 	if !known {
 		return p, r, errs.New(errs.PluginPermissionDenied, "this operation is not available")
 	}
-	allowed := (p.Role == store.RoleAdmin && r.admin) || (p.Role == store.RoleUser && r.user) || (p.Role == store.RolePlugin && r.plugin)
-	if !allowed {
+	if !r.allows(p.Role) {
 		return p, r, errs.New(errs.PluginPermissionDenied, "the %s role may not call %s", p.Role, shortProcedure(procedure))
 	}
 	return p, r, nil

@@ -51,7 +51,7 @@ func TestOpenAPIDocument(t *testing.T) {
 
 	routes := 0
 	for _, name := range []string{pluginv1connect.PluginServiceName, pluginv1connect.RepositoryServiceName,
-		pluginv1connect.MessagingServiceName, pluginv1connect.ClusterServiceName} {
+		pluginv1connect.MessagingServiceName, pluginv1connect.ClusterServiceName, pluginv1connect.AccessServiceName} {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		if err != nil {
 			t.Fatal(err)

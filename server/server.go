@@ -289,6 +289,7 @@ var restServiceNames = []string{
 	pluginv1connect.RepositoryServiceName,
 	pluginv1connect.MessagingServiceName,
 	pluginv1connect.ClusterServiceName,
+	pluginv1connect.AccessServiceName,
 }
 
 // serviceNames are the gRPC services served, for reflection and health: the REST ones and
@@ -317,6 +318,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host.Catalog()}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host.Router()}, opts...))
 	add(pluginv1connect.NewClusterServiceHandler(&clusterService{cluster: s.cluster}, opts...))
+	add(pluginv1connect.NewAccessServiceHandler(accessService{}, opts...))
 	// The plugin stream validates each frame itself (see frameValidator): a bad request frame
 	// fails that request, not the whole session.
 	streamInterceptors := connect.WithInterceptors(

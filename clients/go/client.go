@@ -42,6 +42,8 @@ type Client struct {
 	Messaging    pluginv1connect.MessagingServiceClient
 	// Cluster lists the replicas (the servers sharing one database).
 	Cluster pluginv1connect.ClusterServiceClient
+	// Access says who the token is and what it may call.
+	Access pluginv1connect.AccessServiceClient
 	// PluginHost is the plugin stream endpoint (used by the plugin SDK).
 	PluginHost pluginhostv1connect.PluginHostServiceClient
 }
@@ -105,6 +107,7 @@ func New(baseURL string, opts ...Option) *Client {
 		Repositories: pluginv1connect.NewRepositoryServiceClient(o.httpClient, baseURL, copts...),
 		Messaging:    pluginv1connect.NewMessagingServiceClient(o.httpClient, baseURL, copts...),
 		Cluster:      pluginv1connect.NewClusterServiceClient(o.httpClient, baseURL, copts...),
+		Access:       pluginv1connect.NewAccessServiceClient(o.httpClient, baseURL, copts...),
 		PluginHost:   pluginhostv1connect.NewPluginHostServiceClient(o.httpClient, baseURL, copts...),
 	}
 }

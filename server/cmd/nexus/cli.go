@@ -39,7 +39,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "nexus",
 		Short: "The Nexus plugin platform: run the server, and administer it",
 		Long: `Nexus runs and administers plugins. 'nexus serve' runs the server; the API commands
-(plugins, repos, events, services, cluster) call a running server at --url (NEXUS_URL,
+(plugins, repos, events, services, cluster, whoami) call a running server at --url (NEXUS_URL,
 default http://127.0.0.1:8080) with --token (NEXUS_TOKEN, or the admin-token file of
 --data-dir: NEXUS_DATA_DIR or .nexus-data).`,
 		SilenceUsage:  true,
@@ -63,7 +63,7 @@ default http://127.0.0.1:8080) with --token (NEXUS_TOKEN, or the admin-token fil
 			Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "nexus", pluginhost.Version) }},
 	)
 	api := &apiOptions{stdout: stdout}
-	for _, c := range []*cobra.Command{pluginsCommands(api), reposCommands(api), eventsCommands(api), servicesCommand(api), clusterCommand(api)} {
+	for _, c := range []*cobra.Command{pluginsCommands(api), reposCommands(api), eventsCommands(api), servicesCommand(api), clusterCommand(api), whoamiCommand(api)} {
 		api.register(c)
 		if c.HasSubCommands() && c.RunE == nil {
 			c.Args = cobra.ArbitraryArgs

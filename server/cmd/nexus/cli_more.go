@@ -119,6 +119,15 @@ func clusterCommand(o *apiOptions) *cobra.Command {
 		}}
 }
 
+func whoamiCommand(o *apiOptions) *cobra.Command {
+	return &cobra.Command{Use: "whoami", Short: "Say who the token is (id, name, role, plugin) and what it may call", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(c *nexus.Client, cmd *cobra.Command) (proto.Message, error) {
+				return msg(c.Access.WhoAmI(cmd.Context(), connect.NewRequest(&pluginv1.WhoAmIRequest{})))
+			})
+		}}
+}
+
 // compactText is indented JSON on one line.
 func compactText(b []byte) string {
 	out := make([]byte, 0, len(b))

@@ -176,6 +176,12 @@ func TestCLIBinaryAgainstAServer(t *testing.T) {
 		t.Fatalf("followed event: %v", got)
 	}
 
+	// whoami: the token's role and what it may call.
+	if out, errOut, code := nexus("whoami", "-o", "json"); code != 0 || !strings.Contains(out, `"role": "admin"`) ||
+		!strings.Contains(out, "nexus.plugin.v1.PluginService/InstallPlugin") {
+		t.Errorf("whoami: %d %s %s", code, out, errOut)
+	}
+
 	// Completion scripts for the three shells.
 	for shell, want := range map[string]string{"bash": "__start_nexus", "zsh": "#compdef nexus", "fish": "complete -c nexus"} {
 		if out, errOut, code := nexus("completion", shell); code != 0 || !strings.Contains(out, want) {
