@@ -95,12 +95,17 @@ examples: build ## Build the example plugins and their packages into bin/package
 .PHONY: generate
 generate: tools ## Regenerate third-party protos, gen/ (Go, TypeScript, OpenAPI) and the served OpenAPI document.
 	rm -rf proto/third_party
-	mkdir -p proto/third_party/google/api
+	mkdir -p proto/third_party/google/api proto/third_party/google/rpc
 	cp .tools/node_modules/google-proto-files/google/api/annotations.proto \
 	   .tools/node_modules/google-proto-files/google/api/http.proto proto/third_party/google/api/
+	cp .tools/node_modules/google-proto-files/google/rpc/error_details.proto proto/third_party/google/rpc/
 	$(GO) run ./server/internal/tools/derivevalidate proto/third_party
 	$(BUF) format -w proto/third_party
 	$(BUF) generate
+	@# google.rpc's error details (ErrorInfo carries the API error code, BadRequest the bad
+	@# fields) for the browser console, which decodes them; TypeScript only, as Go has genproto.
+	$(BUF) generate --path proto/third_party/google/rpc/error_details.proto --template \
+		'{"version":"v2","plugins":[{"local":".tools/node_modules/.bin/protoc-gen-es","out":"gen/ts","opt":["target=ts","import_extension=js"]}]}'
 	$(GO) run ./server/internal/tools/openapidoc gen/openapi/openapi.yaml server/openapi/openapi.json
 
 .PHONY: checkgenerate
@@ -121,7 +126,7 @@ lint: tools $(GOLANGCI) ## buf lint, buf format, buf breaking (against main), go
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:" $$out; exit 1; fi
 
 .PHONY: test
-test: checkgenerate lint test-go test-fuzz test-ts test-readme ## Every test: generation, lint, Go (race), fuzz, TypeScript, README examples.
+test: checkgenerate checkconsole lint test-go test-fuzz test-ts test-console test-readme ## Every test: generation, the console bundle, lint, Go (race), fuzz, TypeScript, the console in a browser, README examples.
 
 .PHONY: test-go
 test-go: redis-server postgresql ## Go tests with the race detector.
@@ -166,6 +171,34 @@ test-fuzz: ## Run each fuzz target briefly (FUZZTIME each).
 .PHONY: test-ts
 test-ts: build examples ## Build the TypeScript client and plugin SDK and run their tests against a live server (the example TypeScript plugin beside the Go examples).
 	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+CONSOLE := clients/console
+
+.PHONY: console
+console: ## Build the web console (clients/console: TypeScript, Preact, Vite) into server/console/dist, which the server embeds and serves at /ui/.
+	@echo "==> building the web console into server/console/dist"
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+.PHONY: checkconsole
+checkconsole: console ## Fail when the committed console bundle differs from a fresh build of clients/console.
+	@git add -N server/console/dist >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- server/console/dist || (echo "the console bundle is stale: run make console and commit server/console/dist" >&2; exit 1)
+
+.PHONY: test-console
+test-console: build demo-repo chromium ## The console in a real browser: Debian's chromium driven by playwright-core against a live server with the demo catalog.
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+.PHONY: console-screenshots
+console-screenshots: build demo-repo chromium ## Take the README's console screenshots again (clients/console/screenshots).
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && CONSOLE_SCREENSHOTS=screenshots npm test
+
+.PHONY: chromium
+chromium: ## Make sure Debian's chromium is installed (the console's browser tests drive it).
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (apt)" >&2; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2; \
+		else echo "chromium is missing: install it (e.g. apt-get install chromium)" >&2; exit 1; fi; }
 
 .PHONY: test-readme
 test-readme: build demo-repo grpcurl ## Run the README's examples against a fresh server.

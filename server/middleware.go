@@ -20,6 +20,7 @@ import (
 
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
+	"github.com/nexus-platform/nexus/server/console"
 )
 
 // callInfo is the per-request state shared by the HTTP middleware and the Connect
@@ -533,14 +534,16 @@ func isUploadPath(method, path string) bool {
 	return (method == http.MethodPost && p == "install") || (method == http.MethodPut && !strings.Contains(p, "/"))
 }
 
-// openPaths need no token: operations endpoints, the API's description, reflection and
-// gRPC health.
+// openPaths need no token: operations endpoints, the API's description, reflection, gRPC
+// health, and the web console's files (the console signs in with a token for every call it
+// makes; its files hold no data).
 func isOpenPath(path string) bool {
 	switch path {
-	case "/metrics", "/healthz", "/readyz", openAPIPath:
+	case "/metrics", "/healthz", "/readyz", openAPIPath, "/ui":
 		return true
 	}
-	return strings.HasPrefix(path, "/grpc.reflection.") || strings.HasPrefix(path, "/grpc.health.")
+	return strings.HasPrefix(path, "/grpc.reflection.") || strings.HasPrefix(path, "/grpc.health.") ||
+		strings.HasPrefix(path, console.Prefix)
 }
 
 // withAuthentication checks the bearer token from the request's headers before anything
@@ -551,7 +554,8 @@ func isOpenPath(path string) bool {
 func withAuthentication(ids authenticator, limits bodyLimits, next http.Handler) http.Handler {
 	rpcErrors := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isOpenPath(r.URL.Path) {
+		if isOpenPath(r.URL.Path) || (r.URL.Path == "/" && r.Method == http.MethodGet) {
+			// The root only redirects a browser to the console.
 			next.ServeHTTP(w, r)
 			return
 		}

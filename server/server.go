@@ -48,6 +48,7 @@ import (
 	"github.com/nexus-platform/nexus/pluginhost/store"
 	"github.com/nexus-platform/nexus/pluginhost/store/storepg"
 	"github.com/nexus-platform/nexus/pluginhost/store/storesqlite"
+	"github.com/nexus-platform/nexus/server/console"
 	"github.com/nexus-platform/nexus/server/openapi"
 )
 
@@ -382,6 +383,9 @@ func (s *Server) buildHandler() (http.Handler, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.Document)
 	})
+	// The web console, and the server's root sending a browser to it.
+	mux.Handle(console.Prefix, console.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler(console.Prefix, http.StatusFound))
 	mux.HandleFunc("GET "+eventsStreamPath, s.eventsStream)
 	mux.HandleFunc(logsStreamPattern, s.logsStream)
 	mux.Handle("/", transcoder)
