@@ -77,7 +77,7 @@ func withPluginEndpoints(routes endpointRoutes, calls endpointCaller, ids authen
 		}
 		ci := callInfoFrom(r.Context())
 		start := time.Now()
-		sw := &statusRecorder{ResponseWriter: w}
+		sw := &statusRecorder{ResponseWriter: &pluginResponse{ResponseWriter: w}}
 		defer func() {
 			class := strconv.Itoa(max(sw.status, 0)/100) + "xx"
 			m.requests.WithLabelValues(match.PluginID, match.Pattern, class).Inc()
@@ -160,3 +160,49 @@ func endpointCallerOf(r *http.Request, ids authenticator, e manifest.APIEndpoint
 	}
 	return caller, nil
 }
+
+// pluginEndpointCSP is added to every answer of a plugin's endpoint. A page a plugin serves
+// shares the host's origin with the web console; sandboxed without allow-same-origin it runs
+// in an origin of its own, so that its scripts cannot read the console's session (the
+// signed-in token) or act as the console. It may still run scripts, submit forms and open
+// windows. A plugin's own Content-Security-Policy, if it sends one, applies as well.
+const pluginEndpointCSP = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+
+// pluginResponse writes a plugin endpoint's answer with the host's restrictions: the
+// sandbox above, and no Service-Worker-Allowed (a plugin's service worker must not control
+// the console's pages).
+type pluginResponse struct {
+	http.ResponseWriter
+	sent bool
+}
+
+func (p *pluginResponse) restrict() {
+	if p.sent {
+		return
+	}
+	p.sent = true
+	h := p.ResponseWriter.Header()
+	h.Add("Content-Security-Policy", pluginEndpointCSP)
+	h.Del("Service-Worker-Allowed")
+}
+
+func (p *pluginResponse) WriteHeader(code int) {
+	p.restrict()
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *pluginResponse) Write(b []byte) (int, error) {
+	p.restrict()
+	return p.ResponseWriter.Write(b)
+}
+
+// Flush lets streamed answers (Server-Sent Events) through.
+func (p *pluginResponse) Flush() {
+	p.restrict()
+	if f, ok := p.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the connection's writer.
+func (p *pluginResponse) Unwrap() http.ResponseWriter { return p.ResponseWriter }

@@ -40,6 +40,10 @@ func testHTTPHandler() http.Handler {
 	hello := func(w http.ResponseWriter, r *http.Request) {
 		c, _ := plugin.CallerOf(r.Context())
 		w.Header().Set("Content-Type", "application/json")
+		// What the host must not pass on (a service worker for the whole origin) or must
+		// add to (the sandbox that keeps a plugin's page out of the console's origin).
+		w.Header().Set("Service-Worker-Allowed", "/")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"name": r.PathValue("name"), "query": r.URL.Query().Get("q"), "header": r.Header.Get("X-Test"),
 			"authorization": r.Header.Get("Authorization"), "caller": c, "pid": os.Getpid(),
@@ -149,6 +153,11 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 	var got map[string]any
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	// A plugin's page is sandboxed out of the console's origin, whatever it asks for.
+	if csp := res.Header.Values("Content-Security-Policy"); len(csp) != 2 || csp[0] != "default-src 'self'" ||
+		!strings.HasPrefix(csp[1], "sandbox ") || strings.Contains(csp[1], "allow-same-origin") || res.Header.Get("Service-Worker-Allowed") != "" {
+		t.Errorf("answer headers: Content-Security-Policy %q, Service-Worker-Allowed %q", csp, res.Header.Get("Service-Worker-Allowed"))
 	}
 	caller := got["caller"].(map[string]any)
 	if got["name"] != "alice" || got["query"] != "1" || got["header"] != "passed" || got["authorization"] != "" ||

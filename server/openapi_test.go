@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1/pluginv1connect"
+	"github.com/nexus-platform/nexus/pluginhost/router"
 	"github.com/nexus-platform/nexus/server"
 	"github.com/nexus-platform/nexus/server/openapi"
 )
@@ -63,6 +64,10 @@ func TestOpenAPIDocument(t *testing.T) {
 				continue
 			}
 			method, path := httpRule(rule)
+			// No plugin endpoint may take a path of the API.
+			if router.ReservedBy(method+" "+path) == "" {
+				t.Errorf("%s %s (%s) is not a reserved path (router.ReservedPaths): a plugin could serve it", method, path, methods.Get(i).FullName())
+			}
 			op := doc.Paths.Find(path).GetOperation(method)
 			if op == nil {
 				t.Errorf("%s %s (%s) is not in the document", method, path, methods.Get(i).FullName())

@@ -17,8 +17,8 @@ import (
 // cluster view, the gRPC, gRPC-Web and Connect service paths (/nexus.*, /grpc.*), the
 // operational endpoints and the web console.
 var ReservedPaths = []string{
-	"/api/v1/plugins", "/api/v1/events", "/api/v1/services", "/api/v1/cluster", "/v1",
-	"/metrics", "/healthz", "/readyz", "/ui", "/nexus.", "/grpc.",
+	"/api/v1/plugins", "/api/v1/events", "/api/v1/services", "/api/v1/cluster", "/api/v1/whoami", "/v1",
+	"/metrics", "/healthz", "/readyz", "/openapi.json", "/ui", "/nexus.", "/grpc.",
 }
 
 // EndpointConflict returns why plugin id may not serve endpoints: one claims a reserved
@@ -29,7 +29,7 @@ func (r *Router) EndpointConflict(id string, endpoints []manifest.APIEndpoint) e
 	for i, e := range endpoints {
 		for _, p := range e.Patterns() {
 			field := fmt.Sprintf("api_endpoints[%d].path", i)
-			if reserved := reservedBy(p); reserved != "" {
+			if reserved := ReservedBy(p); reserved != "" {
 				return errs.WithFields(errs.PluginRouteConflict,
 					fmt.Sprintf("plugin %s cannot serve %s: %s is a path of Nexus's own API", id, p, reserved),
 					[]errs.FieldViolation{{Field: field, Description: "claims " + reserved + ", a path of Nexus's own API"}})
@@ -54,9 +54,9 @@ func (r *Router) EndpointConflict(id string, endpoints []manifest.APIEndpoint) e
 	return nil
 }
 
-// reservedBy returns the reserved path that pattern claims, or "": its literal part lies in
+// ReservedBy returns the reserved path that pattern ("GET /path") claims, or "": its literal part lies in
 // one, or it matches a request for one (a wildcard or a catch-all).
-func reservedBy(pattern string) string {
+func ReservedBy(pattern string) string {
 	method, path, _ := strings.Cut(pattern, " ")
 	literal, _, _ := strings.Cut(path, "{")
 	mux := mustMux(pattern)
