@@ -83,8 +83,7 @@ func (rt *Runtime) ObserveHealth(pluginID string, checks []presence.Check) {
 	}
 }
 
-// recordHealth records a health report (or a failed check, err) and, when the plugin's
-// health changes, emits plugin.health_changed so that watchers (the console) need not poll.
+// recordHealth records a health report (or a failed check, err); see healthChanged.
 func (rt *Runtime) recordHealth(r *running, checks []presence.Check, err error) {
 	r.mu.Lock()
 	was := r.health.status
@@ -96,8 +95,14 @@ func (rt *Runtime) recordHealth(r *running, checks []presence.Check, err error) 
 	}
 	now := r.health.status
 	r.mu.Unlock()
-	if now != was {
-		rt.notify(rt.ctx, "plugin.health_changed", map[string]any{"plugin_id": r.id, "health": now, "previous": healthName(was)})
+	rt.healthChanged(r.id, was, now)
+}
+
+// healthChanged emits plugin.health_changed when a plugin's health went from was to now
+// (recorded statuses: "" is unknown), so that watchers (the console) need not poll.
+func (rt *Runtime) healthChanged(id, was, now string) {
+	if healthName(was) != healthName(now) {
+		rt.notify(rt.ctx, "plugin.health_changed", map[string]any{"plugin_id": id, "health": healthName(now), "previous": healthName(was)})
 	}
 }
 

@@ -347,9 +347,11 @@ func (rt *Runtime) stop(ctx context.Context, r *running, opts DisableOptions) {
 		r.proc = nil
 	}
 	r.startedAt = time.Time{}
+	wasHealth := r.health.status
 	r.health = healthState{}
 	r.usage, r.usageAt = supervisor.Usage{}, time.Time{}
 	r.mu.Unlock()
+	rt.healthChanged(r.id, wasHealth, "")
 	if !opts.keepLease {
 		rt.releaseLease(ctx, r.id)
 	}

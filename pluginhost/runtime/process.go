@@ -65,9 +65,11 @@ func (rt *Runtime) launch(ctx context.Context, r *running, p loaded) error {
 	r.ready = make(chan struct{})
 	ready := r.ready
 	r.lastLines = nil
+	wasHealth := r.health.status
 	r.health = healthState{}
 	r.overLimit = ""
 	r.mu.Unlock()
+	rt.healthChanged(r.id, wasHealth, "")
 	if oldToken != "" {
 		_ = rt.tokens.Revoke(context.WithoutCancel(ctx), oldToken)
 	}

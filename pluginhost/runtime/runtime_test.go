@@ -107,8 +107,12 @@ func TestEnableThenDisable(t *testing.T) {
 	if want := []string{"inactive>loading", "loading>active", "active>inactive"}; !slices.Equal(changes, want) {
 		t.Fatalf("plugin.status_changed events: %q, want %q", changes, want)
 	}
-	if got := f.eventsOf("plugin.health_changed", "echo-plugin"); len(got) == 0 || got[0]["health"] != "healthy" || got[0]["previous"] != "unknown" {
-		t.Fatalf("plugin.health_changed events: %v", got)
+	var health []string
+	for _, e := range f.eventsOf("plugin.health_changed", "echo-plugin") {
+		health = append(health, fmt.Sprint(e["previous"], ">", e["health"]))
+	}
+	if want := []string{"unknown>healthy", "healthy>unknown"}; !slices.Equal(health, want) {
+		t.Fatalf("plugin.health_changed events: %q, want %q", health, want)
 	}
 }
 
