@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	pluginv1 "github.com/nexus-platform/nexus/gen/go/nexus/plugin/v1"
 	"github.com/nexus-platform/nexus/pluginhost/errs"
 	"github.com/nexus-platform/nexus/pluginhost/identity"
 	"github.com/nexus-platform/nexus/pluginhost/manifest"
@@ -24,6 +27,58 @@ import (
 type endpointMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// tallies are the same calls by plugin and route pattern, for the API (GetPlugin's
+	// api_endpoints[].stats): *endpointTally by endpointKey.
+	tallies sync.Map
+}
+
+// endpointTally counts one route's calls.
+type endpointTally struct {
+	requests, clientErrors, serverErrors, nanos atomic.Int64
+}
+
+func endpointKey(pluginID, pattern string) string { return pluginID + " " + pattern }
+
+// observe counts a call answered with status after d.
+func (m *endpointMetrics) observe(pluginID, pattern string, status int, d time.Duration) {
+	class := strconv.Itoa(max(status, 0)/100) + "xx"
+	m.requests.WithLabelValues(pluginID, pattern, class).Inc()
+	m.duration.WithLabelValues(pluginID, pattern, class).Observe(d.Seconds())
+	v, ok := m.tallies.Load(endpointKey(pluginID, pattern))
+	if !ok {
+		v, _ = m.tallies.LoadOrStore(endpointKey(pluginID, pattern), &endpointTally{})
+	}
+	t := v.(*endpointTally)
+	t.requests.Add(1)
+	t.nanos.Add(int64(d))
+	switch status / 100 {
+	case 4:
+		t.clientErrors.Add(1)
+	case 5:
+		t.serverErrors.Add(1)
+	}
+}
+
+// Stats sums the calls of a plugin's endpoint over its methods' route patterns
+// ("GET /path"), as the API shows them.
+func (m *endpointMetrics) Stats(pluginID, path string, methods []string) *pluginv1.EndpointStats {
+	out := &pluginv1.EndpointStats{}
+	var nanos int64
+	for _, method := range methods {
+		v, ok := m.tallies.Load(endpointKey(pluginID, method+" "+path))
+		if !ok {
+			continue
+		}
+		t := v.(*endpointTally)
+		out.Requests += float64(t.requests.Load())
+		out.ClientErrors += float64(t.clientErrors.Load())
+		out.ServerErrors += float64(t.serverErrors.Load())
+		nanos += t.nanos.Load()
+	}
+	if out.Requests > 0 {
+		out.AverageResponseMs = float64(nanos) / 1e6 / out.Requests
+	}
+	return out
 }
 
 func newEndpointMetrics(reg prometheus.Registerer) *endpointMetrics {
@@ -78,11 +133,7 @@ func withPluginEndpoints(routes endpointRoutes, calls endpointCaller, ids authen
 		ci := callInfoFrom(r.Context())
 		start := time.Now()
 		sw := &statusRecorder{ResponseWriter: &pluginResponse{ResponseWriter: w}}
-		defer func() {
-			class := strconv.Itoa(max(sw.status, 0)/100) + "xx"
-			m.requests.WithLabelValues(match.PluginID, match.Pattern, class).Inc()
-			m.duration.WithLabelValues(match.PluginID, match.Pattern, class).Observe(time.Since(start).Seconds())
-		}()
+		defer func() { m.observe(match.PluginID, match.Pattern, sw.status, time.Since(start)) }()
 		caller, err := endpointCallerOf(r, ids, match.Endpoint, grants)
 		if err != nil {
 			ci.setError(toDomain(err))

@@ -248,6 +248,18 @@ func TestPluginEndpointsAreServed(t *testing.T) {
 	if usage["total_requests"] != 11.0 || usage["failed_requests"] != 2.0 || usage["unique_users"] != 4.0 {
 		t.Errorf("metrics after the calls: %v", m["metrics"])
 	}
+	// Each declared endpoint's calls, as the host answered them (refusals included).
+	stats := map[string]map[string]any{}
+	for _, ep := range m["api_endpoints"].([]any) {
+		ep := ep.(map[string]any)
+		stats[ep["path"].(string)] = ep["stats"].(map[string]any)
+	}
+	if s := stats["/api/v1/test-admin"]; s["requests"] != 3.0 || s["client_errors"] != 2.0 || s["server_errors"] != 0.0 || s["average_response_ms"].(float64) <= 0 {
+		t.Errorf("stats of /api/v1/test-admin (403, 403, 200): %v", s)
+	}
+	if s := stats["/api/v1/test-crash"]; s["requests"] != 1.0 || s["server_errors"] != 1.0 {
+		t.Errorf("stats of /api/v1/test-crash (502): %v", s)
+	}
 	prom, pb := getWith(t, e, "GET", "/metrics", "", nil)
 	if prom.StatusCode != 200 || !strings.Contains(string(pb), `nexus_plugin_http_requests_total{plugin_id="web-plugin",route="GET /api/v1/test/{name}",status_class="2xx"}`) {
 		t.Errorf("prometheus: no nexus_plugin_http_requests_total by route pattern")

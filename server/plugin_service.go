@@ -23,6 +23,8 @@ type pluginService struct {
 	installer pluginInstaller
 	runtime   pluginRuntime
 	cluster   replicaLister
+	// endpoints counts the calls of plugins' HTTP endpoints (GetPlugin shows them).
+	endpoints *endpointMetrics
 }
 
 // pluginManager is what pluginService needs of the host (a *pluginhost.Host): the views,
@@ -98,6 +100,11 @@ func (s *pluginService) GetPlugin(ctx context.Context, req *connect.Request[plug
 	d, err := detailView(v, caller.IsAdmin())
 	if err != nil {
 		return nil, err
+	}
+	if s.endpoints != nil {
+		for _, e := range d.GetApiEndpoints() {
+			e.Stats = s.endpoints.Stats(v.ID, e.GetPath(), e.GetMethods())
+		}
 	}
 	if s.cluster != nil {
 		// The instances connected to the other replicas, at their last heartbeat.

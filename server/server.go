@@ -315,7 +315,8 @@ func (s *Server) buildHandler() (http.Handler, error) {
 			vanguard.WithMaxMessageBufferBytes(uint32(min(s.cfg.MaxRequestBytes, 1<<31))),
 		))
 	}
-	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime(), cluster: s.cluster}, opts...))
+	endpoints := newEndpointMetrics(s.registry)
+	add(pluginv1connect.NewPluginServiceHandler(&pluginService{plugins: s.host, installer: s.host.Installer(), runtime: s.host.Runtime(), cluster: s.cluster, endpoints: endpoints}, opts...))
 	add(pluginv1connect.NewRepositoryServiceHandler(&repositoryService{catalog: s.host.Catalog()}, opts...))
 	add(pluginv1connect.NewMessagingServiceHandler(&messagingService{messages: s.host.Router()}, opts...))
 	add(pluginv1connect.NewClusterServiceHandler(&clusterService{cluster: s.cluster}, opts...))
@@ -397,7 +398,7 @@ func (s *Server) buildHandler() (http.Handler, error) {
 	api := withAuthentication(s.ids, limits, withRESTEnvelope(s.cfg.MaxRequestBytes, query, withConnectErrors(mux)))
 	api = withWatchesEnded(s.watches, api)
 	var h http.Handler = withRequestContext(s.log, withPluginEndpoints(s.host.Router(), s.host.Sessions(), s.ids, s.host.Granted,
-		newEndpointMetrics(s.registry), api))
+		endpoints, api))
 	if len(s.cfg.CORSOrigins) > 0 {
 		h = withCORS(s.cfg.CORSOrigins, h)
 	}

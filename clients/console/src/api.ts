@@ -40,6 +40,11 @@ export interface FieldProblem {
   description: string;
 }
 
+/** The problems of an error that concern field (or a part of it: field.x, field[0]). */
+export function fieldProblems(error: ApiError | undefined, field: string): FieldProblem[] {
+  return (error?.fields ?? []).filter((f) => f.field === field || f.field.startsWith(`${field}.`) || f.field.startsWith(`${field}[`));
+}
+
 /** An API error as the console shows it: the reference's code, the message, the bad fields. */
 export interface ApiError {
   /** The API error code (PLUGIN_NOT_FOUND, VALIDATION_ERROR, ...), or the transport's code. */

@@ -13,7 +13,16 @@ export interface Route {
 
 function current(): Route {
   const rest = location.pathname.startsWith(BASE) ? location.pathname.slice(BASE.length) : "";
-  const parts = rest.split("/").filter((p) => p !== "").map(decodeURIComponent);
+  const parts = rest
+    .split("/")
+    .filter((p) => p !== "")
+    .map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        return p; // a malformed escape: left as it is, it names no page ("Not found")
+      }
+    });
   return { parts, query: new URLSearchParams(location.search) };
 }
 

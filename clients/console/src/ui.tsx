@@ -1,7 +1,7 @@
 // Building blocks shared by the pages: loading data, showing API errors, live feeds, badges,
 // confirmation dialogs and notices.
 import type { ComponentChildren } from "preact";
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useId, useRef, useState } from "preact/hooks";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../gen/nexus/plugin/v1/messaging_pb.js";
 import { toApiError, type ApiError, type Session } from "./api.js";
@@ -78,6 +78,8 @@ const tones: Record<string, string> = {
   critical: "bad",
   enforced: "good",
   completed: "good",
+  synced: "good",
+  "sync failed": "bad",
   granted: "good",
   unavailable: "warn",
   off: "muted",
@@ -85,10 +87,20 @@ const tones: Record<string, string> = {
   denied: "bad",
 };
 
+/** The address of a web link from server data, or undefined unless it is http(s). */
+export function webUrl(u: string): string | undefined {
+  try {
+    const url = new URL(u);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A status word with a colour that repeats it (the word is always there too). */
-export function Badge({ value }: { value: string }) {
+export function Badge({ value, extra }: { value: string; extra?: string }) {
   const v = value || "unknown";
-  return <span class={`badge ${tones[v.toLowerCase()] ?? "muted"}`}>{v}</span>;
+  return <span class={`badge ${tones[v.toLowerCase()] ?? "muted"}${extra ? ` ${extra}` : ""}`}>{v}</span>;
 }
 
 /** A timestamp as local time, with the exact UTC time on hover and for assistive technology. */
@@ -115,11 +127,11 @@ export function PageTitle({ children }: { children: ComponentChildren }) {
   );
 }
 
-/** A button that runs an action, shows that it runs, and reports its error. */
+/** A button that runs an action, shows that it runs, and hands its error to onError to show. */
 export function ActionButton(props: {
   run: () => Promise<unknown>;
   children: ComponentChildren;
-  onError?: (e: ApiError) => void;
+  onError: (e: ApiError) => void;
   onDone?: () => void;
   kind?: "primary" | "danger" | "plain";
   disabled?: boolean;
@@ -139,7 +151,7 @@ export function ActionButton(props: {
           await props.run();
           props.onDone?.();
         } catch (err) {
-          props.onError?.(toApiError(err));
+          props.onError(toApiError(err));
         } finally {
           setBusy(false);
         }
@@ -157,6 +169,7 @@ export function ActionButton(props: {
  */
 export function Dialog(props: { open: boolean; title: string; onClose: () => void; children: ComponentChildren }) {
   const ref = useRef<HTMLDialogElement>(null);
+  const titleId = useId();
   useEffect(() => {
     const d = ref.current;
     if (!d) return;
@@ -164,11 +177,16 @@ export function Dialog(props: { open: boolean; title: string; onClose: () => voi
     if (!props.open && d.open) d.close();
   }, [props.open]);
   return (
-    <dialog ref={ref} aria-labelledby="dialog-title" onClose={props.onClose}>
-      <h2 id="dialog-title">{props.title}</h2>
+    <dialog ref={ref} aria-labelledby={titleId} onClose={props.onClose}>
+      <h2 id={titleId}>{props.title}</h2>
       {props.open && props.children}
     </dialog>
   );
+}
+
+/** Closes the dialog the clicked button is in (a form's Cancel). */
+export function closeDialog(e: { currentTarget: EventTarget | null }): void {
+  ((e.currentTarget as Element | null)?.closest("dialog") as HTMLDialogElement | null)?.close();
 }
 
 /** Short-lived notices of what was done, announced politely. */
@@ -200,78 +218,156 @@ export function Notices() {
   );
 }
 
+/**
+ * Returns a function that runs fn once calls to it have paused for ms: a burst of events (a
+ * restart is several) loads the page once. Nothing runs after the page is gone.
+ */
+export function useSettled(fn: () => void, ms = 250): () => void {
+  const timer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  const latest = useRef(fn);
+  latest.current = fn;
+  useEffect(() => () => clearTimeout(timer.current), []);
+  return useCallback(() => {
+    clearTimeout(timer.current);
+    timer.current = setTimeout(() => latest.current(), ms);
+  }, [ms]);
+}
+
 /** The state of a live feed. */
 export type FeedState = "connecting" | "live" | "retrying" | "stopped";
 
+/** A live feed as a page sees it. */
+export interface Feed {
+  state: FeedState;
+  /** Why the feed is not live (shown by FeedStatus). */
+  error?: ApiError;
+}
+
+interface FeedSubscriber {
+  onEvent: (e: Event) => void;
+  onConnect: () => void;
+  onState: (f: Feed) => void;
+}
+
+/** One WatchEvents stream, shared by every part of the page that follows the same patterns. */
+interface SharedFeed {
+  subscribers: Set<FeedSubscriber>;
+  feed: Feed;
+  stop: () => void;
+}
+
+// The open feeds of each session, by patterns. A browser gives a page six connections to
+// the server over HTTP/1.1 (make run's plain http), and each stream holds one for good: the
+// plugin page, its health tab and the catalog's install dialog share one instead of three.
+const openFeeds = new WeakMap<Session, Map<string, SharedFeed>>();
+
+function subscribeFeed(session: Session, patterns: string[], sub: FeedSubscriber): () => void {
+  const key = patterns.join(",");
+  let feeds = openFeeds.get(session);
+  if (!feeds) openFeeds.set(session, (feeds = new Map()));
+  let shared = feeds.get(key);
+  if (!shared) {
+    const created: SharedFeed = { subscribers: new Set(), feed: { state: "connecting" }, stop: () => {} };
+    created.stop = runFeed(session, patterns, created);
+    feeds.set(key, (shared = created));
+  }
+  shared.subscribers.add(sub);
+  sub.onState(shared.feed);
+  const current = shared;
+  return () => {
+    current.subscribers.delete(sub);
+    if (current.subscribers.size === 0) {
+      current.stop();
+      if (feeds.get(key) === current) feeds.delete(key);
+    }
+  };
+}
+
+/** Runs the stream of a shared feed until stopped, reconnecting with backoff. */
+function runFeed(session: Session, patterns: string[], shared: SharedFeed): () => void {
+  const ctl = new AbortController();
+  const set = (feed: Feed) => {
+    shared.feed = feed;
+    for (const s of shared.subscribers) s.onState(feed);
+  };
+  (async () => {
+    let delay = 500;
+    // Whether events may have been missed since the subscribers loaded what they show: after
+    // a broken stream, or a first attempt that failed.
+    let gap = false;
+    while (!ctl.signal.aborted) {
+      try {
+        set({ ...shared.feed, state: "connecting" });
+        const stream = session.api.messaging.watchEvents(
+          { patterns },
+          {
+            signal: ctl.signal,
+            // The server sends its headers once the subscription holds.
+            onHeader: () => {
+              set({ state: "live" });
+              delay = 500;
+              if (gap) for (const s of shared.subscribers) s.onConnect();
+              gap = false;
+            },
+          },
+        );
+        for await (const res of stream) {
+          if (res.event) for (const s of shared.subscribers) s.onEvent(res.event);
+        }
+      } catch (err) {
+        if (ctl.signal.aborted) return;
+        const e = toApiError(err);
+        // A refusal (a bad pattern, a lost token) does not get better by retrying.
+        if (e.unauthenticated || e.code === "VALIDATION_ERROR" || e.code === "PLUGIN_PERMISSION_DENIED") {
+          set({ state: "stopped", error: e });
+          return;
+        }
+        set({ state: "retrying", error: e });
+      }
+      gap = true;
+      if (ctl.signal.aborted) return;
+      if (shared.feed.state === "live") set({ state: "retrying" });
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 10_000);
+    }
+  })();
+  return () => ctl.abort();
+}
+
 /**
  * Follows the server's event feed (WatchEvents, a server stream: no polling) for the
- * patterns, calling onEvent for each event, and reconnects with backoff when the stream
- * breaks. onConnect runs each time the feed is (again) subscribed: events of a gap are not
- * replayed, so a page reloads what it shows there. Returns the feed's state and last error.
+ * patterns, calling onEvent for each event; the stream reconnects with backoff when it
+ * breaks. onConnect runs when the feed is subscribed again after a gap: events of the gap
+ * are not replayed, so a page reloads what it shows there. Parts of the page that follow the
+ * same patterns share one stream.
  */
-export function useEventFeed(
-  session: Session,
-  patterns: string[],
-  onEvent: (e: Event) => void,
-  onConnect?: () => void,
-): { state: FeedState; error?: ApiError } {
-  const [state, setState] = useState<FeedState>("connecting");
-  const [error, setError] = useState<ApiError>();
+export function useEventFeed(session: Session, patterns: string[], onEvent: (e: Event) => void, onConnect?: () => void): Feed {
+  const [feed, setFeed] = useState<Feed>({ state: "connecting" });
   const handlers = useRef({ onEvent, onConnect });
   handlers.current = { onEvent, onConnect };
   const key = patterns.join(",");
-  useEffect(() => {
-    const ctl = new AbortController();
-    let delay = 500;
-    let connects = 0;
-    (async () => {
-      while (!ctl.signal.aborted) {
-        try {
-          setState("connecting");
-          const stream = session.api.messaging.watchEvents(
-            { patterns },
-            {
-              signal: ctl.signal,
-              // The server sends its headers once the subscription holds.
-              onHeader: () => {
-                setState("live");
-                setError(undefined);
-                delay = 500;
-                if (connects++ > 0) handlers.current.onConnect?.();
-              },
-            },
-          );
-          for await (const res of stream) {
-            if (res.event) handlers.current.onEvent(res.event);
-          }
-        } catch (err) {
-          if (ctl.signal.aborted) return;
-          const e = toApiError(err);
-          setError(e);
-          // A refusal (a bad pattern, a lost token) does not get better by retrying.
-          if (e.unauthenticated || e.code === "VALIDATION_ERROR" || e.code === "PLUGIN_PERMISSION_DENIED") {
-            setState("stopped");
-            return;
-          }
-        }
-        if (ctl.signal.aborted) return;
-        setState("retrying");
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 10_000);
-      }
-    })();
-    return () => ctl.abort();
+  useEffect(
+    () =>
+      subscribeFeed(session, patterns, {
+        onEvent: (e) => handlers.current.onEvent(e),
+        onConnect: () => handlers.current.onConnect?.(),
+        onState: setFeed,
+      }),
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [session, key]);
-  return { state, error };
+    [session, key],
+  );
+  return feed;
 }
 
-/** The feed's state in words, announced when it changes. */
-export function FeedStatus({ state, label }: { state: FeedState; label: string }) {
-  const text = { live: "live", connecting: "connecting…", retrying: "reconnecting…", stopped: "stopped" }[state];
+/** The feed's state in words, announced when it changes, and why it is not live. */
+export function FeedStatus({ feed, label }: { feed: Feed; label: string }) {
+  const text = { live: "live", connecting: "connecting…", retrying: "reconnecting…", stopped: "stopped" }[feed.state];
   return (
-    <span class={`feed ${state}`} role="status">
-      <span class="dot" aria-hidden="true" /> {label}: {text}
-    </span>
+    <>
+      <span class={`feed ${feed.state}`} role="status">
+        <span class="dot" aria-hidden="true" /> {label}: {text}
+      </span>
+      {feed.state !== "live" && <ErrorNote error={feed.error} title={`${label}: the feed failed`} />}
+    </>
   );
 }

@@ -7,7 +7,7 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { CatalogPlugin, Repository } from "../../gen/nexus/plugin/v1/repository_pb.js";
 import type { InstallPluginResponse, PluginSummary } from "../../gen/nexus/plugin/v1/plugin_pb.js";
 import type { Event } from "../../gen/nexus/plugin/v1/messaging_pb.js";
-import { toApiError, type ApiError, type FieldProblem, type Session } from "../api.js";
+import { fieldProblems, toApiError, type ApiError, type Session } from "../api.js";
 import { href, setQuery, type Route } from "../router.js";
 import {
   ActionButton,
@@ -20,7 +20,9 @@ import {
   notices,
   useEventFeed,
   useLoad,
-  type FeedState,
+  useSettled,
+  closeDialog,
+  webUrl,
 } from "../ui.js";
 import "./catalog.css";
 
@@ -79,11 +81,6 @@ function ratingProblem(text: string): string | undefined {
 }
 
 /** The problems an API error reports for a request field, including its items (`tags[0]`) and parts (`config.x`). */
-function problemsFor(error: ApiError | undefined, field: string): FieldProblem[] {
-  return (error?.fields ?? []).filter(
-    (f) => f.field === field || f.field.startsWith(`${field}[`) || f.field.startsWith(`${field}.`),
-  );
-}
 
 /** Orders two versions by their numeric parts (1.10.0 after 1.9.0); negative when a is older. */
 function compareVersions(a: string, b: string): number {
@@ -98,20 +95,9 @@ function compareVersions(a: string, b: string): number {
 }
 
 /** A catalog's link, only when it is a web address: a repository could offer `javascript:` URLs. */
-function webUrl(u: string): string | undefined {
-  try {
-    const url = new URL(u);
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 // The plugin events that change which plugins are installed, and at which version.
 const lifecycle = new Set(["plugin.installed", "plugin.uninstalled", "plugin.updated", "plugin.enabled", "plugin.disabled"]);
-
-/** Passes the page's event feed on to whoever listens (the install dialog), so that one stream serves both. */
-type EventHub = Set<(e: Event) => void>;
 
 export function CatalogPage({ session, route }: { session: Session; route: Route }) {
   const filters = readFilters(route.query);
@@ -150,22 +136,8 @@ export function CatalogPage({ session, route }: { session: Session; route: Route
 
   // Installs, updates and uninstalls (here or anywhere else) change the "installed" marks: the
   // list is loaded again, at most a few times a second, and after a reconnection.
-  const pending = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  const soon = () => {
-    clearTimeout(pending.current);
-    pending.current = setTimeout(installed.reload, 250);
-  };
-  const hub = useRef<EventHub>(new Set()).current;
-  const feed = useEventFeed(
-    session,
-    ["plugin.*"],
-    (e) => {
-      if (lifecycle.has(e.type)) soon();
-      for (const l of hub) l(e);
-    },
-    soon,
-  );
-  useEffect(() => () => clearTimeout(pending.current), []);
+  const soon = useSettled(installed.reload);
+  const feed = useEventFeed(session, ["plugin.*"], (e) => lifecycle.has(e.type) && soon(), soon);
 
   const [installing, setInstalling] = useState<CatalogPlugin>();
   // The dialog can be closed while an install runs; its answer is then given on the page.
@@ -189,7 +161,7 @@ export function CatalogPage({ session, route }: { session: Session; route: Route
     <section class="catalog">
       <div class="title-row">
         <PageTitle>Catalog</PageTitle>
-        <FeedStatus state={feed.state} label="Updates" />
+        <FeedStatus feed={feed} label="Updates" />
       </div>
       <p class="muted">
         Plugins offered by the server's repositories.{" "}
@@ -206,7 +178,6 @@ export function CatalogPage({ session, route }: { session: Session; route: Route
           Repositories and their sync state
         </a>
       </p>
-      {feed.error && feed.state !== "live" && <ErrorNote error={feed.error} title="The update feed failed" />}
       {lateError && <ErrorNote error={lateError.error} title={`Installing ${lateError.id} failed`} />}
       {canSearch ? (
         <>
@@ -275,8 +246,6 @@ export function CatalogPage({ session, route }: { session: Session; route: Route
             session={session}
             plugin={installing}
             installed={installedById.get(installing.id)}
-            hub={hub}
-            feed={feed.state}
             onInstalled={onInstalled}
             onFailed={onFailed(installing.id)}
           />
@@ -337,7 +306,7 @@ function SearchForm(props: { filters: Filters; everything: CatalogPlugin[]; erro
 
   // A field the server refused is marked, and its reason is shown under it.
   const field = (name: string, id: string, local?: string) => {
-    const probs = problemsFor(props.error, name);
+    const probs = fieldProblems(props.error, name);
     const text = local ?? (probs.length > 0 ? probs.map((p) => p.description).join("; ") : undefined);
     return {
       invalid: text ? true : undefined,
@@ -714,8 +683,6 @@ function InstallPanel(props: {
   session: Session;
   plugin: CatalogPlugin;
   installed?: PluginSummary;
-  hub: EventHub;
-  feed: FeedState;
   onInstalled: (res: InstallPluginResponse) => void;
   onFailed: (e: ApiError) => void;
 }) {
@@ -750,17 +717,11 @@ function InstallPanel(props: {
     if (phase === "done") resultRef.current?.focus();
   }, [phase]);
 
-  // This plugin's install events, from the moment Install is pressed (the page's feed is already
-  // subscribed by then, so none are missed while it is live).
-  useEffect(() => {
-    const listen = (e: Event) => {
-      if (watching.current && installSteps.has(e.type) && e.data?.["plugin_id"] === id) setEvents((xs) => [...xs, e]);
-    };
-    props.hub.add(listen);
-    return () => {
-      props.hub.delete(listen);
-    };
-  }, [id, props.hub]);
+  // This plugin's install events, from the moment Install is pressed (the page's feed, which
+  // this shares, is already subscribed by then, so none are missed while it is live).
+  const feed = useEventFeed(session, ["plugin.*"], (e) => {
+    if (watching.current && installSteps.has(e.type) && e.data?.["plugin_id"] === id) setEvents((xs) => [...xs, e]);
+  });
 
   // A clock for the elapsed time on screen while the call runs (it asks the server nothing).
   useEffect(() => {
@@ -773,8 +734,8 @@ function InstallPanel(props: {
   // PLUGIN_CONFIGURATION_ERROR, or as `config.x` in a validation error: both point at the
   // configuration field. The error itself is shown once, above the buttons, and the fields it
   // is about are marked and point to it.
-  const configBad = error?.code === "PLUGIN_CONFIGURATION_ERROR" || problemsFor(error, "config").length > 0;
-  const versionBad = problemsFor(error, "version").length > 0;
+  const configBad = error?.code === "PLUGIN_CONFIGURATION_ERROR" || fieldProblems(error, "config").length > 0;
+  const versionBad = fieldProblems(error, "version").length > 0;
   const submit = async () => {
     let config: JsonObject | undefined;
     setConfigProblem(undefined);
@@ -825,8 +786,8 @@ function InstallPanel(props: {
       setError(e);
       setPhase("form");
       props.onFailed(e);
-      if (e.code === "PLUGIN_CONFIGURATION_ERROR" || problemsFor(e, "config").length > 0) focusAfter.current = configRef;
-      else if (problemsFor(e, "version").length > 0) focusAfter.current = versionRef;
+      if (e.code === "PLUGIN_CONFIGURATION_ERROR" || fieldProblems(e, "config").length > 0) focusAfter.current = configRef;
+      else if (fieldProblems(e, "version").length > 0) focusAfter.current = versionRef;
     }
   };
 
@@ -919,7 +880,7 @@ function InstallPanel(props: {
             <button type="submit" class="primary" disabled={running} aria-busy={running}>
               {error ? "Try again" : "Install"}
             </button>
-            <button type="button" onClick={(e) => (e.currentTarget.closest("dialog") as HTMLDialogElement | null)?.close()}>
+            <button type="button" onClick={closeDialog}>
               {running ? "Close (the install goes on)" : "Cancel"}
             </button>
           </div>
@@ -952,7 +913,7 @@ function InstallPanel(props: {
             )}
             {phase === "done" && inst && (
               <li>
-                {clock(new Date(now))} The server answered: <InstallStatus value={inst.status} /> in {inst.durationSeconds.toFixed(2)} s.
+                {clock(new Date(now))} The server answered: <Badge value={inst.status} /> in {inst.durationSeconds.toFixed(2)} s.
               </li>
             )}
             {error && !error.aborted && (
@@ -969,11 +930,11 @@ function InstallPanel(props: {
               example in its configuration.
             </p>
           )}
-          {props.feed !== "live" && (
-            <p class="hint">
-              <FeedStatus state={props.feed} label="Plugin events" /> Steps can be missing while the feed is not live; the
+          {feed.state !== "live" && (
+            <div class="hint">
+              <FeedStatus feed={feed} label="Plugin events" /> Steps can be missing while the feed is not live; the
               server's answer is shown all the same.
-            </p>
+            </div>
           )}
         </div>
       )}
@@ -988,7 +949,7 @@ function InstallPanel(props: {
           <dl class="facts">
             <dt>Status</dt>
             <dd>
-              <InstallStatus value={inst.status} />
+              <Badge value={inst.status} />
             </dd>
             <dt>Version</dt>
             <dd>{inst.version}</dd>
@@ -1012,7 +973,7 @@ function InstallPanel(props: {
             <a class="button-link primary" href={href(`plugins/${encodeURIComponent(inst.pluginId || id)}`)}>
               Open the plugin page
             </a>
-            <button type="button" onClick={(e) => (e.currentTarget.closest("dialog") as HTMLDialogElement | null)?.close()}>
+            <button type="button" onClick={closeDialog}>
               Close
             </button>
           </div>
@@ -1022,16 +983,9 @@ function InstallPanel(props: {
   );
 }
 
-/** An installation's status (`completed` is the one the API has today). */
-function InstallStatus({ value }: { value: string }) {
-  return <span class={`badge ${value === "completed" ? "good" : "muted"}`}>{value || "unknown"}</span>;
-}
-
 /** A repository's state in a word (with a colour that repeats it). */
 function RepoState({ repo }: { repo: Repository }) {
-  if (!repo.enabled) return <span class="badge muted">disabled</span>;
-  if (repo.lastError) return <span class="badge bad">sync failed</span>;
-  return <span class="badge good">synced</span>;
+  return <Badge value={!repo.enabled ? "disabled" : repo.lastError ? "sync failed" : "synced"} />;
 }
 
 /** What one sync did to one repository. */

@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { EmitEventResponse, Event } from "../../gen/nexus/plugin/v1/messaging_pb.js";
-import { toApiError, type ApiError, type FieldProblem, type Session } from "../api.js";
+import { fieldProblems, toApiError, type ApiError, type Session } from "../api.js";
 import { setQuery, type Route } from "../router.js";
 import { ErrorNote, FeedStatus, PageTitle, Time, notices, useEventFeed } from "../ui.js";
 import "./events.css";
@@ -165,7 +165,7 @@ function Feed({ session, patterns }: { session: Session; patterns: string[] }) {
   return (
     <div class="feed-view">
       <div class="feed-bar">
-        <FeedStatus state={feed.state} label={patterns.length > 0 ? `Watching ${patterns.join(", ")}` : "Watching every event"} />
+        <FeedStatus feed={feed} label={patterns.length > 0 ? `Watching ${patterns.join(", ")}` : "Watching every event"} />
         <div class="buttons">
           {paused ? (
             <button type="button" class="primary" onClick={resume}>
@@ -181,7 +181,6 @@ function Feed({ session, patterns }: { session: Session; patterns: string[] }) {
           </button>
         </div>
       </div>
-      {feed.error && feed.state !== "live" && <ErrorNote error={feed.error} title="The event feed failed" />}
       <p class="feed-count">
         {count} {count === 1 ? "event" : "events"}, newest first (the last {MAX_EVENTS} are kept).
         {paused && (
@@ -239,7 +238,7 @@ function EventItem({ event: e }: { event: Event }) {
       {keys > 0 ? (
         <details onToggle={(ev) => setOpen(ev.currentTarget.open)}>
           <summary>
-            Data ({keys} {keys === 1 ? "field" : "fields"})
+            Data<span class="visually-hidden"> of {e.type} {e.id}</span> ({keys} {keys === 1 ? "field" : "fields"})
           </summary>
           {open && <pre>{JSON.stringify(e.data, null, 2)}</pre>}
         </details>
@@ -251,9 +250,6 @@ function EventItem({ event: e }: { event: Event }) {
 }
 
 /** The problems an API error reports for a request field (`data` covers `data.x`). */
-function problemsFor(error: ApiError | undefined, field: string): FieldProblem[] {
-  return (error?.fields ?? []).filter((f) => f.field === field || f.field.startsWith(`${field}.`) || f.field.startsWith(`${field}[`));
-}
 
 function EmitForm({ session }: { session: Session }) {
   const [type, setType] = useState("");
@@ -264,8 +260,8 @@ function EmitForm({ session }: { session: Session }) {
   const [sent, setSent] = useState<EmitEventResponse>();
   const typeRef = useRef<HTMLInputElement>(null);
   const dataRef = useRef<HTMLTextAreaElement>(null);
-  const typeErrors = problemsFor(error, "type");
-  const dataErrors = problemsFor(error, "data");
+  const typeErrors = fieldProblems(error, "type");
+  const dataErrors = fieldProblems(error, "data");
   // The field errors are shown on their fields; anything else (or an error naming no field) in full.
   const unplaced = error && (error.fields.length === 0 || error.fields.length > typeErrors.length + dataErrors.length);
   return (
@@ -303,8 +299,8 @@ function EmitForm({ session }: { session: Session }) {
           } catch (err) {
             const ae = toApiError(err);
             setError(ae);
-            if (problemsFor(ae, "type").length > 0) typeRef.current?.focus();
-            else if (problemsFor(ae, "data").length > 0) dataRef.current?.focus();
+            if (fieldProblems(ae, "type").length > 0) typeRef.current?.focus();
+            else if (fieldProblems(ae, "data").length > 0) dataRef.current?.focus();
           } finally {
             setBusy(false);
           }

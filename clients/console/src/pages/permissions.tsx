@@ -7,8 +7,8 @@ import type {
   ConfinementState,
   GetPluginPermissionsResponse,
 } from "../../gen/nexus/plugin/v1/plugin_pb.js";
-import { toApiError, type ApiError } from "../api.js";
-import { ActionButton, Badge, Dialog, ErrorNote, notices, useLoad } from "../ui.js";
+import { fieldProblems, toApiError, type ApiError } from "../api.js";
+import { ActionButton, Badge, Dialog, closeDialog, ErrorNote, notices, useLoad } from "../ui.js";
 import type { TabProps } from "./plugin.js";
 import "./config.css";
 
@@ -222,13 +222,13 @@ export function PermissionsTab({ session, plugin, reload }: TabProps) {
                     {canEdit && (
                       <td>
                         {isGranted ? (
-                          <ActionButton label={`Revoke ${p}`} run={() => revoke(p)}>
+                          <ActionButton label={`Revoke ${p}`} run={() => revoke(p)} onError={setError}>
                             Revoke
                           </ActionButton>
                         ) : cover.length > 0 ? (
                           <span class="sub">revoke {cover.join(", ")} to take it away</span>
                         ) : (
-                          <ActionButton label={`Grant ${p}`} run={() => askGrant(p)}>
+                          <ActionButton label={`Grant ${p}`} run={() => askGrant(p)} onError={setError}>
                             Grant{risksOf(p, denied).length > 0 ? "…" : ""}
                           </ActionButton>
                         )}
@@ -292,10 +292,7 @@ export function PermissionsTab({ session, plugin, reload }: TabProps) {
 }
 
 function ConfinementTable({ rows }: { rows: ConfinementState[] }) {
-  const names = rows.map((c) => c.mechanism);
-  const twice = [...new Set(names.filter((n, i) => names.indexOf(n) !== i))];
   return (
-    <>
     <div class="table-wrap perm-conf" tabIndex={0} role="region" aria-label="Confinement mechanisms">
       <table>
         <thead>
@@ -305,9 +302,8 @@ function ConfinementTable({ rows }: { rows: ConfinementState[] }) {
           </tr>
         </thead>
         <tbody>
-          {/* Keyed by position: the server has been seen to list a mechanism twice. */}
-          {rows.map((c, i) => (
-            <tr key={`${i}-${c.mechanism}`}>
+          {rows.map((c) => (
+            <tr key={c.mechanism}>
               <th scope="row">
                 {mechanismText[c.mechanism] ?? c.mechanism}
                 <div class="sub">
@@ -323,12 +319,6 @@ function ConfinementTable({ rows }: { rows: ConfinementState[] }) {
         </tbody>
       </table>
     </div>
-    {twice.length > 0 && (
-      <p class="hint">
-        The server listed {twice.join(", ")} more than once; every entry is shown as it was reported.
-      </p>
-    )}
-    </>
   );
 }
 
@@ -468,7 +458,7 @@ function ConfirmGrant(props: { perm: string; plugin: string; risks: string[]; on
         >
           Grant {props.perm}
         </button>
-        <button type="button" onClick={(e) => (e.currentTarget.closest("dialog") as HTMLDialogElement | null)?.close()}>
+        <button type="button" onClick={closeDialog}>
           Cancel
         </button>
       </div>
@@ -515,7 +505,20 @@ function SecurityForm({
     }
     return change;
   };
+  // A limit is a whole number, 0 for none: anything else (an emptied box, 1.5) is refused here,
+  // on its field, rather than sent as 0 or as a number the request cannot carry.
+  const [local, setLocal] = useState<Record<string, string>>({});
   const send = async () => {
+    const bad: Record<string, string> = {};
+    for (const [name, value] of [["memory_mb", memory], ["cpu_percent", cpu], ["file_handles", files]] as const) {
+      if (!/^\d+$/.test(value.trim())) bad[name] = "must be a whole number (0 for no limit)";
+    }
+    setLocal(bad);
+    const firstBad = Object.keys(bad)[0];
+    if (firstBad) {
+      document.getElementById(`sec-${firstBad}`)?.focus();
+      return;
+    }
     setBusy(true);
     const e = await onSave(build());
     setError(e);
@@ -528,6 +531,7 @@ function SecurityForm({
 
   const limitInput = (name: string, label: string, value: string, set: (v: string) => void, max: number) => {
     const problems = error ? byFieldOf(error, name) : [];
+    if (local[name]) problems.push({ field: name, description: local[name] });
     return (
       <div>
         <label for={`sec-${name}`}>{label}</label>
@@ -634,7 +638,7 @@ function SecurityForm({
 
 /** The violations of a security setting; limits are named `resource_limits.memory_mb`. */
 function byFieldOf(e: ApiError, name: string) {
-  return e.fields.filter((f) => f.field === name || f.field === `resource_limits.${name}`);
+  return [...fieldProblems(e, name), ...fieldProblems(e, `resource_limits.${name}`)];
 }
 
 function RestartHint({ session, id, reload }: Pick<TabProps, "session" | "reload"> & { id: string }) {

@@ -1,10 +1,10 @@
 // The plugin's health: its overall state, each check it reports, and the figures of its
 // report. It follows the event feed: any event about this plugin (enabled, disabled, error,
 // health_changed, ...) loads the health again; "Check now" asks the plugin for fresh checks.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import type { GetPluginHealthResponse, HealthCheck } from "../../gen/nexus/plugin/v1/plugin_pb.js";
 import type { ApiError } from "../api.js";
-import { ActionButton, Badge, ErrorNote, FeedStatus, Time, notices, useEventFeed, useLoad } from "../ui.js";
+import { ActionButton, Badge, ErrorNote, FeedStatus, Time, notices, useEventFeed, useLoad, useSettled } from "../ui.js";
 import { formatNumber } from "./chart.js";
 import type { TabProps } from "./plugin.js";
 import "./plugin-tabs.css";
@@ -18,12 +18,7 @@ export function HealthTab({ session, plugin }: TabProps) {
   useEffect(() => setChecked(undefined), [loaded.data]);
 
   // Events come in bursts (a restart is several): load once they settle.
-  const pending = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  useEffect(() => () => clearTimeout(pending.current), []);
-  const soon = () => {
-    clearTimeout(pending.current);
-    pending.current = setTimeout(loaded.reload, 250);
-  };
+  const soon = useSettled(loaded.reload);
   const feed = useEventFeed(
     session,
     ["plugin.*"],
@@ -51,7 +46,7 @@ export function HealthTab({ session, plugin }: TabProps) {
           </span>
         )}
         {health && health.uptimeSeconds > 0 && <span>up {formatDuration(health.uptimeSeconds)}</span>}
-        <FeedStatus state={feed.state} label="Live updates" />
+        <FeedStatus feed={feed} label="Live updates" />
         <div class="buttons">
           {session.can("GetPluginHealth") && (
             <ActionButton
@@ -69,7 +64,6 @@ export function HealthTab({ session, plugin }: TabProps) {
       </div>
       <ErrorNote error={checkError} title="The check failed" />
       <ErrorNote error={loaded.error} title="Could not load the health" />
-      {feed.error && feed.state !== "live" && <ErrorNote error={feed.error} title="The update feed failed" />}
       {!health && loaded.loading && <p class="muted">Loading the health…</p>}
       {health && (
         <>
@@ -109,7 +103,7 @@ export function HealthTab({ session, plugin }: TabProps) {
                         <code>{c.name}</code>
                       </th>
                       <td role="cell" data-label="Status">
-                        <CheckStatus value={c.status} />
+                        <Badge value={c.status} />
                       </td>
                       <td role="cell" data-label="Message">
                         {c.details ?? <span class="muted">—</span>}
@@ -168,10 +162,6 @@ export function HealthTab({ session, plugin }: TabProps) {
  * A check's status. Checks say `pass`, `warning` or `fail`; the shared Badge knows `warn`
  * but not `warning`, so the warning tone is given here (the word is shown as sent).
  */
-function CheckStatus({ value }: { value: string }) {
-  if (value.toLowerCase() === "warning") return <span class="badge warn">{value}</span>;
-  return <Badge value={value} />;
-}
 
 /** A check's value and its threshold, with the unit ("1 events (threshold 100 events)"). */
 function measured(c: HealthCheck) {

@@ -8,7 +8,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { LogEntry } from "../../gen/nexus/plugin/v1/plugin_pb.js";
 import { toApiError, type ApiError, type Session } from "../api.js";
 import { setQuery } from "../router.js";
-import { ErrorNote, Time, useLoad, type FeedState } from "../ui.js";
+import { Badge, ErrorNote, Time, useLoad, type FeedState } from "../ui.js";
 import type { TabProps } from "./plugin.js";
 import "./plugin-tabs.css";
 
@@ -34,6 +34,8 @@ export function LogsTab({ session, plugin, route }: TabProps) {
   // The text filter is typed freely and reaches the URL (and the server) once typing pauses:
   // each change restarts the tail, which should not happen per keystroke.
   const [text, setText] = useState(search);
+  // Back and Forward change the URL's filter: the box follows it.
+  useEffect(() => setText(search), [search]);
   useEffect(() => {
     if (text === search) return;
     const t = setTimeout(() => setQuery({ search: text.trim() === "" ? undefined : text, page: undefined }), 350);
@@ -259,7 +261,7 @@ function LogRow({ entry, precise }: { entry: LogEntry; precise?: boolean }) {
         {precise ? <ClockTime entry={entry} /> : <Time ts={entry.timestamp} />}
       </td>
       <td role="cell">
-        <LevelBadge level={entry.level} />
+        <Badge value={entry.level || "—"} extra="log-level" />
       </td>
       <td class="log-msg" role="cell">
         {entry.message}
@@ -289,13 +291,6 @@ function ClockTime({ entry }: { entry: LogEntry }) {
   );
 }
 
-// The shared Badge has no tones for the log levels (it lower-cases them, and `warning` and
-// `info` fall to grey), so the levels get theirs here.
-const levelTones: Record<string, string> = { DEBUG: "muted", INFO: "info", WARNING: "warn", ERROR: "bad" };
-
-function LevelBadge({ level }: { level: string }) {
-  return <span class={`badge log-level ${levelTones[level] ?? "muted"}`}>{level || "—"}</span>;
-}
 
 function showValue(v: JsonValue): string {
   return typeof v === "string" ? v : JSON.stringify(v);

@@ -1,10 +1,10 @@
 // One plugin: its details and state, the administrator's actions on it, and its tabs
 // (health, metrics, logs, configuration, permissions, dead letters).
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { PluginDetail } from "../../gen/nexus/plugin/v1/plugin_pb.js";
 import { toApiError, type ApiError, type Session } from "../api.js";
 import { href, navigate, type Route } from "../router.js";
-import { ActionButton, Badge, Dialog, ErrorNote, FeedStatus, PageTitle, Time, notices, useEventFeed, useLoad } from "../ui.js";
+import { ActionButton, Badge, Dialog, closeDialog, ErrorNote, FeedStatus, PageTitle, Time, notices, useEventFeed, useLoad, useSettled, webUrl } from "../ui.js";
 import { HealthTab } from "./plugin-health.js";
 import { MetricsTab } from "./plugin-metrics.js";
 import { LogsTab } from "./plugin-logs.js";
@@ -42,11 +42,7 @@ const tabs: Tab[] = [
 export function PluginPage({ session, id, tab, route }: { session: Session; id: string; tab: string; route: Route }) {
   const plugin = useLoad((signal) => session.api.plugins.getPlugin({ pluginId: id }, { signal }), [id]);
   // This plugin's lifecycle events (enabled, disabled, updated, error, ...) change the page.
-  const pending = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  const soon = () => {
-    clearTimeout(pending.current);
-    pending.current = setTimeout(plugin.reload, 200);
-  };
+  const soon = useSettled(plugin.reload);
   const feed = useEventFeed(
     session,
     ["plugin.*"],
@@ -56,6 +52,12 @@ export function PluginPage({ session, id, tab, route }: { session: Session; id: 
     soon,
   );
   const p = plugin.data?.plugin;
+  // An action's button goes away with the change it made (Enable once enabled, Disable… once
+  // disabled): the focus, left on nothing, goes to the plugin's state, which shows the change.
+  const stateRow = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (document.activeElement === document.body || document.activeElement === null) stateRow.current?.focus();
+  }, [plugin.data]);
   const visible = tabs.filter((t) => session.can(t.needs));
   const current = visible.find((t) => t.id === tab) ?? visible[0];
   return (
@@ -65,12 +67,13 @@ export function PluginPage({ session, id, tab, route }: { session: Session; id: 
       </nav>
       <div class="title-row">
         <PageTitle>{p?.name ?? id}</PageTitle>
-        <FeedStatus state={feed.state} label="Updates" />
+        <FeedStatus feed={feed} label="Updates" />
       </div>
       <ErrorNote error={plugin.error} title={`Could not load ${id}`} />
       {p && (
         <>
-          <div class="state-row">
+          {/* Focus comes here when the control that had it goes away (Enable after enabling). */}
+          <div class="state-row" tabIndex={-1} ref={stateRow} role="group" aria-label="State">
             <Badge value={p.status} />
             {!p.enabled && <span class="badge muted">disabled</span>}
             <span>
@@ -199,7 +202,14 @@ function Actions({ session, plugin, reload }: { session: Session; plugin: Plugin
 }
 
 /** A dialog's form: runs submit, shows its error, and closes with Cancel. */
-function DialogForm(props: { submit: () => Promise<void>; label: string; danger?: boolean; children: preact.ComponentChildren }) {
+function DialogForm(props: {
+  submit: () => Promise<void>;
+  label: string;
+  danger?: boolean;
+  /** Nothing to submit (a rollback without backups). */
+  disabled?: boolean;
+  children: preact.ComponentChildren;
+}) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<ApiError>();
   return (
@@ -221,10 +231,10 @@ function DialogForm(props: { submit: () => Promise<void>; label: string; danger?
       {props.children}
       <ErrorNote error={error} />
       <div class="buttons">
-        <button type="submit" class={props.danger ? "danger" : "primary"} disabled={busy} aria-busy={busy}>
+        <button type="submit" class={props.danger ? "danger" : "primary"} disabled={busy || props.disabled} aria-busy={busy}>
           {props.label}
         </button>
-        <button type="button" onClick={(e) => (e.currentTarget.closest("dialog") as HTMLDialogElement | null)?.close()}>
+        <button type="button" onClick={closeDialog}>
           Cancel
         </button>
       </div>
@@ -235,14 +245,29 @@ function DialogForm(props: { submit: () => Promise<void>; label: string; danger?
 function DisableForm({ session, id, onDone }: { session: Session; id: string; onDone: () => void }) {
   const [reason, setReason] = useState("");
   const [graceful, setGraceful] = useState(true);
-  const [timeout, setTimeout_] = useState(30);
+  const [timeout, setTimeout_] = useState("30");
+  const [timeoutProblem, setTimeoutProblem] = useState<string>();
   const [force, setForce] = useState(false);
   return (
     <DialogForm
       label="Disable"
       danger
       submit={async () => {
-        await session.api.plugins.disablePlugin({ pluginId: id, reason, gracefulShutdown: graceful, timeoutSeconds: timeout, force });
+        // A whole number of seconds, or the request could not carry it; the server checks the range.
+        const seconds = Number(timeout);
+        if (graceful && !/^\d+$/.test(timeout.trim())) {
+          setTimeoutProblem("must be a whole number of seconds");
+          document.getElementById("d-timeout")?.focus();
+          return;
+        }
+        setTimeoutProblem(undefined);
+        await session.api.plugins.disablePlugin({
+          pluginId: id,
+          reason,
+          gracefulShutdown: graceful,
+          timeoutSeconds: graceful ? seconds : undefined,
+          force,
+        });
         onDone();
       }}
     >
@@ -260,8 +285,15 @@ function DisableForm({ session, id, onDone }: { session: Session; id: string; on
         max={600}
         value={timeout}
         disabled={!graceful}
-        onInput={(e) => setTimeout_(e.currentTarget.valueAsNumber)}
+        aria-invalid={timeoutProblem ? true : undefined}
+        aria-describedby={timeoutProblem ? "d-timeout-error" : undefined}
+        onInput={(e) => setTimeout_(e.currentTarget.value)}
       />
+      {timeoutProblem && (
+        <p class="field-error" id="d-timeout-error">
+          {timeoutProblem}
+        </p>
+      )}
       <div class="check">
         <input id="d-force" type="checkbox" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} />
         <label for="d-force">Force: disable even when active plugins depend on it</label>
@@ -346,6 +378,7 @@ function RollbackForm({ session, id, onDone }: { session: Session; id: string; o
   return (
     <DialogForm
       label="Roll back"
+      disabled={list.length === 0}
       submit={async () => {
         const res = await session.api.plugins.rollbackPlugin({ pluginId: id, backupId: chosen || (list[0]?.backupId ?? "") });
         onDone(res.rollback?.toVersion ?? "the backup");
@@ -413,7 +446,8 @@ function Overview({ session, plugin: p }: TabProps) {
       if (!session.can("ListServices")) return undefined;
       return session.api.messaging.listServices({}, { signal });
     },
-    [p.id],
+    // The host lists the services of active plugins only: a change of state changes them.
+    [p.id, p.status],
   );
   const mine = services.data?.services.find((s) => s.pluginId === p.id);
   const rt = p.runtime;
@@ -437,9 +471,13 @@ function Overview({ session, plugin: p }: TabProps) {
           <>
             <dt>Homepage</dt>
             <dd>
-              <a href={p.homepage} rel="noopener noreferrer" target="_blank">
-                {p.homepage}
-              </a>
+              {webUrl(p.homepage) ? (
+                <a href={webUrl(p.homepage)} rel="noopener noreferrer" target="_blank">
+                  {p.homepage}
+                </a>
+              ) : (
+                p.homepage
+              )}
             </dd>
           </>
         )}
@@ -501,6 +539,9 @@ function Overview({ session, plugin: p }: TabProps) {
         </>
       )}
       <h2>HTTP endpoints</h2>
+      {p.apiEndpoints.length > 0 && (
+        <p class="hint">Calls answered by this server since it started, refused callers included (4xx).</p>
+      )}
       {p.apiEndpoints.length === 0 ? (
         <p class="muted">None declared.</p>
       ) : (
@@ -511,6 +552,18 @@ function Overview({ session, plugin: p }: TabProps) {
                 <th scope="col">Path</th>
                 <th scope="col">Methods</th>
                 <th scope="col">Description</th>
+                <th scope="col" class="num">
+                  Calls
+                </th>
+                <th scope="col" class="num">
+                  4xx
+                </th>
+                <th scope="col" class="num">
+                  5xx
+                </th>
+                <th scope="col" class="num">
+                  Mean time
+                </th>
               </tr>
             </thead>
             <tbody>
@@ -521,6 +574,10 @@ function Overview({ session, plugin: p }: TabProps) {
                   </td>
                   <td>{e.methods.join(", ")}</td>
                   <td>{e.description}</td>
+                  <td class="num">{e.stats?.requests ?? 0}</td>
+                  <td class="num">{e.stats?.clientErrors ?? 0}</td>
+                  <td class="num">{e.stats?.serverErrors ?? 0}</td>
+                  <td class="num">{e.stats?.requests ? `${e.stats.averageResponseMs.toFixed(1)} ms` : "—"}</td>
                 </tr>
               ))}
             </tbody>
@@ -540,7 +597,9 @@ function Overview({ session, plugin: p }: TabProps) {
       </div>
       <h2>Services and message types</h2>
       <ErrorNote error={services.error} title="Could not list the services" />
-      {services.data && !mine?.services.length && !mine?.messageTypes.length && <p class="muted">None.</p>}
+      {services.data && !mine?.services.length && !mine?.messageTypes.length && (
+        <p class="muted">{p.status === "active" ? "None." : "Listed while the plugin is active."}</p>
+      )}
       {mine && mine.services.length > 0 && (
         <>
           <h3>Services</h3>

@@ -1,9 +1,9 @@
 // The plugin list: every plugin with its state, filtered as the API filters, kept current by
 // the event feed.
-import { useMemo, useRef } from "preact/hooks";
+import { useEffect, useMemo, useState } from "preact/hooks";
 import type { Session } from "../api.js";
 import { href, setQuery, type Route } from "../router.js";
-import { Badge, ErrorNote, FeedStatus, PageTitle, useEventFeed, useLoad } from "../ui.js";
+import { Badge, ErrorNote, FeedStatus, PageTitle, useEventFeed, useLoad, useSettled } from "../ui.js";
 
 const statuses = ["active", "inactive", "error", "loading"];
 
@@ -15,6 +15,10 @@ export function PluginsPage({ session, route }: { session: Session; route: Route
     search: q.get("search") ?? "",
     includeDisabled: q.get("include_disabled") !== "false",
   };
+  // The category is applied when the field is left (or Enter): what is typed meanwhile is
+  // kept across the list's live reloads, and follows the URL on Back and Forward.
+  const [categoryDraft, setCategoryDraft] = useState(filter.category);
+  useEffect(() => setCategoryDraft(filter.category), [filter.category]);
   const list = useLoad(
     (signal) =>
       session.api.plugins.listPlugins(
@@ -24,11 +28,7 @@ export function PluginsPage({ session, route }: { session: Session; route: Route
     [filter.status, filter.category, filter.search, filter.includeDisabled],
   );
   // Plugin events change the list: load it again, at most a few times a second.
-  const pending = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  const soon = () => {
-    clearTimeout(pending.current);
-    pending.current = setTimeout(list.reload, 250);
-  };
+  const soon = useSettled(list.reload);
   const feed = useEventFeed(session, ["plugin.*"], soon, soon);
   const categories = useMemo(() => {
     const set = new Set((list.data?.plugins ?? []).map((p) => p.category).filter((c) => c !== ""));
@@ -40,7 +40,7 @@ export function PluginsPage({ session, route }: { session: Session; route: Route
     <section>
       <div class="title-row">
         <PageTitle>Plugins</PageTitle>
-        <FeedStatus state={feed.state} label="Updates" />
+        <FeedStatus feed={feed} label="Updates" />
       </div>
       {s && (
         <dl class="summary" aria-label="Summary">
@@ -93,7 +93,8 @@ export function PluginsPage({ session, route }: { session: Session; route: Route
           <input
             id="f-category"
             list="f-categories"
-            value={filter.category}
+            value={categoryDraft}
+            onInput={(e) => setCategoryDraft(e.currentTarget.value)}
             onChange={(e) => setQuery({ category: e.currentTarget.value })}
           />
           <datalist id="f-categories">
@@ -113,7 +114,6 @@ export function PluginsPage({ session, route }: { session: Session; route: Route
         </div>
       </form>
       <ErrorNote error={list.error} title="Could not list the plugins" />
-      {feed.error && feed.state !== "live" && <ErrorNote error={feed.error} title="The update feed failed" />}
       {list.data && list.data.plugins.length === 0 && (
         <p class="empty">
           No plugins{filter.search || filter.status || filter.category ? " match these filters" : " are installed"}.{" "}

@@ -575,8 +575,11 @@ type ApiEndpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	// HTTP methods, upper case.
-	Methods       []string `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
-	Description   string   `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Methods     []string `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
+	Description string   `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// The calls the answering server has served on this endpoint since it started (all its
+	// methods); GetPlugin only.
+	Stats         *EndpointStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +635,86 @@ func (x *ApiEndpoint) GetDescription() string {
 	return ""
 }
 
+func (x *ApiEndpoint) GetStats() *EndpointStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// EndpointStats counts the calls of a plugin's HTTP endpoint, as the host answered them
+// (refused callers included), like nexus_plugin_http_requests_total.
+type EndpointStats struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Requests float64                `protobuf:"fixed64,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Answers with a 4xx status (refused tokens and permissions included).
+	ClientErrors float64 `protobuf:"fixed64,2,opt,name=client_errors,json=clientErrors,proto3" json:"client_errors,omitempty"`
+	// Answers with a 5xx status (timeouts, a plugin that went away).
+	ServerErrors float64 `protobuf:"fixed64,3,opt,name=server_errors,json=serverErrors,proto3" json:"server_errors,omitempty"`
+	// Mean time to the end of the answer, in milliseconds; 0 without calls.
+	AverageResponseMs float64 `protobuf:"fixed64,4,opt,name=average_response_ms,json=averageResponseMs,proto3" json:"average_response_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *EndpointStats) Reset() {
+	*x = EndpointStats{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointStats) ProtoMessage() {}
+
+func (x *EndpointStats) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointStats.ProtoReflect.Descriptor instead.
+func (*EndpointStats) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EndpointStats) GetRequests() float64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetClientErrors() float64 {
+	if x != nil {
+		return x.ClientErrors
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetServerErrors() float64 {
+	if x != nil {
+		return x.ServerErrors
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetAverageResponseMs() float64 {
+	if x != nil {
+		return x.AverageResponseMs
+	}
+	return 0
+}
+
 // EventDescription describes an event type a plugin emits or subscribes to.
 type EventDescription struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -643,7 +726,7 @@ type EventDescription struct {
 
 func (x *EventDescription) Reset() {
 	*x = EventDescription{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +738,7 @@ func (x *EventDescription) String() string {
 func (*EventDescription) ProtoMessage() {}
 
 func (x *EventDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +751,7 @@ func (x *EventDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventDescription.ProtoReflect.Descriptor instead.
 func (*EventDescription) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EventDescription) GetType() string {
@@ -696,7 +779,7 @@ type PluginEvents struct {
 
 func (x *PluginEvents) Reset() {
 	*x = PluginEvents{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +791,7 @@ func (x *PluginEvents) String() string {
 func (*PluginEvents) ProtoMessage() {}
 
 func (x *PluginEvents) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +804,7 @@ func (x *PluginEvents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvents.ProtoReflect.Descriptor instead.
 func (*PluginEvents) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PluginEvents) GetEmits() []*EventDescription {
@@ -753,7 +836,7 @@ type PluginConfiguration struct {
 
 func (x *PluginConfiguration) Reset() {
 	*x = PluginConfiguration{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +848,7 @@ func (x *PluginConfiguration) String() string {
 func (*PluginConfiguration) ProtoMessage() {}
 
 func (x *PluginConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +861,7 @@ func (x *PluginConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginConfiguration.ProtoReflect.Descriptor instead.
 func (*PluginConfiguration) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PluginConfiguration) GetSchema() *structpb.Struct {
@@ -811,7 +894,7 @@ type PerformanceMetrics struct {
 
 func (x *PerformanceMetrics) Reset() {
 	*x = PerformanceMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +906,7 @@ func (x *PerformanceMetrics) String() string {
 func (*PerformanceMetrics) ProtoMessage() {}
 
 func (x *PerformanceMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +919,7 @@ func (x *PerformanceMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformanceMetrics.ProtoReflect.Descriptor instead.
 func (*PerformanceMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PerformanceMetrics) GetRequestsPerMinute() float64 {
@@ -881,7 +964,7 @@ type UsageMetrics struct {
 
 func (x *UsageMetrics) Reset() {
 	*x = UsageMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +976,7 @@ func (x *UsageMetrics) String() string {
 func (*UsageMetrics) ProtoMessage() {}
 
 func (x *UsageMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +989,7 @@ func (x *UsageMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageMetrics.ProtoReflect.Descriptor instead.
 func (*UsageMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UsageMetrics) GetTotalRequests() float64 {
@@ -949,7 +1032,7 @@ type ResourceMetrics struct {
 
 func (x *ResourceMetrics) Reset() {
 	*x = ResourceMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1044,7 @@ func (x *ResourceMetrics) String() string {
 func (*ResourceMetrics) ProtoMessage() {}
 
 func (x *ResourceMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1057,7 @@ func (x *ResourceMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetrics.ProtoReflect.Descriptor instead.
 func (*ResourceMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResourceMetrics) GetMemoryUsageMb() float64 {
@@ -1010,7 +1093,7 @@ type PluginMetricsDetail struct {
 
 func (x *PluginMetricsDetail) Reset() {
 	*x = PluginMetricsDetail{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1105,7 @@ func (x *PluginMetricsDetail) String() string {
 func (*PluginMetricsDetail) ProtoMessage() {}
 
 func (x *PluginMetricsDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1118,7 @@ func (x *PluginMetricsDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginMetricsDetail.ProtoReflect.Descriptor instead.
 func (*PluginMetricsDetail) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PluginMetricsDetail) GetPerformance() *PerformanceMetrics {
@@ -1072,7 +1155,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1167,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1180,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LogLine) GetTimestamp() *timestamppb.Timestamp {
@@ -1162,7 +1245,7 @@ type PluginDetail struct {
 
 func (x *PluginDetail) Reset() {
 	*x = PluginDetail{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1257,7 @@ func (x *PluginDetail) String() string {
 func (*PluginDetail) ProtoMessage() {}
 
 func (x *PluginDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1270,7 @@ func (x *PluginDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginDetail.ProtoReflect.Descriptor instead.
 func (*PluginDetail) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PluginDetail) GetId() string {
@@ -1403,7 +1486,7 @@ type RuntimeState struct {
 
 func (x *RuntimeState) Reset() {
 	*x = RuntimeState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1498,7 @@ func (x *RuntimeState) String() string {
 func (*RuntimeState) ProtoMessage() {}
 
 func (x *RuntimeState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1511,7 @@ func (x *RuntimeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeState.ProtoReflect.Descriptor instead.
 func (*RuntimeState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RuntimeState) GetPid() int32 {
@@ -1502,7 +1585,7 @@ type InstanceSlot struct {
 
 func (x *InstanceSlot) Reset() {
 	*x = InstanceSlot{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1597,7 @@ func (x *InstanceSlot) String() string {
 func (*InstanceSlot) ProtoMessage() {}
 
 func (x *InstanceSlot) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1610,7 @@ func (x *InstanceSlot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSlot.ProtoReflect.Descriptor instead.
 func (*InstanceSlot) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InstanceSlot) GetSlot() int32 {
@@ -1564,7 +1647,7 @@ type ConnectedInstance struct {
 
 func (x *ConnectedInstance) Reset() {
 	*x = ConnectedInstance{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1659,7 @@ func (x *ConnectedInstance) String() string {
 func (*ConnectedInstance) ProtoMessage() {}
 
 func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1672,7 @@ func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectedInstance.ProtoReflect.Descriptor instead.
 func (*ConnectedInstance) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConnectedInstance) GetInstanceId() string {
@@ -1621,7 +1704,7 @@ type PluginsSummary struct {
 
 func (x *PluginsSummary) Reset() {
 	*x = PluginsSummary{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1716,7 @@ func (x *PluginsSummary) String() string {
 func (*PluginsSummary) ProtoMessage() {}
 
 func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1729,7 @@ func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsSummary.ProtoReflect.Descriptor instead.
 func (*PluginsSummary) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PluginsSummary) GetTotal() int32 {
@@ -1701,7 +1784,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1796,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1809,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPluginsRequest) GetStatus() string {
@@ -1769,7 +1852,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1864,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1877,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
@@ -1821,7 +1904,7 @@ type GetPluginRequest struct {
 
 func (x *GetPluginRequest) Reset() {
 	*x = GetPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1916,7 @@ func (x *GetPluginRequest) String() string {
 func (*GetPluginRequest) ProtoMessage() {}
 
 func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1929,7 @@ func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPluginRequest) GetPluginId() string {
@@ -1866,7 +1949,7 @@ type GetPluginResponse struct {
 
 func (x *GetPluginResponse) Reset() {
 	*x = GetPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1961,7 @@ func (x *GetPluginResponse) String() string {
 func (*GetPluginResponse) ProtoMessage() {}
 
 func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1974,7 @@ func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetPluginResponse) GetPlugin() *PluginDetail {
@@ -1930,7 +2013,7 @@ type InstallPluginRequest struct {
 
 func (x *InstallPluginRequest) Reset() {
 	*x = InstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2025,7 @@ func (x *InstallPluginRequest) String() string {
 func (*InstallPluginRequest) ProtoMessage() {}
 
 func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2038,7 @@ func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*InstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InstallPluginRequest) GetSource() string {
@@ -2043,7 +2126,7 @@ type Installation struct {
 
 func (x *Installation) Reset() {
 	*x = Installation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2138,7 @@ func (x *Installation) String() string {
 func (*Installation) ProtoMessage() {}
 
 func (x *Installation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2151,7 @@ func (x *Installation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Installation.ProtoReflect.Descriptor instead.
 func (*Installation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Installation) GetPluginId() string {
@@ -2120,7 +2203,7 @@ type PluginBrief struct {
 
 func (x *PluginBrief) Reset() {
 	*x = PluginBrief{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2215,7 @@ func (x *PluginBrief) String() string {
 func (*PluginBrief) ProtoMessage() {}
 
 func (x *PluginBrief) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2228,7 @@ func (x *PluginBrief) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginBrief.ProtoReflect.Descriptor instead.
 func (*PluginBrief) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PluginBrief) GetId() string {
@@ -2194,7 +2277,7 @@ type InstallPluginResponse struct {
 
 func (x *InstallPluginResponse) Reset() {
 	*x = InstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2289,7 @@ func (x *InstallPluginResponse) String() string {
 func (*InstallPluginResponse) ProtoMessage() {}
 
 func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2302,7 @@ func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*InstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InstallPluginResponse) GetInstallation() *Installation {
@@ -2264,7 +2347,7 @@ type UpdatePluginRequest struct {
 
 func (x *UpdatePluginRequest) Reset() {
 	*x = UpdatePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2359,7 @@ func (x *UpdatePluginRequest) String() string {
 func (*UpdatePluginRequest) ProtoMessage() {}
 
 func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2372,7 @@ func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdatePluginRequest) GetPluginId() string {
@@ -2379,7 +2462,7 @@ type PluginUpdate struct {
 
 func (x *PluginUpdate) Reset() {
 	*x = PluginUpdate{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2474,7 @@ func (x *PluginUpdate) String() string {
 func (*PluginUpdate) ProtoMessage() {}
 
 func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2487,7 @@ func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginUpdate.ProtoReflect.Descriptor instead.
 func (*PluginUpdate) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PluginUpdate) GetPluginId() string {
@@ -2459,7 +2542,7 @@ type UpdatePluginResponse struct {
 
 func (x *UpdatePluginResponse) Reset() {
 	*x = UpdatePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2554,7 @@ func (x *UpdatePluginResponse) String() string {
 func (*UpdatePluginResponse) ProtoMessage() {}
 
 func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2567,7 @@ func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdatePluginResponse) GetUpdate() *PluginUpdate {
@@ -2510,7 +2593,7 @@ type UninstallPluginRequest struct {
 
 func (x *UninstallPluginRequest) Reset() {
 	*x = UninstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2605,7 @@ func (x *UninstallPluginRequest) String() string {
 func (*UninstallPluginRequest) ProtoMessage() {}
 
 func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2618,7 @@ func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*UninstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UninstallPluginRequest) GetPluginId() string {
@@ -2583,7 +2666,7 @@ type Uninstallation struct {
 
 func (x *Uninstallation) Reset() {
 	*x = Uninstallation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2678,7 @@ func (x *Uninstallation) String() string {
 func (*Uninstallation) ProtoMessage() {}
 
 func (x *Uninstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2691,7 @@ func (x *Uninstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Uninstallation.ProtoReflect.Descriptor instead.
 func (*Uninstallation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Uninstallation) GetPluginId() string {
@@ -2663,7 +2746,7 @@ type UninstallPluginResponse struct {
 
 func (x *UninstallPluginResponse) Reset() {
 	*x = UninstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2758,7 @@ func (x *UninstallPluginResponse) String() string {
 func (*UninstallPluginResponse) ProtoMessage() {}
 
 func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2771,7 @@ func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*UninstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UninstallPluginResponse) GetUninstallation() *Uninstallation {
@@ -2709,7 +2792,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2804,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2817,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackPluginRequest) GetPluginId() string {
@@ -2767,7 +2850,7 @@ type Rollback struct {
 
 func (x *Rollback) Reset() {
 	*x = Rollback{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +2862,7 @@ func (x *Rollback) String() string {
 func (*Rollback) ProtoMessage() {}
 
 func (x *Rollback) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +2875,7 @@ func (x *Rollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
 func (*Rollback) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Rollback) GetPluginId() string {
@@ -2847,7 +2930,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +2942,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +2955,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RollbackPluginResponse) GetRollback() *Rollback {
@@ -2892,7 +2975,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +2987,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3000,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListBackupsRequest) GetPluginId() string {
@@ -2943,7 +3026,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3038,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3051,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Backup) GetBackupId() string {
@@ -3023,7 +3106,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3118,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3131,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -3072,7 +3155,7 @@ type GetPluginConfigRequest struct {
 
 func (x *GetPluginConfigRequest) Reset() {
 	*x = GetPluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3167,7 @@ func (x *GetPluginConfigRequest) String() string {
 func (*GetPluginConfigRequest) ProtoMessage() {}
 
 func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3180,7 @@ func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPluginConfigRequest) GetPluginId() string {
@@ -3134,7 +3217,7 @@ type GetPluginConfigResponse struct {
 
 func (x *GetPluginConfigResponse) Reset() {
 	*x = GetPluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3229,7 @@ func (x *GetPluginConfigResponse) String() string {
 func (*GetPluginConfigResponse) ProtoMessage() {}
 
 func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3242,7 @@ func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetPluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3197,7 +3280,7 @@ type UpdatePluginConfigRequest struct {
 
 func (x *UpdatePluginConfigRequest) Reset() {
 	*x = UpdatePluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3292,7 @@ func (x *UpdatePluginConfigRequest) String() string {
 func (*UpdatePluginConfigRequest) ProtoMessage() {}
 
 func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3305,7 @@ func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpdatePluginConfigRequest) GetPluginId() string {
@@ -3262,7 +3345,7 @@ type UpdatePluginConfigResponse struct {
 
 func (x *UpdatePluginConfigResponse) Reset() {
 	*x = UpdatePluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3357,7 @@ func (x *UpdatePluginConfigResponse) String() string {
 func (*UpdatePluginConfigResponse) ProtoMessage() {}
 
 func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3370,7 @@ func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UpdatePluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3330,7 +3413,7 @@ type EnablePluginRequest struct {
 
 func (x *EnablePluginRequest) Reset() {
 	*x = EnablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3342,7 +3425,7 @@ func (x *EnablePluginRequest) String() string {
 func (*EnablePluginRequest) ProtoMessage() {}
 
 func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3355,7 +3438,7 @@ func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginRequest.ProtoReflect.Descriptor instead.
 func (*EnablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *EnablePluginRequest) GetPluginId() string {
@@ -3384,7 +3467,7 @@ type EnablePluginResponse struct {
 
 func (x *EnablePluginResponse) Reset() {
 	*x = EnablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3396,7 +3479,7 @@ func (x *EnablePluginResponse) String() string {
 func (*EnablePluginResponse) ProtoMessage() {}
 
 func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3409,7 +3492,7 @@ func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginResponse.ProtoReflect.Descriptor instead.
 func (*EnablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EnablePluginResponse) GetPluginId() string {
@@ -3451,7 +3534,7 @@ type DisablePluginRequest struct {
 
 func (x *DisablePluginRequest) Reset() {
 	*x = DisablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3546,7 @@ func (x *DisablePluginRequest) String() string {
 func (*DisablePluginRequest) ProtoMessage() {}
 
 func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3559,7 @@ func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginRequest.ProtoReflect.Descriptor instead.
 func (*DisablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DisablePluginRequest) GetPluginId() string {
@@ -3527,7 +3610,7 @@ type DisablePluginResponse struct {
 
 func (x *DisablePluginResponse) Reset() {
 	*x = DisablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3539,7 +3622,7 @@ func (x *DisablePluginResponse) String() string {
 func (*DisablePluginResponse) ProtoMessage() {}
 
 func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3552,7 +3635,7 @@ func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginResponse.ProtoReflect.Descriptor instead.
 func (*DisablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DisablePluginResponse) GetPluginId() string {
@@ -3596,7 +3679,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3608,7 +3691,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3621,7 +3704,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RestartPluginRequest) GetPluginId() string {
@@ -3657,7 +3740,7 @@ type SetPluginInstancesRequest struct {
 
 func (x *SetPluginInstancesRequest) Reset() {
 	*x = SetPluginInstancesRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3752,7 @@ func (x *SetPluginInstancesRequest) String() string {
 func (*SetPluginInstancesRequest) ProtoMessage() {}
 
 func (x *SetPluginInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3765,7 @@ func (x *SetPluginInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPluginInstancesRequest.ProtoReflect.Descriptor instead.
 func (*SetPluginInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetPluginInstancesRequest) GetPluginId() string {
@@ -3715,7 +3798,7 @@ type SetPluginInstancesResponse struct {
 
 func (x *SetPluginInstancesResponse) Reset() {
 	*x = SetPluginInstancesResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3727,7 +3810,7 @@ func (x *SetPluginInstancesResponse) String() string {
 func (*SetPluginInstancesResponse) ProtoMessage() {}
 
 func (x *SetPluginInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3740,7 +3823,7 @@ func (x *SetPluginInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPluginInstancesResponse.ProtoReflect.Descriptor instead.
 func (*SetPluginInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetPluginInstancesResponse) GetPluginId() string {
@@ -3784,7 +3867,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3879,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3892,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RestartPluginResponse) GetPluginId() string {
@@ -3852,7 +3935,7 @@ type GetPluginHealthRequest struct {
 
 func (x *GetPluginHealthRequest) Reset() {
 	*x = GetPluginHealthRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +3947,7 @@ func (x *GetPluginHealthRequest) String() string {
 func (*GetPluginHealthRequest) ProtoMessage() {}
 
 func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +3960,7 @@ func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetPluginHealthRequest) GetPluginId() string {
@@ -3911,7 +3994,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3923,7 +4006,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3936,7 +4019,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -4001,7 +4084,7 @@ type HealthMetrics struct {
 
 func (x *HealthMetrics) Reset() {
 	*x = HealthMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4096,7 @@ func (x *HealthMetrics) String() string {
 func (*HealthMetrics) ProtoMessage() {}
 
 func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4109,7 @@ func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthMetrics.ProtoReflect.Descriptor instead.
 func (*HealthMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HealthMetrics) GetRequestsPerMinute() float64 {
@@ -4072,7 +4155,7 @@ type PluginHealth struct {
 
 func (x *PluginHealth) Reset() {
 	*x = PluginHealth{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4084,7 +4167,7 @@ func (x *PluginHealth) String() string {
 func (*PluginHealth) ProtoMessage() {}
 
 func (x *PluginHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4097,7 +4180,7 @@ func (x *PluginHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginHealth.ProtoReflect.Descriptor instead.
 func (*PluginHealth) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PluginHealth) GetStatus() string {
@@ -4145,7 +4228,7 @@ type GetPluginHealthResponse struct {
 
 func (x *GetPluginHealthResponse) Reset() {
 	*x = GetPluginHealthResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4157,7 +4240,7 @@ func (x *GetPluginHealthResponse) String() string {
 func (*GetPluginHealthResponse) ProtoMessage() {}
 
 func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4170,7 +4253,7 @@ func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetPluginHealthResponse) GetHealth() *PluginHealth {
@@ -4198,7 +4281,7 @@ type GetPluginMetricsRequest struct {
 
 func (x *GetPluginMetricsRequest) Reset() {
 	*x = GetPluginMetricsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4210,7 +4293,7 @@ func (x *GetPluginMetricsRequest) String() string {
 func (*GetPluginMetricsRequest) ProtoMessage() {}
 
 func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4223,7 +4306,7 @@ func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetPluginMetricsRequest) GetPluginId() string {
@@ -4272,7 +4355,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4284,7 +4367,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4297,7 +4380,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MetricPoint) GetTimestamp() *timestamppb.Timestamp {
@@ -4330,7 +4413,7 @@ type MetricSeries struct {
 
 func (x *MetricSeries) Reset() {
 	*x = MetricSeries{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4342,7 +4425,7 @@ func (x *MetricSeries) String() string {
 func (*MetricSeries) ProtoMessage() {}
 
 func (x *MetricSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4355,7 +4438,7 @@ func (x *MetricSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricSeries.ProtoReflect.Descriptor instead.
 func (*MetricSeries) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MetricSeries) GetRequestsPerMinute() []*MetricPoint {
@@ -4419,7 +4502,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4514,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4527,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -4479,7 +4562,7 @@ type GetPluginMetricsResponse struct {
 
 func (x *GetPluginMetricsResponse) Reset() {
 	*x = GetPluginMetricsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4491,7 +4574,7 @@ func (x *GetPluginMetricsResponse) String() string {
 func (*GetPluginMetricsResponse) ProtoMessage() {}
 
 func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4504,7 +4587,7 @@ func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetPluginMetricsResponse) GetTimeRange() *TimeRange {
@@ -4541,7 +4624,7 @@ type GetPluginLogsRequest struct {
 
 func (x *GetPluginLogsRequest) Reset() {
 	*x = GetPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4553,7 +4636,7 @@ func (x *GetPluginLogsRequest) String() string {
 func (*GetPluginLogsRequest) ProtoMessage() {}
 
 func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4566,7 +4649,7 @@ func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetPluginLogsRequest) GetPluginId() string {
@@ -4633,7 +4716,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4645,7 +4728,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4658,7 +4741,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *LogEntry) GetTimestamp() *timestamppb.Timestamp {
@@ -4700,7 +4783,7 @@ type GetPluginLogsResponse struct {
 
 func (x *GetPluginLogsResponse) Reset() {
 	*x = GetPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4712,7 +4795,7 @@ func (x *GetPluginLogsResponse) String() string {
 func (*GetPluginLogsResponse) ProtoMessage() {}
 
 func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4725,7 +4808,7 @@ func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetPluginLogsResponse) GetLogs() []*LogEntry {
@@ -4758,7 +4841,7 @@ type TailPluginLogsRequest struct {
 
 func (x *TailPluginLogsRequest) Reset() {
 	*x = TailPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4770,7 +4853,7 @@ func (x *TailPluginLogsRequest) String() string {
 func (*TailPluginLogsRequest) ProtoMessage() {}
 
 func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4783,7 +4866,7 @@ func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TailPluginLogsRequest) GetPluginId() string {
@@ -4824,7 +4907,7 @@ type TailPluginLogsResponse struct {
 
 func (x *TailPluginLogsResponse) Reset() {
 	*x = TailPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4836,7 +4919,7 @@ func (x *TailPluginLogsResponse) String() string {
 func (*TailPluginLogsResponse) ProtoMessage() {}
 
 func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4849,7 +4932,7 @@ func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *TailPluginLogsResponse) GetEntry() *LogEntry {
@@ -4869,7 +4952,7 @@ type GetPluginPermissionsRequest struct {
 
 func (x *GetPluginPermissionsRequest) Reset() {
 	*x = GetPluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4881,7 +4964,7 @@ func (x *GetPluginPermissionsRequest) String() string {
 func (*GetPluginPermissionsRequest) ProtoMessage() {}
 
 func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4894,7 +4977,7 @@ func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetPluginPermissionsRequest) GetPluginId() string {
@@ -4916,7 +4999,7 @@ type PermissionSet struct {
 
 func (x *PermissionSet) Reset() {
 	*x = PermissionSet{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4928,7 +5011,7 @@ func (x *PermissionSet) String() string {
 func (*PermissionSet) ProtoMessage() {}
 
 func (x *PermissionSet) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4941,7 +5024,7 @@ func (x *PermissionSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionSet.ProtoReflect.Descriptor instead.
 func (*PermissionSet) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PermissionSet) GetRequested() []string {
@@ -4977,7 +5060,7 @@ type ResourceLimits struct {
 
 func (x *ResourceLimits) Reset() {
 	*x = ResourceLimits{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4989,7 +5072,7 @@ func (x *ResourceLimits) String() string {
 func (*ResourceLimits) ProtoMessage() {}
 
 func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5002,7 +5085,7 @@ func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceLimits.ProtoReflect.Descriptor instead.
 func (*ResourceLimits) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ResourceLimits) GetMemoryMb() int32 {
@@ -5040,7 +5123,7 @@ type LimitEnforcement struct {
 
 func (x *LimitEnforcement) Reset() {
 	*x = LimitEnforcement{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5052,7 +5135,7 @@ func (x *LimitEnforcement) String() string {
 func (*LimitEnforcement) ProtoMessage() {}
 
 func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5065,7 +5148,7 @@ func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitEnforcement.ProtoReflect.Descriptor instead.
 func (*LimitEnforcement) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *LimitEnforcement) GetMemoryMb() string {
@@ -5107,7 +5190,7 @@ type ConfinementState struct {
 
 func (x *ConfinementState) Reset() {
 	*x = ConfinementState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5119,7 +5202,7 @@ func (x *ConfinementState) String() string {
 func (*ConfinementState) ProtoMessage() {}
 
 func (x *ConfinementState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5132,7 +5215,7 @@ func (x *ConfinementState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfinementState.ProtoReflect.Descriptor instead.
 func (*ConfinementState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ConfinementState) GetMechanism() string {
@@ -5178,7 +5261,7 @@ type GetPluginPermissionsResponse struct {
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5190,7 +5273,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5203,7 +5286,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5276,7 +5359,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5288,7 +5371,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5301,7 +5384,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -5366,7 +5449,7 @@ type UpdatePluginPermissionsResponse struct {
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5378,7 +5461,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5391,7 +5474,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5505,11 +5588,17 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rconfiguration\x18\x11 \x01(\v2\x17.google.protobuf.StructR\rconfiguration\x12?\n" +
 	"\ametrics\x18\x12 \x01(\v2%.nexus.plugin.v1.PluginMetricsSummaryR\ametrics\x12=\n" +
 	"\finstalled_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x12=\n" +
-	"\flast_updated\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\"]\n" +
+	"\flast_updated\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\"\x93\x01\n" +
 	"\vApiEndpoint\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"H\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x124\n" +
+	"\x05stats\x18\x04 \x01(\v2\x1e.nexus.plugin.v1.EndpointStatsR\x05stats\"\xa5\x01\n" +
+	"\rEndpointStats\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x01R\brequests\x12#\n" +
+	"\rclient_errors\x18\x02 \x01(\x01R\fclientErrors\x12#\n" +
+	"\rserver_errors\x18\x03 \x01(\x01R\fserverErrors\x12.\n" +
+	"\x13average_response_ms\x18\x04 \x01(\x01R\x11averageResponseMs\"H\n" +
 	"\x10EventDescription\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\"\x8a\x01\n" +
@@ -5947,7 +6036,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -5956,212 +6045,214 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginMetricsSummary)(nil),            // 4: nexus.plugin.v1.PluginMetricsSummary
 	(*PluginSummary)(nil),                   // 5: nexus.plugin.v1.PluginSummary
 	(*ApiEndpoint)(nil),                     // 6: nexus.plugin.v1.ApiEndpoint
-	(*EventDescription)(nil),                // 7: nexus.plugin.v1.EventDescription
-	(*PluginEvents)(nil),                    // 8: nexus.plugin.v1.PluginEvents
-	(*PluginConfiguration)(nil),             // 9: nexus.plugin.v1.PluginConfiguration
-	(*PerformanceMetrics)(nil),              // 10: nexus.plugin.v1.PerformanceMetrics
-	(*UsageMetrics)(nil),                    // 11: nexus.plugin.v1.UsageMetrics
-	(*ResourceMetrics)(nil),                 // 12: nexus.plugin.v1.ResourceMetrics
-	(*PluginMetricsDetail)(nil),             // 13: nexus.plugin.v1.PluginMetricsDetail
-	(*LogLine)(nil),                         // 14: nexus.plugin.v1.LogLine
-	(*PluginDetail)(nil),                    // 15: nexus.plugin.v1.PluginDetail
-	(*RuntimeState)(nil),                    // 16: nexus.plugin.v1.RuntimeState
-	(*InstanceSlot)(nil),                    // 17: nexus.plugin.v1.InstanceSlot
-	(*ConnectedInstance)(nil),               // 18: nexus.plugin.v1.ConnectedInstance
-	(*PluginsSummary)(nil),                  // 19: nexus.plugin.v1.PluginsSummary
-	(*ListPluginsRequest)(nil),              // 20: nexus.plugin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),             // 21: nexus.plugin.v1.ListPluginsResponse
-	(*GetPluginRequest)(nil),                // 22: nexus.plugin.v1.GetPluginRequest
-	(*GetPluginResponse)(nil),               // 23: nexus.plugin.v1.GetPluginResponse
-	(*InstallPluginRequest)(nil),            // 24: nexus.plugin.v1.InstallPluginRequest
-	(*Installation)(nil),                    // 25: nexus.plugin.v1.Installation
-	(*PluginBrief)(nil),                     // 26: nexus.plugin.v1.PluginBrief
-	(*InstallPluginResponse)(nil),           // 27: nexus.plugin.v1.InstallPluginResponse
-	(*UpdatePluginRequest)(nil),             // 28: nexus.plugin.v1.UpdatePluginRequest
-	(*PluginUpdate)(nil),                    // 29: nexus.plugin.v1.PluginUpdate
-	(*UpdatePluginResponse)(nil),            // 30: nexus.plugin.v1.UpdatePluginResponse
-	(*UninstallPluginRequest)(nil),          // 31: nexus.plugin.v1.UninstallPluginRequest
-	(*Uninstallation)(nil),                  // 32: nexus.plugin.v1.Uninstallation
-	(*UninstallPluginResponse)(nil),         // 33: nexus.plugin.v1.UninstallPluginResponse
-	(*RollbackPluginRequest)(nil),           // 34: nexus.plugin.v1.RollbackPluginRequest
-	(*Rollback)(nil),                        // 35: nexus.plugin.v1.Rollback
-	(*RollbackPluginResponse)(nil),          // 36: nexus.plugin.v1.RollbackPluginResponse
-	(*ListBackupsRequest)(nil),              // 37: nexus.plugin.v1.ListBackupsRequest
-	(*Backup)(nil),                          // 38: nexus.plugin.v1.Backup
-	(*ListBackupsResponse)(nil),             // 39: nexus.plugin.v1.ListBackupsResponse
-	(*GetPluginConfigRequest)(nil),          // 40: nexus.plugin.v1.GetPluginConfigRequest
-	(*GetPluginConfigResponse)(nil),         // 41: nexus.plugin.v1.GetPluginConfigResponse
-	(*UpdatePluginConfigRequest)(nil),       // 42: nexus.plugin.v1.UpdatePluginConfigRequest
-	(*UpdatePluginConfigResponse)(nil),      // 43: nexus.plugin.v1.UpdatePluginConfigResponse
-	(*EnablePluginRequest)(nil),             // 44: nexus.plugin.v1.EnablePluginRequest
-	(*EnablePluginResponse)(nil),            // 45: nexus.plugin.v1.EnablePluginResponse
-	(*DisablePluginRequest)(nil),            // 46: nexus.plugin.v1.DisablePluginRequest
-	(*DisablePluginResponse)(nil),           // 47: nexus.plugin.v1.DisablePluginResponse
-	(*RestartPluginRequest)(nil),            // 48: nexus.plugin.v1.RestartPluginRequest
-	(*SetPluginInstancesRequest)(nil),       // 49: nexus.plugin.v1.SetPluginInstancesRequest
-	(*SetPluginInstancesResponse)(nil),      // 50: nexus.plugin.v1.SetPluginInstancesResponse
-	(*RestartPluginResponse)(nil),           // 51: nexus.plugin.v1.RestartPluginResponse
-	(*GetPluginHealthRequest)(nil),          // 52: nexus.plugin.v1.GetPluginHealthRequest
-	(*HealthCheck)(nil),                     // 53: nexus.plugin.v1.HealthCheck
-	(*HealthMetrics)(nil),                   // 54: nexus.plugin.v1.HealthMetrics
-	(*PluginHealth)(nil),                    // 55: nexus.plugin.v1.PluginHealth
-	(*GetPluginHealthResponse)(nil),         // 56: nexus.plugin.v1.GetPluginHealthResponse
-	(*GetPluginMetricsRequest)(nil),         // 57: nexus.plugin.v1.GetPluginMetricsRequest
-	(*MetricPoint)(nil),                     // 58: nexus.plugin.v1.MetricPoint
-	(*MetricSeries)(nil),                    // 59: nexus.plugin.v1.MetricSeries
-	(*TimeRange)(nil),                       // 60: nexus.plugin.v1.TimeRange
-	(*GetPluginMetricsResponse)(nil),        // 61: nexus.plugin.v1.GetPluginMetricsResponse
-	(*GetPluginLogsRequest)(nil),            // 62: nexus.plugin.v1.GetPluginLogsRequest
-	(*LogEntry)(nil),                        // 63: nexus.plugin.v1.LogEntry
-	(*GetPluginLogsResponse)(nil),           // 64: nexus.plugin.v1.GetPluginLogsResponse
-	(*TailPluginLogsRequest)(nil),           // 65: nexus.plugin.v1.TailPluginLogsRequest
-	(*TailPluginLogsResponse)(nil),          // 66: nexus.plugin.v1.TailPluginLogsResponse
-	(*GetPluginPermissionsRequest)(nil),     // 67: nexus.plugin.v1.GetPluginPermissionsRequest
-	(*PermissionSet)(nil),                   // 68: nexus.plugin.v1.PermissionSet
-	(*ResourceLimits)(nil),                  // 69: nexus.plugin.v1.ResourceLimits
-	(*LimitEnforcement)(nil),                // 70: nexus.plugin.v1.LimitEnforcement
-	(*ConfinementState)(nil),                // 71: nexus.plugin.v1.ConfinementState
-	(*GetPluginPermissionsResponse)(nil),    // 72: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 73: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 74: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 75: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 76: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 77: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 78: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 79: nexus.plugin.v1.Pagination
+	(*EndpointStats)(nil),                   // 7: nexus.plugin.v1.EndpointStats
+	(*EventDescription)(nil),                // 8: nexus.plugin.v1.EventDescription
+	(*PluginEvents)(nil),                    // 9: nexus.plugin.v1.PluginEvents
+	(*PluginConfiguration)(nil),             // 10: nexus.plugin.v1.PluginConfiguration
+	(*PerformanceMetrics)(nil),              // 11: nexus.plugin.v1.PerformanceMetrics
+	(*UsageMetrics)(nil),                    // 12: nexus.plugin.v1.UsageMetrics
+	(*ResourceMetrics)(nil),                 // 13: nexus.plugin.v1.ResourceMetrics
+	(*PluginMetricsDetail)(nil),             // 14: nexus.plugin.v1.PluginMetricsDetail
+	(*LogLine)(nil),                         // 15: nexus.plugin.v1.LogLine
+	(*PluginDetail)(nil),                    // 16: nexus.plugin.v1.PluginDetail
+	(*RuntimeState)(nil),                    // 17: nexus.plugin.v1.RuntimeState
+	(*InstanceSlot)(nil),                    // 18: nexus.plugin.v1.InstanceSlot
+	(*ConnectedInstance)(nil),               // 19: nexus.plugin.v1.ConnectedInstance
+	(*PluginsSummary)(nil),                  // 20: nexus.plugin.v1.PluginsSummary
+	(*ListPluginsRequest)(nil),              // 21: nexus.plugin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),             // 22: nexus.plugin.v1.ListPluginsResponse
+	(*GetPluginRequest)(nil),                // 23: nexus.plugin.v1.GetPluginRequest
+	(*GetPluginResponse)(nil),               // 24: nexus.plugin.v1.GetPluginResponse
+	(*InstallPluginRequest)(nil),            // 25: nexus.plugin.v1.InstallPluginRequest
+	(*Installation)(nil),                    // 26: nexus.plugin.v1.Installation
+	(*PluginBrief)(nil),                     // 27: nexus.plugin.v1.PluginBrief
+	(*InstallPluginResponse)(nil),           // 28: nexus.plugin.v1.InstallPluginResponse
+	(*UpdatePluginRequest)(nil),             // 29: nexus.plugin.v1.UpdatePluginRequest
+	(*PluginUpdate)(nil),                    // 30: nexus.plugin.v1.PluginUpdate
+	(*UpdatePluginResponse)(nil),            // 31: nexus.plugin.v1.UpdatePluginResponse
+	(*UninstallPluginRequest)(nil),          // 32: nexus.plugin.v1.UninstallPluginRequest
+	(*Uninstallation)(nil),                  // 33: nexus.plugin.v1.Uninstallation
+	(*UninstallPluginResponse)(nil),         // 34: nexus.plugin.v1.UninstallPluginResponse
+	(*RollbackPluginRequest)(nil),           // 35: nexus.plugin.v1.RollbackPluginRequest
+	(*Rollback)(nil),                        // 36: nexus.plugin.v1.Rollback
+	(*RollbackPluginResponse)(nil),          // 37: nexus.plugin.v1.RollbackPluginResponse
+	(*ListBackupsRequest)(nil),              // 38: nexus.plugin.v1.ListBackupsRequest
+	(*Backup)(nil),                          // 39: nexus.plugin.v1.Backup
+	(*ListBackupsResponse)(nil),             // 40: nexus.plugin.v1.ListBackupsResponse
+	(*GetPluginConfigRequest)(nil),          // 41: nexus.plugin.v1.GetPluginConfigRequest
+	(*GetPluginConfigResponse)(nil),         // 42: nexus.plugin.v1.GetPluginConfigResponse
+	(*UpdatePluginConfigRequest)(nil),       // 43: nexus.plugin.v1.UpdatePluginConfigRequest
+	(*UpdatePluginConfigResponse)(nil),      // 44: nexus.plugin.v1.UpdatePluginConfigResponse
+	(*EnablePluginRequest)(nil),             // 45: nexus.plugin.v1.EnablePluginRequest
+	(*EnablePluginResponse)(nil),            // 46: nexus.plugin.v1.EnablePluginResponse
+	(*DisablePluginRequest)(nil),            // 47: nexus.plugin.v1.DisablePluginRequest
+	(*DisablePluginResponse)(nil),           // 48: nexus.plugin.v1.DisablePluginResponse
+	(*RestartPluginRequest)(nil),            // 49: nexus.plugin.v1.RestartPluginRequest
+	(*SetPluginInstancesRequest)(nil),       // 50: nexus.plugin.v1.SetPluginInstancesRequest
+	(*SetPluginInstancesResponse)(nil),      // 51: nexus.plugin.v1.SetPluginInstancesResponse
+	(*RestartPluginResponse)(nil),           // 52: nexus.plugin.v1.RestartPluginResponse
+	(*GetPluginHealthRequest)(nil),          // 53: nexus.plugin.v1.GetPluginHealthRequest
+	(*HealthCheck)(nil),                     // 54: nexus.plugin.v1.HealthCheck
+	(*HealthMetrics)(nil),                   // 55: nexus.plugin.v1.HealthMetrics
+	(*PluginHealth)(nil),                    // 56: nexus.plugin.v1.PluginHealth
+	(*GetPluginHealthResponse)(nil),         // 57: nexus.plugin.v1.GetPluginHealthResponse
+	(*GetPluginMetricsRequest)(nil),         // 58: nexus.plugin.v1.GetPluginMetricsRequest
+	(*MetricPoint)(nil),                     // 59: nexus.plugin.v1.MetricPoint
+	(*MetricSeries)(nil),                    // 60: nexus.plugin.v1.MetricSeries
+	(*TimeRange)(nil),                       // 61: nexus.plugin.v1.TimeRange
+	(*GetPluginMetricsResponse)(nil),        // 62: nexus.plugin.v1.GetPluginMetricsResponse
+	(*GetPluginLogsRequest)(nil),            // 63: nexus.plugin.v1.GetPluginLogsRequest
+	(*LogEntry)(nil),                        // 64: nexus.plugin.v1.LogEntry
+	(*GetPluginLogsResponse)(nil),           // 65: nexus.plugin.v1.GetPluginLogsResponse
+	(*TailPluginLogsRequest)(nil),           // 66: nexus.plugin.v1.TailPluginLogsRequest
+	(*TailPluginLogsResponse)(nil),          // 67: nexus.plugin.v1.TailPluginLogsResponse
+	(*GetPluginPermissionsRequest)(nil),     // 68: nexus.plugin.v1.GetPluginPermissionsRequest
+	(*PermissionSet)(nil),                   // 69: nexus.plugin.v1.PermissionSet
+	(*ResourceLimits)(nil),                  // 70: nexus.plugin.v1.ResourceLimits
+	(*LimitEnforcement)(nil),                // 71: nexus.plugin.v1.LimitEnforcement
+	(*ConfinementState)(nil),                // 72: nexus.plugin.v1.ConfinementState
+	(*GetPluginPermissionsResponse)(nil),    // 73: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 74: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 75: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 76: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 77: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 78: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 79: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 80: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,   // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	75,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	76,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	76,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	77,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,   // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,   // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	77,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	78,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,   // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	78,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	78,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
-	7,   // 9: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
-	7,   // 10: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	77,  // 11: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	77,  // 12: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
-	10,  // 13: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
-	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
-	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	78,  // 16: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
-	1,   // 17: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
-	6,   // 18: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
-	8,   // 19: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
-	9,   // 20: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
-	13,  // 21: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
-	14,  // 22: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	78,  // 23: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	78,  // 24: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
-	16,  // 25: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
-	78,  // 26: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
-	18,  // 27: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
-	17,  // 28: nexus.plugin.v1.RuntimeState.slots:type_name -> nexus.plugin.v1.InstanceSlot
-	78,  // 29: nexus.plugin.v1.InstanceSlot.lease_expires_at:type_name -> google.protobuf.Timestamp
-	5,   // 30: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
-	19,  // 31: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
-	15,  // 32: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	77,  // 33: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	78,  // 34: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
-	25,  // 35: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
-	26,  // 36: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	78,  // 37: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
-	29,  // 38: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	78,  // 39: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
-	32,  // 40: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	78,  // 41: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
-	35,  // 42: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	78,  // 43: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
-	38,  // 44: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	77,  // 45: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	77,  // 46: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	78,  // 47: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	77,  // 48: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	77,  // 49: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	78,  // 50: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	78,  // 51: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	78,  // 52: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	78,  // 53: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	78,  // 54: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
-	53,  // 55: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
-	54,  // 56: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
-	55,  // 57: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	78,  // 58: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	78,  // 59: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	78,  // 60: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
-	58,  // 61: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 62: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 63: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 64: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 65: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 66: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
-	58,  // 67: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	78,  // 68: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	78,  // 69: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	60,  // 70: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
-	59,  // 71: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	78,  // 72: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	78,  // 73: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	78,  // 74: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	77,  // 75: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
-	63,  // 76: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	79,  // 77: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
-	63,  // 78: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
-	68,  // 79: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	69,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	70,  // 81: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	71,  // 82: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	69,  // 83: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	68,  // 84: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	69,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	70,  // 86: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	71,  // 87: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	20,  // 88: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	22,  // 89: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	24,  // 90: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	28,  // 91: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	31,  // 92: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	34,  // 93: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	37,  // 94: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	40,  // 95: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	42,  // 96: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	44,  // 97: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	46,  // 98: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	48,  // 99: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	49,  // 100: nexus.plugin.v1.PluginService.SetPluginInstances:input_type -> nexus.plugin.v1.SetPluginInstancesRequest
-	52,  // 101: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	57,  // 102: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	62,  // 103: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	65,  // 104: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	67,  // 105: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	73,  // 106: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	21,  // 107: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	23,  // 108: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	27,  // 109: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	30,  // 110: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	33,  // 111: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	36,  // 112: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	39,  // 113: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	41,  // 114: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	43,  // 115: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	45,  // 116: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	47,  // 117: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	51,  // 118: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	50,  // 119: nexus.plugin.v1.PluginService.SetPluginInstances:output_type -> nexus.plugin.v1.SetPluginInstancesResponse
-	56,  // 120: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	61,  // 121: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	64,  // 122: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	66,  // 123: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	72,  // 124: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	74,  // 125: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	107, // [107:126] is the sub-list for method output_type
-	88,  // [88:107] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	79,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	79,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	7,   // 9: nexus.plugin.v1.ApiEndpoint.stats:type_name -> nexus.plugin.v1.EndpointStats
+	8,   // 10: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
+	8,   // 11: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
+	78,  // 12: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	78,  // 13: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
+	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
+	13,  // 16: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
+	79,  // 17: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	1,   // 18: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
+	6,   // 19: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
+	9,   // 20: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
+	10,  // 21: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
+	14,  // 22: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
+	15,  // 23: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
+	79,  // 24: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	79,  // 25: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	17,  // 26: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
+	79,  // 27: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
+	19,  // 28: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
+	18,  // 29: nexus.plugin.v1.RuntimeState.slots:type_name -> nexus.plugin.v1.InstanceSlot
+	79,  // 30: nexus.plugin.v1.InstanceSlot.lease_expires_at:type_name -> google.protobuf.Timestamp
+	5,   // 31: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
+	20,  // 32: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
+	16,  // 33: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
+	78,  // 34: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	79,  // 35: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	26,  // 36: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
+	27,  // 37: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
+	79,  // 38: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	30,  // 39: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
+	79,  // 40: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	33,  // 41: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
+	79,  // 42: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	36,  // 43: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
+	79,  // 44: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	39,  // 45: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
+	78,  // 46: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	78,  // 47: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	79,  // 48: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	78,  // 49: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	78,  // 50: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	79,  // 51: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	79,  // 52: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	79,  // 53: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	79,  // 54: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	79,  // 55: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	54,  // 56: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
+	55,  // 57: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
+	56,  // 58: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
+	79,  // 59: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	79,  // 60: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	79,  // 61: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	59,  // 62: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 63: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 64: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 65: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 66: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 67: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
+	59,  // 68: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
+	79,  // 69: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	79,  // 70: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	61,  // 71: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
+	60,  // 72: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
+	79,  // 73: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	79,  // 74: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	79,  // 75: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	78,  // 76: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	64,  // 77: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
+	80,  // 78: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	64,  // 79: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
+	69,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	70,  // 81: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	71,  // 82: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	72,  // 83: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	70,  // 84: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	69,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	70,  // 86: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	71,  // 87: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	72,  // 88: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	21,  // 89: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	23,  // 90: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	25,  // 91: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	29,  // 92: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	32,  // 93: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	35,  // 94: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	38,  // 95: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	41,  // 96: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	43,  // 97: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	45,  // 98: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	47,  // 99: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	49,  // 100: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	50,  // 101: nexus.plugin.v1.PluginService.SetPluginInstances:input_type -> nexus.plugin.v1.SetPluginInstancesRequest
+	53,  // 102: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	58,  // 103: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	63,  // 104: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	66,  // 105: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	68,  // 106: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	74,  // 107: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	22,  // 108: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	24,  // 109: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	28,  // 110: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	31,  // 111: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	34,  // 112: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	37,  // 113: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	40,  // 114: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	42,  // 115: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	44,  // 116: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	46,  // 117: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	48,  // 118: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	52,  // 119: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	51,  // 120: nexus.plugin.v1.PluginService.SetPluginInstances:output_type -> nexus.plugin.v1.SetPluginInstancesResponse
+	57,  // 121: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	62,  // 122: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	65,  // 123: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	67,  // 124: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	73,  // 125: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	75,  // 126: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	108, // [108:127] is the sub-list for method output_type
+	89,  // [89:108] is the sub-list for method input_type
+	89,  // [89:89] is the sub-list for extension type_name
+	89,  // [89:89] is the sub-list for extension extendee
+	0,   // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -6170,19 +6261,19 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 		return
 	}
 	file_nexus_plugin_v1_common_proto_init()
-	file_nexus_plugin_v1_plugin_proto_msgTypes[20].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[40].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[46].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[48].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[53].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[73].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[21].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[41].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[47].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[49].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[54].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[74].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   77,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
