@@ -285,12 +285,15 @@ func (rt *Runtime) connected(id string) []ConnectedInstance {
 
 // CheckHealth asks a running plugin for fresh health checks.
 func (rt *Runtime) CheckHealth(ctx context.Context, id string) (Info, error) {
-	if _, err := rt.load(id); err != nil {
+	p, err := rt.load(id)
+	if err != nil {
 		return Info{}, err
 	}
-	r := rt.get(id)
-	if _, err := rt.checkNow(r); err != nil && !errs.Is(err, errs.PluginUnavailable) {
-		return rt.Info(id), nil
+	// A disabled plugin is not expected to answer: its health stays unknown, rather than
+	// turning unhealthy for want of an instance. A failed check of an enabled one is in
+	// the result (unhealthy), not an error.
+	if p.rec.Enabled {
+		_, _ = rt.checkNow(rt.get(id))
 	}
 	return rt.Info(id), nil
 }

@@ -876,3 +876,19 @@ func detail(e *errs.Error, key string) []string {
 	v, _ := e.Details[key].([]string)
 	return v
 }
+
+// Asking a disabled plugin for its health changes nothing: it is not expected to answer.
+func TestCheckHealthOfADisabledPlugin(t *testing.T) {
+	f := newFixture(t, runtime.Config{})
+	f.install(spec{id: "echo-plugin", mode: "serve"})
+	info, err := f.rt.CheckHealth(context.Background(), "echo-plugin")
+	if err != nil || info.Health != runtime.HealthUnknown {
+		t.Fatalf("CheckHealth of a disabled plugin: %+v, %v", info, err)
+	}
+	if got := f.eventsOf("plugin.health_changed", "echo-plugin"); len(got) != 0 {
+		t.Fatalf("plugin.health_changed events: %v", got)
+	}
+	if _, err := f.rt.CheckHealth(context.Background(), "no-such-plugin"); !errs.Is(err, errs.PluginNotFound) {
+		t.Fatalf("CheckHealth of an unknown plugin: %v", err)
+	}
+}
