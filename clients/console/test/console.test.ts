@@ -286,6 +286,7 @@ test("everything can be done from the keyboard", async () => {
     await tabTo(/^a#:Catalog$/);
     await page.keyboard.press("Enter");
     await focusIs(/^h1#:Catalog$/, "after opening the catalog");
+    await page.getByRole("button", { name: /^(Install|Reinstall) Analytics Plugin$/ }).waitFor();
     await tabTo(/^button#:(Install|Reinstall) Analytics Plugin$/);
     await page.keyboard.press("Enter");
     await page.getByRole("dialog").waitFor({ timeout: 10_000 });

@@ -154,7 +154,9 @@ export function CatalogPage({ session, route }: { session: Session; route: Route
     if (openFor.current !== id) setLateError({ id, error });
   };
 
-  const res = search.data;
+  // The results wait for the installed plugins as well (when the token may list them), so
+  // that a card's Install does not turn into Reinstall under the reader's eyes or focus.
+  const res = session.can("ListPlugins") && installed.data === undefined && !installed.error ? undefined : search.data;
   const pg = res?.pagination;
   const pages = pg ? Math.max(1, Math.ceil(pg.total / Math.max(1, pg.perPage))) : 1;
   return (
