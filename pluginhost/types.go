@@ -127,6 +127,9 @@ type PluginView struct {
 	Permissions              []string
 	Endpoints                []EndpointInfo
 	Emits, Subscribes        []EventInfo
+	// Services and MessageTypes are what the manifest declares it provides and handles.
+	Services     []string
+	MessageTypes []MessageTypeInfo
 	// StatusReason is in the host's words only, for everyone: a failure reason's last
 	// output lines of the plugin are cut off (see runtime.PublicReason).
 	// StatusReasonWithOutput is the reason as recorded, with those lines (the plugin's

@@ -115,6 +115,10 @@ func (h *Host) view(p loaded, g *registry.Snapshot, withSchema bool) (PluginView
 	for _, e := range m.Events.Subscribes {
 		v.Subscribes = append(v.Subscribes, EventInfo{Type: e.Type, Description: e.Description})
 	}
+	v.Services = slices.Clone(m.Services)
+	for _, t := range m.MessageTypes {
+		v.MessageTypes = append(v.MessageTypes, MessageTypeInfo{Type: t.Type, Description: t.Description, RequiredPermission: t.RequiredPermission})
+	}
 	return v, nil
 }
 

@@ -109,6 +109,10 @@ func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, er
 	for _, e := range v.Endpoints {
 		endpoints = append(endpoints, &pluginv1.ApiEndpoint{Path: e.Path, Methods: orEmpty(e.Methods), Description: e.Description})
 	}
+	messageTypes := make([]*pluginv1.MessageTypeInfo, 0, len(v.MessageTypes))
+	for _, t := range v.MessageTypes {
+		messageTypes = append(messageTypes, &pluginv1.MessageTypeInfo{Type: t.Type, Description: t.Description, RequiredPermission: t.RequiredPermission})
+	}
 	logs := make([]*pluginv1.LogLine, 0, len(v.RecentLogs))
 	for _, l := range v.RecentLogs {
 		logs = append(logs, &pluginv1.LogLine{Timestamp: ts(l.Time), Level: l.Level, Message: l.Message})
@@ -133,6 +137,8 @@ func detailView(v pluginhost.PluginView, admin bool) (*pluginv1.PluginDetail, er
 		Dependents:    orEmpty(v.Dependents),
 		Permissions:   orEmpty(v.Permissions),
 		ApiEndpoints:  endpoints,
+		Services:      orEmpty(v.Services),
+		MessageTypes:  messageTypes,
 		Events:        &pluginv1.PluginEvents{Emits: eventDescriptions(v.Emits), Subscribes: eventDescriptions(v.Subscribes)},
 		Configuration: &pluginv1.PluginConfiguration{Schema: schema, Current: current},
 		Metrics: &pluginv1.PluginMetricsDetail{

@@ -440,16 +440,7 @@ function UninstallForm({ session, id, onDone }: { session: Session; id: string; 
   );
 }
 
-function Overview({ session, plugin: p }: TabProps) {
-  const services = useLoad(
-    async (signal) => {
-      if (!session.can("ListServices")) return undefined;
-      return session.api.messaging.listServices({}, { signal });
-    },
-    // The host lists the services of active plugins only: a change of state changes them.
-    [p.id, p.status],
-  );
-  const mine = services.data?.services.find((s) => s.pluginId === p.id);
+function Overview({ plugin: p }: TabProps) {
   const rt = p.runtime;
   return (
     <div class="overview">
@@ -596,34 +587,42 @@ function Overview({ session, plugin: p }: TabProps) {
         </div>
       </div>
       <h2>Services and message types</h2>
-      <ErrorNote error={services.error} title="Could not list the services" />
-      {services.data && !mine?.services.length && !mine?.messageTypes.length && (
-        <p class="muted">{p.status === "active" ? "None." : "Listed while the plugin is active."}</p>
-      )}
-      {mine && mine.services.length > 0 && (
-        <>
-          <h3>Services</h3>
-          <ul>
-            {mine.services.map((s) => (
-              <li key={s}>
-                <code>{s}</code>
-              </li>
-            ))}
-          </ul>
-        </>
-      )}
-      {mine && mine.messageTypes.length > 0 && (
-        <>
-          <h3>Message types</h3>
-          <ul>
-            {mine.messageTypes.map((m) => (
-              <li key={m.type}>
-                <code>{m.type}</code> {m.description}
-              </li>
-            ))}
-          </ul>
-        </>
-      )}
+      <div class="two">
+        <div>
+          <h3>Services it provides</h3>
+          {p.services.length === 0 ? (
+            <p class="muted">None.</p>
+          ) : (
+            <ul>
+              {p.services.map((s) => (
+                <li key={s}>
+                  <code>{s}</code>
+                </li>
+              ))}
+            </ul>
+          )}
+        </div>
+        <div>
+          <h3>Message types it handles</h3>
+          {p.messageTypes.length === 0 ? (
+            <p class="muted">None.</p>
+          ) : (
+            <ul>
+              {p.messageTypes.map((m) => (
+                <li key={m.type}>
+                  <code>{m.type}</code> {m.description}
+                  {m.requiredPermission && (
+                    <span class="sub">
+                      {" "}
+                      (senders need <code>{m.requiredPermission}</code>)
+                    </span>
+                  )}
+                </li>
+              ))}
+            </ul>
+          )}
+        </div>
+      </div>
     </div>
   );
 }

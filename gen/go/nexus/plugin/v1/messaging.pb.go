@@ -552,68 +552,6 @@ func (x *ListServicesRequest) GetMessageType() string {
 	return ""
 }
 
-// MessageTypeInfo is a message type a plugin handles.
-type MessageTypeInfo struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Type        string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// The permission a sender must hold to send it, if any.
-	RequiredPermission string `protobuf:"bytes,3,opt,name=required_permission,json=requiredPermission,proto3" json:"required_permission,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
-}
-
-func (x *MessageTypeInfo) Reset() {
-	*x = MessageTypeInfo{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *MessageTypeInfo) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*MessageTypeInfo) ProtoMessage() {}
-
-func (x *MessageTypeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use MessageTypeInfo.ProtoReflect.Descriptor instead.
-func (*MessageTypeInfo) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *MessageTypeInfo) GetType() string {
-	if x != nil {
-		return x.Type
-	}
-	return ""
-}
-
-func (x *MessageTypeInfo) GetDescription() string {
-	if x != nil {
-		return x.Description
-	}
-	return ""
-}
-
-func (x *MessageTypeInfo) GetRequiredPermission() string {
-	if x != nil {
-		return x.RequiredPermission
-	}
-	return ""
-}
-
 // ServiceProvider is an active plugin and what it serves.
 type ServiceProvider struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -635,7 +573,7 @@ type ServiceProvider struct {
 
 func (x *ServiceProvider) Reset() {
 	*x = ServiceProvider{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +585,7 @@ func (x *ServiceProvider) String() string {
 func (*ServiceProvider) ProtoMessage() {}
 
 func (x *ServiceProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +598,7 @@ func (x *ServiceProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceProvider.ProtoReflect.Descriptor instead.
 func (*ServiceProvider) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{9}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServiceProvider) GetPluginId() string {
@@ -736,7 +674,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +686,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +699,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{10}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceProvider {
@@ -783,7 +721,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +733,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +746,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{11}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDeadLettersRequest) GetPluginId() string {
@@ -846,7 +784,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +796,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +809,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{12}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeadLetter) GetId() string {
@@ -947,7 +885,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +897,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +910,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{13}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -993,7 +931,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +943,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +956,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{14}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchEventsRequest) GetPatterns() []string {
@@ -1044,7 +982,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +994,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1007,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{15}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetId() string {
@@ -1117,7 +1055,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1067,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_messaging_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1080,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{16}
+	return file_nexus_plugin_v1_messaging_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1201,11 +1139,7 @@ const file_nexus_plugin_v1_messaging_proto_rawDesc = "" +
 	"emitted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\temittedAt\"f\n" +
 	"\x13ListServicesRequest\x12\"\n" +
 	"\aservice\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\aservice\x12+\n" +
-	"\fmessage_type\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vmessageType\"x\n" +
-	"\x0fMessageTypeInfo\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\x13required_permission\x18\x03 \x01(\tR\x12requiredPermission\"\xcd\x02\n" +
+	"\fmessage_type\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vmessageType\"\xcd\x02\n" +
 	"\x0fServiceProvider\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1266,7 +1200,7 @@ func file_nexus_plugin_v1_messaging_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_messaging_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_nexus_plugin_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_nexus_plugin_v1_messaging_proto_goTypes = []any{
 	(*SendMessageRequest)(nil),      // 0: nexus.plugin.v1.SendMessageRequest
 	(*MessageReply)(nil),            // 1: nexus.plugin.v1.MessageReply
@@ -1276,49 +1210,49 @@ var file_nexus_plugin_v1_messaging_proto_goTypes = []any{
 	(*EmitEventRequest)(nil),        // 5: nexus.plugin.v1.EmitEventRequest
 	(*EmitEventResponse)(nil),       // 6: nexus.plugin.v1.EmitEventResponse
 	(*ListServicesRequest)(nil),     // 7: nexus.plugin.v1.ListServicesRequest
-	(*MessageTypeInfo)(nil),         // 8: nexus.plugin.v1.MessageTypeInfo
-	(*ServiceProvider)(nil),         // 9: nexus.plugin.v1.ServiceProvider
-	(*ListServicesResponse)(nil),    // 10: nexus.plugin.v1.ListServicesResponse
-	(*ListDeadLettersRequest)(nil),  // 11: nexus.plugin.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),              // 12: nexus.plugin.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil), // 13: nexus.plugin.v1.ListDeadLettersResponse
-	(*WatchEventsRequest)(nil),      // 14: nexus.plugin.v1.WatchEventsRequest
-	(*Event)(nil),                   // 15: nexus.plugin.v1.Event
-	(*WatchEventsResponse)(nil),     // 16: nexus.plugin.v1.WatchEventsResponse
-	(*structpb.Struct)(nil),         // 17: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
+	(*ServiceProvider)(nil),         // 8: nexus.plugin.v1.ServiceProvider
+	(*ListServicesResponse)(nil),    // 9: nexus.plugin.v1.ListServicesResponse
+	(*ListDeadLettersRequest)(nil),  // 10: nexus.plugin.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),              // 11: nexus.plugin.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil), // 12: nexus.plugin.v1.ListDeadLettersResponse
+	(*WatchEventsRequest)(nil),      // 13: nexus.plugin.v1.WatchEventsRequest
+	(*Event)(nil),                   // 14: nexus.plugin.v1.Event
+	(*WatchEventsResponse)(nil),     // 15: nexus.plugin.v1.WatchEventsResponse
+	(*structpb.Struct)(nil),         // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*MessageTypeInfo)(nil),         // 18: nexus.plugin.v1.MessageTypeInfo
 	(*ApiEndpoint)(nil),             // 19: nexus.plugin.v1.ApiEndpoint
 }
 var file_nexus_plugin_v1_messaging_proto_depIdxs = []int32{
-	17, // 0: nexus.plugin.v1.SendMessageRequest.data:type_name -> google.protobuf.Struct
-	17, // 1: nexus.plugin.v1.MessageReply.data:type_name -> google.protobuf.Struct
+	16, // 0: nexus.plugin.v1.SendMessageRequest.data:type_name -> google.protobuf.Struct
+	16, // 1: nexus.plugin.v1.MessageReply.data:type_name -> google.protobuf.Struct
 	1,  // 2: nexus.plugin.v1.SendMessageResponse.response:type_name -> nexus.plugin.v1.MessageReply
-	17, // 3: nexus.plugin.v1.BroadcastRequest.data:type_name -> google.protobuf.Struct
-	18, // 4: nexus.plugin.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
-	17, // 5: nexus.plugin.v1.EmitEventRequest.data:type_name -> google.protobuf.Struct
-	18, // 6: nexus.plugin.v1.EmitEventResponse.emitted_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: nexus.plugin.v1.ServiceProvider.message_types:type_name -> nexus.plugin.v1.MessageTypeInfo
+	16, // 3: nexus.plugin.v1.BroadcastRequest.data:type_name -> google.protobuf.Struct
+	17, // 4: nexus.plugin.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
+	16, // 5: nexus.plugin.v1.EmitEventRequest.data:type_name -> google.protobuf.Struct
+	17, // 6: nexus.plugin.v1.EmitEventResponse.emitted_at:type_name -> google.protobuf.Timestamp
+	18, // 7: nexus.plugin.v1.ServiceProvider.message_types:type_name -> nexus.plugin.v1.MessageTypeInfo
 	19, // 8: nexus.plugin.v1.ServiceProvider.endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
-	9,  // 9: nexus.plugin.v1.ListServicesResponse.services:type_name -> nexus.plugin.v1.ServiceProvider
-	17, // 10: nexus.plugin.v1.DeadLetter.data:type_name -> google.protobuf.Struct
-	18, // 11: nexus.plugin.v1.DeadLetter.sent_at:type_name -> google.protobuf.Timestamp
-	18, // 12: nexus.plugin.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
-	12, // 13: nexus.plugin.v1.ListDeadLettersResponse.dead_letters:type_name -> nexus.plugin.v1.DeadLetter
-	17, // 14: nexus.plugin.v1.Event.data:type_name -> google.protobuf.Struct
-	18, // 15: nexus.plugin.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 16: nexus.plugin.v1.WatchEventsResponse.event:type_name -> nexus.plugin.v1.Event
+	8,  // 9: nexus.plugin.v1.ListServicesResponse.services:type_name -> nexus.plugin.v1.ServiceProvider
+	16, // 10: nexus.plugin.v1.DeadLetter.data:type_name -> google.protobuf.Struct
+	17, // 11: nexus.plugin.v1.DeadLetter.sent_at:type_name -> google.protobuf.Timestamp
+	17, // 12: nexus.plugin.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	11, // 13: nexus.plugin.v1.ListDeadLettersResponse.dead_letters:type_name -> nexus.plugin.v1.DeadLetter
+	16, // 14: nexus.plugin.v1.Event.data:type_name -> google.protobuf.Struct
+	17, // 15: nexus.plugin.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	14, // 16: nexus.plugin.v1.WatchEventsResponse.event:type_name -> nexus.plugin.v1.Event
 	0,  // 17: nexus.plugin.v1.MessagingService.SendMessage:input_type -> nexus.plugin.v1.SendMessageRequest
 	3,  // 18: nexus.plugin.v1.MessagingService.Broadcast:input_type -> nexus.plugin.v1.BroadcastRequest
-	14, // 19: nexus.plugin.v1.MessagingService.WatchEvents:input_type -> nexus.plugin.v1.WatchEventsRequest
+	13, // 19: nexus.plugin.v1.MessagingService.WatchEvents:input_type -> nexus.plugin.v1.WatchEventsRequest
 	5,  // 20: nexus.plugin.v1.MessagingService.EmitEvent:input_type -> nexus.plugin.v1.EmitEventRequest
 	7,  // 21: nexus.plugin.v1.MessagingService.ListServices:input_type -> nexus.plugin.v1.ListServicesRequest
-	11, // 22: nexus.plugin.v1.MessagingService.ListDeadLetters:input_type -> nexus.plugin.v1.ListDeadLettersRequest
+	10, // 22: nexus.plugin.v1.MessagingService.ListDeadLetters:input_type -> nexus.plugin.v1.ListDeadLettersRequest
 	2,  // 23: nexus.plugin.v1.MessagingService.SendMessage:output_type -> nexus.plugin.v1.SendMessageResponse
 	4,  // 24: nexus.plugin.v1.MessagingService.Broadcast:output_type -> nexus.plugin.v1.BroadcastResponse
-	16, // 25: nexus.plugin.v1.MessagingService.WatchEvents:output_type -> nexus.plugin.v1.WatchEventsResponse
+	15, // 25: nexus.plugin.v1.MessagingService.WatchEvents:output_type -> nexus.plugin.v1.WatchEventsResponse
 	6,  // 26: nexus.plugin.v1.MessagingService.EmitEvent:output_type -> nexus.plugin.v1.EmitEventResponse
-	10, // 27: nexus.plugin.v1.MessagingService.ListServices:output_type -> nexus.plugin.v1.ListServicesResponse
-	13, // 28: nexus.plugin.v1.MessagingService.ListDeadLetters:output_type -> nexus.plugin.v1.ListDeadLettersResponse
+	9,  // 27: nexus.plugin.v1.MessagingService.ListServices:output_type -> nexus.plugin.v1.ListServicesResponse
+	12, // 28: nexus.plugin.v1.MessagingService.ListDeadLetters:output_type -> nexus.plugin.v1.ListDeadLettersResponse
 	23, // [23:29] is the sub-list for method output_type
 	17, // [17:23] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
@@ -1333,14 +1267,14 @@ func file_nexus_plugin_v1_messaging_proto_init() {
 	}
 	file_nexus_plugin_v1_plugin_proto_init()
 	file_nexus_plugin_v1_messaging_proto_msgTypes[0].OneofWrappers = []any{}
-	file_nexus_plugin_v1_messaging_proto_msgTypes[11].OneofWrappers = []any{}
+	file_nexus_plugin_v1_messaging_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_messaging_proto_rawDesc), len(file_nexus_plugin_v1_messaging_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -642,6 +642,68 @@ func (x *ApiEndpoint) GetStats() *EndpointStats {
 	return nil
 }
 
+// MessageTypeInfo is a message type a plugin handles.
+type MessageTypeInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Type        string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The permission a sender must hold to send it, if any.
+	RequiredPermission string `protobuf:"bytes,3,opt,name=required_permission,json=requiredPermission,proto3" json:"required_permission,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *MessageTypeInfo) Reset() {
+	*x = MessageTypeInfo{}
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageTypeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageTypeInfo) ProtoMessage() {}
+
+func (x *MessageTypeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageTypeInfo.ProtoReflect.Descriptor instead.
+func (*MessageTypeInfo) Descriptor() ([]byte, []int) {
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MessageTypeInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *MessageTypeInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *MessageTypeInfo) GetRequiredPermission() string {
+	if x != nil {
+		return x.RequiredPermission
+	}
+	return ""
+}
+
 // EndpointStats counts the calls of a plugin's HTTP endpoint, as the host answered them
 // (refused callers included), like nexus_plugin_http_requests_total.
 type EndpointStats struct {
@@ -659,7 +721,7 @@ type EndpointStats struct {
 
 func (x *EndpointStats) Reset() {
 	*x = EndpointStats{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +733,7 @@ func (x *EndpointStats) String() string {
 func (*EndpointStats) ProtoMessage() {}
 
 func (x *EndpointStats) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +746,7 @@ func (x *EndpointStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointStats.ProtoReflect.Descriptor instead.
 func (*EndpointStats) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EndpointStats) GetRequests() float64 {
@@ -726,7 +788,7 @@ type EventDescription struct {
 
 func (x *EventDescription) Reset() {
 	*x = EventDescription{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +800,7 @@ func (x *EventDescription) String() string {
 func (*EventDescription) ProtoMessage() {}
 
 func (x *EventDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +813,7 @@ func (x *EventDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventDescription.ProtoReflect.Descriptor instead.
 func (*EventDescription) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EventDescription) GetType() string {
@@ -779,7 +841,7 @@ type PluginEvents struct {
 
 func (x *PluginEvents) Reset() {
 	*x = PluginEvents{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +853,7 @@ func (x *PluginEvents) String() string {
 func (*PluginEvents) ProtoMessage() {}
 
 func (x *PluginEvents) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +866,7 @@ func (x *PluginEvents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvents.ProtoReflect.Descriptor instead.
 func (*PluginEvents) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PluginEvents) GetEmits() []*EventDescription {
@@ -836,7 +898,7 @@ type PluginConfiguration struct {
 
 func (x *PluginConfiguration) Reset() {
 	*x = PluginConfiguration{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +910,7 @@ func (x *PluginConfiguration) String() string {
 func (*PluginConfiguration) ProtoMessage() {}
 
 func (x *PluginConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +923,7 @@ func (x *PluginConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginConfiguration.ProtoReflect.Descriptor instead.
 func (*PluginConfiguration) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PluginConfiguration) GetSchema() *structpb.Struct {
@@ -894,7 +956,7 @@ type PerformanceMetrics struct {
 
 func (x *PerformanceMetrics) Reset() {
 	*x = PerformanceMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +968,7 @@ func (x *PerformanceMetrics) String() string {
 func (*PerformanceMetrics) ProtoMessage() {}
 
 func (x *PerformanceMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +981,7 @@ func (x *PerformanceMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformanceMetrics.ProtoReflect.Descriptor instead.
 func (*PerformanceMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PerformanceMetrics) GetRequestsPerMinute() float64 {
@@ -964,7 +1026,7 @@ type UsageMetrics struct {
 
 func (x *UsageMetrics) Reset() {
 	*x = UsageMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1038,7 @@ func (x *UsageMetrics) String() string {
 func (*UsageMetrics) ProtoMessage() {}
 
 func (x *UsageMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1051,7 @@ func (x *UsageMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageMetrics.ProtoReflect.Descriptor instead.
 func (*UsageMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UsageMetrics) GetTotalRequests() float64 {
@@ -1032,7 +1094,7 @@ type ResourceMetrics struct {
 
 func (x *ResourceMetrics) Reset() {
 	*x = ResourceMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1106,7 @@ func (x *ResourceMetrics) String() string {
 func (*ResourceMetrics) ProtoMessage() {}
 
 func (x *ResourceMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1119,7 @@ func (x *ResourceMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetrics.ProtoReflect.Descriptor instead.
 func (*ResourceMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResourceMetrics) GetMemoryUsageMb() float64 {
@@ -1093,7 +1155,7 @@ type PluginMetricsDetail struct {
 
 func (x *PluginMetricsDetail) Reset() {
 	*x = PluginMetricsDetail{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1167,7 @@ func (x *PluginMetricsDetail) String() string {
 func (*PluginMetricsDetail) ProtoMessage() {}
 
 func (x *PluginMetricsDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1180,7 @@ func (x *PluginMetricsDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginMetricsDetail.ProtoReflect.Descriptor instead.
 func (*PluginMetricsDetail) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PluginMetricsDetail) GetPerformance() *PerformanceMetrics {
@@ -1155,7 +1217,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1229,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1242,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogLine) GetTimestamp() *timestamppb.Timestamp {
@@ -1238,14 +1300,19 @@ type PluginDetail struct {
 	// Why the plugin is in `error`, when it is.
 	Error string `protobuf:"bytes,25,opt,name=error,proto3" json:"error,omitempty"`
 	// What the supervisor knows of the plugin's processes and connections.
-	Runtime       *RuntimeState `protobuf:"bytes,26,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Runtime *RuntimeState `protobuf:"bytes,26,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	// The services the plugin declares it provides (its manifest's `services`), whether or not
+	// it runs; ListServices lists the providers that are active.
+	Services []string `protobuf:"bytes,27,rep,name=services,proto3" json:"services,omitempty"`
+	// The message types the plugin declares it handles (its manifest's `message_types`).
+	MessageTypes  []*MessageTypeInfo `protobuf:"bytes,28,rep,name=message_types,json=messageTypes,proto3" json:"message_types,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PluginDetail) Reset() {
 	*x = PluginDetail{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1324,7 @@ func (x *PluginDetail) String() string {
 func (*PluginDetail) ProtoMessage() {}
 
 func (x *PluginDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1337,7 @@ func (x *PluginDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginDetail.ProtoReflect.Descriptor instead.
 func (*PluginDetail) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PluginDetail) GetId() string {
@@ -1455,6 +1522,20 @@ func (x *PluginDetail) GetRuntime() *RuntimeState {
 	return nil
 }
 
+func (x *PluginDetail) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *PluginDetail) GetMessageTypes() []*MessageTypeInfo {
+	if x != nil {
+		return x.MessageTypes
+	}
+	return nil
+}
+
 // RuntimeState is the live state of a plugin.
 type RuntimeState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1486,7 +1567,7 @@ type RuntimeState struct {
 
 func (x *RuntimeState) Reset() {
 	*x = RuntimeState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1579,7 @@ func (x *RuntimeState) String() string {
 func (*RuntimeState) ProtoMessage() {}
 
 func (x *RuntimeState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1592,7 @@ func (x *RuntimeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeState.ProtoReflect.Descriptor instead.
 func (*RuntimeState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RuntimeState) GetPid() int32 {
@@ -1585,7 +1666,7 @@ type InstanceSlot struct {
 
 func (x *InstanceSlot) Reset() {
 	*x = InstanceSlot{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1678,7 @@ func (x *InstanceSlot) String() string {
 func (*InstanceSlot) ProtoMessage() {}
 
 func (x *InstanceSlot) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1691,7 @@ func (x *InstanceSlot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSlot.ProtoReflect.Descriptor instead.
 func (*InstanceSlot) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InstanceSlot) GetSlot() int32 {
@@ -1647,7 +1728,7 @@ type ConnectedInstance struct {
 
 func (x *ConnectedInstance) Reset() {
 	*x = ConnectedInstance{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1740,7 @@ func (x *ConnectedInstance) String() string {
 func (*ConnectedInstance) ProtoMessage() {}
 
 func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1753,7 @@ func (x *ConnectedInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectedInstance.ProtoReflect.Descriptor instead.
 func (*ConnectedInstance) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConnectedInstance) GetInstanceId() string {
@@ -1704,7 +1785,7 @@ type PluginsSummary struct {
 
 func (x *PluginsSummary) Reset() {
 	*x = PluginsSummary{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1797,7 @@ func (x *PluginsSummary) String() string {
 func (*PluginsSummary) ProtoMessage() {}
 
 func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1810,7 @@ func (x *PluginsSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginsSummary.ProtoReflect.Descriptor instead.
 func (*PluginsSummary) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PluginsSummary) GetTotal() int32 {
@@ -1784,7 +1865,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1877,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1890,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListPluginsRequest) GetStatus() string {
@@ -1852,7 +1933,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1945,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1958,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
@@ -1904,7 +1985,7 @@ type GetPluginRequest struct {
 
 func (x *GetPluginRequest) Reset() {
 	*x = GetPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1997,7 @@ func (x *GetPluginRequest) String() string {
 func (*GetPluginRequest) ProtoMessage() {}
 
 func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2010,7 @@ func (x *GetPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetPluginRequest) GetPluginId() string {
@@ -1949,7 +2030,7 @@ type GetPluginResponse struct {
 
 func (x *GetPluginResponse) Reset() {
 	*x = GetPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2042,7 @@ func (x *GetPluginResponse) String() string {
 func (*GetPluginResponse) ProtoMessage() {}
 
 func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2055,7 @@ func (x *GetPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetPluginResponse) GetPlugin() *PluginDetail {
@@ -2013,7 +2094,7 @@ type InstallPluginRequest struct {
 
 func (x *InstallPluginRequest) Reset() {
 	*x = InstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2106,7 @@ func (x *InstallPluginRequest) String() string {
 func (*InstallPluginRequest) ProtoMessage() {}
 
 func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2119,7 @@ func (x *InstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*InstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InstallPluginRequest) GetSource() string {
@@ -2126,7 +2207,7 @@ type Installation struct {
 
 func (x *Installation) Reset() {
 	*x = Installation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2219,7 @@ func (x *Installation) String() string {
 func (*Installation) ProtoMessage() {}
 
 func (x *Installation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2232,7 @@ func (x *Installation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Installation.ProtoReflect.Descriptor instead.
 func (*Installation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Installation) GetPluginId() string {
@@ -2203,7 +2284,7 @@ type PluginBrief struct {
 
 func (x *PluginBrief) Reset() {
 	*x = PluginBrief{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2296,7 @@ func (x *PluginBrief) String() string {
 func (*PluginBrief) ProtoMessage() {}
 
 func (x *PluginBrief) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2309,7 @@ func (x *PluginBrief) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginBrief.ProtoReflect.Descriptor instead.
 func (*PluginBrief) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PluginBrief) GetId() string {
@@ -2277,7 +2358,7 @@ type InstallPluginResponse struct {
 
 func (x *InstallPluginResponse) Reset() {
 	*x = InstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2370,7 @@ func (x *InstallPluginResponse) String() string {
 func (*InstallPluginResponse) ProtoMessage() {}
 
 func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2383,7 @@ func (x *InstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*InstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InstallPluginResponse) GetInstallation() *Installation {
@@ -2347,7 +2428,7 @@ type UpdatePluginRequest struct {
 
 func (x *UpdatePluginRequest) Reset() {
 	*x = UpdatePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2440,7 @@ func (x *UpdatePluginRequest) String() string {
 func (*UpdatePluginRequest) ProtoMessage() {}
 
 func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2453,7 @@ func (x *UpdatePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdatePluginRequest) GetPluginId() string {
@@ -2462,7 +2543,7 @@ type PluginUpdate struct {
 
 func (x *PluginUpdate) Reset() {
 	*x = PluginUpdate{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2555,7 @@ func (x *PluginUpdate) String() string {
 func (*PluginUpdate) ProtoMessage() {}
 
 func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2568,7 @@ func (x *PluginUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginUpdate.ProtoReflect.Descriptor instead.
 func (*PluginUpdate) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PluginUpdate) GetPluginId() string {
@@ -2542,7 +2623,7 @@ type UpdatePluginResponse struct {
 
 func (x *UpdatePluginResponse) Reset() {
 	*x = UpdatePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2635,7 @@ func (x *UpdatePluginResponse) String() string {
 func (*UpdatePluginResponse) ProtoMessage() {}
 
 func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2648,7 @@ func (x *UpdatePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdatePluginResponse) GetUpdate() *PluginUpdate {
@@ -2593,7 +2674,7 @@ type UninstallPluginRequest struct {
 
 func (x *UninstallPluginRequest) Reset() {
 	*x = UninstallPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2686,7 @@ func (x *UninstallPluginRequest) String() string {
 func (*UninstallPluginRequest) ProtoMessage() {}
 
 func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2699,7 @@ func (x *UninstallPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginRequest.ProtoReflect.Descriptor instead.
 func (*UninstallPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UninstallPluginRequest) GetPluginId() string {
@@ -2666,7 +2747,7 @@ type Uninstallation struct {
 
 func (x *Uninstallation) Reset() {
 	*x = Uninstallation{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2759,7 @@ func (x *Uninstallation) String() string {
 func (*Uninstallation) ProtoMessage() {}
 
 func (x *Uninstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2772,7 @@ func (x *Uninstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Uninstallation.ProtoReflect.Descriptor instead.
 func (*Uninstallation) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Uninstallation) GetPluginId() string {
@@ -2746,7 +2827,7 @@ type UninstallPluginResponse struct {
 
 func (x *UninstallPluginResponse) Reset() {
 	*x = UninstallPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2758,7 +2839,7 @@ func (x *UninstallPluginResponse) String() string {
 func (*UninstallPluginResponse) ProtoMessage() {}
 
 func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2771,7 +2852,7 @@ func (x *UninstallPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UninstallPluginResponse.ProtoReflect.Descriptor instead.
 func (*UninstallPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UninstallPluginResponse) GetUninstallation() *Uninstallation {
@@ -2792,7 +2873,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2885,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2898,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RollbackPluginRequest) GetPluginId() string {
@@ -2850,7 +2931,7 @@ type Rollback struct {
 
 func (x *Rollback) Reset() {
 	*x = Rollback{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +2943,7 @@ func (x *Rollback) String() string {
 func (*Rollback) ProtoMessage() {}
 
 func (x *Rollback) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +2956,7 @@ func (x *Rollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
 func (*Rollback) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Rollback) GetPluginId() string {
@@ -2930,7 +3011,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3023,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3036,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RollbackPluginResponse) GetRollback() *Rollback {
@@ -2975,7 +3056,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3068,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3081,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBackupsRequest) GetPluginId() string {
@@ -3026,7 +3107,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3119,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3132,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Backup) GetBackupId() string {
@@ -3106,7 +3187,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3199,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3212,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -3155,7 +3236,7 @@ type GetPluginConfigRequest struct {
 
 func (x *GetPluginConfigRequest) Reset() {
 	*x = GetPluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3248,7 @@ func (x *GetPluginConfigRequest) String() string {
 func (*GetPluginConfigRequest) ProtoMessage() {}
 
 func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3261,7 @@ func (x *GetPluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetPluginConfigRequest) GetPluginId() string {
@@ -3217,7 +3298,7 @@ type GetPluginConfigResponse struct {
 
 func (x *GetPluginConfigResponse) Reset() {
 	*x = GetPluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3310,7 @@ func (x *GetPluginConfigResponse) String() string {
 func (*GetPluginConfigResponse) ProtoMessage() {}
 
 func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3323,7 @@ func (x *GetPluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetPluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3280,7 +3361,7 @@ type UpdatePluginConfigRequest struct {
 
 func (x *UpdatePluginConfigRequest) Reset() {
 	*x = UpdatePluginConfigRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3373,7 @@ func (x *UpdatePluginConfigRequest) String() string {
 func (*UpdatePluginConfigRequest) ProtoMessage() {}
 
 func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3386,7 @@ func (x *UpdatePluginConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UpdatePluginConfigRequest) GetPluginId() string {
@@ -3345,7 +3426,7 @@ type UpdatePluginConfigResponse struct {
 
 func (x *UpdatePluginConfigResponse) Reset() {
 	*x = UpdatePluginConfigResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3357,7 +3438,7 @@ func (x *UpdatePluginConfigResponse) String() string {
 func (*UpdatePluginConfigResponse) ProtoMessage() {}
 
 func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3370,7 +3451,7 @@ func (x *UpdatePluginConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginConfigResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginConfigResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UpdatePluginConfigResponse) GetConfiguration() *structpb.Struct {
@@ -3413,7 +3494,7 @@ type EnablePluginRequest struct {
 
 func (x *EnablePluginRequest) Reset() {
 	*x = EnablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3506,7 @@ func (x *EnablePluginRequest) String() string {
 func (*EnablePluginRequest) ProtoMessage() {}
 
 func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3519,7 @@ func (x *EnablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginRequest.ProtoReflect.Descriptor instead.
 func (*EnablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EnablePluginRequest) GetPluginId() string {
@@ -3467,7 +3548,7 @@ type EnablePluginResponse struct {
 
 func (x *EnablePluginResponse) Reset() {
 	*x = EnablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3560,7 @@ func (x *EnablePluginResponse) String() string {
 func (*EnablePluginResponse) ProtoMessage() {}
 
 func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3573,7 @@ func (x *EnablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnablePluginResponse.ProtoReflect.Descriptor instead.
 func (*EnablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *EnablePluginResponse) GetPluginId() string {
@@ -3534,7 +3615,7 @@ type DisablePluginRequest struct {
 
 func (x *DisablePluginRequest) Reset() {
 	*x = DisablePluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3627,7 @@ func (x *DisablePluginRequest) String() string {
 func (*DisablePluginRequest) ProtoMessage() {}
 
 func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3640,7 @@ func (x *DisablePluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginRequest.ProtoReflect.Descriptor instead.
 func (*DisablePluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DisablePluginRequest) GetPluginId() string {
@@ -3610,7 +3691,7 @@ type DisablePluginResponse struct {
 
 func (x *DisablePluginResponse) Reset() {
 	*x = DisablePluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3622,7 +3703,7 @@ func (x *DisablePluginResponse) String() string {
 func (*DisablePluginResponse) ProtoMessage() {}
 
 func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3635,7 +3716,7 @@ func (x *DisablePluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisablePluginResponse.ProtoReflect.Descriptor instead.
 func (*DisablePluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DisablePluginResponse) GetPluginId() string {
@@ -3679,7 +3760,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3691,7 +3772,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3704,7 +3785,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RestartPluginRequest) GetPluginId() string {
@@ -3740,7 +3821,7 @@ type SetPluginInstancesRequest struct {
 
 func (x *SetPluginInstancesRequest) Reset() {
 	*x = SetPluginInstancesRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +3833,7 @@ func (x *SetPluginInstancesRequest) String() string {
 func (*SetPluginInstancesRequest) ProtoMessage() {}
 
 func (x *SetPluginInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +3846,7 @@ func (x *SetPluginInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPluginInstancesRequest.ProtoReflect.Descriptor instead.
 func (*SetPluginInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetPluginInstancesRequest) GetPluginId() string {
@@ -3798,7 +3879,7 @@ type SetPluginInstancesResponse struct {
 
 func (x *SetPluginInstancesResponse) Reset() {
 	*x = SetPluginInstancesResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3810,7 +3891,7 @@ func (x *SetPluginInstancesResponse) String() string {
 func (*SetPluginInstancesResponse) ProtoMessage() {}
 
 func (x *SetPluginInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3823,7 +3904,7 @@ func (x *SetPluginInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPluginInstancesResponse.ProtoReflect.Descriptor instead.
 func (*SetPluginInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetPluginInstancesResponse) GetPluginId() string {
@@ -3867,7 +3948,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +3960,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +3973,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RestartPluginResponse) GetPluginId() string {
@@ -3935,7 +4016,7 @@ type GetPluginHealthRequest struct {
 
 func (x *GetPluginHealthRequest) Reset() {
 	*x = GetPluginHealthRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3947,7 +4028,7 @@ func (x *GetPluginHealthRequest) String() string {
 func (*GetPluginHealthRequest) ProtoMessage() {}
 
 func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3960,7 +4041,7 @@ func (x *GetPluginHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetPluginHealthRequest) GetPluginId() string {
@@ -3994,7 +4075,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4006,7 +4087,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4019,7 +4100,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -4084,7 +4165,7 @@ type HealthMetrics struct {
 
 func (x *HealthMetrics) Reset() {
 	*x = HealthMetrics{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4177,7 @@ func (x *HealthMetrics) String() string {
 func (*HealthMetrics) ProtoMessage() {}
 
 func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4190,7 @@ func (x *HealthMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthMetrics.ProtoReflect.Descriptor instead.
 func (*HealthMetrics) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *HealthMetrics) GetRequestsPerMinute() float64 {
@@ -4155,7 +4236,7 @@ type PluginHealth struct {
 
 func (x *PluginHealth) Reset() {
 	*x = PluginHealth{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4167,7 +4248,7 @@ func (x *PluginHealth) String() string {
 func (*PluginHealth) ProtoMessage() {}
 
 func (x *PluginHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4180,7 +4261,7 @@ func (x *PluginHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginHealth.ProtoReflect.Descriptor instead.
 func (*PluginHealth) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PluginHealth) GetStatus() string {
@@ -4228,7 +4309,7 @@ type GetPluginHealthResponse struct {
 
 func (x *GetPluginHealthResponse) Reset() {
 	*x = GetPluginHealthResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +4321,7 @@ func (x *GetPluginHealthResponse) String() string {
 func (*GetPluginHealthResponse) ProtoMessage() {}
 
 func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +4334,7 @@ func (x *GetPluginHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginHealthResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetPluginHealthResponse) GetHealth() *PluginHealth {
@@ -4281,7 +4362,7 @@ type GetPluginMetricsRequest struct {
 
 func (x *GetPluginMetricsRequest) Reset() {
 	*x = GetPluginMetricsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4293,7 +4374,7 @@ func (x *GetPluginMetricsRequest) String() string {
 func (*GetPluginMetricsRequest) ProtoMessage() {}
 
 func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4306,7 +4387,7 @@ func (x *GetPluginMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetPluginMetricsRequest) GetPluginId() string {
@@ -4355,7 +4436,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4367,7 +4448,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4380,7 +4461,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MetricPoint) GetTimestamp() *timestamppb.Timestamp {
@@ -4413,7 +4494,7 @@ type MetricSeries struct {
 
 func (x *MetricSeries) Reset() {
 	*x = MetricSeries{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4425,7 +4506,7 @@ func (x *MetricSeries) String() string {
 func (*MetricSeries) ProtoMessage() {}
 
 func (x *MetricSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4438,7 +4519,7 @@ func (x *MetricSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricSeries.ProtoReflect.Descriptor instead.
 func (*MetricSeries) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MetricSeries) GetRequestsPerMinute() []*MetricPoint {
@@ -4502,7 +4583,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4514,7 +4595,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4527,7 +4608,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *TimeRange) GetStart() *timestamppb.Timestamp {
@@ -4562,7 +4643,7 @@ type GetPluginMetricsResponse struct {
 
 func (x *GetPluginMetricsResponse) Reset() {
 	*x = GetPluginMetricsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4574,7 +4655,7 @@ func (x *GetPluginMetricsResponse) String() string {
 func (*GetPluginMetricsResponse) ProtoMessage() {}
 
 func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4587,7 +4668,7 @@ func (x *GetPluginMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetPluginMetricsResponse) GetTimeRange() *TimeRange {
@@ -4624,7 +4705,7 @@ type GetPluginLogsRequest struct {
 
 func (x *GetPluginLogsRequest) Reset() {
 	*x = GetPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +4717,7 @@ func (x *GetPluginLogsRequest) String() string {
 func (*GetPluginLogsRequest) ProtoMessage() {}
 
 func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +4730,7 @@ func (x *GetPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetPluginLogsRequest) GetPluginId() string {
@@ -4716,7 +4797,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4728,7 +4809,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4741,7 +4822,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *LogEntry) GetTimestamp() *timestamppb.Timestamp {
@@ -4783,7 +4864,7 @@ type GetPluginLogsResponse struct {
 
 func (x *GetPluginLogsResponse) Reset() {
 	*x = GetPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4795,7 +4876,7 @@ func (x *GetPluginLogsResponse) String() string {
 func (*GetPluginLogsResponse) ProtoMessage() {}
 
 func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4808,7 +4889,7 @@ func (x *GetPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetPluginLogsResponse) GetLogs() []*LogEntry {
@@ -4841,7 +4922,7 @@ type TailPluginLogsRequest struct {
 
 func (x *TailPluginLogsRequest) Reset() {
 	*x = TailPluginLogsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +4934,7 @@ func (x *TailPluginLogsRequest) String() string {
 func (*TailPluginLogsRequest) ProtoMessage() {}
 
 func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +4947,7 @@ func (x *TailPluginLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsRequest.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *TailPluginLogsRequest) GetPluginId() string {
@@ -4907,7 +4988,7 @@ type TailPluginLogsResponse struct {
 
 func (x *TailPluginLogsResponse) Reset() {
 	*x = TailPluginLogsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4919,7 +5000,7 @@ func (x *TailPluginLogsResponse) String() string {
 func (*TailPluginLogsResponse) ProtoMessage() {}
 
 func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4932,7 +5013,7 @@ func (x *TailPluginLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailPluginLogsResponse.ProtoReflect.Descriptor instead.
 func (*TailPluginLogsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *TailPluginLogsResponse) GetEntry() *LogEntry {
@@ -4952,7 +5033,7 @@ type GetPluginPermissionsRequest struct {
 
 func (x *GetPluginPermissionsRequest) Reset() {
 	*x = GetPluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4964,7 +5045,7 @@ func (x *GetPluginPermissionsRequest) String() string {
 func (*GetPluginPermissionsRequest) ProtoMessage() {}
 
 func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4977,7 +5058,7 @@ func (x *GetPluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetPluginPermissionsRequest) GetPluginId() string {
@@ -4999,7 +5080,7 @@ type PermissionSet struct {
 
 func (x *PermissionSet) Reset() {
 	*x = PermissionSet{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5011,7 +5092,7 @@ func (x *PermissionSet) String() string {
 func (*PermissionSet) ProtoMessage() {}
 
 func (x *PermissionSet) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5024,7 +5105,7 @@ func (x *PermissionSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionSet.ProtoReflect.Descriptor instead.
 func (*PermissionSet) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PermissionSet) GetRequested() []string {
@@ -5060,7 +5141,7 @@ type ResourceLimits struct {
 
 func (x *ResourceLimits) Reset() {
 	*x = ResourceLimits{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5072,7 +5153,7 @@ func (x *ResourceLimits) String() string {
 func (*ResourceLimits) ProtoMessage() {}
 
 func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5085,7 +5166,7 @@ func (x *ResourceLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceLimits.ProtoReflect.Descriptor instead.
 func (*ResourceLimits) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ResourceLimits) GetMemoryMb() int32 {
@@ -5123,7 +5204,7 @@ type LimitEnforcement struct {
 
 func (x *LimitEnforcement) Reset() {
 	*x = LimitEnforcement{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5135,7 +5216,7 @@ func (x *LimitEnforcement) String() string {
 func (*LimitEnforcement) ProtoMessage() {}
 
 func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5148,7 +5229,7 @@ func (x *LimitEnforcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitEnforcement.ProtoReflect.Descriptor instead.
 func (*LimitEnforcement) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *LimitEnforcement) GetMemoryMb() string {
@@ -5190,7 +5271,7 @@ type ConfinementState struct {
 
 func (x *ConfinementState) Reset() {
 	*x = ConfinementState{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5202,7 +5283,7 @@ func (x *ConfinementState) String() string {
 func (*ConfinementState) ProtoMessage() {}
 
 func (x *ConfinementState) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5215,7 +5296,7 @@ func (x *ConfinementState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfinementState.ProtoReflect.Descriptor instead.
 func (*ConfinementState) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ConfinementState) GetMechanism() string {
@@ -5261,7 +5342,7 @@ type GetPluginPermissionsResponse struct {
 
 func (x *GetPluginPermissionsResponse) Reset() {
 	*x = GetPluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5273,7 +5354,7 @@ func (x *GetPluginPermissionsResponse) String() string {
 func (*GetPluginPermissionsResponse) ProtoMessage() {}
 
 func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5286,7 +5367,7 @@ func (x *GetPluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GetPluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5359,7 +5440,7 @@ type UpdatePluginPermissionsRequest struct {
 
 func (x *UpdatePluginPermissionsRequest) Reset() {
 	*x = UpdatePluginPermissionsRequest{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5371,7 +5452,7 @@ func (x *UpdatePluginPermissionsRequest) String() string {
 func (*UpdatePluginPermissionsRequest) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5384,7 +5465,7 @@ func (x *UpdatePluginPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *UpdatePluginPermissionsRequest) GetPluginId() string {
@@ -5449,7 +5530,7 @@ type UpdatePluginPermissionsResponse struct {
 
 func (x *UpdatePluginPermissionsResponse) Reset() {
 	*x = UpdatePluginPermissionsResponse{}
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5461,7 +5542,7 @@ func (x *UpdatePluginPermissionsResponse) String() string {
 func (*UpdatePluginPermissionsResponse) ProtoMessage() {}
 
 func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[75]
+	mi := &file_nexus_plugin_v1_plugin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5474,7 +5555,7 @@ func (x *UpdatePluginPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePluginPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePluginPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
+	return file_nexus_plugin_v1_plugin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *UpdatePluginPermissionsResponse) GetPermissions() *PermissionSet {
@@ -5593,7 +5674,11 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x124\n" +
-	"\x05stats\x18\x04 \x01(\v2\x1e.nexus.plugin.v1.EndpointStatsR\x05stats\"\xa5\x01\n" +
+	"\x05stats\x18\x04 \x01(\v2\x1e.nexus.plugin.v1.EndpointStatsR\x05stats\"x\n" +
+	"\x0fMessageTypeInfo\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
+	"\x13required_permission\x18\x03 \x01(\tR\x12requiredPermission\"\xa5\x01\n" +
 	"\rEndpointStats\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x01R\brequests\x12#\n" +
 	"\rclient_errors\x18\x02 \x01(\x01R\fclientErrors\x12#\n" +
@@ -5632,7 +5717,7 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aLogLine\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\tR\x05level\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xfb\a\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xde\b\n" +
 	"\fPluginDetail\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5663,7 +5748,9 @@ const file_nexus_plugin_v1_plugin_proto_rawDesc = "" +
 	"\finstalled_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x12=\n" +
 	"\flast_updated\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUpdated\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\tR\x05error\x127\n" +
-	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\"\xf5\x02\n" +
+	"\aruntime\x18\x1a \x01(\v2\x1d.nexus.plugin.v1.RuntimeStateR\aruntime\x12\x1a\n" +
+	"\bservices\x18\x1b \x03(\tR\bservices\x12E\n" +
+	"\rmessage_types\x18\x1c \x03(\v2 .nexus.plugin.v1.MessageTypeInfoR\fmessageTypes\"\xf5\x02\n" +
 	"\fRuntimeState\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\x05R\tinstances\x12\x1a\n" +
@@ -6036,7 +6123,7 @@ func file_nexus_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_nexus_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_nexus_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginManifestSummary)(nil),           // 0: nexus.plugin.v1.PluginManifestSummary
 	(*PluginManifestDetail)(nil),            // 1: nexus.plugin.v1.PluginManifestDetail
@@ -6045,214 +6132,216 @@ var file_nexus_plugin_v1_plugin_proto_goTypes = []any{
 	(*PluginMetricsSummary)(nil),            // 4: nexus.plugin.v1.PluginMetricsSummary
 	(*PluginSummary)(nil),                   // 5: nexus.plugin.v1.PluginSummary
 	(*ApiEndpoint)(nil),                     // 6: nexus.plugin.v1.ApiEndpoint
-	(*EndpointStats)(nil),                   // 7: nexus.plugin.v1.EndpointStats
-	(*EventDescription)(nil),                // 8: nexus.plugin.v1.EventDescription
-	(*PluginEvents)(nil),                    // 9: nexus.plugin.v1.PluginEvents
-	(*PluginConfiguration)(nil),             // 10: nexus.plugin.v1.PluginConfiguration
-	(*PerformanceMetrics)(nil),              // 11: nexus.plugin.v1.PerformanceMetrics
-	(*UsageMetrics)(nil),                    // 12: nexus.plugin.v1.UsageMetrics
-	(*ResourceMetrics)(nil),                 // 13: nexus.plugin.v1.ResourceMetrics
-	(*PluginMetricsDetail)(nil),             // 14: nexus.plugin.v1.PluginMetricsDetail
-	(*LogLine)(nil),                         // 15: nexus.plugin.v1.LogLine
-	(*PluginDetail)(nil),                    // 16: nexus.plugin.v1.PluginDetail
-	(*RuntimeState)(nil),                    // 17: nexus.plugin.v1.RuntimeState
-	(*InstanceSlot)(nil),                    // 18: nexus.plugin.v1.InstanceSlot
-	(*ConnectedInstance)(nil),               // 19: nexus.plugin.v1.ConnectedInstance
-	(*PluginsSummary)(nil),                  // 20: nexus.plugin.v1.PluginsSummary
-	(*ListPluginsRequest)(nil),              // 21: nexus.plugin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),             // 22: nexus.plugin.v1.ListPluginsResponse
-	(*GetPluginRequest)(nil),                // 23: nexus.plugin.v1.GetPluginRequest
-	(*GetPluginResponse)(nil),               // 24: nexus.plugin.v1.GetPluginResponse
-	(*InstallPluginRequest)(nil),            // 25: nexus.plugin.v1.InstallPluginRequest
-	(*Installation)(nil),                    // 26: nexus.plugin.v1.Installation
-	(*PluginBrief)(nil),                     // 27: nexus.plugin.v1.PluginBrief
-	(*InstallPluginResponse)(nil),           // 28: nexus.plugin.v1.InstallPluginResponse
-	(*UpdatePluginRequest)(nil),             // 29: nexus.plugin.v1.UpdatePluginRequest
-	(*PluginUpdate)(nil),                    // 30: nexus.plugin.v1.PluginUpdate
-	(*UpdatePluginResponse)(nil),            // 31: nexus.plugin.v1.UpdatePluginResponse
-	(*UninstallPluginRequest)(nil),          // 32: nexus.plugin.v1.UninstallPluginRequest
-	(*Uninstallation)(nil),                  // 33: nexus.plugin.v1.Uninstallation
-	(*UninstallPluginResponse)(nil),         // 34: nexus.plugin.v1.UninstallPluginResponse
-	(*RollbackPluginRequest)(nil),           // 35: nexus.plugin.v1.RollbackPluginRequest
-	(*Rollback)(nil),                        // 36: nexus.plugin.v1.Rollback
-	(*RollbackPluginResponse)(nil),          // 37: nexus.plugin.v1.RollbackPluginResponse
-	(*ListBackupsRequest)(nil),              // 38: nexus.plugin.v1.ListBackupsRequest
-	(*Backup)(nil),                          // 39: nexus.plugin.v1.Backup
-	(*ListBackupsResponse)(nil),             // 40: nexus.plugin.v1.ListBackupsResponse
-	(*GetPluginConfigRequest)(nil),          // 41: nexus.plugin.v1.GetPluginConfigRequest
-	(*GetPluginConfigResponse)(nil),         // 42: nexus.plugin.v1.GetPluginConfigResponse
-	(*UpdatePluginConfigRequest)(nil),       // 43: nexus.plugin.v1.UpdatePluginConfigRequest
-	(*UpdatePluginConfigResponse)(nil),      // 44: nexus.plugin.v1.UpdatePluginConfigResponse
-	(*EnablePluginRequest)(nil),             // 45: nexus.plugin.v1.EnablePluginRequest
-	(*EnablePluginResponse)(nil),            // 46: nexus.plugin.v1.EnablePluginResponse
-	(*DisablePluginRequest)(nil),            // 47: nexus.plugin.v1.DisablePluginRequest
-	(*DisablePluginResponse)(nil),           // 48: nexus.plugin.v1.DisablePluginResponse
-	(*RestartPluginRequest)(nil),            // 49: nexus.plugin.v1.RestartPluginRequest
-	(*SetPluginInstancesRequest)(nil),       // 50: nexus.plugin.v1.SetPluginInstancesRequest
-	(*SetPluginInstancesResponse)(nil),      // 51: nexus.plugin.v1.SetPluginInstancesResponse
-	(*RestartPluginResponse)(nil),           // 52: nexus.plugin.v1.RestartPluginResponse
-	(*GetPluginHealthRequest)(nil),          // 53: nexus.plugin.v1.GetPluginHealthRequest
-	(*HealthCheck)(nil),                     // 54: nexus.plugin.v1.HealthCheck
-	(*HealthMetrics)(nil),                   // 55: nexus.plugin.v1.HealthMetrics
-	(*PluginHealth)(nil),                    // 56: nexus.plugin.v1.PluginHealth
-	(*GetPluginHealthResponse)(nil),         // 57: nexus.plugin.v1.GetPluginHealthResponse
-	(*GetPluginMetricsRequest)(nil),         // 58: nexus.plugin.v1.GetPluginMetricsRequest
-	(*MetricPoint)(nil),                     // 59: nexus.plugin.v1.MetricPoint
-	(*MetricSeries)(nil),                    // 60: nexus.plugin.v1.MetricSeries
-	(*TimeRange)(nil),                       // 61: nexus.plugin.v1.TimeRange
-	(*GetPluginMetricsResponse)(nil),        // 62: nexus.plugin.v1.GetPluginMetricsResponse
-	(*GetPluginLogsRequest)(nil),            // 63: nexus.plugin.v1.GetPluginLogsRequest
-	(*LogEntry)(nil),                        // 64: nexus.plugin.v1.LogEntry
-	(*GetPluginLogsResponse)(nil),           // 65: nexus.plugin.v1.GetPluginLogsResponse
-	(*TailPluginLogsRequest)(nil),           // 66: nexus.plugin.v1.TailPluginLogsRequest
-	(*TailPluginLogsResponse)(nil),          // 67: nexus.plugin.v1.TailPluginLogsResponse
-	(*GetPluginPermissionsRequest)(nil),     // 68: nexus.plugin.v1.GetPluginPermissionsRequest
-	(*PermissionSet)(nil),                   // 69: nexus.plugin.v1.PermissionSet
-	(*ResourceLimits)(nil),                  // 70: nexus.plugin.v1.ResourceLimits
-	(*LimitEnforcement)(nil),                // 71: nexus.plugin.v1.LimitEnforcement
-	(*ConfinementState)(nil),                // 72: nexus.plugin.v1.ConfinementState
-	(*GetPluginPermissionsResponse)(nil),    // 73: nexus.plugin.v1.GetPluginPermissionsResponse
-	(*UpdatePluginPermissionsRequest)(nil),  // 74: nexus.plugin.v1.UpdatePluginPermissionsRequest
-	(*UpdatePluginPermissionsResponse)(nil), // 75: nexus.plugin.v1.UpdatePluginPermissionsResponse
-	nil,                                     // 76: nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	nil,                                     // 77: nexus.plugin.v1.ManifestDependencies.PluginsEntry
-	(*structpb.Struct)(nil),                 // 78: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),           // 79: google.protobuf.Timestamp
-	(*Pagination)(nil),                      // 80: nexus.plugin.v1.Pagination
+	(*MessageTypeInfo)(nil),                 // 7: nexus.plugin.v1.MessageTypeInfo
+	(*EndpointStats)(nil),                   // 8: nexus.plugin.v1.EndpointStats
+	(*EventDescription)(nil),                // 9: nexus.plugin.v1.EventDescription
+	(*PluginEvents)(nil),                    // 10: nexus.plugin.v1.PluginEvents
+	(*PluginConfiguration)(nil),             // 11: nexus.plugin.v1.PluginConfiguration
+	(*PerformanceMetrics)(nil),              // 12: nexus.plugin.v1.PerformanceMetrics
+	(*UsageMetrics)(nil),                    // 13: nexus.plugin.v1.UsageMetrics
+	(*ResourceMetrics)(nil),                 // 14: nexus.plugin.v1.ResourceMetrics
+	(*PluginMetricsDetail)(nil),             // 15: nexus.plugin.v1.PluginMetricsDetail
+	(*LogLine)(nil),                         // 16: nexus.plugin.v1.LogLine
+	(*PluginDetail)(nil),                    // 17: nexus.plugin.v1.PluginDetail
+	(*RuntimeState)(nil),                    // 18: nexus.plugin.v1.RuntimeState
+	(*InstanceSlot)(nil),                    // 19: nexus.plugin.v1.InstanceSlot
+	(*ConnectedInstance)(nil),               // 20: nexus.plugin.v1.ConnectedInstance
+	(*PluginsSummary)(nil),                  // 21: nexus.plugin.v1.PluginsSummary
+	(*ListPluginsRequest)(nil),              // 22: nexus.plugin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),             // 23: nexus.plugin.v1.ListPluginsResponse
+	(*GetPluginRequest)(nil),                // 24: nexus.plugin.v1.GetPluginRequest
+	(*GetPluginResponse)(nil),               // 25: nexus.plugin.v1.GetPluginResponse
+	(*InstallPluginRequest)(nil),            // 26: nexus.plugin.v1.InstallPluginRequest
+	(*Installation)(nil),                    // 27: nexus.plugin.v1.Installation
+	(*PluginBrief)(nil),                     // 28: nexus.plugin.v1.PluginBrief
+	(*InstallPluginResponse)(nil),           // 29: nexus.plugin.v1.InstallPluginResponse
+	(*UpdatePluginRequest)(nil),             // 30: nexus.plugin.v1.UpdatePluginRequest
+	(*PluginUpdate)(nil),                    // 31: nexus.plugin.v1.PluginUpdate
+	(*UpdatePluginResponse)(nil),            // 32: nexus.plugin.v1.UpdatePluginResponse
+	(*UninstallPluginRequest)(nil),          // 33: nexus.plugin.v1.UninstallPluginRequest
+	(*Uninstallation)(nil),                  // 34: nexus.plugin.v1.Uninstallation
+	(*UninstallPluginResponse)(nil),         // 35: nexus.plugin.v1.UninstallPluginResponse
+	(*RollbackPluginRequest)(nil),           // 36: nexus.plugin.v1.RollbackPluginRequest
+	(*Rollback)(nil),                        // 37: nexus.plugin.v1.Rollback
+	(*RollbackPluginResponse)(nil),          // 38: nexus.plugin.v1.RollbackPluginResponse
+	(*ListBackupsRequest)(nil),              // 39: nexus.plugin.v1.ListBackupsRequest
+	(*Backup)(nil),                          // 40: nexus.plugin.v1.Backup
+	(*ListBackupsResponse)(nil),             // 41: nexus.plugin.v1.ListBackupsResponse
+	(*GetPluginConfigRequest)(nil),          // 42: nexus.plugin.v1.GetPluginConfigRequest
+	(*GetPluginConfigResponse)(nil),         // 43: nexus.plugin.v1.GetPluginConfigResponse
+	(*UpdatePluginConfigRequest)(nil),       // 44: nexus.plugin.v1.UpdatePluginConfigRequest
+	(*UpdatePluginConfigResponse)(nil),      // 45: nexus.plugin.v1.UpdatePluginConfigResponse
+	(*EnablePluginRequest)(nil),             // 46: nexus.plugin.v1.EnablePluginRequest
+	(*EnablePluginResponse)(nil),            // 47: nexus.plugin.v1.EnablePluginResponse
+	(*DisablePluginRequest)(nil),            // 48: nexus.plugin.v1.DisablePluginRequest
+	(*DisablePluginResponse)(nil),           // 49: nexus.plugin.v1.DisablePluginResponse
+	(*RestartPluginRequest)(nil),            // 50: nexus.plugin.v1.RestartPluginRequest
+	(*SetPluginInstancesRequest)(nil),       // 51: nexus.plugin.v1.SetPluginInstancesRequest
+	(*SetPluginInstancesResponse)(nil),      // 52: nexus.plugin.v1.SetPluginInstancesResponse
+	(*RestartPluginResponse)(nil),           // 53: nexus.plugin.v1.RestartPluginResponse
+	(*GetPluginHealthRequest)(nil),          // 54: nexus.plugin.v1.GetPluginHealthRequest
+	(*HealthCheck)(nil),                     // 55: nexus.plugin.v1.HealthCheck
+	(*HealthMetrics)(nil),                   // 56: nexus.plugin.v1.HealthMetrics
+	(*PluginHealth)(nil),                    // 57: nexus.plugin.v1.PluginHealth
+	(*GetPluginHealthResponse)(nil),         // 58: nexus.plugin.v1.GetPluginHealthResponse
+	(*GetPluginMetricsRequest)(nil),         // 59: nexus.plugin.v1.GetPluginMetricsRequest
+	(*MetricPoint)(nil),                     // 60: nexus.plugin.v1.MetricPoint
+	(*MetricSeries)(nil),                    // 61: nexus.plugin.v1.MetricSeries
+	(*TimeRange)(nil),                       // 62: nexus.plugin.v1.TimeRange
+	(*GetPluginMetricsResponse)(nil),        // 63: nexus.plugin.v1.GetPluginMetricsResponse
+	(*GetPluginLogsRequest)(nil),            // 64: nexus.plugin.v1.GetPluginLogsRequest
+	(*LogEntry)(nil),                        // 65: nexus.plugin.v1.LogEntry
+	(*GetPluginLogsResponse)(nil),           // 66: nexus.plugin.v1.GetPluginLogsResponse
+	(*TailPluginLogsRequest)(nil),           // 67: nexus.plugin.v1.TailPluginLogsRequest
+	(*TailPluginLogsResponse)(nil),          // 68: nexus.plugin.v1.TailPluginLogsResponse
+	(*GetPluginPermissionsRequest)(nil),     // 69: nexus.plugin.v1.GetPluginPermissionsRequest
+	(*PermissionSet)(nil),                   // 70: nexus.plugin.v1.PermissionSet
+	(*ResourceLimits)(nil),                  // 71: nexus.plugin.v1.ResourceLimits
+	(*LimitEnforcement)(nil),                // 72: nexus.plugin.v1.LimitEnforcement
+	(*ConfinementState)(nil),                // 73: nexus.plugin.v1.ConfinementState
+	(*GetPluginPermissionsResponse)(nil),    // 74: nexus.plugin.v1.GetPluginPermissionsResponse
+	(*UpdatePluginPermissionsRequest)(nil),  // 75: nexus.plugin.v1.UpdatePluginPermissionsRequest
+	(*UpdatePluginPermissionsResponse)(nil), // 76: nexus.plugin.v1.UpdatePluginPermissionsResponse
+	nil,                                     // 77: nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	nil,                                     // 78: nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	(*structpb.Struct)(nil),                 // 79: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),           // 80: google.protobuf.Timestamp
+	(*Pagination)(nil),                      // 81: nexus.plugin.v1.Pagination
 }
 var file_nexus_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,   // 0: nexus.plugin.v1.PluginManifestDetail.dependencies:type_name -> nexus.plugin.v1.ManifestDependencies
-	76,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
-	77,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
+	77,  // 1: nexus.plugin.v1.ManifestDependencies.packages:type_name -> nexus.plugin.v1.ManifestDependencies.PackagesEntry
+	78,  // 2: nexus.plugin.v1.ManifestDependencies.plugins:type_name -> nexus.plugin.v1.ManifestDependencies.PluginsEntry
 	0,   // 3: nexus.plugin.v1.PluginSummary.manifest:type_name -> nexus.plugin.v1.PluginManifestSummary
 	3,   // 4: nexus.plugin.v1.PluginSummary.events:type_name -> nexus.plugin.v1.PluginEventNames
-	78,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
+	79,  // 5: nexus.plugin.v1.PluginSummary.configuration:type_name -> google.protobuf.Struct
 	4,   // 6: nexus.plugin.v1.PluginSummary.metrics:type_name -> nexus.plugin.v1.PluginMetricsSummary
-	79,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
-	79,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
-	7,   // 9: nexus.plugin.v1.ApiEndpoint.stats:type_name -> nexus.plugin.v1.EndpointStats
-	8,   // 10: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
-	8,   // 11: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
-	78,  // 12: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
-	78,  // 13: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
-	11,  // 14: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
-	12,  // 15: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
-	13,  // 16: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
-	79,  // 17: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
+	80,  // 7: nexus.plugin.v1.PluginSummary.installed_at:type_name -> google.protobuf.Timestamp
+	80,  // 8: nexus.plugin.v1.PluginSummary.last_updated:type_name -> google.protobuf.Timestamp
+	8,   // 9: nexus.plugin.v1.ApiEndpoint.stats:type_name -> nexus.plugin.v1.EndpointStats
+	9,   // 10: nexus.plugin.v1.PluginEvents.emits:type_name -> nexus.plugin.v1.EventDescription
+	9,   // 11: nexus.plugin.v1.PluginEvents.subscribes:type_name -> nexus.plugin.v1.EventDescription
+	79,  // 12: nexus.plugin.v1.PluginConfiguration.schema:type_name -> google.protobuf.Struct
+	79,  // 13: nexus.plugin.v1.PluginConfiguration.current:type_name -> google.protobuf.Struct
+	12,  // 14: nexus.plugin.v1.PluginMetricsDetail.performance:type_name -> nexus.plugin.v1.PerformanceMetrics
+	13,  // 15: nexus.plugin.v1.PluginMetricsDetail.usage:type_name -> nexus.plugin.v1.UsageMetrics
+	14,  // 16: nexus.plugin.v1.PluginMetricsDetail.resources:type_name -> nexus.plugin.v1.ResourceMetrics
+	80,  // 17: nexus.plugin.v1.LogLine.timestamp:type_name -> google.protobuf.Timestamp
 	1,   // 18: nexus.plugin.v1.PluginDetail.manifest:type_name -> nexus.plugin.v1.PluginManifestDetail
 	6,   // 19: nexus.plugin.v1.PluginDetail.api_endpoints:type_name -> nexus.plugin.v1.ApiEndpoint
-	9,   // 20: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
-	10,  // 21: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
-	14,  // 22: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
-	15,  // 23: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
-	79,  // 24: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
-	79,  // 25: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
-	17,  // 26: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
-	79,  // 27: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
-	19,  // 28: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
-	18,  // 29: nexus.plugin.v1.RuntimeState.slots:type_name -> nexus.plugin.v1.InstanceSlot
-	79,  // 30: nexus.plugin.v1.InstanceSlot.lease_expires_at:type_name -> google.protobuf.Timestamp
-	5,   // 31: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
-	20,  // 32: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
-	16,  // 33: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
-	78,  // 34: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
-	79,  // 35: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
-	26,  // 36: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
-	27,  // 37: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
-	79,  // 38: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
-	30,  // 39: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
-	79,  // 40: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
-	33,  // 41: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
-	79,  // 42: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
-	36,  // 43: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
-	79,  // 44: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
-	39,  // 45: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
-	78,  // 46: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	78,  // 47: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
-	79,  // 48: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
-	78,  // 49: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
-	78,  // 50: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
-	79,  // 51: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
-	79,  // 52: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
-	79,  // 53: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
-	79,  // 54: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
-	79,  // 55: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
-	54,  // 56: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
-	55,  // 57: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
-	56,  // 58: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
-	79,  // 59: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	79,  // 60: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	79,  // 61: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
-	59,  // 62: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 63: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 64: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 65: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 66: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 67: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
-	59,  // 68: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
-	79,  // 69: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
-	79,  // 70: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
-	61,  // 71: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
-	60,  // 72: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
-	79,  // 73: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
-	79,  // 74: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
-	79,  // 75: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	78,  // 76: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
-	64,  // 77: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
-	80,  // 78: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
-	64,  // 79: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
-	69,  // 80: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	70,  // 81: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	71,  // 82: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	72,  // 83: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	70,  // 84: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	69,  // 85: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
-	70,  // 86: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
-	71,  // 87: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
-	72,  // 88: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
-	21,  // 89: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
-	23,  // 90: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
-	25,  // 91: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
-	29,  // 92: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
-	32,  // 93: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
-	35,  // 94: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
-	38,  // 95: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
-	41,  // 96: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
-	43,  // 97: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
-	45,  // 98: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
-	47,  // 99: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
-	49,  // 100: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
-	50,  // 101: nexus.plugin.v1.PluginService.SetPluginInstances:input_type -> nexus.plugin.v1.SetPluginInstancesRequest
-	53,  // 102: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
-	58,  // 103: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
-	63,  // 104: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
-	66,  // 105: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
-	68,  // 106: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
-	74,  // 107: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
-	22,  // 108: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
-	24,  // 109: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
-	28,  // 110: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
-	31,  // 111: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
-	34,  // 112: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
-	37,  // 113: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
-	40,  // 114: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
-	42,  // 115: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
-	44,  // 116: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
-	46,  // 117: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
-	48,  // 118: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
-	52,  // 119: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
-	51,  // 120: nexus.plugin.v1.PluginService.SetPluginInstances:output_type -> nexus.plugin.v1.SetPluginInstancesResponse
-	57,  // 121: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
-	62,  // 122: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
-	65,  // 123: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
-	67,  // 124: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
-	73,  // 125: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
-	75,  // 126: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
-	108, // [108:127] is the sub-list for method output_type
-	89,  // [89:108] is the sub-list for method input_type
-	89,  // [89:89] is the sub-list for extension type_name
-	89,  // [89:89] is the sub-list for extension extendee
-	0,   // [0:89] is the sub-list for field type_name
+	10,  // 20: nexus.plugin.v1.PluginDetail.events:type_name -> nexus.plugin.v1.PluginEvents
+	11,  // 21: nexus.plugin.v1.PluginDetail.configuration:type_name -> nexus.plugin.v1.PluginConfiguration
+	15,  // 22: nexus.plugin.v1.PluginDetail.metrics:type_name -> nexus.plugin.v1.PluginMetricsDetail
+	16,  // 23: nexus.plugin.v1.PluginDetail.logs:type_name -> nexus.plugin.v1.LogLine
+	80,  // 24: nexus.plugin.v1.PluginDetail.installed_at:type_name -> google.protobuf.Timestamp
+	80,  // 25: nexus.plugin.v1.PluginDetail.last_updated:type_name -> google.protobuf.Timestamp
+	18,  // 26: nexus.plugin.v1.PluginDetail.runtime:type_name -> nexus.plugin.v1.RuntimeState
+	7,   // 27: nexus.plugin.v1.PluginDetail.message_types:type_name -> nexus.plugin.v1.MessageTypeInfo
+	80,  // 28: nexus.plugin.v1.RuntimeState.started_at:type_name -> google.protobuf.Timestamp
+	20,  // 29: nexus.plugin.v1.RuntimeState.connected_instances:type_name -> nexus.plugin.v1.ConnectedInstance
+	19,  // 30: nexus.plugin.v1.RuntimeState.slots:type_name -> nexus.plugin.v1.InstanceSlot
+	80,  // 31: nexus.plugin.v1.InstanceSlot.lease_expires_at:type_name -> google.protobuf.Timestamp
+	5,   // 32: nexus.plugin.v1.ListPluginsResponse.plugins:type_name -> nexus.plugin.v1.PluginSummary
+	21,  // 33: nexus.plugin.v1.ListPluginsResponse.summary:type_name -> nexus.plugin.v1.PluginsSummary
+	17,  // 34: nexus.plugin.v1.GetPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginDetail
+	79,  // 35: nexus.plugin.v1.InstallPluginRequest.config:type_name -> google.protobuf.Struct
+	80,  // 36: nexus.plugin.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	27,  // 37: nexus.plugin.v1.InstallPluginResponse.installation:type_name -> nexus.plugin.v1.Installation
+	28,  // 38: nexus.plugin.v1.InstallPluginResponse.plugin:type_name -> nexus.plugin.v1.PluginBrief
+	80,  // 39: nexus.plugin.v1.PluginUpdate.updated_at:type_name -> google.protobuf.Timestamp
+	31,  // 40: nexus.plugin.v1.UpdatePluginResponse.update:type_name -> nexus.plugin.v1.PluginUpdate
+	80,  // 41: nexus.plugin.v1.Uninstallation.uninstalled_at:type_name -> google.protobuf.Timestamp
+	34,  // 42: nexus.plugin.v1.UninstallPluginResponse.uninstallation:type_name -> nexus.plugin.v1.Uninstallation
+	80,  // 43: nexus.plugin.v1.Rollback.rolled_back_at:type_name -> google.protobuf.Timestamp
+	37,  // 44: nexus.plugin.v1.RollbackPluginResponse.rollback:type_name -> nexus.plugin.v1.Rollback
+	80,  // 45: nexus.plugin.v1.Backup.created_at:type_name -> google.protobuf.Timestamp
+	40,  // 46: nexus.plugin.v1.ListBackupsResponse.backups:type_name -> nexus.plugin.v1.Backup
+	79,  // 47: nexus.plugin.v1.GetPluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	79,  // 48: nexus.plugin.v1.GetPluginConfigResponse.schema:type_name -> google.protobuf.Struct
+	80,  // 49: nexus.plugin.v1.GetPluginConfigResponse.last_updated:type_name -> google.protobuf.Timestamp
+	79,  // 50: nexus.plugin.v1.UpdatePluginConfigRequest.config:type_name -> google.protobuf.Struct
+	79,  // 51: nexus.plugin.v1.UpdatePluginConfigResponse.configuration:type_name -> google.protobuf.Struct
+	80,  // 52: nexus.plugin.v1.UpdatePluginConfigResponse.updated_at:type_name -> google.protobuf.Timestamp
+	80,  // 53: nexus.plugin.v1.EnablePluginResponse.enabled_at:type_name -> google.protobuf.Timestamp
+	80,  // 54: nexus.plugin.v1.DisablePluginResponse.disabled_at:type_name -> google.protobuf.Timestamp
+	80,  // 55: nexus.plugin.v1.RestartPluginResponse.restarted_at:type_name -> google.protobuf.Timestamp
+	80,  // 56: nexus.plugin.v1.PluginHealth.last_check:type_name -> google.protobuf.Timestamp
+	55,  // 57: nexus.plugin.v1.PluginHealth.checks:type_name -> nexus.plugin.v1.HealthCheck
+	56,  // 58: nexus.plugin.v1.PluginHealth.metrics:type_name -> nexus.plugin.v1.HealthMetrics
+	57,  // 59: nexus.plugin.v1.GetPluginHealthResponse.health:type_name -> nexus.plugin.v1.PluginHealth
+	80,  // 60: nexus.plugin.v1.GetPluginMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	80,  // 61: nexus.plugin.v1.GetPluginMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	80,  // 62: nexus.plugin.v1.MetricPoint.timestamp:type_name -> google.protobuf.Timestamp
+	60,  // 63: nexus.plugin.v1.MetricSeries.requests_per_minute:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 64: nexus.plugin.v1.MetricSeries.response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 65: nexus.plugin.v1.MetricSeries.p95_response_time_ms:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 66: nexus.plugin.v1.MetricSeries.error_rate:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 67: nexus.plugin.v1.MetricSeries.memory_usage_mb:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 68: nexus.plugin.v1.MetricSeries.cpu_usage_percent:type_name -> nexus.plugin.v1.MetricPoint
+	60,  // 69: nexus.plugin.v1.MetricSeries.file_handles:type_name -> nexus.plugin.v1.MetricPoint
+	80,  // 70: nexus.plugin.v1.TimeRange.start:type_name -> google.protobuf.Timestamp
+	80,  // 71: nexus.plugin.v1.TimeRange.end:type_name -> google.protobuf.Timestamp
+	62,  // 72: nexus.plugin.v1.GetPluginMetricsResponse.time_range:type_name -> nexus.plugin.v1.TimeRange
+	61,  // 73: nexus.plugin.v1.GetPluginMetricsResponse.metrics:type_name -> nexus.plugin.v1.MetricSeries
+	80,  // 74: nexus.plugin.v1.GetPluginLogsRequest.start_time:type_name -> google.protobuf.Timestamp
+	80,  // 75: nexus.plugin.v1.GetPluginLogsRequest.end_time:type_name -> google.protobuf.Timestamp
+	80,  // 76: nexus.plugin.v1.LogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	79,  // 77: nexus.plugin.v1.LogEntry.metadata:type_name -> google.protobuf.Struct
+	65,  // 78: nexus.plugin.v1.GetPluginLogsResponse.logs:type_name -> nexus.plugin.v1.LogEntry
+	81,  // 79: nexus.plugin.v1.GetPluginLogsResponse.pagination:type_name -> nexus.plugin.v1.Pagination
+	65,  // 80: nexus.plugin.v1.TailPluginLogsResponse.entry:type_name -> nexus.plugin.v1.LogEntry
+	70,  // 81: nexus.plugin.v1.GetPluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	71,  // 82: nexus.plugin.v1.GetPluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	72,  // 83: nexus.plugin.v1.GetPluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	73,  // 84: nexus.plugin.v1.GetPluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	71,  // 85: nexus.plugin.v1.UpdatePluginPermissionsRequest.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	70,  // 86: nexus.plugin.v1.UpdatePluginPermissionsResponse.permissions:type_name -> nexus.plugin.v1.PermissionSet
+	71,  // 87: nexus.plugin.v1.UpdatePluginPermissionsResponse.resource_limits:type_name -> nexus.plugin.v1.ResourceLimits
+	72,  // 88: nexus.plugin.v1.UpdatePluginPermissionsResponse.limits_enforcement:type_name -> nexus.plugin.v1.LimitEnforcement
+	73,  // 89: nexus.plugin.v1.UpdatePluginPermissionsResponse.confinement:type_name -> nexus.plugin.v1.ConfinementState
+	22,  // 90: nexus.plugin.v1.PluginService.ListPlugins:input_type -> nexus.plugin.v1.ListPluginsRequest
+	24,  // 91: nexus.plugin.v1.PluginService.GetPlugin:input_type -> nexus.plugin.v1.GetPluginRequest
+	26,  // 92: nexus.plugin.v1.PluginService.InstallPlugin:input_type -> nexus.plugin.v1.InstallPluginRequest
+	30,  // 93: nexus.plugin.v1.PluginService.UpdatePlugin:input_type -> nexus.plugin.v1.UpdatePluginRequest
+	33,  // 94: nexus.plugin.v1.PluginService.UninstallPlugin:input_type -> nexus.plugin.v1.UninstallPluginRequest
+	36,  // 95: nexus.plugin.v1.PluginService.RollbackPlugin:input_type -> nexus.plugin.v1.RollbackPluginRequest
+	39,  // 96: nexus.plugin.v1.PluginService.ListBackups:input_type -> nexus.plugin.v1.ListBackupsRequest
+	42,  // 97: nexus.plugin.v1.PluginService.GetPluginConfig:input_type -> nexus.plugin.v1.GetPluginConfigRequest
+	44,  // 98: nexus.plugin.v1.PluginService.UpdatePluginConfig:input_type -> nexus.plugin.v1.UpdatePluginConfigRequest
+	46,  // 99: nexus.plugin.v1.PluginService.EnablePlugin:input_type -> nexus.plugin.v1.EnablePluginRequest
+	48,  // 100: nexus.plugin.v1.PluginService.DisablePlugin:input_type -> nexus.plugin.v1.DisablePluginRequest
+	50,  // 101: nexus.plugin.v1.PluginService.RestartPlugin:input_type -> nexus.plugin.v1.RestartPluginRequest
+	51,  // 102: nexus.plugin.v1.PluginService.SetPluginInstances:input_type -> nexus.plugin.v1.SetPluginInstancesRequest
+	54,  // 103: nexus.plugin.v1.PluginService.GetPluginHealth:input_type -> nexus.plugin.v1.GetPluginHealthRequest
+	59,  // 104: nexus.plugin.v1.PluginService.GetPluginMetrics:input_type -> nexus.plugin.v1.GetPluginMetricsRequest
+	64,  // 105: nexus.plugin.v1.PluginService.GetPluginLogs:input_type -> nexus.plugin.v1.GetPluginLogsRequest
+	67,  // 106: nexus.plugin.v1.PluginService.TailPluginLogs:input_type -> nexus.plugin.v1.TailPluginLogsRequest
+	69,  // 107: nexus.plugin.v1.PluginService.GetPluginPermissions:input_type -> nexus.plugin.v1.GetPluginPermissionsRequest
+	75,  // 108: nexus.plugin.v1.PluginService.UpdatePluginPermissions:input_type -> nexus.plugin.v1.UpdatePluginPermissionsRequest
+	23,  // 109: nexus.plugin.v1.PluginService.ListPlugins:output_type -> nexus.plugin.v1.ListPluginsResponse
+	25,  // 110: nexus.plugin.v1.PluginService.GetPlugin:output_type -> nexus.plugin.v1.GetPluginResponse
+	29,  // 111: nexus.plugin.v1.PluginService.InstallPlugin:output_type -> nexus.plugin.v1.InstallPluginResponse
+	32,  // 112: nexus.plugin.v1.PluginService.UpdatePlugin:output_type -> nexus.plugin.v1.UpdatePluginResponse
+	35,  // 113: nexus.plugin.v1.PluginService.UninstallPlugin:output_type -> nexus.plugin.v1.UninstallPluginResponse
+	38,  // 114: nexus.plugin.v1.PluginService.RollbackPlugin:output_type -> nexus.plugin.v1.RollbackPluginResponse
+	41,  // 115: nexus.plugin.v1.PluginService.ListBackups:output_type -> nexus.plugin.v1.ListBackupsResponse
+	43,  // 116: nexus.plugin.v1.PluginService.GetPluginConfig:output_type -> nexus.plugin.v1.GetPluginConfigResponse
+	45,  // 117: nexus.plugin.v1.PluginService.UpdatePluginConfig:output_type -> nexus.plugin.v1.UpdatePluginConfigResponse
+	47,  // 118: nexus.plugin.v1.PluginService.EnablePlugin:output_type -> nexus.plugin.v1.EnablePluginResponse
+	49,  // 119: nexus.plugin.v1.PluginService.DisablePlugin:output_type -> nexus.plugin.v1.DisablePluginResponse
+	53,  // 120: nexus.plugin.v1.PluginService.RestartPlugin:output_type -> nexus.plugin.v1.RestartPluginResponse
+	52,  // 121: nexus.plugin.v1.PluginService.SetPluginInstances:output_type -> nexus.plugin.v1.SetPluginInstancesResponse
+	58,  // 122: nexus.plugin.v1.PluginService.GetPluginHealth:output_type -> nexus.plugin.v1.GetPluginHealthResponse
+	63,  // 123: nexus.plugin.v1.PluginService.GetPluginMetrics:output_type -> nexus.plugin.v1.GetPluginMetricsResponse
+	66,  // 124: nexus.plugin.v1.PluginService.GetPluginLogs:output_type -> nexus.plugin.v1.GetPluginLogsResponse
+	68,  // 125: nexus.plugin.v1.PluginService.TailPluginLogs:output_type -> nexus.plugin.v1.TailPluginLogsResponse
+	74,  // 126: nexus.plugin.v1.PluginService.GetPluginPermissions:output_type -> nexus.plugin.v1.GetPluginPermissionsResponse
+	76,  // 127: nexus.plugin.v1.PluginService.UpdatePluginPermissions:output_type -> nexus.plugin.v1.UpdatePluginPermissionsResponse
+	109, // [109:128] is the sub-list for method output_type
+	90,  // [90:109] is the sub-list for method input_type
+	90,  // [90:90] is the sub-list for extension type_name
+	90,  // [90:90] is the sub-list for extension extendee
+	0,   // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_nexus_plugin_v1_plugin_proto_init() }
@@ -6261,19 +6350,19 @@ func file_nexus_plugin_v1_plugin_proto_init() {
 		return
 	}
 	file_nexus_plugin_v1_common_proto_init()
-	file_nexus_plugin_v1_plugin_proto_msgTypes[21].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[41].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[47].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[49].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[54].OneofWrappers = []any{}
-	file_nexus_plugin_v1_plugin_proto_msgTypes[74].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[22].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[42].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[48].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[50].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[55].OneofWrappers = []any{}
+	file_nexus_plugin_v1_plugin_proto_msgTypes[75].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nexus_plugin_v1_plugin_proto_rawDesc), len(file_nexus_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   78,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
