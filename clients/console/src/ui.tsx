@@ -114,11 +114,17 @@ export function Time({ ts }: { ts?: Timestamp }) {
   );
 }
 
-/** A page's heading; focused after navigation so that keyboard and screen reader users land on it. */
+/**
+ * A page's heading; focused after navigation so that keyboard and screen reader users land on
+ * it. A reader already at work in the page (a fast Tab into the sign-in field before this
+ * ran) keeps the focus.
+ */
 export function PageTitle({ children }: { children: ComponentChildren }) {
   const ref = useRef<HTMLHeadingElement>(null);
   useEffect(() => {
-    ref.current?.focus();
+    const active = document.activeElement;
+    const main = ref.current?.closest("main");
+    if (!active || active === document.body || !main?.contains(active)) ref.current?.focus();
   }, []);
   return (
     <h1 tabIndex={-1} ref={ref}>

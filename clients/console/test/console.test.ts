@@ -262,18 +262,6 @@ test("everything can be done from the keyboard", async () => {
       const el = document.activeElement as HTMLElement | null;
       return `${el?.tagName.toLowerCase()}#${el?.id}:${(el?.getAttribute("aria-label") ?? el?.textContent ?? "").trim()}`;
     });
-    /** Presses Tab until the focused element matches (at most 40 times). */
-    const tabTo = async (want: RegExp) => {
-      for (let i = 0; i < 40; i++) {
-        await page.keyboard.press("Tab");
-        if (want.test(await focused())) return;
-      }
-      assert.fail(`Tab never reached ${want}; at ${await focused()}`);
-    };
-    await tabTo(/^a#:Skip to content$/);
-    await tabTo(/^input#token:/);
-    await page.keyboard.type(ADMIN_TOKEN);
-    await page.keyboard.press("Enter");
     /** Waits (at most 10 s) until the focused element matches, or fails naming the one that has it. */
     const focusIs = async (want: RegExp, what: string) => {
       for (let deadline = Date.now() + 10_000; Date.now() < deadline; await page.waitForTimeout(50)) {
@@ -281,6 +269,20 @@ test("everything can be done from the keyboard", async () => {
       }
       assert.fail(`${what}: the focus is on ${await focused()}`);
     };
+    /** Presses Tab (or Shift+Tab) until the focused element matches (at most 40 times). */
+    const tabTo = async (want: RegExp, key = "Tab") => {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press(key);
+        if (want.test(await focused())) return;
+      }
+      assert.fail(`${key} never reached ${want}; at ${await focused()}`);
+    };
+    await focusIs(/^h1#:Sign in to Nexus$/, "on the sign-in page");
+    // The skip link comes first, before the header.
+    await tabTo(/^a#:Skip to content$/, "Shift+Tab");
+    await tabTo(/^input#token:/);
+    await page.keyboard.type(ADMIN_TOKEN);
+    await page.keyboard.press("Enter");
     // After each page change the focus is on the page's heading.
     await focusIs(/^h1#:Plugins$/, "after signing in");
     await tabTo(/^a#:Catalog$/);
